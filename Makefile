@@ -1,0 +1,57 @@
+# The two commands a user needs: `make run` and `make test`. Each installs what is
+# missing (tools/setup.sh), configures with CMake + Ninja, builds and runs.
+BUILD    ?= build
+ASAN     ?= build-asan
+TSAN     ?= build-tsan
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(CI),true)
+  CMAKE_FLAGS += -DKITTEN_WERROR=ON
+endif
+
+.PHONY: all setup build run test test-main test-asan test-tsan bench docs format clean
+
+all: build
+
+setup:
+	@bash tools/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/bin/kitten graph add
+	$(BUILD)/bin/kitten graph sum
+
+test: test-main test-asan test-tsan
+
+test-main: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# dsl alone under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: setup
+	@cmake -S . -B $(ASAN) -G Ninja $(CMAKE_FLAGS) -DKITTEN_DSL_ONLY=ON \
+	  -DKITTEN_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build $(ASAN) -j $(JOBS)
+	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) -L dsl
+
+# The concurrency tests under ThreadSanitizer.
+test-tsan: setup
+	@cmake -S . -B $(TSAN) -G Ninja $(CMAKE_FLAGS) -DKITTEN_DSL_ONLY=ON \
+	  -DKITTEN_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(TSAN) -j $(JOBS)
+	cd $(TSAN) && ctest --output-on-failure -j $(JOBS) -L concurrency
+
+bench: build
+	$(BUILD)/bin/kitten_bench_dsl
+
+# Regenerates docs/uops.md from the op registry (a test fails when it is stale).
+docs: build
+	$(BUILD)/bin/kitten uops --doc > docs/uops.md
+
+format:
+	@git ls-files '*.cpp' '*.h' | xargs -r clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(ASAN) $(TSAN)

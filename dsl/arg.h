@@ -1,0 +1,64 @@
+// The argument of a UOp: the one non-UOp payload of a node (a constant's bits, a range's
+// axis, a kernel parameter's slot ...). Part of the node's identity, so it is compared,
+// hashed stably and printed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "dsl/dtype.h"
+
+namespace kitten {
+
+// How a RANGE is executed: across the grid (global), across a block's threads (local),
+// as a sequential loop, as a reduction loop, or expanded into lanes (upcast) or repeated
+// code (unroll).
+enum class AxisKind : uint8_t { Global, Local, Loop, Reduce, Upcast, Unroll };
+enum class SpecialKind : uint8_t { BlockIdx, ThreadIdx };
+
+struct ConstArg {  // the bits of a constant: a double for float dtypes, else an integer
+  uint64_t bits;
+  friend bool operator==(const ConstArg&, const ConstArg&) = default;
+};
+struct AxisArg {
+  int64_t id;
+  AxisKind kind;
+  friend bool operator==(const AxisArg&, const AxisArg&) = default;
+};
+struct SpecialArg {
+  SpecialKind kind;
+  int dim;  // 0, 1, 2 = x, y, z
+  friend bool operator==(const SpecialArg&, const SpecialArg&) = default;
+};
+struct VarArg {  // a bounded run-time integer: name and inclusive bounds
+  std::string name;
+  int64_t min, max;
+  friend bool operator==(const VarArg&, const VarArg&) = default;
+};
+
+using Arg = std::variant<std::monostate, int64_t, ConstArg, std::string, AxisArg, SpecialArg,
+                         VarArg, std::vector<int64_t>>;
+// The kind of each alternative of Arg, in the same order.
+enum class ArgKind : uint8_t { None, Int, Const, Name, Axis, Special, Var, Ints };
+
+inline ArgKind arg_kind(const Arg& a) { return ArgKind(a.index()); }
+std::string_view arg_kind_name(ArgKind k);
+std::string_view axis_kind_name(AxisKind k);
+std::string_view special_name(SpecialArg s);  // "blockIdx.x" ...
+
+// The stable hash of an arg: kind name and value bytes, never enum numbers.
+uint64_t arg_stable_hash(const Arg& a);
+// Prints an arg; a constant's bits are shown as a value of `dtype`.
+std::string arg_to_string(const Arg& a, DType dtype);
+
+// Constant bits for a value of `dtype`: a float dtype stores the double, others the
+// integer. The value must be exact in dtype (UOp::const_ rounds first).
+ConstArg const_bits_of_double(double v);
+ConstArg const_bits_of_int(int64_t v);
+double const_as_double(ConstArg c, DType dtype);
+int64_t const_as_int(ConstArg c, DType dtype);
+
+}  // namespace kitten

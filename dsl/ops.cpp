@@ -1,0 +1,639 @@
+#include "dsl/ops.h"
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "dsl/uop.h"
+
+namespace kitten {
+
+namespace {
+
+// ---- source constraints ----------------------------------------------------------------
+using Pred = std::function<bool(const UOp& node, const UOp& src)>;
+SourceRule src(std::string name, std::string doc, Pred ok) {
+  return {std::move(name), std::move(doc), std::move(ok)};
+}
+bool is_effect(const UOp& s) { return s.dtype().is_void(); }
+bool is_int_scalar(const UOp& s) { return s.dtype().is_scalar() && s.dtype().is_int(); }
+bool is_numeric(DType d) { return d.is_value() && !d.is_bool(); }
+
+SourceRule any_node(std::string name) {
+  return src(std::move(name), "any node", [](const UOp&, const UOp&) { return true; });
+}
+SourceRule effect(std::string name) {
+  return src(std::move(name), "an effect (a node of dtype void)",
+             [](const UOp&, const UOp& s) { return is_effect(s); });
+}
+SourceRule int_scalar(std::string name) {
+  return src(std::move(name), "an integer scalar",
+             [](const UOp&, const UOp& s) { return is_int_scalar(s); });
+}
+SourceRule int_of_result(std::string name) {
+  return src(std::move(name), "an integer scalar of the result's dtype",
+             [](const UOp& n, const UOp& s) { return is_int_scalar(s) && s.dtype() == n.dtype(); });
+}
+SourceRule bool_scalar(std::string name) {
+  return src(std::move(name), "a bool scalar",
+             [](const UOp&, const UOp& s) { return s.dtype() == dtypes::bool_; });
+}
+SourceRule pointer(std::string name) {
+  return src(std::move(name), "a pointer (a buffer)",
+             [](const UOp&, const UOp& s) { return s.dtype().is_pointer(); });
+}
+SourceRule index_in(std::string name, std::optional<AddrSpace> space) {
+  std::string doc = "an INDEX";
+  if (space) doc += " into " + std::string(addr_space_name(*space)) + " memory";
+  return src(std::move(name), doc, [space](const UOp&, const UOp& s) {
+    return s.op() == Op::INDEX && (!space || s.dtype().space() == *space);
+  });
+}
+SourceRule op_is(std::string name, Op op, std::string doc) {
+  return src(std::move(name), std::move(doc),
+             [op](const UOp&, const UOp& s) { return s.op() == op; });
+}
+SourceRule value_of_result(std::string name) {
+  return src(std::move(name), "a value of the result's dtype",
+             [](const UOp& n, const UOp& s) { return s.dtype() == n.dtype(); });
+}
+SourceRule like_src0(std::string name) {
+  return src(std::move(name), "of source 0's dtype",
+             [](const UOp& n, const UOp& s) { return s.dtype() == n.src(0).dtype(); });
+}
+SourceRule value_where(std::string name, std::string doc, bool (*ok)(DType)) {
+  return src(std::move(name), std::move(doc),
+             [ok](const UOp&, const UOp& s) { return ok(s.dtype()); });
+}
+
+// ---- dtype rules -----------------------------------------------------------------------
+DTypeRule fixed_dtype(DType d) {
+  return {std::string(d.name()), [d](std::span<const UOp>, const Arg&) { return d; }, {}};
+}
+DTypeRule same_as_src(size_t i) {
+  return {"the dtype of source " + std::to_string(i),
+          [i](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+            if (i >= s.size()) return std::nullopt;
+            return s[i].dtype();
+          },
+          {}};
+}
+DTypeRule bool_lanes_of_src0() {
+  return {"bool, with the lane count of the sources",
+          [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+            if (s.empty() || !s[0].dtype().is_value()) return std::nullopt;
+            int n = s[0].dtype().count();
+            return n == 1 ? dtypes::bool_ : dtypes::bool_.vec(n);
+          },
+          {}};
+}
+DTypeRule checked_dtype(std::string doc, std::function<bool(DType)> ok) {
+  return {std::move(doc), {}, std::move(ok)};
+}
+
+NodeRule rule(std::string doc, std::function<std::string(const UOp&)> check) {
+  return {std::move(doc), std::move(check)};
+}
+std::string fails_if(bool bad, std::string what) { return bad ? what : std::string(); }
+
+// ---- spec families ---------------------------------------------------------------------
+OpSpec spec(std::string name, std::string meaning) {
+  OpSpec s;
+  s.name = std::move(name);
+  s.meaning = std::move(meaning);
+  return s;
+}
+OpSpec unary(std::string name, std::string meaning, std::string doc, bool (*ok)(DType)) {
+  OpSpec s = spec(std::move(name), std::move(meaning));
+  s.sources = {value_where("x", std::move(doc), ok)};
+  s.dtype = same_as_src(0);
+  return s;
+}
+OpSpec binary(std::string name, std::string meaning, std::string doc, bool (*ok)(DType),
+              bool commutative) {
+  OpSpec s = spec(std::move(name), std::move(meaning));
+  s.sources = {value_where("a", std::move(doc), ok), like_src0("b")};
+  s.dtype = same_as_src(0);
+  s.commutative = commutative;
+  return s;
+}
+OpSpec compare(std::string name, std::string meaning, std::string doc, bool (*ok)(DType),
+               bool commutative) {
+  OpSpec s = binary(std::move(name), std::move(meaning), std::move(doc), ok, commutative);
+  s.dtype = bool_lanes_of_src0();
+  return s;
+}
+bool float_value(DType d) { return d.is_float(); }
+bool int_value(DType d) { return d.is_int(); }
+bool numeric_value(DType d) { return is_numeric(d); }
+bool any_value(DType d) { return d.is_value(); }
+bool int_or_bool(DType d) { return d.is_int() || d.is_bool(); }
+
+std::string const_fits(const UOp& u) {
+  DType d = u.dtype();
+  ConstArg c = std::get<ConstArg>(u.arg());
+  if (d.is_bool()) return fails_if(c.bits > 1, "a bool constant is 0 or 1");
+  if (d.is_int()) {
+    if (d.is_unsigned() && d.bits() == 64) return "";
+    int64_t v = int64_t(c.bits);
+    return fails_if(v < d.imin() || v > d.imax(),
+                    std::to_string(v) + " is outside " + std::string(d.name()) + "'s range");
+  }
+  double v = std::bit_cast<double>(c.bits);
+  if (std::isnan(v) || d == dtypes::float64) return "";
+  double exact = v;
+  if (const FloatFormat* f = d.narrow_float())
+    exact = decode_float(*f, encode_float(*f, v));
+  else
+    exact = double(float(v));
+  return fails_if(exact != v, std::to_string(v) + " is not exactly a " + std::string(d.name()) +
+                                  " (round it first, e.g. with const_)");
+}
+
+bool is_identifier(const std::string& s) {
+  if (s.empty() || std::isdigit(uint8_t(s[0]))) return false;
+  for (char c : s)
+    if (!std::isalnum(uint8_t(c)) && c != '_') return false;
+  return true;
+}
+
+std::string slot_nonnegative(const UOp& u) {
+  return fails_if(u.int_arg() < 0, "slot " + std::to_string(u.int_arg()) + " is negative");
+}
+
+std::vector<OpSpec> core_specs() {
+  std::vector<OpSpec> v;
+  auto add = [&](OpSpec s) { v.push_back(std::move(s)); };
+
+  // definitions
+  OpSpec c = spec("CONST", "A compile-time constant scalar; the arg holds its bits.");
+  c.dtype = checked_dtype("a scalar", [](DType d) { return d.is_scalar(); });
+  c.arg = ArgKind::Const;
+  c.rules = {rule("the value is exact in the dtype", const_fits)};
+  add(c);
+
+  OpSpec p =
+      spec("PARAM", "A kernel parameter: a global buffer or an integer; the arg is its slot.");
+  p.dtype = checked_dtype("a pointer into global memory or an integer scalar", [](DType d) {
+    return (d.is_pointer() && d.space() == AddrSpace::Global) || (d.is_scalar() && d.is_int());
+  });
+  p.arg = ArgKind::Int;
+  p.rules = {rule("the slot is not negative", slot_nonnegative)};
+  add(p);
+
+  OpSpec dv = spec("DEFINE_VAR",
+                   "A run-time integer known to lie within inclusive bounds (name min..max).");
+  dv.dtype =
+      checked_dtype("an integer scalar", [](DType d) { return d.is_scalar() && d.is_int(); });
+  dv.arg = ArgKind::Var;
+  dv.rules = {rule("the name is an identifier",
+                   [](const UOp& u) {
+                     const auto& n = std::get<VarArg>(u.arg()).name;
+                     return fails_if(!is_identifier(n), "'" + n + "' is not an identifier");
+                   }),
+              rule("min <= max, both within the dtype", [](const UOp& u) {
+                const auto& a = std::get<VarArg>(u.arg());
+                DType d = u.dtype();
+                bool unsigned64 = d.is_unsigned() && d.bits() == 64;
+                bool bad = a.min > a.max ||
+                           (!unsigned64 && (a.min < d.imin() || a.max > d.imax())) ||
+                           (unsigned64 && a.min < 0);
+                return fails_if(bad, "bounds " + std::to_string(a.min) + ".." +
+                                         std::to_string(a.max) + " for " + std::string(d.name()));
+              })};
+  add(dv);
+
+  for (auto [name, space] :
+       {std::pair{"DEFINE_LOCAL", AddrSpace::Local}, std::pair{"DEFINE_REG", AddrSpace::Reg}}) {
+    std::string where = space == AddrSpace::Local ? "a block's shared memory" : "registers";
+    OpSpec d = spec(name, "A buffer in " + where + " of a fixed size; the arg is its slot.");
+    d.dtype = checked_dtype(
+        "a pointer into " + std::string(addr_space_name(space)) + " memory with a known size",
+        [space](DType t) { return t.is_pointer() && t.space() == space && t.size() > 0; });
+    d.arg = ArgKind::Int;
+    d.rules = {rule("the slot is not negative", slot_nonnegative)};
+    add(d);
+  }
+
+  OpSpec sp = spec("SPECIAL",
+                   "The index of this block in the grid or of this thread in its block, "
+                   "along one dimension, below the extent.");
+  sp.sources = {int_of_result("extent")};
+  sp.dtype = fixed_dtype(dtypes::int32);
+  sp.arg = ArgKind::Special;
+  sp.rules = {rule("the dimension is 0, 1 or 2 (x, y, z)", [](const UOp& u) {
+    int d = std::get<SpecialArg>(u.arg()).dim;
+    return fails_if(d < 0 || d > 2, "dimension " + std::to_string(d));
+  })};
+  add(sp);
+
+  // structure and ordering
+  OpSpec r =
+      spec("RANGE", "A loop index running from 0 to end-1; the arg is its axis id and kind.");
+  r.sources = {int_of_result("end")};
+  r.dtype = checked_dtype("an integer scalar", [](DType d) { return d.is_scalar() && d.is_int(); });
+  r.arg = ArgKind::Axis;
+  r.rules = {rule("the axis id is not negative", [](const UOp& u) {
+    return fails_if(u.axis().id < 0, "axis id " + std::to_string(u.axis().id));
+  })};
+  add(r);
+
+  OpSpec e = spec("END",
+                  "Closes the given ranges over a body effect: the body "
+                  "runs once for every iteration of them.");
+  e.sources = {effect("body")};
+  e.rest = op_is("ranges", Op::RANGE, "a RANGE");
+  e.rest_min = 1;
+  e.rest_max = -1;
+  e.dtype = fixed_dtype(dtypes::void_);
+  e.rules = {rule("each range is closed once", [](const UOp& u) {
+    for (size_t i = 1; i < u.src().size(); ++i)
+      for (size_t j = 1; j < i; ++j)
+        if (u.src(i) == u.src(j))
+          return "source " + std::to_string(i) + " repeats " + std::to_string(j);
+    return std::string();
+  })};
+  add(e);
+
+  OpSpec af = spec("AFTER",
+                   "The buffer, usable only after the deps ran; only uses "
+                   "reached through this node are ordered.");
+  af.sources = {pointer("buffer")};
+  af.rest = any_node("deps");
+  af.rest_min = 1;
+  af.rest_max = -1;
+  af.dtype = same_as_src(0);
+  add(af);
+
+  OpSpec g = spec("GROUP",
+                  "Bundles several effects into one, so that one END "
+                  "closes them all.");
+  g.rest = effect("effects");
+  g.rest_min = 2;
+  g.rest_max = -1;
+  g.dtype = fixed_dtype(dtypes::void_);
+  add(g);
+
+  OpSpec i = spec("IF",
+                  "Opens a block that runs only where cond is true, after "
+                  "the given effects.");
+  i.sources = {bool_scalar("cond")};
+  i.rest = effect("deps");
+  i.rest_max = -1;
+  i.dtype = fixed_dtype(dtypes::void_);
+  add(i);
+
+  OpSpec ei = spec("ENDIF", "Closes an IF over the body effects that run under it.");
+  ei.sources = {op_is("if", Op::IF, "an IF")};
+  ei.rest = effect("body");
+  ei.rest_min = 1;
+  ei.rest_max = -1;
+  ei.dtype = fixed_dtype(dtypes::void_);
+  add(ei);
+
+  OpSpec b = spec("BARRIER",
+                  "Waits for every thread of the block, making the "
+                  "given writes visible to all of them.");
+  b.rest = effect("writes");
+  b.rest_max = -1;
+  b.dtype = fixed_dtype(dtypes::void_);
+  add(b);
+
+  OpSpec sk = spec("SINK",
+                   "The root of a kernel: the effects it must perform; "
+                   "the arg is the kernel's name (may be empty).");
+  sk.rest = effect("effects");
+  sk.rest_max = -1;
+  sk.dtype = fixed_dtype(dtypes::void_);
+  sk.arg = ArgKind::Name;
+  add(sk);
+
+  // memory
+  OpSpec ix = spec("INDEX",
+                   "The address of element `index` of a buffer, valid "
+                   "only where the optional gate is true.");
+  ix.sources = {pointer("buffer"), int_scalar("index")};
+  ix.rest = bool_scalar("gate");
+  ix.rest_max = 1;
+  ix.dtype = checked_dtype(
+      "a pointer in the buffer's address space to the buffer's element or a vector of it",
+      [](DType d) { return d.is_pointer(); });
+  ix.rules = {
+      rule("it points into the buffer's space, to its element or a vector of it", [](const UOp& u) {
+        DType buf = u.src(0).dtype(), d = u.dtype();
+        bool ok =
+            d.space() == buf.space() && (d.pointee() == buf.pointee() ||
+                                         (d.pointee().is_vector() && buf.pointee().is_scalar() &&
+                                          d.pointee().element() == buf.pointee()));
+        return fails_if(!ok, std::string(d.name()) + " into " + std::string(buf.name()));
+      })};
+  add(ix);
+
+  OpSpec ld = spec("LOAD",
+                   "Reads the value at an address; gated-off lanes yield "
+                   "the alternative value.");
+  ld.sources = {index_in("address", std::nullopt)};
+  ld.rest = value_of_result("alt");
+  ld.rest_max = 1;
+  ld.dtype = {"the element the address points to",
+              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+                if (s.empty() || !s[0].dtype().is_pointer()) return std::nullopt;
+                return s[0].dtype().pointee();
+              },
+              {}};
+  ld.rules = {
+      rule("a gated address has an alternative value, an ungated one has none", [](const UOp& u) {
+        bool gated = u.src(0).src().size() == 3, alt = u.src().size() == 2;
+        return fails_if(gated != alt, gated ? "the address is gated and there is no "
+                                              "alternative value"
+                                            : "the address has no gate but an "
+                                              "alternative value is given");
+      })};
+  add(ld);
+
+  OpSpec st = spec("STORE",
+                   "Writes value to an address (nothing where its gate is "
+                   "false).");
+  st.sources = {
+      index_in("address", std::nullopt),
+      src("value", "a value of the element the address points to", [](const UOp& n, const UOp& s) {
+        return n.src(0).dtype().is_pointer() && s.dtype() == n.src(0).dtype().pointee() &&
+               s.dtype().is_value();
+      })};
+  st.dtype = fixed_dtype(dtypes::void_);
+  add(st);
+
+  OpSpec ac = spec("ASYNC_COPY",
+                   "Starts copying one 4, 8 or 16 byte value from "
+                   "global to shared memory; it has landed only after "
+                   "a WAIT on the returned token.");
+  ac.sources = {index_in("dst", AddrSpace::Local), index_in("src", AddrSpace::Global)};
+  ac.dtype = fixed_dtype(dtypes::token);
+  ac.rules = {rule("dst and src point to the same type of 4, 8 or 16 bytes", [](const UOp& u) {
+    DType d = u.src(0).dtype().pointee(), s = u.src(1).dtype().pointee();
+    int bytes = d.itemsize();
+    return fails_if(d != s || (bytes != 4 && bytes != 8 && bytes != 16),
+                    std::string(d.name()) + " from " + std::string(s.name()));
+  })};
+  add(ac);
+
+  OpSpec w = spec("WAIT",
+                  "Waits until the async copies of the given tokens have "
+                  "landed (for this thread).");
+  w.rest = src("tokens", "a token", [](const UOp&, const UOp& s) { return s.dtype().is_token(); });
+  w.rest_min = 1;
+  w.rest_max = -1;
+  w.dtype = fixed_dtype(dtypes::void_);
+  add(w);
+
+  // warp-level
+  OpSpec sh = spec("SHUFFLE",
+                   "Exchanges a value between the lanes of a warp; the "
+                   "arg is the mode (idx, xor, up or down).");
+  sh.sources = {
+      value_where("value", "a 32- or 64-bit scalar",
+                  [](DType d) { return d.is_scalar() && (d.bits() == 32 || d.bits() == 64); }),
+      src("lane", "an int32 scalar",
+          [](const UOp&, const UOp& s) { return s.dtype() == dtypes::int32; })};
+  sh.dtype = same_as_src(0);
+  sh.arg = ArgKind::Name;
+  sh.rules = {rule("the mode is idx, xor, up or down", [](const UOp& u) {
+    const std::string& m = u.name_arg();
+    return fails_if(m != "idx" && m != "xor" && m != "up" && m != "down", "mode '" + m + "'");
+  })};
+  add(sh);
+
+  OpSpec mma = spec("MMA",
+                    "A warp-level matrix multiply-accumulate c + a*b on "
+                    "register fragments; the arg names the fragment layout.");
+  mma.sources = {any_node("a"), any_node("b"), any_node("c")};
+  mma.dtype = same_as_src(2);
+  mma.arg = ArgKind::Name;
+  mma.rules = {rule("the layout is registered and a, b, c are its fragments", [](const UOp& u) {
+    const MmaLayout* l = find_mma_layout(u.name_arg());
+    if (!l) return "no MMA layout is named '" + u.name_arg() + "'";
+    return fails_if(
+        u.src(0).dtype() != l->a || u.src(1).dtype() != l->b || u.src(2).dtype() != l->c,
+        l->name + " takes " + std::string(l->a.name()) + ", " + std::string(l->b.name()) + ", " +
+            std::string(l->c.name()));
+  })};
+  add(mma);
+
+  // types and vectors
+  OpSpec cs = spec("CAST",
+                   "Converts a value to another dtype of the same lane count "
+                   "(floats round to nearest even).");
+  cs.sources = {value_where("x", "a value", any_value)};
+  cs.dtype = checked_dtype("a value", [](DType d) { return d.is_value(); });
+  cs.rules = {rule("the lane count is kept", [](const UOp& u) {
+    return fails_if(u.dtype().count() != u.src(0).dtype().count(), "lanes differ");
+  })};
+  add(cs);
+
+  OpSpec bc = spec("BITCAST",
+                   "Reinterprets the bits of a value as another dtype of "
+                   "the same size.");
+  bc.sources = {value_where("x", "a value", any_value)};
+  bc.dtype = checked_dtype("a value", [](DType d) { return d.is_value(); });
+  bc.rules = {rule("the size in bytes is kept", [](const UOp& u) {
+    return fails_if(u.dtype().itemsize() != u.src(0).dtype().itemsize(), "sizes differ");
+  })};
+  add(bc);
+
+  OpSpec vz = spec("VECTORIZE", "Builds a vector from scalars, one per lane.");
+  vz.rest = src("elements", "a scalar of one dtype shared by all sources",
+                [](const UOp& n, const UOp& s) {
+                  return s.dtype().is_scalar() && s.dtype() == n.src(0).dtype();
+                });
+  vz.rest_min = 2;
+  vz.rest_max = 256;
+  vz.dtype = {"a vector of the sources' dtype with one lane per source",
+              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+                if (s.size() < 2 || !s[0].dtype().is_scalar()) return std::nullopt;
+                return s[0].dtype().vec(int(s.size()));
+              },
+              {}};
+  add(vz);
+
+  OpSpec ex = spec("EXTRACT",
+                   "Takes the listed lanes of a vector: a scalar for one "
+                   "lane, else a vector.");
+  ex.sources = {value_where("x", "a vector", [](DType d) { return d.is_vector(); })};
+  ex.arg = ArgKind::Ints;
+  ex.dtype = {"the element for one lane, else a vector of it with one lane per listed lane",
+              [](std::span<const UOp> s, const Arg& a) -> std::optional<DType> {
+                auto* lanes = std::get_if<std::vector<int64_t>>(&a);
+                if (s.empty() || !lanes || lanes->empty() || lanes->size() > 256)
+                  return std::nullopt;
+                DType e = s[0].dtype().element();
+                return lanes->size() == 1 ? e : e.vec(int(lanes->size()));
+              },
+              {}};
+  ex.rules = {rule("every lane is within the vector", [](const UOp& u) {
+    for (int64_t l : std::get<std::vector<int64_t>>(u.arg()))
+      if (l < 0 || l >= u.src(0).dtype().count()) return "lane " + std::to_string(l);
+    return std::string();
+  })};
+  add(ex);
+
+  // ALU
+  add(unary("NEG", "Negates x.", "a number (not bool)", numeric_value));
+  add(unary("RECIP", "1/x.", "a float", float_value));
+  add(unary("SQRT", "The square root of x.", "a float", float_value));
+  add(unary("EXP2", "2 to the power x.", "a float", float_value));
+  add(unary("LOG2", "The base-2 logarithm of x.", "a float", float_value));
+  add(unary("SIN", "The sine of x (radians).", "a float", float_value));
+  add(unary("TRUNC", "x rounded toward zero.", "a float", float_value));
+  add(binary("ADD", "a + b.", "a number (not bool)", numeric_value, true));
+  add(binary("SUB", "a - b.", "a number (not bool)", numeric_value, false));
+  add(binary("MUL", "a * b.", "a number (not bool)", numeric_value, true));
+  add(binary("FDIV", "a / b for floats.", "a float", float_value, false));
+  add(binary("IDIV", "a / b for integers, truncating toward zero as C does.", "an integer",
+             int_value, false));
+  add(binary("MOD", "The remainder of IDIV: a - (a/b)*b, with the sign of a as in C.", "an integer",
+             int_value, false));
+  add(binary("MAX", "The larger of a and b.", "a number (not bool)", numeric_value, true));
+  add(binary("MIN", "The smaller of a and b.", "a number (not bool)", numeric_value, true));
+  add(compare("CMPLT", "a < b.", "a value", any_value, false));
+  add(compare("CMPEQ", "a == b.", "a value", any_value, true));
+  add(compare("CMPNE", "a != b.", "a value", any_value, true));
+  add(binary("AND", "Bitwise (logical for bool) and.", "an integer or bool", int_or_bool, true));
+  add(binary("OR", "Bitwise (logical for bool) or.", "an integer or bool", int_or_bool, true));
+  add(binary("XOR", "Bitwise (logical for bool) exclusive or.", "an integer or bool", int_or_bool,
+             true));
+  add(binary("SHL", "a shifted left by b bits.", "an integer", int_value, false));
+  add(binary("SHR", "a shifted right by b bits (arithmetic for signed a).", "an integer", int_value,
+             false));
+
+  OpSpec wh = spec("WHERE", "a where cond is true, else b, lane by lane.");
+  wh.sources = {src("cond", "bool with the result's lane count",
+                    [](const UOp& n, const UOp& s) {
+                      return s.dtype().is_bool() && s.dtype().count() == n.dtype().count();
+                    }),
+                value_where("a", "a value", any_value),
+                src("b", "of a's dtype",
+                    [](const UOp& n, const UOp& s) { return s.dtype() == n.src(1).dtype(); })};
+  wh.dtype = same_as_src(1);
+  add(wh);
+
+  OpSpec ma = spec("MULACC", "a * b + c (fused where the target has it).");
+  ma.sources = {value_where("a", "a number (not bool)", numeric_value), like_src0("b"),
+                like_src0("c")};
+  ma.dtype = same_as_src(0);
+  add(ma);
+  return v;
+}
+
+// ---- the registry ----------------------------------------------------------------------
+constexpr size_t kMaxOps = 1024;
+
+struct Registry {
+  std::mutex mu;
+  std::array<std::atomic<const OpSpec*>, kMaxOps> specs{};
+  std::array<uint64_t, kMaxOps> name_hash{};
+  std::atomic<int> count{0};
+  std::unordered_map<std::string, Op> by_name;
+  std::vector<std::unique_ptr<MmaLayout>> layouts;
+
+  Registry() {
+    for (OpSpec& s : core_specs()) add(std::move(s));
+    if (count.load() != kNumCoreOps) std::abort();  // the enum and core_specs() disagree
+    for (DType t : {dtypes::bfloat16, dtypes::float16}) {
+      std::string in = t == dtypes::bfloat16 ? "bf16" : "f16";
+      layouts.push_back(std::make_unique<MmaLayout>(MmaLayout{
+          "m16n8k16_" + in + "_f32", "mma.sync.aligned.m16n8k16, " + in + " in, f32 accumulate", 16,
+          8, 16, t.vec(8), t.vec(4), dtypes::float32.vec(4)}));
+      layouts.push_back(std::make_unique<MmaLayout>(MmaLayout{
+          "m16n8k8_" + in + "_f32", "mma.sync.aligned.m16n8k8, " + in + " in, f32 accumulate", 16,
+          8, 8, t.vec(4), t.vec(2), dtypes::float32.vec(4)}));
+    }
+  }
+
+  Op add(OpSpec s) {
+    if (s.name.empty() || s.meaning.empty() || s.dtype.doc.empty() ||
+        (!s.dtype.infer && !s.dtype.check))
+      throw std::invalid_argument("register_op: '" + s.name +
+                                  "' needs a name, a meaning and a dtype rule");
+    if ((s.rest_min > 0 || s.rest_max != 0) && !s.rest)
+      throw std::invalid_argument("register_op: '" + s.name +
+                                  "' counts further sources but has no rule for them");
+    int id = count.load();
+    if (by_name.count(s.name))
+      throw std::invalid_argument("register_op: '" + s.name + "' is taken");
+    if (size_t(id) >= kMaxOps) throw std::invalid_argument("register_op: too many ops");
+    by_name.emplace(s.name, Op(id));
+    name_hash[id] = fnv1a(s.name);
+    specs[id].store(new OpSpec(std::move(s)), std::memory_order_release);
+    count.store(id + 1, std::memory_order_release);
+    return Op(id);
+  }
+};
+
+Registry& registry() {
+  static Registry* r = new Registry();  // immortal: nodes may outlive static destruction
+  return *r;
+}
+
+}  // namespace
+
+Op register_op(OpSpec spec) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  return r.add(std::move(spec));
+}
+
+const OpSpec* find_op_spec(Op op) {
+  size_t id = size_t(op);
+  return id < kMaxOps ? registry().specs[id].load(std::memory_order_acquire) : nullptr;
+}
+
+std::optional<Op> op_by_name(std::string_view name) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.by_name.find(std::string(name));
+  if (it == r.by_name.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string op_name(Op op) {
+  const OpSpec* s = find_op_spec(op);
+  return s ? s->name : "OP#" + std::to_string(int(op));
+}
+
+uint64_t op_name_hash(Op op) {
+  size_t id = size_t(op);
+  if (id < kMaxOps && find_op_spec(op)) return registry().name_hash[id];
+  return fnv1a(op_name(op));
+}
+
+int num_ops() { return registry().count.load(std::memory_order_acquire); }
+
+void register_mma_layout(MmaLayout layout) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  for (auto& l : r.layouts)
+    if (l->name == layout.name)
+      throw std::invalid_argument("register_mma_layout: '" + layout.name + "' is taken");
+  r.layouts.push_back(std::make_unique<MmaLayout>(std::move(layout)));
+}
+
+const MmaLayout* find_mma_layout(std::string_view name) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  for (auto& l : r.layouts)
+    if (l->name == name) return l.get();
+  return nullptr;
+}
+
+std::vector<const MmaLayout*> mma_layouts() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  std::vector<const MmaLayout*> out;
+  for (auto& l : r.layouts) out.push_back(l.get());
+  return out;
+}
+
+}  // namespace kitten
