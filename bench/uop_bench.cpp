@@ -14,7 +14,7 @@ constexpr int kChain = 10000;
 // Every node new: a chain of ADDs of fresh constants (2 nodes per step), then freed.
 // With two threads each builds its own chain (no shared nodes, only the shared table).
 void BM_CreateNewNodes(benchmark::State& state) {
-  UOp x = define_var("t" + std::to_string(state.thread_index()), 0, 1 << 20);
+  UOp x = define_var("t" + std::to_string(state.thread_index()), 0, 1 << 20, dtypes::int64);
   int64_t base = int64_t(state.thread_index()) << 32;
   for (auto _ : state) {
     UOp chain = x;
