@@ -23,6 +23,7 @@ build: setup
 run: build
 	$(BUILD)/bin/kitten graph add
 	$(BUILD)/bin/kitten graph sum
+	$(BUILD)/bin/kitten simplify '((x*4 + k)/4)*4 + (x*4 + k)%4 < 512' --var x=0..1000 --var k=0..3
 
 test: test-main test-asan test-tsan
 
@@ -45,6 +46,7 @@ test-tsan: setup
 
 bench: build
 	$(BUILD)/bin/kitten_bench_dsl
+	$(BUILD)/bin/kitten_bench_rewrite
 
 # Regenerates docs/uops.md from the op registry (a test fails when it is stale).
 docs: build

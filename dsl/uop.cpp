@@ -21,6 +21,10 @@ struct UOpNode {
   StableKey key;
   Arg arg;
   UOpNode* next = nullptr;  // the intern table's bucket chain, guarded by the shard lock
+  // Integer bounds, computed once on demand (dsl/symbolic.h); racing writers store the
+  // same values.
+  mutable std::atomic<bool> bounds_ready{false};
+  mutable std::atomic<int64_t> bounds_lo{0}, bounds_hi{0};
 
   UOp* srcs() { return reinterpret_cast<UOp*>(this + 1); }
   const UOp* srcs() const { return reinterpret_cast<const UOp*>(this + 1); }
@@ -184,6 +188,17 @@ DType UOp::dtype() const { return n_->dtype; }
 const Arg& UOp::arg() const { return n_->arg; }
 std::span<const UOp> UOp::src() const { return {n_->srcs(), n_->nsrc}; }
 StableKey UOp::key() const { return n_->key; }
+bool UOp::cached_bounds(int64_t& lo, int64_t& hi) const {
+  if (!n_->bounds_ready.load(std::memory_order_acquire)) return false;
+  lo = n_->bounds_lo.load(std::memory_order_relaxed);
+  hi = n_->bounds_hi.load(std::memory_order_relaxed);
+  return true;
+}
+void UOp::cache_bounds(int64_t lo, int64_t hi) const {
+  n_->bounds_lo.store(lo, std::memory_order_relaxed);
+  n_->bounds_hi.store(hi, std::memory_order_relaxed);
+  n_->bounds_ready.store(true, std::memory_order_release);
+}
 uint32_t UOp::use_count() const { return n_->refs.load(std::memory_order_relaxed); }
 
 UOp UOp::make(Op op, DType dtype, std::span<const UOp> src, Arg arg) {

@@ -61,6 +61,9 @@ class UOp {
   StableKey key() const;  // stable structural hash of the whole graph below
   uint64_t hash() const { return key().lo; }
   uint32_t use_count() const;  // references held to this node (for tests)
+  // A per-node cache for the integer bounds that dsl/symbolic.h computes.
+  bool cached_bounds(int64_t& lo, int64_t& hi) const;
+  void cache_bounds(int64_t lo, int64_t hi) const;
 
   // Typed views of the arg; each throws IrError when the arg is of another kind.
   double const_value() const;  // a CONST as a double

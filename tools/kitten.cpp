@@ -6,8 +6,11 @@
 #include <vector>
 
 #include "dsl/builtin_kernels.h"
+#include "dsl/int_expr.h"
 #include "dsl/ops.h"
 #include "dsl/printer.h"
+#include "dsl/symbolic.h"
+#include "dsl/symbolic_fuzz.h"
 #include "dsl/verify.h"
 
 namespace kitten {
@@ -22,6 +25,13 @@ commands:
   uops --doc        print the op reference (docs/uops.md) generated from the registry
   graph <kernel>    build a built-in kernel graph, verify it and print it with its key
   graph --list      list the built-in kernels
+  simplify '<expr>' [--var NAME=LO..HI]...
+                    simplify an integer expression: line 1 the result in the same
+                    grammar, line 2 its bounds. Grammar (C semantics, int64):
+                    + - * / % (truncating), < <= > >= == !=, && || !, min(a,b),
+                    max(a,b), where(c,a,b), parentheses, integer literals
+  simplify --fuzz N [--seed S]
+                    check the simplifier on N random expressions
   --help, -h        this text
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification),
@@ -64,6 +74,62 @@ int cmd_graph(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_simplify(const std::vector<std::string>& args) {
+  std::vector<ExprVar> vars;
+  std::string expr;
+  int64_t fuzz = -1;
+  uint64_t seed = 1;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool has_value = i + 1 < args.size();
+    try {
+      if (a == "--var" && has_value) {
+        vars.push_back(parse_var_bounds(args[++i]));
+      } else if (a.rfind("--var=", 0) == 0) {
+        vars.push_back(parse_var_bounds(a.substr(6)));
+      } else if (a == "--fuzz" && has_value) {
+        fuzz = std::stoll(args[++i]);
+      } else if (a == "--seed" && has_value) {
+        seed = std::stoull(args[++i]);
+      } else if (a.rfind("--", 0) == 0 || !expr.empty()) {
+        return usage_error("simplify: unexpected argument '" + a + "'");
+      } else {
+        expr = a;
+      }
+    } catch (const ExprError& e) {
+      return usage_error(std::string("simplify: ") + e.what());
+    } catch (const std::logic_error&) {
+      return usage_error("simplify: '" + args[i] + "' is not a number");
+    }
+  }
+  if (fuzz >= 0) {
+    FuzzResult r = fuzz_simplify(seed, fuzz);
+    std::printf("%lld expressions checked, %lld rejected by the parser\n", (long long)r.checked,
+                (long long)r.rejected);
+    if (!r.failure.empty()) {
+      std::fprintf(stderr, "FAILED: %s\n", r.failure.c_str());
+      return 1;
+    }
+    return 0;
+  }
+  if (expr.empty()) return usage_error("simplify: expected an expression");
+  for (size_t i = 0; i < vars.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (vars[i].name == vars[j].name)
+        return usage_error("simplify: --var " + vars[i].name + " is given twice");
+  UOp e;
+  try {
+    e = parse_int_expr(expr, vars);
+  } catch (const ExprError& err) {
+    return usage_error(std::string("simplify: ") + err.what());
+  }
+  UOp s = simplify(e);
+  auto [lo, hi] = bounds(s);
+  std::printf("%s\nbounds: [%lld, %lld]\n", render_int_expr(s).c_str(), (long long)lo,
+              (long long)hi);
+  return 0;
+}
+
 }  // namespace
 }  // namespace kitten
 
@@ -79,6 +145,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "uops") return cmd_uops(args);
     if (cmd == "graph") return cmd_graph(args);
+    if (cmd == "simplify") return cmd_simplify(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kitten %s: %s\n", cmd.c_str(), e.what());

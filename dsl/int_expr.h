@@ -1,0 +1,41 @@
+// The text form of integer expressions used by `kitten simplify`: C's integer operators
+// (+ - * / % with truncating division, comparisons, && || !), min, max, where,
+// parentheses and integer literals, over named variables with inclusive bounds. Parsed
+// into int64 UOps (comparisons and logic into bool, converted as C converts them),
+// rendered back in the same grammar, and evaluated exactly.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dsl/uop.h"
+
+namespace kitten {
+
+struct ExprVar {
+  std::string name;
+  int64_t lo, hi;
+};
+
+// A parse error: the message names the column (1-based) and what was expected there.
+struct ExprError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Throws ExprError on a syntax error, an unknown variable, or a division or modulo by
+// an expression whose bounds contain 0.
+UOp parse_int_expr(std::string_view text, const std::vector<ExprVar>& vars);
+// Reads "name=lo..hi" (as given to --var); throws ExprError when malformed or empty.
+ExprVar parse_var_bounds(std::string_view spec);
+
+std::string render_int_expr(const UOp& u);
+
+// The value of u (bool as 0/1) for the given variable values, with C semantics; nullopt
+// when the evaluation divides by zero or overflows int64 (undefined in C).
+std::optional<int64_t> eval_int_expr(const UOp& u, const std::map<std::string, int64_t>& vars);
+
+}  // namespace kitten

@@ -1,0 +1,29 @@
+// graph_rewrite: applies a RuleSet to a whole graph until no rule fires anywhere (a fixed
+// point), bottom-up (sources first) or top-down (a node before its sources), without
+// recursion, however deep the graph. A rule that keeps firing on the same chain of
+// results (a rewrite loop) stops the rewrite with an IrError naming the rules involved.
+#pragma once
+
+#include <string>
+
+#include "dsl/pattern.h"
+
+namespace kitten {
+
+enum class RewriteOrder { BottomUp, TopDown };
+
+struct RewriteOptions {
+  RewriteOrder order = RewriteOrder::BottomUp;
+  // Rewrites allowed along one chain (a node, what it became, what that became ...).
+  int max_rewrites_per_node = 1000;
+  // Print each rule that fires, on which node, to stderr. Default: the environment
+  // variable KITTEN_TRACE_REWRITE is set to something other than 0.
+  bool trace = false;
+};
+
+RewriteOptions default_rewrite_options();
+
+UOp graph_rewrite(const UOp& root, const RuleSet& rules, void* ctx = nullptr,
+                  RewriteOptions opts = default_rewrite_options());
+
+}  // namespace kitten

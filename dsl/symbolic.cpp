@@ -1,0 +1,513 @@
+#include "dsl/symbolic.h"
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "dsl/rewrite.h"
+
+namespace kitten {
+
+namespace {
+
+using i128 = __int128;
+
+bool is_sint(DType d) { return d.is_scalar() && d.is_int() && !d.is_unsigned(); }
+bool is_index(const UOp& u) { return is_sint(u.dtype()); }
+
+std::pair<int64_t, int64_t> dtype_range(DType d) {
+  if (d.is_bool()) return {0, 1};
+  if (d.is_scalar() && d.is_int()) return {d.imin(), d.imax()};
+  return {INT64_MIN, INT64_MAX};
+}
+
+// Bounds of a node from the (cached) bounds of its sources.
+std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
+  DType d = u.dtype();
+  auto full = dtype_range(d);
+  if (!(d.is_scalar() && (d.is_int() || d.is_bool()))) return full;
+  auto src = [&](size_t i) {
+    int64_t lo = 0, hi = 0;
+    u.src(i).cached_bounds(lo, hi);
+    return std::pair<i128, i128>{lo, hi};
+  };
+  auto fit = [&](i128 lo, i128 hi) -> std::pair<int64_t, int64_t> {
+    if (lo < full.first || hi > full.second) return full;  // may overflow: know nothing
+    return {int64_t(lo), int64_t(hi)};
+  };
+  auto corners = [&](i128 (*f)(i128, i128)) {
+    auto [alo, ahi] = src(0);
+    auto [blo, bhi] = src(1);
+    i128 c[4] = {f(alo, blo), f(alo, bhi), f(ahi, blo), f(ahi, bhi)};
+    return fit(*std::min_element(c, c + 4), *std::max_element(c, c + 4));
+  };
+  switch (u.op()) {
+    case Op::CONST: {
+      if (d.is_unsigned() && d.bits() == 64 && int64_t(u.const_int()) < 0) return full;
+      return {u.const_int(), u.const_int()};
+    }
+    case Op::DEFINE_VAR: {
+      const auto& v = std::get<VarArg>(u.arg());
+      return {v.min, v.max};
+    }
+    case Op::RANGE:
+    case Op::SPECIAL: return {0, std::max<int64_t>(0, int64_t(src(0).second) - 1)};
+    case Op::ADD: return fit(src(0).first + src(1).first, src(0).second + src(1).second);
+    case Op::SUB: return fit(src(0).first - src(1).second, src(0).second - src(1).first);
+    case Op::NEG: return fit(-src(0).second, -src(0).first);
+    case Op::MUL: return corners([](i128 a, i128 b) { return a * b; });
+    case Op::MULACC: {
+      auto [alo, ahi] = src(0);
+      auto [blo, bhi] = src(1);
+      i128 c[4] = {alo * blo, alo * bhi, ahi * blo, ahi * bhi};
+      return fit(*std::min_element(c, c + 4) + src(2).first,
+                 *std::max_element(c, c + 4) + src(2).second);
+    }
+    case Op::IDIV: {
+      auto [blo, bhi] = src(1);
+      if (blo > 0 || bhi < 0) return corners([](i128 a, i128 b) { return a / b; });
+      return full;  // the divisor may be 0
+    }
+    case Op::MOD: {
+      auto [alo, ahi] = src(0);
+      auto [blo, bhi] = src(1);
+      if (blo == bhi && blo != 0 && alo / blo == ahi / blo)
+        return fit(alo - alo / blo * blo, ahi - ahi / blo * blo);
+      i128 mb = std::max(blo < 0 ? -blo : blo, bhi < 0 ? -bhi : bhi);
+      if (mb == 0) return full;
+      i128 lo = alo >= 0 ? 0 : std::max(alo, -(mb - 1));
+      i128 hi = ahi <= 0 ? 0 : std::min(ahi, mb - 1);
+      return fit(lo, hi);
+    }
+    case Op::MAX: return fit(std::max(src(0).first, src(1).first), std::max(src(0).second, src(1).second));
+    case Op::MIN: return fit(std::min(src(0).first, src(1).first), std::min(src(0).second, src(1).second));
+    case Op::CMPLT: {
+      auto [alo, ahi] = src(0);
+      auto [blo, bhi] = src(1);
+      if (ahi < blo) return {1, 1};
+      if (alo >= bhi) return {0, 0};
+      return {0, 1};
+    }
+    case Op::CMPEQ:
+    case Op::CMPNE: {
+      auto [alo, ahi] = src(0);
+      auto [blo, bhi] = src(1);
+      bool eq = u.op() == Op::CMPEQ;
+      if (ahi < blo || bhi < alo) return eq ? std::pair<int64_t, int64_t>{0, 0} : std::pair<int64_t, int64_t>{1, 1};
+      if (alo == ahi && blo == bhi && alo == blo) return eq ? std::pair<int64_t, int64_t>{1, 1} : std::pair<int64_t, int64_t>{0, 0};
+      return {0, 1};
+    }
+    case Op::AND:
+    case Op::OR:
+    case Op::XOR: {
+      auto [alo, ahi] = src(0);
+      auto [blo, bhi] = src(1);
+      if (d.is_bool()) {
+        if (u.op() == Op::AND) return {alo & blo, ahi & bhi};
+        if (u.op() == Op::OR) return {alo | blo, ahi | bhi};
+        if (alo == ahi && blo == bhi) return {alo ^ blo, alo ^ blo};
+        return {0, 1};
+      }
+      if (alo < 0 || blo < 0) return full;
+      if (u.op() == Op::AND) return {0, int64_t(std::min(ahi, bhi))};
+      i128 m = std::max(ahi, bhi), p = 1;
+      while (p <= m) p <<= 1;
+      return fit(0, p - 1);
+    }
+    case Op::SHL:
+    case Op::SHR: {
+      auto [alo, ahi] = src(0);
+      auto [blo, bhi] = src(1);
+      if (alo < 0 || blo < 0 || bhi >= d.bits() - 1) return full;
+      if (u.op() == Op::SHR) return {int64_t(alo >> int(bhi)), int64_t(ahi >> int(blo))};
+      return fit(alo << int(blo), ahi << int(bhi));
+    }
+    case Op::WHERE: {
+      auto [clo, chi] = src(0);
+      if (clo == 1) return fit(src(1).first, src(1).second);
+      if (chi == 0) return fit(src(2).first, src(2).second);
+      return fit(std::min(src(1).first, src(2).first), std::max(src(1).second, src(2).second));
+    }
+    case Op::CAST: {
+      DType s = u.src(0).dtype();
+      if (!(s.is_scalar() && (s.is_int() || s.is_bool()))) return full;
+      auto [lo, hi] = src(0);
+      if (lo < full.first || hi > full.second) return full;
+      return {int64_t(lo), int64_t(hi)};
+    }
+    default: return full;
+  }
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> bounds(const UOp& u) {
+  int64_t lo, hi;
+  if (u.cached_bounds(lo, hi)) return {lo, hi};
+  std::vector<std::pair<const UOp*, size_t>> stack{{&u, 0}};
+  while (!stack.empty()) {
+    auto& [n, next] = stack.back();
+    if (next < n->src().size()) {
+      const UOp& s = n->src(next++);
+      if (!s.cached_bounds(lo, hi)) stack.emplace_back(&s, 0);
+      continue;
+    }
+    auto b = compute_bounds(*n);
+    n->cache_bounds(b.first, b.second);
+    stack.pop_back();
+  }
+  u.cached_bounds(lo, hi);
+  return {lo, hi};
+}
+
+namespace {
+
+// ---- sums as terms ---------------------------------------------------------------------
+
+struct Term {
+  UOp base;
+  int64_t coeff;
+};
+
+bool mul_ok(int64_t a, int64_t b, int64_t& out) { return !__builtin_mul_overflow(a, b, &out); }
+bool add_ok(int64_t a, int64_t b, int64_t& out) { return !__builtin_add_overflow(a, b, &out); }
+
+// x = sum of coeff*base + k, looking through ADDs and MULs by constants. False when a
+// coefficient overflows.
+bool flatten(const UOp& x, std::vector<Term>& terms, int64_t& k) {
+  terms.clear();
+  k = 0;
+  std::vector<std::pair<UOp, int64_t>> work{{x, 1}};
+  while (!work.empty()) {
+    auto [u, c] = work.back();
+    work.pop_back();
+    if (u.op() == Op::ADD) {
+      work.emplace_back(u.src(1), c);
+      work.emplace_back(u.src(0), c);
+    } else if (u.op() == Op::CONST) {
+      int64_t v;
+      if (!mul_ok(u.const_int(), c, v) || !add_ok(k, v, k)) return false;
+    } else if (u.op() == Op::MUL && u.src(1).op() == Op::CONST) {
+      int64_t cc;
+      if (!mul_ok(c, u.src(1).const_int(), cc)) return false;
+      work.emplace_back(u.src(0), cc);
+    } else {
+      terms.push_back({u, c});
+    }
+  }
+  return true;
+}
+
+// The first variable-like leaf reached through first sources: what sorts a term.
+std::string leading_name(const UOp& u) {
+  UOp n = u;
+  for (int i = 0; i < 64 && !n.src().empty() && n.op() != Op::RANGE && n.op() != Op::SPECIAL; ++i)
+    n = n.src(0);
+  switch (n.op()) {
+    case Op::DEFINE_VAR: return std::get<VarArg>(n.arg()).name;
+    case Op::RANGE: return "ridx" + std::to_string(n.axis().id);
+    case Op::SPECIAL: return std::string(special_name(std::get<SpecialArg>(n.arg())));
+    case Op::CONST: return "~";
+    default: return op_name(n.op());
+  }
+}
+
+// Terms sort by their leading variable's name, then op name, then structural key.
+bool term_before(const UOp& a, const UOp& b) {
+  std::string la = leading_name(a), lb = leading_name(b);
+  if (la != lb) return la < lb;
+  std::string oa = op_name(a.op()), ob = op_name(b.op());
+  if (oa != ob) return oa < ob;
+  if (a.src().size() != b.src().size()) return a.src().size() < b.src().size();
+  StableKey ka = a.key(), kb = b.key();
+  return ka.hi != kb.hi ? ka.hi < kb.hi : ka.lo < kb.lo;
+}
+
+// Merges equal bases, rejoins (y%c)*k + (y/c)*(c*k) into y*k, drops zero terms, sorts.
+bool normalize(std::vector<Term>& terms) {
+  for (bool again = true; again;) {
+    again = false;
+    std::vector<Term> merged;
+    for (const Term& t : terms) {
+      auto it = std::find_if(merged.begin(), merged.end(), [&](const Term& m) { return m.base == t.base; });
+      if (it == merged.end()) merged.push_back(t);
+      else if (!add_ok(it->coeff, t.coeff, it->coeff)) return false;
+    }
+    std::erase_if(merged, [](const Term& t) { return t.coeff == 0; });
+    for (size_t i = 0; i < merged.size() && !again; ++i) {
+      const UOp& m = merged[i].base;
+      if (m.op() != Op::MOD || m.src(1).op() != Op::CONST) continue;
+      for (size_t j = 0; j < merged.size(); ++j) {
+        const UOp& q = merged[j].base;
+        int64_t want;
+        if (q.op() == Op::IDIV && q.src(0) == m.src(0) && q.src(1) == m.src(1) &&
+            mul_ok(merged[i].coeff, m.src(1).const_int(), want) && merged[j].coeff == want) {
+          merged.push_back({m.src(0), merged[i].coeff});
+          merged.erase(merged.begin() + std::max(i, j));
+          merged.erase(merged.begin() + std::min(i, j));
+          again = true;
+          break;
+        }
+      }
+    }
+    terms = std::move(merged);
+  }
+  std::stable_sort(terms.begin(), terms.end(), [](const Term& a, const Term& b) { return term_before(a.base, b.base); });
+  return true;
+}
+
+UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k) {
+  UOp acc;
+  for (const Term& t : terms) {
+    UOp term = t.coeff == 1 ? t.base : UOp::make(Op::MUL, {t.base, const_int(d, t.coeff)});
+    acc = acc ? UOp::make(Op::ADD, {acc, term}) : term;
+  }
+  if (!acc) return const_int(d, k);
+  return k == 0 ? acc : UOp::make(Op::ADD, {acc, const_int(d, k)});
+}
+
+int64_t gcd_of(const std::vector<Term>& terms, int64_t start) {
+  int64_t g = start < 0 ? -start : start;
+  for (const Term& t : terms) g = std::gcd(g, t.coeff < 0 ? -t.coeff : t.coeff);
+  return g;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+std::optional<UOp> changed(const UOp& before, const UOp& after) {
+  if (after == before) return std::nullopt;
+  return after;
+}
+
+// ---- rule bodies -----------------------------------------------------------------------
+
+bool is_alu(Op op) { return op >= Op::NEG && op <= Op::MULACC; }
+
+// A side-effect-free integer or bool node whose bounds are one value is that value. This
+// folds constants too: the bounds of an all-constant node are its value, computed with C
+// semantics (an overflow or a division by zero has no single value and is left alone).
+std::optional<UOp> fold_by_bounds(const Match& m) {
+  const UOp& u = m.root();
+  if (!is_alu(u.op()) && u.op() != Op::CAST) return std::nullopt;
+  if (!(is_sint(u.dtype()) || u.dtype() == dtypes::bool_)) return std::nullopt;
+  auto [lo, hi] = bounds(u);
+  if (lo != hi) return std::nullopt;
+  return u.dtype().is_bool() ? const_bool(lo != 0) : const_int(u.dtype(), lo);
+}
+
+std::optional<UOp> canonical_sum(const Match& m) {
+  const UOp& u = m.root();
+  std::vector<Term> terms;
+  int64_t k;
+  if (!flatten(u, terms, k) || !normalize(terms)) return std::nullopt;
+  return changed(u, build_sum(u.dtype(), terms, k));
+}
+
+std::optional<UOp> canonical_product(const Match& m) {
+  const UOp& u = m.root();
+  const UOp &a = u.src(0), &b = u.src(1);
+  DType d = u.dtype();
+  if (a.op() == Op::CONST && b.op() != Op::CONST) return UOp::make(Op::MUL, {b, a});
+  if (b.op() == Op::CONST) {
+    int64_t c = b.const_int(), cc;
+    if (a.op() == Op::MUL && a.src(1).op() == Op::CONST && mul_ok(a.src(1).const_int(), c, cc))
+      return UOp::make(Op::MUL, {a.src(0), const_int(d, cc)});
+    if (a.op() == Op::ADD) {  // distribute: (x + y)*c -> x*c + y*c
+      std::vector<Term> terms;
+      int64_t k;
+      if (!flatten(u, terms, k) || !normalize(terms)) return std::nullopt;
+      return changed(u, build_sum(d, terms, k));
+    }
+    return std::nullopt;
+  }
+  if (term_before(b, a)) return UOp::make(Op::MUL, {b, a});
+  return std::nullopt;
+}
+
+// x / c and x % c for a constant c > 0 (negative divisors are made positive first).
+std::optional<UOp> fold_div_mod(const Match& m) {
+  const UOp& u = m.root();
+  DType d = u.dtype();
+  bool is_div = u.op() == Op::IDIV;
+  const UOp& x = m["x"];
+  int64_t c = m["c"].const_int();
+  if (c < 0 && c != INT64_MIN) {
+    UOp pos = const_int(d, -c);
+    if (is_div) return UOp::make(Op::MUL, {UOp::make(Op::IDIV, {x, pos}), const_int(d, -1)});
+    return UOp::make(Op::MOD, {x, pos});
+  }
+  if (c <= 1) return std::nullopt;  // x/1, x%1 and x/0 are other rules' business
+  // Nested: (y / a) / c -> y / (a*c); (y % a) % c -> y % c when c divides a.
+  if (x.op() == u.op() && x.src(1).op() == Op::CONST && x.src(1).const_int() > 0) {
+    int64_t a = x.src(1).const_int(), ac;
+    if (is_div && mul_ok(a, c, ac)) return UOp::make(Op::IDIV, {x.src(0), const_int(d, ac)});
+    if (!is_div && a % c == 0) return UOp::make(Op::MOD, {x.src(0), m["c"]});
+  }
+  std::vector<Term> terms;
+  int64_t k;
+  if (!flatten(x, terms, k)) return std::nullopt;
+  // A common factor g of the divisor and every coefficient: exact for truncation too.
+  if (int64_t g = gcd_of(terms, std::gcd(c, k)); g > 1) {
+    for (Term& t : terms) t.coeff /= g;
+    UOp inner = build_sum(d, terms, k / g), small = const_int(d, c / g);
+    if (is_div) return c / g == 1 ? inner : UOp::make(Op::IDIV, {inner, small});
+    if (c / g == 1) return const_int(d, 0);
+    return UOp::make(Op::MUL, {UOp::make(Op::MOD, {inner, small}), const_int(d, g)});
+  }
+  // The range of x within one period: x%c = x - q*c, x/c = q.
+  auto [lo, hi] = bounds(x);
+  if (lo / c == hi / c) {
+    int64_t q = lo / c, qc;
+    if (is_div) return const_int(d, q);
+    if (!mul_ok(q, c, qc)) return std::nullopt;
+    return q == 0 ? x : UOp::make(Op::ADD, {x, const_int(d, -qc)});
+  }
+  if (lo < 0) return std::nullopt;
+  // x >= 0: split x = c*Q + R, with the multiples of c in Q; when R >= 0,
+  // x/c = Q + R/c and x%c = R%c (R/c = 0 and R%c = R when R < c).
+  std::vector<Term> q_terms, r_terms;
+  for (const Term& t : terms) (t.coeff % c == 0 ? q_terms : r_terms).push_back(t);
+  int64_t qk = floor_div(k, c), rk = k - qk * c;
+  if (q_terms.empty() && qk == 0) return std::nullopt;
+  for (Term& t : q_terms) t.coeff /= c;
+  UOp r = build_sum(d, r_terms, rk);
+  auto [rlo, rhi] = bounds(r);
+  if (rlo < 0) return std::nullopt;
+  if (!is_div) return rhi < c ? r : UOp::make(Op::MOD, {r, m["c"]});
+  UOp q = build_sum(d, q_terms, qk);
+  return rhi < c ? q : UOp::make(Op::ADD, {q, UOp::make(Op::IDIV, {r, m["c"]})});
+}
+
+// sum < c: constants move right and common factors divide through.
+std::optional<UOp> linear_compare(const Match& m) {
+  const UOp& u = m.root();
+  DType d = m["x"].dtype();
+  std::vector<Term> terms;
+  int64_t k, c = m["c"].const_int(), rhs;
+  if (!flatten(m["x"], terms, k) || !normalize(terms) || terms.empty()) return std::nullopt;
+  if (__builtin_sub_overflow(c, k, &rhs)) return std::nullopt;
+  int64_t g = gcd_of(terms, 0);
+  if (u.op() == Op::CMPLT) {
+    if (g > 1 || k != 0) {
+      for (Term& t : terms) t.coeff /= g;
+      return changed(u, UOp::make(Op::CMPLT, {build_sum(d, terms, 0), const_int(d, ceil_div(rhs, g))}));
+    }
+    // Terms with coefficient multiples of g2 > 1 plus a remainder R in [0, g2): when g2
+    // divides rhs, R cannot change the outcome.
+    std::vector<Term> big, rest;
+    for (const Term& t : terms) (t.coeff > 1 || t.coeff < -1 ? big : rest).push_back(t);
+    int64_t g2 = gcd_of(big, 0);
+    if (big.empty() || rest.empty() || g2 <= 1 || rhs % g2 != 0) return std::nullopt;
+    auto [rlo, rhi] = bounds(build_sum(d, rest, 0));
+    if (rlo < 0 || rhi >= g2) return std::nullopt;
+    for (Term& t : big) t.coeff /= g2;
+    return UOp::make(Op::CMPLT, {build_sum(d, big, 0), const_int(d, rhs / g2)});
+  }
+  bool eq = u.op() == Op::CMPEQ;
+  if (rhs % g != 0) return const_bool(!eq);  // no integer solution
+  if (g == 1 && k == 0) return std::nullopt;
+  for (Term& t : terms) t.coeff /= g;
+  return changed(u, UOp::make(u.op(), {build_sum(d, terms, 0), const_int(d, rhs / g)}));
+}
+
+Pat is_true() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{1}); }
+Pat is_false() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{0}); }
+Pat not_(Pat x) { return Pat::op({Op::XOR}, {std::move(x), is_true()}); }
+Pat sint(std::string name) { return any(std::move(name)).where(is_index); }
+Pat bvar(std::string name) { return any(std::move(name)).dtype(dtypes::bool_); }
+Pat nonzero_const(std::string name) {
+  return cvar(std::move(name)).where([](const UOp& u) { return is_index(u) && u.const_int() != 0; });
+}
+
+std::vector<Rule> make_rules() {
+  auto cap = [](const char* n) { return [n](const Match& m) -> std::optional<UOp> { return m[n]; }; };
+  auto zero_like = [](const char* n) {
+    return [n](const Match& m) -> std::optional<UOp> { return const_int(m[n].dtype(), 0); };
+  };
+  auto fixed = [](bool v) { return [v](const Match&) -> std::optional<UOp> { return const_bool(v); }; };
+  std::vector<Op> commutative_ops = {Op::AND, Op::OR, Op::XOR, Op::MAX, Op::MIN, Op::CMPEQ, Op::CMPNE};
+  return {
+      {"fold-by-bounds", Pat::any(), fold_by_bounds},
+      // identities
+      {"x+0", pat(Op::ADD, {sint("x"), cint(0)}).commutative(), cap("x")},
+      {"x*1", pat(Op::MUL, {sint("x"), cint(1)}).commutative(), cap("x")},
+      {"x*0", pat(Op::MUL, {sint("x"), cint(0)}).commutative(), zero_like("x")},
+      {"x/1", pat(Op::IDIV, {sint("x"), cint(1)}), cap("x")},
+      {"x%1", pat(Op::MOD, {sint("x"), cint(1)}), zero_like("x")},
+      {"x-y", pat(Op::SUB, {sint("x"), any("y")}),
+       [](const Match& m) -> std::optional<UOp> {
+         return m["x"] + UOp::make(Op::MUL, {m["y"], const_int(m["y"].dtype(), -1)});
+       }},
+      {"-x", pat(Op::NEG, {sint("x")}),
+       [](const Match& m) -> std::optional<UOp> { return m["x"] * -1; }},
+      {"max(x,x)", Pat::op({Op::MAX, Op::MIN}, {any("x"), any("x")}), cap("x")},
+      {"max-by-bounds", Pat::op({Op::MAX, Op::MIN}, {sint("a"), sint("b")}),
+       [](const Match& m) -> std::optional<UOp> {
+         bool is_max = m.root().op() == Op::MAX;
+         const UOp &a = m["a"], &b = m["b"];
+         if (vmin(a) >= vmax(b)) return is_max ? a : b;
+         if (vmin(b) >= vmax(a)) return is_max ? b : a;
+         return std::nullopt;
+       }},
+      {"const-right", Pat::op(commutative_ops, {cvar("c"), any("x")}),
+       [](const Match& m) -> std::optional<UOp> {
+         if (m["x"].op() == Op::CONST) return std::nullopt;
+         return UOp::make(m.root().op(), {m["x"], m["c"]});
+       }},
+      // canonical sums and products
+      {"canonical-sum", pat(Op::ADD, {sint("a"), any("b")}), canonical_sum},
+      {"canonical-product", pat(Op::MUL, {sint("a"), any("b")}), canonical_product},
+      // division and modulo
+      {"fold-div-mod", Pat::op({Op::IDIV, Op::MOD}, {sint("x"), nonzero_const("c")}), fold_div_mod},
+      // comparisons
+      {"x<x", pat(Op::CMPLT, {any("x"), any("x")}), fixed(false)},
+      {"x==x", pat(Op::CMPEQ, {sint("x"), any("x")}), fixed(true)},
+      {"x!=x", pat(Op::CMPNE, {sint("x"), any("x")}), fixed(false)},
+      {"linear-compare", Pat::op({Op::CMPLT, Op::CMPEQ, Op::CMPNE}, {sint("x"), cvar("c")}), linear_compare},
+      // booleans
+      {"x&&true", pat(Op::AND, {bvar("x"), is_true()}).commutative(), cap("x")},
+      {"x&&false", pat(Op::AND, {bvar("x"), is_false()}).commutative(), fixed(false)},
+      {"x||true", pat(Op::OR, {bvar("x"), is_true()}).commutative(), fixed(true)},
+      {"x||false", pat(Op::OR, {bvar("x"), is_false()}).commutative(), cap("x")},
+      {"x^false", pat(Op::XOR, {bvar("x"), is_false()}).commutative(), cap("x")},
+      {"x&&x", Pat::op({Op::AND, Op::OR}, {bvar("x"), any("x")}), cap("x")},
+      {"!!x", not_(not_(any("x"))), cap("x")},
+      {"x&&!x", pat(Op::AND, {any("x"), not_(any("x"))}).commutative(), fixed(false)},
+      {"x||!x", pat(Op::OR, {any("x"), not_(any("x"))}).commutative(), fixed(true)},
+      {"!(a<b)", not_(pat(Op::CMPLT, {sint("a"), any("b")})),
+       [](const Match& m) -> std::optional<UOp> {  // b <= a, i.e. b < a+1 when a+1 fits
+         if (vmax(m["a"]) >= m["a"].dtype().imax()) return std::nullopt;
+         return UOp::make(Op::CMPLT, {m["b"], m["a"] + 1});
+       }},
+      {"!(a==b)", not_(pat(Op::CMPEQ, {any("a"), any("b")})),
+       [](const Match& m) -> std::optional<UOp> { return alu(Op::CMPNE, m["a"], m["b"]); }},
+      {"!(a!=b)", not_(pat(Op::CMPNE, {any("a"), any("b")})),
+       [](const Match& m) -> std::optional<UOp> { return alu(Op::CMPEQ, m["a"], m["b"]); }},
+      {"where(c,a,a)", pat(Op::WHERE, {any(), any("a"), any("a")}), cap("a")},
+      {"where(true,a,b)", pat(Op::WHERE, {is_true(), any("a"), any()}), cap("a")},
+      {"where(false,a,b)", pat(Op::WHERE, {is_false(), any(), any("b")}), cap("b")},
+      {"where(!c,a,b)", pat(Op::WHERE, {not_(any("c")), any("a"), any("b")}),
+       [](const Match& m) -> std::optional<UOp> {
+         return UOp::make(Op::WHERE, {m["c"], m["b"], m["a"]});
+       }},
+      // validity gates
+      {"load-gate-true", pat(Op::LOAD, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}), any()}),
+       [](const Match& m) -> std::optional<UOp> { return load(index(m["buf"], m["i"])); }},
+      {"load-gate-false", pat(Op::LOAD, {pat(Op::INDEX, {any(), any(), is_false()}), any("alt")}),
+       cap("alt")},
+      {"store-gate-true", pat(Op::STORE, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}), any("v")}),
+       [](const Match& m) -> std::optional<UOp> { return store(index(m["buf"], m["i"]), m["v"]); }},
+  };
+}
+
+}  // namespace
+
+const RuleSet& symbolic_rules() {
+  static const RuleSet rules("symbolic", make_rules());
+  return rules;
+}
+
+UOp simplify(const UOp& u) { return graph_rewrite(u, symbolic_rules()); }
+
+}  // namespace kitten

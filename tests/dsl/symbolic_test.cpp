@@ -1,0 +1,206 @@
+// The simplifications that must happen, each written down by hand (input, variable
+// bounds, expected output and bounds): a simplifier that does nothing fails them. Then
+// bounds, bad input, and a fuzz run.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+
+#include "dsl/int_expr.h"
+#include "dsl/symbolic.h"
+#include "dsl/symbolic_fuzz.h"
+
+namespace kitten {
+namespace {
+
+struct Case {
+  const char* name;
+  const char* input;
+  std::vector<ExprVar> vars;
+  const char* want;
+  int64_t lo, hi;
+};
+
+const std::vector<ExprVar> kX = {{"x", 0, 15}};
+const std::vector<ExprVar> kXY = {{"x", 0, 15}, {"y", 1, 8}};
+const std::vector<ExprVar> kXK = {{"x", 0, 200}, {"k", 0, 3}};
+
+std::vector<Case> cases() {
+  return {
+      {"DivOfMultiplePlusSmall", "(x*4+3)/4", kX, "x", 0, 15},
+      {"ModPlusDivTimesDivisor", "(x%4)+(x/4)*4", kX, "x", 0, 15},
+      {"ModPlusDivNegative", "(x%4)+(x/4)*4", {{"x", -8, 8}}, "x", -8, 8},
+      {"ModBelowDivisor", "x%4", {{"x", 0, 3}}, "x", 0, 3},
+      {"ModKept", "x%4", kX, "x%4", 0, 3},
+      {"CompareDividedThrough", "x*4+k < 512", kXK, "x < 128", 0, 1},
+      {"AddZero", "x+0", kX, "x", 0, 15},
+      {"MulOne", "x*1", kX, "x", 0, 15},
+      {"MulZero", "x*0", kX, "0", 0, 0},
+      {"SubSelf", "x-x", kX, "0", 0, 0},
+      {"AddSelf", "x+x", kX, "x*2", 0, 30},
+      {"CollectLikeTerms", "x*3+x", kX, "x*4", 0, 60},
+      {"ConstantArithmetic", "2+3*4", {}, "14", 14, 14},
+      {"TruncatingDivision", "-7/2", {}, "-3", -3, -3},
+      {"ModSignFollowsDividend", "-7%3", {}, "-1", -1, -1},
+      {"ModByNegative", "7%-3", {}, "1", 1, 1},
+      {"CompareTrueByBounds", "x < 10", {{"x", 0, 9}}, "1", 1, 1},
+      {"CompareFalseByBounds", "x < 10", {{"x", 10, 20}}, "0", 0, 0},
+      {"CompareKept", "x < 10", kX, "x < 10", 0, 1},
+      {"SumOrderedByName", "y + x", kXY, "x + y", 1, 23},
+      {"ConstantLast", "3 + x", kX, "x + 3", 3, 18},
+      {"ConstantsCombined", "x + 1 + 2", kX, "x + 3", 3, 18},
+      {"SubtractConstant", "x - 3", kX, "x - 3", -3, 12},
+      {"DistributeConstant", "(x + 2) * 3", kX, "x*3 + 6", 6, 51},
+      {"ProductOfConstants", "x*2*3", kX, "x*6", 0, 90},
+      {"DivCommonFactor", "(x*4 + 8)/4", kX, "x + 2", 2, 17},
+      {"ModCommonFactor", "(x*4 + 2) % 8", kX, "(x*2 + 1)%4*2", 0, 6},
+      {"DivOfDiv", "(x/4)/2", kX, "x/8", 0, 1},
+      {"ModOfMod", "(x%8)%4", kX, "x%4", 0, 3},
+      {"DivByNegative", "x/-2", kX, "-(x/2)", -7, 0},
+      {"ModByNegativeVar", "x%-4", kX, "x%4", 0, 3},
+      {"MinByBounds", "min(x, 20)", kX, "x", 0, 15},
+      {"MaxByBounds", "max(x, 20)", kX, "20", 20, 20},
+      {"MaxKept", "max(x, y)", kXY, "max(x, y)", 1, 15},
+      {"CompareDividedRoundsUp", "x*4 < 10", kX, "x < 3", 0, 1},
+      {"CompareMovesConstant", "x + 5 < 8", kX, "x < 3", 0, 1},
+      {"EqualityWithoutSolution", "x*4 == 7", kX, "0", 0, 0},
+      {"EqualityDivided", "x*4 == 8", kX, "x == 2", 0, 1},
+      {"InequalityDivided", "x*4 + 2 != 10", kX, "x != 2", 0, 1},
+      {"AndTrue", "x < 10 && 1 < 2", kX, "x < 10", 0, 1},
+      {"OrWithItsNegation", "!(x < 10 && y < 3) || (x < 10 && y < 3)", kXY, "1", 1, 1},
+      {"NotLess", "!(x < 10)", kX, "10 < x + 1", 0, 1},
+      {"NotNot", "!!(x < 5)", kX, "x < 5", 0, 1},
+      {"WhereDecided", "where(x < 20, y, 3)", kXY, "y", 1, 8},
+      {"WhereSameBranches", "where(x < 5, y, y)", kXY, "y", 1, 8},
+      {"DivBelowDivisor", "x/16", kX, "0", 0, 0},
+      {"DivInOnePeriod", "(x + 16)/16", kX, "1", 1, 1},
+      {"DivSplitsSum", "(x*8 + y)/8", kXY, "x + y/8", 0, 16},
+      {"ModSplitsSum", "(x*8 + y)%8", kXY, "y%8", 0, 7},
+      {"TwiceMinusOnce", "x*2 - x", kX, "x", 0, 15},
+      {"NegateDifference", "-(x - 3)", kX, "-x + 3", -12, 3},
+      {"ModDropsMultiple", "(x + 3)%3", kX, "x%3", 0, 2},
+      {"DivPullsOutConstant", "(x + 3)/3", kX, "x/3 + 1", 1, 6},
+      {"ProductBounds", "x*y", kXY, "x*y", 0, 120},
+  };
+}
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.input; }
+
+class Simplifies : public testing::TestWithParam<Case> {};
+
+TEST_P(Simplifies, ToTheExpectedFormAndBounds) {
+  const Case& c = GetParam();
+  UOp s = simplify(parse_int_expr(c.input, c.vars));
+  EXPECT_EQ(render_int_expr(s), c.want) << c.input;
+  EXPECT_EQ(bounds(s), (std::pair<int64_t, int64_t>{c.lo, c.hi})) << c.input;
+}
+
+INSTANTIATE_TEST_SUITE_P(Symbolic, Simplifies, testing::ValuesIn(cases()),
+                         [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+TEST(Symbolic, AtLeastFortySimplifications) { EXPECT_GE(cases().size(), 40u); }
+
+TEST(Bounds, OfRangesSpecialsAndWhere) {
+  UOp r = range(10, 0, AxisKind::Loop);
+  EXPECT_EQ(bounds(r), (std::pair<int64_t, int64_t>{0, 9}));
+  EXPECT_EQ(bounds(special(SpecialKind::ThreadIdx, 0, 128)), (std::pair<int64_t, int64_t>{0, 127}));
+  EXPECT_EQ(bounds(r * 4 + 3), (std::pair<int64_t, int64_t>{3, 39}));
+  UOp x = define_var("bx", -5, 7);
+  EXPECT_EQ(bounds(x % 4), (std::pair<int64_t, int64_t>{-3, 3}));
+  EXPECT_EQ(bounds(x / 2), (std::pair<int64_t, int64_t>{-2, 3}));
+  EXPECT_EQ(bounds(UOp::make(Op::WHERE, {x < 0, x, r})), (std::pair<int64_t, int64_t>{-5, 9}));
+  EXPECT_EQ(bounds(const_bool(true)), (std::pair<int64_t, int64_t>{1, 1}));
+  // An int8 sum that may overflow has the whole int8 range: nothing is known.
+  UOp b = define_var("b8", 0, 100, dtypes::int8);
+  EXPECT_EQ(bounds(b + b), (std::pair<int64_t, int64_t>{-128, 127}));
+}
+
+TEST(Bounds, OfADeepChainWithoutRecursion) {
+  UOp one = const_int(dtypes::int64, 1), chain = define_var("bd", 0, 3, dtypes::int64);
+  for (int i = 0; i < 200000; ++i) chain = chain + one;
+  EXPECT_EQ(bounds(chain), (std::pair<int64_t, int64_t>{200000, 200003}));
+}
+
+TEST(Symbolic, ValidityGatesAreSimplified) {
+  UOp buf = param(0, dtypes::float32.ptr());
+  UOp r = range(100, 0, AxisKind::Global);
+  UOp alt = const_(dtypes::float32, 0.0);
+  UOp always = load(index(buf, r, r < 100), alt);
+  EXPECT_EQ(simplify(always), load(index(buf, r)));
+  UOp never = load(index(buf, r, r < 0), alt);
+  EXPECT_EQ(simplify(never), alt);
+  UOp st = store(index(buf, r, r < 1000), alt);
+  EXPECT_EQ(simplify(st), store(index(buf, r), alt));
+  UOp kept = load(index(buf, r, r < 50), alt);
+  EXPECT_EQ(simplify(kept), kept);
+}
+
+// ---- bad input ---------------------------------------------------------------------------
+
+void expect_expr_error(const char* text, std::vector<ExprVar> vars, const std::string& needle) {
+  try {
+    parse_int_expr(text, vars);
+    FAIL() << "parsed: " << text;
+  } catch (const ExprError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(ExprParser, ErrorsNameTheColumn) {
+  expect_expr_error("x + * 3", kX, "column 5: expected an operand, found '*'");
+  expect_expr_error("(x + 1", kX, "column 7: expected ')'");
+  expect_expr_error("x 3", kX, "column 3: unexpected '3'");
+  expect_expr_error("x + z", kX, "column 5: the variable 'z' has no bounds: pass --var z=LO..HI");
+  expect_expr_error("x / y", {{"x", 0, 5}, {"y", -1, 1}}, "column 5: the divisor can be 0");
+  expect_expr_error("x % (y - 1)", {{"x", 0, 5}, {"y", 1, 4}}, "column 5: the divisor can be 0");
+  expect_expr_error("99999999999999999999", {}, "does not fit in int64");
+  expect_expr_error("", {}, "column 1: expected an operand, found the end");
+  expect_expr_error("min(x)", kX, "column 6: expected ','");
+  expect_expr_error(std::string(300, '(').c_str(), {}, "nested too deeply");
+}
+
+TEST(ExprParser, VarBoundsAreChecked) {
+  EXPECT_EQ(parse_var_bounds("x=-3..7").lo, -3);
+  EXPECT_EQ(parse_var_bounds("x=-3..7").hi, 7);
+  EXPECT_THROW(parse_var_bounds("x=5..3"), ExprError);
+  EXPECT_THROW(parse_var_bounds("x=5"), ExprError);
+  EXPECT_THROW(parse_var_bounds("1x=0..3"), ExprError);
+  EXPECT_THROW(parse_var_bounds("x=a..3"), ExprError);
+  try {
+    parse_var_bounds("x=5..3");
+  } catch (const ExprError& e) {
+    EXPECT_NE(std::string(e.what()).find("empty (lo > hi)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ExprParser, RendersAndEvaluatesWithCSemantics) {
+  std::vector<ExprVar> v = {{"x", -9, 9}, {"y", 1, 5}};
+  UOp e = parse_int_expr("where(x <= 2 || !(y != 3), x / y - x % y, max(x, y) * -2)", v);
+  for (int64_t x = -9; x <= 9; ++x)
+    for (int64_t y = 1; y <= 5; ++y) {
+      int64_t want = (x <= 2 || !(y != 3)) ? x / y - x % y : std::max(x, y) * -2;
+      EXPECT_EQ(eval_int_expr(e, {{"x", x}, {"y", y}}), want);
+      EXPECT_EQ(eval_int_expr(parse_int_expr(render_int_expr(e), v), {{"x", x}, {"y", y}}), want);
+    }
+  EXPECT_EQ(eval_int_expr(parse_int_expr("x * 3037000500", {{"x", 3037000500, 3037000500}}),
+                          {{"x", 3037000500}}),
+            std::nullopt);  // overflows int64: undefined in C
+}
+
+// ---- fuzz --------------------------------------------------------------------------------
+
+// KITTEN_FUZZ_COUNT sets how many expressions (default 10000), KITTEN_FUZZ_SEED the seed
+// (default: a fresh one, printed on failure). `kitten simplify --fuzz N --seed S` runs
+// the same check from the command line, for millions.
+TEST(SymbolicFuzz, SimplifiedExpressionsKeepTheirValuesAndBounds) {
+  const char* n = std::getenv("KITTEN_FUZZ_COUNT");
+  const char* s = std::getenv("KITTEN_FUZZ_SEED");
+  int64_t count = n ? std::atoll(n) : 10000;
+  uint64_t seed = s ? std::strtoull(s, nullptr, 10) : std::random_device{}();
+  FuzzResult r = fuzz_simplify(seed, count);
+  EXPECT_EQ(r.failure, "") << "seed " << seed;
+  EXPECT_GE(r.checked, count * 9 / 10) << "too many generated expressions were rejected";
+}
+
+}  // namespace
+}  // namespace kitten
