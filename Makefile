@@ -46,7 +46,6 @@ test-tsan: setup
 
 bench: build
 	$(BUILD)/bin/kitten_bench_dsl
-	$(BUILD)/bin/kitten_bench_rewrite
 
 # Regenerates docs/uops.md from the op registry (a test fails when it is stale).
 docs: build

@@ -66,27 +66,38 @@ class Parser {
   UOp eq_expr() {
     UOp l = rel_expr();
     for (;;) {
-      if (eat("==")) l = alu(Op::CMPEQ, as_int(l), as_int(rel_expr()));
-      else if (eat("!=")) l = alu(Op::CMPNE, as_int(l), as_int(rel_expr()));
-      else return l;
+      if (eat("=="))
+        l = alu(Op::CMPEQ, as_int(l), as_int(rel_expr()));
+      else if (eat("!="))
+        l = alu(Op::CMPNE, as_int(l), as_int(rel_expr()));
+      else
+        return l;
     }
   }
   UOp rel_expr() {
     UOp l = add_expr();
     for (;;) {
-      if (eat("<=")) l = not_(alu(Op::CMPLT, as_int(add_expr()), as_int(l)));
-      else if (eat(">=")) l = not_(alu(Op::CMPLT, as_int(l), as_int(add_expr())));
-      else if (eat("<")) l = alu(Op::CMPLT, as_int(l), as_int(add_expr()));
-      else if (eat(">")) l = alu(Op::CMPLT, as_int(add_expr()), as_int(l));
-      else return l;
+      if (eat("<="))
+        l = not_(alu(Op::CMPLT, as_int(add_expr()), as_int(l)));
+      else if (eat(">="))
+        l = not_(alu(Op::CMPLT, as_int(l), as_int(add_expr())));
+      else if (eat("<"))
+        l = alu(Op::CMPLT, as_int(l), as_int(add_expr()));
+      else if (eat(">"))
+        l = alu(Op::CMPLT, as_int(add_expr()), as_int(l));
+      else
+        return l;
     }
   }
   UOp add_expr() {
     UOp l = mul_expr();
     for (;;) {
-      if (eat("+")) l = alu(Op::ADD, as_int(l), as_int(mul_expr()));
-      else if (eat("-")) l = alu(Op::SUB, as_int(l), as_int(mul_expr()));
-      else return l;
+      if (eat("+"))
+        l = alu(Op::ADD, as_int(l), as_int(mul_expr()));
+      else if (eat("-"))
+        l = alu(Op::SUB, as_int(l), as_int(mul_expr()));
+      else
+        return l;
     }
   }
   UOp mul_expr() {
@@ -97,9 +108,12 @@ class Parser {
         continue;
       }
       Op op;
-      if (eat("/")) op = Op::IDIV;
-      else if (eat("%")) op = Op::MOD;
-      else return l;
+      if (eat("/"))
+        op = Op::IDIV;
+      else if (eat("%"))
+        op = Op::MOD;
+      else
+        return l;
       skip();
       size_t at = pos_;
       UOp r = as_int(unary());
@@ -114,10 +128,14 @@ class Parser {
   UOp unary() {
     if (++depth_ > 200) fail("the expression is nested too deeply");
     UOp r;
-    if (eat("-")) r = UOp::make(Op::NEG, {as_int(unary())});
-    else if (eat("!")) r = not_(unary());
-    else if (eat("+")) r = as_int(unary());
-    else r = primary();
+    if (eat("-"))
+      r = UOp::make(Op::NEG, {as_int(unary())});
+    else if (eat("!"))
+      r = not_(unary());
+    else if (eat("+"))
+      r = as_int(unary());
+    else
+      r = primary();
     --depth_;
     return r;
   }
@@ -160,7 +178,8 @@ class Parser {
       if (name == "where") {
         call_args(3, a);
         bool ints = !a[1].dtype().is_bool() || !a[2].dtype().is_bool();
-        return UOp::make(Op::WHERE, {as_bool(a[0]), ints ? as_int(a[1]) : a[1], ints ? as_int(a[2]) : a[2]});
+        return UOp::make(Op::WHERE,
+                         {as_bool(a[0]), ints ? as_int(a[1]) : a[1], ints ? as_int(a[2]) : a[2]});
       }
       for (const ExprVar& v : vars_)
         if (v.name == name) return define_var(v.name, v.lo, v.hi, kInt);
@@ -209,7 +228,8 @@ class Renderer {
         int64_t v = u.const_int();
         return {std::to_string(v), v < 0 ? int(kUnary) : int(kAtom)};
       }
-      case Op::DEFINE_VAR: return {std::get<VarArg>(u.arg()).name, kAtom};
+      case Op::DEFINE_VAR:
+        return {std::get<VarArg>(u.arg()).name, kAtom};
       case Op::ADD: {
         const UOp &a = u.src(0), &b = u.src(1);
         if (negative_const(b) && b.const_int() != INT64_MIN)
@@ -222,19 +242,28 @@ class Renderer {
         }
         return binary(a, "+", b, kAdd);
       }
-      case Op::SUB: return binary(u.src(0), "-", u.src(1), kAdd);
+      case Op::SUB:
+        return binary(u.src(0), "-", u.src(1), kAdd);
       case Op::MUL:
         if (u.src(1).op() == Op::CONST && u.src(1).const_int() == -1)
           return {"-" + at_least(u.src(0), kUnary), kUnary};
         return {at_least(u.src(0), kMul) + "*" + at_least(u.src(1), kMul + 1), kMul};
-      case Op::IDIV: return {at_least(u.src(0), kMul) + "/" + at_least(u.src(1), kMul + 1), kMul};
-      case Op::MOD: return {at_least(u.src(0), kMul) + "%" + at_least(u.src(1), kMul + 1), kMul};
-      case Op::NEG: return {"-" + at_least(u.src(0), kUnary), kUnary};
-      case Op::CMPLT: return binary(u.src(0), "<", u.src(1), kRel);
-      case Op::CMPEQ: return binary(u.src(0), "==", u.src(1), kEq);
-      case Op::CMPNE: return binary(u.src(0), "!=", u.src(1), kEq);
-      case Op::AND: return binary(u.src(0), "&&", u.src(1), kAnd);
-      case Op::OR: return binary(u.src(0), "||", u.src(1), kOr);
+      case Op::IDIV:
+        return {at_least(u.src(0), kMul) + "/" + at_least(u.src(1), kMul + 1), kMul};
+      case Op::MOD:
+        return {at_least(u.src(0), kMul) + "%" + at_least(u.src(1), kMul + 1), kMul};
+      case Op::NEG:
+        return {"-" + at_least(u.src(0), kUnary), kUnary};
+      case Op::CMPLT:
+        return binary(u.src(0), "<", u.src(1), kRel);
+      case Op::CMPEQ:
+        return binary(u.src(0), "==", u.src(1), kEq);
+      case Op::CMPNE:
+        return binary(u.src(0), "!=", u.src(1), kEq);
+      case Op::AND:
+        return binary(u.src(0), "&&", u.src(1), kAnd);
+      case Op::OR:
+        return binary(u.src(0), "||", u.src(1), kOr);
       case Op::XOR:
         if (u.src(1).op() == Op::CONST && u.src(1).const_int() == 1)
           return {"!" + at_least(u.src(0), kUnary), kUnary};
@@ -248,8 +277,10 @@ class Renderer {
         return {"where(" + render(u.src(0)).s + ", " + render(u.src(1)).s + ", " +
                     render(u.src(2)).s + ")",
                 kAtom};
-      case Op::CAST: return render(u.src(0));  // bool to int, implicit as in C
-      default: throw IrError("render_int_expr: " + op_name(u.op()) + " is not in the grammar");
+      case Op::CAST:
+        return render(u.src(0));  // bool to int, implicit as in C
+      default:
+        throw IrError("render_int_expr: " + op_name(u.op()) + " is not in the grammar");
     }
   }
 
@@ -265,17 +296,20 @@ UOp parse_int_expr(std::string_view text, const std::vector<ExprVar>& vars) {
 ExprVar parse_var_bounds(std::string_view spec) {
   size_t eq = spec.find('='), dots = spec.find("..");
   auto bad = [&](const std::string& why) {
-    return ExprError("--var " + std::string(spec) + ": " + why + " (expected NAME=LO..HI, e.g. x=0..15)");
+    return ExprError("--var " + std::string(spec) + ": " + why +
+                     " (expected NAME=LO..HI, e.g. x=0..15)");
   };
   if (eq == std::string_view::npos || dots == std::string_view::npos || dots < eq)
     throw bad("malformed");
   ExprVar v{std::string(spec.substr(0, eq)), 0, 0};
   if (v.name.empty() || std::isdigit(uint8_t(v.name[0])) ||
-      !std::all_of(v.name.begin(), v.name.end(), [](char c) { return std::isalnum(uint8_t(c)) || c == '_'; }))
+      !std::all_of(v.name.begin(), v.name.end(),
+                   [](char c) { return std::isalnum(uint8_t(c)) || c == '_'; }))
     throw bad("the name is not an identifier");
   auto num = [&](std::string_view t, int64_t& out) {
     auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), out);
-    if (t.empty() || ec != std::errc() || p != t.data() + t.size()) throw bad("'" + std::string(t) + "' is not an integer");
+    if (t.empty() || ec != std::errc() || p != t.data() + t.size())
+      throw bad("'" + std::string(t) + "' is not an integer");
   };
   num(spec.substr(eq + 1, dots - eq - 1), v.lo);
   num(spec.substr(dots + 2), v.hi);
@@ -291,28 +325,61 @@ std::optional<int64_t> eval_int_expr(const UOp& u, const std::map<std::string, i
     auto s = [&](size_t i) { return val.at(n.src(i).id()); };
     int64_t r = 0;
     switch (n.op()) {
-      case Op::CONST: r = n.const_int(); break;
-      case Op::DEFINE_VAR: r = vars.at(std::get<VarArg>(n.arg()).name); break;
-      case Op::ADD: if (__builtin_add_overflow(s(0), s(1), &r)) return std::nullopt; break;
-      case Op::SUB: if (__builtin_sub_overflow(s(0), s(1), &r)) return std::nullopt; break;
-      case Op::MUL: if (__builtin_mul_overflow(s(0), s(1), &r)) return std::nullopt; break;
-      case Op::NEG: if (__builtin_sub_overflow(int64_t(0), s(0), &r)) return std::nullopt; break;
+      case Op::CONST:
+        r = n.const_int();
+        break;
+      case Op::DEFINE_VAR:
+        r = vars.at(std::get<VarArg>(n.arg()).name);
+        break;
+      case Op::ADD:
+        if (__builtin_add_overflow(s(0), s(1), &r)) return std::nullopt;
+        break;
+      case Op::SUB:
+        if (__builtin_sub_overflow(s(0), s(1), &r)) return std::nullopt;
+        break;
+      case Op::MUL:
+        if (__builtin_mul_overflow(s(0), s(1), &r)) return std::nullopt;
+        break;
+      case Op::NEG:
+        if (__builtin_sub_overflow(int64_t(0), s(0), &r)) return std::nullopt;
+        break;
       case Op::IDIV:
       case Op::MOD:
         if (s(1) == 0 || (s(0) == INT64_MIN && s(1) == -1)) return std::nullopt;
         r = n.op() == Op::IDIV ? s(0) / s(1) : s(0) % s(1);
         break;
-      case Op::MAX: r = std::max(s(0), s(1)); break;
-      case Op::MIN: r = std::min(s(0), s(1)); break;
-      case Op::CMPLT: r = s(0) < s(1); break;
-      case Op::CMPEQ: r = s(0) == s(1); break;
-      case Op::CMPNE: r = s(0) != s(1); break;
-      case Op::AND: r = s(0) & s(1); break;
-      case Op::OR: r = s(0) | s(1); break;
-      case Op::XOR: r = s(0) ^ s(1); break;
-      case Op::WHERE: r = s(0) ? s(1) : s(2); break;
-      case Op::CAST: r = s(0); break;
-      default: throw IrError("eval_int_expr: " + op_name(n.op()) + " is not an integer op");
+      case Op::MAX:
+        r = std::max(s(0), s(1));
+        break;
+      case Op::MIN:
+        r = std::min(s(0), s(1));
+        break;
+      case Op::CMPLT:
+        r = s(0) < s(1);
+        break;
+      case Op::CMPEQ:
+        r = s(0) == s(1);
+        break;
+      case Op::CMPNE:
+        r = s(0) != s(1);
+        break;
+      case Op::AND:
+        r = s(0) & s(1);
+        break;
+      case Op::OR:
+        r = s(0) | s(1);
+        break;
+      case Op::XOR:
+        r = s(0) ^ s(1);
+        break;
+      case Op::WHERE:
+        r = s(0) ? s(1) : s(2);
+        break;
+      case Op::CAST:
+        r = s(0);
+        break;
+      default:
+        throw IrError("eval_int_expr: " + op_name(n.op()) + " is not an integer op");
     }
     if (n.dtype() == dtypes::int32 && (r < INT32_MIN || r > INT32_MAX)) return std::nullopt;
     val[n.id()] = r;

@@ -37,8 +37,14 @@ Pat::Node& Pat::mut() {
   if (node_.use_count() > 1) node_ = std::make_shared<Node>(*node_);  // copy on write
   return *node_;
 }
-Pat& Pat::name(std::string n) { mut().name = std::move(n); return *this; }
-Pat& Pat::dtype(DType d) { mut().dtype = d; return *this; }
+Pat& Pat::name(std::string n) {
+  mut().name = std::move(n);
+  return *this;
+}
+Pat& Pat::dtype(DType d) {
+  mut().dtype = d;
+  return *this;
+}
 Pat& Pat::where(std::function<bool(const UOp&)> pred) {
   Node& n = mut();
   if (!n.pred) {
@@ -48,8 +54,14 @@ Pat& Pat::where(std::function<bool(const UOp&)> pred) {
   }
   return *this;
 }
-Pat& Pat::arg(Arg a) { mut().arg = std::move(a); return *this; }
-Pat& Pat::commutative() { mut().commutative = true; return *this; }
+Pat& Pat::arg(Arg a) {
+  mut().arg = std::move(a);
+  return *this;
+}
+Pat& Pat::commutative() {
+  mut().commutative = true;
+  return *this;
+}
 const std::vector<Op>& Pat::root_ops() const { return node_->ops; }
 
 Pat cvar(std::string name) { return Pat::op({Op::CONST}).name(std::move(name)); }
@@ -108,7 +120,8 @@ bool match_node(const Pat::Node& p, const UOp& u, Caps& caps, FnRef<bool()> k) {
   if (p.pred && !p.pred(u)) return false;
   size_t mark = caps.size();
   if (!p.name.empty()) {
-    auto it = std::find_if(caps.begin(), caps.end(), [&](const auto& c) { return c.first == p.name; });
+    auto it =
+        std::find_if(caps.begin(), caps.end(), [&](const auto& c) { return c.first == p.name; });
     if (it != caps.end()) {
       if (it->second != u) return false;
     } else {

@@ -30,10 +30,10 @@ class Pat {
   static Pat op(std::vector<Op> ops);
 
   Pat& name(std::string n);
-  Pat& dtype(DType d);                    // exactly this dtype
+  Pat& dtype(DType d);  // exactly this dtype
   Pat& where(std::function<bool(const UOp&)> pred);
-  Pat& arg(Arg a);                        // exactly this arg
-  Pat& commutative();                     // two sources, either order
+  Pat& arg(Arg a);     // exactly this arg
+  Pat& commutative();  // two sources, either order
 
   struct Node;
   std::shared_ptr<const Node> node() const { return node_; }
@@ -47,9 +47,9 @@ class Pat {
 // Short forms.
 inline Pat any(std::string name = "") { return Pat::any(std::move(name)); }
 inline Pat pat(Op op, std::vector<Pat> src) { return Pat::op({op}, std::move(src)); }
-Pat cvar(std::string name);     // a CONST, captured
-Pat cint(int64_t value);        // an integer or bool CONST of this value
-Pat ivar(std::string name);     // any node of an integer dtype, captured
+Pat cvar(std::string name);  // a CONST, captured
+Pat cint(int64_t value);     // an integer or bool CONST of this value
+Pat ivar(std::string name);  // any node of an integer dtype, captured
 
 // The captures of one match, and the context object the rewrite was given.
 class Match {
@@ -57,7 +57,9 @@ class Match {
   const UOp& operator[](const std::string& name) const;  // throws if not captured
   bool has(const std::string& name) const;
   template <class T>
-  T& ctx() const { return *static_cast<T*>(ctx_); }
+  T& ctx() const {
+    return *static_cast<T*>(ctx_);
+  }
   const UOp& root() const { return root_; }
 
  private:

@@ -21,9 +21,9 @@ namespace {
 
 struct Frame {
   UOp node;
-  int stage;     // 0: first visit, 1: sources done, 2: waiting for `pending`
-  UOp pending;   // stage 2: what the node was rewritten to
-  int depth;     // rewrites so far along this chain
+  int stage;    // 0: first visit, 1: sources done, 2: waiting for `pending`
+  UOp pending;  // stage 2: what the node was rewritten to
+  int depth;    // rewrites so far along this chain
 };
 
 class Rewriter {

@@ -51,11 +51,16 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
       return {v.min, v.max};
     }
     case Op::RANGE:
-    case Op::SPECIAL: return {0, std::max<int64_t>(0, int64_t(src(0).second) - 1)};
-    case Op::ADD: return fit(src(0).first + src(1).first, src(0).second + src(1).second);
-    case Op::SUB: return fit(src(0).first - src(1).second, src(0).second - src(1).first);
-    case Op::NEG: return fit(-src(0).second, -src(0).first);
-    case Op::MUL: return corners([](i128 a, i128 b) { return a * b; });
+    case Op::SPECIAL:
+      return {0, std::max<int64_t>(0, int64_t(src(0).second) - 1)};
+    case Op::ADD:
+      return fit(src(0).first + src(1).first, src(0).second + src(1).second);
+    case Op::SUB:
+      return fit(src(0).first - src(1).second, src(0).second - src(1).first);
+    case Op::NEG:
+      return fit(-src(0).second, -src(0).first);
+    case Op::MUL:
+      return corners([](i128 a, i128 b) { return a * b; });
     case Op::MULACC: {
       auto [alo, ahi] = src(0);
       auto [blo, bhi] = src(1);
@@ -79,8 +84,10 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
       i128 hi = ahi <= 0 ? 0 : std::min(ahi, mb - 1);
       return fit(lo, hi);
     }
-    case Op::MAX: return fit(std::max(src(0).first, src(1).first), std::max(src(0).second, src(1).second));
-    case Op::MIN: return fit(std::min(src(0).first, src(1).first), std::min(src(0).second, src(1).second));
+    case Op::MAX:
+      return fit(std::max(src(0).first, src(1).first), std::max(src(0).second, src(1).second));
+    case Op::MIN:
+      return fit(std::min(src(0).first, src(1).first), std::min(src(0).second, src(1).second));
     case Op::CMPLT: {
       auto [alo, ahi] = src(0);
       auto [blo, bhi] = src(1);
@@ -93,8 +100,10 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
       auto [alo, ahi] = src(0);
       auto [blo, bhi] = src(1);
       bool eq = u.op() == Op::CMPEQ;
-      if (ahi < blo || bhi < alo) return eq ? std::pair<int64_t, int64_t>{0, 0} : std::pair<int64_t, int64_t>{1, 1};
-      if (alo == ahi && blo == bhi && alo == blo) return eq ? std::pair<int64_t, int64_t>{1, 1} : std::pair<int64_t, int64_t>{0, 0};
+      if (ahi < blo || bhi < alo)
+        return eq ? std::pair<int64_t, int64_t>{0, 0} : std::pair<int64_t, int64_t>{1, 1};
+      if (alo == ahi && blo == bhi && alo == blo)
+        return eq ? std::pair<int64_t, int64_t>{1, 1} : std::pair<int64_t, int64_t>{0, 0};
       return {0, 1};
     }
     case Op::AND:
@@ -135,7 +144,8 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
       if (lo < full.first || hi > full.second) return full;
       return {int64_t(lo), int64_t(hi)};
     }
-    default: return full;
+    default:
+      return full;
   }
 }
 
@@ -204,11 +214,16 @@ std::string leading_name(const UOp& u) {
   for (int i = 0; i < 64 && !n.src().empty() && n.op() != Op::RANGE && n.op() != Op::SPECIAL; ++i)
     n = n.src(0);
   switch (n.op()) {
-    case Op::DEFINE_VAR: return std::get<VarArg>(n.arg()).name;
-    case Op::RANGE: return "ridx" + std::to_string(n.axis().id);
-    case Op::SPECIAL: return std::string(special_name(std::get<SpecialArg>(n.arg())));
-    case Op::CONST: return "~";
-    default: return op_name(n.op());
+    case Op::DEFINE_VAR:
+      return std::get<VarArg>(n.arg()).name;
+    case Op::RANGE:
+      return "ridx" + std::to_string(n.axis().id);
+    case Op::SPECIAL:
+      return std::string(special_name(std::get<SpecialArg>(n.arg())));
+    case Op::CONST:
+      return "~";
+    default:
+      return op_name(n.op());
   }
 }
 
@@ -229,9 +244,12 @@ bool normalize(std::vector<Term>& terms) {
     again = false;
     std::vector<Term> merged;
     for (const Term& t : terms) {
-      auto it = std::find_if(merged.begin(), merged.end(), [&](const Term& m) { return m.base == t.base; });
-      if (it == merged.end()) merged.push_back(t);
-      else if (!add_ok(it->coeff, t.coeff, it->coeff)) return false;
+      auto it = std::find_if(merged.begin(), merged.end(),
+                             [&](const Term& m) { return m.base == t.base; });
+      if (it == merged.end())
+        merged.push_back(t);
+      else if (!add_ok(it->coeff, t.coeff, it->coeff))
+        return false;
     }
     std::erase_if(merged, [](const Term& t) { return t.coeff == 0; });
     for (size_t i = 0; i < merged.size() && !again; ++i) {
@@ -252,7 +270,8 @@ bool normalize(std::vector<Term>& terms) {
     }
     terms = std::move(merged);
   }
-  std::stable_sort(terms.begin(), terms.end(), [](const Term& a, const Term& b) { return term_before(a.base, b.base); });
+  std::stable_sort(terms.begin(), terms.end(),
+                   [](const Term& a, const Term& b) { return term_before(a.base, b.base); });
   return true;
 }
 
@@ -391,7 +410,8 @@ std::optional<UOp> linear_compare(const Match& m) {
   if (u.op() == Op::CMPLT) {
     if (g > 1 || k != 0) {
       for (Term& t : terms) t.coeff /= g;
-      return changed(u, UOp::make(Op::CMPLT, {build_sum(d, terms, 0), const_int(d, ceil_div(rhs, g))}));
+      return changed(
+          u, UOp::make(Op::CMPLT, {build_sum(d, terms, 0), const_int(d, ceil_div(rhs, g))}));
     }
     // Terms with coefficient multiples of g2 > 1 plus a remainder R in [0, g2): when g2
     // divides rhs, R cannot change the outcome.
@@ -417,16 +437,23 @@ Pat not_(Pat x) { return Pat::op({Op::XOR}, {std::move(x), is_true()}); }
 Pat sint(std::string name) { return any(std::move(name)).where(is_index); }
 Pat bvar(std::string name) { return any(std::move(name)).dtype(dtypes::bool_); }
 Pat nonzero_const(std::string name) {
-  return cvar(std::move(name)).where([](const UOp& u) { return is_index(u) && u.const_int() != 0; });
+  return cvar(std::move(name)).where([](const UOp& u) {
+    return is_index(u) && u.const_int() != 0;
+  });
 }
 
 std::vector<Rule> make_rules() {
-  auto cap = [](const char* n) { return [n](const Match& m) -> std::optional<UOp> { return m[n]; }; };
+  auto cap = [](const char* n) {
+    return [n](const Match& m) -> std::optional<UOp> { return m[n]; };
+  };
   auto zero_like = [](const char* n) {
     return [n](const Match& m) -> std::optional<UOp> { return const_int(m[n].dtype(), 0); };
   };
-  auto fixed = [](bool v) { return [v](const Match&) -> std::optional<UOp> { return const_bool(v); }; };
-  std::vector<Op> commutative_ops = {Op::AND, Op::OR, Op::XOR, Op::MAX, Op::MIN, Op::CMPEQ, Op::CMPNE};
+  auto fixed = [](bool v) {
+    return [v](const Match&) -> std::optional<UOp> { return const_bool(v); };
+  };
+  std::vector<Op> commutative_ops = {Op::AND, Op::OR,    Op::XOR,  Op::MAX,
+                                     Op::MIN, Op::CMPEQ, Op::CMPNE};
   return {
       {"fold-by-bounds", Pat::any(), fold_by_bounds},
       // identities
@@ -464,7 +491,8 @@ std::vector<Rule> make_rules() {
       {"x<x", pat(Op::CMPLT, {any("x"), any("x")}), fixed(false)},
       {"x==x", pat(Op::CMPEQ, {sint("x"), any("x")}), fixed(true)},
       {"x!=x", pat(Op::CMPNE, {sint("x"), any("x")}), fixed(false)},
-      {"linear-compare", Pat::op({Op::CMPLT, Op::CMPEQ, Op::CMPNE}, {sint("x"), cvar("c")}), linear_compare},
+      {"linear-compare", Pat::op({Op::CMPLT, Op::CMPEQ, Op::CMPNE}, {sint("x"), cvar("c")}),
+       linear_compare},
       // booleans
       {"x&&true", pat(Op::AND, {bvar("x"), is_true()}).commutative(), cap("x")},
       {"x&&false", pat(Op::AND, {bvar("x"), is_false()}).commutative(), fixed(false)},
@@ -496,7 +524,8 @@ std::vector<Rule> make_rules() {
        [](const Match& m) -> std::optional<UOp> { return load(index(m["buf"], m["i"])); }},
       {"load-gate-false", pat(Op::LOAD, {pat(Op::INDEX, {any(), any(), is_false()}), any("alt")}),
        cap("alt")},
-      {"store-gate-true", pat(Op::STORE, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}), any("v")}),
+      {"store-gate-true",
+       pat(Op::STORE, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}), any("v")}),
        [](const Match& m) -> std::optional<UOp> { return store(index(m["buf"], m["i"]), m["v"]); }},
   };
 }

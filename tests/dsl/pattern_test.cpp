@@ -80,10 +80,10 @@ TEST(GraphRewrite, ReachesAFixedPoint) {
   EXPECT_EQ(graph_rewrite(((a + 0) + 0) * ((a + 0) + 0), add_zero()), a * a);
   // A rule whose result lets another rule fire on it: x*2 -> x+x, then x+x -> x*2 would
   // loop; here x*2 -> x+x and (x+x)+0 -> x+x.
-  RuleSet rules = add_zero() + RuleSet("dbl", {{"x*2", pat(Op::MUL, {any("x"), cint(2)}),
-                                                [](const Match& m) -> std::optional<UOp> {
-                                                  return m["x"] + m["x"];
-                                                }}});
+  RuleSet rules =
+      add_zero() +
+      RuleSet("dbl", {{"x*2", pat(Op::MUL, {any("x"), cint(2)}),
+                       [](const Match& m) -> std::optional<UOp> { return m["x"] + m["x"]; }}});
   EXPECT_EQ(graph_rewrite((a + 0) * 2 + 0, rules), a + a);
 }
 

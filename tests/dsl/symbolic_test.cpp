@@ -96,7 +96,9 @@ TEST_P(Simplifies, ToTheExpectedFormAndBounds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Symbolic, Simplifies, testing::ValuesIn(cases()),
-                         [](const testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+                         [](const testing::TestParamInfo<Case>& i) {
+                           return std::string(i.param.name);
+                         });
 
 TEST(Symbolic, AtLeastFortySimplifications) { EXPECT_GE(cases().size(), 40u); }
 

@@ -29,7 +29,8 @@ CliRun kitten(const std::string& args) {
 TEST(Cli, HelpListsTheCommands) {
   CliRun r = kitten("--help");
   EXPECT_EQ(r.status, 0);
-  for (const char* c : {"uops", "graph", "simplify"}) EXPECT_NE(r.out.find(c), std::string::npos) << c;
+  for (const char* c : {"uops", "graph", "simplify"})
+    EXPECT_NE(r.out.find(c), std::string::npos) << c;
   EXPECT_EQ(kitten("").status, 2);
 }
 
