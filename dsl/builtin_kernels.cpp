@@ -1,44 +1,119 @@
 #include "dsl/builtin_kernels.h"
 
+#include <cmath>
+#include <functional>
 #include <stdexcept>
 
 namespace kitten {
 
 namespace {
 
-// out[i, j] = a[i, j] + b[j] for a 4x100 a: b is broadcast along the rows.
-UOp add_kernel() {
-  DType f = dtypes::float32;
-  UOp out = param(0, f.ptr()), a = param(1, f.ptr()), b = param(2, f.ptr());
-  UOp i = range(4, 0, AxisKind::Global), j = range(100, 1, AxisKind::Global);
-  UOp sum = load(index(a, i * 100 + j)) + load(index(b, j));
-  return sink({end(store(index(out, i * 100 + j), sum), {i, j})}, "add");
-}
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
 
-// out[i] = sum over k of in[i, k], for a 16x1000 in, through a register accumulator: its
-// init is ordered after the output range (reset per output element), its loop read after
-// the init and the reduce range, and the result read after the loop's END.
-UOp sum_kernel() {
-  DType f = dtypes::float32;
-  UOp out = param(0, f.ptr()), in = param(1, f.ptr());
-  UOp acc = define_reg(f, 1, 0), zero = const_int(dtypes::int32, 0);
-  UOp i = range(16, 0, AxisKind::Global), k = range(1000, 1, AxisKind::Reduce);
-  UOp init = store(index(after(acc, {i}), zero), const_(f, 0.0));
-  UOp acc_in_loop = after(acc, {init, k});
-  UOp update = store(index(acc_in_loop, zero),
-                     load(index(acc_in_loop, zero)) + load(index(in, i * 1000 + k)));
-  UOp loop = end(update, {k});
-  UOp result = load(index(after(acc, {loop}), zero));
-  return sink({end(store(index(out, i), result), {i})}, "sum");
+DType acc_dtype(DType d) { return d.is_float() ? dtypes::float32 : d; }
+
+// A register accumulator: its init is ordered after the output ranges (so it is reset
+// for every output element), its loop read after the init and inside the reduce range,
+// and the result read after the loop's END. Returns the stores of one update and the
+// read of the result, given the update as a function of the current value.
+struct Accumulator {
+  UOp buf, in_loop;
+  Accumulator(int64_t slot, DType dt, UOp init, const std::vector<UOp>& outer, const UOp& red) {
+    buf = define_reg(dt, 1, slot);
+    UOp at = buf;
+    if (!outer.empty()) {
+      std::vector<UOp> src{buf};
+      src.insert(src.end(), outer.begin(), outer.end());
+      at = UOp::make(Op::AFTER, std::span<const UOp>(src));
+    }
+    UOp init_store = store(index(at, i32(0)), init);
+    in_loop = after(buf, {init_store, red});
+  }
+  UOp current() const { return load(index(in_loop, i32(0))); }
+  UOp update(const UOp& v) const { return store(index(in_loop, i32(0)), v); }
+  UOp result(const UOp& loop_end) const { return load(index(after(buf, {loop_end}), i32(0))); }
+};
+
+UOp to(DType d, const UOp& v) { return v.dtype() == d ? v : cast(v, d); }
+
+UOp lowest(DType d) {
+  if (d.is_float()) return const_(d, -INFINITY);
+  return const_int(d, d.imin());
 }
 
 }  // namespace
 
-std::vector<std::string> builtin_kernel_names() { return {"add", "sum"}; }
+UOp elementwise_add_kernel(int64_t rows, int64_t cols, DType dtype, bool broadcast_b) {
+  UOp out = param(0, dtype.ptr()), a = param(1, dtype.ptr()), b = param(2, dtype.ptr());
+  UOp i = range(rows, 0, AxisKind::Global), j = range(cols, 1, AxisKind::Global);
+  UOp at = i * cols + j;
+  UOp sum = load(index(a, at)) + load(index(b, broadcast_b ? j : at));
+  return sink({end(store(index(out, at), sum), {i, j})}, broadcast_b ? "add_broadcast" : "add");
+}
+
+UOp reduce_kernel(int64_t rows, int64_t cols, int axis, Op op, DType dtype) {
+  if (axis != 0 && axis != 1) throw std::invalid_argument("reduce_kernel: axis is 0 or 1");
+  if (op != Op::ADD && op != Op::MAX) throw std::invalid_argument("reduce_kernel: op is ADD or MAX");
+  UOp out = param(0, dtype.ptr()), x = param(1, dtype.ptr());
+  int64_t kept = axis == 0 ? cols : rows, reduced = axis == 0 ? rows : cols;
+  UOp o = range(kept, 0, AxisKind::Global), r = range(reduced, 1, AxisKind::Reduce);
+  UOp at = axis == 0 ? r * cols + o : o * cols + r;
+  DType acc_dt = acc_dtype(dtype);
+  Accumulator acc(0, acc_dt, op == Op::ADD ? const_(acc_dt, 0.0) : lowest(acc_dt), {o}, r);
+  UOp loop = end(acc.update(alu(op, acc.current(), to(acc_dt, load(index(x, at))))), {r});
+  UOp result = to(dtype, acc.result(loop));
+  return sink({end(store(index(out, o), result), {o})}, op == Op::ADD ? "sum" : "max");
+}
+
+UOp matmul_kernel(int64_t m, int64_t n, int64_t k, DType dtype) {
+  UOp c = param(0, dtype.ptr()), a = param(1, dtype.ptr()), b = param(2, dtype.ptr());
+  UOp i = range(m, 0, AxisKind::Global), j = range(n, 1, AxisKind::Global);
+  UOp r = range(k, 2, AxisKind::Reduce);
+  DType acc_dt = acc_dtype(dtype);
+  Accumulator acc(0, acc_dt, const_(acc_dt, 0.0), {i, j}, r);
+  UOp prod = to(acc_dt, load(index(a, i * k + r))) * to(acc_dt, load(index(b, r * n + j)));
+  UOp loop = end(acc.update(acc.current() + prod), {r});
+  return sink({end(store(index(c, i * n + j), to(dtype, acc.result(loop))), {i, j})}, "matmul");
+}
+
+UOp sum_and_squares_kernel(int64_t rows, int64_t cols) {
+  DType f = dtypes::float32;
+  UOp sum = param(0, f.ptr()), sumsq = param(1, f.ptr()), x = param(2, f.ptr());
+  UOp i = range(rows, 0, AxisKind::Global), r = range(cols, 1, AxisKind::Reduce);
+  Accumulator s(0, f, const_(f, 0.0), {i}, r), q(1, f, const_(f, 0.0), {i}, r);
+  UOp v = load(index(x, i * cols + r));
+  UOp loop = end(group({s.update(s.current() + v), q.update(q.current() + v * v)}), {r});
+  UOp outs = group({store(index(sum, i), s.result(loop)), store(index(sumsq, i), q.result(loop))});
+  return sink({end(outs, {i})}, "sum_and_squares");
+}
+
+UOp inplace_update_kernel(int64_t n) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), buf = param(1, f.ptr());
+  UOp i = range(n, 0, AxisKind::Loop), j = range(n, 1, AxisKind::Loop);
+  UOp first = end(store(index(buf, i), load(index(buf, i)) * const_(f, 2.0)), {i});
+  UOp doubled = after(buf, {first});
+  UOp second = end(store(index(out, j), load(index(doubled, j)) + const_(f, 1.0)), {j});
+  return sink({second}, "inplace_update");
+}
+
+UOp stencil_kernel(int64_t n) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(n, 0, AxisKind::Global), zero = const_(f, 0.0);
+  UOp left = load(index(x, i + -1, alu(Op::CMPLT, i32(0), i)), zero);
+  UOp right = load(index(x, i + 1, i + 1 < n), zero);
+  UOp v = left + load(index(x, i)) + right;
+  return sink({end(store(index(out, i), v), {i})}, "stencil");
+}
+
+std::vector<std::string> builtin_kernel_names() { return {"add", "sum", "matmul", "multi"}; }
 
 UOp builtin_kernel(const std::string& name) {
-  if (name == "add") return add_kernel();
-  if (name == "sum") return sum_kernel();
+  if (name == "add") return elementwise_add_kernel(4, 100, dtypes::float32, true);
+  if (name == "sum") return reduce_kernel(16, 1000, 1, Op::ADD, dtypes::float32);
+  if (name == "matmul") return matmul_kernel(64, 64, 64, dtypes::float32);
+  if (name == "multi") return sum_and_squares_kernel(16, 1000);
   std::string known;
   for (const std::string& n : builtin_kernel_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument("no built-in kernel named '" + name + "' (known: " + known + ")");

@@ -1,6 +1,6 @@
-// Small kernels written directly as UOp graphs: the worked examples of the kernel
-// semantics (ranges, END, AFTER, accumulators) that the command line shows and the tests
-// and later backends run.
+// Kernels written directly as UOp graphs: the worked examples of the kernel semantics
+// (ranges, END, AFTER, register accumulators, GROUP, gates) that the command line shows,
+// docs/uops.md prints, and the backend tests run at many shapes and dtypes.
 #pragma once
 
 #include <string>
@@ -10,8 +10,35 @@
 
 namespace kitten {
 
+// out[i, j] = a[i, j] + b[i, j], or + b[j] when broadcast_b (b is one row, broadcast
+// along the rows). Buffers: 0 out, 1 a, 2 b; all of `dtype`.
+UOp elementwise_add_kernel(int64_t rows, int64_t cols, DType dtype, bool broadcast_b);
+
+// out = x reduced with op (ADD: sum, MAX: max) along `axis` (0: over rows, giving cols
+// values; 1: over columns, giving rows values), accumulating in float32 (for float
+// dtypes) in a register. Buffers: 0 out, 1 x; both of `dtype`.
+UOp reduce_kernel(int64_t rows, int64_t cols, int axis, Op op, DType dtype);
+
+// c[m, n] = sum over k of a[m, k] * b[k, n], accumulating in float32 in a register.
+// Buffers: 0 c, 1 a, 2 b; all of `dtype`.
+UOp matmul_kernel(int64_t m, int64_t n, int64_t k, DType dtype);
+
+// One pass over x (rows x cols, float32) writes two outputs: sum[i] and sumsq[i] over
+// each row, the two accumulator updates bundled by GROUP under one END.
+// Buffers: 0 sum, 1 sumsq, 2 x.
+UOp sum_and_squares_kernel(int64_t rows, int64_t cols);
+
+// Two loops over buf (n float32): buf[i] = buf[i] * 2, then out[i] = buf[i] + 1, where
+// the second loop reads buf through AFTER(buf, first loop's END), which alone orders it
+// after the first. Buffers: 0 out, 1 buf.
+UOp inplace_update_kernel(int64_t n);
+
+// out[i] = x[i-1] + x[i] + x[i+1] with the out-of-range neighbours read as 0 through
+// gated loads. Buffers: 0 out, 1 x; float32.
+UOp stencil_kernel(int64_t n);
+
 std::vector<std::string> builtin_kernel_names();
-// Throws std::invalid_argument naming the known kernels when `name` is not one of them.
+// The named kernel at a default size. Throws std::invalid_argument naming the known ones.
 UOp builtin_kernel(const std::string& name);
 
 }  // namespace kitten
