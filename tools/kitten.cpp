@@ -5,9 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "backends/registry.h"
 #include "dsl/builtin_kernels.h"
 #include "dsl/int_expr.h"
 #include "dsl/ops.h"
+#include "dsl/linearize.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
 #include "dsl/symbolic_fuzz.h"
@@ -23,8 +25,12 @@ usage: kitten <command> [options]
 commands:
   uops              list the registered ops, one per line: name and meaning
   uops --doc        print the op reference (docs/uops.md) generated from the registry
+  devices           list the devices, their properties and how they compile; say why
+                    an unavailable one is unavailable
   graph <kernel>    build a built-in kernel graph, verify it and print it with its key
   graph --list      list the built-in kernels
+  render <kernel> [--device cpu]
+                    print a built-in kernel's linear program and its rendered source
   simplify '<expr>' [--var NAME=LO..HI]...
                     simplify an integer expression: line 1 the result in the same
                     grammar, line 2 its bounds. Grammar (C semantics, int64):
@@ -71,6 +77,50 @@ int cmd_graph(const std::vector<std::string>& args) {
   verify(k);
   std::printf("kernel %s: %zu nodes, verified, key %s\n%s", args[0].c_str(), toposort(k).size(),
               k.key().hex().c_str(), print_graph(k).c_str());
+  return 0;
+}
+
+int cmd_devices(const std::vector<std::string>& args) {
+  if (!args.empty()) return usage_error("devices: unexpected argument '" + args[0] + "'");
+  for (const std::string& name : device_names()) {
+    try {
+      std::unique_ptr<Device> d = open_device(name);
+      const DeviceProps& p = d->props();
+      std::printf("%s: arch %s, %d cores, warp size %d, shared memory %lld bytes\n  compiler: %s\n",
+                  p.name.c_str(), p.arch.c_str(), p.cores, p.warp_size, (long long)p.shared_mem,
+                  p.compiler.c_str());
+    } catch (const BackendError& e) {
+      std::printf("%s: unavailable: %s\n", name.c_str(), e.what());
+    }
+  }
+  return 0;
+}
+
+int cmd_render(const std::vector<std::string>& args) {
+  std::string kernel, device = "cpu";
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--device" && i + 1 < args.size()) device = args[++i];
+    else if (args[i].rfind("--device=", 0) == 0) device = args[i].substr(9);
+    else if (kernel.empty() && args[i].rfind("--", 0) != 0) kernel = args[i];
+    else return usage_error("render: unexpected argument '" + args[i] + "'");
+  }
+  if (kernel.empty()) return usage_error("render: expected a kernel name (kitten graph --list)");
+  UOp k;
+  try {
+    k = builtin_kernel(kernel);
+  } catch (const std::invalid_argument& e) {
+    return usage_error(std::string("render: ") + e.what());
+  }
+  std::unique_ptr<Device> d;
+  try {
+    d = open_device(device);
+  } catch (const BackendError& e) {
+    return usage_error(std::string("render: ") + e.what());
+  }
+  LinearProgram p = linearize(k);
+  RenderedKernel r = d->render(p);
+  std::printf("// linear program\n%s\n// %s source\n%s", print_program(p).c_str(), device.c_str(),
+              r.source.c_str());
   return 0;
 }
 
@@ -146,6 +196,8 @@ int main(int argc, char** argv) {
     if (cmd == "uops") return cmd_uops(args);
     if (cmd == "graph") return cmd_graph(args);
     if (cmd == "simplify") return cmd_simplify(args);
+    if (cmd == "devices") return cmd_devices(args);
+    if (cmd == "render") return cmd_render(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kitten %s: %s\n", cmd.c_str(), e.what());

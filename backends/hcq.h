@@ -1,0 +1,154 @@
+// The hardware-command-queue (HCQ) interface every backend implements: a Device with its
+// properties, an Allocator, a Compiler (source -> binary, cached on disk), Programs that
+// launch, Queues of commands (exec, copy, signal, wait, timestamp) submitted in batches,
+// Signals (timeline values the host and the device wait on), and Graphs (a recorded
+// sequence of launches replayed with one submission, with buffers rebound).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "backends/compile_cache.h"
+#include "dsl/linearize.h"
+
+namespace kitten {
+
+// A backend failure: the message says what, where (kernel, source line) and what to do.
+struct BackendError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct DeviceProps {
+  std::string name;         // "cpu"
+  std::string arch;         // "x86_64", "sm_90a"
+  int cores = 1;            // CPU cores or multiprocessors
+  int64_t shared_mem = 0;   // bytes of shared memory per block (0: none)
+  int warp_size = 1;
+  std::string compiler;     // how kernels are compiled here, for `kitten devices`
+};
+
+struct Buffer {
+  void* ptr = nullptr;  // device address (on cpu, host memory)
+  size_t bytes = 0;
+  friend bool operator==(const Buffer&, const Buffer&) = default;
+};
+
+// A kernel argument, in parameter-slot order then variables by name: a buffer or an integer.
+using KernelArg = std::variant<Buffer, int64_t>;
+
+struct LaunchDims {
+  int64_t x = 1, y = 1, z = 1;
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual Buffer alloc(size_t bytes) = 0;
+  virtual void free(Buffer b) = 0;
+  virtual void copy_in(Buffer dst, const void* src, size_t bytes) = 0;
+  virtual void copy_out(void* dst, Buffer src, size_t bytes) = 0;
+};
+
+class Compiler {
+ public:
+  explicit Compiler(CompileCache cache) : cache_(std::move(cache)) {}
+  virtual ~Compiler() = default;
+  virtual std::string target() const = 0;
+  virtual std::string version() const = 0;
+  // The binary for `source`, from the cache when an intact entry exists.
+  std::string compile(const std::string& source);
+  const CompileCache& cache() const { return cache_; }
+
+ protected:
+  virtual std::string compile_uncached(const std::string& source) = 0;
+
+ private:
+  CompileCache cache_;
+};
+
+class Program {
+ public:
+  virtual ~Program() = default;
+  virtual void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args,
+                      size_t shared_bytes = 0) = 0;
+};
+
+class Signal {
+ public:
+  virtual ~Signal() = default;
+  virtual uint64_t value() const = 0;
+  virtual void set(uint64_t v) = 0;   // from the host
+  virtual void wait(uint64_t v) = 0;  // on the host, until value() >= v
+};
+
+// Where a timestamp command writes the time it ran, in nanoseconds.
+struct Timestamp {
+  uint64_t ns = 0;
+};
+
+class Queue {
+ public:
+  virtual ~Queue() = default;
+  virtual void exec(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args,
+                    size_t shared_bytes = 0) = 0;
+  virtual void copy(Buffer dst, Buffer src, size_t bytes) = 0;
+  virtual void signal(Signal& s, uint64_t v) = 0;  // set s to v when the queue gets here
+  virtual void wait(Signal& s, uint64_t v) = 0;    // go on only once s >= v
+  virtual void timestamp(Timestamp& t) = 0;
+  virtual void submit() = 0;  // hands the commands since the last submit to the device
+};
+
+// A recorded sequence of launches; replay() queues all of them as one command, with
+// each buffer of `rebind` (old, new) replaced.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  virtual void record(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args) = 0;
+  virtual void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind = {}) = 0;
+};
+
+// What the renderer knows about a kernel that a launch needs.
+struct KernelInfo {
+  std::string name;
+  int num_params = 0;                // buffer and integer parameters, by slot
+  std::vector<bool> buffer_params;   // per slot: a buffer (else an integer)
+  std::vector<std::string> vars;     // DEFINE_VARs, by name, passed after the parameters
+  LaunchDims global, local;
+};
+
+struct RenderedKernel {
+  KernelInfo info;
+  std::string source;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual const DeviceProps& props() const = 0;
+  virtual Allocator& allocator() = 0;
+  virtual Compiler& compiler() = 0;
+  virtual RenderedKernel render(const LinearProgram& p) = 0;
+  virtual std::unique_ptr<Program> load(const std::string& binary, const KernelInfo& info) = 0;
+  virtual std::unique_ptr<Queue> new_queue() = 0;
+  virtual std::unique_ptr<Signal> new_signal(uint64_t initial = 0) = 0;
+  virtual std::unique_ptr<Graph> new_graph() = 0;
+};
+
+// A kernel graph compiled for a device: linearized, rendered, compiled and loaded.
+struct CompiledKernel {
+  LinearProgram linear;
+  RenderedKernel rendered;
+  std::unique_ptr<Program> program;
+  // Launches with the kernel's own dims on the device's own stream of execution (the
+  // call returns when the kernel has run).
+  void run(std::span<const KernelArg> args);
+};
+CompiledKernel compile_kernel(Device& d, const UOp& sink);
+
+}  // namespace kitten

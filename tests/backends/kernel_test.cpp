@@ -1,0 +1,195 @@
+// The built-in kernels on every device, against float64 references computed from inputs
+// already rounded to the kernel's dtype, at awkward sizes, with docs/testing.md's tolerances.
+#include <algorithm>
+#include <tuple>
+
+#include "dsl/builtin_kernels.h"
+#include "test_device.h"
+
+namespace kitten {
+namespace {
+
+class Kernels : public DeviceTest {};
+
+std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
+  std::vector<KernelArg> a;
+  for (const DeviceBuffer* b : bufs) a.push_back(b->buf);
+  return a;
+}
+
+const std::vector<std::pair<int64_t, int64_t>> kShapes = {{1, 1}, {1, 7}, {7, 1000}, {3, 1023}, {64, 64}};
+
+TEST_P(Kernels, ElementwiseAddWithBroadcasting) {
+  for (DType dt : {dtypes::float32, dtypes::float16, dtypes::bfloat16})
+    for (bool bcast : {false, true})
+      for (auto [m, n] : kShapes) {
+        SCOPED_TRACE(std::string(dt.name()) + (bcast ? " broadcast " : " ") + std::to_string(m) + "x" + std::to_string(n));
+        HostData a = HostData::random(dt, size_t(m * n), 1), b = HostData::random(dt, size_t(bcast ? n : m * n), 2);
+        HostData out = HostData::poisoned(dt, size_t(m * n));
+        std::vector<double> want(size_t(m * n));
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) want[size_t(i * n + j)] = a.values[size_t(i * n + j)] + b.values[size_t(bcast ? j : i * n + j)];
+        DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out);
+        CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(m, n, dt, bcast));
+        k.run(args({&dout, &da, &db}));
+        dout.read(out);
+        EXPECT_LE(rel_error(out, want), tolerance(dt));
+      }
+}
+
+TEST_P(Kernels, ReductionsAlongEachAxis) {
+  for (DType dt : {dtypes::float32, dtypes::float16})
+    for (Op op : {Op::ADD, Op::MAX})
+      for (int axis : {0, 1})
+        for (auto [m, n] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 1000}, {1023, 7}, {5, 1023}}) {
+          SCOPED_TRACE(std::string(dt.name()) + " " + op_name(op) + " axis " + std::to_string(axis) + " " +
+                       std::to_string(m) + "x" + std::to_string(n));
+          HostData x = HostData::random(dt, size_t(m * n), 3);
+          int64_t kept = axis == 0 ? n : m, red = axis == 0 ? m : n;
+          std::vector<double> want(size_t(kept), op == Op::ADD ? 0.0 : -INFINITY);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              double& w = want[size_t(axis == 0 ? j : i)];
+              double v = x.values[size_t(i * n + j)];
+              w = op == Op::ADD ? w + v : std::max(w, v);
+            }
+          HostData out = HostData::poisoned(dt, size_t(kept));
+          DeviceBuffer dx(*dev, x), dout(*dev, out);
+          CompiledKernel k = compile_kernel(*dev, reduce_kernel(m, n, axis, op, dt));
+          k.run(args({&dout, &dx}));
+          dout.read(out);
+          EXPECT_LE(rel_error(out, want), tolerance(dt, red));
+        }
+}
+
+TEST_P(Kernels, MatmulWithARegisterAccumulator) {
+  for (DType dt : {dtypes::float32, dtypes::bfloat16})
+    for (auto [m, n, kk] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {7, 13, 1000}, {33, 17, 65}, {64, 64, 64}}) {
+      SCOPED_TRACE(std::string(dt.name()) + " " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(kk));
+      HostData a = HostData::random(dt, size_t(m * kk), 4), b = HostData::random(dt, size_t(kk * n), 5);
+      std::vector<double> want(size_t(m * n), 0.0);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t r = 0; r < kk; ++r) want[size_t(i * n + j)] += a.values[size_t(i * kk + r)] * b.values[size_t(r * n + j)];
+      HostData c = HostData::poisoned(dt, size_t(m * n));
+      DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+      CompiledKernel k = compile_kernel(*dev, matmul_kernel(m, n, kk, dt));
+      k.run(args({&dc, &da, &db}));
+      dc.read(c);
+      EXPECT_LE(rel_error(c, want), tolerance(dt, kk));
+    }
+}
+
+TEST_P(Kernels, OnePassWritesSumAndSumOfSquares) {
+  for (auto [m, n] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 1000}, {1, 1023}}) {
+    HostData x = HostData::random(dtypes::float32, size_t(m * n), 6);
+    std::vector<double> s(size_t(m), 0.0), q(size_t(m), 0.0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double v = x.values[size_t(i * n + j)];
+        s[size_t(i)] += v;
+        q[size_t(i)] += v * v;
+      }
+    HostData os = HostData::poisoned(dtypes::float32, size_t(m)), oq = HostData::poisoned(dtypes::float32, size_t(m));
+    DeviceBuffer dx(*dev, x), ds(*dev, os), dq(*dev, oq);
+    CompiledKernel k = compile_kernel(*dev, sum_and_squares_kernel(m, n));
+    k.run(args({&ds, &dq, &dx}));
+    ds.read(os);
+    dq.read(oq);
+    EXPECT_LE(rel_error(os, s), tolerance(dtypes::float32, n));
+    EXPECT_LE(rel_error(oq, q), tolerance(dtypes::float32, n));
+  }
+}
+
+TEST_P(Kernels, InPlaceUpdateSeenThroughAfter) {
+  for (int64_t n : {1, 7, 1000}) {
+    HostData buf = HostData::random(dtypes::float32, size_t(n), 7);
+    std::vector<double> doubled(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      doubled[size_t(i)] = buf.values[size_t(i)] * 2;
+      want[size_t(i)] = doubled[size_t(i)] + 1;
+    }
+    HostData out = HostData::poisoned(dtypes::float32, size_t(n));
+    DeviceBuffer dbuf(*dev, buf), dout(*dev, out);
+    CompiledKernel k = compile_kernel(*dev, inplace_update_kernel(n));
+    k.run(args({&dout, &dbuf}));
+    dout.read(out);
+    dbuf.read(buf);
+    EXPECT_LE(rel_error(out, want), tolerance(dtypes::float32));
+    EXPECT_LE(rel_error(buf, doubled), tolerance(dtypes::float32));
+  }
+}
+
+TEST_P(Kernels, GatedLoadsAtTheEdges) {
+  for (int64_t n : {1, 7, 1000, 1023}) {
+    HostData x = HostData::random(dtypes::float32, size_t(n), 8);
+    std::vector<double> want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      want[size_t(i)] = (i > 0 ? x.values[size_t(i - 1)] : 0) + x.values[size_t(i)] + (i + 1 < n ? x.values[size_t(i + 1)] : 0);
+    HostData out = HostData::poisoned(dtypes::float32, size_t(n));
+    DeviceBuffer dx(*dev, x), dout(*dev, out);
+    CompiledKernel k = compile_kernel(*dev, stencil_kernel(n));
+    k.run(args({&dout, &dx}));
+    dout.read(out);
+    EXPECT_LE(rel_error(out, want), tolerance(dtypes::float32));
+  }
+}
+
+TEST_P(Kernels, WrongArgumentsAreAClearError) {
+  CompiledKernel k = compile_kernel(*dev, stencil_kernel(4));
+  HostData x = HostData::random(dtypes::float32, 4, 9);
+  DeviceBuffer dx(*dev, x);
+  try {
+    k.run(args({&dx}));
+    FAIL() << "ran with one argument";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("kernel 'stencil' takes 2 arguments, got 1"), std::string::npos) << e.what();
+  }
+  std::vector<KernelArg> bad = {int64_t(3), dx.buf};
+  EXPECT_THROW(k.run(bad), BackendError);
+}
+
+TEST_P(Kernels, KernelsThatNeedABlockAreRefused) {
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp buf = param(0, dtypes::float32.ptr());
+  try {
+    compile_kernel(*dev, sink({store(index(buf, t), const_(dtypes::float32, 1.0))}, "uses_threads"));
+    FAIL() << "compiled";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("kernel 'uses_threads' needs the threads of a block to cooperate (SPECIAL)"),
+              std::string::npos) << e.what();
+  }
+}
+
+TEST_P(Kernels, ACompileErrorShowsTheSourceAndLeavesTheProcessUsable) {
+  try {
+    dev->compiler().compile("void broken(void* const* args, long long lo, long long hi) {\n  int x = ;\n}\n");
+    FAIL() << "compiled";
+  } catch (const BackendError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("could not compile"), std::string::npos) << m;
+    EXPECT_NE(m.find("> 2 |   int x = ;"), std::string::npos) << m;
+  }
+  CompiledKernel k = compile_kernel(*dev, stencil_kernel(3));  // still works
+  HostData x = HostData::random(dtypes::float32, 3, 10), out = HostData::poisoned(dtypes::float32, 3);
+  DeviceBuffer dx(*dev, x), dout(*dev, out);
+  k.run(args({&dout, &dx}));
+  dout.read(out);
+  EXPECT_FALSE(std::isnan(out.get(0)));
+}
+
+TEST_P(Kernels, AMalformedKernelFailsVerification) {
+  UOp r = range(4, 0, AxisKind::Loop);
+  UOp never_closed = sink({store(index(param(0, dtypes::float32.ptr()), r), const_(dtypes::float32, 1.0))});
+  EXPECT_THROW(compile_kernel(*dev, never_closed), IrError);
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, Kernels, testing::ValuesIn(test_devices()),
+                         [](const testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace kitten

@@ -1,0 +1,143 @@
+// Devices for the device-parameterised backend tests, and host data with float64
+// references. Each test process compiles into its own temporary cache directory.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_device.h"
+#include "backends/cpu/clang_jit.h"
+#include "backends/hcq.h"
+
+namespace kitten {
+
+inline std::string test_cache_dir() {
+  static std::string dir = [] {
+    std::string t = testing::TempDir() + "kitten-cache-XXXXXX";
+    return std::string(mkdtemp(t.data()) ? t : "");
+  }();
+  return dir;
+}
+
+// "cpu-jit" (in-process Clang + ORC) and "cpu-subprocess" (cc + dlopen); later backends add
+// theirs. Returns nullptr with `why` set when the device is not available here.
+inline std::unique_ptr<Device> open_test_device(const std::string& name, std::string& why) {
+  if (name == "cpu-jit") {
+    if (!cpu_has_jit()) {
+      why = "this build has no LLVM/Clang for the in-process compiler";
+      return nullptr;
+    }
+    return make_cpu_device(CpuCompileMode::Jit, CompileCache(test_cache_dir()));
+  }
+  if (name == "cpu-subprocess") return make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
+  why = "unknown test device " + name;
+  return nullptr;
+}
+
+inline const std::vector<std::string>& test_devices() {
+  static const std::vector<std::string> d = {"cpu-jit", "cpu-subprocess"};
+  return d;
+}
+
+class DeviceTest : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    dev = open_test_device(GetParam(), why);
+    if (!dev) GTEST_SKIP() << GetParam() << " unavailable: " << why;
+  }
+  std::unique_ptr<Device> dev;
+};
+
+// Host data of one dtype: the bytes the kernel sees, and the same values as doubles
+// (already rounded to the dtype) for the reference.
+struct HostData {
+  DType dtype;
+  std::vector<double> values;
+  std::vector<unsigned char> bytes;
+
+  HostData(DType d, size_t n) : dtype(d), values(n), bytes(n * size_t(d.itemsize())) {}
+  void set(size_t i, double v) {
+    if (const FloatFormat* f = dtype.narrow_float()) {
+      uint16_t code = uint16_t(encode_float(*f, v));
+      values[i] = decode_float(*f, code);
+      std::memcpy(&bytes[i * 2], &code, 2);
+    } else if (dtype == dtypes::float32) {
+      float x = float(v);
+      values[i] = x;
+      std::memcpy(&bytes[i * 4], &x, 4);
+    } else if (dtype == dtypes::float64) {
+      values[i] = v;
+      std::memcpy(&bytes[i * 8], &v, 8);
+    } else {
+      ADD_FAILURE() << "HostData: unsupported dtype " << dtype.name();
+    }
+  }
+  double get(size_t i) const {
+    if (const FloatFormat* f = dtype.narrow_float()) {
+      uint16_t code;
+      std::memcpy(&code, &bytes[i * 2], 2);
+      return decode_float(*f, code);
+    }
+    if (dtype == dtypes::float32) {
+      float x;
+      std::memcpy(&x, &bytes[i * 4], 4);
+      return x;
+    }
+    double x;
+    std::memcpy(&x, &bytes[i * 8], 8);
+    return x;
+  }
+  static HostData random(DType d, size_t n, uint64_t seed) {
+    HostData h(d, n);
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> dist(0.0, 1.0);
+    for (size_t i = 0; i < n; ++i) h.set(i, dist(rng));
+    return h;
+  }
+  // Poisoned: every byte 0xFF (NaN for every float dtype), so unwritten outputs show.
+  static HostData poisoned(DType d, size_t n) {
+    HostData h(d, n);
+    std::fill(h.bytes.begin(), h.bytes.end(), 0xFF);
+    return h;
+  }
+};
+
+// A buffer on the device holding `h`, freed with the holder.
+struct DeviceBuffer {
+  Device& dev;
+  Buffer buf;
+  DeviceBuffer(Device& d, const HostData& h) : dev(d), buf(d.allocator().alloc(h.bytes.size())) {
+    d.allocator().copy_in(buf, h.bytes.data(), h.bytes.size());
+  }
+  ~DeviceBuffer() { dev.allocator().free(buf); }
+  void read(HostData& h) const { dev.allocator().copy_out(h.bytes.data(), buf, h.bytes.size()); }
+};
+
+// The tolerance of docs/testing.md for results stored in `dtype` after reductions of K.
+inline double tolerance(DType dtype, int64_t k = 1) {
+  if (dtype == dtypes::float64) return 1e-12;
+  if (dtype == dtypes::float32) return 1e-6 * std::max(1.0, std::sqrt(double(k)));
+  if (dtype == dtypes::float16) return 1e-3;
+  if (dtype == dtypes::bfloat16) return 8e-3;
+  return 0;
+}
+
+// ||got - want|| / ||want||, with NaN (an unwritten output) as infinite error.
+inline double rel_error(const HostData& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double g = got.get(i);
+    if (std::isnan(g)) return INFINITY;
+    num += (g - want[i]) * (g - want[i]);
+    den += want[i] * want[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+}  // namespace kitten
