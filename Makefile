@@ -21,8 +21,9 @@ build: setup
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/bin/kitten graph add
+	$(BUILD)/bin/kitten devices
 	$(BUILD)/bin/kitten graph sum
+	$(BUILD)/bin/kitten render matmul --device cpu
 	$(BUILD)/bin/kitten simplify '((x*4 + k)/4)*4 + (x*4 + k)%4 < 512' --var x=0..1000 --var k=0..3
 
 test: test-main test-asan test-tsan
@@ -46,6 +47,7 @@ test-tsan: setup
 
 bench: build
 	$(BUILD)/bin/kitten_bench_dsl
+	$(BUILD)/bin/kitten_bench_cpu
 
 # Regenerates docs/uops.md from the op registry (a test fails when it is stale).
 docs: build

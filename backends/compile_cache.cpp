@@ -38,8 +38,10 @@ CompileCache::CompileCache(std::string dir) : dir_(std::move(dir)) {}
 CompileCache CompileCache::from_environment() {
   if (const char* d = std::getenv("KITTEN_CACHE_DIR"); d && *d)
     return CompileCache(std::string(d) == "off" ? "" : d);
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return CompileCache(std::string(x) + "/kitten");
-  if (const char* h = std::getenv("HOME"); h && *h) return CompileCache(std::string(h) + "/.cache/kitten");
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return CompileCache(std::string(x) + "/kitten");
+  if (const char* h = std::getenv("HOME"); h && *h)
+    return CompileCache(std::string(h) + "/.cache/kitten");
   return CompileCache("");
 }
 
@@ -63,7 +65,8 @@ std::optional<std::string> CompileCache::get(const std::string& key) const {
   ss << in.rdbuf();
   std::string data = ss.str();
   constexpr size_t header = sizeof kMagic + 32 + 8;
-  if (data.size() < header || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) return std::nullopt;
+  if (data.size() < header || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+    return std::nullopt;
   uint64_t len;
   std::memcpy(&len, data.data() + sizeof kMagic + 32, 8);
   if (len != data.size() - header) return std::nullopt;
@@ -78,7 +81,8 @@ void CompileCache::put(const std::string& key, const std::string& binary) const 
   std::filesystem::create_directories(dir_, ec);
   if (ec) return;  // an unwritable cache only costs a recompile
   static std::atomic<uint64_t> counter{0};
-  std::string tmp = path(key) + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
+  std::string tmp =
+      path(key) + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     uint64_t len = binary.size();

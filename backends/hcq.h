@@ -25,12 +25,12 @@ struct BackendError : std::runtime_error {
 };
 
 struct DeviceProps {
-  std::string name;         // "cpu"
-  std::string arch;         // "x86_64", "sm_90a"
-  int cores = 1;            // CPU cores or multiprocessors
-  int64_t shared_mem = 0;   // bytes of shared memory per block (0: none)
+  std::string name;        // "cpu"
+  std::string arch;        // "x86_64", "sm_90a"
+  int cores = 1;           // CPU cores or multiprocessors
+  int64_t shared_mem = 0;  // bytes of shared memory per block (0: none)
   int warp_size = 1;
-  std::string compiler;     // how kernels are compiled here, for `kitten devices`
+  std::string compiler;  // how kernels are compiled here, for `kitten devices`
 };
 
 struct Buffer {
@@ -109,16 +109,17 @@ class Queue {
 class Graph {
  public:
   virtual ~Graph() = default;
-  virtual void record(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args) = 0;
+  virtual void record(Program& p, LaunchDims global, LaunchDims local,
+                      std::vector<KernelArg> args) = 0;
   virtual void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind = {}) = 0;
 };
 
 // What the renderer knows about a kernel that a launch needs.
 struct KernelInfo {
   std::string name;
-  int num_params = 0;                // buffer and integer parameters, by slot
-  std::vector<bool> buffer_params;   // per slot: a buffer (else an integer)
-  std::vector<std::string> vars;     // DEFINE_VARs, by name, passed after the parameters
+  int num_params = 0;               // buffer and integer parameters, by slot
+  std::vector<bool> buffer_params;  // per slot: a buffer (else an integer)
+  std::vector<std::string> vars;    // DEFINE_VARs, by name, passed after the parameters
   LaunchDims global, local;
 };
 

@@ -53,7 +53,8 @@ UOp elementwise_add_kernel(int64_t rows, int64_t cols, DType dtype, bool broadca
 
 UOp reduce_kernel(int64_t rows, int64_t cols, int axis, Op op, DType dtype) {
   if (axis != 0 && axis != 1) throw std::invalid_argument("reduce_kernel: axis is 0 or 1");
-  if (op != Op::ADD && op != Op::MAX) throw std::invalid_argument("reduce_kernel: op is ADD or MAX");
+  if (op != Op::ADD && op != Op::MAX)
+    throw std::invalid_argument("reduce_kernel: op is ADD or MAX");
   UOp out = param(0, dtype.ptr()), x = param(1, dtype.ptr());
   int64_t kept = axis == 0 ? cols : rows, reduced = axis == 0 ? rows : cols;
   UOp o = range(kept, 0, AxisKind::Global), r = range(reduced, 1, AxisKind::Reduce);

@@ -121,15 +121,16 @@ class Linearizer {
       const UOp& u = order_[i];
       Scope want = deps_[i];
       if (u.op() == Op::END)
-        for (size_t k = 1; k < u.src().size(); ++k) want = merge(want, {range_index_.at(u.src(k).id())});
+        for (size_t k = 1; k < u.src().size(); ++k)
+          want = merge(want, {range_index_.at(u.src(k).id())});
       Scope s;
       int inner = -1;
       for (int r : want)
         if (inner < 0 || chain_[r].size() > chain_[inner].size()) inner = r;
       if (inner >= 0) s = chain_[inner];
       if (!std::includes(s.begin(), s.end(), want.begin(), want.end()))
-        fail(u, "the ranges an op depends on nest", "it depends on " + range_names(want) +
-                                                        ", which are not all inside one another");
+        fail(u, "the ranges an op depends on nest",
+             "it depends on " + range_names(want) + ", which are not all inside one another");
       if (u.op() == Op::RANGE) std::erase(s, range_index_.at(u.id()));
       scope_[i] = std::move(s);
     }
@@ -179,7 +180,9 @@ class Linearizer {
 
   void emit_all() {
     std::set<int> ready[3];  // 0: plain ops, 1: END, 2: RANGE; each in graph order
-    auto kind = [&](int i) { return order_[i].op() == Op::END ? 1 : order_[i].op() == Op::RANGE ? 2 : 0; };
+    auto kind = [&](int i) {
+      return order_[i].op() == Op::END ? 1 : order_[i].op() == Op::RANGE ? 2 : 0;
+    };
     for (size_t i = 0; i < order_.size(); ++i)
       if (preds_[i] == 0) ready[kind(int(i))].insert(int(i));
     for (size_t emitted = 0; emitted < order_.size(); ++emitted) {
@@ -229,7 +232,8 @@ class Linearizer {
 
 LinearProgram linearize(const UOp& sink) {
   if (!sink || sink.op() != Op::SINK)
-    throw IrError("linearize: the root must be a SINK, got " + (sink ? op_name(sink.op()) : std::string("null")));
+    throw IrError("linearize: the root must be a SINK, got " +
+                  (sink ? op_name(sink.op()) : std::string("null")));
   verify(sink);
   return Linearizer(sink).run();
 }
@@ -242,10 +246,12 @@ std::string print_program(const LinearProgram& p) {
     const UOp& u = p.ops[i];
     names.emplace(u.id(), i);
     if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-    std::string line = std::string(2 * size_t(depth + 1), ' ') + "%" + std::to_string(i) + " = " + op_name(u.op());
+    std::string line =
+        std::string(2 * size_t(depth + 1), ' ') + "%" + std::to_string(i) + " = " + op_name(u.op());
     if (!u.src().empty()) {
       line += "(";
-      for (size_t k = 0; k < u.src().size(); ++k) line += (k ? ", %" : "%") + std::to_string(names.at(u.src(k).id()));
+      for (size_t k = 0; k < u.src().size(); ++k)
+        line += (k ? ", %" : "%") + std::to_string(names.at(u.src(k).id()));
       line += ")";
     }
     std::string arg = arg_to_string(u.arg(), u.dtype());

@@ -1,7 +1,10 @@
 // docs/uops.md, generated from the op registry, the dtypes and the graph rules.
 #include <cstdio>
 
+#include "dsl/builtin_kernels.h"
+#include "dsl/linearize.h"
 #include "dsl/ops.h"
+#include "dsl/printer.h"
 #include "dsl/verify.h"
 
 namespace kitten {
@@ -30,6 +33,49 @@ std::string format_row(const FloatFormat& f) {
                        : "no Inf; only S.1111.111 is NaN",
                 f.cast_saturation == Saturation::Finite ? "saturates to max finite" : "to Inf");
   return buf;
+}
+
+std::string example(const std::string& title, const UOp& k) {
+  return "\n" + title + ":\n\n```\n" + print_graph(k) + "```\n\nLinearized:\n\n```\n" +
+         print_program(linearize(k)) + "```\n";
+}
+
+std::string kernel_semantics() {
+  std::string d =
+      "\n## Kernel semantics\n\n"
+      "A kernel is a SINK over its effects. Structure is explicit in the graph:\n\n"
+      "- **RANGE and END.** RANGE(end) is a loop index from 0 to end-1. END(body, ranges...)\n"
+      "  closes the ranges over the body effect: the body runs once per iteration of them.\n"
+      "  Every RANGE is closed by exactly one END. Ranges nest: a range sits inside the ranges\n"
+      "  still open around its END, and ranges closed by one END nest in order of axis kind\n"
+      "  (global outermost), then axis id.\n"
+      "- **Placement.** An op sits in the innermost range it depends on, counting the RANGEs\n"
+      "  it reaches through its sources, through AFTERs, and through the END that closes it\n"
+      "  (an END removes the ranges it closes). Loop-invariant code therefore stays outside.\n"
+      "- **AFTER(buf, deps...)** is buf, ordered after deps: only the uses reached through this\n"
+      "  AFTER are ordered. Ordering between the threads of a block also needs a BARRIER\n"
+      "  among the deps.\n"
+      "- **Accumulators.** An accumulator is a register buffer acc (DEFINE_REG). Its init\n"
+      "  STOREs through AFTER(acc, output ranges), so it is reset for every output element\n"
+      "  rather than hoisted to kernel entry; the in-loop read goes through AFTER(acc, init,\n"
+      "  reduce range); the update STORE is closed by END(update, reduce range); the result is\n"
+      "  read through AFTER(acc, that END). There is no ASSIGN: an update is STORE, END, AFTER.\n"
+      "- **Multi-output.** GROUP(store_a, store_b) closed by one END over the shared ranges\n"
+      "  writes two outputs in one pass over the inputs.\n"
+      "- **Gates.** INDEX(buf, i, gate) with gate false neither loads nor stores; a gated LOAD\n"
+      "  yields its alternative value.\n\n"
+      "The linearizer (dsl/linearize.h) turns a kernel into a linear program by these rules.\n"
+      "The examples below are the built-in kernels (dsl/builtin_kernels.h), printed from the\n"
+      "graphs the tests run.\n";
+  d += example("A reduction into a register accumulator (sum over each row of a 16x1000 input)",
+               reduce_kernel(16, 1000, 1, Op::ADD, dtypes::float32));
+  d += example("Multi-output: sum and sum of squares of each row in one pass",
+               sum_and_squares_kernel(16, 1000));
+  d += example("An in-place update whose second loop reads the buffer only through AFTER",
+               inplace_update_kernel(100));
+  d += example("Gated loads at the edges (a 3-point stencil reading 0 outside the input)",
+               stencil_kernel(100));
+  return d;
 }
 
 }  // namespace
@@ -80,6 +126,7 @@ std::string ops_doc() {
   d += "\n## Graph rules (checked by verify)\n\n";
   for (const GraphRule& r : graph_rules())
     d += "- " + std::string(r.name) + ": " + std::string(r.doc) + "\n";
+  d += kernel_semantics();
   return d;
 }
 

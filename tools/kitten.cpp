@@ -8,8 +8,8 @@
 #include "backends/registry.h"
 #include "dsl/builtin_kernels.h"
 #include "dsl/int_expr.h"
-#include "dsl/ops.h"
 #include "dsl/linearize.h"
+#include "dsl/ops.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
 #include "dsl/symbolic_fuzz.h"
@@ -39,6 +39,9 @@ commands:
   simplify --fuzz N [--seed S]
                     check the simplifier on N random expressions
   --help, -h        this text
+
+environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
+(compile cpu kernels with $KITTEN_CC, default cc), KITTEN_TRACE_REWRITE=1 (trace rewrites)
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification),
 2 bad usage (unknown command, kernel or option).
@@ -99,10 +102,14 @@ int cmd_devices(const std::vector<std::string>& args) {
 int cmd_render(const std::vector<std::string>& args) {
   std::string kernel, device = "cpu";
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--device" && i + 1 < args.size()) device = args[++i];
-    else if (args[i].rfind("--device=", 0) == 0) device = args[i].substr(9);
-    else if (kernel.empty() && args[i].rfind("--", 0) != 0) kernel = args[i];
-    else return usage_error("render: unexpected argument '" + args[i] + "'");
+    if (args[i] == "--device" && i + 1 < args.size())
+      device = args[++i];
+    else if (args[i].rfind("--device=", 0) == 0)
+      device = args[i].substr(9);
+    else if (kernel.empty() && args[i].rfind("--", 0) != 0)
+      kernel = args[i];
+    else
+      return usage_error("render: unexpected argument '" + args[i] + "'");
   }
   if (kernel.empty()) return usage_error("render: expected a kernel name (kitten graph --list)");
   UOp k;

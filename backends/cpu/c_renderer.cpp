@@ -47,26 +47,38 @@ static inline kt_bf16 kt_f2bf(float f) {
   throw BackendError("cpu: kernel '" + p.name + "' " + what);
 }
 
-bool narrow(DType d) {
-  return d.element() == dtypes::float16 || d.element() == dtypes::bfloat16;
-}
+bool narrow(DType d) { return d.element() == dtypes::float16 || d.element() == dtypes::bfloat16; }
 
 std::string scalar_c(DType d) {
   switch (d.scalar_type()) {
-    case ScalarType::Bool: return "_Bool";
-    case ScalarType::Int8: return "signed char";
-    case ScalarType::Int16: return "short";
-    case ScalarType::Int32: return "int";
-    case ScalarType::Int64: return "long long";
-    case ScalarType::UInt8: return "unsigned char";
-    case ScalarType::UInt16: return "unsigned short";
-    case ScalarType::UInt32: return "unsigned int";
-    case ScalarType::UInt64: return "unsigned long long";
-    case ScalarType::Float16: return "kt_half";
-    case ScalarType::BFloat16: return "kt_bf16";
-    case ScalarType::Float32: return "float";
-    case ScalarType::Float64: return "double";
-    default: return "";
+    case ScalarType::Bool:
+      return "_Bool";
+    case ScalarType::Int8:
+      return "signed char";
+    case ScalarType::Int16:
+      return "short";
+    case ScalarType::Int32:
+      return "int";
+    case ScalarType::Int64:
+      return "long long";
+    case ScalarType::UInt8:
+      return "unsigned char";
+    case ScalarType::UInt16:
+      return "unsigned short";
+    case ScalarType::UInt32:
+      return "unsigned int";
+    case ScalarType::UInt64:
+      return "unsigned long long";
+    case ScalarType::Float16:
+      return "kt_half";
+    case ScalarType::BFloat16:
+      return "kt_bf16";
+    case ScalarType::Float32:
+      return "float";
+    case ScalarType::Float64:
+      return "double";
+    default:
+      return "";
   }
 }
 
@@ -109,18 +121,27 @@ class CRenderer {
                          "): run it on emu or cuda");
         case Op::RANGE:
           if (u.axis().kind == AxisKind::Local)
-            refuse(p_, "needs the threads of a block to cooperate (a local range): run it on emu or cuda");
+            refuse(
+                p_,
+                "needs the threads of a block to cooperate (a local range): run it on emu or cuda");
           break;
-        case Op::PARAM: num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1); break;
-        case Op::DEFINE_VAR: vars_.insert(std::get<VarArg>(u.arg()).name); break;
-        default: break;
+        case Op::PARAM:
+          num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
+          break;
+        case Op::DEFINE_VAR:
+          vars_.insert(std::get<VarArg>(u.arg()).name);
+          break;
+        default:
+          break;
       }
       DType d = u.dtype().is_pointer() ? u.dtype().pointee() : u.dtype();
       uses_narrow_ |= d.is_value() && narrow(d);
       if (d.is_value() && scalar_c(d.element()).empty())
-        refuse(p_, "uses " + std::string(d.name()) + ", which the cpu renderer does not support yet");
+        refuse(p_,
+               "uses " + std::string(d.name()) + ", which the cpu renderer does not support yet");
       if (d.is_vector() && (narrow(d) || d.is_bool()))
-        refuse(p_, "uses vectors of " + std::string(d.element().name()) + ", which the cpu renderer does not support yet");
+        refuse(p_, "uses vectors of " + std::string(d.element().name()) +
+                       ", which the cpu renderer does not support yet");
     }
     int slot = 0;
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
@@ -137,7 +158,8 @@ class CRenderer {
       if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
       if (depth == 0 && (u.op() == Op::STORE)) return;
     }
-    if (top_loops != 1 || loop.axis().kind != AxisKind::Global || loop.src(0).op() != Op::CONST) return;
+    if (top_loops != 1 || loop.axis().kind != AxisKind::Global || loop.src(0).op() != Op::CONST)
+      return;
     parallel_ = loop;
     parallel_extent_ = loop.src(0).const_int();
   }
@@ -147,7 +169,8 @@ class CRenderer {
     std::string name = "kt_" + std::string(d.name());
     if (!vector_types_.count(name))
       vector_types_[name] = "typedef " + scalar_c(d.element()) + " " + name +
-                            " __attribute__((vector_size(" + std::to_string(d.itemsize()) + ")));\n";
+                            " __attribute__((vector_size(" + std::to_string(d.itemsize()) +
+                            ")));\n";
     return name;
   }
 
@@ -167,7 +190,8 @@ class CRenderer {
     }
     bool f32 = d == dtypes::float32;
     if (std::isnan(v)) return f32 ? "__builtin_nanf(\"\")" : "__builtin_nan(\"\")";
-    if (std::isinf(v)) return std::string(v < 0 ? "-" : "") + (f32 ? "__builtin_inff()" : "__builtin_inf()");
+    if (std::isinf(v))
+      return std::string(v < 0 ? "-" : "") + (f32 ? "__builtin_inff()" : "__builtin_inf()");
     char buf[40];
     std::snprintf(buf, sizeof buf, "%a", v);
     return std::string(buf) + (f32 ? "f" : "");
@@ -213,40 +237,68 @@ class CRenderer {
     auto bin = [&](const char* op) {
       return narrowed(d, "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")");
     };
-    auto cmp = [&](const char* op) { return "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")"; };
+    auto cmp = [&](const char* op) {
+      return "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")";
+    };
     switch (u.op()) {
-      case Op::NEG: return narrowed(d, "(-" + wide(u.src(0)) + ")");
-      case Op::RECIP: return narrowed(d, std::string(in.element() == dtypes::float64 ? "(1.0 / " : "(1.0f / ") + wide(u.src(0)) + ")");
-      case Op::SQRT: return narrowed(d, math("sqrt", in) + "(" + wide(u.src(0)) + ")");
-      case Op::EXP2: return narrowed(d, math("exp2", in) + "(" + wide(u.src(0)) + ")");
-      case Op::LOG2: return narrowed(d, math("log2", in) + "(" + wide(u.src(0)) + ")");
-      case Op::SIN: return narrowed(d, math("sin", in) + "(" + wide(u.src(0)) + ")");
-      case Op::TRUNC: return narrowed(d, math("trunc", in) + "(" + wide(u.src(0)) + ")");
-      case Op::ADD: return bin("+");
-      case Op::SUB: return bin("-");
-      case Op::MUL: return bin("*");
+      case Op::NEG:
+        return narrowed(d, "(-" + wide(u.src(0)) + ")");
+      case Op::RECIP:
+        return narrowed(d, std::string(in.element() == dtypes::float64 ? "(1.0 / " : "(1.0f / ") +
+                               wide(u.src(0)) + ")");
+      case Op::SQRT:
+        return narrowed(d, math("sqrt", in) + "(" + wide(u.src(0)) + ")");
+      case Op::EXP2:
+        return narrowed(d, math("exp2", in) + "(" + wide(u.src(0)) + ")");
+      case Op::LOG2:
+        return narrowed(d, math("log2", in) + "(" + wide(u.src(0)) + ")");
+      case Op::SIN:
+        return narrowed(d, math("sin", in) + "(" + wide(u.src(0)) + ")");
+      case Op::TRUNC:
+        return narrowed(d, math("trunc", in) + "(" + wide(u.src(0)) + ")");
+      case Op::ADD:
+        return bin("+");
+      case Op::SUB:
+        return bin("-");
+      case Op::MUL:
+        return bin("*");
       case Op::FDIV:
-      case Op::IDIV: return bin("/");
-      case Op::MOD: return bin("%");
-      case Op::AND: return bin("&");
-      case Op::OR: return bin("|");
-      case Op::XOR: return bin("^");
-      case Op::SHL: return bin("<<");
-      case Op::SHR: return bin(">>");
+      case Op::IDIV:
+        return bin("/");
+      case Op::MOD:
+        return bin("%");
+      case Op::AND:
+        return bin("&");
+      case Op::OR:
+        return bin("|");
+      case Op::XOR:
+        return bin("^");
+      case Op::SHL:
+        return bin("<<");
+      case Op::SHR:
+        return bin(">>");
       case Op::MAX:
       case Op::MIN: {
         if (in.is_float() && !in.is_vector())
-          return narrowed(d, math(u.op() == Op::MAX ? "fmax" : "fmin", in) + "(" + wide(u.src(0)) + ", " + wide(u.src(1)) + ")");
+          return narrowed(d, math(u.op() == Op::MAX ? "fmax" : "fmin", in) + "(" + wide(u.src(0)) +
+                                 ", " + wide(u.src(1)) + ")");
         const char* op = u.op() == Op::MAX ? ">" : "<";
-        return "(" + name(u.src(0)) + " " + op + " " + name(u.src(1)) + " ? " + name(u.src(0)) + " : " + name(u.src(1)) + ")";
+        return "(" + name(u.src(0)) + " " + op + " " + name(u.src(1)) + " ? " + name(u.src(0)) +
+               " : " + name(u.src(1)) + ")";
       }
-      case Op::CMPLT: return cmp("<");
-      case Op::CMPEQ: return cmp("==");
-      case Op::CMPNE: return cmp("!=");
-      case Op::WHERE: return "(" + name(u.src(0)) + " ? " + name(u.src(1)) + " : " + name(u.src(2)) + ")";
+      case Op::CMPLT:
+        return cmp("<");
+      case Op::CMPEQ:
+        return cmp("==");
+      case Op::CMPNE:
+        return cmp("!=");
+      case Op::WHERE:
+        return "(" + name(u.src(0)) + " ? " + name(u.src(1)) + " : " + name(u.src(2)) + ")";
       case Op::MULACC:
-        return narrowed(d, "(" + wide(u.src(0)) + " * " + wide(u.src(1)) + " + " + wide(u.src(2)) + ")");
-      default: refuse(p_, "uses " + op_name(u.op()) + ", which the cpu renderer does not support");
+        return narrowed(
+            d, "(" + wide(u.src(0)) + " * " + wide(u.src(1)) + " + " + wide(u.src(2)) + ")");
+      default:
+        refuse(p_, "uses " + op_name(u.op()) + ", which the cpu renderer does not support");
     }
   }
 
@@ -261,19 +313,23 @@ class CRenderer {
 
   void emit(const UOp& u) {
     switch (u.op()) {
-      case Op::CONST: names_[u.id()] = literal(u); return;
+      case Op::CONST:
+        names_[u.id()] = literal(u);
+        return;
       case Op::PARAM:
         if (u.dtype().is_pointer()) {
           names_[u.id()] = "p" + std::to_string(u.int_arg());
           line(type(u.dtype().pointee()) + "* p" + std::to_string(u.int_arg()) + " = (" +
                type(u.dtype().pointee()) + "*)args[" + std::to_string(u.int_arg()) + "];");
         } else {
-          define(u, "(" + type(u.dtype()) + ")(long long)args[" + std::to_string(u.int_arg()) + "]");
+          define(u,
+                 "(" + type(u.dtype()) + ")(long long)args[" + std::to_string(u.int_arg()) + "]");
         }
         return;
       case Op::DEFINE_VAR: {
         const std::string& v = std::get<VarArg>(u.arg()).name;
-        define(u, "(" + type(u.dtype()) + ")(long long)args[" + std::to_string(var_slot_.at(v)) + "]");
+        define(u,
+               "(" + type(u.dtype()) + ")(long long)args[" + std::to_string(var_slot_.at(v)) + "]");
         return;
       }
       case Op::DEFINE_REG: {
@@ -286,9 +342,11 @@ class CRenderer {
         std::string n = "r" + std::to_string(u.axis().id);
         names_[u.id()] = n;
         if (u == parallel_)
-          line("for (" + type(u.dtype()) + " " + n + " = (" + type(u.dtype()) + ")lo; " + n + " < hi; ++" + n + ") {");
+          line("for (" + type(u.dtype()) + " " + n + " = (" + type(u.dtype()) + ")lo; " + n +
+               " < hi; ++" + n + ") {");
         else
-          line("for (" + type(u.dtype()) + " " + n + " = 0; " + n + " < " + name(u.src(0)) + "; ++" + n + ") {");
+          line("for (" + type(u.dtype()) + " " + n + " = 0; " + n + " < " + name(u.src(0)) +
+               "; ++" + n + ") {");
         ++depth_;
         return;
       }
@@ -301,7 +359,8 @@ class CRenderer {
       case Op::AFTER:
       case Op::INDEX:
       case Op::GROUP:
-      case Op::SINK: return;
+      case Op::SINK:
+        return;
       case Op::LOAD: {
         const UOp& idx = u.src(0);
         std::string read = element(idx);
@@ -320,12 +379,15 @@ class CRenderer {
       case Op::STORE: {
         const UOp& idx = u.src(0);
         std::string write = u.src(1).dtype().is_vector()
-                                ? "__builtin_memcpy(&" + element(idx) + ", &" + name(u.src(1)) + ", sizeof " + name(u.src(1)) + ");"
+                                ? "__builtin_memcpy(&" + element(idx) + ", &" + name(u.src(1)) +
+                                      ", sizeof " + name(u.src(1)) + ");"
                                 : element(idx) + " = " + name(u.src(1)) + ";";
         line(idx.src().size() == 3 ? "if (" + name(idx.src(2)) + ") " + write : write);
         return;
       }
-      case Op::CAST: define(u, cast(u)); return;
+      case Op::CAST:
+        define(u, cast(u));
+        return;
       case Op::BITCAST: {
         std::string n = "v" + std::to_string(counter_++);
         names_[u.id()] = n;
@@ -341,11 +403,14 @@ class CRenderer {
       }
       case Op::EXTRACT: {
         const auto& lanes = std::get<std::vector<int64_t>>(u.arg());
-        if (lanes.size() != 1) refuse(p_, "extracts several lanes at once, which the cpu renderer does not support yet");
+        if (lanes.size() != 1)
+          refuse(p_, "extracts several lanes at once, which the cpu renderer does not support yet");
         define(u, name(u.src(0)) + "[" + std::to_string(lanes[0]) + "]");
         return;
       }
-      default: define(u, alu(u)); return;
+      default:
+        define(u, alu(u));
+        return;
     }
   }
 

@@ -58,7 +58,8 @@ std::string host_features() {
   llvm::StringMap<bool> map;
   std::string out;
   if (llvm::sys::getHostCPUFeatures(map))
-    for (const auto& f : map) out += (out.empty() ? "" : ",") + std::string(f.second ? "+" : "-") + f.first().str();
+    for (const auto& f : map)
+      out += (out.empty() ? "" : ",") + std::string(f.second ? "+" : "-") + f.first().str();
   return out;
 }
 
@@ -72,9 +73,11 @@ class JitProgram : public Program {
   ~JitProgram() override {
     std::lock_guard lock(mu_);
     if (llvm::Error e = jit_.getExecutionSession().removeJITDylib(jd_))
-      std::fprintf(stderr, "kitten: freeing cpu kernel '%s': %s\n", info_.name.c_str(), error_text(std::move(e)).c_str());
+      std::fprintf(stderr, "kitten: freeing cpu kernel '%s': %s\n", info_.name.c_str(),
+                   error_text(std::move(e)).c_str());
   }
-  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args, size_t shared) override {
+  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args,
+              size_t shared) override {
     run_cpu_kernel(fn_, info_, pool_, global, local, args, shared);
   }
 
@@ -95,7 +98,8 @@ class ClangJitImpl : public ClangJit {
     cpu_ = llvm::sys::getHostCPUName().str();
     features_ = host_features();
     auto jit = llvm::orc::LLJITBuilder().create();
-    if (!jit) throw BackendError("cpu: cannot start the LLVM ORC JIT: " + error_text(jit.takeError()));
+    if (!jit)
+      throw BackendError("cpu: cannot start the LLVM ORC JIT: " + error_text(jit.takeError()));
     jit_ = std::move(*jit);
   }
 
@@ -104,7 +108,8 @@ class ClangJitImpl : public ClangJit {
     return "clang " CLANG_VERSION_STRING ", LLVM " LLVM_VERSION_STRING;
   }
 
-  std::unique_ptr<Program> load(const std::string& object, const KernelInfo& info, ThreadPool& pool) override {
+  std::unique_ptr<Program> load(const std::string& object, const KernelInfo& info,
+                                ThreadPool& pool) override {
     std::lock_guard lock(mu_);
     auto jd = jit_->createJITDylib("kernel" + std::to_string(counter_++));
     if (!jd) throw BackendError("cpu: " + error_text(jd.takeError()));
@@ -112,15 +117,18 @@ class ClangJitImpl : public ClangJit {
         jit_->getDataLayout().getGlobalPrefix());
     if (!gen) throw BackendError("cpu: " + error_text(gen.takeError()));
     jd->addGenerator(std::move(*gen));
-    if (llvm::Error e = jit_->addObjectFile(*jd, llvm::MemoryBuffer::getMemBufferCopy(object, info.name)))
-      throw BackendError("cpu: cannot link kernel '" + info.name + "': " + error_text(std::move(e)));
+    if (llvm::Error e =
+            jit_->addObjectFile(*jd, llvm::MemoryBuffer::getMemBufferCopy(object, info.name)))
+      throw BackendError("cpu: cannot link kernel '" + info.name +
+                         "': " + error_text(std::move(e)));
     auto sym = jit_->lookup(*jd, info.name);
     if (!sym) {
       std::string why = error_text(sym.takeError());
       llvm::consumeError(jit_->getExecutionSession().removeJITDylib(*jd));
       throw BackendError("cpu: kernel '" + info.name + "' does not link: " + why);
     }
-    return std::make_unique<JitProgram>(*jit_, *jd, reinterpret_cast<KernelFn>(sym->getAddress()), info, pool, mu_);
+    return std::make_unique<JitProgram>(*jit_, *jd, reinterpret_cast<KernelFn>(sym->getAddress()),
+                                        info, pool, mu_);
   }
 
  protected:
@@ -131,8 +139,9 @@ class ClangJitImpl : public ClangJit {
     llvm::IntrusiveRefCntPtr<clang::DiagnosticOptions> diag_opts = new clang::DiagnosticOptions();
     clang::CompilerInstance ci;
     ci.createDiagnostics(new clang::TextDiagnosticPrinter(diag_os, diag_opts.get()), true);
-    std::vector<const char*> args = {"-triple", triple_.c_str(), "-target-cpu", cpu_.c_str(),
-                                     "-O2", "-x", "c", "-std=c11", "kernel.c"};
+    std::vector<const char*> args = {"-triple",    triple_.c_str(), "-target-cpu",
+                                     cpu_.c_str(), "-O2",           "-x",
+                                     "c",          "-std=c11",      "kernel.c"};
     if (!clang::CompilerInvocation::CreateFromArgs(ci.getInvocation(), args, ci.getDiagnostics()))
       throw BackendError("cpu: bad Clang invocation: " + diag_os.str());
     ci.getInvocation().getPreprocessorOpts().addRemappedFile(
@@ -140,7 +149,8 @@ class ClangJitImpl : public ClangJit {
     for (const std::string& f : split(features_)) ci.getTargetOpts().FeaturesAsWritten.push_back(f);
     llvm::LLVMContext ctx;
     clang::EmitLLVMOnlyAction action(&ctx);
-    if (!ci.ExecuteAction(action)) throw BackendError(compile_error_message("clang (in-process)", diag_os.str(), source));
+    if (!ci.ExecuteAction(action))
+      throw BackendError(compile_error_message("clang (in-process)", diag_os.str(), source));
     std::unique_ptr<llvm::Module> mod = action.takeModule();
     if (!mod) throw BackendError("cpu: Clang produced no module:\n" + diag_os.str());
     return emit_object(*mod);
@@ -163,9 +173,9 @@ class ClangJitImpl : public ClangJit {
     std::string err;
     const llvm::Target* target = llvm::TargetRegistry::lookupTarget(triple_, err);
     if (!target) throw BackendError("cpu: no LLVM target for " + triple_ + ": " + err);
-    std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
-        triple_, cpu_, features_, llvm::TargetOptions(), llvm::Reloc::PIC_, llvm::None,
-        llvm::CodeGenOpt::Aggressive));
+    std::unique_ptr<llvm::TargetMachine> tm(
+        target->createTargetMachine(triple_, cpu_, features_, llvm::TargetOptions(),
+                                    llvm::Reloc::PIC_, llvm::None, llvm::CodeGenOpt::Aggressive));
     mod.setDataLayout(tm->createDataLayout());
     llvm::SmallVector<char, 0> obj;
     llvm::raw_svector_ostream os(obj);

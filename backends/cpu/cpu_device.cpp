@@ -114,7 +114,8 @@ class SubprocessCompiler : public Compiler {
     std::string src = dir + "/kernel.c", so = dir + "/kernel.so";
     std::ofstream(src) << source;
     int st;
-    std::string log = run_capture(cc_ + " -O2 -fPIC -shared -o " + so + " " + src + " -lm 2>&1", st);
+    std::string log =
+        run_capture(cc_ + " -O2 -fPIC -shared -o " + so + " " + src + " -lm 2>&1", st);
     std::string binary = st == 0 ? read_file(so) : "";
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
@@ -141,7 +142,8 @@ class DlopenProgram : public Program {
     if (!fn_) throw BackendError("cpu: kernel '" + info.name + "' has no function of that name");
   }
   ~DlopenProgram() override { dlclose(handle_); }
-  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args, size_t shared) override {
+  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args,
+              size_t shared) override {
     run_cpu_kernel(fn_, info_, pool_, global, local, args, shared);
   }
 
@@ -192,16 +194,23 @@ class CpuQueue : public Queue {
   }
   void exec(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args,
             size_t shared) override {
-    pending_.push_back([&p, global, local, args = std::move(args), shared] { p.launch(global, local, args, shared); });
+    pending_.push_back([&p, global, local, args = std::move(args), shared] {
+      p.launch(global, local, args, shared);
+    });
   }
   void copy(Buffer dst, Buffer src, size_t bytes) override {
     if (bytes > dst.bytes || bytes > src.bytes)
-      throw BackendError("cpu queue: copy of " + std::to_string(bytes) + " bytes between buffers of " +
-                         std::to_string(src.bytes) + " and " + std::to_string(dst.bytes));
+      throw BackendError("cpu queue: copy of " + std::to_string(bytes) +
+                         " bytes between buffers of " + std::to_string(src.bytes) + " and " +
+                         std::to_string(dst.bytes));
     pending_.push_back([=] { std::memcpy(dst.ptr, src.ptr, bytes); });
   }
-  void signal(Signal& s, uint64_t v) override { pending_.push_back([&s, v] { s.set(v); }); }
-  void wait(Signal& s, uint64_t v) override { pending_.push_back([&s, v] { s.wait(v); }); }
+  void signal(Signal& s, uint64_t v) override {
+    pending_.push_back([&s, v] { s.set(v); });
+  }
+  void wait(Signal& s, uint64_t v) override {
+    pending_.push_back([&s, v] { s.wait(v); });
+  }
   void timestamp(Timestamp& t) override {
     pending_.push_back([&t] {
       t.ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -213,7 +222,8 @@ class CpuQueue : public Queue {
   void submit() override {
     {
       std::lock_guard lock(mu_);
-      if (!failure_.empty()) throw BackendError("cpu queue: an earlier command failed: " + failure_);
+      if (!failure_.empty())
+        throw BackendError("cpu queue: an earlier command failed: " + failure_);
       for (auto& f : pending_) work_.push_back(std::move(f));
     }
     pending_.clear();
@@ -250,7 +260,8 @@ class CpuQueue : public Queue {
 
 class CpuGraph : public Graph {
  public:
-  void record(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args) override {
+  void record(Program& p, LaunchDims global, LaunchDims local,
+              std::vector<KernelArg> args) override {
     launches_.push_back({&p, global, local, std::move(args)});
   }
   void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind) override {
@@ -291,8 +302,9 @@ class CpuDevice : public Device {
       props_.compiler = "in-process Clang + LLVM ORC JIT (" + jit_->version() + ")";
     } else {
       auto sub = std::make_unique<SubprocessCompiler>(std::move(cache));
-      props_.compiler = "subprocess '" + sub->cc() + "' + dlopen (" + sub->version() + ")" +
-                        (cpu_has_jit() ? "" : "; this build has no LLVM/Clang for in-process compiles");
+      props_.compiler =
+          "subprocess '" + sub->cc() + "' + dlopen (" + sub->version() + ")" +
+          (cpu_has_jit() ? "" : "; this build has no LLVM/Clang for in-process compiles");
       subprocess_ = std::move(sub);
     }
   }
@@ -328,17 +340,21 @@ void run_cpu_kernel(void (*fn)(void* const*, long long, long long), const Kernel
     throw BackendError("cpu: kernel '" + info.name + "' takes " + std::to_string(want) +
                        " arguments, got " + std::to_string(args.size()));
   if (local.x * local.y * local.z != 1 || shared != 0 || global.y * global.z != 1)
-    throw BackendError("cpu: kernel '" + info.name + "' launched with a block or shared memory; the cpu runs one thread per index of one global dimension");
+    throw BackendError("cpu: kernel '" + info.name +
+                       "' launched with a block or shared memory; the cpu runs one thread per "
+                       "index of one global dimension");
   std::vector<void*> raw(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
     bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
     if (auto* b = std::get_if<Buffer>(&args[i])) {
       if (!is_buffer)
-        throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) + " is an integer, got a buffer");
+        throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) +
+                           " is an integer, got a buffer");
       raw[i] = b->ptr;
     } else {
       if (is_buffer)
-        throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) + " is a buffer, got an integer");
+        throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) +
+                           " is a buffer, got an integer");
       raw[i] = reinterpret_cast<void*>(intptr_t(std::get<int64_t>(args[i])));
     }
   }

@@ -17,18 +17,23 @@ std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
   return a;
 }
 
-const std::vector<std::pair<int64_t, int64_t>> kShapes = {{1, 1}, {1, 7}, {7, 1000}, {3, 1023}, {64, 64}};
+const std::vector<std::pair<int64_t, int64_t>> kShapes = {
+    {1, 1}, {1, 7}, {7, 1000}, {3, 1023}, {64, 64}};
 
 TEST_P(Kernels, ElementwiseAddWithBroadcasting) {
   for (DType dt : {dtypes::float32, dtypes::float16, dtypes::bfloat16})
     for (bool bcast : {false, true})
       for (auto [m, n] : kShapes) {
-        SCOPED_TRACE(std::string(dt.name()) + (bcast ? " broadcast " : " ") + std::to_string(m) + "x" + std::to_string(n));
-        HostData a = HostData::random(dt, size_t(m * n), 1), b = HostData::random(dt, size_t(bcast ? n : m * n), 2);
+        SCOPED_TRACE(std::string(dt.name()) + (bcast ? " broadcast " : " ") + std::to_string(m) +
+                     "x" + std::to_string(n));
+        HostData a = HostData::random(dt, size_t(m * n), 1),
+                 b = HostData::random(dt, size_t(bcast ? n : m * n), 2);
         HostData out = HostData::poisoned(dt, size_t(m * n));
         std::vector<double> want(size_t(m * n));
         for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = 0; j < n; ++j) want[size_t(i * n + j)] = a.values[size_t(i * n + j)] + b.values[size_t(bcast ? j : i * n + j)];
+          for (int64_t j = 0; j < n; ++j)
+            want[size_t(i * n + j)] =
+                a.values[size_t(i * n + j)] + b.values[size_t(bcast ? j : i * n + j)];
         DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out);
         CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(m, n, dt, bcast));
         k.run(args({&dout, &da, &db}));
@@ -41,9 +46,10 @@ TEST_P(Kernels, ReductionsAlongEachAxis) {
   for (DType dt : {dtypes::float32, dtypes::float16})
     for (Op op : {Op::ADD, Op::MAX})
       for (int axis : {0, 1})
-        for (auto [m, n] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 1000}, {1023, 7}, {5, 1023}}) {
-          SCOPED_TRACE(std::string(dt.name()) + " " + op_name(op) + " axis " + std::to_string(axis) + " " +
-                       std::to_string(m) + "x" + std::to_string(n));
+        for (auto [m, n] :
+             std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 1000}, {1023, 7}, {5, 1023}}) {
+          SCOPED_TRACE(std::string(dt.name()) + " " + op_name(op) + " axis " +
+                       std::to_string(axis) + " " + std::to_string(m) + "x" + std::to_string(n));
           HostData x = HostData::random(dt, size_t(m * n), 3);
           int64_t kept = axis == 0 ? n : m, red = axis == 0 ? m : n;
           std::vector<double> want(size_t(kept), op == Op::ADD ? 0.0 : -INFINITY);
@@ -64,13 +70,17 @@ TEST_P(Kernels, ReductionsAlongEachAxis) {
 
 TEST_P(Kernels, MatmulWithARegisterAccumulator) {
   for (DType dt : {dtypes::float32, dtypes::bfloat16})
-    for (auto [m, n, kk] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 1}, {7, 13, 1000}, {33, 17, 65}, {64, 64, 64}}) {
-      SCOPED_TRACE(std::string(dt.name()) + " " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(kk));
-      HostData a = HostData::random(dt, size_t(m * kk), 4), b = HostData::random(dt, size_t(kk * n), 5);
+    for (auto [m, n, kk] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 1, 1}, {7, 13, 1000}, {33, 17, 65}, {64, 64, 64}}) {
+      SCOPED_TRACE(std::string(dt.name()) + " " + std::to_string(m) + "x" + std::to_string(n) +
+                   "x" + std::to_string(kk));
+      HostData a = HostData::random(dt, size_t(m * kk), 4),
+               b = HostData::random(dt, size_t(kk * n), 5);
       std::vector<double> want(size_t(m * n), 0.0);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j)
-          for (int64_t r = 0; r < kk; ++r) want[size_t(i * n + j)] += a.values[size_t(i * kk + r)] * b.values[size_t(r * n + j)];
+          for (int64_t r = 0; r < kk; ++r)
+            want[size_t(i * n + j)] += a.values[size_t(i * kk + r)] * b.values[size_t(r * n + j)];
       HostData c = HostData::poisoned(dt, size_t(m * n));
       DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
       CompiledKernel k = compile_kernel(*dev, matmul_kernel(m, n, kk, dt));
@@ -90,7 +100,8 @@ TEST_P(Kernels, OnePassWritesSumAndSumOfSquares) {
         s[size_t(i)] += v;
         q[size_t(i)] += v * v;
       }
-    HostData os = HostData::poisoned(dtypes::float32, size_t(m)), oq = HostData::poisoned(dtypes::float32, size_t(m));
+    HostData os = HostData::poisoned(dtypes::float32, size_t(m)),
+             oq = HostData::poisoned(dtypes::float32, size_t(m));
     DeviceBuffer dx(*dev, x), ds(*dev, os), dq(*dev, oq);
     CompiledKernel k = compile_kernel(*dev, sum_and_squares_kernel(m, n));
     k.run(args({&ds, &dq, &dx}));
@@ -125,7 +136,8 @@ TEST_P(Kernels, GatedLoadsAtTheEdges) {
     HostData x = HostData::random(dtypes::float32, size_t(n), 8);
     std::vector<double> want(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
-      want[size_t(i)] = (i > 0 ? x.values[size_t(i - 1)] : 0) + x.values[size_t(i)] + (i + 1 < n ? x.values[size_t(i + 1)] : 0);
+      want[size_t(i)] = (i > 0 ? x.values[size_t(i - 1)] : 0) + x.values[size_t(i)] +
+                        (i + 1 < n ? x.values[size_t(i + 1)] : 0);
     HostData out = HostData::poisoned(dtypes::float32, size_t(n));
     DeviceBuffer dx(*dev, x), dout(*dev, out);
     CompiledKernel k = compile_kernel(*dev, stencil_kernel(n));
@@ -143,7 +155,9 @@ TEST_P(Kernels, WrongArgumentsAreAClearError) {
     k.run(args({&dx}));
     FAIL() << "ran with one argument";
   } catch (const BackendError& e) {
-    EXPECT_NE(std::string(e.what()).find("kernel 'stencil' takes 2 arguments, got 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("kernel 'stencil' takes 2 arguments, got 1"),
+              std::string::npos)
+        << e.what();
   }
   std::vector<KernelArg> bad = {int64_t(3), dx.buf};
   EXPECT_THROW(k.run(bad), BackendError);
@@ -153,17 +167,21 @@ TEST_P(Kernels, KernelsThatNeedABlockAreRefused) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp buf = param(0, dtypes::float32.ptr());
   try {
-    compile_kernel(*dev, sink({store(index(buf, t), const_(dtypes::float32, 1.0))}, "uses_threads"));
+    compile_kernel(*dev,
+                   sink({store(index(buf, t), const_(dtypes::float32, 1.0))}, "uses_threads"));
     FAIL() << "compiled";
   } catch (const BackendError& e) {
-    EXPECT_NE(std::string(e.what()).find("kernel 'uses_threads' needs the threads of a block to cooperate (SPECIAL)"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(
+                  "kernel 'uses_threads' needs the threads of a block to cooperate (SPECIAL)"),
+              std::string::npos)
+        << e.what();
   }
 }
 
 TEST_P(Kernels, ACompileErrorShowsTheSourceAndLeavesTheProcessUsable) {
   try {
-    dev->compiler().compile("void broken(void* const* args, long long lo, long long hi) {\n  int x = ;\n}\n");
+    dev->compiler().compile(
+        "void broken(void* const* args, long long lo, long long hi) {\n  int x = ;\n}\n");
     FAIL() << "compiled";
   } catch (const BackendError& e) {
     std::string m = e.what();
@@ -171,7 +189,8 @@ TEST_P(Kernels, ACompileErrorShowsTheSourceAndLeavesTheProcessUsable) {
     EXPECT_NE(m.find("> 2 |   int x = ;"), std::string::npos) << m;
   }
   CompiledKernel k = compile_kernel(*dev, stencil_kernel(3));  // still works
-  HostData x = HostData::random(dtypes::float32, 3, 10), out = HostData::poisoned(dtypes::float32, 3);
+  HostData x = HostData::random(dtypes::float32, 3, 10),
+           out = HostData::poisoned(dtypes::float32, 3);
   DeviceBuffer dx(*dev, x), dout(*dev, out);
   k.run(args({&dout, &dx}));
   dout.read(out);
@@ -180,7 +199,8 @@ TEST_P(Kernels, ACompileErrorShowsTheSourceAndLeavesTheProcessUsable) {
 
 TEST_P(Kernels, AMalformedKernelFailsVerification) {
   UOp r = range(4, 0, AxisKind::Loop);
-  UOp never_closed = sink({store(index(param(0, dtypes::float32.ptr()), r), const_(dtypes::float32, 1.0))});
+  UOp never_closed =
+      sink({store(index(param(0, dtypes::float32.ptr()), r), const_(dtypes::float32, 1.0))});
   EXPECT_THROW(compile_kernel(*dev, never_closed), IrError);
 }
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/cpu_device.h"
 #include "backends/cpu/clang_jit.h"
+#include "backends/cpu/cpu_device.h"
 #include "backends/hcq.h"
 
 namespace kitten {
@@ -34,7 +34,8 @@ inline std::unique_ptr<Device> open_test_device(const std::string& name, std::st
     }
     return make_cpu_device(CpuCompileMode::Jit, CompileCache(test_cache_dir()));
   }
-  if (name == "cpu-subprocess") return make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
+  if (name == "cpu-subprocess")
+    return make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
   why = "unknown test device " + name;
   return nullptr;
 }

@@ -42,9 +42,8 @@ TEST(Linearize, MatmulNestsAndPlacesTheAccumulator) {
   EXPECT_LT(j, k);
   std::vector<int> d = depths(p);
   // The accumulator's reset store sits in (i, j), before the reduce loop opens.
-  size_t init = find_op(p, [](const UOp& u) {
-    return u.op() == Op::STORE && u.src(1).op() == Op::CONST;
-  });
+  size_t init =
+      find_op(p, [](const UOp& u) { return u.op() == Op::STORE && u.src(1).op() == Op::CONST; });
   EXPECT_GT(init, j);
   EXPECT_LT(init, k);
   EXPECT_EQ(d[init], 2);
@@ -84,7 +83,8 @@ TEST(Linearize, IsDeterministic) {
 
 TEST(Linearize, PrintIndentsLoopBodies) {
   std::string s = print_program(linearize(stencil_kernel(7)));
-  EXPECT_NE(s.find("\n  %7 = RANGE(%1) [r0 global] : int32\n    %8 = INDEX"), std::string::npos) << s;
+  EXPECT_NE(s.find("\n  %7 = RANGE(%1) [r0 global] : int32\n    %8 = INDEX"), std::string::npos)
+      << s;
   EXPECT_NE(s.find("\n  %22 = END(%21, %7) : void\n"), std::string::npos) << s;
 }
 

@@ -74,6 +74,26 @@ TEST(Cli, SimplifyBadInputIsAClearError) {
   EXPECT_NE(r.out.find("given twice"), std::string::npos) << r.out;
 }
 
+TEST(Cli, DevicesListsTheCpuAndHowItCompiles) {
+  CliRun r = kitten("devices");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("cpu: arch "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("compiler: "), std::string::npos) << r.out;
+}
+
+TEST(Cli, RenderPrintsTheLinearProgramAndTheSource) {
+  for (const char* k : {"add", "sum", "matmul", "multi"}) {
+    CliRun r = kitten(std::string("render ") + k + " --device cpu");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("// linear program"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("(void* const* args, long long lo, long long hi)"), std::string::npos)
+        << r.out;
+  }
+  CliRun r = kitten("render matmul --device tpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("no device named 'tpu'"), std::string::npos) << r.out;
+}
+
 TEST(Cli, SimplifyFuzzRuns) {
   CliRun r = kitten("simplify --fuzz 200 --seed 5");
   EXPECT_EQ(r.status, 0) << r.out;

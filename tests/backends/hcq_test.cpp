@@ -1,0 +1,170 @@
+// The HCQ objects on every device: queues run in order, signals order queues, graphs
+// replay with rebound buffers, and the compile cache hits, misses and rebuilds.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "dsl/builtin_kernels.h"
+#include "test_device.h"
+
+namespace kitten {
+namespace {
+
+class Hcq : public DeviceTest {};
+
+std::vector<double> add_ref(const HostData& a, const HostData& b) {
+  std::vector<double> w(a.values.size());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = a.values[i] + b.values[i];
+  return w;
+}
+
+TEST_P(Hcq, QueueRunsCommandsInOrderAndSignals) {
+  const int64_t n = 1000;
+  HostData a = HostData::random(dtypes::float32, n, 1), b = HostData::random(dtypes::float32, n, 2);
+  HostData out = HostData::poisoned(dtypes::float32, n), copy = HostData::poisoned(dtypes::float32, n);
+  DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
+  CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+  auto q = dev->new_queue();
+  auto done = dev->new_signal(0);
+  Timestamp t0, t1;
+  q->timestamp(t0);
+  q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, da.buf, db.buf});
+  q->copy(dcopy.buf, dout.buf, size_t(n) * 4);  // after the kernel: sees its result
+  q->timestamp(t1);
+  q->signal(*done, 7);
+  q->submit();
+  done->wait(7);
+  EXPECT_EQ(done->value(), 7u);
+  dcopy.read(copy);
+  EXPECT_LE(rel_error(copy, add_ref(a, b)), tolerance(dtypes::float32));
+  EXPECT_GT(t1.ns, t0.ns);
+}
+
+TEST_P(Hcq, SignalsOrderWorkAcrossTwoQueues) {
+  const int64_t n = 4096;
+  HostData a = HostData::random(dtypes::float32, n, 3), b = HostData::random(dtypes::float32, n, 4);
+  HostData out = HostData::poisoned(dtypes::float32, n), copy = HostData::poisoned(dtypes::float32, n);
+  DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
+  CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+  auto compute = dev->new_queue(), copier = dev->new_queue();
+  auto ready = dev->new_signal(0), finished = dev->new_signal(0);
+  // The copy queue is submitted first but waits for the compute queue's signal.
+  copier->wait(*ready, 1);
+  copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
+  copier->signal(*finished, 1);
+  copier->submit();
+  compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, da.buf, db.buf});
+  compute->signal(*ready, 1);
+  compute->submit();
+  finished->wait(1);
+  dcopy.read(copy);
+  EXPECT_LE(rel_error(copy, add_ref(a, b)), tolerance(dtypes::float32));
+}
+
+TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {
+  const int64_t n = 777;
+  HostData a = HostData::random(dtypes::float32, n, 5), b = HostData::random(dtypes::float32, n, 6);
+  HostData c = HostData::random(dtypes::float32, n, 7);
+  HostData out = HostData::poisoned(dtypes::float32, n), out2 = HostData::poisoned(dtypes::float32, n);
+  DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c), dout(*dev, out), dout2(*dev, out2);
+  CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+  auto g = dev->new_graph();
+  // out = a + b; out = out + b  (two launches, the second reading the first's result)
+  g->record(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, da.buf, db.buf});
+  g->record(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, dout.buf, db.buf});
+  auto q = dev->new_queue();
+  auto s = dev->new_signal(0);
+  g->replay(*q);
+  q->signal(*s, 1);
+  q->submit();
+  s->wait(1);
+  dout.read(out);
+  std::vector<double> want(static_cast<size_t>(n));
+  for (size_t i = 0; i < want.size(); ++i) want[i] = a.values[i] + 2 * b.values[i];
+  EXPECT_LE(rel_error(out, want), tolerance(dtypes::float32));
+  // Rebound: a -> c and out -> out2, in the same single submission.
+  std::pair<Buffer, Buffer> rebind[] = {{da.buf, dc.buf}, {dout.buf, dout2.buf}};
+  g->replay(*q, rebind);
+  q->signal(*s, 2);
+  q->submit();
+  s->wait(2);
+  dout2.read(out2);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = c.values[i] + 2 * b.values[i];
+  EXPECT_LE(rel_error(out2, want), tolerance(dtypes::float32));
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, Hcq, testing::ValuesIn(test_devices()),
+                         [](const testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+// ---- the compile cache -------------------------------------------------------------------
+
+// Counts real compiles; its "binary" is the source reversed.
+class CountingCompiler : public Compiler {
+ public:
+  using Compiler::Compiler;
+  int compiles = 0;
+  std::string target() const override { return "test-target"; }
+  std::string version() const override { return "test 1.0"; }
+
+ protected:
+  std::string compile_uncached(const std::string& s) override {
+    ++compiles;
+    return std::string(s.rbegin(), s.rend());
+  }
+};
+
+TEST(CompileCache, MissThenHitAndACorruptEntryIsRebuilt) {
+  std::string dir = testing::TempDir() + "kitten-cache-test-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  CountingCompiler c{CompileCache(dir)};
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 1);  // a miss
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 1);  // a hit
+  std::vector<std::filesystem::path> entries;
+  for (auto& e : std::filesystem::directory_iterator(dir)) entries.push_back(e.path());
+  ASSERT_EQ(entries.size(), 1u);
+  {  // flip a byte of the payload: the checksum no longer matches
+    std::fstream f(entries[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-1, std::ios::end);
+    f.put('X');
+  }
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 2);  // rebuilt, never loaded
+  std::filesystem::resize_file(entries[0], 10);  // truncated
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 3);
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 3);  // the rebuilt entry is good again
+  EXPECT_EQ(c.compile("abd"), "dba");
+  EXPECT_EQ(c.compiles, 4);  // another source, another key
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CompileCache, KeyCoversSourceTargetAndVersion) {
+  std::string k = CompileCache::key("s", "t", "v");
+  EXPECT_EQ(k, CompileCache::key("s", "t", "v"));
+  EXPECT_NE(k, CompileCache::key("s2", "t", "v"));
+  EXPECT_NE(k, CompileCache::key("s", "t2", "v"));
+  EXPECT_NE(k, CompileCache::key("s", "t", "v2"));
+  EXPECT_NE(CompileCache::key("ab", "c", "v"), CompileCache::key("a", "bc", "v"));
+  EXPECT_EQ(k.size(), 32u);
+}
+
+TEST(CompileCache, RealKernelsAreCachedOnDisk) {
+  std::string dir = testing::TempDir() + "kitten-cache-real-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  auto d = make_cpu_device(CpuCompileMode::Subprocess, CompileCache(dir));
+  compile_kernel(*d, stencil_kernel(5));
+  size_t files = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir)) files += e.path().extension() == ".bin";
+  EXPECT_EQ(files, 1u);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kitten
