@@ -15,8 +15,10 @@ namespace kitten {
 namespace {
 
 std::vector<UOp> kernels() {
-  return {elementwise_add_kernel(64, 64, dtypes::float32, true), reduce_kernel(64, 64, 1, Op::ADD, dtypes::float32),
-          matmul_kernel(64, 64, 64, dtypes::float32), sum_and_squares_kernel(64, 64), stencil_kernel(4096)};
+  return {elementwise_add_kernel(64, 64, dtypes::float32, true),
+          reduce_kernel(64, 64, 1, Op::ADD, dtypes::float32),
+          matmul_kernel(64, 64, 64, dtypes::float32), sum_and_squares_kernel(64, 64),
+          stencil_kernel(4096)};
 }
 
 // Compile and load one kernel per iteration, round robin over five kernels, no cache.
@@ -52,7 +54,8 @@ void BM_ElementwiseAdd(benchmark::State& state) {
   std::memset(a.ptr, 0, kElems * 4);
   std::memset(b.ptr, 0, kElems * 4);
   std::memset(out.ptr, 0, kElems * 4);
-  CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(kElems / 1024, 1024, dtypes::float32, false));
+  CompiledKernel k =
+      compile_kernel(*dev, elementwise_add_kernel(kElems / 1024, 1024, dtypes::float32, false));
   std::vector<KernelArg> args = {out, a, b};
   for (auto _ : state) k.run(args);
   state.SetBytesProcessed(state.iterations() * kElems * 4 * 3);
@@ -85,8 +88,8 @@ void BM_Matmul(benchmark::State& state) {
   CompiledKernel k = compile_kernel(*dev, matmul_kernel(n, n, n, dtypes::float32));
   std::vector<KernelArg> args = {c, a, b};
   for (auto _ : state) k.run(args);
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(double(2 * n * n * n) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      double(2 * n * n * n) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
   al.free(a);
   al.free(b);
   al.free(c);

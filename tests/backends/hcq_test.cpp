@@ -21,7 +21,8 @@ std::vector<double> add_ref(const HostData& a, const HostData& b) {
 TEST_P(Hcq, QueueRunsCommandsInOrderAndSignals) {
   const int64_t n = 1000;
   HostData a = HostData::random(dtypes::float32, n, 1), b = HostData::random(dtypes::float32, n, 2);
-  HostData out = HostData::poisoned(dtypes::float32, n), copy = HostData::poisoned(dtypes::float32, n);
+  HostData out = HostData::poisoned(dtypes::float32, n),
+           copy = HostData::poisoned(dtypes::float32, n);
   DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
   CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
   auto q = dev->new_queue();
@@ -43,7 +44,8 @@ TEST_P(Hcq, QueueRunsCommandsInOrderAndSignals) {
 TEST_P(Hcq, SignalsOrderWorkAcrossTwoQueues) {
   const int64_t n = 4096;
   HostData a = HostData::random(dtypes::float32, n, 3), b = HostData::random(dtypes::float32, n, 4);
-  HostData out = HostData::poisoned(dtypes::float32, n), copy = HostData::poisoned(dtypes::float32, n);
+  HostData out = HostData::poisoned(dtypes::float32, n),
+           copy = HostData::poisoned(dtypes::float32, n);
   DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
   CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
   auto compute = dev->new_queue(), copier = dev->new_queue();
@@ -53,7 +55,8 @@ TEST_P(Hcq, SignalsOrderWorkAcrossTwoQueues) {
   copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
   copier->signal(*finished, 1);
   copier->submit();
-  compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, da.buf, db.buf});
+  compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local,
+                {dout.buf, da.buf, db.buf});
   compute->signal(*ready, 1);
   compute->submit();
   finished->wait(1);
@@ -65,13 +68,15 @@ TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {
   const int64_t n = 777;
   HostData a = HostData::random(dtypes::float32, n, 5), b = HostData::random(dtypes::float32, n, 6);
   HostData c = HostData::random(dtypes::float32, n, 7);
-  HostData out = HostData::poisoned(dtypes::float32, n), out2 = HostData::poisoned(dtypes::float32, n);
+  HostData out = HostData::poisoned(dtypes::float32, n),
+           out2 = HostData::poisoned(dtypes::float32, n);
   DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c), dout(*dev, out), dout2(*dev, out2);
   CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
   auto g = dev->new_graph();
   // out = a + b; out = out + b  (two launches, the second reading the first's result)
   g->record(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, da.buf, db.buf});
-  g->record(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, dout.buf, db.buf});
+  g->record(*k.program, k.rendered.info.global, k.rendered.info.local,
+            {dout.buf, dout.buf, db.buf});
   auto q = dev->new_queue();
   auto s = dev->new_signal(0);
   g->replay(*q);
@@ -91,6 +96,25 @@ TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {
   dout2.read(out2);
   for (size_t i = 0; i < want.size(); ++i) want[i] = c.values[i] + 2 * b.values[i];
   EXPECT_LE(rel_error(out2, want), tolerance(dtypes::float32));
+}
+
+// The autotuner compiles thousands of kernels: each program's code is freed with it, and
+// two programs of the same kernel name live side by side.
+TEST_P(Hcq, ProgramsOfOneNameCoexistAndFreeIndependently) {
+  HostData x = HostData::random(dtypes::float32, 5, 8);
+  DeviceBuffer dx(*dev, x);
+  for (int round = 0; round < 20; ++round) {
+    CompiledKernel small = compile_kernel(*dev, stencil_kernel(3));
+    CompiledKernel large = compile_kernel(*dev, stencil_kernel(5));
+    HostData o3 = HostData::poisoned(dtypes::float32, 3),
+             o5 = HostData::poisoned(dtypes::float32, 5);
+    DeviceBuffer d3(*dev, o3), d5(*dev, o5);
+    small.run(std::vector<KernelArg>{d3.buf, dx.buf});
+    large.program.reset();  // freed while `small` keeps running
+    small.run(std::vector<KernelArg>{d3.buf, dx.buf});
+    d3.read(o3);
+    EXPECT_EQ(o3.get(2), float(x.values[1] + x.values[2]));  // x[3] is past the end: gated off
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, Hcq, testing::ValuesIn(test_devices()),
@@ -134,7 +158,7 @@ TEST(CompileCache, MissThenHitAndACorruptEntryIsRebuilt) {
     f.put('X');
   }
   EXPECT_EQ(c.compile("abc"), "cba");
-  EXPECT_EQ(c.compiles, 2);  // rebuilt, never loaded
+  EXPECT_EQ(c.compiles, 2);                      // rebuilt, never loaded
   std::filesystem::resize_file(entries[0], 10);  // truncated
   EXPECT_EQ(c.compile("abc"), "cba");
   EXPECT_EQ(c.compiles, 3);
