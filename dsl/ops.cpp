@@ -527,6 +527,23 @@ std::vector<OpSpec> core_specs() {
   return v;
 }
 
+// ---- mma.sync fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16/k8") -------
+// groupID = lane / 4 picks the row (and +8 for the lower half); the lane's position in
+// its group of four picks a pair of adjacent columns.
+std::pair<int, int> a_m16k16(int lane, int i) {
+  return {lane / 4 + ((i / 2) % 2) * 8, (lane % 4) * 2 + (i % 2) + (i / 4) * 8};
+}
+std::pair<int, int> b_k16n8(int lane, int i) {
+  return {(lane % 4) * 2 + (i % 2) + (i / 2) * 8, lane / 4};
+}
+std::pair<int, int> c_m16n8(int lane, int i) {
+  return {lane / 4 + (i / 2) * 8, (lane % 4) * 2 + (i % 2)};
+}
+std::pair<int, int> a_m16k8(int lane, int i) {
+  return {lane / 4 + (i / 2) * 8, (lane % 4) * 2 + (i % 2)};
+}
+std::pair<int, int> b_k8n8(int lane, int i) { return {(lane % 4) * 2 + i, lane / 4}; }
+
 // ---- the registry ----------------------------------------------------------------------
 constexpr size_t kMaxOps = 1024;
 
@@ -545,10 +562,10 @@ struct Registry {
       std::string in = t == dtypes::bfloat16 ? "bf16" : "f16";
       layouts.push_back(std::make_unique<MmaLayout>(MmaLayout{
           "m16n8k16_" + in + "_f32", "mma.sync.aligned.m16n8k16, " + in + " in, f32 accumulate", 16,
-          8, 16, t.vec(8), t.vec(4), dtypes::float32.vec(4)}));
+          8, 16, t.vec(8), t.vec(4), dtypes::float32.vec(4), a_m16k16, b_k16n8, c_m16n8}));
       layouts.push_back(std::make_unique<MmaLayout>(MmaLayout{
           "m16n8k8_" + in + "_f32", "mma.sync.aligned.m16n8k8, " + in + " in, f32 accumulate", 16,
-          8, 8, t.vec(4), t.vec(2), dtypes::float32.vec(4)}));
+          8, 8, t.vec(4), t.vec(2), dtypes::float32.vec(4), a_m16k8, b_k8n8, c_m16n8}));
     }
   }
 

@@ -124,13 +124,18 @@ std::string op_name(Op op);    // "OP#<id>" for an unregistered id
 uint64_t op_name_hash(Op op);  // stable: fnv1a of the name
 int num_ops();                 // ids 0 .. num_ops()-1 are registered
 
-// A warp-level MMA's fragment layout: which per-thread register fragments of A, B and C
-// an MMA with this name takes (the lane-by-lane mapping is the backends' contract).
+// Where element `i` of a lane's fragment sits in its matrix: {row, col}.
+using FragmentMap = std::pair<int, int> (*)(int lane, int i);
+
+// A warp-level MMA's fragment layout: the per-thread register fragments of A (m x k,
+// row-major), B (k x n) and C/D (m x n) an MMA with this name takes, and which matrix
+// element each lane holds in each (docs/mma.md). Backends must honour the maps.
 struct MmaLayout {
   std::string name;
   std::string meaning;
   int m, n, k;
   DType a, b, c;  // per-thread fragments
+  FragmentMap a_at, b_at, c_at;
 };
 void register_mma_layout(MmaLayout layout);
 const MmaLayout* find_mma_layout(std::string_view name);

@@ -23,6 +23,7 @@
 #include "backends/cpu/c_renderer.h"
 #include "backends/cpu/clang_jit.h"
 #include "backends/cpu/thread_pool.h"
+#include "backends/host.h"
 
 namespace kitten {
 
@@ -35,34 +36,6 @@ std::string host_arch() {
   uname(&u);
   return u.machine;
 }
-
-// ---- allocator -------------------------------------------------------------------------
-
-class CpuAllocator : public Allocator {
- public:
-  Buffer alloc(size_t bytes) override {
-    size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
-    if (!p) throw BackendError("cpu: out of memory allocating " + std::to_string(bytes) + " bytes");
-    return {p, bytes};
-  }
-  void free(Buffer b) override { std::free(b.ptr); }
-  void copy_in(Buffer dst, const void* src, size_t bytes) override {
-    check(dst, bytes);
-    std::memcpy(dst.ptr, src, bytes);
-  }
-  void copy_out(void* dst, Buffer src, size_t bytes) override {
-    check(src, bytes);
-    std::memcpy(dst, src.ptr, bytes);
-  }
-
- private:
-  static void check(Buffer b, size_t bytes) {
-    if (bytes > b.bytes)
-      throw BackendError("cpu: copy of " + std::to_string(bytes) + " bytes into a buffer of " +
-                         std::to_string(b.bytes));
-  }
-};
 
 // ---- the subprocess compiler -----------------------------------------------------------
 
@@ -154,139 +127,6 @@ class DlopenProgram : public Program {
   KernelFn fn_ = nullptr;
 };
 
-// ---- queues, signals, graphs -----------------------------------------------------------
-
-class CpuSignal : public Signal {
- public:
-  explicit CpuSignal(uint64_t v) : value_(v) {}
-  uint64_t value() const override {
-    std::lock_guard lock(mu_);
-    return value_;
-  }
-  void set(uint64_t v) override {
-    {
-      std::lock_guard lock(mu_);
-      value_ = v;
-    }
-    cv_.notify_all();
-  }
-  void wait(uint64_t v) override {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return value_ >= v; });
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t value_;
-};
-
-class CpuQueue : public Queue {
- public:
-  CpuQueue() : worker_([this] { work(); }) {}
-  ~CpuQueue() override {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    worker_.join();
-  }
-  void exec(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args,
-            size_t shared) override {
-    pending_.push_back([&p, global, local, args = std::move(args), shared] {
-      p.launch(global, local, args, shared);
-    });
-  }
-  void copy(Buffer dst, Buffer src, size_t bytes) override {
-    if (bytes > dst.bytes || bytes > src.bytes)
-      throw BackendError("cpu queue: copy of " + std::to_string(bytes) +
-                         " bytes between buffers of " + std::to_string(src.bytes) + " and " +
-                         std::to_string(dst.bytes));
-    pending_.push_back([=] { std::memcpy(dst.ptr, src.ptr, bytes); });
-  }
-  void signal(Signal& s, uint64_t v) override {
-    pending_.push_back([&s, v] { s.set(v); });
-  }
-  void wait(Signal& s, uint64_t v) override {
-    pending_.push_back([&s, v] { s.wait(v); });
-  }
-  void timestamp(Timestamp& t) override {
-    pending_.push_back([&t] {
-      t.ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count());
-    });
-  }
-  void enqueue(std::function<void()> f) { pending_.push_back(std::move(f)); }
-  void submit() override {
-    {
-      std::lock_guard lock(mu_);
-      if (!failure_.empty())
-        throw BackendError("cpu queue: an earlier command failed: " + failure_);
-      for (auto& f : pending_) work_.push_back(std::move(f));
-    }
-    pending_.clear();
-    cv_.notify_all();
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> f;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !work_.empty(); });
-        if (work_.empty()) return;
-        f = std::move(work_.front());
-        work_.pop_front();
-      }
-      try {
-        f();
-      } catch (const std::exception& e) {
-        std::lock_guard lock(mu_);
-        if (failure_.empty()) failure_ = e.what();
-      }
-    }
-  }
-  std::vector<std::function<void()>> pending_;  // recorded since the last submit
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> work_;
-  std::string failure_;
-  bool stop_ = false;
-  std::thread worker_;
-};
-
-class CpuGraph : public Graph {
- public:
-  void record(Program& p, LaunchDims global, LaunchDims local,
-              std::vector<KernelArg> args) override {
-    launches_.push_back({&p, global, local, std::move(args)});
-  }
-  void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind) override {
-    auto* cq = dynamic_cast<CpuQueue*>(&q);
-    if (!cq) throw BackendError("cpu graph: replay needs a cpu queue");
-    std::vector<Launch> ls = launches_;
-    for (Launch& l : ls)
-      for (KernelArg& a : l.args)
-        if (auto* b = std::get_if<Buffer>(&a))
-          for (const auto& [from, to] : rebind)
-            if (*b == from) *b = to;
-    cq->enqueue([ls = std::move(ls)] {
-      for (const Launch& l : ls) l.program->launch(l.global, l.local, l.args);
-    });
-  }
-
- private:
-  struct Launch {
-    Program* program;
-    LaunchDims global, local;
-    std::vector<KernelArg> args;
-  };
-  std::vector<Launch> launches_;
-};
-
 // ---- the device ------------------------------------------------------------------------
 
 class CpuDevice : public Device {
@@ -316,15 +156,15 @@ class CpuDevice : public Device {
     if (jit_) return jit_->load(binary, info, pool_);
     return std::make_unique<DlopenProgram>(binary, info, pool_);
   }
-  std::unique_ptr<Queue> new_queue() override { return std::make_unique<CpuQueue>(); }
+  std::unique_ptr<Queue> new_queue() override { return std::make_unique<HostQueue>(); }
   std::unique_ptr<Signal> new_signal(uint64_t initial) override {
-    return std::make_unique<CpuSignal>(initial);
+    return std::make_unique<HostSignal>(initial);
   }
-  std::unique_ptr<Graph> new_graph() override { return std::make_unique<CpuGraph>(); }
+  std::unique_ptr<Graph> new_graph() override { return std::make_unique<HostGraph>(); }
 
  private:
   DeviceProps props_;
-  CpuAllocator alloc_;
+  HostAllocator alloc_;
   ThreadPool pool_;
   std::unique_ptr<ClangJit> jit_;
   std::unique_ptr<SubprocessCompiler> subprocess_;
