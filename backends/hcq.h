@@ -121,6 +121,8 @@ struct KernelInfo {
   std::vector<bool> buffer_params;  // per slot: a buffer (else an integer)
   std::vector<std::string> vars;    // DEFINE_VARs, by name, passed after the parameters
   LaunchDims global, local;
+  // For devices that interpret rather than compile (emu): the program itself.
+  std::shared_ptr<const LinearProgram> linear;
 };
 
 struct RenderedKernel {

@@ -87,9 +87,8 @@ class HostQueue : public Queue {
   }
   void copy(Buffer dst, Buffer src, size_t bytes) override {
     if (bytes > dst.bytes || bytes > src.bytes)
-      throw BackendError("queue: copy of " + std::to_string(bytes) +
-                         " bytes between buffers of " + std::to_string(src.bytes) + " and " +
-                         std::to_string(dst.bytes));
+      throw BackendError("queue: copy of " + std::to_string(bytes) + " bytes between buffers of " +
+                         std::to_string(src.bytes) + " and " + std::to_string(dst.bytes));
     pending_.push_back([=] { std::memcpy(dst.ptr, src.ptr, bytes); });
   }
   void signal(Signal& s, uint64_t v) override {
@@ -109,8 +108,7 @@ class HostQueue : public Queue {
   void submit() override {
     {
       std::lock_guard lock(mu_);
-      if (!failure_.empty())
-        throw BackendError("queue: an earlier command failed: " + failure_);
+      if (!failure_.empty()) throw BackendError("queue: an earlier command failed: " + failure_);
       for (auto& f : pending_) work_.push_back(std::move(f));
     }
     pending_.clear();

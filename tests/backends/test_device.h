@@ -12,6 +12,7 @@
 
 #include "backends/cpu/clang_jit.h"
 #include "backends/cpu/cpu_device.h"
+#include "backends/emu/emu_device.h"
 #include "backends/hcq.h"
 
 namespace kitten {
@@ -36,12 +37,13 @@ inline std::unique_ptr<Device> open_test_device(const std::string& name, std::st
   }
   if (name == "cpu-subprocess")
     return make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
+  if (name == "emu") return make_emu_device();
   why = "unknown test device " + name;
   return nullptr;
 }
 
 inline const std::vector<std::string>& test_devices() {
-  static const std::vector<std::string> d = {"cpu-jit", "cpu-subprocess"};
+  static const std::vector<std::string> d = {"cpu-jit", "cpu-subprocess", "emu"};
   return d;
 }
 

@@ -1,0 +1,73 @@
+#include "backends/emu/emu_device.h"
+
+#include "backends/emu/emulator.h"
+#include "backends/host.h"
+
+namespace kitten {
+
+namespace {
+
+// The emulator has nothing to compile: the binary is the printed program, never cached.
+class EmuCompiler : public Compiler {
+ public:
+  EmuCompiler() : Compiler(CompileCache("")) {}
+  std::string target() const override { return "emu"; }
+  std::string version() const override { return "kitten emu 1"; }
+
+ protected:
+  std::string compile_uncached(const std::string& source) override { return source; }
+};
+
+class EmuProgram : public Program {
+ public:
+  explicit EmuProgram(std::shared_ptr<const EmuKernel> k) : k_(std::move(k)) {}
+  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args, size_t shared) override {
+    if (shared != 0) throw BackendError("emu: dynamic shared memory is not supported; use DEFINE_LOCAL");
+    emu_run(*k_, global, local, args);
+  }
+
+ private:
+  std::shared_ptr<const EmuKernel> k_;
+};
+
+class EmuDevice : public Device {
+ public:
+  EmuDevice() {
+    props_.name = "emu";
+    props_.arch = "emu (GPU semantics: warps of 32, shared memory, mma.sync layouts)";
+    props_.cores = 1;
+    props_.shared_mem = 48 * 1024;
+    props_.warp_size = 32;
+    props_.compiler = "none: the emulator interprets the linear program";
+  }
+  const DeviceProps& props() const override { return props_; }
+  Allocator& allocator() override { return alloc_; }
+  Compiler& compiler() override { return compiler_; }
+  RenderedKernel render(const LinearProgram& p) override {
+    RenderedKernel r;
+    auto k = emu_compile(p);
+    r.info.name = p.name;
+    r.info.linear = std::make_shared<LinearProgram>(p);
+    emu_launch_dims(*k, r.info.global, r.info.local);
+    r.source = print_program(p);
+    return r;
+  }
+  std::unique_ptr<Program> load(const std::string&, const KernelInfo& info) override {
+    if (!info.linear) throw BackendError("emu: kernel '" + info.name + "' was not rendered for the emulator");
+    return std::make_unique<EmuProgram>(emu_compile(*info.linear));
+  }
+  std::unique_ptr<Queue> new_queue() override { return std::make_unique<HostQueue>(); }
+  std::unique_ptr<Signal> new_signal(uint64_t initial) override { return std::make_unique<HostSignal>(initial); }
+  std::unique_ptr<Graph> new_graph() override { return std::make_unique<HostGraph>(); }
+
+ private:
+  DeviceProps props_;
+  HostAllocator alloc_;
+  EmuCompiler compiler_;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_emu_device() { return std::make_unique<EmuDevice>(); }
+
+}  // namespace kitten

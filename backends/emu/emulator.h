@@ -1,0 +1,36 @@
+// The GPU-semantics emulator: runs a linear program as a GPU would, block by block, each
+// block's threads in warps of 32 that step in lockstep under per-lane masks, with shared
+// memory per block, real barriers, warp shuffles, MMA with the real fragment layouts, and
+// async copies that land at their WAIT. It checks what a GPU would hide: out-of-bounds
+// and misaligned accesses, reads of shared or register memory never written, shared
+// memory races between barriers, and reads of an async copy's destination before its
+// WAIT. Every error names the kernel, the buffer, the index, the thread and the block.
+// Deterministic: blocks run in order, warps in order between barriers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "backends/hcq.h"
+
+namespace kitten {
+
+struct EmuKernel;
+
+// Prepares a linear program for the emulator; throws BackendError for what it cannot run.
+std::shared_ptr<const EmuKernel> emu_compile(const LinearProgram& p);
+
+// The grid and block a kernel needs: the extents of its SPECIALs (1 where it has none).
+void emu_launch_dims(const EmuKernel& k, LaunchDims& grid, LaunchDims& block);
+
+struct EmuStats {
+  uint64_t warp_instructions = 0;  // instructions issued, counting once per warp
+};
+
+// Runs the kernel over `grid` blocks of `block` threads. Throws BackendError on the first
+// fault, naming kernel, buffer, index, thread and block.
+void emu_run(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args,
+             EmuStats* stats = nullptr);
+
+}  // namespace kitten
