@@ -108,13 +108,66 @@ UOp stencil_kernel(int64_t n) {
   return sink({end(store(index(out, i), v), {i})}, "stencil");
 }
 
-std::vector<std::string> builtin_kernel_names() { return {"add", "sum", "matmul", "multi"}; }
+UOp tiled_matmul_kernel(int64_t m, int64_t n, int64_t k, int64_t tile) {
+  if (tile <= 0 || m % tile || n % tile || k % tile)
+    throw std::invalid_argument("tiled_matmul_kernel: m, n and k must be multiples of the tile");
+  DType f = dtypes::float32;
+  UOp c = param(0, f.ptr()), a = param(1, f.ptr()), b = param(2, f.ptr());
+  UOp bx = special(SpecialKind::BlockIdx, 0, n / tile), by = special(SpecialKind::BlockIdx, 1, m / tile);
+  UOp tx = special(SpecialKind::ThreadIdx, 0, tile), ty = special(SpecialKind::ThreadIdx, 1, tile);
+  UOp as = define_local(f, tile * tile, 0), bs = define_local(f, tile * tile, 1);
+  UOp acc = define_reg(f, 1, 0), zero = i32(0);
+  UOp init = store(index(acc, zero), const_(f, 0.0));
+  UOp row = by * tile + ty, col = bx * tile + tx;
+  UOp kt = range(k / tile, 0, AxisKind::Loop);
+  UOp stage_a = store(index(as, ty * tile + tx), load(index(a, row * k + kt * tile + tx)));
+  UOp stage_b = store(index(bs, ty * tile + tx), load(index(b, (kt * tile + ty) * n + col)));
+  UOp staged = UOp::make(Op::BARRIER, dtypes::void_, {stage_a, stage_b});
+  UOp as_ready = after(as, {staged}), bs_ready = after(bs, {staged});
+  UOp kk = range(tile, 1, AxisKind::Reduce);
+  UOp acc_in = after(acc, {init, kk});
+  UOp prod = load(index(as_ready, ty * tile + kk)) * load(index(bs_ready, kk * tile + tx));
+  UOp inner = end(store(index(acc_in, zero), load(index(acc_in, zero)) + prod), {kk});
+  UOp consumed = UOp::make(Op::BARRIER, dtypes::void_, {inner});  // before the next staging
+  UOp outer = end(consumed, {kt});
+  UOp result = load(index(after(acc, {outer}), zero));
+  return sink({store(index(c, row * n + col), result)}, "tiled_matmul");
+}
+
+UOp block_sum_kernel(int64_t n) {
+  DType f = dtypes::float32;
+  const int64_t threads = 128;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, threads);
+  UOp acc = define_reg(f, 1, 0), zero = i32(0), fzero = const_(f, 0.0);
+  UOp init = store(index(acc, zero), fzero);
+  UOp i = range((n + threads - 1) / threads, 0, AxisKind::Loop);
+  UOp gi = i * threads + t;
+  UOp acc_in = after(acc, {init, i});
+  UOp loop = end(store(index(acc_in, zero), load(index(acc_in, zero)) + load(index(x, gi, gi < n), fzero)), {i});
+  UOp v = load(index(after(acc, {loop}), zero));
+  for (int64_t lane_mask : {16, 8, 4, 2, 1})
+    v = v + UOp::make(Op::SHUFFLE, {v, i32(lane_mask)}, std::string("xor"));
+  UOp partials = define_local(f, threads / 32, 0);
+  UOp first_lane = alu(Op::CMPEQ, t % 32, i32(0)), first_thread = alu(Op::CMPEQ, t, i32(0));
+  UOp published = UOp::make(Op::BARRIER, dtypes::void_, {store(index(partials, t / 32, first_lane), v)});
+  UOp ready = after(partials, {published});
+  UOp total = fzero;
+  for (int64_t w = 0; w < threads / 32; ++w) total = total + load(index(ready, i32(w), first_thread), fzero);
+  return sink({store(index(out, zero, first_thread), total)}, "block_sum");
+}
+
+std::vector<std::string> builtin_kernel_names() {
+  return {"add", "sum", "matmul", "multi", "tiled_matmul", "block_sum"};
+}
 
 UOp builtin_kernel(const std::string& name) {
   if (name == "add") return elementwise_add_kernel(4, 100, dtypes::float32, true);
   if (name == "sum") return reduce_kernel(16, 1000, 1, Op::ADD, dtypes::float32);
   if (name == "matmul") return matmul_kernel(64, 64, 64, dtypes::float32);
   if (name == "multi") return sum_and_squares_kernel(16, 1000);
+  if (name == "tiled_matmul") return tiled_matmul_kernel(64, 64, 64, 16);
+  if (name == "block_sum") return block_sum_kernel(1000);
   std::string known;
   for (const std::string& n : builtin_kernel_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument("no built-in kernel named '" + name + "' (known: " + known + ")");

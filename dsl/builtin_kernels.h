@@ -37,6 +37,18 @@ UOp inplace_update_kernel(int64_t n);
 // gated loads. Buffers: 0 out, 1 x; float32.
 UOp stencil_kernel(int64_t n);
 
+// Kernels for devices with blocks of threads (emu, cuda):
+
+// c = a * b (float32, m x k times k x n, each a multiple of tile) by blocks of tile x tile
+// threads: each block stages a tile of a and of b in shared memory, a BARRIER before the
+// tiles are read and another before they are overwritten. Buffers: 0 c, 1 a, 2 b.
+UOp tiled_matmul_kernel(int64_t m, int64_t n, int64_t k, int64_t tile);
+
+// out[0] = sum of x[0..n) (float32) by one block of 128 threads: strided partial sums, a
+// warp reduction with SHUFFLE xor, one partial per warp through shared memory, and
+// thread 0 adding them up after a BARRIER. Buffers: 0 out, 1 x.
+UOp block_sum_kernel(int64_t n);
+
 std::vector<std::string> builtin_kernel_names();
 // The named kernel at a default size. Throws std::invalid_argument naming the known ones.
 UOp builtin_kernel(const std::string& name);

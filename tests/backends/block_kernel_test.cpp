@@ -1,0 +1,278 @@
+// Kernels that need blocks of threads (shared memory, barriers, shuffles, MMA), on every
+// device that runs blocks, and the emulator's checks: each fault a GPU would hide is
+// reported with the kernel, buffer, index, thread and block.
+#include <algorithm>
+
+#include "backends/emu/emulator.h"
+#include "dsl/builtin_kernels.h"
+#include "test_device.h"
+
+namespace kitten {
+namespace {
+
+class BlockKernels : public DeviceTest {};
+
+std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
+  std::vector<KernelArg> a;
+  for (const DeviceBuffer* b : bufs) a.push_back(b->buf);
+  return a;
+}
+
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+
+TEST_P(BlockKernels, SharedMemoryTiledMatmulWithBarriers) {
+  for (auto [m, n, k, t] : std::vector<std::array<int64_t, 4>>{{8, 8, 8, 8}, {32, 48, 64, 16}, {24, 8, 40, 8}}) {
+    SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " tile " + std::to_string(t));
+    HostData a = HostData::random(dtypes::float32, size_t(m * k), 11), b = HostData::random(dtypes::float32, size_t(k * n), 12);
+    std::vector<double> want(static_cast<size_t>(m * n), 0.0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t r = 0; r < k; ++r) want[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+    HostData c = HostData::poisoned(dtypes::float32, size_t(m * n));
+    DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+    CompiledKernel kern = compile_kernel(*dev, tiled_matmul_kernel(m, n, k, t));
+    EXPECT_EQ(kern.rendered.info.global.x, n / t);
+    EXPECT_EQ(kern.rendered.info.local.y, t);
+    kern.run(args({&dc, &da, &db}));
+    dc.read(c);
+    EXPECT_LE(rel_error(c, want), tolerance(dtypes::float32, k));
+  }
+}
+
+TEST_P(BlockKernels, BlockReductionWithShuffles) {
+  for (int64_t n : {1, 7, 128, 1000, 1023}) {
+    HostData x = HostData::random(dtypes::float32, size_t(n), 13);
+    double s = 0;
+    for (double v : x.values) s += v;
+    HostData out = HostData::poisoned(dtypes::float32, 1);
+    DeviceBuffer dx(*dev, x), dout(*dev, out);
+    CompiledKernel k = compile_kernel(*dev, block_sum_kernel(n));
+    k.run(args({&dout, &dx}));
+    dout.read(out);
+    EXPECT_LE(rel_error(out, {s}), tolerance(dtypes::float32, n)) << n;
+  }
+}
+
+// One warp multiplies one tile with mma: each lane loads its fragments at the addresses
+// the PTX ISA gives (written out here from its tables, independently of dsl's maps), and
+// the result must be A*B + C.
+UOp mma_tile_kernel(const MmaLayout& L) {
+  DType in = L.a.element(), f = dtypes::float32;
+  UOp d = param(0, f.ptr()), a = param(1, in.ptr()), b = param(2, in.ptr()), c = param(3, f.ptr());
+  UOp lane = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp group = lane / 4, pair = (lane % 4) * 2;
+  auto a_at = [&](int i) {  // row: group (+8 for a2,a3,a6,a7); col: pair + (i&1) (+8 for i>=4)
+    return (group + ((i / 2) % 2) * 8) * L.k + pair + (i % 2) + (i / 4) * 8;
+  };
+  auto b_at = [&](int i) { return (pair + (i % 2) + (i / 2) * 8) * L.n + group; };  // row k, col n
+  auto c_at = [&](int i) { return (group + (i / 2) * 8) * L.n + pair + (i % 2); };
+  std::vector<UOp> fa, fb, fc;
+  for (int i = 0; i < L.a.count(); ++i) fa.push_back(load(index(a, a_at(i))));
+  for (int i = 0; i < L.b.count(); ++i) fb.push_back(load(index(b, b_at(i))));
+  for (int i = 0; i < L.c.count(); ++i) fc.push_back(load(index(c, c_at(i))));
+  UOp acc = UOp::make(Op::MMA, {UOp::make(Op::VECTORIZE, std::span<const UOp>(fa)),
+                                UOp::make(Op::VECTORIZE, std::span<const UOp>(fb)),
+                                UOp::make(Op::VECTORIZE, std::span<const UOp>(fc))},
+                      L.name);
+  std::vector<UOp> stores;
+  for (int i = 0; i < L.c.count(); ++i)
+    stores.push_back(store(index(d, c_at(i)), UOp::make(Op::EXTRACT, {acc}, std::vector<int64_t>{i})));
+  return sink({UOp::make(Op::GROUP, std::span<const UOp>(stores))}, "mma_tile");
+}
+
+TEST_P(BlockKernels, MmaTileProductLaneByLane) {
+  for (const char* name : {"m16n8k16_bf16_f32", "m16n8k16_f16_f32", "m16n8k8_bf16_f32", "m16n8k8_f16_f32"}) {
+    SCOPED_TRACE(name);
+    const MmaLayout& L = *find_mma_layout(name);
+    DType in = L.a.element();
+    HostData a = HostData::random(in, size_t(L.m * L.k), 14), b = HostData::random(in, size_t(L.k * L.n), 15);
+    HostData c = HostData::random(dtypes::float32, size_t(L.m * L.n), 16);
+    std::vector<double> want(size_t(L.m * L.n));
+    for (int r = 0; r < L.m; ++r)
+      for (int col = 0; col < L.n; ++col) {
+        double acc = c.values[size_t(r * L.n + col)];
+        for (int kk = 0; kk < L.k; ++kk) acc += a.values[size_t(r * L.k + kk)] * b.values[size_t(kk * L.n + col)];
+        want[size_t(r * L.n + col)] = acc;
+      }
+    HostData d = HostData::poisoned(dtypes::float32, size_t(L.m * L.n));
+    DeviceBuffer dd(*dev, d), da(*dev, a), db(*dev, b), dc(*dev, c);
+    CompiledKernel k = compile_kernel(*dev, mma_tile_kernel(L));
+    k.run(args({&dd, &da, &db, &dc}));
+    dd.read(d);
+    EXPECT_LE(rel_error(d, want), tolerance(dtypes::float32, L.k));
+    // Lane by lane: every element was written (no NaN left from the poison) and is right.
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(d.get(i), want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, BlockKernels, testing::Values("emu"),
+                         [](const testing::TestParamInfo<std::string>& i) { return i.param; });
+
+// ---- the fragment maps, against the PTX ISA's tables --------------------------------------
+
+TEST(MmaLayouts, FragmentMapsMatchThePtxTables) {
+  const MmaLayout& k16 = *find_mma_layout("m16n8k16_bf16_f32");
+  // Lane 5: groupID 1, threadID_in_group 1.
+  std::vector<std::pair<int, int>> a5 = {{1, 2}, {1, 3}, {9, 2}, {9, 3}, {1, 10}, {1, 11}, {9, 10}, {9, 11}};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(k16.a_at(5, i), a5[size_t(i)]) << i;
+  std::vector<std::pair<int, int>> b5 = {{2, 1}, {3, 1}, {10, 1}, {11, 1}};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.b_at(5, i), b5[size_t(i)]) << i;
+  std::vector<std::pair<int, int>> c30 = {{7, 4}, {7, 5}, {15, 4}, {15, 5}};  // lane 30: group 7, tig 2
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.c_at(30, i), c30[size_t(i)]) << i;
+  const MmaLayout& k8 = *find_mma_layout("m16n8k8_f16_f32");
+  std::vector<std::pair<int, int>> a31 = {{7, 6}, {7, 7}, {15, 6}, {15, 7}};  // lane 31: group 7, tig 3
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k8.a_at(31, i), a31[size_t(i)]) << i;
+  EXPECT_EQ(k8.b_at(31, 0), (std::pair<int, int>{6, 7}));
+  EXPECT_EQ(k8.b_at(31, 1), (std::pair<int, int>{7, 7}));
+  // Every element of every matrix is held by exactly one (lane, i).
+  for (const MmaLayout* L : mma_layouts()) {
+    std::set<std::pair<int, int>> a, b, c;
+    for (int l = 0; l < 32; ++l) {
+      for (int i = 0; i < L->a.count(); ++i) a.insert(L->a_at(l, i));
+      for (int i = 0; i < L->b.count(); ++i) b.insert(L->b_at(l, i));
+      for (int i = 0; i < L->c.count(); ++i) c.insert(L->c_at(l, i));
+    }
+    EXPECT_EQ(a.size(), size_t(L->m * L->k)) << L->name;
+    EXPECT_EQ(b.size(), size_t(L->k * L->n)) << L->name;
+    EXPECT_EQ(c.size(), size_t(L->m * L->n)) << L->name;
+  }
+}
+
+// ---- the emulator's checks ------------------------------------------------------------------
+
+// Runs `k` on the emulator with float32 buffers of the given sizes; returns the error text.
+std::string emu_fault(const UOp& k, std::vector<size_t> sizes) {
+  auto dev = make_emu_device();
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+  std::vector<KernelArg> a;
+  for (size_t n : sizes) {
+    bufs.push_back(std::make_unique<DeviceBuffer>(*dev, HostData::random(dtypes::float32, n, 17)));
+    a.push_back(bufs.back()->buf);
+  }
+  try {
+    compile_kernel(*dev, k).run(a);
+  } catch (const BackendError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(EmuChecks, OutOfBoundsWrite) {
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp out = param(0, dtypes::float32.ptr());
+  std::string e = emu_fault(sink({store(index(out, t), const_(dtypes::float32, 1.0))}, "oob"), {31});
+  EXPECT_NE(e.find("emu: kernel 'oob': out-of-bounds write of 4 bytes (the buffer has 31 elements) in param 0 "
+                   "at index 31 by thread (31,0,0) of block (0,0,0)"),
+            std::string::npos) << e;
+}
+
+TEST(EmuChecks, MisalignedVectorLoad) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 1);
+  UOp in = param(1, f.ptr()), out = param(0, f.ptr());
+  UOp v = load(UOp::make(Op::INDEX, f.vec(4).ptr(), {in, t + 1}));
+  UOp k = sink({store(index(out, t), UOp::make(Op::EXTRACT, {v}, std::vector<int64_t>{0}))}, "misaligned");
+  std::string e = emu_fault(k, {4, 16});
+  EXPECT_NE(e.find("misaligned 16-byte read (byte offset 4) in param 1 at index 1 by thread (0,0,0)"), std::string::npos) << e;
+  // At index 4 the same load is aligned and runs.
+  UOp ok = sink({store(index(out, t), UOp::make(Op::EXTRACT, {load(UOp::make(Op::INDEX, f.vec(4).ptr(), {in, t + 4}))},
+                                                 std::vector<int64_t>{0}))}, "aligned");
+  EXPECT_EQ(emu_fault(ok, {4, 16}), "");
+}
+
+TEST(EmuChecks, ReadOfSharedMemoryNeverWritten) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp sm = define_local(f, 32, 0), out = param(0, f.ptr());
+  std::string e = emu_fault(sink({store(index(out, t), load(index(sm, t)))}, "uninit"), {32});
+  EXPECT_NE(e.find("read of shared memory never written in shared 0 at index 0 by thread (0,0,0) of block (0,0,0)"),
+            std::string::npos) << e;
+}
+
+TEST(EmuChecks, ReadOfRegisterMemoryNeverWritten) {
+  DType f = dtypes::float32;
+  UOp reg = define_reg(f, 2, 0), out = param(0, f.ptr());
+  std::string e = emu_fault(sink({store(index(out, i32(0)), load(index(reg, i32(1))))}, "uninit_reg"), {1});
+  EXPECT_NE(e.find("read of register memory never written in register buffer 0 at index 1"), std::string::npos) << e;
+}
+
+// Each thread writes its slot, then reads its neighbour's: without a BARRIER between, a race.
+UOp neighbour_kernel(bool with_barrier) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 64);
+  UOp sm = define_local(f, 64, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  UOp wrote = store(index(sm, t), load(index(in, t)));
+  UOp dep = with_barrier ? UOp::make(Op::BARRIER, dtypes::void_, {wrote}) : wrote;
+  UOp read = load(index(after(sm, {dep}), (t + 1) % 64));
+  return sink({store(index(out, t), read)}, with_barrier ? "neighbour_synced" : "neighbour_race");
+}
+
+TEST(EmuChecks, SharedMemoryRaceWithoutABarrier) {
+  std::string e = emu_fault(neighbour_kernel(false), {64, 64});
+  EXPECT_NE(e.find("shared memory race: a read after a write by thread (1,0,0) of block (0,0,0) with no barrier "
+                   "between, in shared 0 at index 1 by thread (0,0,0)"),
+            std::string::npos) << e;
+  EXPECT_EQ(emu_fault(neighbour_kernel(true), {64, 64}), "");
+}
+
+// An async copy into shared memory, read back before (fault) and after (fine) its WAIT.
+UOp async_kernel(bool wait) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp sm = define_local(f, 32, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  UOp copy = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(in, t)});
+  UOp dep = wait ? UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::WAIT, dtypes::void_, {copy})}) : copy;
+  return sink({store(index(out, t), load(index(after(sm, {dep}), t)))}, wait ? "async_waited" : "async_early");
+}
+
+TEST(EmuChecks, ReadOfAnAsyncCopyBeforeItsWait) {
+  std::string e = emu_fault(async_kernel(false), {32, 32});
+  EXPECT_NE(e.find("read of an async copy's destination before its WAIT in shared 0 at index 0 by thread (0,0,0)"),
+            std::string::npos) << e;
+  // With the WAIT (and a barrier) the copy has landed: out == in.
+  auto dev = make_emu_device();
+  HostData in = HostData::random(dtypes::float32, 32, 18), out = HostData::poisoned(dtypes::float32, 32);
+  DeviceBuffer din(*dev, in), dout(*dev, out);
+  compile_kernel(*dev, async_kernel(true)).run(args({&dout, &din}));
+  dout.read(out);
+  EXPECT_EQ(rel_error(out, in.values), 0.0);
+}
+
+TEST(EmuChecks, IntegerDivisionByZero) {
+  UOp t = special(SpecialKind::ThreadIdx, 0, 4);
+  UOp out = param(0, dtypes::float32.ptr());
+  UOp k = sink({store(index(out, i32(8) / (t + -2)), const_(dtypes::float32, 1.0))}, "div0");
+  std::string e = emu_fault(k, {8});
+  EXPECT_NE(e.find("integer division by zero by thread (2,0,0) of block (0,0,0)"), std::string::npos) << e;
+}
+
+TEST(EmuChecks, LaunchShapeMustMatchTheKernel) {
+  auto dev = make_emu_device();
+  CompiledKernel k = compile_kernel(*dev, block_sum_kernel(10));
+  HostData x = HostData::random(dtypes::float32, 10, 19), out = HostData::poisoned(dtypes::float32, 1);
+  DeviceBuffer dx(*dev, x), dout(*dev, out);
+  std::vector<KernelArg> a = {dout.buf, dx.buf};
+  try {
+    k.program->launch({1, 1, 1}, {64, 1, 1}, a);
+    FAIL() << "ran";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("needs a grid of 1x1x1 blocks of 128x1x1 threads"), std::string::npos) << e.what();
+  }
+}
+
+TEST(EmuChecks, RunsAreDeterministic) {
+  auto dev = make_emu_device();
+  HostData x = HostData::random(dtypes::float32, 1000, 20);
+  HostData o1 = HostData::poisoned(dtypes::float32, 1), o2 = HostData::poisoned(dtypes::float32, 1);
+  DeviceBuffer dx(*dev, x), d1(*dev, o1), d2(*dev, o2);
+  CompiledKernel k = compile_kernel(*dev, block_sum_kernel(1000));
+  k.run(args({&d1, &dx}));
+  k.run(args({&d2, &dx}));
+  d1.read(o1);
+  d2.read(o2);
+  EXPECT_EQ(o1.bytes, o2.bytes);
+  EXPECT_EQ(emu_fault(neighbour_kernel(false), {64, 64}), emu_fault(neighbour_kernel(false), {64, 64}));
+}
+
+}  // namespace
+}  // namespace kitten
