@@ -48,6 +48,7 @@ test-tsan: setup
 bench: build
 	$(BUILD)/bin/kitten_bench_dsl
 	$(BUILD)/bin/kitten_bench_cpu
+	$(BUILD)/bin/kitten_bench_emu
 
 # Regenerates docs/uops.md from the op registry (a test fails when it is stale).
 docs: build

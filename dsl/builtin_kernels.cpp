@@ -113,7 +113,8 @@ UOp tiled_matmul_kernel(int64_t m, int64_t n, int64_t k, int64_t tile) {
     throw std::invalid_argument("tiled_matmul_kernel: m, n and k must be multiples of the tile");
   DType f = dtypes::float32;
   UOp c = param(0, f.ptr()), a = param(1, f.ptr()), b = param(2, f.ptr());
-  UOp bx = special(SpecialKind::BlockIdx, 0, n / tile), by = special(SpecialKind::BlockIdx, 1, m / tile);
+  UOp bx = special(SpecialKind::BlockIdx, 0, n / tile),
+      by = special(SpecialKind::BlockIdx, 1, m / tile);
   UOp tx = special(SpecialKind::ThreadIdx, 0, tile), ty = special(SpecialKind::ThreadIdx, 1, tile);
   UOp as = define_local(f, tile * tile, 0), bs = define_local(f, tile * tile, 1);
   UOp acc = define_reg(f, 1, 0), zero = i32(0);
@@ -144,21 +145,80 @@ UOp block_sum_kernel(int64_t n) {
   UOp i = range((n + threads - 1) / threads, 0, AxisKind::Loop);
   UOp gi = i * threads + t;
   UOp acc_in = after(acc, {init, i});
-  UOp loop = end(store(index(acc_in, zero), load(index(acc_in, zero)) + load(index(x, gi, gi < n), fzero)), {i});
+  UOp loop =
+      end(store(index(acc_in, zero), load(index(acc_in, zero)) + load(index(x, gi, gi < n), fzero)),
+          {i});
   UOp v = load(index(after(acc, {loop}), zero));
   for (int64_t lane_mask : {16, 8, 4, 2, 1})
     v = v + UOp::make(Op::SHUFFLE, {v, i32(lane_mask)}, std::string("xor"));
   UOp partials = define_local(f, threads / 32, 0);
   UOp first_lane = alu(Op::CMPEQ, t % 32, i32(0)), first_thread = alu(Op::CMPEQ, t, i32(0));
-  UOp published = UOp::make(Op::BARRIER, dtypes::void_, {store(index(partials, t / 32, first_lane), v)});
+  UOp published =
+      UOp::make(Op::BARRIER, dtypes::void_, {store(index(partials, t / 32, first_lane), v)});
   UOp ready = after(partials, {published});
   UOp total = fzero;
-  for (int64_t w = 0; w < threads / 32; ++w) total = total + load(index(ready, i32(w), first_thread), fzero);
+  for (int64_t w = 0; w < threads / 32; ++w)
+    total = total + load(index(ready, i32(w), first_thread), fzero);
   return sink({store(index(out, zero, first_thread), total)}, "block_sum");
 }
 
+UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k) {
+  if (m % 16 || n % 8 || k % 16)
+    throw std::invalid_argument("mma_matmul_kernel: m must be a multiple of 16, n of 8, k of 16");
+  const MmaLayout& L = *find_mma_layout("m16n8k16_bf16_f32");
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  UOp c = param(0, f.ptr()), a = param(1, bf.ptr()), b = param(2, bf.ptr());
+  UOp bx = special(SpecialKind::BlockIdx, 0, n / 8), by = special(SpecialKind::BlockIdx, 1, m / 16);
+  UOp lane = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp group = lane / 4, pair = (lane % 4) * 2;
+  UOp sa = define_local(bf, 16 * 16, 0), sb = define_local(bf, 16 * 8, 1);
+  UOp acc = define_reg(f, 4, 0);
+  std::vector<UOp> inits;
+  for (int i = 0; i < 4; ++i) inits.push_back(store(index(acc, i32(i)), const_(f, 0.0)));
+  UOp init = UOp::make(Op::GROUP, std::span<const UOp>(inits));
+  UOp kt = range(k / 16, 0, AxisKind::Loop);
+  std::vector<UOp> staging;
+  for (int j = 0; j < 8; ++j) {  // the 16x16 tile of a: 8 elements per lane
+    UOp e = lane * 8 + j;
+    staging.push_back(
+        store(index(sa, e), load(index(a, (by * 16 + e / 16) * k + kt * 16 + e % 16))));
+  }
+  for (int j = 0; j < 4; ++j) {  // the 16x8 tile of b: 4 elements per lane
+    UOp e = lane * 4 + j;
+    staging.push_back(store(index(sb, e), load(index(b, (kt * 16 + e / 8) * n + bx * 8 + e % 8))));
+  }
+  UOp staged = UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(staging));
+  UOp sa_ready = after(sa, {staged}), sb_ready = after(sb, {staged});
+  std::vector<UOp> fa, fb, fc;
+  for (int i = 0; i < 8; ++i)
+    fa.push_back(
+        load(index(sa_ready, (group + ((i / 2) % 2) * 8) * 16 + pair + (i % 2) + (i / 4) * 8)));
+  for (int i = 0; i < 4; ++i)
+    fb.push_back(load(index(sb_ready, (pair + (i % 2) + (i / 2) * 8) * 8 + group)));
+  UOp acc_in = after(acc, {init, kt});
+  for (int i = 0; i < 4; ++i) fc.push_back(load(index(acc_in, i32(i))));
+  UOp d = UOp::make(Op::MMA,
+                    {UOp::make(Op::VECTORIZE, std::span<const UOp>(fa)),
+                     UOp::make(Op::VECTORIZE, std::span<const UOp>(fb)),
+                     UOp::make(Op::VECTORIZE, std::span<const UOp>(fc))},
+                    L.name);
+  std::vector<UOp> updates;
+  for (int i = 0; i < 4; ++i)
+    updates.push_back(
+        store(index(acc_in, i32(i)), UOp::make(Op::EXTRACT, {d}, std::vector<int64_t>{i})));
+  UOp consumed = UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(updates));
+  UOp loop = end(consumed, {kt});
+  UOp result = after(acc, {loop});
+  std::vector<UOp> outs;
+  for (int i = 0; i < 4; ++i) {
+    UOp row = by * 16 + group + (i / 2) * 8, col = bx * 8 + pair + (i % 2);
+    outs.push_back(store(index(c, row * n + col), load(index(result, i32(i)))));
+  }
+  return sink({UOp::make(Op::GROUP, std::span<const UOp>(outs))}, "mma_matmul");
+}
+
 std::vector<std::string> builtin_kernel_names() {
-  return {"add", "sum", "matmul", "multi", "tiled_matmul", "block_sum"};
+  return {"add", "sum", "matmul", "multi", "tiled_matmul", "block_sum", "mma_matmul"};
 }
 
 UOp builtin_kernel(const std::string& name) {
@@ -168,6 +228,7 @@ UOp builtin_kernel(const std::string& name) {
   if (name == "multi") return sum_and_squares_kernel(16, 1000);
   if (name == "tiled_matmul") return tiled_matmul_kernel(64, 64, 64, 16);
   if (name == "block_sum") return block_sum_kernel(1000);
+  if (name == "mma_matmul") return mma_matmul_kernel(64, 64, 64);
   std::string known;
   for (const std::string& n : builtin_kernel_names()) known += (known.empty() ? "" : ", ") + n;
   throw std::invalid_argument("no built-in kernel named '" + name + "' (known: " + known + ")");

@@ -49,6 +49,12 @@ UOp tiled_matmul_kernel(int64_t m, int64_t n, int64_t k, int64_t tile);
 // thread 0 adding them up after a BARRIER. Buffers: 0 out, 1 x.
 UOp block_sum_kernel(int64_t n);
 
+// c = a * b with tensor-core MMA (mma.sync m16n8k16, bfloat16 in, float32 accumulate;
+// m a multiple of 16, n of 8, k of 16): one warp per 16x8 tile of c, staging a 16x16 tile
+// of a and a 16x8 tile of b in shared memory per step of k. Buffers: 0 c (float32),
+// 1 a, 2 b (bfloat16).
+UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k);
+
 std::vector<std::string> builtin_kernel_names();
 // The named kernel at a default size. Throws std::invalid_argument naming the known ones.
 UOp builtin_kernel(const std::string& name);

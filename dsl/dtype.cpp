@@ -9,49 +9,6 @@ namespace kitten {
 
 namespace {
 
-struct ScalarTraits {
-  int bits;
-  bool is_float;
-  bool is_unsigned;
-  const FloatFormat* narrow;
-};
-
-ScalarTraits traits(ScalarType s) {
-  switch (s) {
-    case ScalarType::Bool:
-      return {8, false, true, nullptr};
-    case ScalarType::Int8:
-      return {8, false, false, nullptr};
-    case ScalarType::Int16:
-      return {16, false, false, nullptr};
-    case ScalarType::Int32:
-      return {32, false, false, nullptr};
-    case ScalarType::Int64:
-      return {64, false, false, nullptr};
-    case ScalarType::UInt8:
-      return {8, false, true, nullptr};
-    case ScalarType::UInt16:
-      return {16, false, true, nullptr};
-    case ScalarType::UInt32:
-      return {32, false, true, nullptr};
-    case ScalarType::UInt64:
-      return {64, false, true, nullptr};
-    case ScalarType::Float16:
-      return {16, true, false, &kFloat16};
-    case ScalarType::BFloat16:
-      return {16, true, false, &kBFloat16};
-    case ScalarType::Float32:
-      return {32, true, false, nullptr};
-    case ScalarType::Float64:
-      return {64, true, false, nullptr};
-    case ScalarType::Float8E4M3:
-      return {8, true, false, &kFloat8E4M3};
-    case ScalarType::Float8E5M2:
-      return {8, true, false, &kFloat8E5M2};
-  }
-  return {0, false, false, nullptr};
-}
-
 // Interned vector, pointer and extension dtypes. Immortal: a DType handle never dangles.
 struct Interned {
   std::string name;
@@ -104,20 +61,9 @@ std::string_view addr_space_name(AddrSpace s) {
   return "?";
 }
 
-bool DType::is_int() const { return is_value() && !is_bool() && !traits(info_->scalar).is_float; }
-bool DType::is_unsigned() const { return is_int() && traits(info_->scalar).is_unsigned; }
-bool DType::is_float() const { return is_value() && traits(info_->scalar).is_float; }
 DType DType::element() const {
   if (!is_vector()) return *this;
   return dtypes::kScalars[int(info_->scalar)];
-}
-int DType::bits() const { return is_value() ? traits(info_->scalar).bits : 0; }
-int DType::itemsize() const {
-  if (is_value()) return bits() / 8 * count();
-  return is_pointer() ? 8 : 0;
-}
-const FloatFormat* DType::narrow_float() const {
-  return is_value() ? traits(info_->scalar).narrow : nullptr;
 }
 int64_t DType::imin() const {
   if (!is_int() || is_unsigned()) return 0;
@@ -157,6 +103,7 @@ DType DType::ptr(AddrSpace space, int64_t size) const {
   if (size > 0) n += "," + std::to_string(size);
   n += ">";
   DTypeInfo info{DTypeKind::Pointer, {}, ScalarType::Bool, 1, info_, space, size, nullptr, 0};
+  info.elem_bits = 0;
   return DType(table().intern(std::move(n), info));
 }
 

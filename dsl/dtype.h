@@ -52,6 +52,11 @@ struct DTypeInfo {
   int64_t size;              // Pointer: elements in the buffer, -1 when unknown
   const DTypeExtension* ext;
   uint64_t hash;  // fnv1a(name): stable
+  // Scalar, Vector: facts about the element type, kept here so queries are loads.
+  int elem_bits = 0;  // bool: 8
+  bool elem_float = false;
+  bool elem_unsigned = false;  // unsigned integers and bool
+  const FloatFormat* narrow = nullptr;
 };
 
 class DType {
@@ -75,15 +80,19 @@ class DType {
 
   // Properties of the element type of a scalar or vector (false for other kinds).
   bool is_bool() const { return is_value() && info_->scalar == ScalarType::Bool; }
-  bool is_int() const;  // signed or unsigned integer, not bool
-  bool is_unsigned() const;
-  bool is_float() const;
+  bool is_int() const { return is_value() && !is_bool() && !info_->elem_float; }  // not bool
+  bool is_unsigned() const { return is_int() && info_->elem_unsigned; }
+  bool is_float() const { return is_value() && info_->elem_float; }
   ScalarType scalar_type() const { return info_->scalar; }
   DType element() const;  // the scalar of a vector; a scalar itself
   int count() const { return info_->count; }
-  int bits() const;                         // bits of one element (bool: 8); 0 for non-values
-  int itemsize() const;                     // bytes of the whole value (pointers: 8)
-  const FloatFormat* narrow_float() const;  // fp16/bf16/fp8, else nullptr
+  int bits() const { return is_value() ? info_->elem_bits : 0; }  // of one element; bool: 8
+  int itemsize() const {  // bytes of the whole value (pointers: 8)
+    return is_value() ? info_->elem_bits / 8 * info_->count : is_pointer() ? 8 : 0;
+  }
+  const FloatFormat* narrow_float() const {  // fp16/bf16/fp8, else nullptr
+    return is_value() ? info_->narrow : nullptr;
+  }
   // Range of an integer or bool type (unsigned 64-bit max does not fit: use umax()).
   int64_t imin() const;
   int64_t imax() const;
@@ -113,29 +122,31 @@ class DType {
 };
 
 namespace detail {
-constexpr DTypeInfo scalar_info(std::string_view name, ScalarType s) {
-  return {DTypeKind::Scalar, name, s, 1, nullptr, AddrSpace::Global, -1, nullptr, fnv1a(name)};
+constexpr DTypeInfo scalar_info(std::string_view name, ScalarType s, int bits, bool fp, bool uns,
+                                const FloatFormat* narrow = nullptr) {
+  return {DTypeKind::Scalar, name, s,  1,   nullptr, AddrSpace::Global, -1, nullptr,
+          fnv1a(name),       bits, fp, uns, narrow};
 }
 inline constexpr DTypeInfo kBuiltinDTypes[] = {
     {DTypeKind::Void, "void", ScalarType::Bool, 1, nullptr, AddrSpace::Global, -1, nullptr,
      fnv1a("void")},
     {DTypeKind::Token, "token", ScalarType::Bool, 1, nullptr, AddrSpace::Global, -1, nullptr,
      fnv1a("token")},
-    scalar_info("bool", ScalarType::Bool),
-    scalar_info("int8", ScalarType::Int8),
-    scalar_info("int16", ScalarType::Int16),
-    scalar_info("int32", ScalarType::Int32),
-    scalar_info("int64", ScalarType::Int64),
-    scalar_info("uint8", ScalarType::UInt8),
-    scalar_info("uint16", ScalarType::UInt16),
-    scalar_info("uint32", ScalarType::UInt32),
-    scalar_info("uint64", ScalarType::UInt64),
-    scalar_info("float16", ScalarType::Float16),
-    scalar_info("bfloat16", ScalarType::BFloat16),
-    scalar_info("float32", ScalarType::Float32),
-    scalar_info("float64", ScalarType::Float64),
-    scalar_info("float8_e4m3", ScalarType::Float8E4M3),
-    scalar_info("float8_e5m2", ScalarType::Float8E5M2),
+    scalar_info("bool", ScalarType::Bool, 8, false, true),
+    scalar_info("int8", ScalarType::Int8, 8, false, false),
+    scalar_info("int16", ScalarType::Int16, 16, false, false),
+    scalar_info("int32", ScalarType::Int32, 32, false, false),
+    scalar_info("int64", ScalarType::Int64, 64, false, false),
+    scalar_info("uint8", ScalarType::UInt8, 8, false, true),
+    scalar_info("uint16", ScalarType::UInt16, 16, false, true),
+    scalar_info("uint32", ScalarType::UInt32, 32, false, true),
+    scalar_info("uint64", ScalarType::UInt64, 64, false, true),
+    scalar_info("float16", ScalarType::Float16, 16, true, false, &kFloat16),
+    scalar_info("bfloat16", ScalarType::BFloat16, 16, true, false, &kBFloat16),
+    scalar_info("float32", ScalarType::Float32, 32, true, false),
+    scalar_info("float64", ScalarType::Float64, 64, true, false),
+    scalar_info("float8_e4m3", ScalarType::Float8E4M3, 8, true, false, &kFloat8E4M3),
+    scalar_info("float8_e5m2", ScalarType::Float8E5M2, 8, true, false, &kFloat8E5M2),
 };
 }  // namespace detail
 

@@ -21,8 +21,10 @@ class EmuCompiler : public Compiler {
 class EmuProgram : public Program {
  public:
   explicit EmuProgram(std::shared_ptr<const EmuKernel> k) : k_(std::move(k)) {}
-  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args, size_t shared) override {
-    if (shared != 0) throw BackendError("emu: dynamic shared memory is not supported; use DEFINE_LOCAL");
+  void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args,
+              size_t shared) override {
+    if (shared != 0)
+      throw BackendError("emu: dynamic shared memory is not supported; use DEFINE_LOCAL");
     emu_run(*k_, global, local, args);
   }
 
@@ -53,11 +55,14 @@ class EmuDevice : public Device {
     return r;
   }
   std::unique_ptr<Program> load(const std::string&, const KernelInfo& info) override {
-    if (!info.linear) throw BackendError("emu: kernel '" + info.name + "' was not rendered for the emulator");
+    if (!info.linear)
+      throw BackendError("emu: kernel '" + info.name + "' was not rendered for the emulator");
     return std::make_unique<EmuProgram>(emu_compile(*info.linear));
   }
   std::unique_ptr<Queue> new_queue() override { return std::make_unique<HostQueue>(); }
-  std::unique_ptr<Signal> new_signal(uint64_t initial) override { return std::make_unique<HostSignal>(initial); }
+  std::unique_ptr<Signal> new_signal(uint64_t initial) override {
+    return std::make_unique<HostSignal>(initial);
+  }
   std::unique_ptr<Graph> new_graph() override { return std::make_unique<HostGraph>(); }
 
  private:

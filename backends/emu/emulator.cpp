@@ -1,9 +1,9 @@
 #include "backends/emu/emulator.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
 #include <functional>
 #include <map>
 #include <set>
@@ -31,8 +31,26 @@ struct BufferDecl {
 };
 
 enum class Kind {
-  Nop, Const, IntParam, Var, Special, Range, End, Index, Load, Store, Alu, Cast, Bitcast,
-  Vectorize, Extract, Shuffle, Mma, AsyncCopy, Wait, Barrier,
+  Nop,
+  Const,
+  IntParam,
+  Var,
+  Special,
+  Range,
+  End,
+  Index,
+  Load,
+  Store,
+  Alu,
+  Cast,
+  Bitcast,
+  Vectorize,
+  Extract,
+  Shuffle,
+  Mma,
+  AsyncCopy,
+  Wait,
+  Barrier,
 };
 
 struct Instr {
@@ -43,7 +61,7 @@ struct Instr {
   int out = -1;
   std::vector<int> src;  // source slots
   Lane imm{0};
-  int buf = -1;          // memory ops: the buffer
+  int buf = -1;                                   // memory ops: the buffer
   int idx = -1, gate = -1, alt = -1, value = -1;  // memory ops: slots
   int src_buf = -1, src_idx = -1;                 // async copy: the global side
   int end_pc = -1, level = 0;                     // RANGE: its END and its place there
@@ -100,12 +118,31 @@ double round_float(double x, DType d) {
 Lane decode(const unsigned char* p, DType d) {
   Lane v;
   switch (d.scalar_type()) {
-    case ScalarType::Float32: { float f; std::memcpy(&f, p, 4); v.f = f; return v; }
-    case ScalarType::Float64: std::memcpy(&v.f, p, 8); return v;
-    case ScalarType::Float16:
-    case ScalarType::BFloat16: { uint16_t h; std::memcpy(&h, p, 2); v.f = decode_float(*d.narrow_float(), h); return v; }
+    case ScalarType::Float32: {
+      float f;
+      std::memcpy(&f, p, 4);
+      v.f = f;
+      return v;
+    }
+    case ScalarType::Float64:
+      std::memcpy(&v.f, p, 8);
+      return v;
+    case ScalarType::BFloat16: {  // the top half of a float32
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      v.f = std::bit_cast<float>(uint32_t(h) << 16);
+      return v;
+    }
+    case ScalarType::Float16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      v.f = decode_float(kFloat16, h);
+      return v;
+    }
     case ScalarType::Float8E4M3:
-    case ScalarType::Float8E5M2: v.f = decode_float(*d.narrow_float(), *p); return v;
+    case ScalarType::Float8E5M2:
+      v.f = decode_float(*d.narrow_float(), *p);
+      return v;
     default: {
       uint64_t u = 0;
       std::memcpy(&u, p, size_t(d.bits() / 8));
@@ -117,13 +154,34 @@ Lane decode(const unsigned char* p, DType d) {
 
 void encode(unsigned char* p, DType d, Lane v) {
   switch (d.scalar_type()) {
-    case ScalarType::Float32: { float f = float(v.f); std::memcpy(p, &f, 4); return; }
-    case ScalarType::Float64: std::memcpy(p, &v.f, 8); return;
-    case ScalarType::Float16:
-    case ScalarType::BFloat16: { uint16_t h = uint16_t(encode_float(*d.narrow_float(), v.f)); std::memcpy(p, &h, 2); return; }
+    case ScalarType::Float32: {
+      float f = float(v.f);
+      std::memcpy(p, &f, 4);
+      return;
+    }
+    case ScalarType::Float64:
+      std::memcpy(p, &v.f, 8);
+      return;
+    case ScalarType::BFloat16:
+      if (double(float(v.f)) == v.f && !std::isnan(v.f)) {  // exact in float32: round its low half
+        uint32_t x = std::bit_cast<uint32_t>(float(v.f));
+        uint16_t h = uint16_t((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+        std::memcpy(p, &h, 2);
+        return;
+      }
+      [[fallthrough]];
+    case ScalarType::Float16: {
+      uint16_t h = uint16_t(encode_float(*d.narrow_float(), v.f));
+      std::memcpy(p, &h, 2);
+      return;
+    }
     case ScalarType::Float8E4M3:
-    case ScalarType::Float8E5M2: *p = uint8_t(encode_float(*d.narrow_float(), v.f)); return;
-    default: std::memcpy(p, &v.i, size_t(d.bits() / 8)); return;
+    case ScalarType::Float8E5M2:
+      *p = uint8_t(encode_float(*d.narrow_float(), v.f));
+      return;
+    default:
+      std::memcpy(p, &v.i, size_t(d.bits() / 8));
+      return;
   }
 }
 
@@ -154,19 +212,22 @@ class Translator {
   }
   int slot(const UOp& u) const {
     auto it = slots_.find(u.id());
-    if (it == slots_.end()) refuse(p_, "uses " + op_name(u.op()) + " as a value, which the emulator cannot");
+    if (it == slots_.end())
+      refuse(p_, "uses " + op_name(u.op()) + " as a value, which the emulator cannot");
     return it->second;
   }
   int buffer(const UOp& u) {
     UOp b = u;
     while (b.op() == Op::AFTER) b = b.src(0);
     auto it = buffers_.find(b.id());
-    if (it == buffers_.end()) refuse(p_, "addresses a buffer that is not a PARAM, DEFINE_LOCAL or DEFINE_REG");
+    if (it == buffers_.end())
+      refuse(p_, "addresses a buffer that is not a PARAM, DEFINE_LOCAL or DEFINE_REG");
     return it->second;
   }
   void add_buffer(const UOp& u, BufKind kind, const std::string& what) {
     buffers_[u.id()] = int(k_->buffers.size());
-    k_->buffers.push_back({kind, u.int_arg(), u.dtype().pointee(), u.dtype().size(), what + " " + std::to_string(u.int_arg())});
+    k_->buffers.push_back({kind, u.int_arg(), u.dtype().pointee(), u.dtype().size(),
+                           what + " " + std::to_string(u.int_arg())});
   }
   Instr& push(Kind kind, const UOp& u) {
     Instr in;
@@ -193,23 +254,32 @@ class Translator {
           value(in, u);
         }
         return;
-      case Op::DEFINE_LOCAL: add_buffer(u, BufKind::Shared, "shared"); return;
-      case Op::DEFINE_REG: add_buffer(u, BufKind::Reg, "register buffer"); return;
+      case Op::DEFINE_LOCAL:
+        add_buffer(u, BufKind::Shared, "shared");
+        return;
+      case Op::DEFINE_REG:
+        add_buffer(u, BufKind::Reg, "register buffer");
+        return;
       case Op::AFTER:
       case Op::GROUP:
-      case Op::SINK: return;
+      case Op::SINK:
+        return;
       case Op::IF:
-      case Op::ENDIF: refuse(p_, "uses IF/ENDIF, which the emulator does not run yet");
+      case Op::ENDIF:
+        refuse(p_, "uses IF/ENDIF, which the emulator does not run yet");
       case Op::CONST: {
         Instr& in = push(Kind::Const, u);
-        if (u.dtype().is_float()) in.imm.f = u.const_value();
-        else in.imm.i = u.const_int();
+        if (u.dtype().is_float())
+          in.imm.f = u.const_value();
+        else
+          in.imm.i = u.const_int();
         value(in, u);
         return;
       }
       case Op::DEFINE_VAR: {
         Instr& in = push(Kind::Var, u);
-        in.imm.i = k_->num_params + int64_t(std::distance(vars_.begin(), vars_.find(std::get<VarArg>(u.arg()).name)));
+        in.imm.i = k_->num_params + int64_t(std::distance(
+                                        vars_.begin(), vars_.find(std::get<VarArg>(u.arg()).name)));
         value(in, u);
         return;
       }
@@ -235,7 +305,8 @@ class Translator {
         Instr& in = push(Kind::End, u);
         int pc = int(k_->code.size()) - 1;
         // The ranges it closes, innermost (opened last) first.
-        for (size_t i = 1; i < u.src().size(); ++i) in.closes.push_back(range_pc_.at(u.src(i).id()));
+        for (size_t i = 1; i < u.src().size(); ++i)
+          in.closes.push_back(range_pc_.at(u.src(i).id()));
         std::sort(in.closes.begin(), in.closes.end(), std::greater<int>());
         for (size_t level = 0; level < in.closes.size(); ++level) {
           k_->code[size_t(in.closes[level])].end_pc = pc;
@@ -284,7 +355,9 @@ class Translator {
         for (const UOp& s : u.src()) in.src.push_back(slot(s));
         return;
       }
-      case Op::BARRIER: push(Kind::Barrier, u); return;
+      case Op::BARRIER:
+        push(Kind::Barrier, u);
+        return;
       case Op::SHUFFLE: {
         Instr& in = push(Kind::Shuffle, u);
         in.src = {slot(u.src(0)), slot(u.src(1))};
@@ -296,6 +369,10 @@ class Translator {
         Instr& in = push(Kind::Mma, u);
         in.src = {slot(u.src(0)), slot(u.src(1)), slot(u.src(2))};
         in.mma = find_mma_layout(u.name_arg());
+        if (in.mma->m * in.mma->k > 256 || in.mma->k * in.mma->n > 128 ||
+            in.mma->m * in.mma->n > 128)
+          refuse(p_,
+                 "uses the MMA layout " + in.mma->name + ", larger than the emulator's m16n8k16");
         value(in, u);
         return;
       }
@@ -380,23 +457,28 @@ class Runner {
   // ---- faults ----
   std::string thread_text(int t) const {
     int64_t x = t % block_.x, y = (t / block_.x) % block_.y, z = t / (block_.x * block_.y);
-    return "thread (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + ") of block (" +
-           std::to_string(bid_.x) + "," + std::to_string(bid_.y) + "," + std::to_string(bid_.z) + ")";
+    return "thread (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) +
+           ") of block (" + std::to_string(bid_.x) + "," + std::to_string(bid_.y) + "," +
+           std::to_string(bid_.z) + ")";
   }
   [[noreturn]] void fault(const std::string& what, int buf, int64_t index, int thread) const {
-    std::string where = buf >= 0 ? " in " + k_.buffers[size_t(buf)].name + " at index " + std::to_string(index) : "";
-    throw BackendError("emu: kernel '" + k_.name + "': " + what + where + " by " + thread_text(thread));
+    std::string where =
+        buf >= 0 ? " in " + k_.buffers[size_t(buf)].name + " at index " + std::to_string(index)
+                 : "";
+    throw BackendError("emu: kernel '" + k_.name + "': " + what + where + " by " +
+                       thread_text(thread));
   }
   [[noreturn]] void fault_block(const std::string& what) const {
-    throw BackendError("emu: kernel '" + k_.name + "': " + what + " in block (" + std::to_string(bid_.x) + "," +
-                       std::to_string(bid_.y) + "," + std::to_string(bid_.z) + ")");
+    throw BackendError("emu: kernel '" + k_.name + "': " + what + " in block (" +
+                       std::to_string(bid_.x) + "," + std::to_string(bid_.y) + "," +
+                       std::to_string(bid_.z) + ")");
   }
 
   void check_args() {
     size_t want = size_t(k_.num_params) + k_.vars.size();
     if (args_.size() != want)
-      throw BackendError("emu: kernel '" + k_.name + "' takes " + std::to_string(want) + " arguments, got " +
-                         std::to_string(args_.size()));
+      throw BackendError("emu: kernel '" + k_.name + "' takes " + std::to_string(want) +
+                         " arguments, got " + std::to_string(args_.size()));
     for (size_t i = 0; i < args_.size(); ++i) {
       bool is_buffer = i < k_.buffer_params.size() && k_.buffer_params[i];
       if (is_buffer != std::holds_alternative<Buffer>(args_[i]))
@@ -405,8 +487,9 @@ class Runner {
     }
     auto same = [](LaunchDims a, LaunchDims b) { return a.x == b.x && a.y == b.y && a.z == b.z; };
     if (!same(grid_, k_.grid) || !same(block_, k_.block))
-      throw BackendError("emu: kernel '" + k_.name + "' needs a grid of " + dims(k_.grid) + " blocks of " +
-                         dims(k_.block) + " threads, launched with " + dims(grid_) + " of " + dims(block_));
+      throw BackendError("emu: kernel '" + k_.name + "' needs a grid of " + dims(k_.grid) +
+                         " blocks of " + dims(k_.block) + " threads, launched with " + dims(grid_) +
+                         " of " + dims(block_));
     if (block_.x * block_.y * block_.z > 1024)
       throw BackendError("emu: kernel '" + k_.name + "' has more than 1024 threads per block");
   }
@@ -419,7 +502,7 @@ class Runner {
     bid_ = bid;
     epoch_ = 1;
     pending_.clear();
-    shared_.assign(k_.buffers.size(), {});
+    shared_.resize(k_.buffers.size());  // reused from block to block: no reallocation
     for (size_t b = 0; b < k_.buffers.size(); ++b) {
       const BufferDecl& d = k_.buffers[b];
       if (d.kind != BufKind::Shared) continue;
@@ -474,7 +557,9 @@ class Runner {
   }
 
   int thread_of(int lane) const { return warp_id_ * kWarp + lane; }
-  Lane* reg(Warp& w, int slot, int elem = 0) { return &w.regs[(size_t(slot) + size_t(elem)) * kWarp]; }
+  Lane* reg(Warp& w, int slot, int elem = 0) {
+    return &w.regs[(size_t(slot) + size_t(elem)) * kWarp];
+  }
 
   template <class F>
   void each(uint32_t mask, F f) {
@@ -500,12 +585,13 @@ class Runner {
       size = d.size * elem;
     }
     if (index < 0 || offset + bytes > size)
-      fault(std::string(write ? "out-of-bounds write" : "out-of-bounds read") + " of " + std::to_string(bytes) +
-                " bytes (the buffer has " + std::to_string(size / std::max<int64_t>(elem, 1)) + " elements)",
+      fault(std::string(write ? "out-of-bounds write" : "out-of-bounds read") + " of " +
+                std::to_string(bytes) + " bytes (the buffer has " +
+                std::to_string(size / std::max<int64_t>(elem, 1)) + " elements)",
             b, index, thread_of(lane));
     if (bytes > elem && (base + uintptr_t(offset)) % uintptr_t(bytes) != 0)
-      fault("misaligned " + std::to_string(bytes) + "-byte " + (write ? "write" : "read") + " (byte offset " +
-                std::to_string(offset) + ")",
+      fault("misaligned " + std::to_string(bytes) + "-byte " + (write ? "write" : "read") +
+                " (byte offset " + std::to_string(offset) + ")",
             b, index, thread_of(lane));
     return offset;
   }
@@ -515,17 +601,21 @@ class Runner {
     if (d.kind == BufKind::Global)
       return static_cast<unsigned char*>(std::get<Buffer>(args_[size_t(d.slot)]).ptr) + offset;
     if (d.kind == BufKind::Shared) return shared_[size_t(b)].bytes.data() + offset;
-    return w.reg_bytes[size_t(b)].data() + size_t(lane) * size_t(d.size * d.elem.itemsize()) + size_t(offset);
+    return w.reg_bytes[size_t(b)].data() + size_t(lane) * size_t(d.size * d.elem.itemsize()) +
+           size_t(offset);
   }
 
   void track(Warp& w, int b, int64_t index, int64_t offset, int bytes, int lane, bool write) {
     const BufferDecl& d = k_.buffers[size_t(b)];
     int t = thread_of(lane);
     if (d.kind == BufKind::Reg) {
-      unsigned char* init = w.reg_init[size_t(b)].data() + size_t(lane) * size_t(d.size * d.elem.itemsize());
+      unsigned char* init =
+          w.reg_init[size_t(b)].data() + size_t(lane) * size_t(d.size * d.elem.itemsize());
       for (int i = 0; i < bytes; ++i) {
-        if (write) init[offset + i] = 1;
-        else if (!init[offset + i]) fault("read of register memory never written", b, index, t);
+        if (write)
+          init[offset + i] = 1;
+        else if (!init[offset + i])
+          fault("read of register memory never written", b, index, t);
       }
       return;
     }
@@ -536,9 +626,11 @@ class Runner {
         fault("read of an async copy's destination before its WAIT", b, index, t);
       if (write) {
         bool ww = s.w_epoch[size_t(i)] == epoch_ && s.writer[size_t(i)] != t;
-        bool rw = s.r_epoch[size_t(i)] == epoch_ && s.reader[size_t(i)] != -1 && s.reader[size_t(i)] != t;
+        bool rw =
+            s.r_epoch[size_t(i)] == epoch_ && s.reader[size_t(i)] != -1 && s.reader[size_t(i)] != t;
         if (ww || rw)
-          fault("shared memory race: a write after " + std::string(ww ? "a write" : "a read") + " by " +
+          fault("shared memory race: a write after " + std::string(ww ? "a write" : "a read") +
+                    " by " +
                     thread_text(ww ? s.writer[size_t(i)] : std::max(s.reader[size_t(i)], 0)) +
                     " with no barrier between,",
                 b, index, t);
@@ -551,8 +643,10 @@ class Runner {
           fault("shared memory race: a read after a write by " + thread_text(s.writer[size_t(i)]) +
                     " with no barrier between,",
                 b, index, t);
-        if (s.r_epoch[size_t(i)] != epoch_) s.reader[size_t(i)] = t, s.r_epoch[size_t(i)] = epoch_;
-        else if (s.reader[size_t(i)] != t) s.reader[size_t(i)] = -2;
+        if (s.r_epoch[size_t(i)] != epoch_)
+          s.reader[size_t(i)] = t, s.r_epoch[size_t(i)] = epoch_;
+        else if (s.reader[size_t(i)] != t)
+          s.reader[size_t(i)] = -2;
       }
     }
   }
@@ -594,7 +688,8 @@ class Runner {
       int64_t soff = check_access(in.src_buf, si, bytes, l, false);
       int64_t doff = check_access(in.buf, di, bytes, l, true);
       const unsigned char* src = memory(w, in.src_buf, soff, l);
-      PendingCopy c{thread_of(l), next_token_, in.buf, doff, std::vector<unsigned char>(src, src + bytes)};
+      PendingCopy c{thread_of(l), next_token_, in.buf, doff,
+                    std::vector<unsigned char>(src, src + bytes)};
       SharedBuf& s = shared_[size_t(in.buf)];
       for (int i = 0; i < bytes; ++i) s.pending[size_t(doff + i)] = thread_of(l) + 1;
       reg(w, in.out)[l].i = next_token_;
@@ -631,67 +726,157 @@ class Runner {
     bool f = s.is_float();
     bool u = s.is_unsigned();
     switch (in.op) {
-      case Op::NEG: if (f) r.f = -a.f; else r.i = -a.i; break;
-      case Op::RECIP: r.f = 1.0 / a.f; break;
-      case Op::SQRT: r.f = std::sqrt(a.f); break;
-      case Op::EXP2: r.f = std::exp2(a.f); break;
-      case Op::LOG2: r.f = std::log2(a.f); break;
-      case Op::SIN: r.f = std::sin(a.f); break;
-      case Op::TRUNC: r.f = std::trunc(a.f); break;
-      case Op::ADD: if (f) r.f = a.f + b.f; else r.i = int64_t(uint64_t(a.i) + uint64_t(b.i)); break;
-      case Op::SUB: if (f) r.f = a.f - b.f; else r.i = int64_t(uint64_t(a.i) - uint64_t(b.i)); break;
-      case Op::MUL: if (f) r.f = a.f * b.f; else r.i = int64_t(uint64_t(a.i) * uint64_t(b.i)); break;
-      case Op::FDIV: r.f = a.f / b.f; break;
+      case Op::NEG:
+        if (f)
+          r.f = -a.f;
+        else
+          r.i = -a.i;
+        break;
+      case Op::RECIP:
+        r.f = 1.0 / a.f;
+        break;
+      case Op::SQRT:
+        r.f = std::sqrt(a.f);
+        break;
+      case Op::EXP2:
+        r.f = std::exp2(a.f);
+        break;
+      case Op::LOG2:
+        r.f = std::log2(a.f);
+        break;
+      case Op::SIN:
+        r.f = std::sin(a.f);
+        break;
+      case Op::TRUNC:
+        r.f = std::trunc(a.f);
+        break;
+      case Op::ADD:
+        if (f)
+          r.f = a.f + b.f;
+        else
+          r.i = int64_t(uint64_t(a.i) + uint64_t(b.i));
+        break;
+      case Op::SUB:
+        if (f)
+          r.f = a.f - b.f;
+        else
+          r.i = int64_t(uint64_t(a.i) - uint64_t(b.i));
+        break;
+      case Op::MUL:
+        if (f)
+          r.f = a.f * b.f;
+        else
+          r.i = int64_t(uint64_t(a.i) * uint64_t(b.i));
+        break;
+      case Op::FDIV:
+        r.f = a.f / b.f;
+        break;
       case Op::IDIV:
       case Op::MOD:
         if (b.i == 0) throw std::domain_error("integer division by zero");
-        if (u) r.i = int64_t(in.op == Op::IDIV ? uint64_t(a.i) / uint64_t(b.i) : uint64_t(a.i) % uint64_t(b.i));
-        else if (a.i == INT64_MIN && b.i == -1) r.i = in.op == Op::IDIV ? INT64_MIN : 0;
-        else r.i = in.op == Op::IDIV ? a.i / b.i : a.i % b.i;
+        if (u)
+          r.i = int64_t(in.op == Op::IDIV ? uint64_t(a.i) / uint64_t(b.i)
+                                          : uint64_t(a.i) % uint64_t(b.i));
+        else if (a.i == INT64_MIN && b.i == -1)
+          r.i = in.op == Op::IDIV ? INT64_MIN : 0;
+        else
+          r.i = in.op == Op::IDIV ? a.i / b.i : a.i % b.i;
         break;
-      case Op::MAX: if (f) r.f = std::fmax(a.f, b.f); else r.i = u ? int64_t(std::max(uint64_t(a.i), uint64_t(b.i))) : std::max(a.i, b.i); break;
-      case Op::MIN: if (f) r.f = std::fmin(a.f, b.f); else r.i = u ? int64_t(std::min(uint64_t(a.i), uint64_t(b.i))) : std::min(a.i, b.i); break;
-      case Op::CMPLT: r.i = f ? a.f < b.f : u ? uint64_t(a.i) < uint64_t(b.i) : a.i < b.i; break;
-      case Op::CMPEQ: r.i = f ? a.f == b.f : a.i == b.i; break;
-      case Op::CMPNE: r.i = f ? a.f != b.f : a.i != b.i; break;
-      case Op::AND: r.i = a.i & b.i; break;
-      case Op::OR: r.i = a.i | b.i; break;
-      case Op::XOR: r.i = a.i ^ b.i; break;
-      case Op::SHL: r.i = int64_t(uint64_t(a.i) << (b.i & 63)); break;
-      case Op::SHR: r.i = u ? int64_t(uint64_t(a.i) >> (b.i & 63)) : a.i >> (b.i & 63); break;
-      case Op::WHERE: return a.i ? b : c;
-      case Op::MULACC: if (f) r.f = a.f * b.f + c.f; else r.i = int64_t(uint64_t(a.i) * uint64_t(b.i) + uint64_t(c.i)); break;
-      default: throw BackendError("emu: kernel '" + k_.name + "' uses " + op_name(in.op) + ", which the emulator does not run");
+      case Op::MAX:
+        if (f)
+          r.f = std::fmax(a.f, b.f);
+        else
+          r.i = u ? int64_t(std::max(uint64_t(a.i), uint64_t(b.i))) : std::max(a.i, b.i);
+        break;
+      case Op::MIN:
+        if (f)
+          r.f = std::fmin(a.f, b.f);
+        else
+          r.i = u ? int64_t(std::min(uint64_t(a.i), uint64_t(b.i))) : std::min(a.i, b.i);
+        break;
+      case Op::CMPLT:
+        r.i = f ? a.f < b.f : u ? uint64_t(a.i) < uint64_t(b.i) : a.i < b.i;
+        break;
+      case Op::CMPEQ:
+        r.i = f ? a.f == b.f : a.i == b.i;
+        break;
+      case Op::CMPNE:
+        r.i = f ? a.f != b.f : a.i != b.i;
+        break;
+      case Op::AND:
+        r.i = a.i & b.i;
+        break;
+      case Op::OR:
+        r.i = a.i | b.i;
+        break;
+      case Op::XOR:
+        r.i = a.i ^ b.i;
+        break;
+      case Op::SHL:
+        r.i = int64_t(uint64_t(a.i) << (b.i & 63));
+        break;
+      case Op::SHR:
+        r.i = u ? int64_t(uint64_t(a.i) >> (b.i & 63)) : a.i >> (b.i & 63);
+        break;
+      case Op::WHERE:
+        return a.i ? b : c;
+      case Op::MULACC:
+        if (f)
+          r.f = a.f * b.f + c.f;
+        else
+          r.i = int64_t(uint64_t(a.i) * uint64_t(b.i) + uint64_t(c.i));
+        break;
+      default:
+        throw BackendError("emu: kernel '" + k_.name + "' uses " + op_name(in.op) +
+                           ", which the emulator does not run");
     }
-    if (d.is_float()) r.f = round_float(r.f, d);
-    else r.i = wrap_int(r.i, d.element());
+    if (d.is_float())
+      r.f = round_float(r.f, d);
+    else
+      r.i = wrap_int(r.i, d.element());
     return r;
   }
 
   Lane cast(const Instr& in, Lane a) {
     DType to = in.dtype.element(), from = in.in.element();
     Lane r{0};
-    if (to.is_float()) r.f = round_float(from.is_float() ? a.f : from.is_unsigned() ? double(uint64_t(a.i)) : double(a.i), to);
-    else if (to.is_bool()) r.i = from.is_float() ? a.f != 0 : a.i != 0;
-    else r.i = wrap_int(from.is_float() ? int64_t(std::trunc(a.f)) : a.i, to);
+    if (to.is_float())
+      r.f = round_float(from.is_float()      ? a.f
+                        : from.is_unsigned() ? double(uint64_t(a.i))
+                                             : double(a.i),
+                        to);
+    else if (to.is_bool())
+      r.i = from.is_float() ? a.f != 0 : a.i != 0;
+    else
+      r.i = wrap_int(from.is_float() ? int64_t(std::trunc(a.f)) : a.i, to);
     return r;
   }
 
   void mma(Warp& w, const Instr& in) {
     const MmaLayout& L = *in.mma;
     if (w.mask != 0xFFFFFFFFu)
-      fault("MMA with only some lanes of the warp active", -1, 0, thread_of(std::countr_zero(~w.mask | 0u)));
-    std::vector<double> A(size_t(L.m * L.k)), B(size_t(L.k * L.n)), C(size_t(L.m * L.n));
+      fault("MMA with only some lanes of the warp active", -1, 0,
+            thread_of(std::countr_zero(~w.mask | 0u)));
+    double A[16 * 16], B[16 * 8], C[16 * 8];  // the largest registered shape: m16n8k16
     for (int l = 0; l < kWarp; ++l) {
-      for (int i = 0; i < L.a.count(); ++i) { auto [r, c] = L.a_at(l, i); A[size_t(r * L.k + c)] = reg(w, in.src[0], i)[l].f; }
-      for (int i = 0; i < L.b.count(); ++i) { auto [r, c] = L.b_at(l, i); B[size_t(r * L.n + c)] = reg(w, in.src[1], i)[l].f; }
-      for (int i = 0; i < L.c.count(); ++i) { auto [r, c] = L.c_at(l, i); C[size_t(r * L.n + c)] = reg(w, in.src[2], i)[l].f; }
+      for (int i = 0; i < L.a.count(); ++i) {
+        auto [r, c] = L.a_at(l, i);
+        A[r * L.k + c] = reg(w, in.src[0], i)[l].f;
+      }
+      for (int i = 0; i < L.b.count(); ++i) {
+        auto [r, c] = L.b_at(l, i);
+        B[r * L.n + c] = reg(w, in.src[1], i)[l].f;
+      }
+      for (int i = 0; i < L.c.count(); ++i) {
+        auto [r, c] = L.c_at(l, i);
+        C[r * L.n + c] = reg(w, in.src[2], i)[l].f;
+      }
     }
     for (int l = 0; l < kWarp; ++l)
       for (int i = 0; i < L.c.count(); ++i) {
         auto [r, c] = L.c_at(l, i);
-        double acc = C[size_t(r * L.n + c)];
-        for (int kk = 0; kk < L.k; ++kk) acc += A[size_t(r * L.k + kk)] * B[size_t(kk * L.n + c)];
+        double acc = C[r * L.n + c];
+        for (int kk = 0; kk < L.k; ++kk) acc += A[r * L.k + kk] * B[kk * L.n + c];
         reg(w, in.out, i)[l].f = double(float(acc));
       }
   }
@@ -700,18 +885,24 @@ class Runner {
     std::vector<Lane> src(reg(w, in.src[0]), reg(w, in.src[0]) + kWarp);
     each(w.mask, [&](int l) {
       int64_t arg = reg(w, in.src[1])[l].i, from = l;
-      if (in.text == "idx") from = arg % kWarp;
-      else if (in.text == "xor") from = (l ^ arg) & (kWarp - 1);
-      else if (in.text == "up") from = l - arg >= 0 ? l - arg : l;
-      else from = l + arg < kWarp ? l + arg : l;
+      if (in.text == "idx")
+        from = arg % kWarp;
+      else if (in.text == "xor")
+        from = (l ^ arg) & (kWarp - 1);
+      else if (in.text == "up")
+        from = l - arg >= 0 ? l - arg : l;
+      else
+        from = l + arg < kWarp ? l + arg : l;
       if (!((w.mask >> from) & 1))
-        fault("shuffle from lane " + std::to_string(from) + ", which is not active,", -1, 0, thread_of(l));
+        fault("shuffle from lane " + std::to_string(from) + ", which is not active,", -1, 0,
+              thread_of(l));
       reg(w, in.out)[l] = src[size_t(from)];
     });
   }
 
   int64_t special(const Instr& in, int lane) const {
-    if (in.special.kind == SpecialKind::BlockIdx) return in.special.dim == 0 ? bid_.x : in.special.dim == 1 ? bid_.y : bid_.z;
+    if (in.special.kind == SpecialKind::BlockIdx)
+      return in.special.dim == 0 ? bid_.x : in.special.dim == 1 ? bid_.y : bid_.z;
     int64_t t = thread_of(lane);
     if (in.special.dim == 0) return t % block_.x;
     if (in.special.dim == 1) return (t / block_.x) % block_.y;
@@ -728,8 +919,11 @@ class Runner {
     ++issued_;
     int count = in.dtype.is_value() ? in.dtype.count() : 1;
     switch (in.kind) {
-      case Kind::Nop: break;
-      case Kind::Const: each(w.exists, [&](int l) { reg(w, in.out)[l] = in.imm; }); break;
+      case Kind::Nop:
+        break;
+      case Kind::Const:
+        each(w.exists, [&](int l) { reg(w, in.out)[l] = in.imm; });
+        break;
       case Kind::IntParam:
       case Kind::Var: {
         Lane v;
@@ -737,7 +931,9 @@ class Runner {
         each(w.exists, [&](int l) { reg(w, in.out)[l] = v; });
         break;
       }
-      case Kind::Special: each(w.mask, [&](int l) { reg(w, in.out)[l].i = special(in, l); }); break;
+      case Kind::Special:
+        each(w.mask, [&](int l) { reg(w, in.out)[l].i = special(in, l); });
+        break;
       case Kind::Range: {
         w.masks.push_back(w.mask);
         uint32_t live = 0;
@@ -779,28 +975,46 @@ class Runner {
       case Kind::Index:
         each(w.mask, [&](int l) { reg(w, in.out)[l] = reg(w, in.src[0])[l]; });
         break;
-      case Kind::Load: load(w, in); break;
-      case Kind::Store: store(w, in); break;
-      case Kind::AsyncCopy: async_copy(w, in); break;
-      case Kind::Wait: wait(w, in); break;
+      case Kind::Load:
+        load(w, in);
+        break;
+      case Kind::Store:
+        store(w, in);
+        break;
+      case Kind::AsyncCopy:
+        async_copy(w, in);
+        break;
+      case Kind::Wait:
+        wait(w, in);
+        break;
       case Kind::Barrier:
-        if (w.mask != w.exists) fault("barrier reached by only some threads of a warp", -1, 0, thread_of(std::countr_zero(w.mask | 0u)));
+        if (w.mask != w.exists)
+          fault("barrier reached by only some threads of a warp", -1, 0,
+                thread_of(std::countr_zero(w.mask | 0u)));
         w.at_barrier = true;
         return;  // the block scheduler moves it past the barrier
-      case Kind::Shuffle: shuffle(w, in); break;
-      case Kind::Mma: mma(w, in); break;
+      case Kind::Shuffle:
+        shuffle(w, in);
+        break;
+      case Kind::Mma:
+        mma(w, in);
+        break;
       case Kind::Vectorize:
         for (size_t v = 0; v < in.src.size(); ++v)
           each(w.mask, [&](int l) { reg(w, in.out, int(v))[l] = reg(w, in.src[v])[l]; });
         break;
       case Kind::Extract:
         for (size_t v = 0; v < in.lanes.size(); ++v)
-          each(w.mask, [&](int l) { reg(w, in.out, int(v))[l] = reg(w, in.src[0], int(in.lanes[v]))[l]; });
+          each(w.mask,
+               [&](int l) { reg(w, in.out, int(v))[l] = reg(w, in.src[0], int(in.lanes[v]))[l]; });
         break;
       case Kind::Cast:
-        for (int v = 0; v < count; ++v) each(w.mask, [&](int l) { reg(w, in.out, v)[l] = cast(in, reg(w, in.src[0], v)[l]); });
+        for (int v = 0; v < count; ++v)
+          each(w.mask, [&](int l) { reg(w, in.out, v)[l] = cast(in, reg(w, in.src[0], v)[l]); });
         break;
-      case Kind::Bitcast: bitcast(w, in); break;
+      case Kind::Bitcast:
+        bitcast(w, in);
+        break;
       case Kind::Alu: {
         Lane zero{0};
         for (int v = 0; v < count; ++v)
@@ -824,8 +1038,11 @@ class Runner {
     DType from = in.in, to = in.dtype;
     each(w.mask, [&](int l) {
       std::vector<unsigned char> bytes(size_t(from.itemsize()));
-      for (int v = 0; v < from.count(); ++v) encode(bytes.data() + v * from.element().itemsize(), from.element(), reg(w, in.src[0], v)[l]);
-      for (int v = 0; v < to.count(); ++v) reg(w, in.out, v)[l] = decode(bytes.data() + v * to.element().itemsize(), to.element());
+      for (int v = 0; v < from.count(); ++v)
+        encode(bytes.data() + v * from.element().itemsize(), from.element(),
+               reg(w, in.src[0], v)[l]);
+      for (int v = 0; v < to.count(); ++v)
+        reg(w, in.out, v)[l] = decode(bytes.data() + v * to.element().itemsize(), to.element());
     });
   }
 
@@ -849,7 +1066,8 @@ void emu_launch_dims(const EmuKernel& k, LaunchDims& grid, LaunchDims& block) {
   block = k.block;
 }
 
-void emu_run(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args, EmuStats* stats) {
+void emu_run(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args,
+             EmuStats* stats) {
   uint64_t n = Runner(k, grid, block, args).run();
   if (stats) stats->warp_instructions += n;
 }

@@ -21,13 +21,17 @@ std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
 UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
 
 TEST_P(BlockKernels, SharedMemoryTiledMatmulWithBarriers) {
-  for (auto [m, n, k, t] : std::vector<std::array<int64_t, 4>>{{8, 8, 8, 8}, {32, 48, 64, 16}, {24, 8, 40, 8}}) {
-    SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " tile " + std::to_string(t));
-    HostData a = HostData::random(dtypes::float32, size_t(m * k), 11), b = HostData::random(dtypes::float32, size_t(k * n), 12);
+  for (auto [m, n, k, t] :
+       std::vector<std::array<int64_t, 4>>{{8, 8, 8, 8}, {32, 48, 64, 16}, {24, 8, 40, 8}}) {
+    SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " tile " +
+                 std::to_string(t));
+    HostData a = HostData::random(dtypes::float32, size_t(m * k), 11),
+             b = HostData::random(dtypes::float32, size_t(k * n), 12);
     std::vector<double> want(static_cast<size_t>(m * n), 0.0);
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t r = 0; r < k; ++r) want[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+        for (int64_t r = 0; r < k; ++r)
+          want[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
     HostData c = HostData::poisoned(dtypes::float32, size_t(m * n));
     DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
     CompiledKernel kern = compile_kernel(*dev, tiled_matmul_kernel(m, n, k, t));
@@ -70,28 +74,33 @@ UOp mma_tile_kernel(const MmaLayout& L) {
   for (int i = 0; i < L.a.count(); ++i) fa.push_back(load(index(a, a_at(i))));
   for (int i = 0; i < L.b.count(); ++i) fb.push_back(load(index(b, b_at(i))));
   for (int i = 0; i < L.c.count(); ++i) fc.push_back(load(index(c, c_at(i))));
-  UOp acc = UOp::make(Op::MMA, {UOp::make(Op::VECTORIZE, std::span<const UOp>(fa)),
-                                UOp::make(Op::VECTORIZE, std::span<const UOp>(fb)),
-                                UOp::make(Op::VECTORIZE, std::span<const UOp>(fc))},
+  UOp acc = UOp::make(Op::MMA,
+                      {UOp::make(Op::VECTORIZE, std::span<const UOp>(fa)),
+                       UOp::make(Op::VECTORIZE, std::span<const UOp>(fb)),
+                       UOp::make(Op::VECTORIZE, std::span<const UOp>(fc))},
                       L.name);
   std::vector<UOp> stores;
   for (int i = 0; i < L.c.count(); ++i)
-    stores.push_back(store(index(d, c_at(i)), UOp::make(Op::EXTRACT, {acc}, std::vector<int64_t>{i})));
+    stores.push_back(
+        store(index(d, c_at(i)), UOp::make(Op::EXTRACT, {acc}, std::vector<int64_t>{i})));
   return sink({UOp::make(Op::GROUP, std::span<const UOp>(stores))}, "mma_tile");
 }
 
 TEST_P(BlockKernels, MmaTileProductLaneByLane) {
-  for (const char* name : {"m16n8k16_bf16_f32", "m16n8k16_f16_f32", "m16n8k8_bf16_f32", "m16n8k8_f16_f32"}) {
+  for (const char* name :
+       {"m16n8k16_bf16_f32", "m16n8k16_f16_f32", "m16n8k8_bf16_f32", "m16n8k8_f16_f32"}) {
     SCOPED_TRACE(name);
     const MmaLayout& L = *find_mma_layout(name);
     DType in = L.a.element();
-    HostData a = HostData::random(in, size_t(L.m * L.k), 14), b = HostData::random(in, size_t(L.k * L.n), 15);
+    HostData a = HostData::random(in, size_t(L.m * L.k), 14),
+             b = HostData::random(in, size_t(L.k * L.n), 15);
     HostData c = HostData::random(dtypes::float32, size_t(L.m * L.n), 16);
     std::vector<double> want(size_t(L.m * L.n));
     for (int r = 0; r < L.m; ++r)
       for (int col = 0; col < L.n; ++col) {
         double acc = c.values[size_t(r * L.n + col)];
-        for (int kk = 0; kk < L.k; ++kk) acc += a.values[size_t(r * L.k + kk)] * b.values[size_t(kk * L.n + col)];
+        for (int kk = 0; kk < L.k; ++kk)
+          acc += a.values[size_t(r * L.k + kk)] * b.values[size_t(kk * L.n + col)];
         want[size_t(r * L.n + col)] = acc;
       }
     HostData d = HostData::poisoned(dtypes::float32, size_t(L.m * L.n));
@@ -101,7 +110,27 @@ TEST_P(BlockKernels, MmaTileProductLaneByLane) {
     dd.read(d);
     EXPECT_LE(rel_error(d, want), tolerance(dtypes::float32, L.k));
     // Lane by lane: every element was written (no NaN left from the poison) and is right.
-    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(d.get(i), want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(d.get(i), want[i], 1e-4 * (1 + std::fabs(want[i]))) << i;
+  }
+}
+
+TEST_P(BlockKernels, TensorCoreMatmulThroughSharedMemory) {
+  for (auto [m, n, k] :
+       std::vector<std::array<int64_t, 3>>{{16, 8, 16}, {48, 24, 64}, {32, 64, 160}}) {
+    SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
+    HostData a = HostData::random(dtypes::bfloat16, size_t(m * k), 21),
+             b = HostData::random(dtypes::bfloat16, size_t(k * n), 22);
+    std::vector<double> want(static_cast<size_t>(m * n), 0.0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t r = 0; r < k; ++r)
+          want[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+    HostData c = HostData::poisoned(dtypes::float32, size_t(m * n));
+    DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+    compile_kernel(*dev, mma_matmul_kernel(m, n, k)).run(args({&dc, &da, &db}));
+    dc.read(c);
+    EXPECT_LE(rel_error(c, want), tolerance(dtypes::float32, k));
   }
 }
 
@@ -113,14 +142,17 @@ INSTANTIATE_TEST_SUITE_P(Devices, BlockKernels, testing::Values("emu"),
 TEST(MmaLayouts, FragmentMapsMatchThePtxTables) {
   const MmaLayout& k16 = *find_mma_layout("m16n8k16_bf16_f32");
   // Lane 5: groupID 1, threadID_in_group 1.
-  std::vector<std::pair<int, int>> a5 = {{1, 2}, {1, 3}, {9, 2}, {9, 3}, {1, 10}, {1, 11}, {9, 10}, {9, 11}};
+  std::vector<std::pair<int, int>> a5 = {{1, 2},  {1, 3},  {9, 2},  {9, 3},
+                                         {1, 10}, {1, 11}, {9, 10}, {9, 11}};
   for (int i = 0; i < 8; ++i) EXPECT_EQ(k16.a_at(5, i), a5[size_t(i)]) << i;
   std::vector<std::pair<int, int>> b5 = {{2, 1}, {3, 1}, {10, 1}, {11, 1}};
   for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.b_at(5, i), b5[size_t(i)]) << i;
-  std::vector<std::pair<int, int>> c30 = {{7, 4}, {7, 5}, {15, 4}, {15, 5}};  // lane 30: group 7, tig 2
+  std::vector<std::pair<int, int>> c30 = {
+      {7, 4}, {7, 5}, {15, 4}, {15, 5}};  // lane 30: group 7, tig 2
   for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.c_at(30, i), c30[size_t(i)]) << i;
   const MmaLayout& k8 = *find_mma_layout("m16n8k8_f16_f32");
-  std::vector<std::pair<int, int>> a31 = {{7, 6}, {7, 7}, {15, 6}, {15, 7}};  // lane 31: group 7, tig 3
+  std::vector<std::pair<int, int>> a31 = {
+      {7, 6}, {7, 7}, {15, 6}, {15, 7}};  // lane 31: group 7, tig 3
   for (int i = 0; i < 4; ++i) EXPECT_EQ(k8.a_at(31, i), a31[size_t(i)]) << i;
   EXPECT_EQ(k8.b_at(31, 0), (std::pair<int, int>{6, 7}));
   EXPECT_EQ(k8.b_at(31, 1), (std::pair<int, int>{7, 7}));
@@ -160,10 +192,13 @@ std::string emu_fault(const UOp& k, std::vector<size_t> sizes) {
 TEST(EmuChecks, OutOfBoundsWrite) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp out = param(0, dtypes::float32.ptr());
-  std::string e = emu_fault(sink({store(index(out, t), const_(dtypes::float32, 1.0))}, "oob"), {31});
-  EXPECT_NE(e.find("emu: kernel 'oob': out-of-bounds write of 4 bytes (the buffer has 31 elements) in param 0 "
+  std::string e =
+      emu_fault(sink({store(index(out, t), const_(dtypes::float32, 1.0))}, "oob"), {31});
+  EXPECT_NE(e.find("emu: kernel 'oob': out-of-bounds write of 4 bytes (the buffer has 31 elements) "
+                   "in param 0 "
                    "at index 31 by thread (31,0,0) of block (0,0,0)"),
-            std::string::npos) << e;
+            std::string::npos)
+      << e;
 }
 
 TEST(EmuChecks, MisalignedVectorLoad) {
@@ -171,12 +206,19 @@ TEST(EmuChecks, MisalignedVectorLoad) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 1);
   UOp in = param(1, f.ptr()), out = param(0, f.ptr());
   UOp v = load(UOp::make(Op::INDEX, f.vec(4).ptr(), {in, t + 1}));
-  UOp k = sink({store(index(out, t), UOp::make(Op::EXTRACT, {v}, std::vector<int64_t>{0}))}, "misaligned");
+  UOp k = sink({store(index(out, t), UOp::make(Op::EXTRACT, {v}, std::vector<int64_t>{0}))},
+               "misaligned");
   std::string e = emu_fault(k, {4, 16});
-  EXPECT_NE(e.find("misaligned 16-byte read (byte offset 4) in param 1 at index 1 by thread (0,0,0)"), std::string::npos) << e;
+  EXPECT_NE(
+      e.find("misaligned 16-byte read (byte offset 4) in param 1 at index 1 by thread (0,0,0)"),
+      std::string::npos)
+      << e;
   // At index 4 the same load is aligned and runs.
-  UOp ok = sink({store(index(out, t), UOp::make(Op::EXTRACT, {load(UOp::make(Op::INDEX, f.vec(4).ptr(), {in, t + 4}))},
-                                                 std::vector<int64_t>{0}))}, "aligned");
+  UOp ok =
+      sink({store(index(out, t),
+                  UOp::make(Op::EXTRACT, {load(UOp::make(Op::INDEX, f.vec(4).ptr(), {in, t + 4}))},
+                            std::vector<int64_t>{0}))},
+           "aligned");
   EXPECT_EQ(emu_fault(ok, {4, 16}), "");
 }
 
@@ -185,15 +227,20 @@ TEST(EmuChecks, ReadOfSharedMemoryNeverWritten) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp sm = define_local(f, 32, 0), out = param(0, f.ptr());
   std::string e = emu_fault(sink({store(index(out, t), load(index(sm, t)))}, "uninit"), {32});
-  EXPECT_NE(e.find("read of shared memory never written in shared 0 at index 0 by thread (0,0,0) of block (0,0,0)"),
-            std::string::npos) << e;
+  EXPECT_NE(e.find("read of shared memory never written in shared 0 at index 0 by thread (0,0,0) "
+                   "of block (0,0,0)"),
+            std::string::npos)
+      << e;
 }
 
 TEST(EmuChecks, ReadOfRegisterMemoryNeverWritten) {
   DType f = dtypes::float32;
   UOp reg = define_reg(f, 2, 0), out = param(0, f.ptr());
-  std::string e = emu_fault(sink({store(index(out, i32(0)), load(index(reg, i32(1))))}, "uninit_reg"), {1});
-  EXPECT_NE(e.find("read of register memory never written in register buffer 0 at index 1"), std::string::npos) << e;
+  std::string e =
+      emu_fault(sink({store(index(out, i32(0)), load(index(reg, i32(1))))}, "uninit_reg"), {1});
+  EXPECT_NE(e.find("read of register memory never written in register buffer 0 at index 1"),
+            std::string::npos)
+      << e;
 }
 
 // Each thread writes its slot, then reads its neighbour's: without a BARRIER between, a race.
@@ -209,9 +256,11 @@ UOp neighbour_kernel(bool with_barrier) {
 
 TEST(EmuChecks, SharedMemoryRaceWithoutABarrier) {
   std::string e = emu_fault(neighbour_kernel(false), {64, 64});
-  EXPECT_NE(e.find("shared memory race: a read after a write by thread (1,0,0) of block (0,0,0) with no barrier "
+  EXPECT_NE(e.find("shared memory race: a read after a write by thread (1,0,0) of block (0,0,0) "
+                   "with no barrier "
                    "between, in shared 0 at index 1 by thread (0,0,0)"),
-            std::string::npos) << e;
+            std::string::npos)
+      << e;
   EXPECT_EQ(emu_fault(neighbour_kernel(true), {64, 64}), "");
 }
 
@@ -221,17 +270,23 @@ UOp async_kernel(bool wait) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp sm = define_local(f, 32, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
   UOp copy = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(in, t)});
-  UOp dep = wait ? UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::WAIT, dtypes::void_, {copy})}) : copy;
-  return sink({store(index(out, t), load(index(after(sm, {dep}), t)))}, wait ? "async_waited" : "async_early");
+  UOp dep =
+      wait ? UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::WAIT, dtypes::void_, {copy})})
+           : copy;
+  return sink({store(index(out, t), load(index(after(sm, {dep}), t)))},
+              wait ? "async_waited" : "async_early");
 }
 
 TEST(EmuChecks, ReadOfAnAsyncCopyBeforeItsWait) {
   std::string e = emu_fault(async_kernel(false), {32, 32});
-  EXPECT_NE(e.find("read of an async copy's destination before its WAIT in shared 0 at index 0 by thread (0,0,0)"),
-            std::string::npos) << e;
+  EXPECT_NE(e.find("read of an async copy's destination before its WAIT in shared 0 at index 0 by "
+                   "thread (0,0,0)"),
+            std::string::npos)
+      << e;
   // With the WAIT (and a barrier) the copy has landed: out == in.
   auto dev = make_emu_device();
-  HostData in = HostData::random(dtypes::float32, 32, 18), out = HostData::poisoned(dtypes::float32, 32);
+  HostData in = HostData::random(dtypes::float32, 32, 18),
+           out = HostData::poisoned(dtypes::float32, 32);
   DeviceBuffer din(*dev, in), dout(*dev, out);
   compile_kernel(*dev, async_kernel(true)).run(args({&dout, &din}));
   dout.read(out);
@@ -243,20 +298,25 @@ TEST(EmuChecks, IntegerDivisionByZero) {
   UOp out = param(0, dtypes::float32.ptr());
   UOp k = sink({store(index(out, i32(8) / (t + -2)), const_(dtypes::float32, 1.0))}, "div0");
   std::string e = emu_fault(k, {8});
-  EXPECT_NE(e.find("integer division by zero by thread (2,0,0) of block (0,0,0)"), std::string::npos) << e;
+  EXPECT_NE(e.find("integer division by zero by thread (2,0,0) of block (0,0,0)"),
+            std::string::npos)
+      << e;
 }
 
 TEST(EmuChecks, LaunchShapeMustMatchTheKernel) {
   auto dev = make_emu_device();
   CompiledKernel k = compile_kernel(*dev, block_sum_kernel(10));
-  HostData x = HostData::random(dtypes::float32, 10, 19), out = HostData::poisoned(dtypes::float32, 1);
+  HostData x = HostData::random(dtypes::float32, 10, 19),
+           out = HostData::poisoned(dtypes::float32, 1);
   DeviceBuffer dx(*dev, x), dout(*dev, out);
   std::vector<KernelArg> a = {dout.buf, dx.buf};
   try {
     k.program->launch({1, 1, 1}, {64, 1, 1}, a);
     FAIL() << "ran";
   } catch (const BackendError& e) {
-    EXPECT_NE(std::string(e.what()).find("needs a grid of 1x1x1 blocks of 128x1x1 threads"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("needs a grid of 1x1x1 blocks of 128x1x1 threads"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -271,7 +331,8 @@ TEST(EmuChecks, RunsAreDeterministic) {
   d1.read(o1);
   d2.read(o2);
   EXPECT_EQ(o1.bytes, o2.bytes);
-  EXPECT_EQ(emu_fault(neighbour_kernel(false), {64, 64}), emu_fault(neighbour_kernel(false), {64, 64}));
+  EXPECT_EQ(emu_fault(neighbour_kernel(false), {64, 64}),
+            emu_fault(neighbour_kernel(false), {64, 64}));
 }
 
 }  // namespace

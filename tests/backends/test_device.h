@@ -65,35 +65,44 @@ struct HostData {
   std::vector<unsigned char> bytes;
 
   HostData(DType d, size_t n) : dtype(d), values(n), bytes(n * size_t(d.itemsize())) {}
+  // float16, bfloat16, float32 and float64 elements.
   void set(size_t i, double v) {
+    unsigned char raw[8];
+    size_t w = size_t(dtype.itemsize());
     if (const FloatFormat* f = dtype.narrow_float()) {
       uint16_t code = uint16_t(encode_float(*f, v));
       values[i] = decode_float(*f, code);
-      std::memcpy(&bytes[i * 2], &code, 2);
+      std::memcpy(raw, &code, 2);
     } else if (dtype == dtypes::float32) {
       float x = float(v);
       values[i] = x;
-      std::memcpy(&bytes[i * 4], &x, 4);
+      std::memcpy(raw, &x, 4);
     } else if (dtype == dtypes::float64) {
       values[i] = v;
-      std::memcpy(&bytes[i * 8], &v, 8);
+      std::memcpy(raw, &v, 8);
     } else {
       ADD_FAILURE() << "HostData: unsupported dtype " << dtype.name();
+      return;
     }
+    std::copy(raw, raw + w, bytes.begin() + std::ptrdiff_t(i * w));
   }
   double get(size_t i) const {
+    unsigned char raw[8] = {};
+    size_t w = size_t(dtype.itemsize());
+    std::copy(bytes.begin() + std::ptrdiff_t(i * w), bytes.begin() + std::ptrdiff_t((i + 1) * w),
+              raw);
     if (const FloatFormat* f = dtype.narrow_float()) {
       uint16_t code;
-      std::memcpy(&code, &bytes[i * 2], 2);
+      std::memcpy(&code, raw, 2);
       return decode_float(*f, code);
     }
     if (dtype == dtypes::float32) {
       float x;
-      std::memcpy(&x, &bytes[i * 4], 4);
+      std::memcpy(&x, raw, 4);
       return x;
     }
     double x;
-    std::memcpy(&x, &bytes[i * 8], 8);
+    std::memcpy(&x, raw, 8);
     return x;
   }
   static HostData random(DType d, size_t n, uint64_t seed) {

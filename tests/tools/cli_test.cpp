@@ -79,6 +79,14 @@ TEST(Cli, DevicesListsTheCpuAndHowItCompiles) {
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("cpu: arch "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("compiler: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("emu: arch emu"), std::string::npos) << r.out;
+}
+
+TEST(Cli, RenderForTheEmulatorPrintsTheLinearProgram) {
+  CliRun r = kitten("render tiled_matmul --device emu");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("BARRIER("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[threadIdx.x]"), std::string::npos) << r.out;
 }
 
 TEST(Cli, RenderPrintsTheLinearProgramAndTheSource) {
