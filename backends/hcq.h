@@ -116,11 +116,13 @@ class Graph {
 
 // What the renderer knows about a kernel that a launch needs.
 struct KernelInfo {
-  std::string name;
+  std::string name;                 // for messages
+  std::string symbol;               // the function's name in the binary
   int num_params = 0;               // buffer and integer parameters, by slot
   std::vector<bool> buffer_params;  // per slot: a buffer (else an integer)
   std::vector<std::string> vars;    // DEFINE_VARs, by name, passed after the parameters
   LaunchDims global, local;
+  size_t dynamic_shared = 0;  // bytes of dynamic shared memory per block
   // For devices that interpret rather than compile (emu): the program itself.
   std::shared_ptr<const LinearProgram> linear;
 };
@@ -153,5 +155,10 @@ struct CompiledKernel {
   void run(std::span<const KernelArg> args);
 };
 CompiledKernel compile_kernel(Device& d, const UOp& sink);
+
+// A compile failure for the user: the compiler's log, then the source lines around the
+// first error it names ("file:LINE:COL: error" or "file(LINE): error").
+std::string compile_error_message(const std::string& compiler, const std::string& log,
+                                  const std::string& source);
 
 }  // namespace kitten

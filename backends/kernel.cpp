@@ -1,5 +1,8 @@
 #include "backends/hcq.h"
 
+#include <regex>
+#include <sstream>
+
 namespace kitten {
 
 std::string Compiler::compile(const std::string& source) {
@@ -20,6 +23,23 @@ CompiledKernel compile_kernel(Device& d, const UOp& sink) {
 
 void CompiledKernel::run(std::span<const KernelArg> args) {
   program->launch(rendered.info.global, rendered.info.local, args);
+}
+
+std::string compile_error_message(const std::string& compiler, const std::string& log,
+                                  const std::string& source) {
+  std::string msg = compiler + " could not compile the kernel:\n" + log;
+  std::smatch m;
+  if (std::regex_search(log, m,
+                        std::regex(R"((?::(\d+):\d+: (?:fatal )?error)|(?:\((\d+)\): error))"))) {
+    int line = std::stoi(m[1].matched ? m[1].str() : m[2].str());
+    std::istringstream in(source);
+    std::string text;
+    msg += "source around line " + std::to_string(line) + ":\n";
+    for (int n = 1; std::getline(in, text); ++n)
+      if (n >= line - 3 && n <= line + 3)
+        msg += (n == line ? "> " : "  ") + std::to_string(n) + " | " + text + "\n";
+  }
+  return msg;
 }
 
 }  // namespace kitten

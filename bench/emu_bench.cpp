@@ -12,7 +12,8 @@
 namespace kitten {
 namespace {
 
-void run_matmul(benchmark::State& state, const UOp& kernel, int64_t m, int64_t n, int64_t k, int in_bytes) {
+void run_matmul(benchmark::State& state, const UOp& kernel, int64_t m, int64_t n, int64_t k,
+                int in_bytes) {
   auto dev = make_emu_device();
   Allocator& al = dev->allocator();
   std::vector<unsigned char> a(size_t(m * k * in_bytes), 0x3f), b(size_t(k * n * in_bytes), 0x3f);
@@ -26,8 +27,10 @@ void run_matmul(benchmark::State& state, const UOp& kernel, int64_t m, int64_t n
   std::vector<KernelArg> args = {dc, da, db};
   EmuStats stats;
   for (auto _ : state) emu_run(*compiled, grid, block, args, &stats);
-  state.counters["warp_instr/s"] = benchmark::Counter(double(stats.warp_instructions), benchmark::Counter::kIsRate);
-  state.counters["warp_instr"] = benchmark::Counter(double(stats.warp_instructions), benchmark::Counter::kAvgIterations);
+  state.counters["warp_instr/s"] =
+      benchmark::Counter(double(stats.warp_instructions), benchmark::Counter::kIsRate);
+  state.counters["warp_instr"] =
+      benchmark::Counter(double(stats.warp_instructions), benchmark::Counter::kAvgIterations);
   al.free(da);
   al.free(db);
   al.free(dc);

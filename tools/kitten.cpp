@@ -93,7 +93,7 @@ int cmd_devices(const std::vector<std::string>& args) {
                   p.name.c_str(), p.arch.c_str(), p.cores, p.warp_size, (long long)p.shared_mem,
                   p.compiler.c_str());
     } catch (const BackendError& e) {
-      std::printf("%s: unavailable: %s\n", name.c_str(), e.what());
+      std::printf("%s: %s\n", name.c_str(), e.what());
     }
   }
   return 0;

@@ -121,7 +121,7 @@ class ClangJitImpl : public ClangJit {
             jit_->addObjectFile(*jd, llvm::MemoryBuffer::getMemBufferCopy(object, info.name)))
       throw BackendError("cpu: cannot link kernel '" + info.name +
                          "': " + error_text(std::move(e)));
-    auto sym = jit_->lookup(*jd, info.name);
+    auto sym = jit_->lookup(*jd, info.symbol);
     if (!sym) {
       std::string why = error_text(sym.takeError());
       llvm::consumeError(jit_->getExecutionSession().removeJITDylib(*jd));
@@ -150,7 +150,7 @@ class ClangJitImpl : public ClangJit {
     llvm::LLVMContext ctx;
     clang::EmitLLVMOnlyAction action(&ctx);
     if (!ci.ExecuteAction(action))
-      throw BackendError(compile_error_message("clang (in-process)", diag_os.str(), source));
+      throw BackendError(compile_error_message("cpu: clang (in-process)", diag_os.str(), source));
     std::unique_ptr<llvm::Module> mod = action.takeModule();
     if (!mod) throw BackendError("cpu: Clang produced no module:\n" + diag_os.str());
     return emit_object(*mod);

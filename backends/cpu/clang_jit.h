@@ -28,8 +28,4 @@ void run_cpu_kernel(void (*fn)(void* const*, long long, long long), const Kernel
                     ThreadPool& pool, LaunchDims global, LaunchDims local,
                     std::span<const KernelArg> args, size_t shared);
 
-// The compiler's log, then the source lines around the first error it names.
-std::string compile_error_message(const std::string& compiler, const std::string& log,
-                                  const std::string& source);
-
 }  // namespace kitten

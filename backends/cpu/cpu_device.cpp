@@ -20,7 +20,7 @@
 #include <sstream>
 #include <thread>
 
-#include "backends/cpu/c_renderer.h"
+#include "backends/c_renderer.h"
 #include "backends/cpu/clang_jit.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/host.h"
@@ -92,7 +92,7 @@ class SubprocessCompiler : public Compiler {
     std::string binary = st == 0 ? read_file(so) : "";
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
-    if (st != 0) throw BackendError(compile_error_message(cc_, log, source));
+    if (st != 0) throw BackendError(compile_error_message("cpu: " + cc_, log, source));
     return binary;
   }
 
@@ -111,7 +111,7 @@ class DlopenProgram : public Program {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);  // the mapping stays valid after the file goes
     if (!handle_) throw BackendError("cpu: cannot load kernel '" + info.name + "': " + err);
-    fn_ = reinterpret_cast<KernelFn>(dlsym(handle_, info.name.c_str()));
+    fn_ = reinterpret_cast<KernelFn>(dlsym(handle_, info.symbol.c_str()));
     if (!fn_) throw BackendError("cpu: kernel '" + info.name + "' has no function of that name");
   }
   ~DlopenProgram() override { dlclose(handle_); }
@@ -205,22 +205,6 @@ void run_cpu_kernel(void (*fn)(void* const*, long long, long long), const Kernel
   }
   int64_t chunks = std::min<int64_t>(n, int64_t(pool.size()) * 4);
   pool.run(chunks, [&](int64_t c) { fn(raw.data(), n * c / chunks, n * (c + 1) / chunks); });
-}
-
-std::string compile_error_message(const std::string& compiler, const std::string& log,
-                                  const std::string& source) {
-  std::string msg = "cpu: " + compiler + " could not compile the kernel:\n" + log;
-  std::smatch m;
-  if (std::regex_search(log, m, std::regex(R"(:(\d+):\d+: (fatal )?error)"))) {
-    int line = std::stoi(m[1]);
-    std::istringstream in(source);
-    std::string text;
-    msg += "source around line " + std::to_string(line) + ":\n";
-    for (int n = 1; std::getline(in, text); ++n)
-      if (n >= line - 3 && n <= line + 3)
-        msg += (n == line ? "> " : "  ") + std::to_string(n) + " | " + text + "\n";
-  }
-  return msg;
 }
 
 std::unique_ptr<Device> make_cpu_device(CpuCompileMode mode, CompileCache cache) {

@@ -18,8 +18,6 @@ std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
   return a;
 }
 
-UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
-
 TEST_P(BlockKernels, SharedMemoryTiledMatmulWithBarriers) {
   for (auto [m, n, k, t] :
        std::vector<std::array<int64_t, 4>>{{8, 8, 8, 8}, {32, 48, 64, 16}, {24, 8, 40, 8}}) {
@@ -134,8 +132,10 @@ TEST_P(BlockKernels, TensorCoreMatmulThroughSharedMemory) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Devices, BlockKernels, testing::Values("emu"),
-                         [](const testing::TestParamInfo<std::string>& i) { return i.param; });
+INSTANTIATE_TEST_SUITE_P(Devices, BlockKernels, testing::ValuesIn(block_devices()), test_name);
+
+#ifndef KITTEN_CUDA_TESTS
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
 
 // ---- the fragment maps, against the PTX ISA's tables --------------------------------------
 
@@ -334,6 +334,8 @@ TEST(EmuChecks, RunsAreDeterministic) {
   EXPECT_EQ(emu_fault(neighbour_kernel(false), {64, 64}),
             emu_fault(neighbour_kernel(false), {64, 64}));
 }
+
+#endif
 
 }  // namespace
 }  // namespace kitten

@@ -207,12 +207,7 @@ TEST_P(Kernels, AMalformedKernelFailsVerification) {
   EXPECT_THROW(compile_kernel(*dev, never_closed), IrError);
 }
 
-INSTANTIATE_TEST_SUITE_P(Devices, Kernels, testing::ValuesIn(test_devices()),
-                         [](const testing::TestParamInfo<std::string>& i) {
-                           std::string n = i.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Devices, Kernels, testing::ValuesIn(test_devices()), test_name);
 
 }  // namespace
 }  // namespace kitten

@@ -12,6 +12,7 @@
 
 #include "backends/cpu/clang_jit.h"
 #include "backends/cpu/cpu_device.h"
+#include "backends/cuda/cuda_device.h"
 #include "backends/emu/emu_device.h"
 #include "backends/hcq.h"
 
@@ -38,13 +39,38 @@ inline std::unique_ptr<Device> open_test_device(const std::string& name, std::st
   if (name == "cpu-subprocess")
     return make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
   if (name == "emu") return make_emu_device();
+  if (name == "cuda") {
+    why = cuda_unavailable_reason();
+    return why.empty() ? make_cuda_device(CompileCache(test_cache_dir())) : nullptr;
+  }
   why = "unknown test device " + name;
   return nullptr;
 }
 
+// backend_tests runs the host devices; cuda_tests (built with KITTEN_CUDA_TESTS, labelled
+// cuda) the same tests on the GPU.
+#ifdef KITTEN_CUDA_TESTS
+inline const std::vector<std::string>& test_devices() {
+  static const std::vector<std::string> d = {"cuda"};
+  return d;
+}
+inline const std::vector<std::string>& block_devices() { return test_devices(); }
+#else
 inline const std::vector<std::string>& test_devices() {
   static const std::vector<std::string> d = {"cpu-jit", "cpu-subprocess", "emu"};
   return d;
+}
+inline const std::vector<std::string>& block_devices() {
+  static const std::vector<std::string> d = {"emu"};
+  return d;
+}
+#endif
+
+inline std::string test_name(const testing::TestParamInfo<std::string>& i) {
+  std::string n = i.param;
+  for (char& c : n)
+    if (c == '-') c = '_';
+  return n;
 }
 
 class DeviceTest : public testing::TestWithParam<std::string> {

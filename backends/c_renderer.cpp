@@ -1,0 +1,655 @@
+#include "backends/c_renderer.h"
+
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace kitten {
+
+namespace {
+
+// Exact float16/bfloat16 conversions, written once for both dialects over KT_FN,
+// kt_f2u, kt_u2f and kt_rint, which each dialect defines first.
+constexpr const char* kCPrelude = R"(typedef _Bool bool;
+#define KT_FN static inline
+KT_FN unsigned int kt_f2u(float f) { unsigned int x; __builtin_memcpy(&x, &f, 4); return x; }
+KT_FN float kt_u2f(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
+KT_FN float kt_rint(float x) { return __builtin_rintf(x); }
+)";
+constexpr const char* kCudaPrelude = R"(#define KT_FN static __device__ __forceinline__
+KT_FN unsigned int kt_f2u(float f) { return __float_as_uint(f); }
+KT_FN float kt_u2f(unsigned int x) { return __uint_as_float(x); }
+KT_FN float kt_rint(float x) { return rintf(x); }
+)";
+constexpr const char* kHalfPrelude = R"(typedef unsigned short kt_half;
+typedef unsigned short kt_bf16;
+KT_FN float kt_h2f(kt_half h) {
+  unsigned int sign = (unsigned int)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+  if (e == 0) { float v = (float)m * 5.9604644775390625e-08f; return sign ? -v : v; }
+  return kt_u2f(sign | (e == 0x1F ? 0x7F800000u | (m << 13) : ((e + 112u) << 23) | (m << 13)));
+}
+KT_FN kt_half kt_f2h(float f) {
+  unsigned int x = kt_f2u(f);
+  unsigned int sign = (x >> 16) & 0x8000u, ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u) return (kt_half)(sign | 0x7E00u);
+  if (ax >= 0x477FF000u) return (kt_half)(sign | 0x7C00u);
+  if (ax < 0x38800000u) return (kt_half)(sign | (unsigned int)kt_rint(kt_u2f(ax) * 16777216.0f));
+  unsigned int m = ax - 0x38000000u;
+  m += 0xFFFu + ((m >> 13) & 1u);
+  return (kt_half)(sign | (m >> 13));
+}
+KT_FN float kt_bf2f(kt_bf16 b) { return kt_u2f((unsigned int)b << 16); }
+KT_FN kt_bf16 kt_f2bf(float f) {
+  unsigned int x = kt_f2u(f);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (kt_bf16)((x >> 16) | 0x40u);
+  x += 0x7FFFu + ((x >> 16) & 1u);
+  return (kt_bf16)(x >> 16);
+}
+)";
+
+enum class Dialect { C, Cuda };
+
+[[noreturn]] void refuse(Dialect d, const LinearProgram& p, const std::string& what) {
+  throw BackendError(std::string(d == Dialect::C ? "cpu" : "cuda") + ": kernel '" + p.name + "' " +
+                     what);
+}
+
+bool narrow(DType d) { return d.element() == dtypes::float16 || d.element() == dtypes::bfloat16; }
+
+std::string scalar_c(DType d) {
+  switch (d.scalar_type()) {
+    case ScalarType::Bool:
+      return "bool";
+    case ScalarType::Int8:
+      return "signed char";
+    case ScalarType::Int16:
+      return "short";
+    case ScalarType::Int32:
+      return "int";
+    case ScalarType::Int64:
+      return "long long";
+    case ScalarType::UInt8:
+      return "unsigned char";
+    case ScalarType::UInt16:
+      return "unsigned short";
+    case ScalarType::UInt32:
+      return "unsigned int";
+    case ScalarType::UInt64:
+      return "unsigned long long";
+    case ScalarType::Float16:
+      return "kt_half";
+    case ScalarType::BFloat16:
+      return "kt_bf16";
+    case ScalarType::Float32:
+      return "float";
+    case ScalarType::Float64:
+      return "double";
+    default:
+      return "";
+  }
+}
+
+class CRenderer {
+ public:
+  CRenderer(const LinearProgram& p, Dialect d) : p_(p), dialect_(d) {}
+
+  RenderedKernel run() {
+    check_supported();
+    if (cuda())
+      map_grid();
+    else
+      find_parallel_loop();
+    for (const UOp& u : p_.ops) emit(u);
+    RenderedKernel out;
+    out.info.name = p_.name.empty() ? "kernel" : p_.name;
+    out.info.symbol = "kt_" + out.info.name;  // never a library function's name (max, sin ...)
+    out.info.num_params = num_params_;
+    out.info.buffer_params.assign(size_t(num_params_), false);
+    for (const UOp& u : p_.ops)
+      if (u.op() == Op::PARAM) out.info.buffer_params[size_t(u.int_arg())] = u.dtype().is_pointer();
+    out.info.vars.assign(vars_.begin(), vars_.end());
+    std::string src = cuda() ? kCudaPrelude : kCPrelude;
+    if (uses_narrow_) src += kHalfPrelude;
+    for (const auto& [name, def] : vector_types_) src += def;
+    if (cuda()) {
+      out.info.global = grid_;
+      out.info.local = block_;
+      out.info.dynamic_shared = dynamic_shared_;
+      std::string params;
+      for (int i = 0; i < num_params_; ++i) params += (i ? ", " : "") + param_decl_[i];
+      for (const std::string& v : vars_)
+        params += (params.empty() ? "" : ", ") + std::string("long long kt_var_") + v;
+      int64_t threads = block_.x * block_.y * block_.z;
+      src += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads) + ") " +
+             out.info.symbol + "(" + params + ") {\n" + body_ + "}\n";
+    } else {
+      out.info.global.x = parallel_extent_;
+      src += "void " + out.info.symbol + "(void* const* args, long long lo, long long hi) {\n";
+      src += "  (void)lo; (void)hi;\n" + body_ + "}\n";
+    }
+    out.source = std::move(src);
+    return out;
+  }
+
+ private:
+  bool cuda() const { return dialect_ == Dialect::Cuda; }
+
+  void check_supported() {
+    for (const UOp& u : p_.ops) {
+      switch (u.op()) {
+        case Op::SPECIAL:
+        case Op::DEFINE_LOCAL:
+        case Op::BARRIER:
+        case Op::SHUFFLE:
+        case Op::MMA:
+          if (!cuda())
+            refuse(dialect_, p_,
+                   "needs the threads of a block to cooperate (" + op_name(u.op()) +
+                       "): run it on emu or cuda");
+          break;
+        case Op::ASYNC_COPY:
+        case Op::WAIT:
+          refuse(dialect_, p_,
+                 cuda() ? "uses async copies, which the cuda renderer does not support yet"
+                        : "needs the threads of a block to cooperate (" + op_name(u.op()) +
+                              "): run it on emu or cuda");
+        case Op::RANGE:
+          if (u.axis().kind == AxisKind::Local)
+            refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
+          break;
+        case Op::PARAM:
+          num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
+          break;
+        case Op::DEFINE_VAR:
+          vars_.insert(std::get<VarArg>(u.arg()).name);
+          break;
+        default:
+          break;
+      }
+      DType d = u.dtype().is_pointer() ? u.dtype().pointee() : u.dtype();
+      uses_narrow_ |= d.is_value() && narrow(d);
+      if (d.is_value() && scalar_c(d.element()).empty())
+        refuse(dialect_, p_,
+               "uses " + std::string(d.name()) + ", which the renderer does not support yet");
+      bool mma_fragment = cuda() && u.op() == Op::VECTORIZE;
+      if (d.is_vector() && (narrow(d) || d.is_bool()) && !mma_fragment && u.op() != Op::MMA)
+        refuse(dialect_, p_,
+               "uses vectors of " + std::string(d.element().name()) +
+                   ", which the renderer does not support yet");
+    }
+    param_decl_.assign(size_t(num_params_), "long long kt_unused");
+    int slot = 0;
+    for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
+  }
+
+  // The loop a thread pool may split: the only top-level loop, global, with a constant
+  // extent, and nothing but definitions outside it.
+  void find_parallel_loop() {
+    int depth = 0, top_loops = 0;
+    UOp loop;
+    for (const UOp& u : p_.ops) {
+      if (u.op() == Op::RANGE && depth == 0) ++top_loops, loop = u;
+      if (u.op() == Op::RANGE) ++depth;
+      if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
+      if (depth == 0 && u.op() == Op::STORE) return;
+    }
+    if (top_loops != 1 || loop.axis().kind != AxisKind::Global || loop.src(0).op() != Op::CONST)
+      return;
+    parallel_.insert(loop.id());
+    parallel_extent_ = loop.src(0).const_int();
+  }
+
+  // CUDA: the launch shape. With SPECIALs, their extents. Without, the outermost chain of
+  // global ranges with constant ends becomes the grid: the innermost on x (blocks of up to
+  // 256 threads), the others on y and z (one thread each).
+  void map_grid() {
+    bool specials = false;
+    for (const UOp& u : p_.ops) {
+      if (u.op() != Op::SPECIAL) continue;
+      specials = true;
+      if (u.src(0).op() != Op::CONST)
+        refuse(dialect_, p_, "has a SPECIAL whose extent is not a constant");
+      SpecialArg s = std::get<SpecialArg>(u.arg());
+      LaunchDims& d = s.kind == SpecialKind::BlockIdx ? grid_ : block_;
+      (s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z) = u.src(0).const_int();
+    }
+    if (specials) return;
+    std::vector<UOp> chain;
+    int depth = 0;
+    for (const UOp& u : p_.ops) {
+      if (u.op() == Op::RANGE) {
+        if (depth == int(chain.size()) && chain.size() < 3 && u.axis().kind == AxisKind::Global &&
+            u.src(0).op() == Op::CONST && (depth == 0 || top_level_loops() == 1))
+          chain.push_back(u);
+        ++depth;
+      }
+      if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
+      if (u.op() == Op::STORE && depth < int(chain.size())) break;  // effects between: stop there
+    }
+    if (chain.empty()) return;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      int64_t n = chain[i].src(0).const_int();
+      grid_axis_[chain[i].id()] = int(chain.size() - 1 - i);  // innermost on x
+      if (i + 1 == chain.size()) {
+        block_.x = std::min<int64_t>(256, n);
+        grid_.x = (n + block_.x - 1) / block_.x;
+      } else {
+        (chain.size() - 1 - i == 1 ? grid_.y : grid_.z) = n;
+      }
+    }
+  }
+  int top_level_loops() const {
+    int depth = 0, n = 0;
+    for (const UOp& u : p_.ops) {
+      if (u.op() == Op::RANGE && depth == 0) ++n;
+      if (u.op() == Op::RANGE) ++depth;
+      if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
+    }
+    return n;
+  }
+
+  std::string type(DType d) {
+    if (!d.is_vector()) return scalar_c(d);
+    std::string name = "kt_" + std::string(d.name());
+    if (!vector_types_.count(name))
+      vector_types_[name] = "typedef " + scalar_c(d.element()) + " " + name +
+                            " __attribute__((vector_size(" + std::to_string(d.itemsize()) +
+                            ")));\n";
+    return name;
+  }
+
+  std::string literal(const UOp& c) const {
+    DType d = c.dtype();
+    if (d.is_bool()) return c.const_int() ? "1" : "0";
+    if (d.is_int()) {
+      if (d.is_unsigned()) return std::to_string(uint64_t(c.const_int())) + "ULL";
+      if (c.const_int() == INT64_MIN) return "(-9223372036854775807LL - 1)";
+      return d.bits() == 64 ? std::to_string(c.const_int()) + "LL" : std::to_string(c.const_int());
+    }
+    double v = c.const_value();
+    if (const FloatFormat* f = d.narrow_float()) {
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "0x%04x", encode_float(*f, v));
+      return std::string("(") + scalar_c(d) + ")" + buf;
+    }
+    bool f32 = d == dtypes::float32;
+    if (cuda() && (std::isnan(v) || std::isinf(v))) {
+      const char* bits = std::isnan(v) ? (f32 ? "0x7fc00000" : "0x7ff8000000000000LL")
+                                       : (f32 ? "0x7f800000" : "0x7ff0000000000000LL");
+      return std::string(v < 0 ? "-" : "") + (f32 ? "__int_as_float(" : "__longlong_as_double(") +
+             bits + ")";
+    }
+    if (std::isnan(v)) return f32 ? "__builtin_nanf(\"\")" : "__builtin_nan(\"\")";
+    if (std::isinf(v))
+      return std::string(v < 0 ? "-" : "") + (f32 ? "__builtin_inff()" : "__builtin_inf()");
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%a", v);
+    return std::string(buf) + (f32 ? "f" : "");
+  }
+
+  std::string name(const UOp& u) const { return names_.at(u.id()); }
+
+  // A value as a float (narrow floats widened) for arithmetic.
+  std::string wide(const UOp& u) const {
+    if (u.dtype() == dtypes::float16) return "kt_h2f(" + name(u) + ")";
+    if (u.dtype() == dtypes::bfloat16) return "kt_bf2f(" + name(u) + ")";
+    return name(u);
+  }
+  static std::string narrowed(DType d, const std::string& expr) {
+    if (d == dtypes::float16) return "kt_f2h(" + expr + ")";
+    if (d == dtypes::bfloat16) return "kt_f2bf(" + expr + ")";
+    return expr;
+  }
+  std::string math(const char* fn, DType d) const {
+    bool f64 = d.element() == dtypes::float64;
+    return std::string(cuda() ? "" : "__builtin_") + fn + (f64 ? "" : "f");
+  }
+
+  // The buffer a pointer node names (through AFTERs).
+  std::string buffer(const UOp& u) const {
+    UOp b = u;
+    while (b.op() == Op::AFTER) b = b.src(0);
+    return name(b);
+  }
+  std::string element(const UOp& idx) const {
+    return buffer(idx.src(0)) + "[" + name(idx.src(1)) + "]";
+  }
+
+  void line(const std::string& s) { body_ += std::string(2 * size_t(depth_ + 1), ' ') + s + "\n"; }
+  std::string fresh() { return "v" + std::to_string(counter_++); }
+  void define(const UOp& u, const std::string& expr) {
+    std::string n = fresh();
+    names_[u.id()] = n;
+    line(type(u.dtype()) + " " + n + " = " + expr + ";");
+  }
+
+  std::string alu(const UOp& u) {
+    DType d = u.dtype(), in = u.src(0).dtype();
+    auto bin = [&](const char* op) {
+      return narrowed(d, "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")");
+    };
+    auto cmp = [&](const char* op) {
+      return "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")";
+    };
+    auto fn1 = [&](const char* fn) {
+      return narrowed(d, math(fn, in) + "(" + wide(u.src(0)) + ")");
+    };
+    switch (u.op()) {
+      case Op::NEG:
+        return narrowed(d, "(-" + wide(u.src(0)) + ")");
+      case Op::RECIP:
+        return narrowed(d, std::string(in.element() == dtypes::float64 ? "(1.0 / " : "(1.0f / ") +
+                               wide(u.src(0)) + ")");
+      case Op::SQRT:
+        return fn1("sqrt");
+      case Op::EXP2:
+        return fn1("exp2");
+      case Op::LOG2:
+        return fn1("log2");
+      case Op::SIN:
+        return fn1("sin");
+      case Op::TRUNC:
+        return fn1("trunc");
+      case Op::ADD:
+        return bin("+");
+      case Op::SUB:
+        return bin("-");
+      case Op::MUL:
+        return bin("*");
+      case Op::FDIV:
+      case Op::IDIV:
+        return bin("/");
+      case Op::MOD:
+        return bin("%");
+      case Op::AND:
+        return bin("&");
+      case Op::OR:
+        return bin("|");
+      case Op::XOR:
+        return bin("^");
+      case Op::SHL:
+        return bin("<<");
+      case Op::SHR:
+        return bin(">>");
+      case Op::MAX:
+      case Op::MIN: {
+        if (in.is_float() && !in.is_vector())
+          return narrowed(d, math(u.op() == Op::MAX ? "fmax" : "fmin", in) + "(" + wide(u.src(0)) +
+                                 ", " + wide(u.src(1)) + ")");
+        const char* op = u.op() == Op::MAX ? ">" : "<";
+        return "(" + name(u.src(0)) + " " + op + " " + name(u.src(1)) + " ? " + name(u.src(0)) +
+               " : " + name(u.src(1)) + ")";
+      }
+      case Op::CMPLT:
+        return cmp("<");
+      case Op::CMPEQ:
+        return cmp("==");
+      case Op::CMPNE:
+        return cmp("!=");
+      case Op::WHERE:
+        return "(" + name(u.src(0)) + " ? " + name(u.src(1)) + " : " + name(u.src(2)) + ")";
+      case Op::MULACC:
+        return narrowed(
+            d, "(" + wide(u.src(0)) + " * " + wide(u.src(1)) + " + " + wide(u.src(2)) + ")");
+      default:
+        refuse(dialect_, p_, "uses " + op_name(u.op()) + ", which the renderer does not support");
+    }
+  }
+
+  std::string cast(const UOp& u) {
+    DType to = u.dtype(), from = u.src(0).dtype();
+    if (to.is_vector())
+      refuse(dialect_, p_, "casts vectors, which the renderer does not support yet");
+    std::string x = from.is_float() ? wide(u.src(0)) : name(u.src(0));
+    if (to.is_bool()) return "(" + x + " != 0)";
+    if (narrow(to)) return narrowed(to, "(float)" + x);
+    return "(" + type(to) + ")" + x;
+  }
+
+  // CUDA: a vector value is an array; a narrow-float fragment stays as its 16-bit codes.
+  std::string array_type(DType d) { return scalar_c(d.element()); }
+
+  void emit_mma(const UOp& u) {
+    const MmaLayout& L = *find_mma_layout(u.name_arg());
+    bool bf = L.a.element() == dtypes::bfloat16;
+    std::string in = bf ? "bf16" : "f16";
+    std::string shape =
+        "m" + std::to_string(L.m) + "n" + std::to_string(L.n) + "k" + std::to_string(L.k);
+    auto regs = [&](const UOp& frag, int count,
+                    std::vector<std::string>& out) {  // pairs of 16-bit codes
+      for (int i = 0; i < count; i += 2) {
+        std::string r = fresh();
+        line("unsigned int " + r + " = (unsigned int)" + name(frag) + "[" + std::to_string(i) +
+             "] | ((unsigned int)" + name(frag) + "[" + std::to_string(i + 1) + "] << 16);");
+        out.push_back(r);
+      }
+    };
+    std::vector<std::string> a, b;
+    regs(u.src(0), L.a.count(), a);
+    regs(u.src(1), L.b.count(), b);
+    std::string d = fresh();
+    names_[u.id()] = d;
+    line("float " + d + "[4];");
+    std::string ops, outs = "\"=f\"(" + d + "[0]), \"=f\"(" + d + "[1]), \"=f\"(" + d +
+                            "[2]), \"=f\"(" + d + "[3])";
+    int n = 4;
+    auto list = [&](size_t count) {
+      std::string l = "{";
+      for (size_t i = 0; i < count; ++i) l += (i ? ", %" : "%") + std::to_string(n++);
+      return l + "}";
+    };
+    std::string dl = "{%0, %1, %2, %3}", al = list(a.size()), bl = list(b.size()), cl = list(4);
+    std::string ins;
+    for (const std::string& r : a) ins += (ins.empty() ? "" : ", ") + ("\"r\"(" + r + ")");
+    for (const std::string& r : b) ins += ", \"r\"(" + r + ")";
+    for (int i = 0; i < 4; ++i) ins += ", \"f\"(" + name(u.src(2)) + "[" + std::to_string(i) + "])";
+    line("asm volatile(\"mma.sync.aligned." + shape + ".row.col.f32." + in + "." + in + ".f32 " +
+         dl + ", " + al + ", " + bl + ", " + cl + ";\" : " + outs + " : " + ins + ");");
+  }
+
+  void emit(const UOp& u) {
+    switch (u.op()) {
+      case Op::CONST:
+        names_[u.id()] = literal(u);
+        return;
+      case Op::PARAM: {
+        std::string slot = std::to_string(u.int_arg());
+        if (cuda()) {
+          if (u.dtype().is_pointer()) {
+            names_[u.id()] = "p" + slot;
+            param_decl_[size_t(u.int_arg())] =
+                type(u.dtype().pointee()) + "* __restrict__ p" + slot;
+          } else {
+            param_decl_[size_t(u.int_arg())] = "long long kt_param_" + slot;
+            define(u, "(" + type(u.dtype()) + ")kt_param_" + slot);
+          }
+          return;
+        }
+        if (u.dtype().is_pointer()) {
+          names_[u.id()] = "p" + slot;
+          line(type(u.dtype().pointee()) + "* p" + slot + " = (" + type(u.dtype().pointee()) +
+               "*)args[" + slot + "];");
+        } else {
+          define(u, "(" + type(u.dtype()) + ")(long long)args[" + slot + "]");
+        }
+        return;
+      }
+      case Op::DEFINE_VAR: {
+        const std::string& v = std::get<VarArg>(u.arg()).name;
+        define(u, cuda() ? "(" + type(u.dtype()) + ")kt_var_" + v
+                         : "(" + type(u.dtype()) + ")(long long)args[" +
+                               std::to_string(var_slot_.at(v)) + "]");
+        return;
+      }
+      case Op::SPECIAL: {
+        SpecialArg s = std::get<SpecialArg>(u.arg());
+        define(u, std::string("(int)") +
+                      (s.kind == SpecialKind::BlockIdx ? "blockIdx." : "threadIdx.") +
+                      "xyz"[s.dim]);
+        return;
+      }
+      case Op::DEFINE_REG: {
+        std::string n = "reg" + std::to_string(u.int_arg());
+        names_[u.id()] = n;
+        line(type(u.dtype().pointee()) + " " + n + "[" + std::to_string(u.dtype().size()) + "];");
+        return;
+      }
+      case Op::DEFINE_LOCAL: {
+        std::string n = "smem" + std::to_string(u.int_arg());
+        names_[u.id()] = n;
+        int64_t bytes = u.dtype().size() * u.dtype().pointee().itemsize();
+        static_shared_ += bytes;
+        line("__shared__ __align__(16) " + type(u.dtype().pointee()) + " " + n + "[" +
+             std::to_string(u.dtype().size()) + "];");
+        if (static_shared_ > 48 * 1024)
+          refuse(dialect_, p_,
+                 "needs " + std::to_string(static_shared_) +
+                     " bytes of shared memory; more than 48 KiB is not supported yet");
+        return;
+      }
+      case Op::BARRIER:
+        line("__syncthreads();");
+        return;
+      case Op::SHUFFLE: {
+        const std::string& m = u.name_arg();
+        std::string fn = m == "idx"   ? "__shfl_sync"
+                         : m == "xor" ? "__shfl_xor_sync"
+                         : m == "up"  ? "__shfl_up_sync"
+                                      : "__shfl_down_sync";
+        define(u, fn + "(0xffffffffu, " + name(u.src(0)) + ", " + name(u.src(1)) + ")");
+        return;
+      }
+      case Op::MMA:
+        emit_mma(u);
+        return;
+      case Op::RANGE: {
+        std::string n = "r" + std::to_string(u.axis().id);
+        names_[u.id()] = n;
+        std::string t = type(u.dtype());
+        if (auto it = grid_axis_.find(u.id()); it != grid_axis_.end()) {
+          char axis = "xyz"[it->second];
+          std::string idx = it->second == 0 ? std::string("blockIdx.x * blockDim.x + threadIdx.x")
+                                            : std::string("blockIdx.") + axis;
+          line(t + " " + n + " = (" + t + ")(" + idx + ");");
+          line("if (" + n + " < " + name(u.src(0)) + ") {");
+        } else if (parallel_.count(u.id())) {
+          line("for (" + t + " " + n + " = (" + t + ")lo; " + n + " < hi; ++" + n + ") {");
+        } else {
+          line("for (" + t + " " + n + " = 0; " + n + " < " + name(u.src(0)) + "; ++" + n + ") {");
+        }
+        ++depth_;
+        return;
+      }
+      case Op::END:
+        for (size_t k = 1; k < u.src().size(); ++k) {
+          --depth_;
+          line("}");
+        }
+        return;
+      case Op::AFTER:
+      case Op::INDEX:
+      case Op::GROUP:
+      case Op::SINK:
+        return;
+      case Op::LOAD: {
+        const UOp& idx = u.src(0);
+        if (u.dtype().is_vector()) {
+          std::string n = fresh();
+          names_[u.id()] = n;
+          if (cuda()) {
+            line(array_type(u.dtype()) + " " + n + "[" + std::to_string(u.dtype().count()) + "];");
+            line("for (int k = 0; k < " + std::to_string(u.dtype().count()) + "; ++k) " + n +
+                 "[k] = " + buffer(idx.src(0)) + "[" + name(idx.src(1)) + " + k];");
+          } else {
+            line(type(u.dtype()) + " " + n + ";");
+            line("__builtin_memcpy(&" + n + ", &" + element(idx) + ", sizeof " + n + ");");
+          }
+          return;
+        }
+        std::string read = element(idx);
+        if (idx.src().size() == 3)
+          read = "(" + name(idx.src(2)) + " ? " + read + " : " + name(u.src(1)) + ")";
+        define(u, read);
+        return;
+      }
+      case Op::STORE: {
+        const UOp& idx = u.src(0);
+        std::string write;
+        if (u.src(1).dtype().is_vector())
+          write = cuda() ? "for (int k = 0; k < " + std::to_string(u.src(1).dtype().count()) +
+                               "; ++k) " + buffer(idx.src(0)) + "[" + name(idx.src(1)) +
+                               " + k] = " + name(u.src(1)) + "[k];"
+                         : "__builtin_memcpy(&" + element(idx) + ", &" + name(u.src(1)) +
+                               ", sizeof " + name(u.src(1)) + ");";
+        else
+          write = element(idx) + " = " + name(u.src(1)) + ";";
+        line(idx.src().size() == 3 ? "if (" + name(idx.src(2)) + ") { " + write + " }" : write);
+        return;
+      }
+      case Op::CAST:
+        define(u, cast(u));
+        return;
+      case Op::BITCAST: {
+        std::string n = fresh(), un = fresh();
+        names_[u.id()] = n;
+        line("union { " + type(u.src(0).dtype()) + " a; " + type(u.dtype()) + " b; } " + un + ";");
+        line(un + ".a = " + name(u.src(0)) + ";");
+        line(type(u.dtype()) + " " + n + " = " + un + ".b;");
+        return;
+      }
+      case Op::VECTORIZE: {
+        std::string e;
+        for (const UOp& s : u.src()) e += (e.empty() ? "" : ", ") + name(s);
+        if (cuda()) {
+          std::string n = fresh();
+          names_[u.id()] = n;
+          line(array_type(u.dtype()) + " " + n + "[" + std::to_string(u.dtype().count()) + "] = {" +
+               e + "};");
+        } else {
+          define(u, "(" + type(u.dtype()) + "){" + e + "}");
+        }
+        return;
+      }
+      case Op::EXTRACT: {
+        const auto& lanes = std::get<std::vector<int64_t>>(u.arg());
+        if (lanes.size() != 1)
+          refuse(dialect_, p_,
+                 "extracts several lanes at once, which the renderer does not support yet");
+        define(u, name(u.src(0)) + "[" + std::to_string(lanes[0]) + "]");
+        return;
+      }
+      default:
+        define(u, alu(u));
+        return;
+    }
+  }
+
+  const LinearProgram& p_;
+  Dialect dialect_;
+  int num_params_ = 0;
+  bool uses_narrow_ = false;
+  std::set<std::string> vars_;
+  std::map<std::string, int> var_slot_;
+  std::vector<std::string> param_decl_;
+  std::map<std::string, std::string> vector_types_;
+  std::unordered_map<const void*, std::string> names_;
+  std::set<const void*> parallel_;
+  std::unordered_map<const void*, int> grid_axis_;
+  int64_t parallel_extent_ = 1;
+  LaunchDims grid_, block_;
+  size_t dynamic_shared_ = 0;
+  int64_t static_shared_ = 0;
+  std::string body_;
+  int depth_ = 0;
+  int counter_ = 0;
+};
+
+}  // namespace
+
+RenderedKernel render_c(const LinearProgram& p) { return CRenderer(p, Dialect::C).run(); }
+RenderedKernel render_cuda(const LinearProgram& p) { return CRenderer(p, Dialect::Cuda).run(); }
+
+}  // namespace kitten

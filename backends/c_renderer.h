@@ -1,0 +1,31 @@
+// Renders a linear program as C for the cpu backend or as CUDA C for the cuda backend;
+// the two dialects share everything but the launch model.
+//
+// C:    void <name>(void* const* args, long long lo, long long hi)
+//       args holds the buffers and integers in parameter-slot order, then the variables
+//       by name. When the only top-level loop is a global range, the function runs its
+//       iterations [lo, hi), so a thread pool can split it; otherwise it runs everything.
+// CUDA: extern "C" __global__ void <name>(T* p0, ..., long long <vars>...)
+//       SPECIALs are blockIdx/threadIdx; a kernel without SPECIALs maps its outermost
+//       chain of global ranges (up to three) onto the grid, innermost on x, each guarded
+//       against the range's end; shared memory is static up to 48 KiB, else dynamic.
+//
+// float16 and bfloat16 values are held as their 16-bit patterns and every operation on
+// them rounds exactly once (the source carries its own exact conversions), so results
+// match per-op rounded hardware arithmetic. The sources need no headers.
+#pragma once
+
+#include "backends/hcq.h"
+
+namespace kitten {
+
+// Throws BackendError for kernels the cpu cannot run (threads of a block cooperating:
+// local ranges, shared memory, barriers, shuffles, MMA, async copies) or types it does not
+// render yet (float8, vectors of narrow floats).
+RenderedKernel render_c(const LinearProgram& p);
+
+// Throws BackendError for what the CUDA renderer does not support yet (float8, async
+// copies, vectors of narrow floats outside MMA).
+RenderedKernel render_cuda(const LinearProgram& p);
+
+}  // namespace kitten

@@ -1,0 +1,392 @@
+#include "backends/cuda/cuda_device.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "backends/c_renderer.h"
+#include "backends/cuda/cuda_api.h"
+
+namespace kitten {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+void check(cu::Result r, const std::string& what) {
+  if (r != 0) throw BackendError("cuda: " + what + ": " + cu::error_text(r));
+}
+
+std::string dims_text(LaunchDims g, LaunchDims l) {
+  auto d = [](LaunchDims x) { return std::to_string(x.x) + "x" + std::to_string(x.y) + "x" + std::to_string(x.z); };
+  return "grid " + d(g) + ", block " + d(l);
+}
+
+// ---- NVRTC -------------------------------------------------------------------------------
+
+class NvrtcCompiler : public Compiler {
+ public:
+  NvrtcCompiler(std::string arch, CompileCache cache) : Compiler(std::move(cache)), arch_(std::move(arch)) {
+    const cu::Nvrtc& n = cu::nvrtc();
+    if (!n.loaded) throw BackendError("cuda: " + n.why);
+    int major = 0, minor = 0;
+    n.Version(&major, &minor);
+    version_ = "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + " (" + n.library + ")";
+  }
+  std::string target() const override { return arch_; }
+  std::string version() const override { return version_; }
+
+ protected:
+  std::string compile_uncached(const std::string& source) override {
+    const cu::Nvrtc& n = cu::nvrtc();
+    cu::Nvrtc::Program prog;
+    if (int r = n.CreateProgram(&prog, source.c_str(), "kernel.cu", 0, nullptr, nullptr); r != 0)
+      throw BackendError(std::string("cuda: nvrtcCreateProgram: ") + n.GetErrorString(r));
+    std::string arch = "--gpu-architecture=" + arch_;
+    const char* opts[] = {arch.c_str(), "--std=c++17", "-lineinfo"};
+    int r = n.CompileProgram(prog, 3, opts);
+    size_t log_size = 0;
+    n.GetProgramLogSize(prog, &log_size);
+    std::string log(log_size, '\0');
+    if (log_size) n.GetProgramLog(prog, log.data());
+    log.resize(std::strlen(log.c_str()));  // the size counts the terminating NUL
+    std::string cubin;
+    if (r == 0) {
+      size_t size = 0;
+      n.GetCUBINSize(prog, &size);
+      cubin.resize(size);
+      n.GetCUBIN(prog, cubin.data());
+    }
+    n.DestroyProgram(&prog);
+    if (r != 0) throw BackendError(compile_error_message("cuda: NVRTC (" + arch_ + ")", log, source));
+    return cubin;
+  }
+
+ private:
+  std::string arch_, version_;
+};
+
+// ---- the context and its memory ------------------------------------------------------------
+
+struct Context {
+  const cu::Driver& d = cu::driver();
+  cu::Device dev = 0;
+  cu::Context ctx = nullptr;
+  cu::Stream stream = nullptr;  // for copies and synchronous launches
+  void current() const { check(d.CtxSetCurrent(ctx), "cuCtxSetCurrent"); }
+  void sync(const std::string& what) const { check(d.StreamSynchronize(stream), what); }
+};
+
+class CudaAllocator : public Allocator {
+ public:
+  explicit CudaAllocator(std::shared_ptr<Context> c) : c_(std::move(c)) {}
+  Buffer alloc(size_t bytes) override {
+    c_->current();
+    cu::DevicePtr p = 0;
+    check(c_->d.MemAlloc(&p, std::max<size_t>(bytes, 1)), "cuMemAlloc of " + std::to_string(bytes) + " bytes");
+    return {reinterpret_cast<void*>(p), bytes};
+  }
+  void free(Buffer b) override {
+    c_->current();
+    c_->d.MemFree(reinterpret_cast<cu::DevicePtr>(b.ptr));
+  }
+  void copy_in(Buffer dst, const void* src, size_t bytes) override {
+    if (bytes > dst.bytes) throw BackendError("cuda: copy of " + std::to_string(bytes) + " bytes into a buffer of " + std::to_string(dst.bytes));
+    c_->current();
+    check(c_->d.MemcpyHtoDAsync(reinterpret_cast<cu::DevicePtr>(dst.ptr), src, bytes, c_->stream), "copy to the device");
+    c_->sync("copy to the device");
+  }
+  void copy_out(void* dst, Buffer src, size_t bytes) override {
+    if (bytes > src.bytes) throw BackendError("cuda: copy of " + std::to_string(bytes) + " bytes out of a buffer of " + std::to_string(src.bytes));
+    c_->current();
+    check(c_->d.MemcpyDtoHAsync(dst, reinterpret_cast<cu::DevicePtr>(src.ptr), bytes, c_->stream), "copy from the device");
+    c_->sync("copy from the device");
+  }
+
+ private:
+  std::shared_ptr<Context> c_;
+};
+
+// Kernel parameters as the driver wants them: an array of pointers to the values.
+struct Params {
+  std::vector<unsigned long long> values;
+  std::vector<void*> pointers;
+  Params(const KernelInfo& info, std::span<const KernelArg> args) {
+    size_t want = size_t(info.num_params) + info.vars.size();
+    if (args.size() != want)
+      throw BackendError("cuda: kernel '" + info.name + "' takes " + std::to_string(want) + " arguments, got " +
+                         std::to_string(args.size()));
+    values.resize(args.size());
+    for (size_t i = 0; i < args.size(); ++i) {
+      bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
+      if (is_buffer != std::holds_alternative<Buffer>(args[i]))
+        throw BackendError("cuda: kernel '" + info.name + "' argument " + std::to_string(i) + " is " +
+                           (is_buffer ? "a buffer" : "an integer") + ", got the other");
+      values[i] = is_buffer ? reinterpret_cast<unsigned long long>(std::get<Buffer>(args[i]).ptr)
+                            : static_cast<unsigned long long>(std::get<int64_t>(args[i]));
+    }
+    for (auto& v : values) pointers.push_back(&v);
+  }
+};
+
+class CudaProgram : public Program {
+ public:
+  CudaProgram(std::shared_ptr<Context> c, const std::string& cubin, KernelInfo info) : c_(std::move(c)), info_(std::move(info)) {
+    c_->current();
+    check(c_->d.ModuleLoadData(&module_, cubin.data()), "loading kernel '" + info_.name + "'");
+    check(c_->d.ModuleGetFunction(&fn_, module_, info_.symbol.c_str()), "kernel '" + info_.name + "'");
+    if (info_.dynamic_shared > 48 * 1024)
+      check(c_->d.FuncSetAttribute(fn_, cu::kFuncAttrMaxDynamicShared, int(info_.dynamic_shared)),
+            "kernel '" + info_.name + "' shared memory");
+  }
+  ~CudaProgram() override {
+    c_->current();
+    c_->d.ModuleUnload(module_);
+  }
+  // Launches on `stream` without waiting.
+  void enqueue(cu::Stream stream, LaunchDims g, LaunchDims l, std::span<const KernelArg> args, size_t shared) {
+    Params p(info_, args);
+    c_->current();
+    check(c_->d.LaunchKernel(fn_, unsigned(g.x), unsigned(g.y), unsigned(g.z), unsigned(l.x), unsigned(l.y), unsigned(l.z),
+                             unsigned(shared), stream, p.pointers.data(), nullptr),
+          "launching kernel '" + info_.name + "' (" + dims_text(g, l) + ")");
+  }
+  void launch(LaunchDims g, LaunchDims l, std::span<const KernelArg> args, size_t shared) override {
+    enqueue(c_->stream, g, l, args, std::max(shared, info_.dynamic_shared));
+    cu::Result r = c_->d.StreamSynchronize(c_->stream);
+    if (r != 0)
+      throw BackendError("cuda: kernel '" + info_.name + "' (" + dims_text(g, l) + ") failed: " + cu::error_text(r) +
+                         (r == 700 || r == 719 ? " (the CUDA context is lost: later calls in this process fail)" : ""));
+  }
+  cu::Function function() const { return fn_; }
+  const KernelInfo& info() const { return info_; }
+
+ private:
+  std::shared_ptr<Context> c_;
+  KernelInfo info_;
+  cu::Module module_ = nullptr;
+  cu::Function fn_ = nullptr;
+};
+
+class CudaSignal : public Signal {
+ public:
+  CudaSignal(std::shared_ptr<Context> c, uint64_t v) : c_(std::move(c)) {
+    c_->current();
+    void* mem = nullptr;
+    check(c_->d.MemHostAlloc(&mem, 8, cu::kHostAllocDeviceMap), "allocating a signal");
+    host_ = static_cast<uint64_t*>(mem);
+    check(c_->d.MemHostGetDevicePointer(&dev_, mem, 0), "mapping a signal");
+    set(v);
+  }
+  ~CudaSignal() override { c_->d.MemFreeHost(host_); }
+  uint64_t value() const override { return __atomic_load_n(host_, __ATOMIC_ACQUIRE); }
+  void set(uint64_t v) override { __atomic_store_n(host_, v, __ATOMIC_RELEASE); }
+  void wait(uint64_t v) override {
+    auto deadline = std::chrono::steady_clock::now() + 120s;
+    while (value() < v) {
+      if (std::chrono::steady_clock::now() > deadline)
+        throw BackendError("cuda: a signal did not reach " + std::to_string(v) + " within 120 s");
+      std::this_thread::yield();
+    }
+  }
+  cu::DevicePtr device_address() const { return dev_; }
+
+ private:
+  std::shared_ptr<Context> c_;
+  uint64_t* host_ = nullptr;  // written by the device: read with atomics
+  cu::DevicePtr dev_ = 0;
+};
+
+class CudaQueue : public Queue {
+ public:
+  explicit CudaQueue(std::shared_ptr<Context> c) : c_(std::move(c)) {
+    c_->current();
+    check(c_->d.StreamCreate(&stream_, cu::kStreamNonBlocking), "creating a stream");
+  }
+  ~CudaQueue() override {
+    c_->current();
+    c_->d.StreamSynchronize(stream_);
+    c_->d.StreamDestroy(stream_);
+  }
+  // Commands go to the stream as they are recorded; submit() has nothing left to hand over.
+  void exec(Program& p, LaunchDims g, LaunchDims l, std::vector<KernelArg> args, size_t shared) override {
+    auto& cp = dynamic_cast<CudaProgram&>(p);
+    cp.enqueue(stream_, g, l, args, std::max(shared, cp.info().dynamic_shared));
+  }
+  void copy(Buffer dst, Buffer src, size_t bytes) override {
+    if (bytes > dst.bytes || bytes > src.bytes) throw BackendError("cuda queue: copy larger than its buffers");
+    c_->current();
+    check(c_->d.MemcpyDtoDAsync(reinterpret_cast<cu::DevicePtr>(dst.ptr), reinterpret_cast<cu::DevicePtr>(src.ptr), bytes, stream_),
+          "queue copy");
+  }
+  void signal(Signal& s, uint64_t v) override {
+    c_->current();
+    check(c_->d.StreamWriteValue64(stream_, dynamic_cast<CudaSignal&>(s).device_address(), v, 0), "queue signal");
+  }
+  void wait(Signal& s, uint64_t v) override {
+    c_->current();
+    check(c_->d.StreamWaitValue64(stream_, dynamic_cast<CudaSignal&>(s).device_address(), v, cu::kWaitValueGeq),
+          "queue wait");
+  }
+  void timestamp(Timestamp& t) override {
+    c_->current();
+    check(c_->d.LaunchHostFunc(stream_, [](void* p) {
+            static_cast<Timestamp*>(p)->ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                          std::chrono::steady_clock::now().time_since_epoch())
+                                                          .count());
+          }, &t),
+          "queue timestamp");
+  }
+  void submit() override {}
+  cu::Stream stream() const { return stream_; }
+
+ private:
+  std::shared_ptr<Context> c_;
+  cu::Stream stream_ = nullptr;
+};
+
+class CudaGraph : public Graph {
+ public:
+  explicit CudaGraph(std::shared_ptr<Context> c) : c_(std::move(c)) {}
+  ~CudaGraph() override {
+    c_->current();
+    if (exec_) c_->d.GraphExecDestroy(exec_);
+    if (graph_) c_->d.GraphDestroy(graph_);
+  }
+  void record(Program& p, LaunchDims g, LaunchDims l, std::vector<KernelArg> args) override {
+    if (exec_) throw BackendError("cuda graph: record after the first replay");
+    launches_.push_back({&dynamic_cast<CudaProgram&>(p), g, l, std::move(args)});
+  }
+  void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind) override {
+    c_->current();
+    auto& cq = dynamic_cast<CudaQueue&>(q);
+    if (!exec_) build();
+    for (size_t i = 0; i < launches_.size(); ++i) {
+      std::vector<KernelArg> args = launches_[i].args;
+      for (KernelArg& a : args)
+        if (auto* b = std::get_if<Buffer>(&a))
+          for (const auto& [from, to] : rebind)
+            if (*b == from) *b = to;
+      if (args != bound_[i]) {  // only changed nodes are updated
+        Params p(launches_[i].program->info(), args);
+        cu::KernelNodeParams np = node_params(launches_[i], p);
+        check(c_->d.GraphExecKernelNodeSetParams(exec_, nodes_[i], &np), "rebinding a graph node");
+        bound_[i] = std::move(args);
+      }
+    }
+    check(c_->d.GraphLaunch(exec_, cq.stream()), "launching a graph");
+  }
+
+ private:
+  struct Launch {
+    CudaProgram* program;
+    LaunchDims global, local;
+    std::vector<KernelArg> args;
+  };
+  static cu::KernelNodeParams node_params(const Launch& l, Params& p) {
+    return {l.program->function(), unsigned(l.global.x), unsigned(l.global.y), unsigned(l.global.z), unsigned(l.local.x),
+            unsigned(l.local.y), unsigned(l.local.z), unsigned(l.program->info().dynamic_shared), p.pointers.data(),
+            nullptr, nullptr, nullptr};
+  }
+  void build() {
+    check(c_->d.GraphCreate(&graph_, 0), "creating a graph");
+    cu::GraphNode prev = nullptr;
+    for (const Launch& l : launches_) {
+      Params p(l.program->info(), l.args);
+      cu::KernelNodeParams np = node_params(l, p);
+      cu::GraphNode node;
+      check(c_->d.GraphAddKernelNode(&node, graph_, prev ? &prev : nullptr, prev ? 1 : 0, &np), "adding a graph node");
+      nodes_.push_back(node);
+      bound_.push_back(l.args);
+      prev = node;
+    }
+    check(c_->d.GraphInstantiate(&exec_, graph_, 0), "instantiating a graph");
+  }
+  std::shared_ptr<Context> c_;
+  std::vector<Launch> launches_;
+  std::vector<cu::GraphNode> nodes_;
+  std::vector<std::vector<KernelArg>> bound_;
+  cu::GraphT graph_ = nullptr;
+  cu::GraphExec exec_ = nullptr;
+};
+
+class CudaDevice : public Device {
+ public:
+  CudaDevice(std::shared_ptr<Context> c, CompileCache cache) : c_(c), alloc_(c) {
+    const cu::Driver& d = c_->d;
+    char name[256] = {};
+    d.DeviceGetName(name, sizeof name, c_->dev);
+    auto attr = [&](int a) {
+      int v = 0;
+      d.DeviceGetAttribute(&v, a, c_->dev);
+      return v;
+    };
+    int major = attr(cu::kAttrCcMajor), minor = attr(cu::kAttrCcMinor);
+    props_.name = "cuda";
+    props_.arch = "sm_" + std::to_string(major) + std::to_string(minor) + (major >= 9 ? "a" : "");
+    props_.cores = attr(cu::kAttrMultiprocessors);
+    props_.shared_mem = attr(cu::kAttrSharedOptin);
+    props_.warp_size = attr(cu::kAttrWarpSize);
+    compiler_ = std::make_unique<NvrtcCompiler>(props_.arch, std::move(cache));
+    props_.compiler = std::string(name) + ", " + compiler_->version();
+  }
+  const DeviceProps& props() const override { return props_; }
+  Allocator& allocator() override { return alloc_; }
+  Compiler& compiler() override { return *compiler_; }
+  RenderedKernel render(const LinearProgram& p) override { return render_cuda(p); }
+  std::unique_ptr<Program> load(const std::string& binary, const KernelInfo& info) override {
+    return std::make_unique<CudaProgram>(c_, binary, info);
+  }
+  std::unique_ptr<Queue> new_queue() override { return std::make_unique<CudaQueue>(c_); }
+  std::unique_ptr<Signal> new_signal(uint64_t v) override { return std::make_unique<CudaSignal>(c_, v); }
+  std::unique_ptr<Graph> new_graph() override { return std::make_unique<CudaGraph>(c_); }
+
+ private:
+  std::shared_ptr<Context> c_;
+  DeviceProps props_;
+  CudaAllocator alloc_;
+  std::unique_ptr<NvrtcCompiler> compiler_;
+};
+
+// The process's one context (the device's primary context), or why there is none.
+std::shared_ptr<Context> open_context(std::string& why) {
+  static std::string reason;
+  static std::shared_ptr<Context> ctx = [&]() -> std::shared_ptr<Context> {
+    const cu::Driver& d = cu::driver();
+    if (!d.loaded) return reason = d.why, nullptr;
+    if (cu::Result r = d.Init(0); r != 0) return reason = "cuInit failed: " + cu::error_text(r), nullptr;
+    int n = 0;
+    if (d.DeviceGetCount(&n) != 0 || n == 0) return reason = "the CUDA driver sees no GPU", nullptr;
+    if (!cu::nvrtc().loaded) return reason = cu::nvrtc().why, nullptr;
+    auto c = std::make_shared<Context>();
+    if (cu::Result r = d.DeviceGet(&c->dev, 0); r != 0) return reason = cu::error_text(r), nullptr;
+    if (cu::Result r = d.DevicePrimaryCtxRetain(&c->ctx, c->dev); r != 0) return reason = cu::error_text(r), nullptr;
+    d.CtxSetCurrent(c->ctx);
+    if (cu::Result r = d.StreamCreate(&c->stream, cu::kStreamNonBlocking); r != 0) return reason = cu::error_text(r), nullptr;
+    return c;
+  }();
+  why = reason;
+  return ctx;
+}
+
+}  // namespace
+
+std::string cuda_unavailable_reason() {
+  std::string why;
+  return open_context(why) ? "" : why;
+}
+
+std::unique_ptr<Device> make_cuda_device(CompileCache cache) {
+  std::string why;
+  auto c = open_context(why);
+  if (!c) throw BackendError("unavailable here: " + why);
+  return std::make_unique<CudaDevice>(c, std::move(cache));
+}
+
+std::unique_ptr<Device> make_cuda_device() { return make_cuda_device(CompileCache::from_environment()); }
+
+std::unique_ptr<Compiler> make_nvrtc_compiler(const std::string& arch, CompileCache cache) {
+  return std::make_unique<NvrtcCompiler>(arch, std::move(cache));
+}
+
+}  // namespace kitten

@@ -1,0 +1,103 @@
+// The cuda backend where it can be checked without a GPU (the CUDA source of every
+// built-in kernel compiles with NVRTC for sm_90a; a machine without a GPU says why), and
+// what needs one (an out-of-bounds kernel is reported cleanly).
+#include <gtest/gtest.h>
+
+#include "backends/c_renderer.h"
+#include "backends/cuda/cuda_api.h"
+#include "backends/cuda/cuda_device.h"
+#include "dsl/builtin_kernels.h"
+
+namespace kitten {
+namespace {
+
+std::vector<std::pair<std::string, UOp>> kernels() {
+  std::vector<std::pair<std::string, UOp>> ks;
+  for (const std::string& n : builtin_kernel_names()) ks.emplace_back(n, builtin_kernel(n));
+  ks.emplace_back("add_f16", elementwise_add_kernel(7, 1000, dtypes::float16, true));
+  ks.emplace_back("add_bf16", elementwise_add_kernel(3, 1023, dtypes::bfloat16, false));
+  ks.emplace_back("max_f16", reduce_kernel(5, 1023, 0, Op::MAX, dtypes::float16));
+  ks.emplace_back("inplace", inplace_update_kernel(1000));
+  ks.emplace_back("stencil", stencil_kernel(1023));
+  ks.emplace_back("matmul_bf16", matmul_kernel(33, 17, 65, dtypes::bfloat16));
+  ks.emplace_back("mma_matmul", mma_matmul_kernel(48, 24, 64));
+  return ks;
+}
+
+TEST(CudaSource, EveryBuiltinKernelCompilesWithNvrtcForSm90a) {
+  if (!cu::nvrtc().loaded) GTEST_SKIP() << cu::nvrtc().why;
+  auto nvrtc = make_nvrtc_compiler("sm_90a", CompileCache(""));
+  for (const auto& [name, k] : kernels()) {
+    RenderedKernel r = render_cuda(linearize(k));
+    std::string cubin;
+    try {
+      cubin = nvrtc->compile(r.source);
+    } catch (const BackendError& e) {
+      ADD_FAILURE() << name << ": " << e.what() << "\n" << r.source;
+      continue;
+    }
+    EXPECT_GT(cubin.size(), 0u) << name;
+  }
+}
+
+TEST(CudaSource, GlobalRangesBecomeTheGrid) {
+  RenderedKernel r = render_cuda(linearize(elementwise_add_kernel(7, 1000, dtypes::float32, true)));
+  EXPECT_EQ(r.info.local.x, 256);
+  EXPECT_EQ(r.info.global.x, 4);  // 1000 columns in blocks of 256
+  EXPECT_EQ(r.info.global.y, 7);  // one block row per row
+  EXPECT_NE(r.source.find("blockIdx.x * blockDim.x + threadIdx.x"), std::string::npos) << r.source;
+  EXPECT_NE(r.source.find("if (r1 < 1000) {"), std::string::npos) << r.source;
+  RenderedKernel t = render_cuda(linearize(tiled_matmul_kernel(64, 64, 64, 16)));
+  EXPECT_EQ(t.info.global.x, 4);
+  EXPECT_EQ(t.info.local.y, 16);
+  EXPECT_NE(t.source.find("__syncthreads();"), std::string::npos);
+  EXPECT_NE(t.source.find("__shared__ __align__(16) float smem0[256];"), std::string::npos);
+}
+
+TEST(CudaSource, ACompileErrorShowsNvrtcsLogAndTheSource) {
+  if (!cu::nvrtc().loaded) GTEST_SKIP() << cu::nvrtc().why;
+  auto nvrtc = make_nvrtc_compiler("sm_90a", CompileCache(""));
+  try {
+    nvrtc->compile("extern \"C\" __global__ void k() {\n  int x = ;\n}\n");
+    FAIL() << "compiled";
+  } catch (const BackendError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("cuda: NVRTC (sm_90a) could not compile"), std::string::npos) << m;
+    EXPECT_NE(m.find("> 2 |   int x = ;"), std::string::npos) << m;
+  }
+}
+
+TEST(CudaDevice, WithoutAGpuSaysWhy) {
+  std::string why = cuda_unavailable_reason();
+  if (why.empty()) GTEST_SKIP() << "this machine has a GPU";
+  try {
+    make_cuda_device();
+    FAIL() << "opened";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaDevice, AnOutOfBoundsKernelIsReportedCleanly) {
+  std::string why = cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << "no GPU: " << why;
+  auto dev = make_cuda_device(CompileCache(""));
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp out = param(0, f.ptr()), in = param(1, f.ptr());
+  UOp far = t * (1 << 28) + (1 << 30);  // gigabytes past the end of a small buffer
+  CompiledKernel k = compile_kernel(*dev, sink({store(index(out, t), load(index(in, far)))}, "reads_far"));
+  Buffer a = dev->allocator().alloc(128), b = dev->allocator().alloc(128);
+  std::vector<KernelArg> args = {a, b};
+  try {
+    k.run(args);
+    FAIL() << "an illegal address went unreported";
+  } catch (const BackendError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("cuda: kernel 'reads_far' (grid 1x1x1, block 32x1x1) failed:"), std::string::npos) << m;
+    EXPECT_NE(m.find("the CUDA context is lost"), std::string::npos) << m;
+  }
+}
+
+}  // namespace
+}  // namespace kitten
