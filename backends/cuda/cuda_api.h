@@ -27,8 +27,8 @@ struct KernelNodeParams {  // CUDA_KERNEL_NODE_PARAMS_v2
   unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes;
   void** params;
   void** extra;
-  void* kernel;   // CUkernel, unused: func is set
-  Context ctx;    // unused: func is set
+  void* kernel;  // CUkernel, unused: func is set
+  Context ctx;   // unused: func is set
 };
 
 constexpr int kAttrWarpSize = 10, kAttrMultiprocessors = 16, kAttrCcMajor = 75, kAttrCcMinor = 76,
@@ -69,10 +69,11 @@ struct Driver {
   Result (*ModuleUnload)(Module);
   Result (*ModuleGetFunction)(Function*, Module, const char*);
   Result (*FuncSetAttribute)(Function, int, int);
-  Result (*LaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, Stream,
-                         void**, void**);
+  Result (*LaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                         unsigned, Stream, void**, void**);
   Result (*GraphCreate)(GraphT*, unsigned);
-  Result (*GraphAddKernelNode)(GraphNode*, GraphT, const GraphNode*, size_t, const KernelNodeParams*);
+  Result (*GraphAddKernelNode)(GraphNode*, GraphT, const GraphNode*, size_t,
+                               const KernelNodeParams*);
   Result (*GraphInstantiate)(GraphExec*, GraphT, unsigned long long);
   Result (*GraphExecKernelNodeSetParams)(GraphExec, GraphNode, const KernelNodeParams*);
   Result (*GraphLaunch)(GraphExec, Stream);
@@ -88,7 +89,8 @@ struct Nvrtc {
   std::string library;  // which libnvrtc was opened
   using Program = struct _nvrtcProgram*;
   int (*Version)(int*, int*);
-  int (*CreateProgram)(Program*, const char*, const char*, int, const char* const*, const char* const*);
+  int (*CreateProgram)(Program*, const char*, const char*, int, const char* const*,
+                       const char* const*);
   int (*CompileProgram)(Program, int, const char* const*);
   int (*GetProgramLogSize)(Program, size_t*);
   int (*GetProgramLog)(Program, char*);

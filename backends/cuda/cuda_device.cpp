@@ -18,7 +18,9 @@ void check(cu::Result r, const std::string& what) {
 }
 
 std::string dims_text(LaunchDims g, LaunchDims l) {
-  auto d = [](LaunchDims x) { return std::to_string(x.x) + "x" + std::to_string(x.y) + "x" + std::to_string(x.z); };
+  auto d = [](LaunchDims x) {
+    return std::to_string(x.x) + "x" + std::to_string(x.y) + "x" + std::to_string(x.z);
+  };
   return "grid " + d(g) + ", block " + d(l);
 }
 
@@ -26,12 +28,14 @@ std::string dims_text(LaunchDims g, LaunchDims l) {
 
 class NvrtcCompiler : public Compiler {
  public:
-  NvrtcCompiler(std::string arch, CompileCache cache) : Compiler(std::move(cache)), arch_(std::move(arch)) {
+  NvrtcCompiler(std::string arch, CompileCache cache)
+      : Compiler(std::move(cache)), arch_(std::move(arch)) {
     const cu::Nvrtc& n = cu::nvrtc();
     if (!n.loaded) throw BackendError("cuda: " + n.why);
     int major = 0, minor = 0;
     n.Version(&major, &minor);
-    version_ = "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + " (" + n.library + ")";
+    version_ =
+        "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + " (" + n.library + ")";
   }
   std::string target() const override { return arch_; }
   std::string version() const override { return version_; }
@@ -58,7 +62,8 @@ class NvrtcCompiler : public Compiler {
       n.GetCUBIN(prog, cubin.data());
     }
     n.DestroyProgram(&prog);
-    if (r != 0) throw BackendError(compile_error_message("cuda: NVRTC (" + arch_ + ")", log, source));
+    if (r != 0)
+      throw BackendError(compile_error_message("cuda: NVRTC (" + arch_ + ")", log, source));
     return cubin;
   }
 
@@ -83,7 +88,8 @@ class CudaAllocator : public Allocator {
   Buffer alloc(size_t bytes) override {
     c_->current();
     cu::DevicePtr p = 0;
-    check(c_->d.MemAlloc(&p, std::max<size_t>(bytes, 1)), "cuMemAlloc of " + std::to_string(bytes) + " bytes");
+    check(c_->d.MemAlloc(&p, std::max<size_t>(bytes, 1)),
+          "cuMemAlloc of " + std::to_string(bytes) + " bytes");
     return {reinterpret_cast<void*>(p), bytes};
   }
   void free(Buffer b) override {
@@ -91,15 +97,21 @@ class CudaAllocator : public Allocator {
     c_->d.MemFree(reinterpret_cast<cu::DevicePtr>(b.ptr));
   }
   void copy_in(Buffer dst, const void* src, size_t bytes) override {
-    if (bytes > dst.bytes) throw BackendError("cuda: copy of " + std::to_string(bytes) + " bytes into a buffer of " + std::to_string(dst.bytes));
+    if (bytes > dst.bytes)
+      throw BackendError("cuda: copy of " + std::to_string(bytes) + " bytes into a buffer of " +
+                         std::to_string(dst.bytes));
     c_->current();
-    check(c_->d.MemcpyHtoDAsync(reinterpret_cast<cu::DevicePtr>(dst.ptr), src, bytes, c_->stream), "copy to the device");
+    check(c_->d.MemcpyHtoDAsync(reinterpret_cast<cu::DevicePtr>(dst.ptr), src, bytes, c_->stream),
+          "copy to the device");
     c_->sync("copy to the device");
   }
   void copy_out(void* dst, Buffer src, size_t bytes) override {
-    if (bytes > src.bytes) throw BackendError("cuda: copy of " + std::to_string(bytes) + " bytes out of a buffer of " + std::to_string(src.bytes));
+    if (bytes > src.bytes)
+      throw BackendError("cuda: copy of " + std::to_string(bytes) + " bytes out of a buffer of " +
+                         std::to_string(src.bytes));
     c_->current();
-    check(c_->d.MemcpyDtoHAsync(dst, reinterpret_cast<cu::DevicePtr>(src.ptr), bytes, c_->stream), "copy from the device");
+    check(c_->d.MemcpyDtoHAsync(dst, reinterpret_cast<cu::DevicePtr>(src.ptr), bytes, c_->stream),
+          "copy from the device");
     c_->sync("copy from the device");
   }
 
@@ -114,14 +126,14 @@ struct Params {
   Params(const KernelInfo& info, std::span<const KernelArg> args) {
     size_t want = size_t(info.num_params) + info.vars.size();
     if (args.size() != want)
-      throw BackendError("cuda: kernel '" + info.name + "' takes " + std::to_string(want) + " arguments, got " +
-                         std::to_string(args.size()));
+      throw BackendError("cuda: kernel '" + info.name + "' takes " + std::to_string(want) +
+                         " arguments, got " + std::to_string(args.size()));
     values.resize(args.size());
     for (size_t i = 0; i < args.size(); ++i) {
       bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
       if (is_buffer != std::holds_alternative<Buffer>(args[i]))
-        throw BackendError("cuda: kernel '" + info.name + "' argument " + std::to_string(i) + " is " +
-                           (is_buffer ? "a buffer" : "an integer") + ", got the other");
+        throw BackendError("cuda: kernel '" + info.name + "' argument " + std::to_string(i) +
+                           " is " + (is_buffer ? "a buffer" : "an integer") + ", got the other");
       values[i] = is_buffer ? reinterpret_cast<unsigned long long>(std::get<Buffer>(args[i]).ptr)
                             : static_cast<unsigned long long>(std::get<int64_t>(args[i]));
     }
@@ -131,10 +143,12 @@ struct Params {
 
 class CudaProgram : public Program {
  public:
-  CudaProgram(std::shared_ptr<Context> c, const std::string& cubin, KernelInfo info) : c_(std::move(c)), info_(std::move(info)) {
+  CudaProgram(std::shared_ptr<Context> c, const std::string& cubin, KernelInfo info)
+      : c_(std::move(c)), info_(std::move(info)) {
     c_->current();
     check(c_->d.ModuleLoadData(&module_, cubin.data()), "loading kernel '" + info_.name + "'");
-    check(c_->d.ModuleGetFunction(&fn_, module_, info_.symbol.c_str()), "kernel '" + info_.name + "'");
+    check(c_->d.ModuleGetFunction(&fn_, module_, info_.symbol.c_str()),
+          "kernel '" + info_.name + "'");
     if (info_.dynamic_shared > 48 * 1024)
       check(c_->d.FuncSetAttribute(fn_, cu::kFuncAttrMaxDynamicShared, int(info_.dynamic_shared)),
             "kernel '" + info_.name + "' shared memory");
@@ -144,19 +158,24 @@ class CudaProgram : public Program {
     c_->d.ModuleUnload(module_);
   }
   // Launches on `stream` without waiting.
-  void enqueue(cu::Stream stream, LaunchDims g, LaunchDims l, std::span<const KernelArg> args, size_t shared) {
+  void enqueue(cu::Stream stream, LaunchDims g, LaunchDims l, std::span<const KernelArg> args,
+               size_t shared) {
     Params p(info_, args);
     c_->current();
-    check(c_->d.LaunchKernel(fn_, unsigned(g.x), unsigned(g.y), unsigned(g.z), unsigned(l.x), unsigned(l.y), unsigned(l.z),
-                             unsigned(shared), stream, p.pointers.data(), nullptr),
+    check(c_->d.LaunchKernel(fn_, unsigned(g.x), unsigned(g.y), unsigned(g.z), unsigned(l.x),
+                             unsigned(l.y), unsigned(l.z), unsigned(shared), stream,
+                             p.pointers.data(), nullptr),
           "launching kernel '" + info_.name + "' (" + dims_text(g, l) + ")");
   }
   void launch(LaunchDims g, LaunchDims l, std::span<const KernelArg> args, size_t shared) override {
     enqueue(c_->stream, g, l, args, std::max(shared, info_.dynamic_shared));
     cu::Result r = c_->d.StreamSynchronize(c_->stream);
     if (r != 0)
-      throw BackendError("cuda: kernel '" + info_.name + "' (" + dims_text(g, l) + ") failed: " + cu::error_text(r) +
-                         (r == 700 || r == 719 ? " (the CUDA context is lost: later calls in this process fail)" : ""));
+      throw BackendError("cuda: kernel '" + info_.name + "' (" + dims_text(g, l) +
+                         ") failed: " + cu::error_text(r) +
+                         (r == 700 || r == 719
+                              ? " (the CUDA context is lost: later calls in this process fail)"
+                              : ""));
   }
   cu::Function function() const { return fn_; }
   const KernelInfo& info() const { return info_; }
@@ -209,32 +228,41 @@ class CudaQueue : public Queue {
     c_->d.StreamDestroy(stream_);
   }
   // Commands go to the stream as they are recorded; submit() has nothing left to hand over.
-  void exec(Program& p, LaunchDims g, LaunchDims l, std::vector<KernelArg> args, size_t shared) override {
+  void exec(Program& p, LaunchDims g, LaunchDims l, std::vector<KernelArg> args,
+            size_t shared) override {
     auto& cp = dynamic_cast<CudaProgram&>(p);
     cp.enqueue(stream_, g, l, args, std::max(shared, cp.info().dynamic_shared));
   }
   void copy(Buffer dst, Buffer src, size_t bytes) override {
-    if (bytes > dst.bytes || bytes > src.bytes) throw BackendError("cuda queue: copy larger than its buffers");
+    if (bytes > dst.bytes || bytes > src.bytes)
+      throw BackendError("cuda queue: copy larger than its buffers");
     c_->current();
-    check(c_->d.MemcpyDtoDAsync(reinterpret_cast<cu::DevicePtr>(dst.ptr), reinterpret_cast<cu::DevicePtr>(src.ptr), bytes, stream_),
+    check(c_->d.MemcpyDtoDAsync(reinterpret_cast<cu::DevicePtr>(dst.ptr),
+                                reinterpret_cast<cu::DevicePtr>(src.ptr), bytes, stream_),
           "queue copy");
   }
   void signal(Signal& s, uint64_t v) override {
     c_->current();
-    check(c_->d.StreamWriteValue64(stream_, dynamic_cast<CudaSignal&>(s).device_address(), v, 0), "queue signal");
+    check(c_->d.StreamWriteValue64(stream_, dynamic_cast<CudaSignal&>(s).device_address(), v, 0),
+          "queue signal");
   }
   void wait(Signal& s, uint64_t v) override {
     c_->current();
-    check(c_->d.StreamWaitValue64(stream_, dynamic_cast<CudaSignal&>(s).device_address(), v, cu::kWaitValueGeq),
+    check(c_->d.StreamWaitValue64(stream_, dynamic_cast<CudaSignal&>(s).device_address(), v,
+                                  cu::kWaitValueGeq),
           "queue wait");
   }
   void timestamp(Timestamp& t) override {
     c_->current();
-    check(c_->d.LaunchHostFunc(stream_, [](void* p) {
-            static_cast<Timestamp*>(p)->ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                          std::chrono::steady_clock::now().time_since_epoch())
-                                                          .count());
-          }, &t),
+    check(c_->d.LaunchHostFunc(
+              stream_,
+              [](void* p) {
+                static_cast<Timestamp*>(p)->ns =
+                    uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count());
+              },
+              &t),
           "queue timestamp");
   }
   void submit() override {}
@@ -284,9 +312,18 @@ class CudaGraph : public Graph {
     std::vector<KernelArg> args;
   };
   static cu::KernelNodeParams node_params(const Launch& l, Params& p) {
-    return {l.program->function(), unsigned(l.global.x), unsigned(l.global.y), unsigned(l.global.z), unsigned(l.local.x),
-            unsigned(l.local.y), unsigned(l.local.z), unsigned(l.program->info().dynamic_shared), p.pointers.data(),
-            nullptr, nullptr, nullptr};
+    return {l.program->function(),
+            unsigned(l.global.x),
+            unsigned(l.global.y),
+            unsigned(l.global.z),
+            unsigned(l.local.x),
+            unsigned(l.local.y),
+            unsigned(l.local.z),
+            unsigned(l.program->info().dynamic_shared),
+            p.pointers.data(),
+            nullptr,
+            nullptr,
+            nullptr};
   }
   void build() {
     check(c_->d.GraphCreate(&graph_, 0), "creating a graph");
@@ -295,7 +332,8 @@ class CudaGraph : public Graph {
       Params p(l.program->info(), l.args);
       cu::KernelNodeParams np = node_params(l, p);
       cu::GraphNode node;
-      check(c_->d.GraphAddKernelNode(&node, graph_, prev ? &prev : nullptr, prev ? 1 : 0, &np), "adding a graph node");
+      check(c_->d.GraphAddKernelNode(&node, graph_, prev ? &prev : nullptr, prev ? 1 : 0, &np),
+            "adding a graph node");
       nodes_.push_back(node);
       bound_.push_back(l.args);
       prev = node;
@@ -338,7 +376,9 @@ class CudaDevice : public Device {
     return std::make_unique<CudaProgram>(c_, binary, info);
   }
   std::unique_ptr<Queue> new_queue() override { return std::make_unique<CudaQueue>(c_); }
-  std::unique_ptr<Signal> new_signal(uint64_t v) override { return std::make_unique<CudaSignal>(c_, v); }
+  std::unique_ptr<Signal> new_signal(uint64_t v) override {
+    return std::make_unique<CudaSignal>(c_, v);
+  }
   std::unique_ptr<Graph> new_graph() override { return std::make_unique<CudaGraph>(c_); }
 
  private:
@@ -354,15 +394,18 @@ std::shared_ptr<Context> open_context(std::string& why) {
   static std::shared_ptr<Context> ctx = [&]() -> std::shared_ptr<Context> {
     const cu::Driver& d = cu::driver();
     if (!d.loaded) return reason = d.why, nullptr;
-    if (cu::Result r = d.Init(0); r != 0) return reason = "cuInit failed: " + cu::error_text(r), nullptr;
+    if (cu::Result r = d.Init(0); r != 0)
+      return reason = "cuInit failed: " + cu::error_text(r), nullptr;
     int n = 0;
     if (d.DeviceGetCount(&n) != 0 || n == 0) return reason = "the CUDA driver sees no GPU", nullptr;
     if (!cu::nvrtc().loaded) return reason = cu::nvrtc().why, nullptr;
     auto c = std::make_shared<Context>();
     if (cu::Result r = d.DeviceGet(&c->dev, 0); r != 0) return reason = cu::error_text(r), nullptr;
-    if (cu::Result r = d.DevicePrimaryCtxRetain(&c->ctx, c->dev); r != 0) return reason = cu::error_text(r), nullptr;
+    if (cu::Result r = d.DevicePrimaryCtxRetain(&c->ctx, c->dev); r != 0)
+      return reason = cu::error_text(r), nullptr;
     d.CtxSetCurrent(c->ctx);
-    if (cu::Result r = d.StreamCreate(&c->stream, cu::kStreamNonBlocking); r != 0) return reason = cu::error_text(r), nullptr;
+    if (cu::Result r = d.StreamCreate(&c->stream, cu::kStreamNonBlocking); r != 0)
+      return reason = cu::error_text(r), nullptr;
     return c;
   }();
   why = reason;
@@ -383,7 +426,43 @@ std::unique_ptr<Device> make_cuda_device(CompileCache cache) {
   return std::make_unique<CudaDevice>(c, std::move(cache));
 }
 
-std::unique_ptr<Device> make_cuda_device() { return make_cuda_device(CompileCache::from_environment()); }
+std::unique_ptr<Device> make_cuda_device() {
+  return make_cuda_device(CompileCache::from_environment());
+}
+
+double cuda_elapsed_ms(Queue& q, const std::function<void()>& enqueue) {
+  auto& cq = dynamic_cast<CudaQueue&>(q);
+  const cu::Driver& d = cu::driver();
+  cu::Event start, stop;
+  check(d.EventCreate(&start, 0), "creating an event");
+  check(d.EventCreate(&stop, 0), "creating an event");
+  check(d.EventRecord(start, cq.stream()), "recording an event");
+  enqueue();
+  check(d.EventRecord(stop, cq.stream()), "recording an event");
+  check(d.EventSynchronize(stop), "waiting for an event");
+  float ms = 0;
+  check(d.EventElapsedTime(&ms, start, stop), "timing events");
+  d.EventDestroy(start);
+  d.EventDestroy(stop);
+  return ms;
+}
+
+double cuda_bare_launches_ms(Queue& q, Program& p, LaunchDims g, LaunchDims l,
+                             std::span<const KernelArg> args, int n) {
+  auto& cq = dynamic_cast<CudaQueue&>(q);
+  auto& cp = dynamic_cast<CudaProgram&>(p);
+  Params params(cp.info(), args);
+  const cu::Driver& d = cu::driver();
+  check(d.StreamSynchronize(cq.stream()), "synchronizing");
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i)
+    check(d.LaunchKernel(cp.function(), unsigned(g.x), unsigned(g.y), unsigned(g.z), unsigned(l.x),
+                         unsigned(l.y), unsigned(l.z), 0, cq.stream(), params.pointers.data(),
+                         nullptr),
+          "bare launch");
+  check(d.StreamSynchronize(cq.stream()), "synchronizing");
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 std::unique_ptr<Compiler> make_nvrtc_compiler(const std::string& arch, CompileCache cache) {
   return std::make_unique<NvrtcCompiler>(arch, std::move(cache));

@@ -7,7 +7,9 @@
 // cuStreamWaitValue64); Graph = a CUDA graph of kernel nodes, rebound by updating nodes.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "backends/hcq.h"
@@ -20,6 +22,13 @@ std::string cuda_unavailable_reason();
 // CompileCache::from_environment().
 std::unique_ptr<Device> make_cuda_device();
 std::unique_ptr<Device> make_cuda_device(CompileCache cache);
+
+// For benchmarks: the device time (CUDA events on the queue's stream) of the work that
+// `enqueue` puts on queue `q`, and the time of n launches of `p` by a bare cuLaunchKernel
+// loop on q's stream (no kitten layer in between), both in milliseconds.
+double cuda_elapsed_ms(Queue& q, const std::function<void()>& enqueue);
+double cuda_bare_launches_ms(Queue& q, Program& p, LaunchDims global, LaunchDims local,
+                             std::span<const KernelArg> args, int n);
 
 // NVRTC for an architecture ("sm_90a"), usable without a GPU. Throws BackendError when
 // NVRTC cannot be opened.

@@ -86,7 +86,8 @@ TEST(CudaDevice, AnOutOfBoundsKernelIsReportedCleanly) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp out = param(0, f.ptr()), in = param(1, f.ptr());
   UOp far = t * (1 << 28) + (1 << 30);  // gigabytes past the end of a small buffer
-  CompiledKernel k = compile_kernel(*dev, sink({store(index(out, t), load(index(in, far)))}, "reads_far"));
+  CompiledKernel k =
+      compile_kernel(*dev, sink({store(index(out, t), load(index(in, far)))}, "reads_far"));
   Buffer a = dev->allocator().alloc(128), b = dev->allocator().alloc(128);
   std::vector<KernelArg> args = {a, b};
   try {
@@ -94,7 +95,9 @@ TEST(CudaDevice, AnOutOfBoundsKernelIsReportedCleanly) {
     FAIL() << "an illegal address went unreported";
   } catch (const BackendError& e) {
     std::string m = e.what();
-    EXPECT_NE(m.find("cuda: kernel 'reads_far' (grid 1x1x1, block 32x1x1) failed:"), std::string::npos) << m;
+    EXPECT_NE(m.find("cuda: kernel 'reads_far' (grid 1x1x1, block 32x1x1) failed:"),
+              std::string::npos)
+        << m;
     EXPECT_NE(m.find("the CUDA context is lost"), std::string::npos) << m;
   }
 }

@@ -1,0 +1,158 @@
+// The cuda backend on the GPU, as tools/gpu/check.sh runs it: elementwise bandwidth,
+// launch overhead (direct, graph-replayed, graph-replayed with rebinding, and a bare
+// cuLaunchKernel loop in the same process), copy/compute overlap across two queues, and
+// GEMM at 4096^3 (tiled float32 through shared memory; bf16 with mma.sync). Times are
+// medians of 20 runs after 5 warm-ups, by CUDA events unless said otherwise. Writes JSON.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_device.h"
+#include "dsl/builtin_kernels.h"
+
+using namespace kitten;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <class F>
+double timed_ms(Queue& q, F&& enqueue, int warm = 5, int reps = 20) {
+  for (int i = 0; i < warm; ++i) cuda_elapsed_ms(q, enqueue);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(cuda_elapsed_ms(q, enqueue));
+  return median(t);
+}
+
+Buffer filled(Device& d, size_t bytes, unsigned char byte) {
+  Buffer b = d.allocator().alloc(bytes);
+  std::vector<unsigned char> host(bytes, byte);
+  d.allocator().copy_in(b, host.data(), bytes);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path = argc > 2 && std::string(argv[1]) == "--json" ? argv[2] : "";
+  std::map<std::string, double> r;
+  auto dev = make_cuda_device();
+  auto q = dev->new_queue();
+  std::printf("device: %s\n", dev->props().compiler.c_str());
+
+  // 1. Elementwise add of two 256 MiB float32 arrays.
+  {
+    const int64_t n = int64_t(64) << 20;
+    Buffer a = filled(*dev, n * 4, 0x3f), b = filled(*dev, n * 4, 0x3f), out = dev->allocator().alloc(n * 4);
+    CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+    double ms = timed_ms(*q, [&] { q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, a, b}); });
+    r["add_256MB_ms"] = ms;
+    r["add_256MB_GBps"] = 3.0 * double(n * 4) / (ms * 1e6);
+    dev->allocator().free(a);
+    dev->allocator().free(b);
+    dev->allocator().free(out);
+  }
+
+  // 2. Launch overhead of 1000 tiny kernels.
+  {
+    const int launches = 1000;
+    Buffer a = filled(*dev, 256, 0), b = filled(*dev, 256, 0), o1 = dev->allocator().alloc(256), o2 = dev->allocator().alloc(256);
+    CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, 32, dtypes::float32, false));
+    LaunchDims g = k.rendered.info.global, l = k.rendered.info.local;
+    auto host_ms = [&](auto&& f) {
+      std::vector<double> t;
+      for (int rep = 0; rep < 25; ++rep) {
+        auto s = dev->new_signal(0);
+        auto t0 = std::chrono::steady_clock::now();
+        f();
+        q->signal(*s, 1);
+        q->submit();
+        s->wait(1);
+        if (rep >= 5) t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return median(t);
+    };
+    r["launch_direct_us"] = 1e3 * host_ms([&] {
+      for (int i = 0; i < launches; ++i) q->exec(*k.program, g, l, {o1, a, b});
+    }) / launches;
+    auto graph = dev->new_graph();
+    for (int i = 0; i < launches; ++i) graph->record(*k.program, g, l, {o1, a, b});
+    r["launch_graph_us"] = 1e3 * host_ms([&] { graph->replay(*q); }) / launches;
+    bool flip = false;
+    r["launch_graph_rebind_us"] = 1e3 * host_ms([&] {
+      std::pair<Buffer, Buffer> rb[] = {{o1, flip ? o1 : o2}};
+      flip = !flip;
+      graph->replay(*q, rb);
+    }) / launches;
+    std::vector<double> bare;
+    std::vector<KernelArg> args = {o1, a, b};
+    for (int rep = 0; rep < 25; ++rep) {
+      double ms = cuda_bare_launches_ms(*q, *k.program, g, l, args, launches);
+      if (rep >= 5) bare.push_back(ms);
+    }
+    r["launch_bare_driver_us"] = 1e3 * median(bare) / launches;
+    for (Buffer x : {a, b, o1, o2}) dev->allocator().free(x);
+  }
+
+  // 3. Copy/compute overlap: a 256 MiB copy on one queue while another adds.
+  {
+    const int64_t n = int64_t(64) << 20;
+    Buffer a = filled(*dev, n * 4, 0x3f), b = filled(*dev, n * 4, 0x3f), out = dev->allocator().alloc(n * 4);
+    Buffer src = filled(*dev, n * 4, 0x11), dst = dev->allocator().alloc(n * 4);
+    CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+    auto copier = dev->new_queue();
+    auto compute = [&] { q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, a, b}); };
+    double t_compute = timed_ms(*q, compute);
+    double t_copy = timed_ms(*copier, [&] { copier->copy(dst, src, n * 4); });
+    std::vector<double> both;
+    for (int rep = 0; rep < 25; ++rep) {
+      auto s1 = dev->new_signal(0), s2 = dev->new_signal(0);
+      auto t0 = std::chrono::steady_clock::now();
+      copier->copy(dst, src, n * 4);
+      copier->signal(*s1, 1);
+      compute();
+      q->signal(*s2, 1);
+      copier->submit();
+      q->submit();
+      s1->wait(1);
+      s2->wait(1);
+      if (rep >= 5) both.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    r["overlap_sequential_ms"] = t_compute + t_copy;
+    r["overlap_concurrent_ms"] = median(both);
+    for (Buffer x : {a, b, out, src, dst}) dev->allocator().free(x);
+  }
+
+  // 4. GEMM at 4096^3.
+  {
+    const int64_t n = 4096;
+    Buffer a32 = filled(*dev, n * n * 4, 0x3c), b32 = filled(*dev, n * n * 4, 0x3c), c = dev->allocator().alloc(n * n * 4);
+    Buffer a16 = filled(*dev, n * n * 2, 0x3c), b16 = filled(*dev, n * n * 2, 0x3c);
+    CompiledKernel tiled = compile_kernel(*dev, tiled_matmul_kernel(n, n, n, 16));
+    double ms = timed_ms(*q, [&] { q->exec(*tiled.program, tiled.rendered.info.global, tiled.rendered.info.local, {c, a32, b32}); }, 2, 5);
+    r["gemm_f32_tiled_TFLOPs"] = 2.0 * double(n * n * n) / (ms * 1e9);
+    CompiledKernel mma = compile_kernel(*dev, mma_matmul_kernel(n, n, n));
+    ms = timed_ms(*q, [&] { q->exec(*mma.program, mma.rendered.info.global, mma.rendered.info.local, {c, a16, b16}); }, 2, 5);
+    r["gemm_bf16_mma_TFLOPs"] = 2.0 * double(n * n * n) / (ms * 1e9);
+    for (Buffer x : {a32, b32, c, a16, b16}) dev->allocator().free(x);
+  }
+
+  std::string json = "{\n";
+  for (auto it = r.begin(); it != r.end(); ++it) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  \"%s\": %.6g%s\n", it->first.c_str(), it->second, std::next(it) == r.end() ? "" : ",");
+    json += line;
+  }
+  json += "}\n";
+  std::fputs(json.c_str(), stdout);
+  if (!json_path.empty()) std::ofstream(json_path) << json;
+  return 0;
+}
