@@ -51,9 +51,12 @@ int main(int argc, char** argv) {
   // 1. Elementwise add of two 256 MiB float32 arrays.
   {
     const int64_t n = int64_t(64) << 20;
-    Buffer a = filled(*dev, n * 4, 0x3f), b = filled(*dev, n * 4, 0x3f), out = dev->allocator().alloc(n * 4);
+    Buffer a = filled(*dev, n * 4, 0x3f), b = filled(*dev, n * 4, 0x3f),
+           out = dev->allocator().alloc(n * 4);
     CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
-    double ms = timed_ms(*q, [&] { q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, a, b}); });
+    double ms = timed_ms(*q, [&] {
+      q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, a, b});
+    });
     r["add_256MB_ms"] = ms;
     r["add_256MB_GBps"] = 3.0 * double(n * 4) / (ms * 1e6);
     dev->allocator().free(a);
@@ -64,7 +67,8 @@ int main(int argc, char** argv) {
   // 2. Launch overhead of 1000 tiny kernels.
   {
     const int launches = 1000;
-    Buffer a = filled(*dev, 256, 0), b = filled(*dev, 256, 0), o1 = dev->allocator().alloc(256), o2 = dev->allocator().alloc(256);
+    Buffer a = filled(*dev, 256, 0), b = filled(*dev, 256, 0), o1 = dev->allocator().alloc(256),
+           o2 = dev->allocator().alloc(256);
     CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, 32, dtypes::float32, false));
     LaunchDims g = k.rendered.info.global, l = k.rendered.info.local;
     auto host_ms = [&](auto&& f) {
@@ -76,22 +80,28 @@ int main(int argc, char** argv) {
         q->signal(*s, 1);
         q->submit();
         s->wait(1);
-        if (rep >= 5) t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        if (rep >= 5)
+          t.push_back(
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                  .count());
       }
       return median(t);
     };
     r["launch_direct_us"] = 1e3 * host_ms([&] {
-      for (int i = 0; i < launches; ++i) q->exec(*k.program, g, l, {o1, a, b});
-    }) / launches;
+                              for (int i = 0; i < launches; ++i)
+                                q->exec(*k.program, g, l, {o1, a, b});
+                            }) /
+                            launches;
     auto graph = dev->new_graph();
     for (int i = 0; i < launches; ++i) graph->record(*k.program, g, l, {o1, a, b});
     r["launch_graph_us"] = 1e3 * host_ms([&] { graph->replay(*q); }) / launches;
     bool flip = false;
     r["launch_graph_rebind_us"] = 1e3 * host_ms([&] {
-      std::pair<Buffer, Buffer> rb[] = {{o1, flip ? o1 : o2}};
-      flip = !flip;
-      graph->replay(*q, rb);
-    }) / launches;
+                                    std::pair<Buffer, Buffer> rb[] = {{o1, flip ? o1 : o2}};
+                                    flip = !flip;
+                                    graph->replay(*q, rb);
+                                  }) /
+                                  launches;
     std::vector<double> bare;
     std::vector<KernelArg> args = {o1, a, b};
     for (int rep = 0; rep < 25; ++rep) {
@@ -99,24 +109,34 @@ int main(int argc, char** argv) {
       if (rep >= 5) bare.push_back(ms);
     }
     r["launch_bare_driver_us"] = 1e3 * median(bare) / launches;
+    std::vector<double> bare_graph;
+    for (int rep = 0; rep < 25; ++rep) {
+      double ms = cuda_bare_graph_ms(*q, *k.program, g, l, args, launches);
+      if (rep >= 5) bare_graph.push_back(ms);
+    }
+    r["launch_bare_graph_us"] = 1e3 * median(bare_graph) / launches;
     for (Buffer x : {a, b, o1, o2}) dev->allocator().free(x);
   }
 
-  // 3. Copy/compute overlap: a 256 MiB copy on one queue while another adds.
+  // 3. Copy/compute overlap: a 1 GiB device copy on one queue while another runs a
+  //    compute-bound kernel (the tiled float32 GEMM at 2048^3).
   {
-    const int64_t n = int64_t(64) << 20;
-    Buffer a = filled(*dev, n * 4, 0x3f), b = filled(*dev, n * 4, 0x3f), out = dev->allocator().alloc(n * 4);
-    Buffer src = filled(*dev, n * 4, 0x11), dst = dev->allocator().alloc(n * 4);
-    CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+    const int64_t n = 2048, copy_bytes = int64_t(1) << 30;
+    Buffer a = filled(*dev, n * n * 4, 0x3c), b = filled(*dev, n * n * 4, 0x3c),
+           out = dev->allocator().alloc(n * n * 4);
+    Buffer src = filled(*dev, copy_bytes, 0x11), dst = dev->allocator().alloc(copy_bytes);
+    CompiledKernel k = compile_kernel(*dev, tiled_matmul_kernel(n, n, n, 16));
     auto copier = dev->new_queue();
-    auto compute = [&] { q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, a, b}); };
+    auto compute = [&] {
+      q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, a, b});
+    };
     double t_compute = timed_ms(*q, compute);
-    double t_copy = timed_ms(*copier, [&] { copier->copy(dst, src, n * 4); });
+    double t_copy = timed_ms(*copier, [&] { copier->copy(dst, src, copy_bytes); });
     std::vector<double> both;
     for (int rep = 0; rep < 25; ++rep) {
       auto s1 = dev->new_signal(0), s2 = dev->new_signal(0);
       auto t0 = std::chrono::steady_clock::now();
-      copier->copy(dst, src, n * 4);
+      copier->copy(dst, src, copy_bytes);
       copier->signal(*s1, 1);
       compute();
       q->signal(*s2, 1);
@@ -124,7 +144,10 @@ int main(int argc, char** argv) {
       q->submit();
       s1->wait(1);
       s2->wait(1);
-      if (rep >= 5) both.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (rep >= 5)
+        both.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
     }
     r["overlap_sequential_ms"] = t_compute + t_copy;
     r["overlap_concurrent_ms"] = median(both);
@@ -134,13 +157,25 @@ int main(int argc, char** argv) {
   // 4. GEMM at 4096^3.
   {
     const int64_t n = 4096;
-    Buffer a32 = filled(*dev, n * n * 4, 0x3c), b32 = filled(*dev, n * n * 4, 0x3c), c = dev->allocator().alloc(n * n * 4);
+    Buffer a32 = filled(*dev, n * n * 4, 0x3c), b32 = filled(*dev, n * n * 4, 0x3c),
+           c = dev->allocator().alloc(n * n * 4);
     Buffer a16 = filled(*dev, n * n * 2, 0x3c), b16 = filled(*dev, n * n * 2, 0x3c);
     CompiledKernel tiled = compile_kernel(*dev, tiled_matmul_kernel(n, n, n, 16));
-    double ms = timed_ms(*q, [&] { q->exec(*tiled.program, tiled.rendered.info.global, tiled.rendered.info.local, {c, a32, b32}); }, 2, 5);
+    double ms = timed_ms(
+        *q,
+        [&] {
+          q->exec(*tiled.program, tiled.rendered.info.global, tiled.rendered.info.local,
+                  {c, a32, b32});
+        },
+        2, 5);
     r["gemm_f32_tiled_TFLOPs"] = 2.0 * double(n * n * n) / (ms * 1e9);
     CompiledKernel mma = compile_kernel(*dev, mma_matmul_kernel(n, n, n));
-    ms = timed_ms(*q, [&] { q->exec(*mma.program, mma.rendered.info.global, mma.rendered.info.local, {c, a16, b16}); }, 2, 5);
+    ms = timed_ms(
+        *q,
+        [&] {
+          q->exec(*mma.program, mma.rendered.info.global, mma.rendered.info.local, {c, a16, b16});
+        },
+        2, 5);
     r["gemm_bf16_mma_TFLOPs"] = 2.0 * double(n * n * n) / (ms * 1e9);
     for (Buffer x : {a32, b32, c, a16, b16}) dev->allocator().free(x);
   }
@@ -148,7 +183,8 @@ int main(int argc, char** argv) {
   std::string json = "{\n";
   for (auto it = r.begin(); it != r.end(); ++it) {
     char line[160];
-    std::snprintf(line, sizeof line, "  \"%s\": %.6g%s\n", it->first.c_str(), it->second, std::next(it) == r.end() ? "" : ",");
+    std::snprintf(line, sizeof line, "  \"%s\": %.6g%s\n", it->first.c_str(), it->second,
+                  std::next(it) == r.end() ? "" : ",");
     json += line;
   }
   json += "}\n";

@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_device.h"
 
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -78,7 +79,12 @@ struct Context {
   cu::Device dev = 0;
   cu::Context ctx = nullptr;
   cu::Stream stream = nullptr;  // for copies and synchronous launches
-  void current() const { check(d.CtxSetCurrent(ctx), "cuCtxSetCurrent"); }
+  void current() const {        // cheap when this thread already has it
+    thread_local cu::Context now = nullptr;
+    if (now == ctx) return;
+    check(d.CtxSetCurrent(ctx), "cuCtxSetCurrent");
+    now = ctx;
+  }
   void sync(const std::string& what) const { check(d.StreamSynchronize(stream), what); }
 };
 
@@ -119,16 +125,28 @@ class CudaAllocator : public Allocator {
   std::shared_ptr<Context> c_;
 };
 
-// Kernel parameters as the driver wants them: an array of pointers to the values.
+// Kernel parameters as the driver wants them: an array of pointers to the values. Held
+// inline (no allocation on the launch path) up to kInline arguments.
 struct Params {
-  std::vector<unsigned long long> values;
-  std::vector<void*> pointers;
+  static constexpr size_t kInline = 32;
+  std::array<unsigned long long, kInline> inline_values;
+  std::array<void*, kInline> inline_pointers;
+  std::vector<unsigned long long> heap_values;
+  std::vector<void*> heap_pointers;
+  void** pointers_data = nullptr;
   Params(const KernelInfo& info, std::span<const KernelArg> args) {
     size_t want = size_t(info.num_params) + info.vars.size();
     if (args.size() != want)
       throw BackendError("cuda: kernel '" + info.name + "' takes " + std::to_string(want) +
                          " arguments, got " + std::to_string(args.size()));
-    values.resize(args.size());
+    unsigned long long* values = inline_values.data();
+    void** pointers = inline_pointers.data();
+    if (args.size() > kInline) {
+      heap_values.resize(args.size());
+      heap_pointers.resize(args.size());
+      values = heap_values.data();
+      pointers = heap_pointers.data();
+    }
     for (size_t i = 0; i < args.size(); ++i) {
       bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
       if (is_buffer != std::holds_alternative<Buffer>(args[i]))
@@ -136,9 +154,12 @@ struct Params {
                            " is " + (is_buffer ? "a buffer" : "an integer") + ", got the other");
       values[i] = is_buffer ? reinterpret_cast<unsigned long long>(std::get<Buffer>(args[i]).ptr)
                             : static_cast<unsigned long long>(std::get<int64_t>(args[i]));
+      pointers[i] = &values[i];
     }
-    for (auto& v : values) pointers.push_back(&v);
+    pointers_data = pointers;
   }
+  Params(const Params&) = delete;
+  void** data() { return pointers_data; }
 };
 
 class CudaProgram : public Program {
@@ -162,20 +183,22 @@ class CudaProgram : public Program {
                size_t shared) {
     Params p(info_, args);
     c_->current();
-    check(c_->d.LaunchKernel(fn_, unsigned(g.x), unsigned(g.y), unsigned(g.z), unsigned(l.x),
-                             unsigned(l.y), unsigned(l.z), unsigned(shared), stream,
-                             p.pointers.data(), nullptr),
-          "launching kernel '" + info_.name + "' (" + dims_text(g, l) + ")");
+    cu::Result r = c_->d.LaunchKernel(fn_, unsigned(g.x), unsigned(g.y), unsigned(g.z),
+                                      unsigned(l.x), unsigned(l.y), unsigned(l.z), unsigned(shared),
+                                      stream, p.data(), nullptr);
+    if (r != 0)  // the message is built only on failure: this is the launch path
+      check(r, "launching kernel '" + info_.name + "' (" + dims_text(g, l) + ")");
   }
   void launch(LaunchDims g, LaunchDims l, std::span<const KernelArg> args, size_t shared) override {
     enqueue(c_->stream, g, l, args, std::max(shared, info_.dynamic_shared));
     cu::Result r = c_->d.StreamSynchronize(c_->stream);
     if (r != 0)
-      throw BackendError("cuda: kernel '" + info_.name + "' (" + dims_text(g, l) +
-                         ") failed: " + cu::error_text(r) +
-                         (r == 700 || r == 719
-                              ? " (the CUDA context is lost: later calls in this process fail)"
-                              : ""));
+      throw BackendError(
+          "cuda: kernel '" + info_.name + "' (" + dims_text(g, l) +
+          ") failed: " + cu::error_text(r) +
+          (r >= 700 && r <= 719  // the sticky launch errors: illegal address ... launch failed
+               ? " (the CUDA context is lost: later calls in this process fail)"
+               : ""));
   }
   cu::Function function() const { return fn_; }
   const KernelInfo& info() const { return info_; }
@@ -320,7 +343,7 @@ class CudaGraph : public Graph {
             unsigned(l.local.y),
             unsigned(l.local.z),
             unsigned(l.program->info().dynamic_shared),
-            p.pointers.data(),
+            p.data(),
             nullptr,
             nullptr,
             nullptr};
@@ -457,11 +480,42 @@ double cuda_bare_launches_ms(Queue& q, Program& p, LaunchDims g, LaunchDims l,
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; ++i)
     check(d.LaunchKernel(cp.function(), unsigned(g.x), unsigned(g.y), unsigned(g.z), unsigned(l.x),
-                         unsigned(l.y), unsigned(l.z), 0, cq.stream(), params.pointers.data(),
-                         nullptr),
+                         unsigned(l.y), unsigned(l.z), 0, cq.stream(), params.data(), nullptr),
           "bare launch");
   check(d.StreamSynchronize(cq.stream()), "synchronizing");
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double cuda_bare_graph_ms(Queue& q, Program& p, LaunchDims g, LaunchDims l,
+                          std::span<const KernelArg> args, int n) {
+  auto& cq = dynamic_cast<CudaQueue&>(q);
+  auto& cp = dynamic_cast<CudaProgram&>(p);
+  Params params(cp.info(), args);
+  const cu::Driver& d = cu::driver();
+  cu::GraphT graph;
+  check(d.GraphCreate(&graph, 0), "creating a graph");
+  cu::KernelNodeParams np{cp.function(), unsigned(g.x), unsigned(g.y), unsigned(g.z),
+                          unsigned(l.x), unsigned(l.y), unsigned(l.z), 0,
+                          params.data(), nullptr,       nullptr,       nullptr};
+  cu::GraphNode prev = nullptr;
+  for (int i = 0; i < n; ++i) {
+    cu::GraphNode node;
+    check(d.GraphAddKernelNode(&node, graph, prev ? &prev : nullptr, prev ? 1 : 0, &np),
+          "adding a graph node");
+    prev = node;
+  }
+  cu::GraphExec exec;
+  check(d.GraphInstantiate(&exec, graph, 0), "instantiating a graph");
+  check(d.GraphLaunch(exec, cq.stream()), "launching a graph");  // the first launch uploads it
+  check(d.StreamSynchronize(cq.stream()), "synchronizing");
+  auto t0 = std::chrono::steady_clock::now();
+  check(d.GraphLaunch(exec, cq.stream()), "launching a graph");
+  check(d.StreamSynchronize(cq.stream()), "synchronizing");
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  d.GraphExecDestroy(exec);
+  d.GraphDestroy(graph);
+  return ms;
 }
 
 std::unique_ptr<Compiler> make_nvrtc_compiler(const std::string& arch, CompileCache cache) {

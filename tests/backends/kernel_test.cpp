@@ -189,7 +189,8 @@ TEST_P(Kernels, ACompileErrorShowsTheSourceAndLeavesTheProcessUsable) {
   } catch (const BackendError& e) {
     std::string m = e.what();
     EXPECT_NE(m.find("could not compile"), std::string::npos) << m;
-    EXPECT_NE(m.find("> 2 |   int x = ;"), std::string::npos) << m;
+    EXPECT_NE(m.find("2 |   int x = ;"), std::string::npos)
+        << m;  // the source, shown around the error
   }
   CompiledKernel k = compile_kernel(*dev, stencil_kernel(3));  // still works
   HostData x = HostData::random(dtypes::float32, 3, 10),
