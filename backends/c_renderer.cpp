@@ -42,6 +42,39 @@ KT_FN kt_half kt_f2h(float f) {
   return (kt_half)(sign | (m >> 13));
 }
 KT_FN float kt_bf2f(kt_bf16 b) { return kt_u2f((unsigned int)b << 16); }
+typedef unsigned char kt_e4m3;
+typedef unsigned char kt_e5m2;
+KT_FN float kt_e4m3_2f(kt_e4m3 v) {
+  unsigned int sign = (unsigned int)(v & 0x80u) << 24, e = (v >> 3) & 0xFu, m = v & 0x7u;
+  if ((v & 0x7Fu) == 0x7Fu) return kt_u2f(0x7FC00000u);
+  if (e == 0) { float x = (float)m * 0.001953125f; return sign ? -x : x; }
+  return kt_u2f(sign | ((e + 120u) << 23) | (m << 20));
+}
+KT_FN kt_e4m3 kt_f2e4m3(float f) {  /* round to nearest even, saturating to +-448 */
+  unsigned int x = kt_f2u(f), sign = (x >> 24) & 0x80u;
+  float a = kt_u2f(x & 0x7FFFFFFFu);
+  if (a != a) return (kt_e4m3)(sign | 0x7Fu);
+  if (a >= 464.0f) return (kt_e4m3)(sign | 0x7Eu);
+  if (a < 0.015625f) return (kt_e4m3)(sign | (unsigned int)kt_rint(a * 512.0f));
+  unsigned int m = kt_f2u(a) - (120u << 23);
+  m += 0x7FFFFu + ((m >> 20) & 1u);
+  return (kt_e4m3)(sign | (m >> 20));
+}
+KT_FN float kt_e5m2_2f(kt_e5m2 v) {
+  unsigned int sign = (unsigned int)(v & 0x80u) << 24, e = (v >> 2) & 0x1Fu, m = v & 0x3u;
+  if (e == 0) { float x = (float)m * 1.52587890625e-05f; return sign ? -x : x; }
+  return kt_u2f(sign | (e == 0x1F ? 0x7F800000u | (m << 21) : ((e + 112u) << 23) | (m << 21)));
+}
+KT_FN kt_e5m2 kt_f2e5m2(float f) {  /* round to nearest even, saturating to +-57344 */
+  unsigned int x = kt_f2u(f), sign = (x >> 24) & 0x80u;
+  float a = kt_u2f(x & 0x7FFFFFFFu);
+  if (a != a) return (kt_e5m2)(sign | 0x7Eu);
+  if (a >= 61440.0f) return (kt_e5m2)(sign | 0x7Bu);
+  if (a < 6.103515625e-05f) return (kt_e5m2)(sign | (unsigned int)kt_rint(a * 65536.0f));
+  unsigned int m = kt_f2u(a) - (112u << 23);
+  m += 0xFFFFFu + ((m >> 21) & 1u);
+  return (kt_e5m2)(sign | (m >> 21));
+}
 KT_FN kt_bf16 kt_f2bf(float f) {
   unsigned int x = kt_f2u(f);
   if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (kt_bf16)((x >> 16) | 0x40u);
@@ -57,7 +90,8 @@ enum class Dialect { C, Cuda };
                      what);
 }
 
-bool narrow(DType d) { return d.element() == dtypes::float16 || d.element() == dtypes::bfloat16; }
+// float16, bfloat16 and the float8s: held as their bits, computed in float32.
+bool narrow(DType d) { return d.narrow_float() != nullptr; }
 
 std::string scalar_c(DType d) {
   switch (d.scalar_type()) {
@@ -83,6 +117,10 @@ std::string scalar_c(DType d) {
       return "kt_half";
     case ScalarType::BFloat16:
       return "kt_bf16";
+    case ScalarType::Float8E4M3:
+      return "kt_e4m3";
+    case ScalarType::Float8E5M2:
+      return "kt_e5m2";
     case ScalarType::Float32:
       return "float";
     case ScalarType::Float64:
@@ -152,10 +190,11 @@ class CRenderer {
           break;
         case Op::ASYNC_COPY:
         case Op::WAIT:
-          refuse(dialect_, p_,
-                 cuda() ? "uses async copies, which the cuda renderer does not support yet"
-                        : "needs the threads of a block to cooperate (" + op_name(u.op()) +
-                              "): run it on emu or cuda");
+          if (!cuda())
+            refuse(dialect_, p_,
+                   "needs the threads of a block to cooperate (" + op_name(u.op()) +
+                       "): run it on emu or cuda");
+          break;
         case Op::RANGE:
           if (u.axis().kind == AxisKind::Local)
             refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
@@ -181,6 +220,9 @@ class CRenderer {
                    ", which the renderer does not support yet");
     }
     param_decl_.assign(size_t(num_params_), "long long kt_unused");
+    for (const UOp& u : p_.ops)
+      if (u.op() == Op::DEFINE_LOCAL)
+        shared_total_ += u.dtype().size() * u.dtype().pointee().itemsize();
     int slot = 0;
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
   }
@@ -296,11 +338,15 @@ class CRenderer {
   std::string wide(const UOp& u) const {
     if (u.dtype() == dtypes::float16) return "kt_h2f(" + name(u) + ")";
     if (u.dtype() == dtypes::bfloat16) return "kt_bf2f(" + name(u) + ")";
+    if (u.dtype() == dtypes::float8_e4m3) return "kt_e4m3_2f(" + name(u) + ")";
+    if (u.dtype() == dtypes::float8_e5m2) return "kt_e5m2_2f(" + name(u) + ")";
     return name(u);
   }
   static std::string narrowed(DType d, const std::string& expr) {
     if (d == dtypes::float16) return "kt_f2h(" + expr + ")";
     if (d == dtypes::bfloat16) return "kt_f2bf(" + expr + ")";
+    if (d == dtypes::float8_e4m3) return "kt_f2e4m3(" + expr + ")";
+    if (d == dtypes::float8_e5m2) return "kt_f2e5m2(" + expr + ")";
     return expr;
   }
   std::string math(const char* fn, DType d) const {
@@ -498,18 +544,36 @@ class CRenderer {
         return;
       }
       case Op::DEFINE_LOCAL: {
-        std::string n = "smem" + std::to_string(u.int_arg());
+        // Static __shared__ arrays up to 48 KiB in all; beyond, one dynamic allocation
+        // (the launch passes its size and the program raises the function's limit).
+        std::string n = "smem" + std::to_string(u.int_arg()), t = type(u.dtype().pointee());
         names_[u.id()] = n;
         int64_t bytes = u.dtype().size() * u.dtype().pointee().itemsize();
-        static_shared_ += bytes;
-        line("__shared__ __align__(16) " + type(u.dtype().pointee()) + " " + n + "[" +
-             std::to_string(u.dtype().size()) + "];");
-        if (static_shared_ > 48 * 1024)
-          refuse(dialect_, p_,
-                 "needs " + std::to_string(static_shared_) +
-                     " bytes of shared memory; more than 48 KiB is not supported yet");
+        if (shared_total_ <= 48 * 1024) {
+          line("__shared__ __align__(16) " + t + " " + n + "[" + std::to_string(u.dtype().size()) +
+               "];");
+        } else {
+          if (dynamic_shared_ == 0)
+            line("extern __shared__ __align__(16) unsigned char kt_dynamic_smem[];");
+          line(t + "* " + n + " = (" + t + "*)(kt_dynamic_smem + " +
+               std::to_string(dynamic_shared_) + ");");
+          dynamic_shared_ += size_t((bytes + 15) / 16 * 16);
+        }
         return;
       }
+      case Op::ASYNC_COPY: {  // cp.async: lands in shared memory at a WAIT
+        const UOp &dst = u.src(0), &src = u.src(1);
+        int bytes = dst.dtype().pointee().itemsize();
+        line("asm volatile(\"cp.async.ca.shared.global [%0], [%1], " + std::to_string(bytes) +
+             ";\" :: \"r\"((unsigned int)__cvta_generic_to_shared(&" + element(dst) +
+             ")), \"l\"(&" + element(src) + ") : \"memory\");");
+        line("asm volatile(\"cp.async.commit_group;\" ::: \"memory\");");
+        names_[u.id()] = "0";  // the token: ordering only
+        return;
+      }
+      case Op::WAIT:  // waits for every copy this thread started: at least the ones named
+        line("asm volatile(\"cp.async.wait_all;\" ::: \"memory\");");
+        return;
       case Op::BARRIER:
         line("__syncthreads();");
         return;
@@ -641,7 +705,7 @@ class CRenderer {
   int64_t parallel_extent_ = 1;
   LaunchDims grid_, block_;
   size_t dynamic_shared_ = 0;
-  int64_t static_shared_ = 0;
+  int64_t shared_total_ = 0;
   std::string body_;
   int depth_ = 0;
   int counter_ = 0;

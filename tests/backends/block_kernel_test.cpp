@@ -132,6 +132,56 @@ TEST_P(BlockKernels, TensorCoreMatmulThroughSharedMemory) {
   }
 }
 
+// An async copy of 16-byte vectors into shared memory, read back after its WAIT and a
+// BARRIER by another thread (the block's reversal): out[t] = in[n-1-t] per vector.
+TEST_P(BlockKernels, AsyncCopyLandsAtItsWait) {
+  DType f = dtypes::float32, v4 = f.vec(4);
+  const int64_t threads = 64;
+  UOp t = special(SpecialKind::ThreadIdx, 0, threads);
+  UOp sm = define_local(f, threads * 4, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  UOp copy = UOp::make(Op::ASYNC_COPY, dtypes::token,
+                       {UOp::make(Op::INDEX, v4.ptr(AddrSpace::Local), {sm, t * 4}),
+                        UOp::make(Op::INDEX, v4.ptr(), {in, t * 4})});
+  UOp landed = UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::WAIT, dtypes::void_, {copy})});
+  UOp mirror = (t * -1 + (threads - 1)) * 4;
+  std::vector<UOp> stores;
+  for (int e = 0; e < 4; ++e)
+    stores.push_back(store(index(out, t * 4 + e), load(index(after(sm, {landed}), mirror + e))));
+  UOp k = sink({UOp::make(Op::GROUP, std::span<const UOp>(stores))}, "async_reverse");
+  HostData x = HostData::random(f, threads * 4, 23), o = HostData::poisoned(f, threads * 4);
+  std::vector<double> want(static_cast<size_t>(threads * 4));
+  for (int64_t i = 0; i < threads; ++i)
+    for (int e = 0; e < 4; ++e)
+      want[size_t(i * 4 + e)] = x.values[size_t((threads - 1 - i) * 4 + e)];
+  DeviceBuffer dx(*dev, x), dout(*dev, o);
+  compile_kernel(*dev, k).run(args({&dout, &dx}));
+  dout.read(o);
+  EXPECT_EQ(rel_error(o, want), 0.0);
+}
+
+// 64 KiB of shared memory: more than the 48 KiB a static allocation may take on CUDA.
+TEST_P(BlockKernels, MoreThan48KiBOfSharedMemory) {
+  DType f = dtypes::float32;
+  const int64_t threads = 256, per = 64;
+  UOp t = special(SpecialKind::ThreadIdx, 0, threads);
+  UOp sm = define_local(f, threads * per, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  std::vector<UOp> writes;
+  for (int e = 0; e < per; ++e)
+    writes.push_back(store(index(sm, t * per + e), load(index(in, t * per + e))));
+  UOp written = UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(writes));
+  UOp other = ((t + 1) % threads) * per + (per - 1);  // the last element of the next thread's part
+  UOp k = sink({store(index(out, t), load(index(after(sm, {written}), other)))}, "big_shared");
+  HostData x = HostData::random(f, threads * per, 24), o = HostData::poisoned(f, threads);
+  std::vector<double> want(static_cast<size_t>(threads));
+  for (int64_t i = 0; i < threads; ++i)
+    want[size_t(i)] = x.values[size_t(((i + 1) % threads) * per + per - 1)];
+  DeviceBuffer dx(*dev, x), dout(*dev, o);
+  CompiledKernel ck = compile_kernel(*dev, k);
+  ck.run(args({&dout, &dx}));
+  dout.read(o);
+  EXPECT_EQ(rel_error(o, want), 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, BlockKernels, testing::ValuesIn(block_devices()), test_name);
 
 #ifndef KITTEN_CUDA_TESTS

@@ -21,6 +21,20 @@ std::vector<std::pair<std::string, UOp>> kernels() {
   ks.emplace_back("stencil", stencil_kernel(1023));
   ks.emplace_back("matmul_bf16", matmul_kernel(33, 17, 65, dtypes::bfloat16));
   ks.emplace_back("mma_matmul", mma_matmul_kernel(48, 24, 64));
+  ks.emplace_back("add_e4m3", elementwise_add_kernel(7, 100, dtypes::float8_e4m3, true));
+  ks.emplace_back("add_e5m2", elementwise_add_kernel(7, 100, dtypes::float8_e5m2, false));
+  {  // an async copy of a 16-byte vector, waited for
+    DType f = dtypes::float32, v4 = f.vec(4);
+    UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+    UOp sm = define_local(f, 128, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+    UOp copy = UOp::make(Op::ASYNC_COPY, dtypes::token,
+                         {UOp::make(Op::INDEX, v4.ptr(AddrSpace::Local), {sm, t * 4}),
+                          UOp::make(Op::INDEX, v4.ptr(), {in, t * 4})});
+    UOp landed =
+        UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::WAIT, dtypes::void_, {copy})});
+    ks.emplace_back("async",
+                    sink({store(index(out, t), load(index(after(sm, {landed}), t)))}, "async"));
+  }
   return ks;
 }
 
@@ -52,6 +66,20 @@ TEST(CudaSource, GlobalRangesBecomeTheGrid) {
   EXPECT_EQ(t.info.local.y, 16);
   EXPECT_NE(t.source.find("__syncthreads();"), std::string::npos);
   EXPECT_NE(t.source.find("__shared__ __align__(16) float smem0[256];"), std::string::npos);
+}
+
+TEST(CudaSource, LargeSharedMemoryIsDynamic) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp big = define_local(f, 16384, 0), small = define_local(f, 32, 1), out = param(0, f.ptr());
+  UOp w = UOp::make(Op::BARRIER, dtypes::void_,
+                    {store(index(big, t), const_(f, 1.0)), store(index(small, t), const_(f, 2.0))});
+  UOp v = load(index(after(big, {w}), t)) + load(index(after(small, {w}), t));
+  RenderedKernel r = render_cuda(linearize(sink({store(index(out, t), v)}, "big")));
+  EXPECT_EQ(r.info.dynamic_shared, 65536u + 128u);
+  EXPECT_NE(r.source.find("extern __shared__ __align__(16) unsigned char kt_dynamic_smem[];"),
+            std::string::npos)
+      << r.source;
 }
 
 TEST(CudaSource, ACompileErrorShowsNvrtcsLogAndTheSource) {

@@ -21,7 +21,8 @@ const std::vector<std::pair<int64_t, int64_t>> kShapes = {
     {1, 1}, {1, 7}, {7, 1000}, {3, 1023}, {64, 64}};
 
 TEST_P(Kernels, ElementwiseAddWithBroadcasting) {
-  for (DType dt : {dtypes::float32, dtypes::float16, dtypes::bfloat16})
+  for (DType dt : {dtypes::float32, dtypes::float16, dtypes::bfloat16, dtypes::float8_e4m3,
+                   dtypes::float8_e5m2})
     for (bool bcast : {false, true})
       for (auto [m, n] : kShapes) {
         SCOPED_TRACE(std::string(dt.name()) + (bcast ? " broadcast " : " ") + std::to_string(m) +
@@ -144,6 +145,59 @@ TEST_P(Kernels, GatedLoadsAtTheEdges) {
     k.run(args({&dout, &dx}));
     dout.read(out);
     EXPECT_LE(rel_error(out, want), tolerance(dtypes::float32));
+  }
+}
+
+// out[i] = x[i] converted to `to`: every float16 value (and Inf and NaN) through each
+// narrow format, bit for bit as dsl's exact conversions give it (float8 saturating, float16
+// and bfloat16 to Inf), and every code of each narrow format back to float32 exactly.
+TEST_P(Kernels, NarrowFloatConversionsAreExact) {
+  const size_t n = 65536;
+  HostData x(dtypes::float32, n);
+  for (size_t i = 0; i < n; ++i) x.set(i, decode_float(kFloat16, uint32_t(i)));
+  DeviceBuffer dx(*dev, x);
+  for (DType to : {dtypes::float16, dtypes::bfloat16, dtypes::float8_e4m3, dtypes::float8_e5m2}) {
+    SCOPED_TRACE(std::string(to.name()));
+    const FloatFormat& f = *to.narrow_float();
+    UOp in = param(1, dtypes::float32.ptr()), out = param(0, to.ptr());
+    UOp i = range(int64_t(n), 0, AxisKind::Global);
+    CompiledKernel k = compile_kernel(
+        *dev, sink({end(store(index(out, i), cast(load(index(in, i)), to)), {i})}, "narrow"));
+    HostData o = HostData::poisoned(to, n);
+    DeviceBuffer dout(*dev, o);
+    k.run(args({&dout, &dx}));
+    dout.read(o);
+    int wrong = 0;
+    for (size_t j = 0; j < n && wrong < 5; ++j) {
+      uint32_t got = 0, want = encode_float(f, x.values[j]);
+      std::memcpy(&got, &o.bytes[j * size_t(to.itemsize())], size_t(to.itemsize()));
+      bool both_nan = std::isnan(decode_float(f, got)) && std::isnan(decode_float(f, want));
+      if (got != want && !both_nan) {
+        ++wrong;
+        ADD_FAILURE() << x.values[j] << " -> 0x" << std::hex << got << ", want 0x" << want;
+      }
+    }
+    // Back: every code of the format to float32.
+    size_t codes = size_t(1) << f.bits();
+    HostData c(to, codes);
+    for (size_t j = 0; j < codes; ++j)
+      std::memcpy(&c.bytes[j * size_t(to.itemsize())], &j, size_t(to.itemsize()));
+    UOp in2 = param(1, to.ptr()), out2 = param(0, dtypes::float32.ptr());
+    UOp r = range(int64_t(codes), 0, AxisKind::Global);
+    CompiledKernel back = compile_kernel(
+        *dev, sink({end(store(index(out2, r), cast(load(index(in2, r)), dtypes::float32)), {r})},
+                   "widen"));
+    HostData w = HostData::poisoned(dtypes::float32, codes);
+    DeviceBuffer dc(*dev, c), dw(*dev, w);
+    back.run(args({&dw, &dc}));
+    dw.read(w);
+    for (size_t j = 0; j < codes; ++j) {
+      double want = decode_float(f, uint32_t(j));
+      if (!(w.get(j) == want || (std::isnan(w.get(j)) && std::isnan(want)))) {
+        ADD_FAILURE() << "code 0x" << std::hex << j << " -> " << w.get(j) << ", want " << want;
+        break;
+      }
+    }
   }
 }
 

@@ -163,6 +163,8 @@ inline double tolerance(DType dtype, int64_t k = 1) {
   if (dtype == dtypes::float32) return 1e-6 * std::max(1.0, std::sqrt(double(k)));
   if (dtype == dtypes::float16) return 1e-3;
   if (dtype == dtypes::bfloat16) return 8e-3;
+  if (dtype == dtypes::float8_e4m3) return 6.5e-2;
+  if (dtype == dtypes::float8_e5m2) return 1.3e-1;
   return 0;
 }
 
