@@ -457,6 +457,16 @@ class CRenderer {
 
   // CUDA: a vector value is an array; a narrow-float fragment stays as its 16-bit codes.
   std::string array_type(DType d) { return scalar_c(d.element()); }
+  // CUDA: an aligned struct holding a vector, so that a vector access is one instruction.
+  std::string vec_struct(DType d) {
+    std::string name = "kt_vec_" + std::string(d.name());
+    int align = d.itemsize();
+    while (align > 16 || (align & (align - 1))) align = align > 16 ? 16 : align & (align - 1);
+    if (!vector_types_.count(name))
+      vector_types_[name] = "struct __align__(" + std::to_string(align) + ") " + name + " { " +
+                            scalar_c(d.element()) + " v[" + std::to_string(d.count()) + "]; };\n";
+    return name;
+  }
 
   void emit_mma(const UOp& u) {
     const MmaLayout& L = *find_mma_layout(u.name_arg());
@@ -620,16 +630,28 @@ class CRenderer {
         return;
       case Op::LOAD: {
         const UOp& idx = u.src(0);
-        if (u.dtype().is_vector()) {
-          std::string n = fresh();
+        if (u.dtype().is_vector()) {  // one access of the whole vector; a gated-off one takes alt
+          std::string n = fresh(), gate = idx.src().size() == 3 ? name(idx.src(2)) : "";
           names_[u.id()] = n;
+          std::string count = std::to_string(u.dtype().count());
           if (cuda()) {
-            line(array_type(u.dtype()) + " " + n + "[" + std::to_string(u.dtype().count()) + "];");
-            line("for (int k = 0; k < " + std::to_string(u.dtype().count()) + "; ++k) " + n +
-                 "[k] = " + buffer(idx.src(0)) + "[" + name(idx.src(1)) + " + k];");
+            std::string vt = vec_struct(u.dtype()), t = fresh();
+            line(array_type(u.dtype()) + " " + n + "[" + count + "];");
+            std::string read = vt + " " + t + " = *(const " + vt + "*)&" + element(idx) +
+                               "; for (int k = 0; k < " + count + "; ++k) " + n + "[k] = " + t +
+                               ".v[k];";
+            if (gate.empty())
+              line("{ " + read + " }");
+            else
+              line("if (" + gate + ") { " + read + " } else { for (int k = 0; k < " + count +
+                   "; ++k) " + n + "[k] = " + name(u.src(1)) + "[k]; }");
           } else {
             line(type(u.dtype()) + " " + n + ";");
-            line("__builtin_memcpy(&" + n + ", &" + element(idx) + ", sizeof " + n + ");");
+            std::string read =
+                "__builtin_memcpy(&" + n + ", &" + element(idx) + ", sizeof " + n + ");";
+            line(gate.empty() ? read
+                              : "if (" + gate + ") { " + read + " } else { " + n + " = " +
+                                    name(u.src(1)) + "; }");
           }
           return;
         }
@@ -642,13 +664,16 @@ class CRenderer {
       case Op::STORE: {
         const UOp& idx = u.src(0);
         std::string write;
-        if (u.src(1).dtype().is_vector())
-          write = cuda() ? "for (int k = 0; k < " + std::to_string(u.src(1).dtype().count()) +
-                               "; ++k) " + buffer(idx.src(0)) + "[" + name(idx.src(1)) +
-                               " + k] = " + name(u.src(1)) + "[k];"
-                         : "__builtin_memcpy(&" + element(idx) + ", &" + name(u.src(1)) +
-                               ", sizeof " + name(u.src(1)) + ");";
-        else
+        if (u.src(1).dtype().is_vector() && cuda()) {
+          std::string vt = vec_struct(u.src(1).dtype()), t = fresh();
+          write = vt + " " + t + "; for (int k = 0; k < " +
+                  std::to_string(u.src(1).dtype().count()) + "; ++k) " + t +
+                  ".v[k] = " + name(u.src(1)) + "[k]; *(" + vt + "*)&" + element(idx) + " = " + t +
+                  ";";
+        } else if (u.src(1).dtype().is_vector()) {
+          write = "__builtin_memcpy(&" + element(idx) + ", &" + name(u.src(1)) + ", sizeof " +
+                  name(u.src(1)) + ");";
+        } else
           write = element(idx) + " = " + name(u.src(1)) + ";";
         line(idx.src().size() == 3 ? "if (" + name(idx.src(2)) + ") { " + write + " }" : write);
         return;

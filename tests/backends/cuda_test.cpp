@@ -21,6 +21,16 @@ std::vector<std::pair<std::string, UOp>> kernels() {
   ks.emplace_back("stencil", stencil_kernel(1023));
   ks.emplace_back("matmul_bf16", matmul_kernel(33, 17, 65, dtypes::bfloat16));
   ks.emplace_back("mma_matmul", mma_matmul_kernel(48, 24, 64));
+  {  // a gated 16-byte vector copy
+    DType f = dtypes::float32, v4 = f.vec(4);
+    UOp in = param(1, f.ptr()), out = param(0, f.ptr());
+    UOp i = range(101, 0, AxisKind::Global), m1 = const_(f, -1.0);
+    UOp v = load(UOp::make(Op::INDEX, v4.ptr(), {in, i * 4, i < 100}),
+                 UOp::make(Op::VECTORIZE, {m1, m1, m1, m1}));
+    ks.emplace_back(
+        "vec_copy",
+        sink({end(store(UOp::make(Op::INDEX, v4.ptr(), {out, i * 4}), v), {i})}, "vec_copy"));
+  }
   ks.emplace_back("add_e4m3", elementwise_add_kernel(7, 100, dtypes::float8_e4m3, true));
   ks.emplace_back("add_e5m2", elementwise_add_kernel(7, 100, dtypes::float8_e5m2, false));
   {  // an async copy of a 16-byte vector, waited for

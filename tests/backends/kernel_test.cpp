@@ -201,6 +201,28 @@ TEST_P(Kernels, NarrowFloatConversionsAreExact) {
   }
 }
 
+// 16-byte vector loads and stores: out[4i..4i+3] = x[4i..4i+3] for i < n, and for the
+// extra i == n the load is gated off and yields its alternative vector (-1, -1, -1, -1).
+TEST_P(Kernels, GatedVectorLoadsAndStores) {
+  DType f = dtypes::float32, v4 = f.vec(4);
+  for (int64_t n : {1, 7, 1000}) {
+    UOp in = param(1, f.ptr()), out = param(0, f.ptr());
+    UOp i = range(n + 1, 0, AxisKind::Global);
+    UOp m1 = const_(f, -1.0);
+    UOp alt = UOp::make(Op::VECTORIZE, {m1, m1, m1, m1});
+    UOp v = load(UOp::make(Op::INDEX, v4.ptr(), {in, i * 4, i < n}), alt);
+    UOp k = sink({end(store(UOp::make(Op::INDEX, v4.ptr(), {out, i * 4}), v), {i})}, "vec_copy");
+    HostData x = HostData::random(f, size_t(n * 4), 25),
+             o = HostData::poisoned(f, size_t(n * 4 + 4));
+    std::vector<double> want(x.values);
+    for (int e = 0; e < 4; ++e) want.push_back(-1.0);
+    DeviceBuffer dx(*dev, x), dout(*dev, o);
+    compile_kernel(*dev, k).run(args({&dout, &dx}));
+    dout.read(o);
+    EXPECT_EQ(rel_error(o, want), 0.0) << n;
+  }
+}
+
 TEST_P(Kernels, WrongArgumentsAreAClearError) {
   CompiledKernel k = compile_kernel(*dev, stencil_kernel(4));
   HostData x = HostData::random(dtypes::float32, 4, 9);
