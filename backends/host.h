@@ -172,4 +172,18 @@ class HostGraph : public Graph {
   std::vector<Launch> launches_;
 };
 
+// A device whose memory is host memory and whose queues are host queues (cpu, emu).
+class HostDevice : public Device {
+ public:
+  Allocator& allocator() override { return alloc_; }
+  std::unique_ptr<Queue> new_queue() override { return std::make_unique<HostQueue>(); }
+  std::unique_ptr<Signal> new_signal(uint64_t initial) override {
+    return std::make_unique<HostSignal>(initial);
+  }
+  std::unique_ptr<Graph> new_graph() override { return std::make_unique<HostGraph>(); }
+
+ private:
+  HostAllocator alloc_;
+};
+
 }  // namespace kitten

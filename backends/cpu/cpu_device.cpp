@@ -129,7 +129,7 @@ class DlopenProgram : public Program {
 
 // ---- the device ------------------------------------------------------------------------
 
-class CpuDevice : public Device {
+class CpuDevice : public HostDevice {
  public:
   CpuDevice(CpuCompileMode mode, CompileCache cache)
       : pool_(std::max(1u, std::thread::hardware_concurrency())) {
@@ -149,22 +149,15 @@ class CpuDevice : public Device {
     }
   }
   const DeviceProps& props() const override { return props_; }
-  Allocator& allocator() override { return alloc_; }
   Compiler& compiler() override { return jit_ ? static_cast<Compiler&>(*jit_) : *subprocess_; }
   RenderedKernel render(const LinearProgram& p) override { return render_c(p); }
   std::unique_ptr<Program> load(const std::string& binary, const KernelInfo& info) override {
     if (jit_) return jit_->load(binary, info, pool_);
     return std::make_unique<DlopenProgram>(binary, info, pool_);
   }
-  std::unique_ptr<Queue> new_queue() override { return std::make_unique<HostQueue>(); }
-  std::unique_ptr<Signal> new_signal(uint64_t initial) override {
-    return std::make_unique<HostSignal>(initial);
-  }
-  std::unique_ptr<Graph> new_graph() override { return std::make_unique<HostGraph>(); }
 
  private:
   DeviceProps props_;
-  HostAllocator alloc_;
   ThreadPool pool_;
   std::unique_ptr<ClangJit> jit_;
   std::unique_ptr<SubprocessCompiler> subprocess_;

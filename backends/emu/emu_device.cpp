@@ -32,7 +32,7 @@ class EmuProgram : public Program {
   std::shared_ptr<const EmuKernel> k_;
 };
 
-class EmuDevice : public Device {
+class EmuDevice : public HostDevice {
  public:
   EmuDevice() {
     props_.name = "emu";
@@ -43,7 +43,6 @@ class EmuDevice : public Device {
     props_.compiler = "none: the emulator interprets the linear program";
   }
   const DeviceProps& props() const override { return props_; }
-  Allocator& allocator() override { return alloc_; }
   Compiler& compiler() override { return compiler_; }
   RenderedKernel render(const LinearProgram& p) override {
     RenderedKernel r;
@@ -59,15 +58,9 @@ class EmuDevice : public Device {
       throw BackendError("emu: kernel '" + info.name + "' was not rendered for the emulator");
     return std::make_unique<EmuProgram>(emu_compile(*info.linear));
   }
-  std::unique_ptr<Queue> new_queue() override { return std::make_unique<HostQueue>(); }
-  std::unique_ptr<Signal> new_signal(uint64_t initial) override {
-    return std::make_unique<HostSignal>(initial);
-  }
-  std::unique_ptr<Graph> new_graph() override { return std::make_unique<HostGraph>(); }
 
  private:
   DeviceProps props_;
-  HostAllocator alloc_;
   EmuCompiler compiler_;
 };
 

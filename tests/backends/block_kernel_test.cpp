@@ -25,11 +25,7 @@ TEST_P(BlockKernels, SharedMemoryTiledMatmulWithBarriers) {
                  std::to_string(t));
     HostData a = HostData::random(dtypes::float32, size_t(m * k), 11),
              b = HostData::random(dtypes::float32, size_t(k * n), 12);
-    std::vector<double> want(static_cast<size_t>(m * n), 0.0);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j)
-        for (int64_t r = 0; r < k; ++r)
-          want[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+    std::vector<double> want = matmul_reference(a, b, m, n, k);
     HostData c = HostData::poisoned(dtypes::float32, size_t(m * n));
     DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
     CompiledKernel kern = compile_kernel(*dev, tiled_matmul_kernel(m, n, k, t));
@@ -119,11 +115,7 @@ TEST_P(BlockKernels, TensorCoreMatmulThroughSharedMemory) {
     SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
     HostData a = HostData::random(dtypes::bfloat16, size_t(m * k), 21),
              b = HostData::random(dtypes::bfloat16, size_t(k * n), 22);
-    std::vector<double> want(static_cast<size_t>(m * n), 0.0);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j)
-        for (int64_t r = 0; r < k; ++r)
-          want[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+    std::vector<double> want = matmul_reference(a, b, m, n, k);
     HostData c = HostData::poisoned(dtypes::float32, size_t(m * n));
     DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
     compile_kernel(*dev, mma_matmul_kernel(m, n, k)).run(args({&dc, &da, &db}));

@@ -77,11 +77,7 @@ TEST_P(Kernels, MatmulWithARegisterAccumulator) {
                    "x" + std::to_string(kk));
       HostData a = HostData::random(dt, size_t(m * kk), 4),
                b = HostData::random(dt, size_t(kk * n), 5);
-      std::vector<double> want(size_t(m * n), 0.0);
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j)
-          for (int64_t r = 0; r < kk; ++r)
-            want[size_t(i * n + j)] += a.values[size_t(i * kk + r)] * b.values[size_t(r * n + j)];
+      std::vector<double> want = matmul_reference(a, b, m, n, kk);
       HostData c = HostData::poisoned(dt, size_t(m * n));
       DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
       CompiledKernel k = compile_kernel(*dev, matmul_kernel(m, n, kk, dt));

@@ -168,6 +168,17 @@ inline double tolerance(DType dtype, int64_t k = 1) {
   return 0;
 }
 
+// a (m x k) times b (k x n), row-major, in float64.
+inline std::vector<double> matmul_reference(const HostData& a, const HostData& b, int64_t m,
+                                            int64_t n, int64_t k) {
+  std::vector<double> c(static_cast<size_t>(m * n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t r = 0; r < k; ++r)
+        c[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+  return c;
+}
+
 // ||got - want|| / ||want||, with NaN (an unwritten output) as infinite error.
 inline double rel_error(const HostData& got, const std::vector<double>& want) {
   double num = 0, den = 0;
