@@ -487,28 +487,39 @@ double cuda_bare_launches_ms(Queue& q, Program& p, LaunchDims g, LaunchDims l,
 }
 
 double cuda_bare_graph_ms(Queue& q, Program& p, LaunchDims g, LaunchDims l,
-                          std::span<const KernelArg> args, int n) {
+                          std::span<const KernelArg> args, int n,
+                          std::span<const KernelArg> rebound) {
   auto& cq = dynamic_cast<CudaQueue&>(q);
   auto& cp = dynamic_cast<CudaProgram&>(p);
   Params params(cp.info(), args);
   const cu::Driver& d = cu::driver();
   cu::GraphT graph;
   check(d.GraphCreate(&graph, 0), "creating a graph");
-  cu::KernelNodeParams np{cp.function(), unsigned(g.x), unsigned(g.y), unsigned(g.z),
-                          unsigned(l.x), unsigned(l.y), unsigned(l.z), 0,
-                          params.data(), nullptr,       nullptr,       nullptr};
-  cu::GraphNode prev = nullptr;
+  auto node_params = [&](Params& ps) {
+    return cu::KernelNodeParams{cp.function(), unsigned(g.x), unsigned(g.y), unsigned(g.z),
+                                unsigned(l.x), unsigned(l.y), unsigned(l.z), 0,
+                                ps.data(),     nullptr,       nullptr,       nullptr};
+  };
+  cu::KernelNodeParams np = node_params(params);
+  std::vector<cu::GraphNode> nodes;
   for (int i = 0; i < n; ++i) {
     cu::GraphNode node;
-    check(d.GraphAddKernelNode(&node, graph, prev ? &prev : nullptr, prev ? 1 : 0, &np),
+    check(d.GraphAddKernelNode(&node, graph, nodes.empty() ? nullptr : &nodes.back(),
+                               nodes.empty() ? 0 : 1, &np),
           "adding a graph node");
-    prev = node;
+    nodes.push_back(node);
   }
   cu::GraphExec exec;
   check(d.GraphInstantiate(&exec, graph, 0), "instantiating a graph");
   check(d.GraphLaunch(exec, cq.stream()), "launching a graph");  // the first launch uploads it
   check(d.StreamSynchronize(cq.stream()), "synchronizing");
   auto t0 = std::chrono::steady_clock::now();
+  if (!rebound.empty()) {
+    Params other(cp.info(), rebound);
+    cu::KernelNodeParams rp = node_params(other);
+    for (cu::GraphNode node : nodes)
+      check(d.GraphExecKernelNodeSetParams(exec, node, &rp), "rebinding a node");
+  }
   check(d.GraphLaunch(exec, cq.stream()), "launching a graph");
   check(d.StreamSynchronize(cq.stream()), "synchronizing");
   double ms =

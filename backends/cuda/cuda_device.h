@@ -30,9 +30,12 @@ double cuda_elapsed_ms(Queue& q, const std::function<void()>& enqueue);
 double cuda_bare_launches_ms(Queue& q, Program& p, LaunchDims global, LaunchDims local,
                              std::span<const KernelArg> args, int n);
 // The same n launches as one CUDA graph built with the bare driver API: the time of one
-// replay (the graph is built and instantiated before the clock starts).
+// replay (the graph is built and instantiated before the clock starts). With `rebound`,
+// every node's arguments are first replaced by `rebound` with
+// cuGraphExecKernelNodeSetParams, inside the timed part, as a rebinding replay does.
 double cuda_bare_graph_ms(Queue& q, Program& p, LaunchDims global, LaunchDims local,
-                          std::span<const KernelArg> args, int n);
+                          std::span<const KernelArg> args, int n,
+                          std::span<const KernelArg> rebound = {});
 
 // NVRTC for an architecture ("sm_90a"), usable without a GPU. Throws BackendError when
 // NVRTC cannot be opened.
