@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -95,8 +96,13 @@ struct Timestamp {
 class Queue {
  public:
   virtual ~Queue() = default;
-  virtual void exec(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args,
-                    size_t shared_bytes = 0) = 0;
+  // The arguments are read before exec returns (the caller may reuse them).
+  virtual void exec(Program& p, LaunchDims global, LaunchDims local,
+                    std::span<const KernelArg> args, size_t shared_bytes = 0) = 0;
+  void exec(Program& p, LaunchDims global, LaunchDims local, std::initializer_list<KernelArg> args,
+            size_t shared_bytes = 0) {
+    exec(p, global, local, std::span<const KernelArg>(args.begin(), args.size()), shared_bytes);
+  }
   virtual void copy(Buffer dst, Buffer src, size_t bytes) = 0;
   virtual void signal(Signal& s, uint64_t v) = 0;  // set s to v when the queue gets here
   virtual void wait(Signal& s, uint64_t v) = 0;    // go on only once s >= v

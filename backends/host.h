@@ -79,11 +79,11 @@ class HostQueue : public Queue {
     cv_.notify_all();
     worker_.join();
   }
-  void exec(Program& p, LaunchDims global, LaunchDims local, std::vector<KernelArg> args,
+  using Queue::exec;
+  void exec(Program& p, LaunchDims global, LaunchDims local, std::span<const KernelArg> span,
             size_t shared) override {
-    pending_.push_back([&p, global, local, args = std::move(args), shared] {
-      p.launch(global, local, args, shared);
-    });
+    pending_.push_back([&p, global, local, args = std::vector<KernelArg>(span.begin(), span.end()),
+                        shared] { p.launch(global, local, args, shared); });
   }
   void copy(Buffer dst, Buffer src, size_t bytes) override {
     if (bytes > dst.bytes || bytes > src.bytes)

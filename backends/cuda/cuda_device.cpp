@@ -251,7 +251,8 @@ class CudaQueue : public Queue {
     c_->d.StreamDestroy(stream_);
   }
   // Commands go to the stream as they are recorded; submit() has nothing left to hand over.
-  void exec(Program& p, LaunchDims g, LaunchDims l, std::vector<KernelArg> args,
+  using Queue::exec;
+  void exec(Program& p, LaunchDims g, LaunchDims l, std::span<const KernelArg> args,
             size_t shared) override {
     auto& cp = dynamic_cast<CudaProgram&>(p);
     cp.enqueue(stream_, g, l, args, std::max(shared, cp.info().dynamic_shared));
