@@ -130,13 +130,14 @@ StableKey compute_key(Op op, DType dtype, std::span<const UOp> src, const Arg& a
 }
 
 // Frees a dead node and every source that dies with it, with a worklist: no recursion,
-// however deep the graph.
+// however deep the graph. A chain of deaths goes through `next` and allocates nothing;
+// only a node whose death frees two or more sources pushes onto the vector.
 void destroy(const UOpNode* first) {
-  thread_local std::vector<const UOpNode*> work;
-  work.push_back(first);
-  while (!work.empty()) {
-    auto* n = const_cast<UOpNode*>(work.back());
-    work.pop_back();
+  std::vector<const UOpNode*> work;
+  const UOpNode* next = first;
+  while (next) {
+    auto* n = const_cast<UOpNode*>(next);
+    next = nullptr;
     if (n->in_table) {
       Shard& sh = shard_for(n->key.lo);
       std::lock_guard lock(sh.mu);
@@ -144,11 +145,19 @@ void destroy(const UOpNode* first) {
     }
     for (uint32_t i = 0; i < n->nsrc; ++i) {
       const UOpNode* s = UOpAccess::take(n->srcs()[i]);
-      if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) work.push_back(s);
+      if (s->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+      if (!next)
+        next = s;
+      else
+        work.push_back(s);
     }
     for (uint32_t i = 0; i < n->nsrc; ++i) n->srcs()[i].~UOp();
     n->~UOpNode();
     ::operator delete(n);
+    if (!next && !work.empty()) {
+      next = work.back();
+      work.pop_back();
+    }
   }
 }
 
