@@ -51,10 +51,10 @@ class HostSignal : public Signal {
     return value_;
   }
   void set(uint64_t v) override {
-    {
-      std::lock_guard lock(mu_);
-      value_ = v;
-    }
+    // Notify under the lock: a waiter that sees the new value may destroy the signal at
+    // once, so nothing may touch it after the lock is released.
+    std::lock_guard lock(mu_);
+    value_ = v;
     cv_.notify_all();
   }
   void wait(uint64_t v) override {
