@@ -12,12 +12,6 @@ namespace {
 
 class BlockKernels : public DeviceTest {};
 
-std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
-  std::vector<KernelArg> a;
-  for (const DeviceBuffer* b : bufs) a.push_back(b->buf);
-  return a;
-}
-
 TEST_P(BlockKernels, SharedMemoryTiledMatmulWithBarriers) {
   for (auto [m, n, k, t] :
        std::vector<std::array<int64_t, 4>>{{8, 8, 8, 8}, {32, 48, 64, 16}, {24, 8, 40, 8}}) {

@@ -29,7 +29,8 @@ TEST(BackendConcurrency, HostQueuesOrderedBySignals) {
   auto dev = make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
   const int64_t n = 4096;
   HostData a = HostData::random(dtypes::float32, n, 1), b = HostData::random(dtypes::float32, n, 2);
-  HostData out = HostData::poisoned(dtypes::float32, n), copy = HostData::poisoned(dtypes::float32, n);
+  HostData out = HostData::poisoned(dtypes::float32, n),
+           copy = HostData::poisoned(dtypes::float32, n);
   DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
   CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
   for (int round = 1; round <= 20; ++round) {
@@ -39,7 +40,8 @@ TEST(BackendConcurrency, HostQueuesOrderedBySignals) {
     copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
     copier->signal(*done, 1);
     copier->submit();
-    compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {dout.buf, da.buf, db.buf});
+    compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local,
+                  {dout.buf, da.buf, db.buf});
     compute->signal(*ready, 1);
     compute->submit();
     done->wait(1);
@@ -57,14 +59,16 @@ TEST(BackendConcurrency, KernelsCompiledAndRunFromSeveralThreads) {
   for (int t = 0; t < 3; ++t)
     threads.emplace_back([&, t] {
       int64_t n = 100 + t;
-      HostData x = HostData::random(dtypes::float32, size_t(n), uint64_t(t)), o = HostData::poisoned(dtypes::float32, size_t(n));
+      HostData x = HostData::random(dtypes::float32, size_t(n), uint64_t(t)),
+               o = HostData::poisoned(dtypes::float32, size_t(n));
       DeviceBuffer dx(*dev, x), dout(*dev, o);
       CompiledKernel k = compile_kernel(*dev, stencil_kernel(n));
       std::vector<KernelArg> args = {dout.buf, dx.buf};
       k.run(args);
       dout.read(o);
       for (int64_t i = 0; i < n; ++i) {
-        double want = (i > 0 ? x.values[size_t(i - 1)] : 0) + x.values[size_t(i)] + (i + 1 < n ? x.values[size_t(i + 1)] : 0);
+        double want = (i > 0 ? x.values[size_t(i - 1)] : 0) + x.values[size_t(i)] +
+                      (i + 1 < n ? x.values[size_t(i + 1)] : 0);
         if (std::fabs(o.get(size_t(i)) - want) > 1e-5 * (1 + std::fabs(want))) ++wrong;
       }
     });

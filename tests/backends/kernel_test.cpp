@@ -11,12 +11,6 @@ namespace {
 
 class Kernels : public DeviceTest {};
 
-std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
-  std::vector<KernelArg> a;
-  for (const DeviceBuffer* b : bufs) a.push_back(b->buf);
-  return a;
-}
-
 const std::vector<std::pair<int64_t, int64_t>> kShapes = {
     {1, 1}, {1, 7}, {7, 1000}, {3, 1023}, {64, 64}};
 

@@ -157,6 +157,13 @@ struct DeviceBuffer {
   void read(HostData& h) const { dev.allocator().copy_out(h.bytes.data(), buf, h.bytes.size()); }
 };
 
+// Kernel arguments from device buffers, in order.
+inline std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {
+  std::vector<KernelArg> a;
+  for (const DeviceBuffer* b : bufs) a.push_back(b->buf);
+  return a;
+}
+
 // The tolerance of docs/testing.md for results stored in `dtype` after reductions of K.
 inline double tolerance(DType dtype, int64_t k = 1) {
   if (dtype == dtypes::float64) return 1e-12;
