@@ -16,7 +16,6 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
-#include <regex>
 #include <sstream>
 #include <thread>
 

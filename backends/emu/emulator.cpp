@@ -72,12 +72,6 @@ struct Instr {
   std::vector<int64_t> lanes;  // EXTRACT
 };
 
-// Where a value lives: its slot, and the lanes of a vector one after the other.
-struct SlotOf {
-  int slot;
-  int count;
-};
-
 }  // namespace
 
 struct EmuKernel {

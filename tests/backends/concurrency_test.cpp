@@ -27,29 +27,7 @@ TEST(BackendConcurrency, ThreadPoolRunsFromSeveralThreads) {
 
 TEST(BackendConcurrency, HostQueuesOrderedBySignals) {
   auto dev = make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
-  const int64_t n = 4096;
-  HostData a = HostData::random(dtypes::float32, n, 1), b = HostData::random(dtypes::float32, n, 2);
-  HostData out = HostData::poisoned(dtypes::float32, n),
-           copy = HostData::poisoned(dtypes::float32, n);
-  DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
-  CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
-  for (int round = 1; round <= 20; ++round) {
-    auto compute = dev->new_queue(), copier = dev->new_queue();
-    auto ready = dev->new_signal(0), done = dev->new_signal(0);
-    copier->wait(*ready, 1);
-    copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
-    copier->signal(*done, 1);
-    copier->submit();
-    compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local,
-                  {dout.buf, da.buf, db.buf});
-    compute->signal(*ready, 1);
-    compute->submit();
-    done->wait(1);
-  }
-  dcopy.read(copy);
-  std::vector<double> want(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) want[size_t(i)] = a.values[size_t(i)] + b.values[size_t(i)];
-  EXPECT_LE(rel_error(copy, want), tolerance(dtypes::float32));
+  EXPECT_LE(add_then_copy_across_queues(*dev, 4096, 20), tolerance(dtypes::float32));
 }
 
 TEST(BackendConcurrency, KernelsCompiledAndRunFromSeveralThreads) {

@@ -42,26 +42,7 @@ TEST_P(Hcq, QueueRunsCommandsInOrderAndSignals) {
 }
 
 TEST_P(Hcq, SignalsOrderWorkAcrossTwoQueues) {
-  const int64_t n = 4096;
-  HostData a = HostData::random(dtypes::float32, n, 3), b = HostData::random(dtypes::float32, n, 4);
-  HostData out = HostData::poisoned(dtypes::float32, n),
-           copy = HostData::poisoned(dtypes::float32, n);
-  DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out), dcopy(*dev, copy);
-  CompiledKernel k = compile_kernel(*dev, elementwise_add_kernel(1, n, dtypes::float32, false));
-  auto compute = dev->new_queue(), copier = dev->new_queue();
-  auto ready = dev->new_signal(0), finished = dev->new_signal(0);
-  // The copy queue is submitted first but waits for the compute queue's signal.
-  copier->wait(*ready, 1);
-  copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
-  copier->signal(*finished, 1);
-  copier->submit();
-  compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local,
-                {dout.buf, da.buf, db.buf});
-  compute->signal(*ready, 1);
-  compute->submit();
-  finished->wait(1);
-  dcopy.read(copy);
-  EXPECT_LE(rel_error(copy, add_ref(a, b)), tolerance(dtypes::float32));
+  EXPECT_LE(add_then_copy_across_queues(*dev, 4096, 1), tolerance(dtypes::float32));
 }
 
 TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {

@@ -15,6 +15,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/emu/emu_device.h"
 #include "backends/hcq.h"
+#include "dsl/builtin_kernels.h"
 
 namespace kitten {
 
@@ -196,6 +197,36 @@ inline double rel_error(const HostData& got, const std::vector<double>& want) {
     den += want[i] * want[i];
   }
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// Two queues ordered by signals: the copy queue is submitted first but waits for the
+// compute queue, which adds a + b (n float32) into out; the copy of out must see the sum.
+// Repeated `rounds` times with fresh queues and signals. Returns the relative error of the
+// copied sum.
+inline double add_then_copy_across_queues(Device& dev, int64_t n, int rounds) {
+  HostData a = HostData::random(dtypes::float32, size_t(n), 3),
+           b = HostData::random(dtypes::float32, size_t(n), 4);
+  HostData out = HostData::poisoned(dtypes::float32, size_t(n)),
+           copy = HostData::poisoned(dtypes::float32, size_t(n));
+  DeviceBuffer da(dev, a), db(dev, b), dout(dev, out), dcopy(dev, copy);
+  CompiledKernel k = compile_kernel(dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+  for (int round = 0; round < rounds; ++round) {
+    auto compute = dev.new_queue(), copier = dev.new_queue();
+    auto ready = dev.new_signal(0), finished = dev.new_signal(0);
+    copier->wait(*ready, 1);
+    copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
+    copier->signal(*finished, 1);
+    copier->submit();
+    compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local,
+                  {dout.buf, da.buf, db.buf});
+    compute->signal(*ready, 1);
+    compute->submit();
+    finished->wait(1);
+  }
+  dcopy.read(copy);
+  std::vector<double> want(static_cast<size_t>(n));
+  for (size_t i = 0; i < want.size(); ++i) want[i] = a.values[i] + b.values[i];
+  return rel_error(copy, want);
 }
 
 }  // namespace kitten
