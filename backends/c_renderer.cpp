@@ -1,5 +1,8 @@
 #include "backends/c_renderer.h"
 
+#include "backends/c_dialects.h"
+#include "dsl/mma.h"
+
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -83,11 +86,8 @@ KT_FN kt_bf16 kt_f2bf(float f) {
 }
 )";
 
-enum class Dialect { C, Cuda };
-
-[[noreturn]] void refuse(Dialect d, const LinearProgram& p, const std::string& what) {
-  throw BackendError(std::string(d == Dialect::C ? "cpu" : "cuda") + ": kernel '" + p.name + "' " +
-                     what);
+[[noreturn]] void refuse(const CDialect& d, const LinearProgram& p, const std::string& what) {
+  throw BackendError(std::string(d.target) + ": kernel '" + p.name + "' " + what);
 }
 
 // float16, bfloat16 and the float8s: held as their bits, computed in float32.
@@ -132,7 +132,7 @@ std::string scalar_c(DType d) {
 
 class CRenderer {
  public:
-  CRenderer(const LinearProgram& p, Dialect d) : p_(p), dialect_(d) {}
+  CRenderer(const LinearProgram& p, const CDialect& d) : p_(p), dialect_(d) {}
 
   RenderedKernel run() {
     check_supported();
@@ -149,8 +149,8 @@ class CRenderer {
     for (const UOp& u : p_.ops)
       if (u.op() == Op::PARAM) out.info.buffer_params[size_t(u.int_arg())] = u.dtype().is_pointer();
     out.info.vars.assign(vars_.begin(), vars_.end());
-    std::string src = cuda() ? kCudaPrelude : kCPrelude;
-    if (uses_narrow_) src += kHalfPrelude;
+    std::string src = dialect_.prelude;
+    if (uses_narrow_) src += narrow_float_prelude();
     for (const auto& [name, def] : vector_types_) src += def;
     if (cuda()) {
       out.info.global = grid_;
@@ -173,51 +173,35 @@ class CRenderer {
   }
 
  private:
-  bool cuda() const { return dialect_ == Dialect::Cuda; }
+  bool cuda() const { return dialect_.blocks; }
 
   void check_supported() {
     for (const UOp& u : p_.ops) {
-      switch (u.op()) {
-        case Op::SPECIAL:
-        case Op::DEFINE_LOCAL:
-        case Op::BARRIER:
-        case Op::SHUFFLE:
-        case Op::MMA:
-          if (!cuda())
-            refuse(dialect_, p_,
-                   "needs the threads of a block to cooperate (" + op_name(u.op()) +
-                       "): run it on emu or cuda");
-          break;
-        case Op::ASYNC_COPY:
-        case Op::WAIT:
-          if (!cuda())
-            refuse(dialect_, p_,
-                   "needs the threads of a block to cooperate (" + op_name(u.op()) +
-                       "): run it on emu or cuda");
-          break;
-        case Op::RANGE:
-          if (u.axis().kind == AxisKind::Local)
-            refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
-          break;
-        case Op::PARAM:
-          num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
-          break;
-        case Op::DEFINE_VAR:
-          vars_.insert(std::get<VarArg>(u.arg()).name);
-          break;
-        default:
-          break;
-      }
+      Op op = u.op();
+      if (!find_op_spec(op) || (!is_alu(op) && core_op_name(op).empty()))
+        refuse(
+            dialect_, p_,
+            "uses " + op_name(op) + ", which the " + dialect_.target + " renderer does not know");
+      if (op_has(op, kOpCooperative) && !dialect_.blocks)
+        refuse(dialect_, p_,
+               "uses " + op_name(op) + ": it needs the threads of a block to cooperate, which " +
+                   dialect_.target + " does not have; run it on emu or cuda");
+      if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
+        refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
+      if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
+      if (op == Op::DEFINE_VAR) vars_.insert(std::get<VarArg>(u.arg()).name);
       DType d = u.dtype().is_pointer() ? u.dtype().pointee() : u.dtype();
       uses_narrow_ |= d.is_value() && narrow(d);
       if (d.is_value() && scalar_c(d.element()).empty())
         refuse(dialect_, p_,
                "uses " + std::string(d.name()) + ", which the renderer does not support yet");
-      bool mma_fragment = cuda() && u.op() == Op::VECTORIZE;
-      if (d.is_vector() && (narrow(d) || d.is_bool()) && !mma_fragment && u.op() != Op::MMA)
+      // Vectors of narrow floats or bool move as a whole (loads, stores, fragments,
+      // atomics); arithmetic on them lane by lane is not rendered yet.
+      bool arithmetic = is_alu(op) || op == Op::CAST;
+      if (d.is_vector() && (narrow(d) || d.is_bool()) && arithmetic)
         refuse(dialect_, p_,
-               "uses vectors of " + std::string(d.element().name()) +
-                   ", which the renderer does not support yet");
+               "computes on vectors of " + std::string(d.element().name()) + " (" + op_name(op) +
+                   "), which the renderer does not support yet");
     }
     param_decl_.assign(size_t(num_params_), "long long kt_unused");
     for (const UOp& u : p_.ops)
@@ -349,11 +333,6 @@ class CRenderer {
     if (d == dtypes::float8_e5m2) return "kt_f2e5m2(" + expr + ")";
     return expr;
   }
-  std::string math(const char* fn, DType d) const {
-    bool f64 = d.element() == dtypes::float64;
-    return std::string(cuda() ? "" : "__builtin_") + fn + (f64 ? "" : "f");
-  }
-
   // The buffer a pointer node names (through AFTERs).
   std::string buffer(const UOp& u) const {
     UOp b = u;
@@ -373,76 +352,17 @@ class CRenderer {
   }
 
   std::string alu(const UOp& u) {
-    DType d = u.dtype(), in = u.src(0).dtype();
-    auto bin = [&](const char* op) {
-      return narrowed(d, "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")");
-    };
-    auto cmp = [&](const char* op) {
-      return "(" + wide(u.src(0)) + " " + op + " " + wide(u.src(1)) + ")";
-    };
-    auto fn1 = [&](const char* fn) {
-      return narrowed(d, math(fn, in) + "(" + wide(u.src(0)) + ")");
-    };
-    switch (u.op()) {
-      case Op::NEG:
-        return narrowed(d, "(-" + wide(u.src(0)) + ")");
-      case Op::RECIP:
-        return narrowed(d, std::string(in.element() == dtypes::float64 ? "(1.0 / " : "(1.0f / ") +
-                               wide(u.src(0)) + ")");
-      case Op::SQRT:
-        return fn1("sqrt");
-      case Op::EXP2:
-        return fn1("exp2");
-      case Op::LOG2:
-        return fn1("log2");
-      case Op::SIN:
-        return fn1("sin");
-      case Op::TRUNC:
-        return fn1("trunc");
-      case Op::ADD:
-        return bin("+");
-      case Op::SUB:
-        return bin("-");
-      case Op::MUL:
-        return bin("*");
-      case Op::FDIV:
-      case Op::IDIV:
-        return bin("/");
-      case Op::MOD:
-        return bin("%");
-      case Op::AND:
-        return bin("&");
-      case Op::OR:
-        return bin("|");
-      case Op::XOR:
-        return bin("^");
-      case Op::SHL:
-        return bin("<<");
-      case Op::SHR:
-        return bin(">>");
-      case Op::MAX:
-      case Op::MIN: {
-        if (in.is_float() && !in.is_vector())
-          return narrowed(d, math(u.op() == Op::MAX ? "fmax" : "fmin", in) + "(" + wide(u.src(0)) +
-                                 ", " + wide(u.src(1)) + ")");
-        const char* op = u.op() == Op::MAX ? ">" : "<";
-        return "(" + name(u.src(0)) + " " + op + " " + name(u.src(1)) + " ? " + name(u.src(0)) +
-               " : " + name(u.src(1)) + ")";
-      }
-      case Op::CMPLT:
-        return cmp("<");
-      case Op::CMPEQ:
-        return cmp("==");
-      case Op::CMPNE:
-        return cmp("!=");
-      case Op::WHERE:
-        return "(" + name(u.src(0)) + " ? " + name(u.src(1)) + " : " + name(u.src(2)) + ")";
-      case Op::MULACC:
-        return narrowed(
-            d, "(" + wide(u.src(0)) + " * " + wide(u.src(1)) + " + " + wide(u.src(2)) + ")");
-      default:
-        refuse(dialect_, p_, "uses " + op_name(u.op()) + ", which the renderer does not support");
-    }
+    Op op = u.op();
+    DType d = u.dtype(), in = op == Op::WHERE ? u.src(1).dtype() : u.src(0).dtype();
+    std::vector<std::string> args;
+    for (const UOp& src : u.src()) args.push_back(op == Op::WHERE ? name(src) : wide(src));
+    std::optional<std::string> text = print_alu(dialect_, op, in, args);
+    if (!text)
+      refuse(
+          dialect_, p_,
+          "uses " + op_name(op) + ", which the " + dialect_.target + " renderer does not support");
+    bool to_narrow = op != Op::WHERE && !d.is_bool();
+    return to_narrow ? narrowed(d, *text) : *text;
   }
 
   std::string cast(const UOp& u) {
@@ -468,42 +388,108 @@ class CRenderer {
     return name;
   }
 
+  // mma.sync as inline PTX: A and B fragments packed two 16-bit codes to a register, C
+  // and D one float32 register per element, all sized from the layout.
   void emit_mma(const UOp& u) {
     const MmaLayout& L = *find_mma_layout(u.name_arg());
-    bool bf = L.a.element() == dtypes::bfloat16;
+    if (L.group_threads != 32 || L.a.home != OperandHome::Registers)
+      refuse(dialect_, p_, "uses the MMA layout " + L.name + ", which is not a warp's mma.sync");
+    bool bf = L.a.fragment.element() == dtypes::bfloat16;
     std::string in = bf ? "bf16" : "f16";
     std::string shape =
         "m" + std::to_string(L.m) + "n" + std::to_string(L.n) + "k" + std::to_string(L.k);
-    auto regs = [&](const UOp& frag, int count,
-                    std::vector<std::string>& out) {  // pairs of 16-bit codes
+    auto packed = [&](const UOp& frag, int count) {
+      std::vector<std::string> regs;
       for (int i = 0; i < count; i += 2) {
         std::string r = fresh();
         line("unsigned int " + r + " = (unsigned int)" + name(frag) + "[" + std::to_string(i) +
              "] | ((unsigned int)" + name(frag) + "[" + std::to_string(i + 1) + "] << 16);");
-        out.push_back(r);
+        regs.push_back("\"r\"(" + r + ")");
       }
+      return regs;
     };
-    std::vector<std::string> a, b;
-    regs(u.src(0), L.a.count(), a);
-    regs(u.src(1), L.b.count(), b);
+    std::vector<std::string> a = packed(u.src(0), L.a.fragment.count());
+    std::vector<std::string> b = packed(u.src(1), L.b.fragment.count());
+    int nc = L.c.fragment.count();
     std::string d = fresh();
     names_[u.id()] = d;
-    line("float " + d + "[4];");
-    std::string ops, outs = "\"=f\"(" + d + "[0]), \"=f\"(" + d + "[1]), \"=f\"(" + d +
-                            "[2]), \"=f\"(" + d + "[3])";
-    int n = 4;
-    auto list = [&](size_t count) {
+    line("float " + d + "[" + std::to_string(nc) + "];");
+    std::vector<std::string> outs, c;
+    for (int i = 0; i < nc; ++i) {
+      outs.push_back("\"=f\"(" + d + "[" + std::to_string(i) + "])");
+      c.push_back("\"f\"(" + name(u.src(2)) + "[" + std::to_string(i) + "])");
+    }
+    int next = 0;
+    auto operands = [&](size_t count) {
       std::string l = "{";
-      for (size_t i = 0; i < count; ++i) l += (i ? ", %" : "%") + std::to_string(n++);
+      for (size_t i = 0; i < count; ++i) l += (i ? ", %" : "%") + std::to_string(next++);
       return l + "}";
     };
-    std::string dl = "{%0, %1, %2, %3}", al = list(a.size()), bl = list(b.size()), cl = list(4);
-    std::string ins;
-    for (const std::string& r : a) ins += (ins.empty() ? "" : ", ") + ("\"r\"(" + r + ")");
-    for (const std::string& r : b) ins += ", \"r\"(" + r + ")";
-    for (int i = 0; i < 4; ++i) ins += ", \"f\"(" + name(u.src(2)) + "[" + std::to_string(i) + "])";
+    std::string dl = operands(outs.size()), al = operands(a.size()), bl = operands(b.size()),
+                cl = operands(c.size());
+    auto join = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (const std::string& x : v) out += (out.empty() ? "" : ", ") + x;
+      return out;
+    };
+    std::vector<std::string> ins = a;
+    ins.insert(ins.end(), b.begin(), b.end());
+    ins.insert(ins.end(), c.begin(), c.end());
     line("asm volatile(\"mma.sync.aligned." + shape + ".row.col.f32." + in + "." + in + ".f32 " +
-         dl + ", " + al + ", " + bl + ", " + cl + ";\" : " + outs + " : " + ins + ");");
+         dl + ", " + al + ", " + bl + ", " + cl + ";\" : " + join(outs) + " : " + join(ins) + ");");
+  }
+
+  // ATOMIC: CUDA issues `red` on the generic address; C runs a compare-and-swap loop over
+  // the element's bytes (integer add uses __atomic_fetch_add), so that the cpu thread
+  // pool's threads combine correctly.
+  void emit_atomic(const UOp& u) {
+    const UOp& idx = u.src(0);
+    DType d = u.src(1).dtype();
+    AtomicOp op = std::get<AtomicOp>(u.arg());
+    std::string gate = idx.src().size() == 3 ? "if (" + name(idx.src(2)) + ") " : "";
+    std::string addr = "&" + element(idx), v = name(u.src(1));
+    if (cuda()) {
+      std::string type, reg, value = v;
+      if (d.is_vector()) {  // two 16-bit codes in one register
+        type = std::string("noftz.") + (d.element() == dtypes::bfloat16 ? "bf16x2" : "f16x2");
+        reg = "r";
+        value = "(unsigned int)" + v + "[0] | ((unsigned int)" + v + "[1] << 16)";
+      } else if (d.is_float()) {
+        type = d == dtypes::float32 ? "f32" : "f64";
+        reg = d == dtypes::float32 ? "f" : "d";
+      } else {
+        bool sign = !d.is_unsigned() && op != AtomicOp::Add;
+        type = std::string(sign ? "s" : "u") + std::to_string(d.bits());
+        reg = d.bits() == 64 ? "l" : "r";
+      }
+      line(gate + "asm volatile(\"red." + std::string(atomic_op_name(op)) + "." + type +
+           " [%0], %1;\" :: \"l\"(" + addr + "), \"" + reg + "\"(" + value + ") : \"memory\");");
+      return;
+    }
+    if (op == AtomicOp::Add && d.is_int()) {
+      line(gate + "__atomic_fetch_add(" + addr + ", " + v + ", __ATOMIC_RELAXED);");
+      return;
+    }
+    std::string t = type(d), bits = d.itemsize() == 8 ? "unsigned long long" : "unsigned int";
+    std::string next;
+    if (d.is_vector()) {
+      DType e = d.element();
+      next = "kt_cur; for (int kt_i = 0; kt_i < 2; ++kt_i) kt_next[kt_i] = " +
+             narrowed(e, "(" + std::string(e == dtypes::bfloat16 ? "kt_bf2f" : "kt_h2f") +
+                             "(kt_cur[kt_i]) + " + (e == dtypes::bfloat16 ? "kt_bf2f" : "kt_h2f") +
+                             "(" + v + "[kt_i]))");
+    } else if (op == AtomicOp::Add) {
+      next = "kt_cur + " + v;
+    } else {
+      next =
+          "kt_cur " + std::string(op == AtomicOp::Max ? ">" : "<") + " " + v + " ? kt_cur : " + v;
+    }
+    line(gate + "{ " + bits + "* kt_p = (" + bits + "*)" + addr + "; " + bits +
+         " kt_old = __atomic_load_n(kt_p, __ATOMIC_RELAXED), kt_new; do { " + t +
+         " kt_cur, kt_next; __builtin_memcpy(&kt_cur, &kt_old, sizeof kt_cur); kt_next = " + next +
+         "; __builtin_memcpy(&kt_new, &kt_next, sizeof kt_new); } while "
+         "(!__atomic_compare_exchange_n(kt_p, &kt_old, kt_new, 1, __ATOMIC_RELAXED, "
+         "__ATOMIC_RELAXED)); }");
   }
 
   void emit(const UOp& u) {
@@ -588,11 +574,9 @@ class CRenderer {
         line("__syncthreads();");
         return;
       case Op::SHUFFLE: {
-        const std::string& m = u.name_arg();
-        std::string fn = m == "idx"   ? "__shfl_sync"
-                         : m == "xor" ? "__shfl_xor_sync"
-                         : m == "up"  ? "__shfl_up_sync"
-                                      : "__shfl_down_sync";
+        static constexpr const char* fns[] = {"__shfl_sync", "__shfl_xor_sync", "__shfl_up_sync",
+                                              "__shfl_down_sync"};
+        std::string fn = fns[int(std::get<ShuffleMode>(u.arg()))];
         define(u, fn + "(0xffffffffu, " + name(u.src(0)) + ", " + name(u.src(1)) + ")");
         return;
       }
@@ -622,6 +606,17 @@ class CRenderer {
           --depth_;
           line("}");
         }
+        return;
+      case Op::IF:
+        line("if (" + name(u.src(0)) + ") {");
+        ++depth_;
+        return;
+      case Op::ENDIF:
+        --depth_;
+        line("}");
+        return;
+      case Op::ATOMIC:
+        emit_atomic(u);
         return;
       case Op::AFTER:
       case Op::INDEX:
@@ -710,14 +705,17 @@ class CRenderer {
         define(u, name(u.src(0)) + "[" + std::to_string(lanes[0]) + "]");
         return;
       }
-      default:
+        KITTEN_ALU_OPS(KITTEN_OP_CASE)
         define(u, alu(u));
         return;
     }
+    refuse(
+        dialect_, p_,
+        "uses " + op_name(u.op()) + ", which the " + dialect_.target + " renderer does not know");
   }
 
   const LinearProgram& p_;
-  Dialect dialect_;
+  const CDialect& dialect_;
   int num_params_ = 0;
   bool uses_narrow_ = false;
   std::set<std::string> vars_;
@@ -738,7 +736,7 @@ class CRenderer {
 
 }  // namespace
 
-RenderedKernel render_c(const LinearProgram& p) { return CRenderer(p, Dialect::C).run(); }
-RenderedKernel render_cuda(const LinearProgram& p) { return CRenderer(p, Dialect::Cuda).run(); }
+RenderedKernel render_c(const LinearProgram& p) { return CRenderer(p, c_dialect()).run(); }
+RenderedKernel render_cuda(const LinearProgram& p) { return CRenderer(p, cuda_dialect()).run(); }
 
 }  // namespace kitten

@@ -17,6 +17,7 @@
 
 #include "backends/compile_cache.h"
 #include "dsl/linearize.h"
+#include "dsl/target.h"
 
 namespace kitten {
 
@@ -26,12 +27,9 @@ struct BackendError : std::runtime_error {
 };
 
 struct DeviceProps {
-  std::string name;        // "cpu"
-  std::string arch;        // "x86_64", "sm_90a"
-  int cores = 1;           // CPU cores or multiprocessors
-  int64_t shared_mem = 0;  // bytes of shared memory per block (0: none)
-  int warp_size = 1;
+  std::string name;      // "cpu"
   std::string compiler;  // how kernels are compiled here, for `kitten devices`
+  Target target;         // what the device offers kernels (dsl/target.h)
 };
 
 struct Buffer {

@@ -7,8 +7,9 @@
 namespace kitten {
 
 std::string_view arg_kind_name(ArgKind k) {
-  static constexpr std::string_view names[] = {"none", "int",     "const", "name",
-                                               "axis", "special", "var",   "ints"};
+  static constexpr std::string_view names[] = {"none",         "int",       "const",    "name",
+                                               "axis",         "special",   "var",      "ints",
+                                               "shuffle mode", "atomic op", "extension"};
   return names[int(k)];
 }
 
@@ -23,6 +24,16 @@ std::string_view special_name(SpecialArg s) {
                                                    {"threadIdx.x", "threadIdx.y", "threadIdx.z"}};
   if (s.dim < 0 || s.dim > 2) return "?";
   return names[int(s.kind)][s.dim];
+}
+
+std::string_view shuffle_mode_name(ShuffleMode m) {
+  static constexpr std::string_view names[] = {"idx", "xor", "up", "down"};
+  return names[int(m)];
+}
+
+std::string_view atomic_op_name(AtomicOp a) {
+  static constexpr std::string_view names[] = {"add", "max", "min"};
+  return names[int(a)];
 }
 
 namespace {
@@ -55,6 +66,13 @@ uint64_t arg_stable_hash(const Arg& a) {
       uint64_t r = hash_int(h, int64_t(xs.size()));
       for (int64_t x : xs) r = hash_int(r, x);
       return r;
+    }
+    uint64_t operator()(ShuffleMode m) const {
+      return hash_combine(h, fnv1a(shuffle_mode_name(m)));
+    }
+    uint64_t operator()(AtomicOp o) const { return hash_combine(h, fnv1a(atomic_op_name(o))); }
+    uint64_t operator()(const ExtArg& e) const {
+      return hash_combine(hash_combine(h, fnv1a(e.value->kind())), e.value->stable_hash());
     }
   };
   return std::visit(Visitor{h}, a);
@@ -105,6 +123,9 @@ std::string arg_to_string(const Arg& a, DType dtype) {
       for (size_t i = 0; i < xs.size(); ++i) r += (i ? ", " : "") + std::to_string(xs[i]);
       return r + ")";
     }
+    std::string operator()(ShuffleMode m) const { return std::string(shuffle_mode_name(m)); }
+    std::string operator()(AtomicOp o) const { return std::string(atomic_op_name(o)); }
+    std::string operator()(const ExtArg& e) const { return e.value->to_string(); }
   };
   return std::visit(Visitor{dtype}, a);
 }

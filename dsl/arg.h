@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -39,15 +40,51 @@ struct VarArg {  // a bounded run-time integer: name and inclusive bounds
   friend bool operator==(const VarArg&, const VarArg&) = default;
 };
 
+// How SHUFFLE picks the lane it reads: lane `b`, lane ^ b, lane - b, lane + b.
+enum class ShuffleMode : uint8_t { Idx, Xor, Up, Down };
+// How ATOMIC combines its value into memory.
+enum class AtomicOp : uint8_t { Add, Max, Min };
+
+// An arg of a kind registered by a later layer (tiles/ ...), as dtypes have extension
+// dtypes: it names its kind, hashes stably, compares and prints itself.
+class ArgExtension {
+ public:
+  virtual ~ArgExtension() = default;
+  virtual std::string_view kind() const = 0;                 // e.g. "tile_layout"
+  virtual uint64_t stable_hash() const = 0;                  // never addresses or enum numbers
+  virtual bool equals(const ArgExtension& other) const = 0;  // other is of the same kind
+  virtual std::string to_string() const = 0;
+};
+struct ExtArg {
+  std::shared_ptr<const ArgExtension> value;
+  friend bool operator==(const ExtArg& a, const ExtArg& b) {
+    return a.value->kind() == b.value->kind() && a.value->equals(*b.value);
+  }
+};
+
 using Arg = std::variant<std::monostate, int64_t, ConstArg, std::string, AxisArg, SpecialArg,
-                         VarArg, std::vector<int64_t>>;
+                         VarArg, std::vector<int64_t>, ShuffleMode, AtomicOp, ExtArg>;
 // The kind of each alternative of Arg, in the same order.
-enum class ArgKind : uint8_t { None, Int, Const, Name, Axis, Special, Var, Ints };
+enum class ArgKind : uint8_t {
+  None,
+  Int,
+  Const,
+  Name,
+  Axis,
+  Special,
+  Var,
+  Ints,
+  Shuffle,
+  Atomic,
+  Ext
+};
 
 inline ArgKind arg_kind(const Arg& a) { return ArgKind(a.index()); }
 std::string_view arg_kind_name(ArgKind k);
 std::string_view axis_kind_name(AxisKind k);
-std::string_view special_name(SpecialArg s);  // "blockIdx.x" ...
+std::string_view special_name(SpecialArg s);        // "blockIdx.x" ...
+std::string_view shuffle_mode_name(ShuffleMode m);  // "idx", "xor", "up", "down"
+std::string_view atomic_op_name(AtomicOp a);        // "add", "max", "min"
 
 // The stable hash of an arg: kind name and value bytes, never enum numbers.
 uint64_t arg_stable_hash(const Arg& a);

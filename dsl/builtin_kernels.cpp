@@ -4,6 +4,8 @@
 #include <functional>
 #include <stdexcept>
 
+#include "dsl/mma.h"
+
 namespace kitten {
 
 namespace {
@@ -150,7 +152,7 @@ UOp block_sum_kernel(int64_t n) {
           {i});
   UOp v = load(index(after(acc, {loop}), zero));
   for (int64_t lane_mask : {16, 8, 4, 2, 1})
-    v = v + UOp::make(Op::SHUFFLE, {v, i32(lane_mask)}, std::string("xor"));
+    v = v + UOp::make(Op::SHUFFLE, {v, i32(lane_mask)}, ShuffleMode::Xor);
   UOp partials = define_local(f, threads / 32, 0);
   UOp first_lane = alu(Op::CMPEQ, t % 32, i32(0)), first_thread = alu(Op::CMPEQ, t, i32(0));
   UOp published =
@@ -167,14 +169,18 @@ UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k) {
     throw std::invalid_argument("mma_matmul_kernel: m must be a multiple of 16, n of 8, k of 16");
   const MmaLayout& L = *find_mma_layout("m16n8k16_bf16_f32");
   DType bf = dtypes::bfloat16, f = dtypes::float32;
+  int na = L.a.fragment.count(), nb = L.b.fragment.count(), nc = L.c.fragment.count();
   UOp c = param(0, f.ptr()), a = param(1, bf.ptr()), b = param(2, bf.ptr());
   UOp bx = special(SpecialKind::BlockIdx, 0, n / 8), by = special(SpecialKind::BlockIdx, 1, m / 16);
   UOp lane = special(SpecialKind::ThreadIdx, 0, 32);
-  UOp group = lane / 4, pair = (lane % 4) * 2;
+  // Element i of this lane's fragment of an operand, as a flat index into its tile.
+  auto at = [&](const FragmentLayout& op, int i) {
+    return op.row_of(lane, i32(i)) * op.cols + op.col_of(lane, i32(i));
+  };
   UOp sa = define_local(bf, 16 * 16, 0), sb = define_local(bf, 16 * 8, 1);
-  UOp acc = define_reg(f, 4, 0);
+  UOp acc = define_reg(f, nc, 0);
   std::vector<UOp> inits;
-  for (int i = 0; i < 4; ++i) inits.push_back(store(index(acc, i32(i)), const_(f, 0.0)));
+  for (int i = 0; i < nc; ++i) inits.push_back(store(index(acc, i32(i)), const_(f, 0.0)));
   UOp init = UOp::make(Op::GROUP, std::span<const UOp>(inits));
   UOp kt = range(k / 16, 0, AxisKind::Loop);
   std::vector<UOp> staging;
@@ -190,28 +196,25 @@ UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k) {
   UOp staged = UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(staging));
   UOp sa_ready = after(sa, {staged}), sb_ready = after(sb, {staged});
   std::vector<UOp> fa, fb, fc;
-  for (int i = 0; i < 8; ++i)
-    fa.push_back(
-        load(index(sa_ready, (group + ((i / 2) % 2) * 8) * 16 + pair + (i % 2) + (i / 4) * 8)));
-  for (int i = 0; i < 4; ++i)
-    fb.push_back(load(index(sb_ready, (pair + (i % 2) + (i / 2) * 8) * 8 + group)));
+  for (int i = 0; i < na; ++i) fa.push_back(load(index(sa_ready, at(L.a, i))));
+  for (int i = 0; i < nb; ++i) fb.push_back(load(index(sb_ready, at(L.b, i))));
   UOp acc_in = after(acc, {init, kt});
-  for (int i = 0; i < 4; ++i) fc.push_back(load(index(acc_in, i32(i))));
+  for (int i = 0; i < nc; ++i) fc.push_back(load(index(acc_in, i32(i))));
   UOp d = UOp::make(Op::MMA,
                     {UOp::make(Op::VECTORIZE, std::span<const UOp>(fa)),
                      UOp::make(Op::VECTORIZE, std::span<const UOp>(fb)),
                      UOp::make(Op::VECTORIZE, std::span<const UOp>(fc))},
                     L.name);
   std::vector<UOp> updates;
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < nc; ++i)
     updates.push_back(
         store(index(acc_in, i32(i)), UOp::make(Op::EXTRACT, {d}, std::vector<int64_t>{i})));
   UOp consumed = UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(updates));
   UOp loop = end(consumed, {kt});
   UOp result = after(acc, {loop});
   std::vector<UOp> outs;
-  for (int i = 0; i < 4; ++i) {
-    UOp row = by * 16 + group + (i / 2) * 8, col = bx * 8 + pair + (i % 2);
+  for (int i = 0; i < nc; ++i) {
+    UOp row = by * 16 + L.c.row_of(lane, i32(i)), col = bx * 8 + L.c.col_of(lane, i32(i));
     outs.push_back(store(index(c, row * n + col), load(index(result, i32(i)))));
   }
   return sink({UOp::make(Op::GROUP, std::span<const UOp>(outs))}, "mma_matmul");

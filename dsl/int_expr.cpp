@@ -222,66 +222,57 @@ class Renderer {
   }
   static bool negative_const(const UOp& u) { return u.op() == Op::CONST && u.const_int() < 0; }
 
+  // The infix operators of the grammar: symbol and precedence.
+  struct Infix {
+    Op op;
+    const char* symbol;
+    int prec;
+  };
+  static constexpr Infix kInfix[] = {
+      {Op::ADD, "+", kAdd},  {Op::SUB, "-", kAdd},   {Op::MUL, "*", kMul},   {Op::IDIV, "/", kMul},
+      {Op::MOD, "%", kMul},  {Op::CMPLT, "<", kRel}, {Op::CMPEQ, "==", kEq}, {Op::CMPNE, "!=", kEq},
+      {Op::AND, "&&", kAnd}, {Op::OR, "||", kOr},    {Op::XOR, "!=", kEq},
+  };
+
   Text compute(const UOp& u) {
-    switch (u.op()) {
-      case Op::CONST: {
-        int64_t v = u.const_int();
-        return {std::to_string(v), v < 0 ? int(kUnary) : int(kAtom)};
-      }
-      case Op::DEFINE_VAR:
-        return {std::get<VarArg>(u.arg()).name, kAtom};
-      case Op::ADD: {
-        const UOp &a = u.src(0), &b = u.src(1);
-        if (negative_const(b) && b.const_int() != INT64_MIN)
-          return {at_least(a, kAdd) + " - " + std::to_string(-b.const_int()), kAdd};
-        if (b.op() == Op::MUL && negative_const(b.src(1)) && b.src(1).const_int() != INT64_MIN) {
-          int64_t k = -b.src(1).const_int();
-          std::string rhs = k == 1 ? at_least(b.src(0), kAdd + 1)
-                                   : at_least(b.src(0), kMul) + "*" + std::to_string(k);
-          return {at_least(a, kAdd) + " - " + rhs, kAdd};
-        }
-        return binary(a, "+", b, kAdd);
-      }
-      case Op::SUB:
-        return binary(u.src(0), "-", u.src(1), kAdd);
-      case Op::MUL:
-        if (u.src(1).op() == Op::CONST && u.src(1).const_int() == -1)
-          return {"-" + at_least(u.src(0), kUnary), kUnary};
-        return {at_least(u.src(0), kMul) + "*" + at_least(u.src(1), kMul + 1), kMul};
-      case Op::IDIV:
-        return {at_least(u.src(0), kMul) + "/" + at_least(u.src(1), kMul + 1), kMul};
-      case Op::MOD:
-        return {at_least(u.src(0), kMul) + "%" + at_least(u.src(1), kMul + 1), kMul};
-      case Op::NEG:
-        return {"-" + at_least(u.src(0), kUnary), kUnary};
-      case Op::CMPLT:
-        return binary(u.src(0), "<", u.src(1), kRel);
-      case Op::CMPEQ:
-        return binary(u.src(0), "==", u.src(1), kEq);
-      case Op::CMPNE:
-        return binary(u.src(0), "!=", u.src(1), kEq);
-      case Op::AND:
-        return binary(u.src(0), "&&", u.src(1), kAnd);
-      case Op::OR:
-        return binary(u.src(0), "||", u.src(1), kOr);
-      case Op::XOR:
-        if (u.src(1).op() == Op::CONST && u.src(1).const_int() == 1)
-          return {"!" + at_least(u.src(0), kUnary), kUnary};
-        return binary(u.src(0), "!=", u.src(1), kEq);
-      case Op::MAX:
-      case Op::MIN:
-        return {std::string(u.op() == Op::MAX ? "max(" : "min(") + render(u.src(0)).s + ", " +
-                    render(u.src(1)).s + ")",
-                kAtom};
-      case Op::WHERE:
-        return {"where(" + render(u.src(0)).s + ", " + render(u.src(1)).s + ", " +
-                    render(u.src(2)).s + ")",
-                kAtom};
-      case Op::CAST:
-        return render(u.src(0));  // bool to int, implicit as in C
-      default:
-        throw IrError("render_int_expr: " + op_name(u.op()) + " is not in the grammar");
+    Op op = u.op();
+    if (op == Op::CONST) {
+      int64_t v = u.const_int();
+      return {std::to_string(v), v < 0 ? int(kUnary) : int(kAtom)};
     }
+    if (op == Op::DEFINE_VAR) return {std::get<VarArg>(u.arg()).name, kAtom};
+    if (op == Op::CAST) return render(u.src(0));  // bool to int, implicit as in C
+    if (op == Op::NEG) return {"-" + at_least(u.src(0), kUnary), kUnary};
+    if (op == Op::MAX || op == Op::MIN)
+      return {std::string(op == Op::MAX ? "max(" : "min(") + render(u.src(0)).s + ", " +
+                  render(u.src(1)).s + ")",
+              kAtom};
+    if (op == Op::WHERE)
+      return {"where(" + render(u.src(0)).s + ", " + render(u.src(1)).s + ", " +
+                  render(u.src(2)).s + ")",
+              kAtom};
+    if (op == Op::ADD) {  // a + -k and a + b*-k read as subtractions
+      const UOp &a = u.src(0), &b = u.src(1);
+      if (negative_const(b) && b.const_int() != INT64_MIN)
+        return {at_least(a, kAdd) + " - " + std::to_string(-b.const_int()), kAdd};
+      if (b.op() == Op::MUL && negative_const(b.src(1)) && b.src(1).const_int() != INT64_MIN) {
+        int64_t k = -b.src(1).const_int();
+        std::string rhs = k == 1 ? at_least(b.src(0), kAdd + 1)
+                                 : at_least(b.src(0), kMul) + "*" + std::to_string(k);
+        return {at_least(a, kAdd) + " - " + rhs, kAdd};
+      }
+    }
+    if (op == Op::MUL && u.src(1).op() == Op::CONST && u.src(1).const_int() == -1)
+      return {"-" + at_least(u.src(0), kUnary), kUnary};
+    if (op == Op::XOR && u.src(1).op() == Op::CONST && u.src(1).const_int() == 1)
+      return {"!" + at_least(u.src(0), kUnary), kUnary};
+    for (const Infix& i : kInfix) {
+      if (i.op != op) continue;
+      if (i.prec == kMul)  // no spaces around * / %
+        return {at_least(u.src(0), kMul) + i.symbol + at_least(u.src(1), kMul + 1), kMul};
+      return binary(u.src(0), i.symbol, u.src(1), i.prec);
+    }
+    throw IrError("render_int_expr: " + op_name(op) + " is not in the grammar");
   }
 
   std::unordered_map<const void*, Text> memo_;
@@ -318,73 +309,5 @@ ExprVar parse_var_bounds(std::string_view spec) {
 }
 
 std::string render_int_expr(const UOp& u) { return Renderer().render(u).s; }
-
-std::optional<int64_t> eval_int_expr(const UOp& u, const std::map<std::string, int64_t>& vars) {
-  std::unordered_map<const void*, int64_t> val;
-  for (const UOp& n : toposort(u)) {
-    auto s = [&](size_t i) { return val.at(n.src(i).id()); };
-    int64_t r = 0;
-    switch (n.op()) {
-      case Op::CONST:
-        r = n.const_int();
-        break;
-      case Op::DEFINE_VAR:
-        r = vars.at(std::get<VarArg>(n.arg()).name);
-        break;
-      case Op::ADD:
-        if (__builtin_add_overflow(s(0), s(1), &r)) return std::nullopt;
-        break;
-      case Op::SUB:
-        if (__builtin_sub_overflow(s(0), s(1), &r)) return std::nullopt;
-        break;
-      case Op::MUL:
-        if (__builtin_mul_overflow(s(0), s(1), &r)) return std::nullopt;
-        break;
-      case Op::NEG:
-        if (__builtin_sub_overflow(int64_t(0), s(0), &r)) return std::nullopt;
-        break;
-      case Op::IDIV:
-      case Op::MOD:
-        if (s(1) == 0 || (s(0) == INT64_MIN && s(1) == -1)) return std::nullopt;
-        r = n.op() == Op::IDIV ? s(0) / s(1) : s(0) % s(1);
-        break;
-      case Op::MAX:
-        r = std::max(s(0), s(1));
-        break;
-      case Op::MIN:
-        r = std::min(s(0), s(1));
-        break;
-      case Op::CMPLT:
-        r = s(0) < s(1);
-        break;
-      case Op::CMPEQ:
-        r = s(0) == s(1);
-        break;
-      case Op::CMPNE:
-        r = s(0) != s(1);
-        break;
-      case Op::AND:
-        r = s(0) & s(1);
-        break;
-      case Op::OR:
-        r = s(0) | s(1);
-        break;
-      case Op::XOR:
-        r = s(0) ^ s(1);
-        break;
-      case Op::WHERE:
-        r = s(0) ? s(1) : s(2);
-        break;
-      case Op::CAST:
-        r = s(0);
-        break;
-      default:
-        throw IrError("eval_int_expr: " + op_name(n.op()) + " is not an integer op");
-    }
-    if (n.dtype() == dtypes::int32 && (r < INT32_MIN || r > INT32_MAX)) return std::nullopt;
-    val[n.id()] = r;
-  }
-  return val.at(u.id());
-}
 
 }  // namespace kitten

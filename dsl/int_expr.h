@@ -2,11 +2,9 @@
 // (+ - * / % with truncating division, comparisons, && || !), min, max, where,
 // parentheses and integer literals, over named variables with inclusive bounds. Parsed
 // into int64 UOps (comparisons and logic into bool, converted as C converts them),
-// rendered back in the same grammar, and evaluated exactly.
+// rendered back in the same grammar (dsl/eval.h evaluates them).
 #pragma once
 
-#include <map>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -33,9 +31,5 @@ UOp parse_int_expr(std::string_view text, const std::vector<ExprVar>& vars);
 ExprVar parse_var_bounds(std::string_view spec);
 
 std::string render_int_expr(const UOp& u);
-
-// The value of u (bool as 0/1) for the given variable values, with C semantics; nullopt
-// when the evaluation divides by zero or overflows int64 (undefined in C).
-std::optional<int64_t> eval_int_expr(const UOp& u, const std::map<std::string, int64_t>& vars);
 
 }  // namespace kitten

@@ -3,10 +3,12 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
 
+#include "dsl/mma.h"
 #include "dsl/uop.h"
 
 namespace kitten {
@@ -100,29 +102,33 @@ NodeRule rule(std::string doc, std::function<std::string(const UOp&)> check) {
 std::string fails_if(bool bad, std::string what) { return bad ? what : std::string(); }
 
 // ---- spec families ---------------------------------------------------------------------
-OpSpec spec(std::string name, std::string meaning) {
+OpSpec spec(Op op, std::string meaning, uint32_t flags = 0) {
   OpSpec s;
-  s.name = std::move(name);
+  s.name = std::string(core_op_name(op));
   s.meaning = std::move(meaning);
+  s.flags = flags;
   return s;
 }
-OpSpec unary(std::string name, std::string meaning, std::string doc, bool (*ok)(DType)) {
-  OpSpec s = spec(std::move(name), std::move(meaning));
+OpSpec alu_spec(Op op, std::string meaning, int arity) {
+  OpSpec s = spec(op, std::move(meaning), kOpAlu);
+  s.arity = arity;
+  return s;
+}
+OpSpec unary(Op op, std::string meaning, std::string doc, bool (*ok)(DType)) {
+  OpSpec s = alu_spec(op, std::move(meaning), 1);
   s.sources = {value_where("x", std::move(doc), ok)};
   s.dtype = same_as_src(0);
   return s;
 }
-OpSpec binary(std::string name, std::string meaning, std::string doc, bool (*ok)(DType),
-              bool commutative) {
-  OpSpec s = spec(std::move(name), std::move(meaning));
+OpSpec binary(Op op, std::string meaning, std::string doc, bool (*ok)(DType), bool commutative) {
+  OpSpec s = alu_spec(op, std::move(meaning), 2);
   s.sources = {value_where("a", std::move(doc), ok), like_src0("b")};
   s.dtype = same_as_src(0);
   s.commutative = commutative;
   return s;
 }
-OpSpec compare(std::string name, std::string meaning, std::string doc, bool (*ok)(DType),
-               bool commutative) {
-  OpSpec s = binary(std::move(name), std::move(meaning), std::move(doc), ok, commutative);
+OpSpec compare(Op op, std::string meaning, std::string doc, bool (*ok)(DType), bool commutative) {
+  OpSpec s = binary(op, std::move(meaning), std::move(doc), ok, commutative);
   s.dtype = bool_lanes_of_src0();
   return s;
 }
@@ -169,22 +175,24 @@ std::vector<OpSpec> core_specs() {
   auto add = [&](OpSpec s) { v.push_back(std::move(s)); };
 
   // definitions
-  OpSpec c = spec("CONST", "A compile-time constant scalar; the arg holds its bits.");
+  OpSpec c = spec(Op::CONST, "A compile-time constant scalar; the arg holds its bits.");
   c.dtype = checked_dtype("a scalar", [](DType d) { return d.is_scalar(); });
   c.arg = ArgKind::Const;
   c.rules = {rule("the value is exact in the dtype", const_fits)};
+  c.flags = kOpDefinition;
   add(c);
 
   OpSpec p =
-      spec("PARAM", "A kernel parameter: a global buffer or an integer; the arg is its slot.");
+      spec(Op::PARAM, "A kernel parameter: a global buffer or an integer; the arg is its slot.");
   p.dtype = checked_dtype("a pointer into global memory or an integer scalar", [](DType d) {
     return (d.is_pointer() && d.space() == AddrSpace::Global) || (d.is_scalar() && d.is_int());
   });
   p.arg = ArgKind::Int;
   p.rules = {rule("the slot is not negative", slot_nonnegative)};
+  p.flags = kOpDefinition;
   add(p);
 
-  OpSpec dv = spec("DEFINE_VAR",
+  OpSpec dv = spec(Op::DEFINE_VAR,
                    "A run-time integer known to lie within inclusive bounds (name min..max).");
   dv.dtype =
       checked_dtype("an integer scalar", [](DType d) { return d.is_scalar() && d.is_int(); });
@@ -204,21 +212,23 @@ std::vector<OpSpec> core_specs() {
                 return fails_if(bad, "bounds " + std::to_string(a.min) + ".." +
                                          std::to_string(a.max) + " for " + std::string(d.name()));
               })};
+  dv.flags = kOpDefinition;
   add(dv);
 
-  for (auto [name, space] :
-       {std::pair{"DEFINE_LOCAL", AddrSpace::Local}, std::pair{"DEFINE_REG", AddrSpace::Reg}}) {
+  for (auto [op, space] :
+       {std::pair{Op::DEFINE_LOCAL, AddrSpace::Local}, std::pair{Op::DEFINE_REG, AddrSpace::Reg}}) {
     std::string where = space == AddrSpace::Local ? "a block's shared memory" : "registers";
-    OpSpec d = spec(name, "A buffer in " + where + " of a fixed size; the arg is its slot.");
+    OpSpec d = spec(op, "A buffer in " + where + " of a fixed size; the arg is its slot.");
     d.dtype = checked_dtype(
         "a pointer into " + std::string(addr_space_name(space)) + " memory with a known size",
         [space](DType t) { return t.is_pointer() && t.space() == space && t.size() > 0; });
     d.arg = ArgKind::Int;
     d.rules = {rule("the slot is not negative", slot_nonnegative)};
+    d.flags = kOpDefinition | kOpMemory | (space == AddrSpace::Local ? kOpCooperative : 0u);
     add(d);
   }
 
-  OpSpec sp = spec("SPECIAL",
+  OpSpec sp = spec(Op::SPECIAL,
                    "The index of this block in the grid or of this thread in its block, "
                    "along one dimension, below the extent.");
   sp.sources = {int_of_result("extent")};
@@ -228,20 +238,22 @@ std::vector<OpSpec> core_specs() {
     int d = std::get<SpecialArg>(u.arg()).dim;
     return fails_if(d < 0 || d > 2, "dimension " + std::to_string(d));
   })};
+  sp.flags = kOpDefinition | kOpCooperative;
   add(sp);
 
   // structure and ordering
   OpSpec r =
-      spec("RANGE", "A loop index running from 0 to end-1; the arg is its axis id and kind.");
+      spec(Op::RANGE, "A loop index running from 0 to end-1; the arg is its axis id and kind.");
   r.sources = {int_of_result("end")};
   r.dtype = checked_dtype("an integer scalar", [](DType d) { return d.is_scalar() && d.is_int(); });
   r.arg = ArgKind::Axis;
   r.rules = {rule("the axis id is not negative", [](const UOp& u) {
     return fails_if(u.axis().id < 0, "axis id " + std::to_string(u.axis().id));
   })};
+  r.flags = kOpControl;
   add(r);
 
-  OpSpec e = spec("END",
+  OpSpec e = spec(Op::END,
                   "Closes the given ranges over a body effect: the body "
                   "runs once for every iteration of them.");
   e.sources = {effect("body")};
@@ -256,9 +268,10 @@ std::vector<OpSpec> core_specs() {
           return "source " + std::to_string(i) + " repeats " + std::to_string(j);
     return std::string();
   })};
+  e.flags = kOpControl | kOpEffect;
   add(e);
 
-  OpSpec af = spec("AFTER",
+  OpSpec af = spec(Op::AFTER,
                    "The buffer, usable only after the deps ran; only uses "
                    "reached through this node are ordered.");
   af.sources = {pointer("buffer")};
@@ -268,51 +281,56 @@ std::vector<OpSpec> core_specs() {
   af.dtype = same_as_src(0);
   add(af);
 
-  OpSpec g = spec("GROUP",
+  OpSpec g = spec(Op::GROUP,
                   "Bundles several effects into one, so that one END "
                   "closes them all.");
   g.rest = effect("effects");
   g.rest_min = 2;
   g.rest_max = -1;
   g.dtype = fixed_dtype(dtypes::void_);
+  g.flags = kOpEffect;
   add(g);
 
-  OpSpec i = spec("IF",
+  OpSpec i = spec(Op::IF,
                   "Opens a block that runs only where cond is true, after "
                   "the given effects.");
   i.sources = {bool_scalar("cond")};
   i.rest = effect("deps");
   i.rest_max = -1;
   i.dtype = fixed_dtype(dtypes::void_);
+  i.flags = kOpControl | kOpEffect;
   add(i);
 
-  OpSpec ei = spec("ENDIF", "Closes an IF over the body effects that run under it.");
+  OpSpec ei = spec(Op::ENDIF, "Closes an IF over the body effects that run under it.");
   ei.sources = {op_is("if", Op::IF, "an IF")};
   ei.rest = effect("body");
   ei.rest_min = 1;
   ei.rest_max = -1;
   ei.dtype = fixed_dtype(dtypes::void_);
+  ei.flags = kOpControl | kOpEffect;
   add(ei);
 
-  OpSpec b = spec("BARRIER",
+  OpSpec b = spec(Op::BARRIER,
                   "Waits for every thread of the block, making the "
                   "given writes visible to all of them.");
   b.rest = effect("writes");
   b.rest_max = -1;
   b.dtype = fixed_dtype(dtypes::void_);
+  b.flags = kOpEffect | kOpCooperative;
   add(b);
 
-  OpSpec sk = spec("SINK",
+  OpSpec sk = spec(Op::SINK,
                    "The root of a kernel: the effects it must perform; "
                    "the arg is the kernel's name (may be empty).");
   sk.rest = effect("effects");
   sk.rest_max = -1;
   sk.dtype = fixed_dtype(dtypes::void_);
   sk.arg = ArgKind::Name;
+  sk.flags = kOpEffect;
   add(sk);
 
   // memory
-  OpSpec ix = spec("INDEX",
+  OpSpec ix = spec(Op::INDEX,
                    "The address of element `index` of a buffer, valid "
                    "only where the optional gate is true.");
   ix.sources = {pointer("buffer"), int_scalar("index")};
@@ -330,9 +348,10 @@ std::vector<OpSpec> core_specs() {
                                           d.pointee().element() == buf.pointee()));
         return fails_if(!ok, std::string(d.name()) + " into " + std::string(buf.name()));
       })};
+  ix.flags = kOpMemory;
   add(ix);
 
-  OpSpec ld = spec("LOAD",
+  OpSpec ld = spec(Op::LOAD,
                    "Reads the value at an address; gated-off lanes yield "
                    "the alternative value.");
   ld.sources = {index_in("address", std::nullopt)};
@@ -352,9 +371,10 @@ std::vector<OpSpec> core_specs() {
                                             : "the address has no gate but an "
                                               "alternative value is given");
       })};
+  ld.flags = kOpMemory;
   add(ld);
 
-  OpSpec st = spec("STORE",
+  OpSpec st = spec(Op::STORE,
                    "Writes value to an address (nothing where its gate is "
                    "false).");
   st.sources = {
@@ -364,9 +384,35 @@ std::vector<OpSpec> core_specs() {
                s.dtype().is_value();
       })};
   st.dtype = fixed_dtype(dtypes::void_);
+  st.flags = kOpMemory | kOpEffect;
   add(st);
 
-  OpSpec ac = spec("ASYNC_COPY",
+  OpSpec at = spec(Op::ATOMIC,
+                   "Atomically combines value into the element at an address (nothing where "
+                   "its gate is false); the arg is add, max or min.",
+                   kOpMemory | kOpEffect);
+  at.sources = {
+      index_in("address", std::nullopt),
+      src("value", "a value of the element the address points to", [](const UOp& n, const UOp& s) {
+        return n.src(0).dtype().is_pointer() && s.dtype() == n.src(0).dtype().pointee();
+      })};
+  at.dtype = fixed_dtype(dtypes::void_);
+  at.arg = ArgKind::Atomic;
+  at.rules = {
+      rule("add takes float32, float64, float16x2, bfloat16x2 or a 32/64-bit integer; "
+           "max and min a 32/64-bit integer",
+           [](const UOp& u) {
+             DType d = u.src(1).dtype();
+             bool int_ok = d.is_scalar() && d.is_int() && d.bits() >= 32;
+             bool add_ok = int_ok || d == dtypes::float32 || d == dtypes::float64 ||
+                           d == dtypes::float16.vec(2) || d == dtypes::bfloat16.vec(2);
+             AtomicOp a = std::get<AtomicOp>(u.arg());
+             return fails_if(!(a == AtomicOp::Add ? add_ok : int_ok),
+                             std::string(atomic_op_name(a)) + " of " + std::string(d.name()));
+           })};
+  add(at);
+
+  OpSpec ac = spec(Op::ASYNC_COPY,
                    "Starts copying one 4, 8 or 16 byte value from "
                    "global to shared memory; it has landed only after "
                    "a WAIT on the returned token.");
@@ -378,19 +424,21 @@ std::vector<OpSpec> core_specs() {
     return fails_if(d != s || (bytes != 4 && bytes != 8 && bytes != 16),
                     std::string(d.name()) + " from " + std::string(s.name()));
   })};
+  ac.flags = kOpMemory | kOpCooperative;
   add(ac);
 
-  OpSpec w = spec("WAIT",
+  OpSpec w = spec(Op::WAIT,
                   "Waits until the async copies of the given tokens have "
                   "landed (for this thread).");
   w.rest = src("tokens", "a token", [](const UOp&, const UOp& s) { return s.dtype().is_token(); });
   w.rest_min = 1;
   w.rest_max = -1;
   w.dtype = fixed_dtype(dtypes::void_);
+  w.flags = kOpMemory | kOpEffect | kOpCooperative;
   add(w);
 
   // warp-level
-  OpSpec sh = spec("SHUFFLE",
+  OpSpec sh = spec(Op::SHUFFLE,
                    "Exchanges a value between the lanes of a warp; the "
                    "arg is the mode (idx, xor, up or down).");
   sh.sources = {
@@ -399,14 +447,11 @@ std::vector<OpSpec> core_specs() {
       src("lane", "an int32 scalar",
           [](const UOp&, const UOp& s) { return s.dtype() == dtypes::int32; })};
   sh.dtype = same_as_src(0);
-  sh.arg = ArgKind::Name;
-  sh.rules = {rule("the mode is idx, xor, up or down", [](const UOp& u) {
-    const std::string& m = u.name_arg();
-    return fails_if(m != "idx" && m != "xor" && m != "up" && m != "down", "mode '" + m + "'");
-  })};
+  sh.arg = ArgKind::Shuffle;
+  sh.flags = kOpCooperative;
   add(sh);
 
-  OpSpec mma = spec("MMA",
+  OpSpec mma = spec(Op::MMA,
                     "A warp-level matrix multiply-accumulate c + a*b on "
                     "register fragments; the arg names the fragment layout.");
   mma.sources = {any_node("a"), any_node("b"), any_node("c")};
@@ -415,15 +460,16 @@ std::vector<OpSpec> core_specs() {
   mma.rules = {rule("the layout is registered and a, b, c are its fragments", [](const UOp& u) {
     const MmaLayout* l = find_mma_layout(u.name_arg());
     if (!l) return "no MMA layout is named '" + u.name_arg() + "'";
-    return fails_if(
-        u.src(0).dtype() != l->a || u.src(1).dtype() != l->b || u.src(2).dtype() != l->c,
-        l->name + " takes " + std::string(l->a.name()) + ", " + std::string(l->b.name()) + ", " +
-            std::string(l->c.name()));
+    DType a = l->a.fragment, b = l->b.fragment, c = l->c.fragment;
+    return fails_if(u.src(0).dtype() != a || u.src(1).dtype() != b || u.src(2).dtype() != c,
+                    l->name + " takes " + std::string(a.name()) + ", " + std::string(b.name()) +
+                        ", " + std::string(c.name()));
   })};
+  mma.flags = kOpCooperative;
   add(mma);
 
   // types and vectors
-  OpSpec cs = spec("CAST",
+  OpSpec cs = spec(Op::CAST,
                    "Converts a value to another dtype of the same lane count "
                    "(floats round to nearest even).");
   cs.sources = {value_where("x", "a value", any_value)};
@@ -433,7 +479,7 @@ std::vector<OpSpec> core_specs() {
   })};
   add(cs);
 
-  OpSpec bc = spec("BITCAST",
+  OpSpec bc = spec(Op::BITCAST,
                    "Reinterprets the bits of a value as another dtype of "
                    "the same size.");
   bc.sources = {value_where("x", "a value", any_value)};
@@ -443,7 +489,7 @@ std::vector<OpSpec> core_specs() {
   })};
   add(bc);
 
-  OpSpec vz = spec("VECTORIZE", "Builds a vector from scalars, one per lane.");
+  OpSpec vz = spec(Op::VECTORIZE, "Builds a vector from scalars, one per lane.");
   vz.rest = src("elements", "a scalar of one dtype shared by all sources",
                 [](const UOp& n, const UOp& s) {
                   return s.dtype().is_scalar() && s.dtype() == n.src(0).dtype();
@@ -458,7 +504,7 @@ std::vector<OpSpec> core_specs() {
               {}};
   add(vz);
 
-  OpSpec ex = spec("EXTRACT",
+  OpSpec ex = spec(Op::EXTRACT,
                    "Takes the listed lanes of a vector: a scalar for one "
                    "lane, else a vector.");
   ex.sources = {value_where("x", "a vector", [](DType d) { return d.is_vector(); })};
@@ -480,35 +526,35 @@ std::vector<OpSpec> core_specs() {
   add(ex);
 
   // ALU
-  add(unary("NEG", "Negates x.", "a number (not bool)", numeric_value));
-  add(unary("RECIP", "1/x.", "a float", float_value));
-  add(unary("SQRT", "The square root of x.", "a float", float_value));
-  add(unary("EXP2", "2 to the power x.", "a float", float_value));
-  add(unary("LOG2", "The base-2 logarithm of x.", "a float", float_value));
-  add(unary("SIN", "The sine of x (radians).", "a float", float_value));
-  add(unary("TRUNC", "x rounded toward zero.", "a float", float_value));
-  add(binary("ADD", "a + b.", "a number (not bool)", numeric_value, true));
-  add(binary("SUB", "a - b.", "a number (not bool)", numeric_value, false));
-  add(binary("MUL", "a * b.", "a number (not bool)", numeric_value, true));
-  add(binary("FDIV", "a / b for floats.", "a float", float_value, false));
-  add(binary("IDIV", "a / b for integers, truncating toward zero as C does.", "an integer",
+  add(unary(Op::NEG, "Negates x.", "a number (not bool)", numeric_value));
+  add(unary(Op::RECIP, "1/x.", "a float", float_value));
+  add(unary(Op::SQRT, "The square root of x.", "a float", float_value));
+  add(unary(Op::EXP2, "2 to the power x.", "a float", float_value));
+  add(unary(Op::LOG2, "The base-2 logarithm of x.", "a float", float_value));
+  add(unary(Op::SIN, "The sine of x (radians).", "a float", float_value));
+  add(unary(Op::TRUNC, "x rounded toward zero.", "a float", float_value));
+  add(binary(Op::ADD, "a + b.", "a number (not bool)", numeric_value, true));
+  add(binary(Op::SUB, "a - b.", "a number (not bool)", numeric_value, false));
+  add(binary(Op::MUL, "a * b.", "a number (not bool)", numeric_value, true));
+  add(binary(Op::FDIV, "a / b for floats.", "a float", float_value, false));
+  add(binary(Op::IDIV, "a / b for integers, truncating toward zero as C does.", "an integer",
              int_value, false));
-  add(binary("MOD", "The remainder of IDIV: a - (a/b)*b, with the sign of a as in C.", "an integer",
-             int_value, false));
-  add(binary("MAX", "The larger of a and b.", "a number (not bool)", numeric_value, true));
-  add(binary("MIN", "The smaller of a and b.", "a number (not bool)", numeric_value, true));
-  add(compare("CMPLT", "a < b.", "a value", any_value, false));
-  add(compare("CMPEQ", "a == b.", "a value", any_value, true));
-  add(compare("CMPNE", "a != b.", "a value", any_value, true));
-  add(binary("AND", "Bitwise (logical for bool) and.", "an integer or bool", int_or_bool, true));
-  add(binary("OR", "Bitwise (logical for bool) or.", "an integer or bool", int_or_bool, true));
-  add(binary("XOR", "Bitwise (logical for bool) exclusive or.", "an integer or bool", int_or_bool,
+  add(binary(Op::MOD, "The remainder of IDIV: a - (a/b)*b, with the sign of a as in C.",
+             "an integer", int_value, false));
+  add(binary(Op::MAX, "The larger of a and b.", "a number (not bool)", numeric_value, true));
+  add(binary(Op::MIN, "The smaller of a and b.", "a number (not bool)", numeric_value, true));
+  add(compare(Op::CMPLT, "a < b.", "a value", any_value, false));
+  add(compare(Op::CMPEQ, "a == b.", "a value", any_value, true));
+  add(compare(Op::CMPNE, "a != b.", "a value", any_value, true));
+  add(binary(Op::AND, "Bitwise (logical for bool) and.", "an integer or bool", int_or_bool, true));
+  add(binary(Op::OR, "Bitwise (logical for bool) or.", "an integer or bool", int_or_bool, true));
+  add(binary(Op::XOR, "Bitwise (logical for bool) exclusive or.", "an integer or bool", int_or_bool,
              true));
-  add(binary("SHL", "a shifted left by b bits.", "an integer", int_value, false));
-  add(binary("SHR", "a shifted right by b bits (arithmetic for signed a).", "an integer", int_value,
-             false));
+  add(binary(Op::SHL, "a shifted left by b bits.", "an integer", int_value, false));
+  add(binary(Op::SHR, "a shifted right by b bits (arithmetic for signed a).", "an integer",
+             int_value, false));
 
-  OpSpec wh = spec("WHERE", "a where cond is true, else b, lane by lane.");
+  OpSpec wh = alu_spec(Op::WHERE, "a where cond is true, else b, lane by lane.", 3);
   wh.sources = {src("cond", "bool with the result's lane count",
                     [](const UOp& n, const UOp& s) {
                       return s.dtype().is_bool() && s.dtype().count() == n.dtype().count();
@@ -519,7 +565,7 @@ std::vector<OpSpec> core_specs() {
   wh.dtype = same_as_src(1);
   add(wh);
 
-  OpSpec ma = spec("MULACC", "a * b + c (fused where the target has it).");
+  OpSpec ma = alu_spec(Op::MULACC, "a * b + c (fused where the target has it).", 3);
   ma.sources = {value_where("a", "a number (not bool)", numeric_value), like_src0("b"),
                 like_src0("c")};
   ma.dtype = same_as_src(0);
@@ -527,22 +573,15 @@ std::vector<OpSpec> core_specs() {
   return v;
 }
 
-// ---- mma.sync fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16/k8") -------
-// groupID = lane / 4 picks the row (and +8 for the lower half); the lane's position in
-// its group of four picks a pair of adjacent columns.
-std::pair<int, int> a_m16k16(int lane, int i) {
-  return {lane / 4 + ((i / 2) % 2) * 8, (lane % 4) * 2 + (i % 2) + (i / 4) * 8};
+bool is_core_alu(Op op) {
+  switch (op) {
+    KITTEN_ALU_OPS(KITTEN_OP_CASE)
+    return true;
+    KITTEN_STRUCTURE_OPS(KITTEN_OP_CASE)
+    return false;
+  }
+  return false;
 }
-std::pair<int, int> b_k16n8(int lane, int i) {
-  return {(lane % 4) * 2 + (i % 2) + (i / 2) * 8, lane / 4};
-}
-std::pair<int, int> c_m16n8(int lane, int i) {
-  return {lane / 4 + (i / 2) * 8, (lane % 4) * 2 + (i % 2)};
-}
-std::pair<int, int> a_m16k8(int lane, int i) {
-  return {lane / 4 + (i / 2) * 8, (lane % 4) * 2 + (i % 2)};
-}
-std::pair<int, int> b_k8n8(int lane, int i) { return {(lane % 4) * 2 + i, lane / 4}; }
 
 // ---- the registry ----------------------------------------------------------------------
 constexpr size_t kMaxOps = 1024;
@@ -553,20 +592,30 @@ struct Registry {
   std::array<uint64_t, kMaxOps> name_hash{};
   std::atomic<int> count{0};
   std::unordered_map<std::string, Op> by_name;
-  std::vector<std::unique_ptr<MmaLayout>> layouts;
 
   Registry() {
     for (OpSpec& s : core_specs()) add(std::move(s));
-    if (count.load() != kNumCoreOps) std::abort();  // the enum and core_specs() disagree
-    for (DType t : {dtypes::bfloat16, dtypes::float16}) {
-      std::string in = t == dtypes::bfloat16 ? "bf16" : "f16";
-      layouts.push_back(std::make_unique<MmaLayout>(MmaLayout{
-          "m16n8k16_" + in + "_f32", "mma.sync.aligned.m16n8k16, " + in + " in, f32 accumulate", 16,
-          8, 16, t.vec(8), t.vec(4), dtypes::float32.vec(4), a_m16k16, b_k16n8, c_m16n8}));
-      layouts.push_back(std::make_unique<MmaLayout>(MmaLayout{
-          "m16n8k8_" + in + "_f32", "mma.sync.aligned.m16n8k8, " + in + " in, f32 accumulate", 16,
-          8, 8, t.vec(4), t.vec(2), dtypes::float32.vec(4), a_m16k8, b_k8n8, c_m16n8}));
+    check_core_specs();
+  }
+
+  // Each enumerator is tied to its spec by id and name, and the ALU flag matches the
+  // KITTEN_ALU_OPS list; a mismatch is a bug in ops.cpp, found at the first use.
+  void check_core_specs() const {
+    std::string bad;
+    if (count.load() != kNumCoreOps) bad = "core_specs() and enum Op differ in length";
+    for (int id = 0; id < kNumCoreOps && bad.empty(); ++id) {
+      const OpSpec& s = *specs[size_t(id)].load();
+      if (s.name != core_op_name(Op(id)))
+        bad = "spec " + s.name + " sits at the id of " + std::string(core_op_name(Op(id)));
+      else if (bool(s.flags & kOpAlu) != is_core_alu(Op(id)) || (s.flags & kOpAlu && s.arity < 1))
+        bad = s.name + "'s ALU flag or arity disagrees with KITTEN_ALU_OPS";
+      else if (bool(s.flags & kOpEffect) !=
+               (s.dtype.infer && s.dtype.infer({}, Arg{}) == std::optional(dtypes::void_)))
+        bad = s.name + "'s effect flag disagrees with its dtype";
     }
+    if (bad.empty()) return;
+    std::fprintf(stderr, "kitten: the op registry is inconsistent: %s\n", bad.c_str());
+    std::abort();
   }
 
   Op add(OpSpec s) {
@@ -595,6 +644,21 @@ Registry& registry() {
 }
 
 }  // namespace
+
+std::string_view core_op_name(Op op) {
+  static constexpr std::string_view names[] = {
+#define KITTEN_OP_NAME(name) #name,
+      KITTEN_STRUCTURE_OPS(KITTEN_OP_NAME) KITTEN_ALU_OPS(KITTEN_OP_NAME)
+#undef KITTEN_OP_NAME
+  };
+  size_t id = size_t(op);
+  return id < std::size(names) ? names[id] : std::string_view();
+}
+
+bool op_has(Op op, OpFlag flag) {
+  const OpSpec* s = find_op_spec(op);
+  return s && (s->flags & flag);
+}
 
 Op register_op(OpSpec spec) {
   Registry& r = registry();
@@ -627,30 +691,5 @@ uint64_t op_name_hash(Op op) {
 }
 
 int num_ops() { return registry().count.load(std::memory_order_acquire); }
-
-void register_mma_layout(MmaLayout layout) {
-  Registry& r = registry();
-  std::lock_guard lock(r.mu);
-  for (auto& l : r.layouts)
-    if (l->name == layout.name)
-      throw std::invalid_argument("register_mma_layout: '" + layout.name + "' is taken");
-  r.layouts.push_back(std::make_unique<MmaLayout>(std::move(layout)));
-}
-
-const MmaLayout* find_mma_layout(std::string_view name) {
-  Registry& r = registry();
-  std::lock_guard lock(r.mu);
-  for (auto& l : r.layouts)
-    if (l->name == name) return l.get();
-  return nullptr;
-}
-
-std::vector<const MmaLayout*> mma_layouts() {
-  Registry& r = registry();
-  std::lock_guard lock(r.mu);
-  std::vector<const MmaLayout*> out;
-  for (auto& l : r.layouts) out.push_back(l.get());
-  return out;
-}
 
 }  // namespace kitten

@@ -19,67 +19,47 @@ namespace kitten {
 
 class UOp;
 
-// The core ops. Ops registered later get ids after these; an Op is only a number, its
-// identity for hashing and printing is its registered name.
+// The core ops, listed once: the enum, the names the registry checks its specs against,
+// and the case lists below all come from these lists. Ops registered later get ids after
+// these; an Op is only a number, its identity for hashing and printing is its name.
+#define KITTEN_STRUCTURE_OPS(X)                                                                   \
+  /* definitions */                                                                               \
+  X(CONST)                                                                                        \
+  X(PARAM) X(DEFINE_VAR) X(DEFINE_LOCAL) X(DEFINE_REG) X(SPECIAL) /* structure and ordering */    \
+      X(RANGE) X(END) X(AFTER) X(GROUP) X(IF) X(ENDIF) X(BARRIER) X(SINK) /* memory */            \
+      X(INDEX) X(LOAD) X(STORE) X(ATOMIC) X(ASYNC_COPY) X(WAIT)           /* warp-level */        \
+      X(SHUFFLE) X(MMA)                                                   /* types and vectors */ \
+      X(CAST) X(BITCAST) X(VECTORIZE) X(EXTRACT)
+// The ALU ops: pure functions of their sources, lane by lane, whose meaning is the one
+// evaluation table (dsl/eval.h).
+#define KITTEN_ALU_OPS(X)                                                                      \
+  X(NEG)                                                                                       \
+  X(RECIP) X(SQRT) X(EXP2) X(LOG2) X(SIN) X(TRUNC) X(ADD) X(SUB) X(MUL) X(FDIV) X(IDIV) X(MOD) \
+      X(MAX) X(MIN) X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) X(SHR) X(WHERE)      \
+          X(MULACC)
+
 enum class Op : uint16_t {
-  // definitions
-  CONST,
-  PARAM,
-  DEFINE_VAR,
-  DEFINE_LOCAL,
-  DEFINE_REG,
-  SPECIAL,
-  // structure and ordering
-  RANGE,
-  END,
-  AFTER,
-  GROUP,
-  IF,
-  ENDIF,
-  BARRIER,
-  SINK,
-  // memory
-  INDEX,
-  LOAD,
-  STORE,
-  ASYNC_COPY,
-  WAIT,
-  // warp-level
-  SHUFFLE,
-  MMA,
-  // types and vectors
-  CAST,
-  BITCAST,
-  VECTORIZE,
-  EXTRACT,
-  // ALU
-  NEG,
-  RECIP,
-  SQRT,
-  EXP2,
-  LOG2,
-  SIN,
-  TRUNC,
-  ADD,
-  SUB,
-  MUL,
-  FDIV,
-  IDIV,
-  MOD,
-  MAX,
-  MIN,
-  CMPLT,
-  CMPEQ,
-  CMPNE,
-  AND,
-  OR,
-  XOR,
-  SHL,
-  SHR,
-  WHERE,
-  MULACC,
+#define KITTEN_OP_ENUMERATOR(name) name,
+  KITTEN_STRUCTURE_OPS(KITTEN_OP_ENUMERATOR) KITTEN_ALU_OPS(KITTEN_OP_ENUMERATOR)
+#undef KITTEN_OP_ENUMERATOR
 };
+// `switch (op) { KITTEN_ALU_OPS(KITTEN_OP_CASE) ... }` lists every ALU op as a case, for
+// the switches that treat them alike through the evaluation or printing tables.
+#define KITTEN_OP_CASE(name) case Op::name:
 inline constexpr int kNumCoreOps = int(Op::MULACC) + 1;
+// The enumerator's spelling of a core op ("" past the core ops): the registry checks
+// that each core spec carries its enumerator's name.
+std::string_view core_op_name(Op op);
+
+// What kind of op a spec describes; every query about ops reads these, never enum order.
+enum OpFlag : uint32_t {
+  kOpAlu = 1u << 0,          // a pure function of its sources (the evaluation table)
+  kOpEffect = 1u << 1,       // performs an effect; its dtype is void
+  kOpControl = 1u << 2,      // opens or closes a block of the program (RANGE, END, IF ...)
+  kOpDefinition = 1u << 3,   // defines a value or buffer from its arg alone
+  kOpMemory = 1u << 4,       // addresses, reads or writes memory
+  kOpCooperative = 1u << 5,  // needs the threads of a block to run together
+};
 
 // A constraint on one source. `ok` sees the node being checked and the source.
 struct SourceRule {
@@ -113,6 +93,9 @@ struct OpSpec {
   ArgKind arg = ArgKind::None;
   std::vector<NodeRule> rules;  // everything else the spec demands
   bool commutative = false;     // the two sources may be swapped
+  uint32_t flags = 0;           // OpFlag bits
+  int arity = 0;                // ALU ops: the number of sources
+  std::string ext_arg;          // ArgKind::Ext: the extension kind the arg must be
 };
 
 // Registers an op and returns its id; throws std::invalid_argument when the name is
@@ -120,26 +103,11 @@ struct OpSpec {
 Op register_op(OpSpec spec);
 const OpSpec* find_op_spec(Op op);  // nullptr for an unregistered id
 std::optional<Op> op_by_name(std::string_view name);
-std::string op_name(Op op);    // "OP#<id>" for an unregistered id
-uint64_t op_name_hash(Op op);  // stable: fnv1a of the name
-int num_ops();                 // ids 0 .. num_ops()-1 are registered
-
-// Where element `i` of a lane's fragment sits in its matrix: {row, col}.
-using FragmentMap = std::pair<int, int> (*)(int lane, int i);
-
-// A warp-level MMA's fragment layout: the per-thread register fragments of A (m x k,
-// row-major), B (k x n) and C/D (m x n) an MMA with this name takes, and which matrix
-// element each lane holds in each (docs/mma.md). Backends must honour the maps.
-struct MmaLayout {
-  std::string name;
-  std::string meaning;
-  int m, n, k;
-  DType a, b, c;  // per-thread fragments
-  FragmentMap a_at, b_at, c_at;
-};
-void register_mma_layout(MmaLayout layout);
-const MmaLayout* find_mma_layout(std::string_view name);
-std::vector<const MmaLayout*> mma_layouts();
+std::string op_name(Op op);       // "OP#<id>" for an unregistered id
+uint64_t op_name_hash(Op op);     // stable: fnv1a of the name
+int num_ops();                    // ids 0 .. num_ops()-1 are registered
+bool op_has(Op op, OpFlag flag);  // false for an unregistered id
+inline bool is_alu(Op op) { return op_has(op, kOpAlu); }
 
 // docs/uops.md, generated from the registry.
 std::string ops_doc();

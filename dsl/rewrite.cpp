@@ -139,4 +139,21 @@ UOp graph_rewrite(const UOp& root, const RuleSet& rules, void* ctx, RewriteOptio
   return Rewriter(rules, ctx, opts).run(root);
 }
 
+UOp substitute(const UOp& root, const std::vector<std::pair<UOp, UOp>>& replace) {
+  std::unordered_map<const void*, UOp> image;
+  for (const auto& [from, to] : replace) image.emplace(from.id(), to);
+  for (const UOp& u : toposort(root)) {
+    if (image.count(u.id())) continue;
+    std::vector<UOp> src;
+    bool changed = false;
+    for (const UOp& s : u.src()) {
+      const UOp& t = image.at(s.id());
+      changed |= t != s;
+      src.push_back(t);
+    }
+    image.emplace(u.id(), changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u);
+  }
+  return image.at(root.id());
+}
+
 }  // namespace kitten

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "dsl/pattern.h"
 
@@ -25,5 +27,9 @@ RewriteOptions default_rewrite_options();
 
 UOp graph_rewrite(const UOp& root, const RuleSet& rules, void* ctx = nullptr,
                   RewriteOptions opts = default_rewrite_options());
+
+// `root` rebuilt with each `from` node replaced by its `to` (sources first, no rules): how
+// a lowering pass puts values into an expression written over variables.
+UOp substitute(const UOp& root, const std::vector<std::pair<UOp, UOp>>& replace);
 
 }  // namespace kitten

@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "dsl/eval.h"
 #include "dsl/rewrite.h"
 
 namespace kitten {
@@ -19,6 +20,25 @@ std::pair<int64_t, int64_t> dtype_range(DType d) {
   if (d.is_bool()) return {0, 1};
   if (d.is_scalar() && d.is_int()) return {d.imin(), d.imax()};
   return {INT64_MIN, INT64_MAX};
+}
+
+// An ALU node whose integer sources each have one value has the value the evaluation
+// table gives (none where C leaves it undefined or it divides by zero).
+std::optional<std::pair<int64_t, int64_t>> evaluate_singletons(const UOp& u) {
+  Scalar args[3];
+  size_t n = u.src().size();
+  for (size_t i = 0; i < n && i < 3; ++i) {
+    DType sd = u.src(i).dtype();
+    int64_t lo = 0, hi = 0;
+    u.src(i).cached_bounds(lo, hi);
+    if (!(sd.is_scalar() && (sd.is_int() || sd.is_bool())) || lo != hi) return std::nullopt;
+    if (sd.is_unsigned() && sd.bits() == 64 && lo < 0) return std::nullopt;
+    args[i].i = lo;
+  }
+  DType in = u.op() == Op::WHERE ? u.src(1).dtype() : u.src(0).dtype();
+  EvalResult r = eval_alu(u.op(), in, u.dtype(), std::span<const Scalar>(args, n));
+  if (r.fault != EvalFault::None) return dtype_range(u.dtype());
+  return std::pair{r.value.i, r.value.i};
 }
 
 // Bounds of a node from the (cached) bounds of its sources.
@@ -41,6 +61,8 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     i128 c[4] = {f(alo, blo), f(alo, bhi), f(ahi, blo), f(ahi, bhi)};
     return fit(*std::min_element(c, c + 4), *std::max_element(c, c + 4));
   };
+  if (is_alu(u.op()))
+    if (auto v = evaluate_singletons(u)) return *v;
   switch (u.op()) {
     case Op::CONST: {
       if (d.is_unsigned() && d.bits() == 64 && int64_t(u.const_int()) < 0) return full;
@@ -144,9 +166,37 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
       if (lo < full.first || hi > full.second) return full;
       return {int64_t(lo), int64_t(hi)};
     }
-    default:
-      return full;
+    case Op::PARAM:
+    case Op::DEFINE_LOCAL:
+    case Op::DEFINE_REG:
+    case Op::END:
+    case Op::AFTER:
+    case Op::GROUP:
+    case Op::IF:
+    case Op::ENDIF:
+    case Op::BARRIER:
+    case Op::SINK:
+    case Op::INDEX:
+    case Op::LOAD:
+    case Op::STORE:
+    case Op::ATOMIC:
+    case Op::ASYNC_COPY:
+    case Op::WAIT:
+    case Op::SHUFFLE:
+    case Op::MMA:
+    case Op::BITCAST:
+    case Op::VECTORIZE:
+    case Op::EXTRACT:
+    case Op::RECIP:
+    case Op::SQRT:
+    case Op::EXP2:
+    case Op::LOG2:
+    case Op::SIN:
+    case Op::TRUNC:
+    case Op::FDIV:
+      break;
   }
+  return full;  // a run-time value, a float op, or an op registered by a later layer
 }
 
 }  // namespace
@@ -213,18 +263,11 @@ std::string leading_name(const UOp& u) {
   UOp n = u;
   for (int i = 0; i < 64 && !n.src().empty() && n.op() != Op::RANGE && n.op() != Op::SPECIAL; ++i)
     n = n.src(0);
-  switch (n.op()) {
-    case Op::DEFINE_VAR:
-      return std::get<VarArg>(n.arg()).name;
-    case Op::RANGE:
-      return "ridx" + std::to_string(n.axis().id);
-    case Op::SPECIAL:
-      return std::string(special_name(std::get<SpecialArg>(n.arg())));
-    case Op::CONST:
-      return "~";
-    default:
-      return op_name(n.op());
-  }
+  if (n.op() == Op::DEFINE_VAR) return std::get<VarArg>(n.arg()).name;
+  if (n.op() == Op::RANGE) return "ridx" + std::to_string(n.axis().id);
+  if (n.op() == Op::SPECIAL) return std::string(special_name(std::get<SpecialArg>(n.arg())));
+  if (n.op() == Op::CONST) return "~";
+  return op_name(n.op());
 }
 
 // Terms sort by their leading variable's name, then op name, then structural key.
@@ -300,8 +343,6 @@ std::optional<UOp> changed(const UOp& before, const UOp& after) {
 }
 
 // ---- rule bodies -----------------------------------------------------------------------
-
-bool is_alu(Op op) { return op >= Op::NEG && op <= Op::MULACC; }
 
 // A side-effect-free integer or bool node whose bounds are one value is that value. This
 // folds constants too: the bounds of an all-constant node are its value, computed with C

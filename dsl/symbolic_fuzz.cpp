@@ -3,6 +3,7 @@
 #include <random>
 #include <vector>
 
+#include "dsl/eval.h"
 #include "dsl/int_expr.h"
 #include "dsl/symbolic.h"
 
@@ -131,9 +132,9 @@ FuzzResult fuzz_simplify(uint64_t seed, int64_t count) {
       std::map<std::string, int64_t> env;
       for (const ExprVar& e : vars)  // the first 8 assignments are the corners
         env[e.name] = a < 8 ? ((a >> (&e - vars.data())) & 1 ? e.hi : e.lo) : g.pick(e.lo, e.hi);
-      std::optional<int64_t> want = eval_int_expr(orig, env);
+      std::optional<int64_t> want = eval_int(orig, env);
       if (!want) continue;  // undefined in C (overflow): nothing to compare
-      std::optional<int64_t> got = eval_int_expr(simple, env), again = eval_int_expr(reparsed, env);
+      std::optional<int64_t> got = eval_int(simple, env), again = eval_int(reparsed, env);
       std::string at = " at x=" + std::to_string(env["x"]) + " y=" + std::to_string(env["y"]) +
                        " w=" + std::to_string(env["w"]);
       if (got != want)

@@ -3,6 +3,7 @@
 
 #include "dsl/builtin_kernels.h"
 #include "dsl/linearize.h"
+#include "dsl/mma.h"
 #include "dsl/ops.h"
 #include "dsl/printer.h"
 #include "dsl/verify.h"
@@ -23,6 +24,28 @@ std::string sources_text(const OpSpec& s) {
     out += (out.empty() ? "" : "; then ") + count + " `" + s.rest->name + "`: " + s.rest->doc;
   }
   return out.empty() ? "none" : out;
+}
+
+std::string flag_names(const OpSpec& s) {
+  static constexpr std::pair<OpFlag, const char*> names[] = {
+      {kOpAlu, "alu"},
+      {kOpEffect, "effect"},
+      {kOpControl, "control flow"},
+      {kOpDefinition, "definition"},
+      {kOpMemory, "memory"},
+      {kOpCooperative, "cooperative"},
+  };
+  std::string out;
+  for (auto [f, name] : names)
+    if (s.flags & f) out += (out.empty() ? "" : ", ") + std::string(name);
+  if (s.flags & kOpAlu) out += " (" + std::to_string(s.arity) + " sources)";
+  return out;
+}
+
+std::string operand_text(const FragmentLayout& f) {
+  if (f.home == OperandHome::SharedDescriptor)
+    return "shared, " + std::string(swizzle_name(f.swizzle)) + " swizzle";
+  return std::string(f.fragment.name());
 }
 
 std::string format_row(const FloatFormat& f) {
@@ -106,23 +129,28 @@ std::string ops_doc() {
   d += "\n## Args\n\n"
        "none; int; const (the bits of a double for float dtypes, else of an int64); name (a\n"
        "string); axis (`r<id> <kind>`, kind one of global, local, loop, reduce, upcast, unroll);\n"
-       "special (blockIdx.x/y/z, threadIdx.x/y/z); var (`name min..max`); ints (a list).\n\n"
+       "special (blockIdx.x/y/z, threadIdx.x/y/z); var (`name min..max`); ints (a list);\n"
+       "shuffle mode (idx, xor, up, down); atomic op (add, max, min); extension (an arg kind\n"
+       "a later layer registers, named by the op's spec).\n\n"
        "## Ops\n";
   for (int i = 0; i < num_ops(); ++i) {
     const OpSpec& s = *find_op_spec(Op(i));
     d += "\n### " + s.name + "\n\n" + s.meaning + "\n\n";
     d += "- sources: " + sources_text(s) + "\n";
     d += "- dtype: " + s.dtype.doc + "\n";
-    d += "- arg: " + std::string(arg_kind_name(s.arg)) + "\n";
+    d += "- arg: " + std::string(arg_kind_name(s.arg)) +
+         (s.arg == ArgKind::Ext ? " (" + s.ext_arg + ")" : "") + "\n";
+    if (!flag_names(s).empty()) d += "- kind: " + flag_names(s) + "\n";
     for (const NodeRule& r : s.rules) d += "- rule: " + r.doc + "\n";
     if (s.commutative) d += "- commutative\n";
   }
-  d += "\n## MMA fragment layouts\n\n| name | m x n x k | a | b | c | meaning "
-       "|\n|---|---|---|---|---|---|\n";
+  d += "\n## MMA fragment layouts\n\n| name | m x n x k | threads | a | b | c | meaning "
+       "|\n|---|---|---|---|---|---|---|\n";
   for (const MmaLayout* l : mma_layouts())
     d += "| " + l->name + " | " + std::to_string(l->m) + " x " + std::to_string(l->n) + " x " +
-         std::to_string(l->k) + " | " + std::string(l->a.name()) + " | " +
-         std::string(l->b.name()) + " | " + std::string(l->c.name()) + " | " + l->meaning + " |\n";
+         std::to_string(l->k) + " | " + std::to_string(l->group_threads) + " | " +
+         operand_text(l->a) + " | " + operand_text(l->b) + " | " + operand_text(l->c) + " | " +
+         l->meaning + " |\n";
   d += "\n## Graph rules (checked by verify)\n\n";
   for (const GraphRule& r : graph_rules())
     d += "- " + std::string(r.name) + ": " + std::string(r.doc) + "\n";

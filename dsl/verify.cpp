@@ -49,6 +49,10 @@ void check_node(const UOp& node) {
   if (arg_kind(node.arg()) != spec->arg)
     throw ir_error(node, "the arg is of kind " + std::string(arg_kind_name(spec->arg)),
                    "it is of kind " + std::string(arg_kind_name(arg_kind(node.arg()))));
+  if (const auto* ext = std::get_if<ExtArg>(&node.arg());
+      ext && ext->value->kind() != spec->ext_arg)
+    throw ir_error(node, "the arg is an extension of kind " + spec->ext_arg,
+                   "it is of kind " + std::string(ext->value->kind()));
   if (spec->dtype.infer) {
     std::optional<DType> want = spec->dtype.infer(node.src(), node.arg());
     if (!want || *want != node.dtype())
@@ -94,29 +98,18 @@ void verify(const UOp& root) {
     check_node(u);
     for (const UOp& s : u.src())
       if (s.op() == Op::SINK) throw ir_error(s, rule(0).doc, std::string(rule(0).name), root);
-    switch (u.op()) {
-      case Op::RANGE:
-      case Op::PARAM:
-      case Op::DEFINE_LOCAL:
-      case Op::DEFINE_REG: {
-        int64_t id = u.op() == Op::RANGE ? u.axis().id : u.int_arg();
-        auto [it, fresh] = ranges_and_slots.emplace(std::pair{id, int(u.op())}, u);
-        if (!fresh) throw fail(u, rule(u.op() == Op::RANGE ? 1 : 2), it->second);
-        break;
-      }
-      case Op::DEFINE_VAR: {
-        auto [it, fresh] = vars.emplace(std::get<VarArg>(u.arg()).name, u);
-        if (!fresh) throw fail(u, rule(3), it->second);
-        break;
-      }
-      case Op::SPECIAL: {
-        std::string dim(special_name(std::get<SpecialArg>(u.arg())));
-        auto [it, fresh] = specials.emplace(dim, u);
-        if (!fresh) throw fail(u, rule(4), it->second);
-        break;
-      }
-      default:
-        break;
+    Op op = u.op();
+    if (op == Op::RANGE || op == Op::PARAM || op == Op::DEFINE_LOCAL || op == Op::DEFINE_REG) {
+      int64_t id = op == Op::RANGE ? u.axis().id : u.int_arg();
+      auto [it, fresh] = ranges_and_slots.emplace(std::pair{id, int(op)}, u);
+      if (!fresh) throw fail(u, rule(op == Op::RANGE ? 1 : 2), it->second);
+    } else if (op == Op::DEFINE_VAR) {
+      auto [it, fresh] = vars.emplace(std::get<VarArg>(u.arg()).name, u);
+      if (!fresh) throw fail(u, rule(3), it->second);
+    } else if (op == Op::SPECIAL) {
+      std::string dim(special_name(std::get<SpecialArg>(u.arg())));
+      auto [it, fresh] = specials.emplace(dim, u);
+      if (!fresh) throw fail(u, rule(4), it->second);
     }
   }
 }

@@ -89,9 +89,13 @@ int cmd_devices(const std::vector<std::string>& args) {
     try {
       std::unique_ptr<Device> d = open_device(name);
       const DeviceProps& p = d->props();
-      std::printf("%s: arch %s, %d cores, warp size %d, shared memory %lld bytes\n  compiler: %s\n",
-                  p.name.c_str(), p.arch.c_str(), p.cores, p.warp_size, (long long)p.shared_mem,
-                  p.compiler.c_str());
+      const Target& t = p.target;
+      std::printf(
+          "%s: arch %s, %d cores, warp size %d, %d threads per block, shared memory %lld bytes "
+          "per block (%lld opt-in)\n  features: %s\n  compiler: %s\n",
+          p.name.c_str(), t.arch.c_str(), t.multiprocessors, t.warp_size, t.max_threads_per_block,
+          (long long)t.shared_per_block, (long long)t.shared_per_block_optin,
+          t.feature_names().c_str(), p.compiler.c_str());
     } catch (const BackendError& e) {
       std::printf("%s: %s\n", name.c_str(), e.what());
     }

@@ -133,9 +133,7 @@ class CpuDevice : public HostDevice {
   CpuDevice(CpuCompileMode mode, CompileCache cache)
       : pool_(std::max(1u, std::thread::hardware_concurrency())) {
     props_.name = "cpu";
-    props_.arch = host_arch();
-    props_.cores = int(pool_.size());
-    props_.warp_size = 1;
+    props_.target = host_target(host_arch(), int(pool_.size()));
     if (mode == CpuCompileMode::Jit) {
       jit_ = make_clang_jit(std::move(cache));
       props_.compiler = "in-process Clang + LLVM ORC JIT (" + jit_->version() + ")";

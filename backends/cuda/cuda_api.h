@@ -32,7 +32,8 @@ struct KernelNodeParams {  // CUDA_KERNEL_NODE_PARAMS_v2
 };
 
 constexpr int kAttrWarpSize = 10, kAttrMultiprocessors = 16, kAttrCcMajor = 75, kAttrCcMinor = 76,
-              kAttrSharedOptin = 97;
+              kAttrSharedOptin = 97, kAttrMaxThreadsPerBlock = 1, kAttrSharedPerBlock = 8,
+              kAttrRegistersPerBlock = 12;
 constexpr unsigned kStreamNonBlocking = 1, kHostAllocDeviceMap = 2, kWaitValueGeq = 0;
 constexpr int kFuncAttrMaxDynamicShared = 8;
 

@@ -385,11 +385,21 @@ class CudaDevice : public Device {
     };
     int major = attr(cu::kAttrCcMajor), minor = attr(cu::kAttrCcMinor);
     props_.name = "cuda";
-    props_.arch = "sm_" + std::to_string(major) + std::to_string(minor) + (major >= 9 ? "a" : "");
-    props_.cores = attr(cu::kAttrMultiprocessors);
-    props_.shared_mem = attr(cu::kAttrSharedOptin);
-    props_.warp_size = attr(cu::kAttrWarpSize);
-    compiler_ = std::make_unique<NvrtcCompiler>(props_.arch, std::move(cache));
+    Target& t = props_.target;
+    t.arch = "sm_" + std::to_string(major) + std::to_string(minor) + (major >= 9 ? "a" : "");
+    t.multiprocessors = attr(cu::kAttrMultiprocessors);
+    t.warp_size = attr(cu::kAttrWarpSize);
+    t.max_threads_per_block = attr(cu::kAttrMaxThreadsPerBlock);
+    t.shared_per_block = attr(cu::kAttrSharedPerBlock);
+    t.shared_per_block_optin = attr(cu::kAttrSharedOptin);
+    t.registers_per_thread = 255;
+    t.registers_per_block = attr(cu::kAttrRegistersPerBlock);
+    int cc = major * 10 + minor;
+    t.features = kFeatureBlocks | kFeatureShuffle | (cc >= 75 ? kFeatureLdmatrix : 0u) |
+                 (cc >= 80 ? kFeatureMmaSync | kFeatureAsyncCopy : 0u) |
+                 (major >= 9 ? kFeatureWgmma | kFeatureTma : 0u);
+    t.atomics = common_atomics();
+    compiler_ = std::make_unique<NvrtcCompiler>(t.arch, std::move(cache));
     props_.compiler = std::string(name) + ", " + compiler_->version();
   }
   const DeviceProps& props() const override { return props_; }

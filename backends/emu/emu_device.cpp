@@ -34,19 +34,17 @@ class EmuProgram : public Program {
 
 class EmuDevice : public HostDevice {
  public:
-  EmuDevice() {
+  explicit EmuDevice(Target target) {
     props_.name = "emu";
-    props_.arch = "emu (GPU semantics: warps of 32, shared memory, mma.sync layouts)";
-    props_.cores = 1;
-    props_.shared_mem = 48 * 1024;
-    props_.warp_size = 32;
-    props_.compiler = "none: the emulator interprets the linear program";
+    props_.target = target;
+    props_.compiler = "none: the emulator interprets the linear program with the " + target.arch +
+                      " profile's limits";
   }
   const DeviceProps& props() const override { return props_; }
   Compiler& compiler() override { return compiler_; }
   RenderedKernel render(const LinearProgram& p) override {
     RenderedKernel r;
-    auto k = emu_compile(p);
+    auto k = emu_compile(p, props_.target);
     r.info.name = p.name;
     r.info.linear = std::make_shared<LinearProgram>(p);
     emu_launch_dims(*k, r.info.global, r.info.local);
@@ -56,7 +54,7 @@ class EmuDevice : public HostDevice {
   std::unique_ptr<Program> load(const std::string&, const KernelInfo& info) override {
     if (!info.linear)
       throw BackendError("emu: kernel '" + info.name + "' was not rendered for the emulator");
-    return std::make_unique<EmuProgram>(emu_compile(*info.linear));
+    return std::make_unique<EmuProgram>(emu_compile(*info.linear, props_.target));
   }
 
  private:
@@ -66,6 +64,8 @@ class EmuDevice : public HostDevice {
 
 }  // namespace
 
-std::unique_ptr<Device> make_emu_device() { return std::make_unique<EmuDevice>(); }
+std::unique_ptr<Device> make_emu_device(Target target) {
+  return std::make_unique<EmuDevice>(std::move(target));
+}
 
 }  // namespace kitten

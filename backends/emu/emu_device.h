@@ -9,6 +9,7 @@
 
 namespace kitten {
 
-std::unique_ptr<Device> make_emu_device();
+// The emulator with a target profile (its limits and features): the H100's by default.
+std::unique_ptr<Device> make_emu_device(Target target = h100_target());
 
 }  // namespace kitten

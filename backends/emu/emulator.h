@@ -13,13 +13,17 @@
 #include <span>
 
 #include "backends/hcq.h"
+#include "dsl/target.h"
 
 namespace kitten {
 
 struct EmuKernel;
 
-// Prepares a linear program for the emulator; throws BackendError for what it cannot run.
-std::shared_ptr<const EmuKernel> emu_compile(const LinearProgram& p);
+// Prepares a linear program for the emulator with a target profile (limits and features,
+// the H100's by default); throws BackendError for what it cannot run or what the profile
+// does not allow (too much shared memory or too many threads per block, a missing feature).
+std::shared_ptr<const EmuKernel> emu_compile(const LinearProgram& p,
+                                             const Target& target = h100_target());
 
 // The grid and block a kernel needs: the extents of its SPECIALs (1 where it has none).
 void emu_launch_dims(const EmuKernel& k, LaunchDims& grid, LaunchDims& block);

@@ -5,6 +5,7 @@
 
 #include "backends/emu/emulator.h"
 #include "dsl/builtin_kernels.h"
+#include "dsl/mma.h"
 #include "test_device.h"
 
 namespace kitten {
@@ -49,7 +50,7 @@ TEST_P(BlockKernels, BlockReductionWithShuffles) {
 // the PTX ISA gives (written out here from its tables, independently of dsl's maps), and
 // the result must be A*B + C.
 UOp mma_tile_kernel(const MmaLayout& L) {
-  DType in = L.a.element(), f = dtypes::float32;
+  DType in = L.a.fragment.element(), f = dtypes::float32;
   UOp d = param(0, f.ptr()), a = param(1, in.ptr()), b = param(2, in.ptr()), c = param(3, f.ptr());
   UOp lane = special(SpecialKind::ThreadIdx, 0, 32);
   UOp group = lane / 4, pair = (lane % 4) * 2;
@@ -59,16 +60,16 @@ UOp mma_tile_kernel(const MmaLayout& L) {
   auto b_at = [&](int i) { return (pair + (i % 2) + (i / 2) * 8) * L.n + group; };  // row k, col n
   auto c_at = [&](int i) { return (group + (i / 2) * 8) * L.n + pair + (i % 2); };
   std::vector<UOp> fa, fb, fc;
-  for (int i = 0; i < L.a.count(); ++i) fa.push_back(load(index(a, a_at(i))));
-  for (int i = 0; i < L.b.count(); ++i) fb.push_back(load(index(b, b_at(i))));
-  for (int i = 0; i < L.c.count(); ++i) fc.push_back(load(index(c, c_at(i))));
+  for (int i = 0; i < L.a.fragment.count(); ++i) fa.push_back(load(index(a, a_at(i))));
+  for (int i = 0; i < L.b.fragment.count(); ++i) fb.push_back(load(index(b, b_at(i))));
+  for (int i = 0; i < L.c.fragment.count(); ++i) fc.push_back(load(index(c, c_at(i))));
   UOp acc = UOp::make(Op::MMA,
                       {UOp::make(Op::VECTORIZE, std::span<const UOp>(fa)),
                        UOp::make(Op::VECTORIZE, std::span<const UOp>(fb)),
                        UOp::make(Op::VECTORIZE, std::span<const UOp>(fc))},
                       L.name);
   std::vector<UOp> stores;
-  for (int i = 0; i < L.c.count(); ++i)
+  for (int i = 0; i < L.c.fragment.count(); ++i)
     stores.push_back(
         store(index(d, c_at(i)), UOp::make(Op::EXTRACT, {acc}, std::vector<int64_t>{i})));
   return sink({UOp::make(Op::GROUP, std::span<const UOp>(stores))}, "mma_tile");
@@ -79,7 +80,7 @@ TEST_P(BlockKernels, MmaTileProductLaneByLane) {
        {"m16n8k16_bf16_f32", "m16n8k16_f16_f32", "m16n8k8_bf16_f32", "m16n8k8_f16_f32"}) {
     SCOPED_TRACE(name);
     const MmaLayout& L = *find_mma_layout(name);
-    DType in = L.a.element();
+    DType in = L.a.fragment.element();
     HostData a = HostData::random(in, size_t(L.m * L.k), 14),
              b = HostData::random(in, size_t(L.k * L.n), 15);
     HostData c = HostData::random(dtypes::float32, size_t(L.m * L.n), 16);
@@ -180,25 +181,25 @@ TEST(MmaLayouts, FragmentMapsMatchThePtxTables) {
   // Lane 5: groupID 1, threadID_in_group 1.
   std::vector<std::pair<int, int>> a5 = {{1, 2},  {1, 3},  {9, 2},  {9, 3},
                                          {1, 10}, {1, 11}, {9, 10}, {9, 11}};
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(k16.a_at(5, i), a5[size_t(i)]) << i;
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(k16.a.at(5, i), a5[size_t(i)]) << i;
   std::vector<std::pair<int, int>> b5 = {{2, 1}, {3, 1}, {10, 1}, {11, 1}};
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.b_at(5, i), b5[size_t(i)]) << i;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.b.at(5, i), b5[size_t(i)]) << i;
   std::vector<std::pair<int, int>> c30 = {
       {7, 4}, {7, 5}, {15, 4}, {15, 5}};  // lane 30: group 7, tig 2
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.c_at(30, i), c30[size_t(i)]) << i;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k16.c.at(30, i), c30[size_t(i)]) << i;
   const MmaLayout& k8 = *find_mma_layout("m16n8k8_f16_f32");
   std::vector<std::pair<int, int>> a31 = {
       {7, 6}, {7, 7}, {15, 6}, {15, 7}};  // lane 31: group 7, tig 3
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(k8.a_at(31, i), a31[size_t(i)]) << i;
-  EXPECT_EQ(k8.b_at(31, 0), (std::pair<int, int>{6, 7}));
-  EXPECT_EQ(k8.b_at(31, 1), (std::pair<int, int>{7, 7}));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k8.a.at(31, i), a31[size_t(i)]) << i;
+  EXPECT_EQ(k8.b.at(31, 0), (std::pair<int, int>{6, 7}));
+  EXPECT_EQ(k8.b.at(31, 1), (std::pair<int, int>{7, 7}));
   // Every element of every matrix is held by exactly one (lane, i).
   for (const MmaLayout* L : mma_layouts()) {
     std::set<std::pair<int, int>> a, b, c;
     for (int l = 0; l < 32; ++l) {
-      for (int i = 0; i < L->a.count(); ++i) a.insert(L->a_at(l, i));
-      for (int i = 0; i < L->b.count(); ++i) b.insert(L->b_at(l, i));
-      for (int i = 0; i < L->c.count(); ++i) c.insert(L->c_at(l, i));
+      for (int i = 0; i < L->a.fragment.count(); ++i) a.insert(L->a.at(l, i));
+      for (int i = 0; i < L->b.fragment.count(); ++i) b.insert(L->b.at(l, i));
+      for (int i = 0; i < L->c.fragment.count(); ++i) c.insert(L->c.at(l, i));
     }
     EXPECT_EQ(a.size(), size_t(L->m * L->k)) << L->name;
     EXPECT_EQ(b.size(), size_t(L->k * L->n)) << L->name;

@@ -58,7 +58,8 @@ std::vector<UOp> valid_nodes() {
       eff(),
       cp,
       mk(Op::WAIT, dtypes::void_, {cp}),
-      UOp::make(Op::SHUFFLE, {f, i_(1)}, std::string("xor")),
+      UOp::make(Op::SHUFFLE, {f, i_(1)}, ShuffleMode::Xor),
+      mk(Op::ATOMIC, dtypes::void_, {gidx, f}, AtomicOp::Add),
       UOp::make(Op::MMA, {a, b, c}, std::string("m16n8k16_bf16_f32")),
       cast(f, dtypes::float16),
       mk(Op::BITCAST, i32, {f}),
@@ -264,19 +265,35 @@ std::vector<BadCase> bad_cases() {
        },
        "ASYNC_COPY", "same type"},
       {"WaitOnEffect", [] { mk(Op::WAIT, dtypes::void_, {eff()}); }, "WAIT", "a token"},
-      {"ShuffleBadMode",
+      {"ShuffleNameMode",
        [] {
-         UOp::make(Op::SHUFFLE, {f_(1), i_(1)}, std::string("rotate"));
+         UOp::make(Op::SHUFFLE, {f_(1), i_(1)}, std::string("xor"));
        },
-       "SHUFFLE", "idx, xor, up or down"},
+       "SHUFFLE", "shuffle mode"},
+      {"AtomicMaxFloat",
+       [] {
+         mk(Op::ATOMIC, dtypes::void_, {idx(), f_(1)}, AtomicOp::Max);
+       },
+       "ATOMIC", "max of float32"},
+      {"AtomicAddHalf",
+       [] {
+         mk(Op::ATOMIC, dtypes::void_,
+            {index(gbuf(0, dtypes::float16), i_(0)), const_(dtypes::float16, 1)}, AtomicOp::Add);
+       },
+       "ATOMIC", "add of float16"},
+      {"AtomicValueMismatch",
+       [] {
+         mk(Op::ATOMIC, dtypes::void_, {idx(), i_(1)}, AtomicOp::Add);
+       },
+       "ATOMIC", "value"},
       {"ShuffleHalf",
        [] {
-         UOp::make(Op::SHUFFLE, {const_(dtypes::float16, 1), i_(1)}, std::string("xor"));
+         UOp::make(Op::SHUFFLE, {const_(dtypes::float16, 1), i_(1)}, ShuffleMode::Xor);
        },
        "SHUFFLE", "32- or 64-bit"},
       {"ShuffleInt64Lane",
        [] {
-         UOp::make(Op::SHUFFLE, {f_(1), const_int(dtypes::int64, 1)}, std::string("xor"));
+         UOp::make(Op::SHUFFLE, {f_(1), const_int(dtypes::int64, 1)}, ShuffleMode::Xor);
        },
        "SHUFFLE", "int32"},
       {"MmaUnknownLayout",

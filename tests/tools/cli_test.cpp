@@ -79,7 +79,7 @@ TEST(Cli, DevicesListsTheCpuAndHowItCompiles) {
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("cpu: arch "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("compiler: "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("emu: arch emu"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("emu: arch sm_90a"), std::string::npos) << r.out;
 }
 
 TEST(Cli, RenderForTheEmulatorPrintsTheLinearProgram) {

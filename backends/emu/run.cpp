@@ -1,0 +1,673 @@
+// Runs the emulator's instructions: blocks in order, a block's warps in order between
+// barriers, the lanes of a warp in lockstep under a mask.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "backends/emu/emulator.h"
+#include "backends/emu/program.h"
+#include "backends/emu/shadow.h"
+#include "dsl/eval.h"
+
+namespace kitten {
+
+namespace {
+
+constexpr int kWarp = kEmuWarp;
+
+// ---- values in memory ------------------------------------------------------------------
+
+Scalar decode(const unsigned char* p, DType d) {
+  Scalar v;
+  switch (d.scalar_type()) {
+    case ScalarType::Float32: {
+      float f;
+      std::memcpy(&f, p, 4);
+      v.f = f;
+      return v;
+    }
+    case ScalarType::Float64:
+      std::memcpy(&v.f, p, 8);
+      return v;
+    case ScalarType::BFloat16: {  // the top half of a float32
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      v.f = std::bit_cast<float>(uint32_t(h) << 16);
+      return v;
+    }
+    case ScalarType::Float16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      v.f = decode_float(kFloat16, h);
+      return v;
+    }
+    case ScalarType::Float8E4M3:
+    case ScalarType::Float8E5M2:
+      v.f = decode_float(*d.narrow_float(), *p);
+      return v;
+    default: {
+      uint64_t u = 0;
+      std::memcpy(&u, p, size_t(d.bits() / 8));
+      v.i = wrap_to(int64_t(u), d);
+      return v;
+    }
+  }
+}
+
+void encode(unsigned char* p, DType d, Scalar v) {
+  switch (d.scalar_type()) {
+    case ScalarType::Float32: {
+      float f = float(v.f);
+      std::memcpy(p, &f, 4);
+      return;
+    }
+    case ScalarType::Float64:
+      std::memcpy(p, &v.f, 8);
+      return;
+    case ScalarType::BFloat16:
+      if (double(float(v.f)) == v.f && !std::isnan(v.f)) {  // exact in float32: round its low half
+        uint32_t x = std::bit_cast<uint32_t>(float(v.f));
+        uint16_t h = uint16_t((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+        std::memcpy(p, &h, 2);
+        return;
+      }
+      [[fallthrough]];
+    case ScalarType::Float16: {
+      uint16_t h = uint16_t(encode_float(*d.narrow_float(), v.f));
+      std::memcpy(p, &h, 2);
+      return;
+    }
+    case ScalarType::Float8E4M3:
+    case ScalarType::Float8E5M2:
+      *p = uint8_t(encode_float(*d.narrow_float(), v.f));
+      return;
+    default:
+      std::memcpy(p, &v.i, size_t(d.bits() / 8));
+      return;
+  }
+}
+
+struct PendingCopy {
+  int thread;
+  int64_t token;
+  int buf;
+  int64_t offset;
+  std::vector<unsigned char> data;
+};
+
+// A mask saved by the RANGE or IF at `pc` that narrowed it.
+struct MaskFrame {
+  uint32_t mask;
+  int pc;
+};
+
+struct Warp {
+  int pc = 0;
+  uint32_t exists = 0, mask = 0;
+  std::vector<MaskFrame> masks;
+  std::vector<Scalar> regs;
+  std::vector<std::vector<unsigned char>> reg_bytes, reg_init;  // per reg buffer: 32 threads
+  bool done = false, at_barrier = false;
+  int end_level = -1;  // set when a RANGE with no iterations jumps to its END
+};
+
+class Runner {
+ public:
+  Runner(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args)
+      : k_(k), grid_(grid), block_(block), args_(args) {}
+
+  uint64_t run() {
+    check_args();
+    for (int64_t bz = 0; bz < grid_.z; ++bz)
+      for (int64_t by = 0; by < grid_.y; ++by)
+        for (int64_t bx = 0; bx < grid_.x; ++bx) run_block({bx, by, bz});
+    return issued_;
+  }
+
+ private:
+  // ---- faults ----
+  std::string thread_text(int t) const {
+    int64_t x = t % block_.x, y = (t / block_.x) % block_.y, z = t / (block_.x * block_.y);
+    return "thread (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) +
+           ") of block (" + std::to_string(bid_.x) + "," + std::to_string(bid_.y) + "," +
+           std::to_string(bid_.z) + ")";
+  }
+  std::string place(int pc) const {
+    const EmuInstr& in = k_.code[size_t(pc)];
+    return op_name(in.op) + " %" + std::to_string(in.line);
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw BackendError("emu: kernel '" + k_.name + "': " + what);
+  }
+  [[noreturn]] void refuse_launch(const std::string& what) const {
+    throw BackendError("emu: kernel '" + k_.name + "' " + what);
+  }
+  [[noreturn]] void fault(const std::string& what, int buf, int64_t index, int thread) const {
+    std::string where =
+        buf >= 0 ? " in " + k_.buffers[size_t(buf)].name + " at index " + std::to_string(index)
+                 : "";
+    fail(what + where + " by " + thread_text(thread));
+  }
+
+  void check_args() {
+    size_t want = size_t(k_.num_params) + k_.vars.size();
+    if (args_.size() != want)
+      refuse_launch("takes " + std::to_string(want) + " arguments, got " +
+                    std::to_string(args_.size()));
+    for (size_t i = 0; i < args_.size(); ++i) {
+      bool is_buffer = i < k_.buffer_params.size() && k_.buffer_params[i];
+      if (is_buffer != std::holds_alternative<Buffer>(args_[i]))
+        refuse_launch("argument " + std::to_string(i) + " is " +
+                      (is_buffer ? "a buffer" : "an integer") + ", got the other");
+    }
+    auto same = [](LaunchDims a, LaunchDims b) { return a.x == b.x && a.y == b.y && a.z == b.z; };
+    if (!same(grid_, k_.grid) || !same(block_, k_.block))
+      refuse_launch("needs a grid of " + dims(k_.grid) + " blocks of " + dims(k_.block) +
+                    " threads, launched with " + dims(grid_) + " of " + dims(block_));
+    if (block_.x * block_.y * block_.z > k_.target.max_threads_per_block)
+      refuse_launch("has more than " + std::to_string(k_.target.max_threads_per_block) +
+                    " threads per block");
+  }
+  static std::string dims(LaunchDims d) {
+    return std::to_string(d.x) + "x" + std::to_string(d.y) + "x" + std::to_string(d.z);
+  }
+
+  // ---- blocks and warps ----
+  void run_block(LaunchDims bid) {
+    bid_ = bid;
+    epoch_ = 1;
+    pending_.clear();
+    shared_.resize(k_.buffers.size());  // reused from block to block: no reallocation
+    for (size_t b = 0; b < k_.buffers.size(); ++b)
+      if (k_.buffers[b].kind == EmuBufKind::Shared)
+        shared_[b].reset(size_t(k_.buffers[b].size * k_.buffers[b].elem.itemsize()));
+    int64_t threads = block_.x * block_.y * block_.z;
+    std::vector<Warp> warps(size_t((threads + kWarp - 1) / kWarp));
+    for (size_t w = 0; w < warps.size(); ++w) {
+      int64_t live = std::min<int64_t>(kWarp, threads - int64_t(w) * kWarp);
+      warps[w].exists = live == kWarp ? 0xFFFFFFFFu : (1u << live) - 1;
+      warps[w].mask = warps[w].exists;
+      warps[w].regs.assign(size_t(k_.slots) * kWarp, Scalar{0});
+      warps[w].reg_bytes.resize(k_.buffers.size());
+      warps[w].reg_init.resize(k_.buffers.size());
+      for (size_t b = 0; b < k_.buffers.size(); ++b)
+        if (k_.buffers[b].kind == EmuBufKind::Reg) {
+          size_t n = size_t(k_.buffers[b].size * k_.buffers[b].elem.itemsize()) * kWarp;
+          warps[w].reg_bytes[b].assign(n, 0);
+          warps[w].reg_init[b].assign(n, 0);
+        }
+    }
+    for (;;) {
+      for (size_t w = 0; w < warps.size(); ++w) {
+        warp_id_ = int(w);
+        Warp& wp = warps[w];
+        while (!wp.done && !wp.at_barrier) step(wp);
+      }
+      if (!all_at_one_barrier(warps)) return;
+      ++epoch_;
+      for (Warp& wp : warps) wp.at_barrier = false, ++wp.pc;
+    }
+  }
+
+  // After every warp ran as far as it can: true when all wait at one barrier, false when
+  // all are done; a barrier that only some warps reach is an error naming both places.
+  bool all_at_one_barrier(const std::vector<Warp>& warps) const {
+    const Warp* waiting = nullptr;
+    const Warp* done = nullptr;
+    int waiting_id = 0, done_id = 0;
+    for (size_t w = 0; w < warps.size(); ++w) {
+      const Warp& wp = warps[w];
+      if (wp.done) {
+        if (!done) done = &wp, done_id = int(w);
+        continue;
+      }
+      if (!waiting) {
+        waiting = &wp, waiting_id = int(w);
+      } else if (wp.pc != waiting->pc) {
+        fail(place(waiting->pc) + " is reached by " + thread_text(waiting_id * kWarp) + " while " +
+             thread_text(int(w) * kWarp) + " waits at " + place(wp.pc) +
+             ": a barrier must be reached by every thread of the block");
+      }
+    }
+    if (waiting && done)
+      fail(place(waiting->pc) + " is reached by " + thread_text(waiting_id * kWarp) + " but " +
+           thread_text(done_id * kWarp) +
+           " ran to the end of the kernel without it: a barrier must be reached by every thread "
+           "of the block");
+    return waiting != nullptr;
+  }
+
+  // Within a warp: every thread must be active at a barrier. Names the construct where a
+  // missing thread went its own way.
+  void check_barrier_lanes(const Warp& w, const EmuInstr& in) const {
+    uint32_t missing = w.exists & ~w.mask;
+    if (!missing) return;
+    int lane = std::countr_zero(missing), here = std::countr_zero(w.mask);
+    std::string where = " (it is inactive here)";
+    for (auto it = w.masks.rbegin(); it != w.masks.rend(); ++it)
+      if ((it->mask >> lane) & 1) {
+        const EmuInstr& opener = k_.code[size_t(it->pc)];
+        where = opener.kind == EmuKind::If ? ", which skipped it at " + place(it->pc) +
+                                                 " and waits at " + place(opener.end_pc)
+                                           : ", which left the loop " + place(it->pc) +
+                                                 " and waits at " + place(opener.end_pc);
+        break;
+      }
+    fail(place(w.pc) + " is reached by " + thread_text(thread_of(here)) + " but not by " +
+         thread_text(thread_of(lane)) + where +
+         ": a barrier must be reached by every thread of the block");
+    (void)in;
+  }
+
+  int thread_of(int lane) const { return warp_id_ * kWarp + lane; }
+  Scalar* reg(Warp& w, int slot, int elem = 0) {
+    return &w.regs[(size_t(slot) + size_t(elem)) * kWarp];
+  }
+
+  template <class F>
+  void each(uint32_t mask, F f) {
+    while (mask) {
+      int l = std::countr_zero(mask);
+      mask &= mask - 1;
+      f(l);
+    }
+  }
+
+  // ---- memory ----
+  // Checks an access of `bytes` at element `index` of buffer b by lane l, and returns the
+  // byte offset.
+  int64_t check_access(int b, int64_t index, int bytes, int lane, bool write) {
+    const EmuBuffer& d = k_.buffers[size_t(b)];
+    int64_t elem = d.elem.itemsize(), offset = index * elem, size;
+    uintptr_t base = 0;
+    if (d.kind == EmuBufKind::Global) {
+      const Buffer& buf = std::get<Buffer>(args_[size_t(d.slot)]);
+      size = int64_t(buf.bytes);
+      base = reinterpret_cast<uintptr_t>(buf.ptr);
+    } else {
+      size = d.size * elem;
+    }
+    if (index < 0 || offset + bytes > size)
+      fault(std::string(write ? "out-of-bounds write" : "out-of-bounds read") + " of " +
+                std::to_string(bytes) + " bytes (the buffer has " +
+                std::to_string(size / std::max<int64_t>(elem, 1)) + " elements)",
+            b, index, thread_of(lane));
+    if (bytes > elem && (base + uintptr_t(offset)) % uintptr_t(bytes) != 0)
+      fault("misaligned " + std::to_string(bytes) + "-byte " + (write ? "write" : "read") +
+                " (byte offset " + std::to_string(offset) + ")",
+            b, index, thread_of(lane));
+    return offset;
+  }
+
+  unsigned char* memory(Warp& w, int b, int64_t offset, int lane) {
+    const EmuBuffer& d = k_.buffers[size_t(b)];
+    if (d.kind == EmuBufKind::Global)
+      return static_cast<unsigned char*>(std::get<Buffer>(args_[size_t(d.slot)]).ptr) + offset;
+    if (d.kind == EmuBufKind::Shared) return shared_[size_t(b)].bytes().data() + offset;
+    return w.reg_bytes[size_t(b)].data() + size_t(lane) * size_t(d.size * d.elem.itemsize()) +
+           size_t(offset);
+  }
+
+  void track(Warp& w, int b, int64_t index, int64_t offset, int bytes, int lane, Access a) {
+    const EmuBuffer& d = k_.buffers[size_t(b)];
+    int t = thread_of(lane);
+    if (d.kind == EmuBufKind::Reg) {
+      unsigned char* init =
+          w.reg_init[size_t(b)].data() + size_t(lane) * size_t(d.size * d.elem.itemsize());
+      for (int i = 0; i < bytes; ++i) {
+        if (a == Access::Write)
+          init[offset + i] = 1;
+        else if (!init[offset + i])
+          fault("read of register memory never written", b, index, t);
+      }
+      return;
+    }
+    if (d.kind != EmuBufKind::Shared) return;
+    if (auto f = shared_[size_t(b)].access(offset, bytes, t, epoch_, a))
+      fault(f->what +
+                (f->other >= 0 ? " " + thread_text(f->other) + " with no barrier between," : ""),
+            b, index, t);
+  }
+
+  void load(Warp& w, const EmuInstr& in) {
+    DType d = in.dtype, e = d.element();
+    int n = d.count(), bytes = d.itemsize();
+    each(w.mask, [&](int l) {
+      bool on = in.gate < 0 || reg(w, in.gate)[l].i != 0;
+      if (!on) {
+        for (int v = 0; v < n; ++v) reg(w, in.out, v)[l] = reg(w, in.alt, v)[l];
+        return;
+      }
+      int64_t index = reg(w, in.idx)[l].i;
+      int64_t off = check_access(in.buf, index, bytes, l, false);
+      track(w, in.buf, index, off, bytes, l, Access::Read);
+      const unsigned char* p = memory(w, in.buf, off, l);
+      for (int v = 0; v < n; ++v) reg(w, in.out, v)[l] = decode(p + v * e.itemsize(), e);
+    });
+  }
+
+  void store(Warp& w, const EmuInstr& in) {
+    DType d = in.dtype, e = d.element();
+    int n = d.count(), bytes = d.itemsize();
+    each(w.mask, [&](int l) {
+      if (in.gate >= 0 && reg(w, in.gate)[l].i == 0) return;
+      int64_t index = reg(w, in.idx)[l].i;
+      int64_t off = check_access(in.buf, index, bytes, l, true);
+      track(w, in.buf, index, off, bytes, l, Access::Write);
+      unsigned char* p = memory(w, in.buf, off, l);
+      for (int v = 0; v < n; ++v) encode(p + v * e.itemsize(), e, reg(w, in.value, v)[l]);
+    });
+  }
+
+  // Lane by lane, in lane order: each read-modify-write is indivisible, so concurrent
+  // atomics to one element all land (exact for integers; floats in this order).
+  void atomic(Warp& w, const EmuInstr& in) {
+    DType d = in.dtype, e = d.element();
+    int n = d.count(), bytes = d.itemsize();
+    Op combine = in.atomic == AtomicOp::Add   ? Op::ADD
+                 : in.atomic == AtomicOp::Max ? Op::MAX
+                                              : Op::MIN;
+    each(w.mask, [&](int l) {
+      if (in.gate >= 0 && reg(w, in.gate)[l].i == 0) return;
+      int64_t index = reg(w, in.idx)[l].i;
+      int64_t off = check_access(in.buf, index, bytes, l, true);
+      track(w, in.buf, index, off, bytes, l, Access::Atomic);
+      unsigned char* p = memory(w, in.buf, off, l);
+      for (int v = 0; v < n; ++v) {
+        Scalar args[2] = {decode(p + v * e.itemsize(), e), reg(w, in.value, v)[l]};
+        encode(p + v * e.itemsize(), e, eval_alu(combine, e, e, args).value);
+      }
+    });
+  }
+
+  void async_copy(Warp& w, const EmuInstr& in) {
+    int bytes = in.dtype.itemsize();
+    each(w.mask, [&](int l) {
+      int64_t si = reg(w, in.src_idx)[l].i, di = reg(w, in.idx)[l].i;
+      int64_t soff = check_access(in.src_buf, si, bytes, l, false);
+      int64_t doff = check_access(in.buf, di, bytes, l, true);
+      const unsigned char* src = memory(w, in.src_buf, soff, l);
+      PendingCopy c{thread_of(l), next_token_, in.buf, doff,
+                    std::vector<unsigned char>(src, src + bytes)};
+      shared_[size_t(in.buf)].set_pending(doff, bytes, thread_of(l));
+      reg(w, in.out)[l].i = next_token_;
+      pending_.push_back(std::move(c));
+    });
+    ++next_token_;
+  }
+
+  void wait(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      int t = thread_of(l);
+      for (int s : in.src) {
+        int64_t token = reg(w, s)[l].i;
+        for (auto it = pending_.begin(); it != pending_.end();) {
+          if (it->thread != t || it->token != token) {
+            ++it;
+            continue;
+          }
+          SharedShadow& sb = shared_[size_t(it->buf)];
+          sb.set_pending(it->offset, int(it->data.size()), -1);
+          int64_t index = it->offset / k_.buffers[size_t(it->buf)].elem.itemsize();
+          track(w, it->buf, index, it->offset, int(it->data.size()), l, Access::Write);
+          std::memcpy(sb.bytes().data() + it->offset, it->data.data(), it->data.size());
+          it = pending_.erase(it);
+        }
+      }
+    });
+  }
+
+  // ---- arithmetic ----
+  void alu(Warp& w, const EmuInstr& in) {
+    int count = in.dtype.count();
+    size_t n = in.src.size();
+    for (int v = 0; v < count; ++v)
+      each(w.mask, [&](int l) {
+        Scalar args[3];
+        for (size_t s = 0; s < n; ++s) args[s] = reg(w, in.src[s], v)[l];
+        EvalResult r = eval_alu(in.op, in.in, in.dtype, std::span<const Scalar>(args, n));
+        if (r.fault == EvalFault::DivByZero) fault("integer division by zero", -1, 0, thread_of(l));
+        reg(w, in.out, v)[l] = r.value;  // C's undefined overflow wraps, as on the GPU
+      });
+  }
+
+  void mma(Warp& w, const EmuInstr& in) {
+    if (w.mask != 0xFFFFFFFFu)
+      fault("MMA with only some lanes of the warp active", -1, 0,
+            thread_of(std::countr_zero(~w.mask | 0u)));
+    const EmuFragment &fa = in.mma_a, &fb = in.mma_b, &fc = in.mma_c;
+    std::vector<double> A(size_t(fa.rows * fa.cols)), B(size_t(fb.rows * fb.cols)),
+        C(size_t(fc.rows * fc.cols));
+    auto gather = [&](const EmuFragment& f, int src, std::vector<double>& m) {
+      for (int l = 0; l < kWarp; ++l)
+        for (int i = 0; i < f.count; ++i)
+          m[size_t(f.at[size_t(l * f.count + i)])] = reg(w, src, i)[l].f;
+    };
+    gather(fa, in.src[0], A);
+    gather(fb, in.src[1], B);
+    gather(fc, in.src[2], C);
+    for (int l = 0; l < kWarp; ++l)
+      for (int i = 0; i < fc.count; ++i) {
+        int at = fc.at[size_t(l * fc.count + i)], r = at / fc.cols, c = at % fc.cols;
+        double acc = C[size_t(at)];
+        for (int kk = 0; kk < in.mma_k; ++kk)
+          acc += A[size_t(r * fa.cols + kk)] * B[size_t(kk * fb.cols + c)];
+        reg(w, in.out, i)[l].f = double(float(acc));
+      }
+  }
+
+  void shuffle(Warp& w, const EmuInstr& in) {
+    std::vector<Scalar> src(reg(w, in.src[0]), reg(w, in.src[0]) + kWarp);
+    each(w.mask, [&](int l) {
+      int64_t arg = reg(w, in.src[1])[l].i, from = l;
+      switch (in.shuffle) {
+        case ShuffleMode::Idx:
+          from = arg % kWarp;
+          break;
+        case ShuffleMode::Xor:
+          from = (l ^ arg) & (kWarp - 1);
+          break;
+        case ShuffleMode::Up:
+          from = l - arg >= 0 ? l - arg : l;
+          break;
+        case ShuffleMode::Down:
+          from = l + arg < kWarp ? l + arg : l;
+          break;
+      }
+      if (!((w.mask >> from) & 1))
+        fault("shuffle from lane " + std::to_string(from) + ", which is not active,", -1, 0,
+              thread_of(l));
+      reg(w, in.out)[l] = src[size_t(from)];
+    });
+  }
+
+  int64_t special(const EmuInstr& in, int lane) const {
+    if (in.special.kind == SpecialKind::BlockIdx)
+      return in.special.dim == 0 ? bid_.x : in.special.dim == 1 ? bid_.y : bid_.z;
+    int64_t t = thread_of(lane);
+    if (in.special.dim == 0) return t % block_.x;
+    if (in.special.dim == 1) return (t / block_.x) % block_.y;
+    return t / (block_.x * block_.y);
+  }
+
+  // Opens a RANGE: every active lane starts at 0; with no lane iterating, jumps to its END.
+  bool open_range(Warp& w, const EmuInstr& in) {
+    w.masks.push_back({w.mask, w.pc});
+    uint32_t live = 0;
+    each(w.mask, [&](int l) {
+      reg(w, in.out)[l].i = 0;
+      if (0 < reg(w, in.src[0])[l].i) live |= 1u << l;
+    });
+    if (!live) {
+      w.end_level = in.level;
+      w.pc = in.end_pc;
+      return false;
+    }
+    w.mask = live;
+    return true;
+  }
+
+  // Closes ranges innermost first: loops back while a lane has iterations left.
+  bool close_ranges(Warp& w, const EmuInstr& in) {
+    size_t start = w.end_level >= 0 ? size_t(w.end_level) : 0;
+    bool skipped = w.end_level >= 0;
+    w.end_level = -1;
+    for (size_t level = start; level < in.closes.size(); ++level) {
+      const EmuInstr& r = k_.code[size_t(in.closes[level])];
+      if (!(skipped && level == start)) {
+        uint32_t live = 0;
+        each(w.mask, [&](int l) {
+          int64_t& i = reg(w, r.out)[l].i;
+          if (++i < reg(w, r.src[0])[l].i) live |= 1u << l;
+        });
+        if (live) {
+          w.mask = live;
+          w.pc = in.closes[level] + 1;
+          return false;
+        }
+      }
+      w.mask = w.masks.back().mask;
+      w.masks.pop_back();
+    }
+    return true;
+  }
+
+  // ---- one instruction of one warp ----
+  void step(Warp& w) {
+    if (w.pc >= int(k_.code.size())) {
+      w.done = true;
+      return;
+    }
+    const EmuInstr& in = k_.code[size_t(w.pc)];
+    ++issued_;
+    int count = in.dtype.is_value() ? in.dtype.count() : 1;
+    switch (in.kind) {
+      case EmuKind::Nop:
+        break;
+      case EmuKind::Const:
+        each(w.exists, [&](int l) {
+          if (in.dtype.is_float())
+            reg(w, in.out)[l].f = in.imm_f;
+          else
+            reg(w, in.out)[l].i = in.imm_i;
+        });
+        break;
+      case EmuKind::IntParam:
+      case EmuKind::Var: {
+        Scalar v;
+        v.i = std::get<int64_t>(args_[size_t(in.imm_i)]);
+        each(w.exists, [&](int l) { reg(w, in.out)[l] = v; });
+        break;
+      }
+      case EmuKind::Special:
+        each(w.mask, [&](int l) { reg(w, in.out)[l].i = special(in, l); });
+        break;
+      case EmuKind::Range:
+        if (!open_range(w, in)) return;
+        break;
+      case EmuKind::End:
+        if (!close_ranges(w, in)) return;
+        break;
+      case EmuKind::If: {
+        w.masks.push_back({w.mask, w.pc});
+        uint32_t live = 0;
+        each(w.mask, [&](int l) {
+          if (reg(w, in.src[0])[l].i) live |= 1u << l;
+        });
+        w.mask = live;
+        if (!live) {  // nobody runs the body: straight to the ENDIF, which restores the mask
+          w.pc = in.end_pc;
+          return;
+        }
+        break;
+      }
+      case EmuKind::EndIf:
+        w.mask = w.masks.back().mask;
+        w.masks.pop_back();
+        break;
+      case EmuKind::Index:
+        each(w.mask, [&](int l) { reg(w, in.out)[l] = reg(w, in.src[0])[l]; });
+        break;
+      case EmuKind::Load:
+        load(w, in);
+        break;
+      case EmuKind::Store:
+        store(w, in);
+        break;
+      case EmuKind::Atomic:
+        atomic(w, in);
+        break;
+      case EmuKind::AsyncCopy:
+        async_copy(w, in);
+        break;
+      case EmuKind::Wait:
+        wait(w, in);
+        break;
+      case EmuKind::Barrier:
+        check_barrier_lanes(w, in);
+        w.at_barrier = true;
+        return;  // the block scheduler moves it past the barrier
+      case EmuKind::Shuffle:
+        shuffle(w, in);
+        break;
+      case EmuKind::Mma:
+        mma(w, in);
+        break;
+      case EmuKind::Vectorize:
+        for (size_t v = 0; v < in.src.size(); ++v)
+          each(w.mask, [&](int l) { reg(w, in.out, int(v))[l] = reg(w, in.src[v])[l]; });
+        break;
+      case EmuKind::Extract:
+        for (size_t v = 0; v < in.lanes.size(); ++v)
+          each(w.mask,
+               [&](int l) { reg(w, in.out, int(v))[l] = reg(w, in.src[0], int(in.lanes[v]))[l]; });
+        break;
+      case EmuKind::Cast:
+        for (int v = 0; v < count; ++v)
+          each(w.mask, [&](int l) {
+            reg(w, in.out, v)[l] = eval_cast(in.in, in.dtype, reg(w, in.src[0], v)[l]).value;
+          });
+        break;
+      case EmuKind::Bitcast:
+        bitcast(w, in);
+        break;
+      case EmuKind::Alu:
+        alu(w, in);
+        break;
+    }
+    ++w.pc;
+  }
+
+  void bitcast(Warp& w, const EmuInstr& in) {
+    DType from = in.in, to = in.dtype;
+    each(w.mask, [&](int l) {
+      std::vector<unsigned char> bytes(size_t(from.itemsize()));
+      for (int v = 0; v < from.count(); ++v)
+        encode(bytes.data() + v * from.element().itemsize(), from.element(),
+               reg(w, in.src[0], v)[l]);
+      for (int v = 0; v < to.count(); ++v)
+        reg(w, in.out, v)[l] = decode(bytes.data() + v * to.element().itemsize(), to.element());
+    });
+  }
+
+  const EmuKernel& k_;
+  LaunchDims grid_, block_, bid_;
+  std::span<const KernelArg> args_;
+  std::vector<SharedShadow> shared_;
+  std::vector<PendingCopy> pending_;
+  uint32_t epoch_ = 1;
+  int64_t next_token_ = 1;
+  int warp_id_ = 0;
+  uint64_t issued_ = 0;
+};
+
+}  // namespace
+
+void emu_run(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args,
+             EmuStats* stats) {
+  uint64_t n = Runner(k, grid, block, args).run();
+  if (stats) stats->warp_instructions += n;
+}
+
+}  // namespace kitten

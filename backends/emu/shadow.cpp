@@ -1,0 +1,60 @@
+#include "backends/emu/shadow.h"
+
+namespace kitten {
+
+void SharedShadow::reset(size_t n) {
+  bytes_.assign(n, 0);
+  init_.assign(n, 0);
+  writer_.assign(n, -1);
+  reader_.assign(n, -1);
+  atomic_.assign(n, -1);
+  w_epoch_.assign(n, 0);
+  r_epoch_.assign(n, 0);
+  a_epoch_.assign(n, 0);
+  pending_.assign(n, 0);
+}
+
+void SharedShadow::set_pending(int64_t offset, int n, int thread) {
+  for (int64_t i = offset; i < offset + n; ++i) pending_[size_t(i)] = thread + 1;
+}
+
+std::optional<ShadowFault> SharedShadow::access(int64_t offset, int n, int t, uint32_t epoch,
+                                                Access a) {
+  auto other = [t](int32_t who) { return who != -1 && who != t; };
+  for (size_t i = size_t(offset); i < size_t(offset + n); ++i) {
+    bool wrote = w_epoch_[i] == epoch && other(writer_[i]);
+    bool read = r_epoch_[i] == epoch && other(reader_[i]);
+    bool atomic = a_epoch_[i] == epoch && other(atomic_[i]);
+    auto who = [](int32_t id) { return id < 0 ? 0 : id; };
+    if (pending_[i] && a != Access::Write)
+      return ShadowFault{"read of an async copy's destination before its WAIT", -1};
+    if (a != Access::Write && !init_[i])
+      return ShadowFault{"read of shared memory never written", -1};
+    const char* verb = a == Access::Read ? "a read" : a == Access::Write ? "a write" : "an atomic";
+    if (wrote)
+      return ShadowFault{std::string("shared memory race: ") + verb + " after a write by",
+                         who(writer_[i])};
+    if (a != Access::Read && read)
+      return ShadowFault{std::string("shared memory race: ") + verb + " after a read by",
+                         who(reader_[i])};
+    if (a != Access::Atomic && atomic)
+      return ShadowFault{std::string("shared memory race: ") + verb + " after an atomic by",
+                         who(atomic_[i])};
+    if (a == Access::Write) {
+      writer_[i] = t, w_epoch_[i] = epoch, init_[i] = 1;
+    } else if (a == Access::Read) {
+      if (r_epoch_[i] != epoch)
+        reader_[i] = t, r_epoch_[i] = epoch;
+      else if (reader_[i] != t)
+        reader_[i] = -2;
+    } else {
+      if (a_epoch_[i] != epoch)
+        atomic_[i] = t, a_epoch_[i] = epoch;
+      else if (atomic_[i] != t)
+        atomic_[i] = -2;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace kitten

@@ -1,0 +1,134 @@
+#include "dsl/mma.h"
+
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+
+#include "dsl/eval.h"
+#include "dsl/rewrite.h"
+
+namespace kitten {
+
+UOp mma_thread_var() { return define_var("mma_thread", 0, 1023); }
+UOp mma_element_var() { return define_var("mma_element", 0, 255); }
+
+std::pair<int, int> FragmentLayout::at(int thread, int element) const {
+  std::map<std::string, int64_t> vars{{"mma_thread", thread}, {"mma_element", element}};
+  return {int(eval_int(row, vars).value()), int(eval_int(col, vars).value())};
+}
+
+UOp FragmentLayout::row_of(const UOp& thread, const UOp& element) const {
+  return substitute(row, {{mma_thread_var(), thread}, {mma_element_var(), element}});
+}
+
+UOp FragmentLayout::col_of(const UOp& thread, const UOp& element) const {
+  return substitute(col, {{mma_thread_var(), thread}, {mma_element_var(), element}});
+}
+
+namespace {
+
+// ---- mma.sync fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16/k8") -------
+// group = thread / 4 picks the row (and +8 for the lower half); the thread's place in its
+// group of four picks a pair of adjacent columns.
+FragmentLayout registers(DType fragment, int rows, int cols, UOp row, UOp col) {
+  FragmentLayout f;
+  f.fragment = fragment;
+  f.rows = rows;
+  f.cols = cols;
+  f.row = std::move(row);
+  f.col = std::move(col);
+  return f;
+}
+
+std::vector<MmaLayout> mma_sync_layouts() {
+  UOp t = mma_thread_var(), i = mma_element_var();
+  UOp group = t / 4, pair = (t % 4) * 2;
+  std::vector<MmaLayout> v;
+  for (DType in : {dtypes::bfloat16, dtypes::float16}) {
+    std::string type = in == dtypes::bfloat16 ? "bf16" : "f16";
+    FragmentLayout c = registers(dtypes::float32.vec(4), 16, 8, group + i / 2 * 8, pair + i % 2);
+    MmaLayout k16{"m16n8k16_" + type + "_f32",
+                  "mma.sync.aligned.m16n8k16, " + type + " in, f32 accumulate",
+                  16,
+                  8,
+                  16,
+                  32,
+                  registers(in.vec(8), 16, 16, group + i / 2 % 2 * 8, pair + i % 2 + i / 4 * 8),
+                  registers(in.vec(4), 16, 8, pair + i % 2 + i / 2 * 8, group),
+                  c};
+    MmaLayout k8{"m16n8k8_" + type + "_f32",
+                 "mma.sync.aligned.m16n8k8, " + type + " in, f32 accumulate",
+                 16,
+                 8,
+                 8,
+                 32,
+                 registers(in.vec(4), 16, 8, group + i / 2 * 8, pair + i % 2),
+                 registers(in.vec(2), 8, 8, pair + i, group),
+                 c};
+    v.push_back(std::move(k16));
+    v.push_back(std::move(k8));
+  }
+  return v;
+}
+
+// Every element of a register fragment lies inside its matrix.
+void check_fragment(const MmaLayout& l, const FragmentLayout& f, const char* which) {
+  if (f.home != OperandHome::Registers) return;
+  for (int t = 0; t < l.group_threads; ++t)
+    for (int e = 0; e < f.fragment.count(); ++e) {
+      auto [r, c] = f.at(t, e);
+      if (r < 0 || r >= f.rows || c < 0 || c >= f.cols)
+        throw std::invalid_argument("register_mma_layout: '" + l.name + "' puts element " +
+                                    std::to_string(e) + " of thread " + std::to_string(t) + " of " +
+                                    which + " outside its matrix");
+    }
+}
+
+struct Layouts {
+  std::mutex mu;
+  std::vector<std::unique_ptr<MmaLayout>> all;
+
+  Layouts() {
+    for (MmaLayout& l : mma_sync_layouts()) add(std::move(l));
+  }
+  void add(MmaLayout l) {
+    for (auto& have : all)
+      if (have->name == l.name)
+        throw std::invalid_argument("register_mma_layout: '" + l.name + "' is taken");
+    check_fragment(l, l.a, "A");
+    check_fragment(l, l.b, "B");
+    check_fragment(l, l.c, "C");
+    all.push_back(std::make_unique<MmaLayout>(std::move(l)));
+  }
+};
+
+Layouts& layouts() {
+  static Layouts* l = new Layouts();  // immortal, as the op registry
+  return *l;
+}
+
+}  // namespace
+
+void register_mma_layout(MmaLayout layout) {
+  Layouts& l = layouts();
+  std::lock_guard lock(l.mu);
+  l.add(std::move(layout));
+}
+
+const MmaLayout* find_mma_layout(std::string_view name) {
+  Layouts& l = layouts();
+  std::lock_guard lock(l.mu);
+  for (auto& have : l.all)
+    if (have->name == name) return have.get();
+  return nullptr;
+}
+
+std::vector<const MmaLayout*> mma_layouts() {
+  Layouts& l = layouts();
+  std::lock_guard lock(l.mu);
+  std::vector<const MmaLayout*> out;
+  for (auto& have : l.all) out.push_back(have.get());
+  return out;
+}
+
+}  // namespace kitten

@@ -1,0 +1,53 @@
+// What a device offers a kernel: its limits (threads, shared memory, registers) and its
+// features (cooperating blocks, warp shuffles, mma.sync, cp.async, wgmma, TMA, atomics per
+// dtype). Each device fills one; lowering and the emulator read it, renderers read nothing
+// else, so no layer above backends needs a backend to know what a device can do.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dsl/arg.h"
+#include "dsl/dtype.h"
+
+namespace kitten {
+
+enum TargetFeature : uint32_t {
+  kFeatureBlocks = 1u << 0,     // threads of a block cooperate: SPECIAL, shared memory, BARRIER
+  kFeatureShuffle = 1u << 1,    // warp shuffles
+  kFeatureMmaSync = 1u << 2,    // warp-level mma.sync (sm_80+)
+  kFeatureAsyncCopy = 1u << 3,  // cp.async global -> shared (sm_80+)
+  kFeatureLdmatrix = 1u << 4,   // ldmatrix (sm_75+)
+  kFeatureWgmma = 1u << 5,      // warpgroup MMA (sm_90a)
+  kFeatureTma = 1u << 6,        // tensor memory accelerator copies (sm_90)
+};
+
+struct Target {
+  std::string arch;         // "x86_64", "sm_90a"
+  int multiprocessors = 1;  // SMs, or CPU cores
+  int warp_size = 1;        // threads that step together
+  int max_threads_per_block = 1;
+  int64_t shared_per_block = 0;        // bytes a block gets without opting in
+  int64_t shared_per_block_optin = 0;  // the most a block may opt into
+  int registers_per_thread = 0;        // 32-bit registers (0: no such limit)
+  int registers_per_block = 0;
+  uint32_t features = 0;                            // TargetFeature bits
+  std::vector<std::pair<AtomicOp, DType>> atomics;  // the atomics it has, per dtype
+
+  bool has(TargetFeature f) const { return (features & f) != 0; }
+  bool has_atomic(AtomicOp op, DType d) const;
+  // "blocks, shuffle, mma.sync, ..." for `kitten devices`.
+  std::string feature_names() const;
+};
+
+// An NVIDIA H100 (sm_90a) as the driver reports it: the emulator's default profile.
+Target h100_target();
+// A host CPU: one thread per block, no block features; atomics through the C builtins.
+Target host_target(std::string arch, int cores);
+// The atomics every CUDA GPU from sm_80 on and the host CPU have: add for float32,
+// float64, float16x2, bfloat16x2 and 32/64-bit integers; max and min for those integers.
+std::vector<std::pair<AtomicOp, DType>> common_atomics();
+
+}  // namespace kitten
