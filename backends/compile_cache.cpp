@@ -1,14 +1,15 @@
 #include "backends/compile_cache.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "dsl/hash.h"
 
@@ -17,6 +18,9 @@ namespace kitten {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'T', 'C', 'A', 'C', 'H', 'E', '1'};
+constexpr size_t kHeaderBytes = sizeof kMagic + 32 + 8;  // magic, checksum, payload length
+// No compiled kernel comes near this; a larger file at an entry's path is not an entry.
+constexpr size_t kMaxEntryBytes = size_t(1) << 30;
 
 // 128 bits of stable hash over a string, as two 64-bit lanes.
 std::pair<uint64_t, uint64_t> hash128(const std::string& s) {
@@ -29,6 +33,42 @@ std::string hex(std::pair<uint64_t, uint64_t> h) {
   std::snprintf(buf, sizeof buf, "%016llx%016llx", (unsigned long long)h.second,
                 (unsigned long long)h.first);
   return buf;
+}
+
+// The bytes of the regular file at `path`, or nullopt for anything else. A FIFO would block
+// the open or the read forever and a device such as /dev/zero never ends, so the open does
+// not block and follows no symlink, and only a regular file of bounded size is read.
+std::optional<std::string> read_regular_file(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::optional<std::string> result;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && size_t(st.st_size) <= kMaxEntryBytes) {
+    std::string data(size_t(st.st_size), '\0');
+    size_t got = 0;
+    while (got < data.size()) {
+      ssize_t n = read(fd, data.data() + got, data.size() - got);
+      if (n > 0)
+        got += size_t(n);
+      else if (n == 0 || errno != EINTR)
+        break;
+    }
+    if (got == data.size()) result = std::move(data);
+  }
+  close(fd);
+  return result;
+}
+
+bool write_all(int fd, const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n > 0)
+      done += size_t(n);
+    else if (n == 0 || errno != EINTR)
+      return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -59,44 +99,38 @@ std::string CompileCache::path(const std::string& key) const { return dir_ + "/"
 
 std::optional<std::string> CompileCache::get(const std::string& key) const {
   if (dir_.empty()) return std::nullopt;
-  std::ifstream in(path(key), std::ios::binary);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string data = ss.str();
-  constexpr size_t header = sizeof kMagic + 32 + 8;
-  if (data.size() < header || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+  std::optional<std::string> data = read_regular_file(path(key));
+  if (!data || data->size() < kHeaderBytes || std::memcmp(data->data(), kMagic, sizeof kMagic) != 0)
     return std::nullopt;
   uint64_t len;
-  std::memcpy(&len, data.data() + sizeof kMagic + 32, 8);
-  if (len != data.size() - header) return std::nullopt;
-  std::string payload = data.substr(header);
-  if (data.compare(sizeof kMagic, 32, hex(hash128(payload))) != 0) return std::nullopt;
+  std::memcpy(&len, data->data() + sizeof kMagic + 32, 8);
+  if (len != data->size() - kHeaderBytes) return std::nullopt;
+  std::string payload = data->substr(kHeaderBytes);
+  if (data->compare(sizeof kMagic, 32, hex(hash128(payload))) != 0) return std::nullopt;
   return payload;
 }
 
+// The entry is written to a fresh file (O_EXCL, no symlink followed) and renamed over the
+// entry's path, which replaces whatever is there (a FIFO, a symlink) without opening it.
 void CompileCache::put(const std::string& key, const std::string& binary) const {
-  if (dir_.empty()) return;
+  if (dir_.empty() || binary.size() > kMaxEntryBytes - kHeaderBytes) return;
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   if (ec) return;  // an unwritable cache only costs a recompile
   static std::atomic<uint64_t> counter{0};
   std::string tmp =
       path(key) + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    uint64_t len = binary.size();
-    out.write(kMagic, sizeof kMagic);
-    out << hex(hash128(binary));
-    out.write(reinterpret_cast<const char*>(&len), 8);
-    out << binary;
-    if (!out) {
-      std::filesystem::remove(tmp, ec);
-      return;
-    }
-  }
-  std::filesystem::rename(tmp, path(key), ec);
-  if (ec) std::filesystem::remove(tmp, ec);
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  uint64_t len = binary.size();
+  std::string entry(kMagic, sizeof kMagic);
+  entry += hex(hash128(binary));
+  entry.append(reinterpret_cast<const char*>(&len), 8);
+  entry += binary;
+  bool written = write_all(fd, entry);
+  if (close(fd) != 0) written = false;
+  if (written) std::filesystem::rename(tmp, path(key), ec);
+  if (!written || ec) std::filesystem::remove(tmp, ec);
 }
 
 }  // namespace kitten

@@ -1,6 +1,8 @@
 // The on-disk cache of compiled binaries, keyed by (source, target, compiler version).
 // Each entry carries a checksum: a corrupt or truncated entry is rebuilt, never loaded.
 // Entries are written to a temporary file and renamed, so no reader sees half a file.
+// Only a regular file is read: anything else at an entry's path (a FIFO, a symlink, a
+// device) is a miss, and the next store replaces it.
 #pragma once
 
 #include <optional>

@@ -1,7 +1,12 @@
 // The kitten command line.
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,15 +46,55 @@ commands:
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
-(compile cpu kernels with $KITTEN_CC, default cc), KITTEN_TRACE_REWRITE=1 (trace rewrites)
+(compile cpu kernels with $KITTEN_CC, default cc: one program, a path or a name on PATH,
+run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites)
 
-exit status: 0 success, 1 the work failed (e.g. a graph failed verification),
-2 bad usage (unknown command, kernel or option).
+exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a device is
+unavailable here, the output could not be written), 2 bad usage (unknown command, kernel,
+device or option, or a bad option value).
 )";
 
+// A message with its control bytes shown as escapes (\n, \t, \x1b), so that a kernel name,
+// an option or a setting cannot move the cursor or rewrite the terminal. Multi-line
+// messages (a compiler's log) keep their line breaks and tabs.
+std::string escape_controls(const std::string& msg, bool keep_lines) {
+  std::string out;
+  for (unsigned char c : msg) {
+    if ((c >= 0x20 && c != 0x7f) || (keep_lines && (c == '\n' || c == '\t')))
+      out += char(c);
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\r')
+      out += "\\r";
+    else {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
 int usage_error(const std::string& msg) {
-  std::fprintf(stderr, "kitten: %s\nrun `kitten --help` for usage\n", msg.c_str());
+  std::fprintf(stderr, "kitten: %s\nrun `kitten --help` for usage\n",
+               escape_controls(msg, false).c_str());
   return 2;
+}
+
+int work_failed(const std::string& cmd, const std::string& msg) {
+  std::fprintf(stderr, "kitten %s: %s\n", cmd.c_str(), escape_controls(msg, true).c_str());
+  return 1;
+}
+
+// A whole decimal number from 0 to max; stoull would read "-1" as 2^64 - 1, and both it
+// and stoll ignore what follows the digits.
+std::optional<uint64_t> parse_count(const std::string& s, uint64_t max) {
+  uint64_t v;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v > max) return std::nullopt;
+  return v;
 }
 
 int cmd_uops(const std::vector<std::string>& args) {
@@ -95,9 +140,9 @@ int cmd_devices(const std::vector<std::string>& args) {
           "per block (%lld opt-in)\n  features: %s\n  compiler: %s\n",
           p.name.c_str(), t.arch.c_str(), t.multiprocessors, t.warp_size, t.max_threads_per_block,
           (long long)t.shared_per_block, (long long)t.shared_per_block_optin,
-          t.feature_names().c_str(), p.compiler.c_str());
+          t.feature_names().c_str(), escape_controls(p.compiler, false).c_str());
     } catch (const BackendError& e) {
-      std::printf("%s: %s\n", name.c_str(), e.what());
+      std::printf("%s: %s\n", name.c_str(), escape_controls(e.what(), false).c_str());
     }
   }
   return 0;
@@ -126,6 +171,10 @@ int cmd_render(const std::vector<std::string>& args) {
   try {
     d = open_device(device);
   } catch (const BackendError& e) {
+    // A device kitten knows but cannot open here is a failure of the work, not of usage.
+    std::vector<std::string> known = device_names();
+    if (std::find(known.begin(), known.end(), device) != known.end())
+      return work_failed("render", device + ": " + e.what());
     return usage_error(std::string("render: ") + e.what());
   }
   LinearProgram p = linearize(k);
@@ -149,9 +198,17 @@ int cmd_simplify(const std::vector<std::string>& args) {
       } else if (a.rfind("--var=", 0) == 0) {
         vars.push_back(parse_var_bounds(a.substr(6)));
       } else if (a == "--fuzz" && has_value) {
-        fuzz = std::stoll(args[++i]);
+        std::optional<uint64_t> n = parse_count(args[++i], INT64_MAX);
+        if (!n)
+          return usage_error("simplify: --fuzz takes a number of expressions (0 or more), got '" +
+                             args[i] + "'");
+        fuzz = int64_t(*n);
       } else if (a == "--seed" && has_value) {
-        seed = std::stoull(args[++i]);
+        std::optional<uint64_t> n = parse_count(args[++i], UINT64_MAX);
+        if (!n)
+          return usage_error("simplify: --seed takes a number from 0 to " +
+                             std::to_string(UINT64_MAX) + ", got '" + args[i] + "'");
+        seed = *n;
       } else if (a.rfind("--", 0) == 0 || !expr.empty()) {
         return usage_error("simplify: unexpected argument '" + a + "'");
       } else {
@@ -159,8 +216,6 @@ int cmd_simplify(const std::vector<std::string>& args) {
       }
     } catch (const ExprError& e) {
       return usage_error(std::string("simplify: ") + e.what());
-    } catch (const std::logic_error&) {
-      return usage_error("simplify: '" + args[i] + "' is not a number");
     }
   }
   if (fuzz >= 0) {
@@ -191,18 +246,7 @@ int cmd_simplify(const std::vector<std::string>& args) {
   return 0;
 }
 
-}  // namespace
-}  // namespace kitten
-
-int main(int argc, char** argv) {
-  using namespace kitten;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::fputs(kHelp, args.empty() ? stderr : stdout);
-    return args.empty() ? 2 : 0;
-  }
-  std::string cmd = args[0];
-  args.erase(args.begin());
+int run_command(const std::string& cmd, const std::vector<std::string>& args) {
   try {
     if (cmd == "uops") return cmd_uops(args);
     if (cmd == "graph") return cmd_graph(args);
@@ -211,7 +255,31 @@ int main(int argc, char** argv) {
     if (cmd == "render") return cmd_render(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kitten %s: %s\n", cmd.c_str(), e.what());
-    return 1;
+    return work_failed(cmd, e.what());
   }
+}
+
+// Output that did not reach its file (a full disk, say) fails the command: a
+// script must not take a truncated listing for a complete one.
+int check_output(int status) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
+  std::fprintf(stderr, "kitten: cannot write the output%s%s\n", errno ? ": " : "",
+               errno ? std::strerror(errno) : "");
+  return status == 0 ? 1 : status;
+}
+
+}  // namespace
+}  // namespace kitten
+
+int main(int argc, char** argv) {
+  using namespace kitten;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(kHelp, args.empty() ? stderr : stdout);
+    return check_output(args.empty() ? 2 : 0);
+  }
+  std::string cmd = args[0];
+  args.erase(args.begin());
+  return check_output(run_command(cmd, args));
 }

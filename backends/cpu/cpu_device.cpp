@@ -1,14 +1,16 @@
 #include "backends/cpu/cpu_device.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -18,6 +20,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "backends/c_renderer.h"
 #include "backends/cpu/clang_jit.h"
@@ -38,19 +41,56 @@ std::string host_arch() {
 
 // ---- the subprocess compiler -----------------------------------------------------------
 
-std::string run_capture(const std::string& cmd, int& status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
+// How a compiler run ended: its exit status (-1 when a signal ended it) and what it wrote
+// to stdout and stderr, interleaved; or, when it could not be started, why.
+struct CompilerRun {
+  int status = -1;
+  std::string output;
+  std::string start_error;
+};
+
+// Runs argv[0] (a path, or a name looked up on PATH) with its arguments, never through a
+// shell: no compiler name, path or setting is ever parsed as a command.
+CompilerRun run_compiler(const std::vector<std::string>& argv) {
+  CompilerRun r;
+  int fds[2];
+  // Close-on-exec, so that a compiler started by another thread does not inherit the write
+  // end and keep this read from ending.
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    r.start_error = std::string("cannot create a pipe: ") + std::strerror(errno);
+    return r;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid;
+  int err = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (err != 0) {
+    close(fds[0]);
+    r.start_error = "cannot run the C compiler '" + argv[0] + "': " + std::strerror(err) +
+                    " (KITTEN_CC names one program: a path, or a name on PATH)";
+    return r;
   }
   char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) != 0;) {
+    if (n > 0)
+      r.output.append(buf, size_t(n));
+    else if (errno != EINTR)
+      break;
+  }
+  close(fds[0]);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 std::string temp_dir() {
@@ -58,6 +98,15 @@ std::string temp_dir() {
   if (!mkdtemp(t.data())) throw BackendError("cpu: cannot create a temporary directory");
   return t;
 }
+
+// A temporary directory, removed with everything in it when the holder goes.
+struct TempDir {
+  std::string path = temp_dir();
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -71,27 +120,36 @@ class SubprocessCompiler : public Compiler {
   explicit SubprocessCompiler(CompileCache cache) : Compiler(std::move(cache)) {
     const char* cc = std::getenv("KITTEN_CC");
     cc_ = cc && *cc ? cc : "cc";
-    int st;
-    std::string v = run_capture(cc_ + " --version 2>&1", st);
-    version_ = v.substr(0, v.find('\n'));
-    if (st != 0) version_ = "unavailable: " + version_;
+    CompilerRun r = run_compiler({cc_, "--version"});
+    version_ = r.output.substr(0, r.output.find('\n'));
+    if (!r.start_error.empty())
+      version_ = "unavailable: " + r.start_error;
+    else if (r.status != 0)
+      version_ = "unavailable: " + version_;
   }
   std::string target() const override { return host_arch() + "-linux-shared"; }
   std::string version() const override { return version_; }
   const std::string& cc() const { return cc_; }
 
  protected:
+  // What this returns is cached, so it is checked to load here: an empty or broken output
+  // would otherwise fail every later run from the cache.
   std::string compile_uncached(const std::string& source) override {
-    std::string dir = temp_dir();
-    std::string src = dir + "/kernel.c", so = dir + "/kernel.so";
+    TempDir dir;
+    std::string src = dir.path + "/kernel.c", so = dir.path + "/kernel.so";
     std::ofstream(src) << source;
-    int st;
-    std::string log =
-        run_capture(cc_ + " -O2 -fPIC -shared -o " + so + " " + src + " -lm 2>&1", st);
-    std::string binary = st == 0 ? read_file(so) : "";
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-    if (st != 0) throw BackendError(compile_error_message("cpu: " + cc_, log, source));
+    CompilerRun r = run_compiler({cc_, "-O2", "-fPIC", "-shared", "-o", so, src, "-lm"});
+    if (!r.start_error.empty()) throw BackendError("cpu: " + r.start_error);
+    if (r.status != 0) throw BackendError(compile_error_message("cpu: " + cc_, r.output, source));
+    std::string binary = read_file(so);
+    if (binary.empty())
+      throw BackendError("cpu: '" + cc_ + "' exited with status 0 but wrote no shared object " +
+                         "(KITTEN_CC must name a C compiler)");
+    if (void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL))
+      dlclose(h);
+    else
+      throw BackendError("cpu: the shared object that '" + cc_ +
+                         "' wrote does not load: " + dlerror());
     return binary;
   }
 

@@ -16,7 +16,7 @@ enum class CpuCompileMode { Jit, Subprocess };
 bool cpu_has_jit();
 
 // Mode defaults to Jit where available; KITTEN_CPU_COMPILER=subprocess forces the
-// subprocess path (the C compiler is $KITTEN_CC, else cc).
+// subprocess path (the C compiler is $KITTEN_CC, else cc: one program, run without a shell).
 std::unique_ptr<Device> make_cpu_device();
 std::unique_ptr<Device> make_cpu_device(CpuCompileMode mode, CompileCache cache);
 

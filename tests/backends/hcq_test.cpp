@@ -1,8 +1,14 @@
 // The HCQ objects on every device: queues run in order, signals order queues, graphs
 // replay with rebound buffers, and the compile cache hits, misses and rebuilds.
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "dsl/builtin_kernels.h"
 #include "test_device.h"
@@ -144,6 +150,54 @@ TEST(CompileCache, MissThenHitAndACorruptEntryIsRebuilt) {
   EXPECT_EQ(c.compile("abd"), "dba");
   EXPECT_EQ(c.compiles, 4);  // another source, another key
   std::filesystem::remove_all(dir);
+}
+
+// Runs `probe` in a child process that SIGALRM ends after 10 s and whose heap is capped at
+// 2 GiB, so that a probe that blocks or reads without end fails the test instead of hanging
+// it or exhausting memory. Returns the child's exit status, or -1 when a signal ended it.
+int in_child(const std::function<int()>& probe) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(10);
+    rlimit heap{rlim_t(2) << 30, rlim_t(2) << 30};
+    setrlimit(RLIMIT_DATA, &heap);
+    _exit(probe());
+  }
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) != pid) return -2;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// An entry's path holding something other than a regular file (made by `plant`) is a
+// miss, not a hang or an endless read, and the next store replaces it with an entry.
+void expect_miss_then_replaced(const std::string& name,
+                               const std::function<void(const std::string&)>& plant) {
+  std::string dir = testing::TempDir() + "kitten-cache-" + name + "-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  CountingCompiler c{CompileCache(dir)};
+  c.compile("abc");
+  std::filesystem::path entry = std::filesystem::directory_iterator(dir)->path();
+  std::filesystem::remove(entry);
+  plant(entry.string());
+  std::string key = CompileCache::key("abc", c.target(), c.version());
+  int got = in_child([&] { return CompileCache(dir).get(key) ? 1 : 0; });
+  ASSERT_EQ(got, 0) << name << ": 1 is a hit, -1 a hang or a crash";
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 2);
+  EXPECT_TRUE(std::filesystem::is_regular_file(std::filesystem::symlink_status(entry))) << name;
+  EXPECT_EQ(c.compile("abc"), "cba");
+  EXPECT_EQ(c.compiles, 2);  // the replaced entry hits
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CompileCache, AFifoAtAnEntryIsAMiss) {
+  expect_miss_then_replaced("fifo",
+                            [](const std::string& p) { ASSERT_EQ(mkfifo(p.c_str(), 0600), 0); });
+}
+
+TEST(CompileCache, ASymlinkToDevZeroAtAnEntryIsAMiss) {
+  expect_miss_then_replaced(
+      "devzero", [](const std::string& p) { std::filesystem::create_symlink("/dev/zero", p); });
 }
 
 TEST(CompileCache, KeyCoversSourceTargetAndVersion) {

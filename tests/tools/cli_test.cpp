@@ -1,9 +1,11 @@
 // The kitten command line, run as a user runs it: output and exit status.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace {
@@ -13,9 +15,9 @@ struct CliRun {
   std::string out;  // stdout and stderr together
 };
 
-CliRun kitten(const std::string& args) {
-  std::string cmd = std::string(KITTEN_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
+// `cmd` run by the shell; $KITTEN is the kitten binary.
+CliRun shell(const std::string& cmd) {
+  FILE* p = popen(("KITTEN='" + std::string(KITTEN_BIN) + "'; " + cmd).c_str(), "r");
   CliRun r{-1, ""};
   if (!p) return r;
   std::array<char, 4096> buf;
@@ -25,6 +27,8 @@ CliRun kitten(const std::string& args) {
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+
+CliRun kitten(const std::string& args) { return shell("\"$KITTEN\" " + args + " 2>&1"); }
 
 TEST(Cli, HelpListsTheCommands) {
   CliRun r = kitten("--help");
@@ -100,6 +104,68 @@ TEST(Cli, RenderPrintsTheLinearProgramAndTheSource) {
   CliRun r = kitten("render matmul --device tpu");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.out.find("no device named 'tpu'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, AnUnavailableDeviceIsAFailureNotBadUsage) {
+  // No GPU is visible to the CUDA driver, on any machine.
+  CliRun r = shell("CUDA_VISIBLE_DEVICES= \"$KITTEN\" render matmul --device cuda 2>&1");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("kitten render: cuda: unavailable here: "), std::string::npos) << r.out;
+}
+
+TEST(Cli, AnOutputThatCannotBeWrittenFailsTheCommand) {
+  if (access("/dev/full", W_OK) != 0) GTEST_SKIP() << "no /dev/full here";
+  for (const char* args : {"uops --doc", "uops", "graph sum", "graph --list", "--help", "devices",
+                           "render add", "simplify 'x + 0' --var x=0..3"}) {
+    CliRun r = shell(std::string("\"$KITTEN\" ") + args + " 2>&1 >/dev/full");
+    EXPECT_EQ(r.status, 1) << args << ": " << r.out;
+    EXPECT_NE(r.out.find("kitten: cannot write the output"), std::string::npos)
+        << args << ": " << r.out;
+  }
+}
+
+TEST(Cli, SimplifyRefusesNegativeAndMalformedCounts) {
+  CliRun r = kitten("simplify --fuzz -5");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("--fuzz takes a number of expressions (0 or more), got '-5'"),
+            std::string::npos)
+      << r.out;
+  r = kitten("simplify --fuzz 10 --seed -1");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("--seed takes a number from 0 to 18446744073709551615, got '-1'"),
+            std::string::npos)
+      << r.out;
+  for (const char* bad : {"--fuzz 10x", "--fuzz ''", "--fuzz 10 --seed 1e3",
+                          "--fuzz 10 --seed 18446744073709551616"}) {
+    r = kitten(std::string("simplify ") + bad);
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.out;
+  }
+}
+
+TEST(Cli, ErrorMessagesEscapeControlBytes) {
+  // printf makes the bytes: ESC, a newline, a carriage return.
+  CliRun r = kitten("graph \"$(printf 'a\\033[2Jb\\nc\\rd')\"");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("'a\\x1b[2Jb\\nc\\rd'"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find_first_of("\x1b\r"), std::string::npos) << r.out;
+  r = kitten("render add --device \"$(printf 'x\\033y\\tz')\"");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("'x\\x1by\\tz'"), std::string::npos) << r.out;
+  r = kitten("uops \"$(printf '\\001\\177')\"");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("'\\x01\\x7f'"), std::string::npos) << r.out;
+}
+
+TEST(Cli, KittenCcIsNeverRunThroughAShell) {
+  std::string marker = testing::TempDir() + "kitten-cli-cc-" + std::to_string(getpid());
+  std::filesystem::remove(marker);
+  CliRun r = shell("KITTEN_CPU_COMPILER=subprocess KITTEN_CC='cc; touch " + marker +
+                   "' \"$KITTEN\" devices 2>&1");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("cannot run the C compiler 'cc; touch " + marker + "'"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "the text after ';' ran as a command";
+  std::filesystem::remove(marker);
 }
 
 TEST(Cli, SimplifyFuzzRuns) {
