@@ -1,10 +1,14 @@
 // UOp creation speed (ns per node, one thread and two), the hash-cons hit rate on a large
-// index graph, and graph_rewrite throughput of the symbolic rules on it.
+// index graph, graph_rewrite throughput of the symbolic rules on it, and the linearizer on
+// kernels of about 100,000 nodes.
 // Run: build/bin/kitten_bench_dsl (or `make bench`).
 #include <benchmark/benchmark.h>
 
+#include <span>
 #include <string>
+#include <vector>
 
+#include "dsl/linearize.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
 
@@ -88,6 +92,83 @@ void BM_SymbolicRewrite(benchmark::State& state) {
   state.counters["nodes_out"] = double(out_nodes);
 }
 BENCHMARK(BM_SymbolicRewrite)->Unit(benchmark::kMillisecond);
+
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+
+// The body of one lane: a chain of `depth` ALU ops, each on a fresh load of x, as an
+// unrolled elementwise prologue is written (about 5 nodes a step).
+UOp lane_chain(const UOp& x, const UOp& base, int64_t first, int depth) {
+  DType f = dtypes::float32;
+  UOp v = load(index(x, base + first));
+  for (int d = 1; d < depth; ++d) {
+    UOp w = load(index(x, base + (first + d)));
+    v = d % 3 == 0 ? v * w : d % 3 == 1 ? v + w : alu(Op::MAX, v, w * const_(f, d % 8));
+  }
+  return v;
+}
+
+// A fused, upcast reduction: output ranges i, j (global), reduce ranges k and l (l inside
+// k), `lanes` register accumulators each updated by a chain of `depth` ops on loads, a
+// loop-invariant weight per lane, then every result scaled and stored.
+UOp nested_reduce_kernel(int lanes, int depth) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr()), w = param(2, f.ptr());
+  UOp i = range(64, 0, AxisKind::Global), j = range(64, 1, AxisKind::Global);
+  UOp k = range(16, 2, AxisKind::Reduce), l = range(16, 3, AxisKind::Reduce);
+  UOp row = (i * 64 + j) * lanes, base = (k * 16 + l) * (int64_t(lanes) * depth);
+  std::vector<UOp> accs, updates;
+  for (int a = 0; a < lanes; ++a) {
+    UOp acc = define_reg(f, 1, a);
+    UOp init = store(index(after(acc, {i, j}), i32(0)), const_(f, 0.0));
+    UOp in_loop = after(acc, {init, l});
+    UOp v = lane_chain(x, base, int64_t(a) * depth, depth) * load(index(w, row + a));
+    updates.push_back(store(index(in_loop, i32(0)), load(index(in_loop, i32(0))) + v));
+    accs.push_back(acc);
+  }
+  UOp loop_k = end(end(UOp::make(Op::GROUP, std::span<const UOp>(updates)), {l}), {k});
+  std::vector<UOp> stores;
+  for (int a = 0; a < lanes; ++a) {
+    UOp result = load(index(after(accs[size_t(a)], {loop_k}), i32(0)));
+    stores.push_back(store(index(out, row + a), result * const_(f, 0.5)));
+  }
+  return sink({end(UOp::make(Op::GROUP, std::span<const UOp>(stores)), {i, j})}, "nested");
+}
+
+// Many sibling loops in one global range: loop t reads x and, for odd t, the buffer the
+// loop before it wrote (ordered by AFTER); every third loop has an inner loop closed by
+// the same END. Each loop body is a chain of `depth` ops.
+UOp sibling_loops_kernel(int loops, int depth) {
+  DType f = dtypes::float32;
+  UOp tmp = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(1024, 0, AxisKind::Global);
+  std::vector<UOp> ends;
+  for (int t = 0; t < loops; ++t) {
+    UOp r = range(32, 1 + 2 * t, AxisKind::Loop);
+    UOp inner = t % 3 == 0 ? range(4, 2 + 2 * t, AxisKind::Loop) : UOp();
+    UOp at = inner ? (i * 32 + r) * 4 + inner : i * 32 + r;
+    UOp v = lane_chain(x, at * loops, int64_t(t) * depth, depth);
+    if (t % 2 == 1) v = v + load(index(after(tmp, {ends.back()}), at));
+    UOp st = store(index(tmp, at + int64_t(t) * 1024 * 128), v);
+    ends.push_back(inner ? end(st, {r, inner}) : end(st, {r}));
+  }
+  return sink({end(UOp::make(Op::GROUP, std::span<const UOp>(ends)), {i})}, "siblings");
+}
+
+// Linearizing a built graph (verification included); `nodes` is the graph's size.
+void linearize_bench(benchmark::State& state, const UOp& kernel) {
+  size_t nodes = toposort(kernel).size();
+  for (auto _ : state) benchmark::DoNotOptimize(linearize(kernel).ops.data());
+  state.SetItemsProcessed(int64_t(state.iterations() * nodes));
+  state.counters["nodes"] = double(nodes);
+}
+void BM_LinearizeNested(benchmark::State& state) {
+  linearize_bench(state, nested_reduce_kernel(256, 78));
+}
+BENCHMARK(BM_LinearizeNested)->Unit(benchmark::kMillisecond);
+void BM_LinearizeSiblings(benchmark::State& state) {
+  linearize_bench(state, sibling_loops_kernel(1000, 20));
+}
+BENCHMARK(BM_LinearizeSiblings)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kitten
