@@ -120,15 +120,25 @@ class Linearizer {
   }
   std::string range_names(int scope) const {
     std::string out;
-    for (int r : scopes_[scope]) out += " r" + std::to_string(range(r).axis().id);
+    for (int r : scopes_[scope]) out += " " + block_name(r);
     return "{" + out + " }";
   }
+  // A block is a RANGE (named by its axis) or an IF (named by its place in graph order).
+  std::string block_name(int r) const {
+    const UOp& u = range(r);
+    return u.op() == Op::RANGE ? "r" + std::to_string(u.axis().id)
+                               : "IF@" + std::to_string(ranges_[size_t(r)]);
+  }
+  static bool opens(Op op) { return op == Op::RANGE || op == Op::IF; }
+  static bool closes(Op op) { return op == Op::END || op == Op::ENDIF; }
   const UOp& range(int r) const { return order_[size_t(ranges_[size_t(r)])]; }
   std::span<const int> srcs(int i) const {
     return {srcs_.begin() + src_begin_[size_t(i)], srcs_.begin() + src_begin_[size_t(i) + 1]};
   }
-  // The ranges an END closes.
-  std::span<const int> closed(int i) const { return srcs(i).subspan(1); }
+  // The blocks an END (its ranges) or an ENDIF (its IF) closes.
+  std::span<const int> closed(int i) const {
+    return op_[size_t(i)] == Op::END ? srcs(i).subspan(1) : srcs(i).subspan(0, 1);
+  }
 
   // Ops, sources as positions in order_, and range indices, looked up once per node.
   void index_nodes() {
@@ -140,7 +150,7 @@ class Linearizer {
       op_.push_back(u.op());
       src_begin_.push_back(srcs_.size());
       for (const UOp& s : u.src()) srcs_.push_back(pos.at(s.id()));
-      if (op_[i] == Op::RANGE) {
+      if (opens(op_[i])) {
         range_of_[i] = int(ranges_.size());
         ranges_.push_back(int(i));
       }
@@ -155,26 +165,28 @@ class Linearizer {
     deps_.resize(order_.size());
     for (int i = 0; i < int(order_.size()); ++i) {
       Op op = op_[size_t(i)];
-      if (op == Op::IF || op == Op::ENDIF)
-        fail(order_[size_t(i)], "IF and ENDIF are not linearized yet",
-             "gate the loads and stores instead");
       int s = 0;
       for (int v : srcs(i)) s = scopes_.merge(s, deps_[size_t(v)]);
-      if (op == Op::RANGE) s = scopes_.merge(s, scopes_.single(range_of_[size_t(i)]));
-      if (op == Op::END)
+      if (opens(op)) s = scopes_.merge(s, scopes_.single(range_of_[size_t(i)]));
+      if (closes(op))
         for (int v : closed(i)) {
           int r = range_of_[size_t(v)];
           if (closer_[size_t(r)] >= 0)
-            fail(order_[size_t(i)], "a RANGE is closed by one END",
-                 "r" + std::to_string(range(r).axis().id) + " is also closed by another END");
+            fail(order_[size_t(i)],
+                 op == Op::END ? "a RANGE is closed by one END" : "an IF is closed by one ENDIF",
+                 block_name(r) + " is also closed by another " + op_name(op));
           closer_[size_t(r)] = i;
           s = scopes_.minus(s, scopes_.single(r));
         }
       deps_[size_t(i)] = s;
     }
     for (size_t r = 0; r < ranges_.size(); ++r)
-      if (closer_[r] < 0)
-        fail(range(int(r)), "every RANGE is closed by an END", "no END closes it");
+      if (closer_[r] < 0) {
+        bool loop = range(int(r)).op() == Op::RANGE;
+        fail(range(int(r)),
+             loop ? "every RANGE is closed by an END" : "every IF is closed by an ENDIF",
+             loop ? "no END closes it" : "no ENDIF closes it");
+      }
   }
 
   // chain_[r]: r and every range it nests in.
@@ -190,10 +202,11 @@ class Linearizer {
     int e = closer_[size_t(r)];
     std::vector<int> together;
     for (int v : closed(e)) together.push_back(range_of_[size_t(v)]);
-    std::sort(together.begin(), together.end(), [&](int a, int b) {
-      AxisArg x = range(a).axis(), y = range(b).axis();
-      return x.kind != y.kind ? x.kind < y.kind : x.id < y.id;
-    });
+    if (together.size() > 1)  // ranges of one END
+      std::sort(together.begin(), together.end(), [&](int a, int b) {
+        AxisArg x = range(a).axis(), y = range(b).axis();
+        return x.kind != y.kind ? x.kind < y.kind : x.id < y.id;
+      });
     int outer = 0;
     for (int o : scopes_[deps_[size_t(e)]]) outer = scopes_.merge(outer, chain_of(o, state));
     for (int c : together) {
@@ -211,12 +224,12 @@ class Linearizer {
     std::unordered_map<int, int> placed;  // the ranges an op needs -> its scope
     for (int i = 0; i < int(order_.size()); ++i) {
       int want = deps_[size_t(i)];
-      if (op_[size_t(i)] == Op::END)
+      if (closes(op_[size_t(i)]))
         for (int v : closed(i)) want = scopes_.merge(want, scopes_.single(range_of_[size_t(v)]));
       auto [it, fresh] = placed.emplace(want, 0);
       if (fresh) it->second = innermost_chain(i, want);
       int s = it->second;
-      if (op_[size_t(i)] == Op::RANGE) s = scopes_.minus(s, scopes_.single(range_of_[size_t(i)]));
+      if (opens(op_[size_t(i)])) s = scopes_.minus(s, scopes_.single(range_of_[size_t(i)]));
       scope_[size_t(i)] = s;
     }
   }
@@ -245,7 +258,7 @@ class Linearizer {
         if (std::exchange(seen_by[size_t(v)], i) == i) continue;
         edges.emplace_back(v, i);
         int inside =
-            op_[size_t(v)] == Op::RANGE ? chain_[size_t(range_of_[size_t(v)])] : scope_[size_t(v)];
+            opens(op_[size_t(v)]) ? chain_[size_t(range_of_[size_t(v)])] : scope_[size_t(v)];
         for (int r : scopes_[scopes_.minus(scope_[size_t(i)], inside)])
           if (ranges_[size_t(r)] != v) edges.emplace_back(v, ranges_[size_t(r)]);
       }
@@ -278,8 +291,7 @@ class Linearizer {
   void make_ready(int i) {
     ready_[size_t(i)] = true;
     Op op = op_[size_t(i)];
-    if (op != Op::END)
-      (op == Op::RANGE ? ranges_ready_ : plain_)[size_t(scope_[size_t(i)])].push(i);
+    if (!closes(op)) (opens(op) ? ranges_ready_ : plain_)[size_t(scope_[size_t(i)])].push(i);
   }
   // The op to emit next, or -1 when none is emittable.
   int next() {
@@ -309,12 +321,12 @@ class Linearizer {
   }
   void emit(int i) {
     ready_[size_t(i)] = false;
-    if (op_[size_t(i)] == Op::RANGE) {
+    if (opens(op_[size_t(i)])) {
       int r = range_of_[size_t(i)];
       open_.push_back(r);
       open_scope_.push_back(scopes_.merge(open_scope_.back(), scopes_.single(r)));
     }
-    if (op_[size_t(i)] == Op::END) {
+    if (closes(op_[size_t(i)])) {
       open_.resize(open_.size() - closed(i).size());
       open_scope_.resize(open_.size() + 1);
     }
@@ -333,7 +345,7 @@ class Linearizer {
                "it needs " + range_names(scope_[i]) + " open, which the ENDs do not allow");
     fail(sink_, "the graph has a schedule", "no op is ready: the ordering is circular");
   }
-  static int op_class(Op op) { return op == Op::END ? 1 : op == Op::RANGE ? 2 : 0; }
+  static int op_class(Op op) { return closes(op) ? 1 : opens(op) ? 2 : 0; }
 
   UOp sink_;
   std::vector<UOp> order_;
@@ -372,6 +384,7 @@ std::string print_program(const LinearProgram& p) {
     const UOp& u = p.ops[i];
     names.emplace(u.id(), i);
     if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
+    if (u.op() == Op::ENDIF) --depth;
     std::string line =
         std::string(2 * size_t(depth + 1), ' ') + "%" + std::to_string(i) + " = " + op_name(u.op());
     if (!u.src().empty()) {
@@ -383,7 +396,7 @@ std::string print_program(const LinearProgram& p) {
     std::string arg = arg_to_string(u.arg(), u.dtype());
     if (!arg.empty()) line += " [" + arg + "]";
     out += line + " : " + std::string(u.dtype().name()) + "\n";
-    if (u.op() == Op::RANGE) ++depth;
+    if (u.op() == Op::RANGE || u.op() == Op::IF) ++depth;
   }
   return out;
 }
