@@ -3,6 +3,7 @@
 #include "backends/c_dialects.h"
 #include "dsl/mma.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -176,16 +177,16 @@ class CRenderer {
   bool cuda() const { return dialect_.blocks; }
 
   void check_supported() {
+    std::vector<std::string> cooperative;  // ops this dialect has no threads of a block for
     for (const UOp& u : p_.ops) {
       Op op = u.op();
       if (!find_op_spec(op) || (!is_alu(op) && core_op_name(op).empty()))
         refuse(
             dialect_, p_,
             "uses " + op_name(op) + ", which the " + dialect_.target + " renderer does not know");
-      if (op_has(op, kOpCooperative) && !dialect_.blocks)
-        refuse(dialect_, p_,
-               "uses " + op_name(op) + ": it needs the threads of a block to cooperate, which " +
-                   dialect_.target + " does not have; run it on emu or cuda");
+      if (op_has(op, kOpCooperative) && !dialect_.blocks &&
+          std::find(cooperative.begin(), cooperative.end(), op_name(op)) == cooperative.end())
+        cooperative.push_back(op_name(op));
       if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
         refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
       if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
@@ -202,6 +203,14 @@ class CRenderer {
         refuse(dialect_, p_,
                "computes on vectors of " + std::string(d.element().name()) + " (" + op_name(op) +
                    "), which the renderer does not support yet");
+    }
+    if (!cooperative.empty()) {
+      std::string list;
+      for (const std::string& c : cooperative) list += (list.empty() ? "" : ", ") + c;
+      refuse(dialect_, p_,
+             "uses " + list + (cooperative.size() == 1 ? ", which needs" : ", which need") +
+                 " the threads of a block to cooperate, which " + dialect_.target +
+                 " does not have; run it on emu or cuda");
     }
     param_decl_.assign(size_t(num_params_), "long long kt_unused");
     for (const UOp& u : p_.ops)

@@ -19,13 +19,13 @@
 
 namespace kitten {
 
-// Throws BackendError for kernels the cpu cannot run (threads of a block cooperating:
-// local ranges, shared memory, barriers, shuffles, MMA, async copies) or types it does not
-// render yet (float8, vectors of narrow floats).
+// Throws BackendError, naming the op and "cpu", for kernels the cpu cannot run (threads of
+// a block cooperating: SPECIAL, local ranges, shared memory, barriers, shuffles, MMA, async
+// copies) or arithmetic it does not render yet (on vectors of narrow floats).
 RenderedKernel render_c(const LinearProgram& p);
 
-// Throws BackendError for what the CUDA renderer does not support yet (float8, async
-// copies, vectors of narrow floats outside MMA).
+// Throws BackendError, naming the op and "cuda", for what the CUDA renderer does not
+// support yet (arithmetic on vectors of narrow floats, MMA layouts other than mma.sync).
 RenderedKernel render_cuda(const LinearProgram& p);
 
 }  // namespace kitten

@@ -61,7 +61,7 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     i128 c[4] = {f(alo, blo), f(alo, bhi), f(ahi, blo), f(ahi, bhi)};
     return fit(*std::min_element(c, c + 4), *std::max_element(c, c + 4));
   };
-  if (is_alu(u.op()))
+  if (is_alu(u.op()) && int(u.op()) < kNumCoreOps)  // later layers' ALU ops: no table entry
     if (auto v = evaluate_singletons(u)) return *v;
   switch (u.op()) {
     case Op::CONST: {

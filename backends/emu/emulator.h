@@ -1,11 +1,13 @@
 // The GPU-semantics emulator: runs a linear program as a GPU would, block by block, each
 // block's threads in warps of 32 that step in lockstep under per-lane masks, with shared
-// memory per block, real barriers, warp shuffles, MMA with the real fragment layouts, and
-// async copies that land at their WAIT. It checks what a GPU would hide: out-of-bounds
-// and misaligned accesses, reads of shared or register memory never written, shared
-// memory races between barriers, and reads of an async copy's destination before its
-// WAIT. Every error names the kernel, the buffer, the index, the thread and the block.
-// Deterministic: blocks run in order, warps in order between barriers.
+// memory per block, real barriers, warp shuffles, MMA with the real fragment layouts,
+// IF blocks that mask lanes, atomics, and async copies that land at their WAIT. It checks
+// what a GPU would hide: out-of-bounds and misaligned accesses, reads of shared or register
+// memory never written, shared memory races between barriers (atomics race only with plain
+// accesses), barriers reached by part of a block, reads of an async copy's destination
+// before its WAIT, and the limits of its target profile. Every error names the kernel, the buffer,
+// the index, the thread and the block. Deterministic: blocks run in order, warps in order between
+// barriers.
 #pragma once
 
 #include <cstdint>

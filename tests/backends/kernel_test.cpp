@@ -240,7 +240,7 @@ TEST_P(Kernels, KernelsThatNeedABlockAreRefused) {
   } catch (const BackendError& e) {
     EXPECT_NE(
         std::string(e.what()).find(
-            "kernel 'uses_threads' uses SPECIAL: it needs the threads of a block to cooperate"),
+            "kernel 'uses_threads' uses SPECIAL, which needs the threads of a block to cooperate"),
         std::string::npos)
         << e.what();
   }

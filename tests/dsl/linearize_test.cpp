@@ -429,6 +429,19 @@ TEST(Linearize, PrintIndentsLoopBodies) {
   EXPECT_NE(s.find("\n  %22 = END(%21, %7) : void\n"), std::string::npos) << s;
 }
 
+// An IF is a block: what depends on it sits inside, the condition and the rest outside.
+TEST(Linearize, IfIsABlockClosedByItsEndif) {
+  DType f = dtypes::float32;
+  UOp buf = param(0, f.ptr());
+  UOp r = range(4, 0, AxisKind::Loop);
+  UOp cond = UOp::make(Op::IF, {r < 2});
+  UOp body = store(index(after(buf, {cond}), r), const_(f, 1.0));
+  std::string s = print_program(linearize(sink({end(UOp::make(Op::ENDIF, {cond, body}), {r})})));
+  EXPECT_NE(s.find(" : bool\n    %6 = IF(%5) : void\n      %7 = AFTER"), std::string::npos) << s;
+  EXPECT_NE(s.find("\n    %10 = ENDIF(%6, %9) : void\n  %11 = END(%10, %4)"), std::string::npos)
+      << s;
+}
+
 void expect_linearize_error(const UOp& sink, const std::string& needle) {
   try {
     linearize(sink);
@@ -451,8 +464,11 @@ TEST(Linearize, RejectsMalformedStructure) {
   UOp outside = store(index(param(1, f.ptr()), const_int(dtypes::int32, 0)), v);
   expect_linearize_error(sink({end(st, {r}), outside}), "every op can be placed inside the ranges");
   UOp iff = UOp::make(Op::IF, dtypes::void_, {const_bool(true)});
-  expect_linearize_error(sink({UOp::make(Op::ENDIF, dtypes::void_, {iff, end(st, {r})})}),
-                         "IF and ENDIF are not linearized yet");
+  UOp guarded = store(index(after(buf, {iff}), const_int(dtypes::int32, 0)), const_(f, 3.0));
+  expect_linearize_error(sink({guarded}), "every IF is closed by an ENDIF");
+  expect_linearize_error(sink({UOp::make(Op::ENDIF, {iff, guarded}),
+                               UOp::make(Op::ENDIF, {iff, end(st, {r}), guarded})}),
+                         "an IF is closed by one ENDIF");
   EXPECT_THROW(linearize(st), IrError);  // not a SINK
 }
 

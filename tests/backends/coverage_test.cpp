@@ -1,0 +1,211 @@
+// Every core op renders on each dialect (C for cpu, CUDA) and runs on the emulator, or is
+// refused by that target with a message naming the op and the target. The examples are a
+// switch over Op with no default: a new core op without an example fails to build under
+// -Werror (-Wswitch), and an op registered without its table entries is refused by name.
+#include "backends/c_renderer.h"
+#include "backends/emu/emu_device.h"
+#include "dsl/builtin_kernels.h"
+#include "dsl/printer.h"
+#include "test_device.h"
+
+namespace kitten {
+namespace {
+
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+
+// A small kernel that uses `op`: out, x and y are float32 buffers of 64 elements.
+UOp example(Op op) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr()), y = param(2, f.ptr());
+  UOp i = range(64, 0, AxisKind::Global);
+  UOp xi = load(index(x, i)), yi = load(index(y, i)), ii = i + 1;
+  auto elementwise = [&](UOp v) {
+    if (v.dtype() != f) v = cast(v, f);
+    return sink({end(store(index(out, i), v), {i})}, "cover");
+  };
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  switch (op) {
+    case Op::CONST:
+    case Op::PARAM:
+    case Op::RANGE:
+    case Op::END:
+    case Op::INDEX:
+    case Op::LOAD:
+    case Op::STORE:
+    case Op::SINK:
+      return elementwise(xi + const_(f, 1.0));
+    case Op::DEFINE_VAR: {
+      UOp j = range(define_var("n", 1, 64), 0, AxisKind::Global);
+      return sink({end(store(index(out, j), load(index(x, j))), {j})}, "cover");
+    }
+    case Op::SPECIAL:
+    case Op::DEFINE_LOCAL:
+    case Op::BARRIER: {
+      UOp sm = define_local(f, 32, 0);
+      UOp staged = UOp::make(Op::BARRIER, dtypes::void_, {store(index(sm, t), load(index(x, t)))});
+      return sink({store(index(out, t), load(index(after(sm, {staged}), (t + 1) % 32)))}, "cover");
+    }
+    case Op::DEFINE_REG:
+    case Op::AFTER: {
+      UOp reg = define_reg(f, 1, 0);
+      UOp set = store(index(reg, i32(0)), xi);
+      return elementwise(load(index(after(reg, {set}), i32(0))));
+    }
+    case Op::GROUP:
+      return sink({end(group({store(index(out, i), xi), store(index(y, i), xi)}), {i})}, "cover");
+    case Op::IF:
+    case Op::ENDIF: {
+      UOp cond = UOp::make(Op::IF, {xi < yi});
+      UOp body = store(index(after(out, {cond}), i), xi);
+      return sink({end(UOp::make(Op::ENDIF, {cond, body}), {i})}, "cover");
+    }
+    case Op::ATOMIC:
+      return sink(
+          {end(UOp::make(Op::ATOMIC, dtypes::void_, {index(out, i), xi}, AtomicOp::Add), {i})},
+          "cover");
+    case Op::ASYNC_COPY:
+    case Op::WAIT: {
+      UOp sm = define_local(f, 32, 0);
+      UOp token = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(x, t)});
+      UOp landed = UOp::make(Op::WAIT, dtypes::void_, {token});
+      return sink({store(index(out, t), load(index(after(sm, {landed}), t)))}, "cover");
+    }
+    case Op::SHUFFLE:
+      return sink({store(index(out, t),
+                         UOp::make(Op::SHUFFLE, {load(index(x, t)), i32(1)}, ShuffleMode::Xor))},
+                  "cover");
+    case Op::MMA:
+      return mma_matmul_kernel(16, 8, 16);
+    case Op::CAST:
+      return elementwise(cast(xi, dtypes::float16));
+    case Op::BITCAST:
+      return elementwise(UOp::make(Op::BITCAST, dtypes::int32, {xi}));
+    case Op::VECTORIZE:
+    case Op::EXTRACT:
+      return elementwise(
+          UOp::make(Op::EXTRACT, {UOp::make(Op::VECTORIZE, {xi, yi})}, std::vector<int64_t>{1}));
+    case Op::NEG:
+    case Op::RECIP:
+    case Op::SQRT:
+    case Op::EXP2:
+    case Op::LOG2:
+    case Op::SIN:
+    case Op::TRUNC:
+      return elementwise(UOp::make(op, {xi}));
+    case Op::ADD:
+    case Op::SUB:
+    case Op::MUL:
+    case Op::FDIV:
+    case Op::MAX:
+    case Op::MIN:
+      return elementwise(UOp::make(op, {xi, yi}));
+    case Op::IDIV:
+    case Op::MOD:
+    case Op::AND:
+    case Op::OR:
+    case Op::XOR:
+    case Op::SHL:
+    case Op::SHR:
+      return elementwise(UOp::make(op, {ii, i32(3)}));
+    case Op::CMPLT:
+    case Op::CMPEQ:
+    case Op::CMPNE:
+    case Op::WHERE:
+      return elementwise(
+          UOp::make(Op::WHERE, {UOp::make(op == Op::WHERE ? Op::CMPLT : op, {xi, yi}), xi, yi}));
+    case Op::MULACC:
+      return elementwise(UOp::make(Op::MULACC, {xi, yi, xi}));
+  }
+  return {};
+}
+
+// Renders for one target and, on emu, runs: "" on success, else the refusal.
+std::string try_target(const std::string& target, const UOp& k) {
+  try {
+    LinearProgram p = linearize(k);
+    if (target == "cpu") {
+      render_c(p);
+    } else if (target == "cuda") {
+      render_cuda(p);
+    } else {
+      auto dev = make_emu_device();
+      CompiledKernel ck = compile_kernel(*dev, k);
+      // Buffers of 4 KiB for pointer parameters, 8 for integer ones, 64 for variables.
+      std::vector<Buffer> bufs;
+      std::vector<KernelArg> a;
+      for (const UOp& u : ck.linear.ops) {
+        if (u.op() == Op::PARAM && size_t(u.int_arg()) >= a.size())
+          a.resize(size_t(u.int_arg()) + 1);
+        if (u.op() != Op::PARAM) continue;
+        if (!u.dtype().is_pointer()) {
+          a[size_t(u.int_arg())] = int64_t(8);
+          continue;
+        }
+        std::vector<float> data(1024, 0.5f);
+        bufs.push_back(dev->allocator().alloc(4096));
+        dev->allocator().copy_in(bufs.back(), data.data(), 4096);
+        a[size_t(u.int_arg())] = bufs.back();
+      }
+      for (const UOp& u : ck.linear.ops)
+        if (u.op() == Op::DEFINE_VAR) a.push_back(int64_t(64));
+      ck.run(a);
+      for (Buffer b : bufs) dev->allocator().free(b);
+    }
+  } catch (const BackendError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Coverage, EveryCoreOpRendersAndRunsOrIsRefusedByName) {
+  int refused = 0;
+  for (int id = 0; id < kNumCoreOps; ++id) {
+    Op op = Op(id);
+    UOp k = example(op);
+    ASSERT_TRUE(k) << op_name(op);
+    bool found = false;
+    for (const UOp& u : toposort(k)) found |= u.op() == op;
+    EXPECT_TRUE(found) << "the example of " << op_name(op) << " does not use it";
+    for (const char* target : {"cpu", "cuda", "emu"}) {
+      std::string e = try_target(target, k);
+      if (e.empty()) continue;
+      ++refused;
+      EXPECT_NE(e.find(op_name(op)), std::string::npos) << target << ": " << e;
+      EXPECT_EQ(e.rfind(std::string(target) + ":", 0), 0u) << target << ": " << e;
+    }
+  }
+  EXPECT_GT(refused, 0);  // C has no SPECIAL, BARRIER, SHUFFLE or MMA
+  EXPECT_EQ(try_target("cpu", example(Op::MMA)).find("cpu: kernel 'mma_matmul' uses SPECIAL"), 0u);
+}
+
+// An ALU op registered by a later layer without entries in the evaluation and printing
+// tables: each target refuses it by name, never miscompiles or runs it.
+TEST(Coverage, AnOpWithoutTableEntriesIsRefusedByName) {
+  static const Op dummy = [] {
+    OpSpec s;
+    s.name = "TEST_DUMMY_ALU";
+    s.meaning = "A unary float op with no table entries.";
+    s.sources = {{"x", "a float", [](const UOp&, const UOp& x) { return x.dtype().is_float(); }}};
+    s.dtype = {"the dtype of x",
+               [](std::span<const UOp> src, const Arg&) -> std::optional<DType> {
+                 if (src.empty()) return std::nullopt;
+                 return src[0].dtype();
+               },
+               {}};
+    s.flags = kOpAlu;
+    s.arity = 1;
+    return register_op(std::move(s));
+  }();
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(64, 0, AxisKind::Global);
+  UOp k = sink({end(store(index(out, i), UOp::make(dummy, {load(index(x, i))})), {i})}, "dummy");
+  for (const char* target : {"cpu", "cuda", "emu"}) {
+    std::string e = try_target(target, k);
+    EXPECT_NE(e.find("TEST_DUMMY_ALU"), std::string::npos) << target << ": " << e;
+    EXPECT_EQ(e.rfind(std::string(target) + ":", 0), 0u) << target << ": " << e;
+  }
+}
+
+}  // namespace
+}  // namespace kitten
