@@ -9,7 +9,7 @@
 
 #include "backends/cpu/clang_jit.h"
 #include "backends/cpu/cpu_device.h"
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 
 namespace kitten {
 namespace {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_device.h"
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 
 using namespace kitten;
 

@@ -7,7 +7,7 @@
 
 #include "backends/emu/emu_device.h"
 #include "backends/emu/emulator.h"
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 
 namespace kitten {
 namespace {

@@ -11,14 +11,15 @@
 #include <vector>
 
 #include "backends/registry.h"
-#include "dsl/builtin_kernels.h"
-#include "dsl/int_expr.h"
 #include "dsl/linearize.h"
 #include "dsl/ops.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
-#include "dsl/symbolic_fuzz.h"
 #include "dsl/verify.h"
+#include "kernels/examples.h"
+#include "tools/int_expr.h"
+#include "tools/symbolic_fuzz.h"
+#include "tools/uops_doc.h"
 
 namespace kitten {
 namespace {

@@ -4,8 +4,8 @@
 #include <algorithm>
 
 #include "backends/emu/emulator.h"
-#include "dsl/builtin_kernels.h"
 #include "dsl/mma.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "backends/cpu/thread_pool.h"
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {

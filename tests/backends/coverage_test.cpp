@@ -4,8 +4,8 @@
 // -Werror (-Wswitch), and an op registered without its table entries is refused by name.
 #include "backends/c_renderer.h"
 #include "backends/emu/emu_device.h"
-#include "dsl/builtin_kernels.h"
 #include "dsl/printer.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <optional>
 
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {

@@ -6,7 +6,7 @@
 #include "backends/c_renderer.h"
 #include "backends/cuda/cuda_api.h"
 #include "backends/cuda/cuda_device.h"
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 
 namespace kitten {
 namespace {

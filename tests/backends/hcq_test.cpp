@@ -10,7 +10,7 @@
 #include <fstream>
 #include <functional>
 
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {

@@ -15,7 +15,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/emu/emu_device.h"
 #include "backends/hcq.h"
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 
 namespace kitten {
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "dsl/ops.h"
+#include "tools/uops_doc.h"
 
 namespace kitten {
 namespace {

@@ -6,10 +6,10 @@
 #include <span>
 #include <unordered_map>
 
-#include "dsl/builtin_kernels.h"
 #include "dsl/linearize.h"
 #include "dsl/printer.h"
 #include "dsl/verify.h"
+#include "kernels/examples.h"
 
 namespace kitten {
 namespace {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "dsl/verify.h"
+#include "tools/uops_doc.h"
 
 namespace kitten {
 namespace {

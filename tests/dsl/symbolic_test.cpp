@@ -7,9 +7,9 @@
 #include <random>
 
 #include "dsl/eval.h"
-#include "dsl/int_expr.h"
 #include "dsl/symbolic.h"
-#include "dsl/symbolic_fuzz.h"
+#include "tools/int_expr.h"
+#include "tools/symbolic_fuzz.h"
 
 namespace kitten {
 namespace {

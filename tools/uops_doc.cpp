@@ -1,12 +1,14 @@
 // docs/uops.md, generated from the op registry, the dtypes and the graph rules.
+#include "tools/uops_doc.h"
+
 #include <cstdio>
 
-#include "dsl/builtin_kernels.h"
 #include "dsl/linearize.h"
 #include "dsl/mma.h"
 #include "dsl/ops.h"
 #include "dsl/printer.h"
 #include "dsl/verify.h"
+#include "kernels/examples.h"
 
 namespace kitten {
 
@@ -88,7 +90,7 @@ std::string kernel_semantics() {
       "- **Gates.** INDEX(buf, i, gate) with gate false neither loads nor stores; a gated LOAD\n"
       "  yields its alternative value.\n\n"
       "The linearizer (dsl/linearize.h) turns a kernel into a linear program by these rules.\n"
-      "The examples below are the built-in kernels (dsl/builtin_kernels.h), printed from the\n"
+      "The examples below are the built-in kernels (kernels/examples.h), printed from the\n"
       "graphs the tests run.\n";
   d += example("A reduction into a register accumulator (sum over each row of a 16x1000 input)",
                reduce_kernel(16, 1000, 1, Op::ADD, dtypes::float32));

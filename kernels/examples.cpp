@@ -1,4 +1,4 @@
-#include "dsl/builtin_kernels.h"
+#include "kernels/examples.h"
 
 #include <cmath>
 #include <functional>

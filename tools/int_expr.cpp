@@ -1,4 +1,4 @@
-#include "dsl/int_expr.h"
+#include "tools/int_expr.h"
 
 #include <cctype>
 #include <charconv>

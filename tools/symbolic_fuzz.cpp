@@ -1,11 +1,11 @@
-#include "dsl/symbolic_fuzz.h"
+#include "tools/symbolic_fuzz.h"
 
 #include <random>
 #include <vector>
 
 #include "dsl/eval.h"
-#include "dsl/int_expr.h"
 #include "dsl/symbolic.h"
+#include "tools/int_expr.h"
 
 namespace kitten {
 
