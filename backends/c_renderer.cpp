@@ -215,7 +215,8 @@ class CRenderer {
     param_decl_.assign(size_t(num_params_), "long long kt_unused");
     for (const UOp& u : p_.ops)
       if (u.op() == Op::DEFINE_LOCAL)
-        shared_total_ += u.dtype().size() * u.dtype().pointee().itemsize();
+        shared_total_ += u.dtype().size() * u.dtype().pointee().itemsize() +
+                         std::get<AllocArg>(u.arg()).align - 1;  // the worst padding
     int slot = 0;
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
   }
@@ -551,18 +552,19 @@ class CRenderer {
       case Op::DEFINE_LOCAL: {
         // Static __shared__ arrays up to 48 KiB in all; beyond, one dynamic allocation
         // (the launch passes its size and the program raises the function's limit).
-        std::string n = "smem" + std::to_string(u.int_arg()), t = type(u.dtype().pointee());
+        std::string n = "smem" + std::to_string(u.slot()), t = type(u.dtype().pointee());
         names_[u.id()] = n;
         int64_t bytes = u.dtype().size() * u.dtype().pointee().itemsize();
+        int64_t align = std::max<int64_t>(16, std::get<AllocArg>(u.arg()).align);
         if (shared_total_ <= 48 * 1024) {
-          line("__shared__ __align__(16) " + t + " " + n + "[" + std::to_string(u.dtype().size()) +
-               "];");
-        } else {
+          line("__shared__ __align__(" + std::to_string(align) + ") " + t + " " + n + "[" +
+               std::to_string(u.dtype().size()) + "];");
+        } else {  // the dynamic allocation starts 1024-aligned; each carve keeps its alignment
           if (dynamic_shared_ == 0)
-            line("extern __shared__ __align__(16) unsigned char kt_dynamic_smem[];");
-          line(t + "* " + n + " = (" + t + "*)(kt_dynamic_smem + " +
-               std::to_string(dynamic_shared_) + ");");
-          dynamic_shared_ += size_t((bytes + 15) / 16 * 16);
+            line("extern __shared__ __align__(1024) unsigned char kt_dynamic_smem[];");
+          size_t at = (dynamic_shared_ + size_t(align) - 1) / size_t(align) * size_t(align);
+          line(t + "* " + n + " = (" + t + "*)(kt_dynamic_smem + " + std::to_string(at) + ");");
+          dynamic_shared_ = at + size_t(bytes);
         }
         return;
       }

@@ -7,9 +7,9 @@
 namespace kitten {
 
 std::string_view arg_kind_name(ArgKind k) {
-  static constexpr std::string_view names[] = {"none",         "int",       "const",    "name",
-                                               "axis",         "special",   "var",      "ints",
-                                               "shuffle mode", "atomic op", "extension"};
+  static constexpr std::string_view names[] = {"none",         "int",       "const", "name",
+                                               "axis",         "special",   "var",   "ints",
+                                               "shuffle mode", "atomic op", "alloc", "extension"};
   return names[int(k)];
 }
 
@@ -71,6 +71,7 @@ uint64_t arg_stable_hash(const Arg& a) {
       return hash_combine(h, fnv1a(shuffle_mode_name(m)));
     }
     uint64_t operator()(AtomicOp o) const { return hash_combine(h, fnv1a(atomic_op_name(o))); }
+    uint64_t operator()(AllocArg a) const { return hash_int(hash_int(h, a.slot), a.align); }
     uint64_t operator()(const ExtArg& e) const {
       return hash_combine(hash_combine(h, fnv1a(e.value->kind())), e.value->stable_hash());
     }
@@ -125,6 +126,9 @@ std::string arg_to_string(const Arg& a, DType dtype) {
     }
     std::string operator()(ShuffleMode m) const { return std::string(shuffle_mode_name(m)); }
     std::string operator()(AtomicOp o) const { return std::string(atomic_op_name(o)); }
+    std::string operator()(AllocArg a) const {
+      return "slot " + std::to_string(a.slot) + ", align " + std::to_string(a.align);
+    }
     std::string operator()(const ExtArg& e) const { return e.value->to_string(); }
   };
   return std::visit(Visitor{dtype}, a);

@@ -40,6 +40,14 @@ struct VarArg {  // a bounded run-time integer: name and inclusive bounds
   friend bool operator==(const VarArg&, const VarArg&) = default;
 };
 
+// A shared-memory allocation: its slot and the alignment of its start in bytes (what a
+// swizzle needs: dsl/swizzle.h).
+struct AllocArg {
+  int64_t slot;
+  int64_t align;
+  friend bool operator==(const AllocArg&, const AllocArg&) = default;
+};
+
 // How SHUFFLE picks the lane it reads: lane `b`, lane ^ b, lane - b, lane + b.
 enum class ShuffleMode : uint8_t { Idx, Xor, Up, Down };
 // How ATOMIC combines its value into memory.
@@ -63,7 +71,7 @@ struct ExtArg {
 };
 
 using Arg = std::variant<std::monostate, int64_t, ConstArg, std::string, AxisArg, SpecialArg,
-                         VarArg, std::vector<int64_t>, ShuffleMode, AtomicOp, ExtArg>;
+                         VarArg, std::vector<int64_t>, ShuffleMode, AtomicOp, AllocArg, ExtArg>;
 // The kind of each alternative of Arg, in the same order.
 enum class ArgKind : uint8_t {
   None,
@@ -76,6 +84,7 @@ enum class ArgKind : uint8_t {
   Ints,
   Shuffle,
   Atomic,
+  Alloc,
   Ext
 };
 

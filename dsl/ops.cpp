@@ -167,7 +167,7 @@ bool is_identifier(const std::string& s) {
 }
 
 std::string slot_nonnegative(const UOp& u) {
-  return fails_if(u.int_arg() < 0, "slot " + std::to_string(u.int_arg()) + " is negative");
+  return fails_if(u.slot() < 0, "slot " + std::to_string(u.slot()) + " is negative");
 }
 
 std::vector<OpSpec> core_specs() {
@@ -218,12 +218,18 @@ std::vector<OpSpec> core_specs() {
   for (auto [op, space] :
        {std::pair{Op::DEFINE_LOCAL, AddrSpace::Local}, std::pair{Op::DEFINE_REG, AddrSpace::Reg}}) {
     std::string where = space == AddrSpace::Local ? "a block's shared memory" : "registers";
-    OpSpec d = spec(op, "A buffer in " + where + " of a fixed size; the arg is its slot.");
+    OpSpec d = spec(op, "A buffer in " + where + " of a fixed size; the arg is its slot" +
+                            (space == AddrSpace::Local ? " and the alignment of its start." : "."));
     d.dtype = checked_dtype(
         "a pointer into " + std::string(addr_space_name(space)) + " memory with a known size",
         [space](DType t) { return t.is_pointer() && t.space() == space && t.size() > 0; });
-    d.arg = ArgKind::Int;
+    d.arg = space == AddrSpace::Local ? ArgKind::Alloc : ArgKind::Int;
     d.rules = {rule("the slot is not negative", slot_nonnegative)};
+    if (space == AddrSpace::Local)
+      d.rules.push_back(rule("the alignment is a power of two up to 1024 bytes", [](const UOp& u) {
+        int64_t a = std::get<AllocArg>(u.arg()).align;
+        return fails_if(a < 1 || a > 1024 || (a & (a - 1)), "alignment " + std::to_string(a));
+      }));
     d.flags = kOpDefinition | kOpMemory | (space == AddrSpace::Local ? kOpCooperative : 0u);
     add(d);
   }

@@ -274,6 +274,10 @@ double UOp::const_value() const {
 }
 int64_t UOp::const_int() const { return const_as_int(arg_as<ConstArg>(*this, "const"), dtype()); }
 int64_t UOp::int_arg() const { return arg_as<int64_t>(*this, "int"); }
+int64_t UOp::slot() const {
+  if (const auto* a = std::get_if<AllocArg>(&arg())) return a->slot;
+  return arg_as<int64_t>(*this, "slot");
+}
 const std::string& UOp::name_arg() const { return arg_as<std::string>(*this, "name"); }
 AxisArg UOp::axis() const { return arg_as<AxisArg>(*this, "axis"); }
 
@@ -332,8 +336,9 @@ UOp special(SpecialKind kind, int dim, int64_t extent) {
 UOp define_reg(DType element, int64_t size, int64_t slot) {
   return UOp::make(Op::DEFINE_REG, element.ptr(AddrSpace::Reg, size), {}, slot);
 }
-UOp define_local(DType element, int64_t size, int64_t slot) {
-  return UOp::make(Op::DEFINE_LOCAL, element.ptr(AddrSpace::Local, size), {}, slot);
+UOp define_local(DType element, int64_t size, int64_t slot, int64_t align) {
+  return UOp::make(Op::DEFINE_LOCAL, element.ptr(AddrSpace::Local, size), {},
+                   AllocArg{slot, align});
 }
 UOp index(UOp buffer, UOp idx, UOp gate) {
   if (!buffer) throw IrError("index: the buffer is null");

@@ -69,6 +69,7 @@ class UOp {
   double const_value() const;  // a CONST as a double
   int64_t const_int() const;   // an integer or bool CONST
   int64_t int_arg() const;
+  int64_t slot() const;  // PARAM, DEFINE_REG (an int arg) and DEFINE_LOCAL (an alloc arg)
   const std::string& name_arg() const;
   AxisArg axis() const;
 
@@ -106,7 +107,8 @@ UOp range(UOp end, int64_t id, AxisKind kind);
 UOp range(int64_t end, int64_t id, AxisKind kind);
 UOp special(SpecialKind kind, int dim, int64_t extent);
 UOp define_reg(DType element, int64_t size, int64_t slot);
-UOp define_local(DType element, int64_t size, int64_t slot);
+// `align`: bytes the start is aligned to (a power of two up to 1024; swizzle_alignment()).
+UOp define_local(DType element, int64_t size, int64_t slot, int64_t align = 16);
 UOp index(UOp buffer, UOp idx, UOp gate = {});
 UOp load(UOp address, UOp alt = {});
 UOp store(UOp address, UOp value);

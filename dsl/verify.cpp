@@ -100,7 +100,7 @@ void verify(const UOp& root) {
       if (s.op() == Op::SINK) throw ir_error(s, rule(0).doc, std::string(rule(0).name), root);
     Op op = u.op();
     if (op == Op::RANGE || op == Op::PARAM || op == Op::DEFINE_LOCAL || op == Op::DEFINE_REG) {
-      int64_t id = op == Op::RANGE ? u.axis().id : u.int_arg();
+      int64_t id = op == Op::RANGE ? u.axis().id : u.slot();
       auto [it, fresh] = ranges_and_slots.emplace(std::pair{id, int(op)}, u);
       if (!fresh) throw fail(u, rule(op == Op::RANGE ? 1 : 2), it->second);
     } else if (op == Op::DEFINE_VAR) {

@@ -88,8 +88,8 @@ class Translator {
   }
   void add_buffer(const UOp& u, EmuBufKind kind, const std::string& what) {
     buffers_[u.id()] = int(k_->buffers.size());
-    k_->buffers.push_back({kind, u.int_arg(), u.dtype().pointee(), u.dtype().size(),
-                           what + " " + std::to_string(u.int_arg())});
+    k_->buffers.push_back({kind, u.slot(), u.dtype().pointee(), u.dtype().size(),
+                           what + " " + std::to_string(u.slot())});
   }
   EmuInstr& push(EmuKind kind, const UOp& u) {
     EmuInstr in;
@@ -120,7 +120,7 @@ class Translator {
       case Op::PARAM:
         if (u.dtype().is_pointer()) {
           add_buffer(u, EmuBufKind::Global, "param");
-          k_->buffer_params[size_t(u.int_arg())] = true;
+          k_->buffer_params[size_t(u.slot())] = true;
         } else {
           EmuInstr& in = push(EmuKind::IntParam, u);
           in.imm_i = u.int_arg();

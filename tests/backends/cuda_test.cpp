@@ -87,7 +87,7 @@ TEST(CudaSource, LargeSharedMemoryIsDynamic) {
   UOp v = load(index(after(big, {w}), t)) + load(index(after(small, {w}), t));
   RenderedKernel r = render_cuda(linearize(sink({store(index(out, t), v)}, "big")));
   EXPECT_EQ(r.info.dynamic_shared, 65536u + 128u);
-  EXPECT_NE(r.source.find("extern __shared__ __align__(16) unsigned char kt_dynamic_smem[];"),
+  EXPECT_NE(r.source.find("extern __shared__ __align__(1024) unsigned char kt_dynamic_smem[];"),
             std::string::npos)
       << r.source;
 }

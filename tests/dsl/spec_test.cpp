@@ -139,7 +139,10 @@ std::vector<BadCase> bad_cases() {
          mk(Op::DEFINE_VAR, f32, {}, VarArg{"v", 0, 1});
        },
        "DEFINE_VAR", "integer scalar"},
-      {"LocalGlobalPointer", [] { mk(Op::DEFINE_LOCAL, f32.ptr(), {}, int64_t(0)); },
+      {"LocalGlobalPointer",
+       [] {
+         mk(Op::DEFINE_LOCAL, f32.ptr(), {}, AllocArg{0, 16});
+       },
        "DEFINE_LOCAL", "local memory with a known size"},
       {"RegUnknownSize", [] { mk(Op::DEFINE_REG, f32.ptr(AddrSpace::Reg), {}, int64_t(0)); },
        "DEFINE_REG", "known size"},
@@ -271,6 +274,8 @@ std::vector<BadCase> bad_cases() {
          UOp::make(Op::SHUFFLE, {f_(1), i_(1)}, std::string("xor"));
        },
        "SHUFFLE", "shuffle mode"},
+      {"SharedAlignmentNotAPowerOfTwo", [] { define_local(dtypes::float32, 64, 0, 48); },
+       "DEFINE_LOCAL", "alignment 48"},
       {"AtomicMaxFloat",
        [] {
          mk(Op::ATOMIC, dtypes::void_, {idx(), f_(1)}, AtomicOp::Max);
