@@ -6,6 +6,7 @@
 
 #include "dsl/eval.h"
 #include "dsl/rewrite.h"
+#include "dsl/symbolic.h"
 
 namespace kitten {
 
@@ -18,11 +19,11 @@ std::pair<int, int> FragmentLayout::at(int thread, int element) const {
 }
 
 UOp FragmentLayout::row_of(const UOp& thread, const UOp& element) const {
-  return substitute(row, {{mma_thread_var(), thread}, {mma_element_var(), element}});
+  return simplify(substitute(row, {{mma_thread_var(), thread}, {mma_element_var(), element}}));
 }
 
 UOp FragmentLayout::col_of(const UOp& thread, const UOp& element) const {
-  return substitute(col, {{mma_thread_var(), thread}, {mma_element_var(), element}});
+  return simplify(substitute(col, {{mma_thread_var(), thread}, {mma_element_var(), element}}));
 }
 
 namespace {

@@ -30,7 +30,7 @@ struct FragmentLayout {
 
   // Row and column of element `element` of thread `thread` (evaluated).
   std::pair<int, int> at(int thread, int element) const;
-  // The expressions with the thread and element replaced by the given UOps.
+  // The expressions with the thread and element replaced by the given UOps, simplified.
   UOp row_of(const UOp& thread, const UOp& element) const;
   UOp col_of(const UOp& thread, const UOp& element) const;
 };

@@ -13,6 +13,7 @@
 namespace kitten {
 
 inline constexpr int kEmuWarp = 32;
+inline constexpr int kEmuMmaTile = 256;  // elements of one MMA operand's matrix, at most
 
 enum class EmuBufKind { Global, Shared, Reg };
 

@@ -1,6 +1,7 @@
 // Runs the emulator's instructions: blocks in order, a block's warps in order between
 // barriers, the lanes of a warp in lockstep under a mask.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -437,9 +438,9 @@ class Runner {
       fault("MMA with only some lanes of the warp active", -1, 0,
             thread_of(std::countr_zero(~w.mask | 0u)));
     const EmuFragment &fa = in.mma_a, &fb = in.mma_b, &fc = in.mma_c;
-    std::vector<double> A(size_t(fa.rows * fa.cols)), B(size_t(fb.rows * fb.cols)),
-        C(size_t(fc.rows * fc.cols));
-    auto gather = [&](const EmuFragment& f, int src, std::vector<double>& m) {
+    // Tiles up to kEmuMmaTile elements each (the translator refuses larger layouts).
+    std::array<double, kEmuMmaTile> A, B, C;
+    auto gather = [&](const EmuFragment& f, int src, std::array<double, kEmuMmaTile>& m) {
       for (int l = 0; l < kWarp; ++l)
         for (int i = 0; i < f.count; ++i)
           m[size_t(f.at[size_t(l * f.count + i)])] = reg(w, src, i)[l].f;

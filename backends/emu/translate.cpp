@@ -261,6 +261,10 @@ class Translator {
             l.b.home != OperandHome::Registers)
           refuse(p_, "uses the MMA layout " + l.name +
                          ", which is not a warp's register-fragment layout");
+        for (const FragmentLayout* f : {&l.a, &l.b, &l.c})
+          if (f->rows * f->cols > kEmuMmaTile)
+            refuse(p_, "uses the MMA layout " + l.name + ", whose tiles exceed the emulator's " +
+                           std::to_string(kEmuMmaTile) + " elements");
         EmuInstr& in = push(EmuKind::Mma, u);
         in.src = {slot(u.src(0)), slot(u.src(1)), slot(u.src(2))};
         in.mma_a = fragment(l.a, kEmuWarp);
