@@ -100,7 +100,7 @@ class NodePositions {
 // close the innermost open range, so the one END to try is that range's closer.
 class Linearizer {
  public:
-  explicit Linearizer(const UOp& sink) : sink_(sink), order_(toposort(sink)) {}
+  Linearizer(const UOp& sink, std::vector<UOp> order) : sink_(sink), order_(std::move(order)) {}
 
   LinearProgram run() {
     index_nodes();
@@ -372,8 +372,9 @@ LinearProgram linearize(const UOp& sink) {
   if (!sink || sink.op() != Op::SINK)
     throw IrError("linearize: the root must be a SINK, got " +
                   (sink ? op_name(sink.op()) : std::string("null")));
-  verify(sink);
-  return Linearizer(sink).run();
+  std::vector<UOp> order = toposort(sink);
+  verify(sink, order);
+  return Linearizer(sink, std::move(order)).run();
 }
 
 std::string print_program(const LinearProgram& p) {

@@ -83,7 +83,10 @@ const std::vector<GraphRule>& graph_rules() {
 
 void verify(const UOp& root) {
   if (!root) throw IrError("verify: the graph is null");
-  std::vector<UOp> order = toposort(root);
+  verify(root, toposort(root));
+}
+
+void verify(const UOp& root, const std::vector<UOp>& order) {
   std::map<std::pair<int64_t, int>, UOp> ranges_and_slots;  // (id, op) -> first node
   std::unordered_map<std::string, UOp> vars, specials;
   auto rule = [](int i) { return graph_rules()[i]; };

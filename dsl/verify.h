@@ -12,6 +12,8 @@ namespace kitten {
 
 void check_node(const UOp& node);
 void verify(const UOp& root);
+// The same for a graph already in toposort order (`order`, root last), as linearize has it.
+void verify(const UOp& root, const std::vector<UOp>& order);
 
 struct GraphRule {
   std::string_view name;
