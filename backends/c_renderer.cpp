@@ -221,6 +221,12 @@ class CRenderer {
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
   }
 
+  // An op that does something by itself (a store, an atomic, a block that holds them, a
+  // barrier): outside the loop the launch splits, it would run once per piece.
+  static bool performs(Op op) {
+    return op_has(op, kOpEffect) && op != Op::END && op != Op::GROUP && op != Op::SINK;
+  }
+
   // The loop a thread pool may split: the only top-level loop, global, with a constant
   // extent, and nothing but definitions outside it.
   void find_parallel_loop() {
@@ -230,7 +236,7 @@ class CRenderer {
       if (u.op() == Op::RANGE && depth == 0) ++top_loops, loop = u;
       if (u.op() == Op::RANGE) ++depth;
       if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-      if (depth == 0 && u.op() == Op::STORE) return;
+      if (depth == 0 && performs(u.op())) return;
     }
     if (top_loops != 1 || loop.axis().kind != AxisKind::Global || loop.src(0).op() != Op::CONST)
       return;
@@ -253,18 +259,24 @@ class CRenderer {
       (s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z) = u.src(0).const_int();
     }
     if (specials) return;
+    // Level k of the chain maps onto the grid only if it is the one loop at its depth and
+    // every effect sits inside it: each thread then runs exactly its own iteration.
     std::vector<UOp> chain;
-    int depth = 0;
+    int loops_at[3] = {0, 0, 0}, depth = 0, shallowest_effect = 3;
     for (const UOp& u : p_.ops) {
       if (u.op() == Op::RANGE) {
+        if (depth < 3) ++loops_at[depth];
         if (depth == int(chain.size()) && chain.size() < 3 && u.axis().kind == AxisKind::Global &&
-            u.src(0).op() == Op::CONST && (depth == 0 || top_level_loops() == 1))
+            u.src(0).op() == Op::CONST)
           chain.push_back(u);
         ++depth;
       }
       if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-      if (u.op() == Op::STORE && depth < int(chain.size())) break;  // effects between: stop there
+      if (performs(u.op())) shallowest_effect = std::min(shallowest_effect, depth);
     }
+    size_t keep = 0;
+    while (keep < chain.size() && loops_at[keep] == 1 && int(keep) < shallowest_effect) ++keep;
+    chain.resize(keep);
     if (chain.empty()) return;
     for (size_t i = 0; i < chain.size(); ++i) {
       int64_t n = chain[i].src(0).const_int();
@@ -276,15 +288,6 @@ class CRenderer {
         (chain.size() - 1 - i == 1 ? grid_.y : grid_.z) = n;
       }
     }
-  }
-  int top_level_loops() const {
-    int depth = 0, n = 0;
-    for (const UOp& u : p_.ops) {
-      if (u.op() == Op::RANGE && depth == 0) ++n;
-      if (u.op() == Op::RANGE) ++depth;
-      if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-    }
-    return n;
   }
 
   std::string type(DType d) {

@@ -19,11 +19,13 @@ using i128 = __int128;
 
 bool is_signed_int(DType d) { return d.is_int() && !d.is_unsigned(); }
 
-// An exact integer result: wrapped to `out`, Undefined where a signed type cannot hold it.
+// An exact integer result wrapped to `out`. Undefined where int or a wider signed type
+// cannot hold it; narrower ones compute in int (C's promotion) and wrap on the way back.
 EvalResult integer(i128 exact, DType out) {
   EvalResult r;
   r.value.i = wrap_to(int64_t(uint64_t(exact)), out);
-  if (is_signed_int(out) && i128(r.value.i) != exact) r.fault = EvalFault::Undefined;
+  bool promoted = out.bits() < 32 && exact >= INT32_MIN && exact <= INT32_MAX;
+  if (is_signed_int(out) && i128(r.value.i) != exact && !promoted) r.fault = EvalFault::Undefined;
   return r;
 }
 
@@ -51,14 +53,25 @@ EvalResult shift(Op op, Scalar a, Scalar b, DType in, DType out) {
   EvalResult r = op == Op::SHR      ? integer(x >> count, out)
                  : in.is_unsigned() ? integer(i128(uint64_t(x) << count), out)
                                     : integer(x << count, out);
-  if (b.i < 0 || b.i >= in.bits() || (op == Op::SHL && x < 0)) r.fault = EvalFault::Undefined;
+  int width = std::max(32, in.bits());  // narrower types shift as int (C's promotion)
+  if (b.i < 0 || b.i >= width || (op == Op::SHL && x < 0)) r.fault = EvalFault::Undefined;
   return r;
 }
 
 EvalResult divide(Op op, Scalar a, Scalar b, DType in, DType out) {
   i128 x = exact(a, in), y = exact(b, in);
   if (y == 0) return {Scalar{0}, EvalFault::DivByZero};
-  return integer(op == Op::IDIV ? x / y : x % y, out);  // C truncates toward zero
+  EvalResult r = integer(op == Op::IDIV ? x / y : x % y, out);  // C truncates toward zero
+  // C leaves a % b undefined where a / b is (INT_MIN % -1 traps on x86 like the division).
+  if (integer(x / y, out).fault != EvalFault::None) r.fault = EvalFault::Undefined;
+  return r;
+}
+
+// a * b (+ c): unsigned operands wrap in uint64 (their product may not fit even __int128).
+EvalResult multiply(Scalar a, Scalar b, const Scalar* c, DType in, DType out) {
+  if (in.is_unsigned())
+    return integer(i128(uint64_t(a.i) * uint64_t(b.i) + (c ? uint64_t(c->i) : 0)), out);
+  return integer(exact(a, in) * exact(b, in) + (c ? exact(*c, in) : 0), out);
 }
 
 }  // namespace
@@ -108,7 +121,7 @@ EvalResult eval_alu(Op op, DType in, DType out, std::span<const Scalar> args) {
     case Op::SUB:
       return f ? floating(a.f - b.f, out) : integer(exact(a, in) - exact(b, in), out);
     case Op::MUL:
-      return f ? floating(a.f * b.f, out) : integer(exact(a, in) * exact(b, in), out);
+      return f ? floating(a.f * b.f, out) : multiply(a, b, nullptr, in, out);
     case Op::FDIV:
       return floating(a.f / b.f, out);
     case Op::IDIV:
@@ -138,8 +151,7 @@ EvalResult eval_alu(Op op, DType in, DType out, std::span<const Scalar> args) {
     case Op::WHERE:
       return {a.i ? b : c, EvalFault::None};
     case Op::MULACC:  // one rounding where the product is exact in double (float32 and below)
-      return f ? floating(a.f * b.f + c.f, out)
-               : integer(exact(a, in) * exact(b, in) + exact(c, in), out);
+      return f ? floating(a.f * b.f + c.f, out) : multiply(a, b, &c, in, out);
       KITTEN_STRUCTURE_OPS(KITTEN_OP_CASE)
       break;
   }
@@ -149,7 +161,9 @@ EvalResult eval_alu(Op op, DType in, DType out, std::span<const Scalar> args) {
 EvalResult eval_cast(DType from, DType to, Scalar x) {
   from = from.element();
   to = to.element();
-  if (to.is_float())
+  if (to.is_float() && !from.is_float() && to == dtypes::float32)  // one rounding, as C does
+    return floating(from.is_unsigned() ? double(float(uint64_t(x.i))) : double(float(x.i)), to);
+  if (to.is_float())  // exact in double below 2^53, so one rounding for every narrower int
     return floating(from.is_float()      ? x.f
                     : from.is_unsigned() ? double(uint64_t(x.i))
                                          : double(x.i),
@@ -179,7 +193,8 @@ std::optional<int64_t> eval_int(const UOp& u, const std::map<std::string, int64_
       r = n.const_int();
     } else if (op == Op::DEFINE_VAR) {
       r = vars.at(std::get<VarArg>(n.arg()).name);
-    } else if (op == Op::CAST || is_alu(op)) {
+    } else if ((op == Op::CAST || (is_alu(op) && int(op) < kNumCoreOps)) && !n.dtype().is_float() &&
+               !n.src(0).dtype().is_float()) {
       std::vector<Scalar> args;
       for (const UOp& s : n.src()) args.push_back(Scalar{val.at(s.id())});
       DType in = op == Op::WHERE ? n.src(1).dtype() : n.src(0).dtype();
@@ -188,7 +203,8 @@ std::optional<int64_t> eval_int(const UOp& u, const std::map<std::string, int64_
       if (e.fault != EvalFault::None) return std::nullopt;
       r = e.value.i;
     } else {
-      throw IrError("eval_int: " + op_name(op) + " is not an integer op");
+      throw IrError("eval_int: " + op_name(op) + " : " + std::string(n.dtype().name()) +
+                    " is not an integer op");
     }
     val[n.id()] = r;
   }

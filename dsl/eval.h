@@ -50,9 +50,9 @@ int64_t wrap_to(int64_t v, DType d);
 
 class UOp;
 
-// The value of an integer or bool graph (CONST, DEFINE_VAR, CAST and ALU ops) for the given
-// variable values, with C semantics: nullopt where C leaves it undefined or it divides by
-// zero. Throws IrError for any other op.
+// The value of an integer or bool graph (CONST, DEFINE_VAR, CAST and core ALU ops on
+// integers and bool) for the given variable values, with C semantics: nullopt where C
+// leaves it undefined or it divides by zero. Throws IrError for any other node.
 std::optional<int64_t> eval_int(const UOp& u, const std::map<std::string, int64_t>& vars);
 
 }  // namespace kitten

@@ -104,6 +104,7 @@ class Linearizer {
 
   LinearProgram run() {
     index_nodes();
+    compute_required();
     compute_deps();
     compute_nesting();
     compute_placement();
@@ -159,13 +160,36 @@ class Linearizer {
     closer_.assign(ranges_.size(), -1);
   }
 
+  // required_[i]: blocks node i sits in whether or not it depends on them. An END runs its
+  // body once for every iteration of its ranges and an ENDIF under its IF, so their body
+  // effects (through GROUPs, and nested ENDs and ENDIFs with their IFs) are inside what
+  // those close, even an effect that reads nothing of the loop or the condition.
+  void compute_required() {
+    required_.assign(order_.size(), 0);
+    for (int i = int(order_.size()) - 1; i >= 0; --i) {
+      Op op = op_[size_t(i)];
+      int inherited = required_[size_t(i)];
+      auto require = [&](int v, int blocks) {
+        required_[size_t(v)] = scopes_.merge(required_[size_t(v)], blocks);
+      };
+      if (op == Op::GROUP)
+        for (int v : srcs(i)) require(v, inherited);
+      if (!closes(op)) continue;
+      int own = inherited;
+      for (int v : closed(i)) own = scopes_.merge(own, scopes_.single(range_of_[size_t(v)]));
+      std::span<const int> body = op == Op::END ? srcs(i).subspan(0, 1) : srcs(i).subspan(1);
+      for (int v : body) require(v, own);
+      if (op == Op::ENDIF) require(srcs(i)[0], inherited);
+    }
+  }
+
   // deps_[i]: the ranges node i depends on, through sources (an END removes the ranges
-  // it closes).
+  // it closes), and those it is required to sit in.
   void compute_deps() {
     deps_.resize(order_.size());
     for (int i = 0; i < int(order_.size()); ++i) {
       Op op = op_[size_t(i)];
-      int s = 0;
+      int s = required_[size_t(i)];
       for (int v : srcs(i)) s = scopes_.merge(s, deps_[size_t(v)]);
       if (opens(op)) s = scopes_.merge(s, scopes_.single(range_of_[size_t(i)]));
       if (closes(op))
@@ -356,7 +380,7 @@ class Linearizer {
   std::vector<int> ranges_;    // the RANGE nodes, in graph order
   std::vector<int> closer_;    // the END closing each range
   ScopeTable scopes_;
-  std::vector<int> deps_, chain_, scope_;  // scope ids
+  std::vector<int> required_, deps_, chain_, scope_;  // scope ids
   std::vector<size_t> succ_begin_;  // node i's successors are succ_[succ_begin_[i], ...[i+1])
   std::vector<int> succ_, preds_;
   std::vector<bool> ready_;                    // ready and not yet emitted

@@ -38,6 +38,9 @@ std::optional<std::pair<int64_t, int64_t>> evaluate_singletons(const UOp& u) {
   DType in = u.op() == Op::WHERE ? u.src(1).dtype() : u.src(0).dtype();
   EvalResult r = eval_alu(u.op(), in, u.dtype(), std::span<const Scalar>(args, n));
   if (r.fault != EvalFault::None) return dtype_range(u.dtype());
+  // A uint64 of 2^63 or more has no int64 bounds (its bits read as negative).
+  if (u.dtype().is_unsigned() && u.dtype().bits() == 64 && r.value.i < 0)
+    return dtype_range(u.dtype());
   return std::pair{r.value.i, r.value.i};
 }
 

@@ -108,13 +108,12 @@ TEST_P(Control, AtomicsUnderContention) {
   UOp one_h = const_(dtypes::float16, 1), two_h = const_(dtypes::float16, -2);
   UOp one_b = const_(dtypes::bfloat16, 1), two_b = const_(dtypes::bfloat16, 2);
   std::vector<UOp> effects = {
-      // An effect sits in the ranges it depends on: the gate puts the constant ones in i.
-      atomic(index(ints, i32(0), i < n), i32(1), AtomicOp::Add),
+      atomic(index(ints, i32(0)), i32(1), AtomicOp::Add),  // runs once per i all the same
       atomic(index(ints, i32(1)), hash, AtomicOp::Max),
       atomic(index(ints, i32(2)), hash, AtomicOp::Min),
       atomic(index(uints, i32(0)), cast(i, u32), AtomicOp::Add),
       atomic(index(longs, i32(0)), cast(i, i64) * 1000000007, AtomicOp::Add),
-      atomic(index(floats, i32(0), i < n), f32(1), AtomicOp::Add),
+      atomic(index(floats, i32(0)), f32(1), AtomicOp::Add),
       // float16 counts exactly to 2048, bfloat16 to 256: only the first iterations add.
       atomic(UOp::make(Op::INDEX, h2.ptr(), {halves, i32(0), i < 1000}),
              UOp::make(Op::VECTORIZE, {one_h, two_h}), AtomicOp::Add),
@@ -147,6 +146,25 @@ TEST_P(Control, AtomicsUnderContention) {
   EXPECT_EQ(decode_float(kFloat16, h[1]), -2000.0);
   EXPECT_EQ(decode_float(kBFloat16, b[0]), 100.0);
   EXPECT_EQ(decode_float(kBFloat16, b[1]), 200.0);
+}
+
+// Effects outside the loops run once, however the device splits the loops (the cpu's
+// thread pool, the GPU's grid): a top-level atomic beside a global loop, and two loops in
+// sequence, the second reading what the first wrote.
+TEST_P(Control, EffectsOutsideTheLoopsRunOnce) {
+  const int64_t n = 1000;
+  DType i32t = dtypes::int32;
+  UOp count = param(0, i32t.ptr()), out = param(1, i32t.ptr());
+  UOp once = UOp::make(Op::ATOMIC, dtypes::void_, {index(count, i32(0)), i32(1)}, AtomicOp::Add);
+  UOp i = range(n, 0, AxisKind::Global), j = range(n, 1, AxisKind::Global);
+  UOp first = end(store(index(out, i), i * 2), {i});
+  UOp ready = after(out, {first});
+  UOp second = end(UOp::make(Op::ATOMIC, dtypes::void_,
+                             {index(count, i32(1)), load(index(ready, j))}, AtomicOp::Add),
+                   {j});
+  Words<int32_t> c(*dev, {0, 0}), o(*dev, std::vector<int32_t>(size_t(n), -1));
+  compile_kernel(*dev, sink({once, second}, "once")).run(std::vector<KernelArg>{c.buf, o.buf});
+  EXPECT_EQ(c.read(), (std::vector<int32_t>{1, int32_t(n * (n - 1))}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, Control, testing::ValuesIn(test_devices()), test_name);

@@ -45,8 +45,10 @@ TEST(Eval, IntegersFollowC) {
   EXPECT_EQ(eval_i(Op::IDIV, i32, {INT32_MIN, -1}, EvalFault::Undefined), INT32_MIN);
   EXPECT_EQ(eval_i(Op::ADD, i32, {INT32_MAX, 1}, EvalFault::Undefined), INT32_MIN);  // wraps
   EXPECT_EQ(eval_i(Op::ADD, u32, {int64_t(UINT32_MAX), 1}), 0);  // defined for unsigned
-  EXPECT_EQ(eval_i(Op::MUL, i8, {16, 8}, EvalFault::Undefined), -128);
-  EXPECT_EQ(eval_i(Op::SHR, i32, {-16, 2}), -4);  // arithmetic for signed
+  EXPECT_EQ(eval_i(Op::MUL, i8, {16, 8}), -128);  // computed in int, narrowed by wrapping
+  EXPECT_EQ(eval_i(Op::MOD, i32, {INT32_MIN, -1}, EvalFault::Undefined), 0);
+  EXPECT_EQ(eval_i(Op::MUL, dtypes::uint64, {-1, -1}), 1);  // (2^64-1)^2 wraps to 1
+  EXPECT_EQ(eval_i(Op::SHR, i32, {-16, 2}), -4);            // arithmetic for signed
   EXPECT_EQ(eval_i(Op::SHR, u32, {int64_t(0x80000000u), 31}), 1);
   EXPECT_EQ(eval_i(Op::SHL, u32, {3, 31}), int64_t(0x80000000u));
   eval_i(Op::SHL, i32, {1, 32}, EvalFault::Undefined);
@@ -77,6 +79,10 @@ TEST(Eval, CastsConvertAsCDoes) {
   EXPECT_EQ(eval_cast(dtypes::int32, dtypes::int8, Scalar{300}).value.i, 44);
   EXPECT_EQ(eval_cast(dtypes::int32, dtypes::bool_, Scalar{-5}).value.i, 1);
   EXPECT_EQ(eval_cast(dtypes::uint64, dtypes::float64, Scalar{-1}).value.f, 18446744073709551616.0);
+  // 2^60 + 2^36 + 1 rounds up to 2^60 + 2^37 in one rounding (through double: down).
+  int64_t big = (int64_t(1) << 60) + (int64_t(1) << 36) + 1;
+  EXPECT_EQ(eval_cast(dtypes::int64, dtypes::float32, Scalar{big}).value.f,
+            double((int64_t(1) << 60) + (int64_t(1) << 37)));
 }
 
 TEST(Eval, EveryCoreAluOpHasAnEntry) {

@@ -40,8 +40,9 @@ std::vector<int> depths(const LinearProgram& p) {
   return d;
 }
 
-// The linearizer as first written: the same rules, with every scope a sorted vector and
-// the open ranges compared at every step against every ready op. Slow, but short enough
+// The linearizer as first written (plus the rule that an END's body effects sit inside its
+// ranges): every scope a sorted vector and the open ranges compared at every step against
+// every ready op. Slow, but short enough
 // to check by eye; the fast linearizer must match it, program and errors alike.
 namespace reference {
 
@@ -87,13 +88,34 @@ class Linearizer {
   }
   int range_of(const UOp& u) const { return range_index_.at(u.id()); }
 
+  // The ranges an END's body effects sit in even when they do not depend on them (the
+  // body runs once per iteration), passed down through GROUPs and nested ENDs.
+  void compute_required() {
+    required_.assign(order_.size(), {});
+    for (size_t i = order_.size(); i-- > 0;) {
+      const UOp& u = order_[i];
+      auto require = [&](const UOp& v, const Scope& s) {
+        Scope& r = required_[size_t(pos_.at(v.id()))];
+        r = merge(r, s);
+      };
+      if (u.op() == Op::GROUP)
+        for (const UOp& v : u.src()) require(v, required_[i]);
+      if (u.op() != Op::END) continue;
+      Scope own = required_[i];
+      for (size_t k = 1; k < u.src().size(); ++k) own = merge(own, {range_of(u.src(k))});
+      std::sort(own.begin(), own.end());
+      require(u.src(0), own);
+    }
+  }
+
   void compute_deps() {
+    compute_required();
     deps_.resize(order_.size());
     for (size_t i = 0; i < order_.size(); ++i) {
       const UOp& u = order_[i];
       if (u.op() == Op::IF || u.op() == Op::ENDIF)
         fail(u, "IF and ENDIF are not linearized yet", "gate the loads and stores instead");
-      Scope s;
+      Scope s = required_[i];
       for (const UOp& src : u.src()) s = merge(s, deps_[size_t(pos_.at(src.id()))]);
       if (u.op() == Op::RANGE) s = merge(s, {range_of(u)});
       if (u.op() == Op::END)
@@ -237,7 +259,7 @@ class Linearizer {
   std::unordered_map<const void*, int> pos_, range_index_;
   std::vector<UOp> ranges_;
   std::vector<int> closer_;
-  std::vector<Scope> deps_, chain_, scope_;
+  std::vector<Scope> required_, deps_, chain_, scope_;
   std::vector<std::vector<int>> succ_;
   std::vector<int> preds_;
   std::vector<int> open_;
@@ -440,6 +462,23 @@ TEST(Linearize, IfIsABlockClosedByItsEndif) {
   EXPECT_NE(s.find(" : bool\n    %6 = IF(%5) : void\n      %7 = AFTER"), std::string::npos) << s;
   EXPECT_NE(s.find("\n    %10 = ENDIF(%6, %9) : void\n  %11 = END(%10, %4)"), std::string::npos)
       << s;
+}
+
+// A body effect runs under its IF and once per iteration of its END's ranges even when it
+// reads nothing of the condition or the loop.
+TEST(Linearize, BodyEffectsStayInsideTheirBlocks) {
+  DType f = dtypes::float32;
+  UOp buf = param(0, f.ptr());
+  UOp cond = UOp::make(Op::IF, {define_var("n", 0, 9) < 5});
+  UOp fixed = store(index(buf, const_int(dtypes::int32, 0)), const_(f, 1.0));
+  LinearProgram p = linearize(sink({UOp::make(Op::ENDIF, {cond, fixed})}));
+  EXPECT_LT(find_op(p, is_op(Op::IF)), find_op(p, is_op(Op::STORE))) << print_program(p);
+  UOp r = range(4, 0, AxisKind::Loop);
+  UOp bump = UOp::make(Op::ATOMIC, dtypes::void_,
+                       {index(buf, const_int(dtypes::int32, 1)), const_(f, 1.0)}, AtomicOp::Add);
+  p = linearize(sink({end(group({bump, store(index(buf, r), const_(f, 2.0))}), {r})}));
+  EXPECT_LT(find_op(p, is_op(Op::RANGE)), find_op(p, is_op(Op::ATOMIC))) << print_program(p);
+  EXPECT_LT(find_op(p, is_op(Op::ATOMIC)), find_op(p, is_op(Op::END))) << print_program(p);
 }
 
 void expect_linearize_error(const UOp& sink, const std::string& needle) {
