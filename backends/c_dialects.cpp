@@ -68,6 +68,13 @@ KT_FN kt_e5m2 kt_f2e5m2(float f) {  /* round to nearest even, saturating to +-57
   m += 0xFFFFFu + ((m >> 21) & 1u);
   return (kt_e5m2)(sign | (m >> 21));
 }
+KT_FN float kt_d2f_odd(double d) {  /* to float, rounding to odd: one later rounding to a */
+  float f = (float)d;                /* narrow float is then exact (24 >= 2 + its bits) */
+  if ((double)f == d || f != f) return f;
+  unsigned int u = kt_f2u(f);
+  if (((double)f > d) == (d > 0)) u -= 1u; /* it rounded away from zero: step back */
+  return kt_u2f(u | 1u);
+}
 KT_FN kt_bf16 kt_f2bf(float f) {
   unsigned int x = kt_f2u(f);
   if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (kt_bf16)((x >> 16) | 0x40u);
@@ -157,7 +164,6 @@ std::optional<std::string> print_alu(const CDialect& d, Op op, DType operand,
   bool f = operand.is_float() && op != Op::WHERE;
   bool f64 = operand.element() == dtypes::float64;
   std::string_view form = f && s.floating ? s.floating : s.any;
-  if (f && !operand.is_scalar() && s.floating) form = s.any;  // vector floats: no fmax
   std::string out;
   for (size_t i = 0; i < form.size(); ++i) {
     if (form[i] != '{') {

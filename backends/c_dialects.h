@@ -21,7 +21,7 @@ const CDialect& cuda_dialect();
 // Exact conversions for float16, bfloat16 and the float8s, over the dialect's helpers.
 const char* narrow_float_prelude();
 
-// An ALU op applied to printed operands of element dtype `operand` (floats already widened);
+// A scalar ALU op applied to printed operands of dtype `operand` (floats already widened);
 // nullopt when `op` is not in the table (not an ALU op, or registered by a later layer).
 std::optional<std::string> print_alu(const CDialect& d, Op op, DType operand,
                                      std::span<const std::string> args);

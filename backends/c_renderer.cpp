@@ -196,10 +196,9 @@ class CRenderer {
       if (d.is_value() && scalar_c(d.element()).empty())
         refuse(dialect_, p_,
                "uses " + std::string(d.name()) + ", which the renderer does not support yet");
-      // Vectors of narrow floats or bool move as a whole (loads, stores, fragments,
-      // atomics); arithmetic on them lane by lane is not rendered yet.
+      // Vectors of bool move as a whole; C has no vectors of them to compute on.
       bool arithmetic = is_alu(op) || op == Op::CAST;
-      if (d.is_vector() && (narrow(d) || d.is_bool()) && arithmetic)
+      if (d.is_vector() && d.is_bool() && arithmetic)
         refuse(dialect_, p_,
                "computes on vectors of " + std::string(d.element().name()) + " (" + op_name(op) +
                    "), which the renderer does not support yet");
@@ -332,12 +331,16 @@ class CRenderer {
   std::string name(const UOp& u) const { return names_.at(u.id()); }
 
   // A value as a float (narrow floats widened) for arithmetic.
-  std::string wide(const UOp& u) const {
-    if (u.dtype() == dtypes::float16) return "kt_h2f(" + name(u) + ")";
-    if (u.dtype() == dtypes::bfloat16) return "kt_bf2f(" + name(u) + ")";
-    if (u.dtype() == dtypes::float8_e4m3) return "kt_e4m3_2f(" + name(u) + ")";
-    if (u.dtype() == dtypes::float8_e5m2) return "kt_e5m2_2f(" + name(u) + ")";
-    return name(u);
+  std::string wide(const UOp& u) const { return widen(u.dtype(), name(u)); }
+  static std::string widen(DType d, const std::string& expr) {
+    if (d == dtypes::float16) return "kt_h2f(" + expr + ")";
+    if (d == dtypes::bfloat16) return "kt_bf2f(" + expr + ")";
+    if (d == dtypes::float8_e4m3) return "kt_e4m3_2f(" + expr + ")";
+    if (d == dtypes::float8_e5m2) return "kt_e5m2_2f(" + expr + ")";
+    // unsigned char and short promote to int in C, where a product can overflow: compute
+    // them as unsigned int, which wraps, and let the store narrow the result.
+    if (d.is_unsigned() && d.bits() < 32) return "(unsigned int)" + expr;
+    return expr;
   }
   static std::string narrowed(DType d, const std::string& expr) {
     if (d == dtypes::float16) return "kt_f2h(" + expr + ")";
@@ -364,11 +367,17 @@ class CRenderer {
     line(type(u.dtype()) + " " + n + " = " + expr + ";");
   }
 
-  std::string alu(const UOp& u) {
+  // One lane (`lane` < 0: a scalar op) of an ALU op, from the table of c_dialects.cpp.
+  std::string alu(const UOp& u, int lane = -1) {
     Op op = u.op();
-    DType d = u.dtype(), in = op == Op::WHERE ? u.src(1).dtype() : u.src(0).dtype();
+    DType d = u.dtype().element();
+    DType in = (op == Op::WHERE ? u.src(1).dtype() : u.src(0).dtype()).element();
     std::vector<std::string> args;
-    for (const UOp& src : u.src()) args.push_back(op == Op::WHERE ? name(src) : wide(src));
+    for (const UOp& src : u.src()) {
+      std::string v = name(src);
+      if (lane >= 0 && src.dtype().is_vector()) v += "[" + std::to_string(lane) + "]";
+      args.push_back(op == Op::WHERE ? v : widen(src.dtype().element(), v));
+    }
     std::optional<std::string> text = print_alu(dialect_, op, in, args);
     if (!text)
       refuse(
@@ -377,6 +386,19 @@ class CRenderer {
     bool to_narrow = op != Op::WHERE && !d.is_bool();
     return to_narrow ? narrowed(d, *text) : *text;
   }
+  // A vector ALU op lane by lane (CUDA vectors are arrays; C's vector extension has no
+  // ?: and no math functions), each lane exactly as the scalar op.
+  void emit_vector_alu(const UOp& u) {
+    DType d = u.dtype();
+    std::string n = fresh();
+    names_[u.id()] = n;
+    if (cuda())
+      line(array_type(d) + " " + n + "[" + std::to_string(d.count()) + "];");
+    else
+      line(type(d) + " " + n + ";");
+    for (int k = 0; k < d.count(); ++k)
+      line(n + "[" + std::to_string(k) + "] = " + alu(u, k) + ";");
+  }
 
   std::string cast(const UOp& u) {
     DType to = u.dtype(), from = u.src(0).dtype();
@@ -384,7 +406,10 @@ class CRenderer {
       refuse(dialect_, p_, "casts vectors, which the renderer does not support yet");
     std::string x = from.is_float() ? wide(u.src(0)) : name(u.src(0));
     if (to.is_bool()) return "(" + x + " != 0)";
-    if (narrow(to)) return narrowed(to, "(float)" + x);
+    // float64 and integers wider than float32's 24 bits reach a narrow float in one rounding.
+    bool wide_source = from == dtypes::float64 || (from.is_int() && from.bits() > 16);
+    if (narrow(to))
+      return narrowed(to, wide_source ? "kt_d2f_odd((double)" + x + ")" : "(float)" + x);
     return "(" + type(to) + ")" + x;
   }
 
@@ -720,7 +745,10 @@ class CRenderer {
         return;
       }
         KITTEN_ALU_OPS(KITTEN_OP_CASE)
-        define(u, alu(u));
+        if (u.dtype().is_vector())
+          emit_vector_alu(u);
+        else
+          define(u, alu(u));
         return;
     }
     refuse(

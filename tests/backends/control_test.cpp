@@ -167,6 +167,79 @@ TEST_P(Control, EffectsOutsideTheLoopsRunOnce) {
   EXPECT_EQ(c.read(), (std::vector<int32_t>{1, int32_t(n * (n - 1))}));
 }
 
+// Vector ALU ops run lane by lane exactly as the scalar ops: float32x4 MAX then MUL,
+// bfloat16x2 ADD (rounded once per lane), and uint16 products that wrap.
+TEST_P(Control, VectorAndNarrowIntegerArithmetic) {
+  const int64_t n = 64;
+  DType f = dtypes::float32, v4 = f.vec(4), bf = dtypes::bfloat16, b2 = bf.vec(2),
+        u16 = dtypes::uint16;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr()), y = param(2, f.ptr());
+  UOp bout = param(3, bf.ptr()), bx = param(4, bf.ptr()), uout = param(5, u16.ptr()),
+      ux = param(6, u16.ptr());
+  UOp j = range(n / 4, 0, AxisKind::Global);
+  auto at = [](UOp buf, DType vec, UOp i) { return UOp::make(Op::INDEX, vec.ptr(), {buf, i}); };
+  UOp a = load(at(x, v4, j * 4)), b = load(at(y, v4, j * 4));
+  UOp r = UOp::make(Op::MUL, {UOp::make(Op::MAX, {a, b}), b});
+  UOp h = load(at(bx, b2, j * 2));
+  UOp hs = UOp::make(Op::ADD, {h, h});
+  UOp w = load(index(ux, j));
+  UOp k = sink({end(group({store(at(out, v4, j * 4), r), store(at(bout, b2, j * 2), hs),
+                           store(index(uout, j), w * w)}),
+                    {j})},
+               "vectors");
+  HostData hx = HostData::random(f, n, 31), hy = HostData::random(f, n, 32),
+           hb = HostData::random(bf, n / 2, 33);
+  HostData ho = HostData::poisoned(f, n), hbo = HostData::poisoned(bf, n / 2);
+  std::vector<uint16_t> words(n / 4);
+  for (size_t i = 0; i < words.size(); ++i) words[i] = uint16_t(40000 + 1234 * i);
+  DeviceBuffer dout(*dev, ho), dx(*dev, hx), dy(*dev, hy), dbo(*dev, hbo), dbx(*dev, hb);
+  Words<uint16_t> uo(*dev, std::vector<uint16_t>(n / 4, 0)), ui(*dev, words);
+  std::vector<KernelArg> kargs = {dout.buf, dx.buf, dy.buf, dbo.buf, dbx.buf, uo.buf, ui.buf};
+  compile_kernel(*dev, k).run(kargs);
+  dout.read(ho);
+  dbo.read(hbo);
+  std::vector<double> want(n), bwant(n / 2);
+  for (size_t i = 0; i < want.size(); ++i) {
+    float p = float(hx.values[i]), q = float(hy.values[i]);
+    want[i] = double(std::fmax(p, q) * q);
+  }
+  for (size_t i = 0; i < bwant.size(); ++i)
+    bwant[i] = decode_float(kBFloat16, encode_float(kBFloat16, 2 * hb.values[i]));
+  expect_exact(ho, want);
+  expect_exact(hbo, bwant);
+  std::vector<uint16_t> got = uo.read();
+  for (size_t i = 0; i < words.size(); ++i)
+    EXPECT_EQ(got[i], uint16_t(uint32_t(words[i]) * words[i])) << i;
+}
+
+// Casts into narrow floats round once, as the evaluation table does: int32 to bfloat16
+// (through float32 it would round twice), float64 to float16 and bfloat16 (a value just
+// above a float16 midpoint that float32 would round onto it).
+TEST_P(Control, CastsToNarrowFloatsRoundOnce) {
+  DType i32t = dtypes::int32, f64 = dtypes::float64, bf = dtypes::bfloat16, h = dtypes::float16;
+  std::vector<int32_t> ints = {16842753, -16842753, 33554431, 7};
+  double above = 1 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
+  std::vector<double> doubles = {above, -above, 3.0, 65519.99};
+  UOp i = range(4, 0, AxisKind::Global);
+  UOp bi = param(0, bf.ptr()), hd = param(1, h.ptr()), bd = param(2, bf.ptr()),
+      xi = param(3, i32t.ptr()), xd = param(4, f64.ptr());
+  UOp di = load(index(xd, i));
+  UOp k = sink({end(group({store(index(bi, i), cast(load(index(xi, i)), bf)),
+                           store(index(hd, i), cast(di, h)), store(index(bd, i), cast(di, bf))}),
+                    {i})},
+               "casts");
+  Words<uint16_t> obi(*dev, {0, 0, 0, 0}), ohd(*dev, {0, 0, 0, 0}), obd(*dev, {0, 0, 0, 0});
+  Words<int32_t> wi(*dev, ints);
+  Words<double> wd(*dev, doubles);
+  compile_kernel(*dev, k).run(std::vector<KernelArg>{obi.buf, ohd.buf, obd.buf, wi.buf, wd.buf});
+  std::vector<uint16_t> gbi = obi.read(), ghd = ohd.read(), gbd = obd.read();
+  for (size_t n = 0; n < 4; ++n) {
+    EXPECT_EQ(gbi[n], encode_float(kBFloat16, double(ints[n]))) << n;
+    EXPECT_EQ(ghd[n], encode_float(kFloat16, doubles[n])) << n;
+    EXPECT_EQ(gbd[n], encode_float(kBFloat16, doubles[n])) << n;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, Control, testing::ValuesIn(test_devices()), test_name);
 
 class BlockControl : public DeviceTest {};
