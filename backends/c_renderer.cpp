@@ -133,7 +133,8 @@ std::string scalar_c(DType d) {
 
 class CRenderer {
  public:
-  CRenderer(const LinearProgram& p, const CDialect& d) : p_(p), dialect_(d) {}
+  CRenderer(const LinearProgram& p, const CDialect& d, const Target* t)
+      : p_(p), dialect_(d), target_(t) {}
 
   RenderedKernel run() {
     check_supported();
@@ -187,6 +188,14 @@ class CRenderer {
       if (op_has(op, kOpCooperative) && !dialect_.blocks &&
           std::find(cooperative.begin(), cooperative.end(), op_name(op)) == cooperative.end())
         cooperative.push_back(op_name(op));
+      if (op == Op::ATOMIC && target_) {
+        AtomicOp a = std::get<AtomicOp>(u.arg());
+        DType d = u.src(1).dtype();
+        if (!target_->has_atomic(a, d))
+          refuse(dialect_, p_,
+                 "uses ATOMIC " + std::string(atomic_op_name(a)) + " of " + std::string(d.name()) +
+                     ", which " + target_->arch + " does not have");
+      }
       if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
         refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
       if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
@@ -215,7 +224,7 @@ class CRenderer {
     for (const UOp& u : p_.ops)
       if (u.op() == Op::DEFINE_LOCAL)
         shared_total_ += u.dtype().size() * u.dtype().pointee().itemsize() +
-                         std::get<AllocArg>(u.arg()).align - 1;  // the worst padding
+                         std::max<int64_t>(16, std::get<AllocArg>(u.arg()).align) - 1;
     int slot = 0;
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
   }
@@ -430,10 +439,14 @@ class CRenderer {
   // and D one float32 register per element, all sized from the layout.
   void emit_mma(const UOp& u) {
     const MmaLayout& L = *find_mma_layout(u.name_arg());
-    if (L.group_threads != 32 || L.a.home != OperandHome::Registers)
-      refuse(dialect_, p_, "uses the MMA layout " + L.name + ", which is not a warp's mma.sync");
-    bool bf = L.a.fragment.element() == dtypes::bfloat16;
-    std::string in = bf ? "bf16" : "f16";
+    DType in = L.a.fragment.element();
+    if (L.group_threads != 32 || L.a.home != OperandHome::Registers ||
+        L.b.home != OperandHome::Registers || L.c.fragment.element() != dtypes::float32 ||
+        (in != dtypes::bfloat16 && in != dtypes::float16))
+      refuse(dialect_, p_,
+             "uses the MMA layout " + L.name + ", which is not a warp's bf16/f16 mma.sync");
+    bool bf = in == dtypes::bfloat16;
+    std::string type = bf ? "bf16" : "f16";
     std::string shape =
         "m" + std::to_string(L.m) + "n" + std::to_string(L.n) + "k" + std::to_string(L.k);
     auto packed = [&](const UOp& frag, int count) {
@@ -473,8 +486,9 @@ class CRenderer {
     std::vector<std::string> ins = a;
     ins.insert(ins.end(), b.begin(), b.end());
     ins.insert(ins.end(), c.begin(), c.end());
-    line("asm volatile(\"mma.sync.aligned." + shape + ".row.col.f32." + in + "." + in + ".f32 " +
-         dl + ", " + al + ", " + bl + ", " + cl + ";\" : " + join(outs) + " : " + join(ins) + ");");
+    line("asm volatile(\"mma.sync.aligned." + shape + ".row.col.f32." + type + "." + type +
+         ".f32 " + dl + ", " + al + ", " + bl + ", " + cl + ";\" : " + join(outs) + " : " +
+         join(ins) + ");");
   }
 
   // ATOMIC: CUDA issues `red` on the generic address; C runs a compare-and-swap loop over
@@ -758,6 +772,7 @@ class CRenderer {
 
   const LinearProgram& p_;
   const CDialect& dialect_;
+  const Target* target_;
   int num_params_ = 0;
   bool uses_narrow_ = false;
   std::set<std::string> vars_;
@@ -778,7 +793,11 @@ class CRenderer {
 
 }  // namespace
 
-RenderedKernel render_c(const LinearProgram& p) { return CRenderer(p, c_dialect()).run(); }
-RenderedKernel render_cuda(const LinearProgram& p) { return CRenderer(p, cuda_dialect()).run(); }
+RenderedKernel render_c(const LinearProgram& p, const Target* target) {
+  return CRenderer(p, c_dialect(), target).run();
+}
+RenderedKernel render_cuda(const LinearProgram& p, const Target* target) {
+  return CRenderer(p, cuda_dialect(), target).run();
+}
 
 }  // namespace kitten

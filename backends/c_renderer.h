@@ -22,10 +22,11 @@ namespace kitten {
 // Throws BackendError, naming the op and "cpu", for kernels the cpu cannot run (threads of
 // a block cooperating: SPECIAL, local ranges, shared memory, barriers, shuffles, MMA, async
 // copies) or arithmetic it does not render yet (on vectors of narrow floats).
-RenderedKernel render_c(const LinearProgram& p);
+// With a target, its atomics are checked too (an ATOMIC it lacks is refused by name).
+RenderedKernel render_c(const LinearProgram& p, const Target* target = nullptr);
 
 // Throws BackendError, naming the op and "cuda", for what the CUDA renderer does not
 // support yet (arithmetic on vectors of narrow floats, MMA layouts other than mma.sync).
-RenderedKernel render_cuda(const LinearProgram& p);
+RenderedKernel render_cuda(const LinearProgram& p, const Target* target = nullptr);
 
 }  // namespace kitten

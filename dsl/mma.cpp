@@ -1,5 +1,6 @@
 #include "dsl/mma.h"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -15,7 +16,11 @@ UOp mma_element_var() { return define_var("mma_element", 0, 255); }
 
 std::pair<int, int> FragmentLayout::at(int thread, int element) const {
   std::map<std::string, int64_t> vars{{"mma_thread", thread}, {"mma_element", element}};
-  return {int(eval_int(row, vars).value()), int(eval_int(col, vars).value())};
+  std::optional<int64_t> r = eval_int(row, vars), c = eval_int(col, vars);
+  if (!r || !c)
+    throw std::invalid_argument("MMA fragment of thread " + std::to_string(thread) + ", element " +
+                                std::to_string(element) + ": its place is undefined");
+  return {int(*r), int(*c)};
 }
 
 UOp FragmentLayout::row_of(const UOp& thread, const UOp& element) const {
@@ -72,17 +77,24 @@ std::vector<MmaLayout> mma_sync_layouts() {
   return v;
 }
 
-// Every element of a register fragment lies inside its matrix.
+// The register fragments of a group's threads hold every element of the matrix once.
 void check_fragment(const MmaLayout& l, const FragmentLayout& f, const char* which) {
   if (f.home != OperandHome::Registers) return;
+  std::vector<int> held(size_t(f.rows * f.cols), 0);
+  auto bad = [&](int t, int e, const std::string& what) {
+    return std::invalid_argument("register_mma_layout: '" + l.name + "' puts element " +
+                                 std::to_string(e) + " of thread " + std::to_string(t) + " of " +
+                                 which + " " + what);
+  };
   for (int t = 0; t < l.group_threads; ++t)
     for (int e = 0; e < f.fragment.count(); ++e) {
       auto [r, c] = f.at(t, e);
-      if (r < 0 || r >= f.rows || c < 0 || c >= f.cols)
-        throw std::invalid_argument("register_mma_layout: '" + l.name + "' puts element " +
-                                    std::to_string(e) + " of thread " + std::to_string(t) + " of " +
-                                    which + " outside its matrix");
+      if (r < 0 || r >= f.rows || c < 0 || c >= f.cols) throw bad(t, e, "outside its matrix");
+      if (held[size_t(r * f.cols + c)]++) throw bad(t, e, "where another thread's already is");
     }
+  if (std::count(held.begin(), held.end(), 0))
+    throw std::invalid_argument("register_mma_layout: '" + l.name + "' leaves elements of " +
+                                std::string(which) + " to no thread");
 }
 
 struct Layouts {

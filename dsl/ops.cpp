@@ -398,7 +398,11 @@ std::vector<OpSpec> core_specs() {
                    "its gate is false); the arg is add, max or min.",
                    kOpMemory | kOpEffect);
   at.sources = {
-      index_in("address", std::nullopt),
+      src("address", "an INDEX into global or local (shared) memory",
+          [](const UOp&, const UOp& s) {
+            return s.op() == Op::INDEX && (s.dtype().space() == AddrSpace::Global ||
+                                           s.dtype().space() == AddrSpace::Local);
+          }),
       src("value", "a value of the element the address points to", [](const UOp& n, const UOp& s) {
         return n.src(0).dtype().is_pointer() && s.dtype() == n.src(0).dtype().pointee();
       })};

@@ -205,7 +205,7 @@ class CpuDevice : public HostDevice {
   }
   const DeviceProps& props() const override { return props_; }
   Compiler& compiler() override { return jit_ ? static_cast<Compiler&>(*jit_) : *subprocess_; }
-  RenderedKernel render(const LinearProgram& p) override { return render_c(p); }
+  RenderedKernel render(const LinearProgram& p) override { return render_c(p, &props_.target); }
   std::unique_ptr<Program> load(const std::string& binary, const KernelInfo& info) override {
     if (jit_) return jit_->load(binary, info, pool_);
     return std::make_unique<DlopenProgram>(binary, info, pool_);

@@ -398,14 +398,15 @@ class CudaDevice : public Device {
     t.features = kFeatureBlocks | kFeatureShuffle | (cc >= 75 ? kFeatureLdmatrix : 0u) |
                  (cc >= 80 ? kFeatureMmaSync | kFeatureAsyncCopy : 0u) |
                  (major >= 9 ? kFeatureWgmma | kFeatureTma : 0u);
-    t.atomics = common_atomics();
+    t.atomics = common_atomics();  // red.add.bf16x2 needs sm_90
+    if (major < 9) std::erase(t.atomics, std::pair{AtomicOp::Add, dtypes::bfloat16.vec(2)});
     compiler_ = std::make_unique<NvrtcCompiler>(t.arch, std::move(cache));
     props_.compiler = std::string(name) + ", " + compiler_->version();
   }
   const DeviceProps& props() const override { return props_; }
   Allocator& allocator() override { return alloc_; }
   Compiler& compiler() override { return *compiler_; }
-  RenderedKernel render(const LinearProgram& p) override { return render_cuda(p); }
+  RenderedKernel render(const LinearProgram& p) override { return render_cuda(p, &props_.target); }
   std::unique_ptr<Program> load(const std::string& binary, const KernelInfo& info) override {
     return std::make_unique<CudaProgram>(c_, binary, info);
   }

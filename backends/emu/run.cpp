@@ -325,10 +325,10 @@ class Runner {
       return;
     }
     if (d.kind != EmuBufKind::Shared) return;
-    if (auto f = shared_[size_t(b)].access(offset, bytes, t, epoch_, a))
-      fault(f->what +
-                (f->other >= 0 ? " " + thread_text(f->other) + " with no barrier between," : ""),
-            b, index, t);
+    if (auto f = shared_[size_t(b)].access(offset, bytes, t, epoch_, a)) {
+      std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
+      fault(f->what + (f->other != -1 ? other + " with no barrier between," : ""), b, index, t);
+    }
   }
 
   void load(Warp& w, const EmuInstr& in) {
@@ -463,17 +463,17 @@ class Runner {
     each(w.mask, [&](int l) {
       int64_t arg = reg(w, in.src[1])[l].i, from = l;
       switch (in.shuffle) {
-        case ShuffleMode::Idx:
-          from = arg % kWarp;
+        case ShuffleMode::Idx:  // the lane number modulo the warp, as shfl takes it
+          from = arg & (kWarp - 1);
           break;
         case ShuffleMode::Xor:
           from = (l ^ arg) & (kWarp - 1);
           break;
-        case ShuffleMode::Up:
-          from = l - arg >= 0 ? l - arg : l;
+        case ShuffleMode::Up:  // the delta is unsigned: a negative one is out of range
+          from = arg >= 0 && l - arg >= 0 ? l - arg : l;
           break;
         case ShuffleMode::Down:
-          from = l + arg < kWarp ? l + arg : l;
+          from = arg >= 0 && l + arg < kWarp ? l + arg : l;
           break;
       }
       if (!((w.mask >> from) & 1))

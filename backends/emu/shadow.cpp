@@ -25,9 +25,11 @@ std::optional<ShadowFault> SharedShadow::access(int64_t offset, int n, int t, ui
     bool wrote = w_epoch_[i] == epoch && other(writer_[i]);
     bool read = r_epoch_[i] == epoch && other(reader_[i]);
     bool atomic = a_epoch_[i] == epoch && other(atomic_[i]);
-    auto who = [](int32_t id) { return id < 0 ? 0 : id; };
-    if (pending_[i] && a != Access::Write)
-      return ShadowFault{"read of an async copy's destination before its WAIT", -1};
+    auto who = [](int32_t id) { return id; };
+    if (pending_[i])
+      return ShadowFault{a == Access::Read ? "read of an async copy's destination before its WAIT"
+                                           : "write to an async copy's destination before its WAIT",
+                         -1};
     if (a != Access::Write && !init_[i])
       return ShadowFault{"read of shared memory never written", -1};
     const char* verb = a == Access::Read ? "a read" : a == Access::Write ? "a write" : "an atomic";

@@ -14,7 +14,7 @@ namespace kitten {
 
 enum class Access { Read, Write, Atomic };
 
-// What is wrong with an access, and the other thread involved (-1: none).
+// What is wrong with an access, and the other thread involved (-1: none; -2: several).
 struct ShadowFault {
   std::string what;
   int other = -1;

@@ -54,9 +54,13 @@ class Translator {
  private:
   // The block must fit the target profile, as the driver would refuse it.
   void check_limits() {
-    int64_t shared = 0;
-    for (const EmuBuffer& b : k_->buffers)
-      if (b.kind == EmuBufKind::Shared) shared += b.size * b.elem.itemsize();
+    int64_t shared = 0;  // laid out as the CUDA renderer carves them, each start aligned
+    for (const UOp& u : p_.ops)
+      if (u.op() == Op::DEFINE_LOCAL) {
+        int64_t align = std::max<int64_t>(16, std::get<AllocArg>(u.arg()).align);
+        shared = (shared + align - 1) / align * align +
+                 u.dtype().size() * u.dtype().pointee().itemsize();
+      }
     if (shared > target_.shared_per_block_optin)
       refuse(p_, "needs " + std::to_string(shared) + " bytes of shared memory per block; the " +
                      target_.arch + " profile allows " +

@@ -207,6 +207,23 @@ TEST(MmaLayouts, FragmentMapsMatchThePtxTables) {
   }
 }
 
+// A layout whose fragments hold an element twice (and another never) is refused.
+TEST(MmaLayouts, RegistrationChecksEveryElementIsHeldOnce) {
+  const MmaLayout& k8 = *find_mma_layout("m16n8k8_f16_f32");
+  MmaLayout twice = k8;
+  twice.name = "test_twice";
+  twice.b.col = const_int(dtypes::int32, 0);  // every thread's B elements in column 0
+  try {
+    register_mma_layout(twice);
+    FAIL() << "registered";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("of B where another thread's already is"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(find_mma_layout("test_twice"), nullptr);
+}
+
 // ---- the emulator's checks ------------------------------------------------------------------
 
 // Runs `k` on the emulator with float32 buffers of the given sizes; returns the error text.
@@ -328,6 +345,21 @@ TEST(EmuChecks, ReadOfAnAsyncCopyBeforeItsWait) {
   compile_kernel(*dev, async_kernel(true)).run(args({&dout, &din}));
   dout.read(out);
   EXPECT_EQ(rel_error(out, in.values), 0.0);
+}
+
+TEST(EmuChecks, WriteToAnAsyncCopysDestinationBeforeItsWait) {
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp in = param(1, dtypes::float32.ptr()), out = param(0, dtypes::float32.ptr());
+  UOp sm = define_local(dtypes::float32, 32, 0);
+  UOp token = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(in, t)});
+  UOp overwrite = store(index(after(sm, {token}), t), const_(dtypes::float32, 2.0));
+  UOp landed = UOp::make(Op::WAIT, dtypes::void_, {token});
+  UOp k = sink({store(index(out, t), load(index(after(sm, {overwrite, landed}), t)))}, "clobber");
+  std::string e = emu_fault(k, {32, 32});
+  EXPECT_NE(e.find("write to an async copy's destination before its WAIT in shared 0 at index 0 "
+                   "by thread (0,0,0)"),
+            std::string::npos)
+      << e;
 }
 
 TEST(EmuChecks, IntegerDivisionByZero) {

@@ -119,16 +119,22 @@ UOp example(Op op) {
   return {};
 }
 
-// Renders for one target and, on emu, runs: "" on success, else the refusal.
+// The in-process cpu compiler where this build has it, else the subprocess one.
+std::unique_ptr<Device> cpu_device(std::string& why) {
+  auto dev = open_test_device("cpu-jit", why);
+  return dev ? std::move(dev) : open_test_device("cpu-subprocess", why);
+}
+
+// Renders for one target and, on cpu and emu, compiles and runs: "" on success, else the
+// refusal.
 std::string try_target(const std::string& target, const UOp& k) {
   try {
     LinearProgram p = linearize(k);
-    if (target == "cpu") {
-      render_c(p);
-    } else if (target == "cuda") {
-      render_cuda(p);
+    if (target == "cuda") {
+      render_cuda(p);  // compiled on the GPU machine by the cuda tests
     } else {
-      auto dev = make_emu_device();
+      std::string why;
+      auto dev = target == "cpu" ? cpu_device(why) : make_emu_device();
       CompiledKernel ck = compile_kernel(*dev, k);
       // Buffers of 4 KiB for pointer parameters, 8 for integer ones, 64 for variables.
       std::vector<Buffer> bufs;
@@ -155,6 +161,30 @@ std::string try_target(const std::string& target, const UOp& k) {
     return e.what();
   }
   return "";
+}
+
+// A target without an atomic refuses the kernel that uses it, naming the op and dtype.
+TEST(Coverage, AnAtomicTheTargetLacksIsRefused) {
+  Target ampere = h100_target();
+  ampere.arch = "sm_80";
+  std::erase(ampere.atomics, std::pair{AtomicOp::Add, dtypes::bfloat16.vec(2)});
+  DType b2 = dtypes::bfloat16.vec(2);
+  UOp buf = param(0, dtypes::bfloat16.ptr());
+  UOp v = UOp::make(Op::VECTORIZE, {const_(dtypes::bfloat16, 1), const_(dtypes::bfloat16, 2)});
+  UOp k = sink({UOp::make(Op::ATOMIC, dtypes::void_,
+                          {UOp::make(Op::INDEX, b2.ptr(), {buf, i32(0)}), v}, AtomicOp::Add)},
+               "bf16_atomic");
+  LinearProgram p = linearize(k);
+  EXPECT_NO_THROW(render_cuda(p, nullptr));
+  try {
+    render_cuda(p, &ampere);
+    FAIL() << "rendered";
+  } catch (const BackendError& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("uses ATOMIC add of bfloat16x2, which sm_80 does not have"),
+        std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Coverage, EveryCoreOpRendersAndRunsOrIsRefusedByName) {

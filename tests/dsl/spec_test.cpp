@@ -276,6 +276,11 @@ std::vector<BadCase> bad_cases() {
        "SHUFFLE", "shuffle mode"},
       {"SharedAlignmentNotAPowerOfTwo", [] { define_local(dtypes::float32, 64, 0, 48); },
        "DEFINE_LOCAL", "alignment 48"},
+      {"AtomicOnRegisters",
+       [] {
+         mk(Op::ATOMIC, dtypes::void_, {index(define_reg(f32, 1, 0), i_(0)), f_(1)}, AtomicOp::Add);
+       },
+       "ATOMIC", "global or local (shared) memory"},
       {"AtomicMaxFloat",
        [] {
          mk(Op::ATOMIC, dtypes::void_, {idx(), f_(1)}, AtomicOp::Max);
