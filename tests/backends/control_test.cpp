@@ -56,10 +56,6 @@ std::vector<double> if_reference(const HostData& x) {
   return want;
 }
 
-void expect_exact(const HostData& got, const std::vector<double>& want) {
-  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got.get(i), want[i]) << "element " << i;
-}
-
 class Control : public DeviceTest {};
 
 TEST_P(Control, DivergentIfBlocksAroundALoop) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,27 @@
 #include "kernels/examples.h"
 
 namespace kitten {
+
+// The seed of this test process: KITTEN_TEST_SEED when set, else fresh. Printed when the
+// process starts and with every failure of a device test, so a failure can be replayed.
+inline uint64_t test_seed() {
+  static const uint64_t seed = [] {
+    if (const char* s = std::getenv("KITTEN_TEST_SEED"); s && *s)
+      return uint64_t(std::strtoull(s, nullptr, 0));
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) ^ rd();
+  }();
+  return seed;
+}
+inline std::string seed_text() {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "KITTEN_TEST_SEED=0x%llx", (unsigned long long)test_seed());
+  return buf;
+}
+struct SeedBanner : testing::Environment {
+  void SetUp() override { std::printf("kitten tests: %s\n", seed_text().c_str()); }
+};
+inline testing::Environment* const kSeedBanner = testing::AddGlobalTestEnvironment(new SeedBanner);
 
 inline std::string test_cache_dir() {
   static std::string dir = [] {
@@ -82,6 +104,7 @@ class DeviceTest : public testing::TestWithParam<std::string> {
     if (!dev) GTEST_SKIP() << GetParam() << " unavailable: " << why;
   }
   std::unique_ptr<Device> dev;
+  testing::ScopedTrace seed_trace{__FILE__, __LINE__, seed_text()};
 };
 
 // Host data of one dtype: the bytes the kernel sees, and the same values as doubles
@@ -132,9 +155,13 @@ struct HostData {
     std::memcpy(&x, raw, 8);
     return x;
   }
-  static HostData random(DType d, size_t n, uint64_t seed) {
+  // Random normal values: a stream of its own for every (stream, dtype, size), drawn from
+  // the process's test seed.
+  static HostData random(DType d, size_t n, uint64_t stream) {
     HostData h(d, n);
-    std::mt19937_64 rng(seed);
+    std::seed_seq seq{test_seed(), test_seed() >> 32, stream, uint64_t(n),
+                      uint64_t(std::hash<std::string_view>{}(d.name()))};
+    std::mt19937_64 rng(seq);
     std::normal_distribution<double> dist(0.0, 1.0);
     for (size_t i = 0; i < n; ++i) h.set(i, dist(rng));
     return h;
@@ -147,15 +174,34 @@ struct HostData {
   }
 };
 
-// A buffer on the device holding `h`, freed with the holder.
+// A buffer on the device holding `h`, followed by a guard band of poisoned bytes that no
+// kernel may touch: `read` fails the test when one changed (a write past the end, which
+// only the emulator would report by itself). Kernels get `buf`, the buffer without it.
 struct DeviceBuffer {
+  static constexpr size_t kGuard = 256;
+  static constexpr unsigned char kGuardByte = 0xA5;
   Device& dev;
-  Buffer buf;
-  DeviceBuffer(Device& d, const HostData& h) : dev(d), buf(d.allocator().alloc(h.bytes.size())) {
-    d.allocator().copy_in(buf, h.bytes.data(), h.bytes.size());
+  Buffer whole, buf;
+  DeviceBuffer(Device& d, const HostData& h)
+      : dev(d),
+        whole(d.allocator().alloc(h.bytes.size() + kGuard)),
+        buf{whole.ptr, h.bytes.size()} {
+    std::vector<unsigned char> init(h.bytes);
+    init.resize(h.bytes.size() + kGuard, kGuardByte);
+    d.allocator().copy_in(whole, init.data(), init.size());
   }
-  ~DeviceBuffer() { dev.allocator().free(buf); }
-  void read(HostData& h) const { dev.allocator().copy_out(h.bytes.data(), buf, h.bytes.size()); }
+  ~DeviceBuffer() { dev.allocator().free(whole); }
+  void read(HostData& h) const {
+    std::vector<unsigned char> all(h.bytes.size() + kGuard);
+    dev.allocator().copy_out(all.data(), whole, all.size());
+    std::copy(all.begin(), all.begin() + std::ptrdiff_t(h.bytes.size()), h.bytes.begin());
+    for (size_t i = h.bytes.size(); i < all.size(); ++i)
+      if (all[i] != kGuardByte) {
+        ADD_FAILURE() << "a kernel wrote past the end of a buffer of " << h.bytes.size()
+                      << " bytes (guard byte " << i - h.bytes.size() << " changed)";
+        return;
+      }
+  }
 };
 
 // Kernel arguments from device buffers, in order.
@@ -177,13 +223,86 @@ inline double tolerance(DType dtype, int64_t k = 1) {
 }
 
 // a (m x k) times b (k x n), row-major, in float64.
+// The value of `want` rounded to dtype, as the kernel stores it.
+inline double rounded(DType dtype, double want) {
+  if (const FloatFormat* f = dtype.narrow_float()) return decode_float(*f, encode_float(*f, want));
+  if (dtype == dtypes::float32) return double(float(want));
+  return want;
+}
+
+// Reports one failure listing the first few bad elements (and how many there are).
+inline bool report_elements(const std::vector<std::string>& bad, size_t total) {
+  if (bad.empty()) return true;
+  std::string text =
+      std::to_string(bad.size()) + " of " + std::to_string(total) + " elements are wrong:";
+  for (size_t i = 0; i < bad.size() && i < 5; ++i) text += "\n  " + bad[i];
+  ADD_FAILURE() << text;
+  return false;
+}
+
+// Exact where the result is exact (element-wise ops, max, copies, conversions): every
+// element equals the float64 reference rounded once to the output dtype, bit for bit (NaN
+// where the reference is NaN).
+inline bool expect_exact(const HostData& got, const std::vector<double>& want) {
+  std::vector<std::string> bad;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double g = got.get(i), w = rounded(got.dtype, want[i]);
+    if (g == w || (std::isnan(g) && std::isnan(w))) continue;
+    std::ostringstream s;
+    s.precision(17);
+    s << "element " << i << " is " << g << ", want " << w << " exactly (" << got.dtype.name()
+      << ")";
+    bad.push_back(s.str());
+  }
+  return report_elements(bad, want.size());
+}
+
+// One unit in the last place of dtype at |x| (the spacing of the dtype's values there).
+inline double ulp(DType dtype, double x) {
+  int mantissa = 52, emin = -1022;  // below emin the spacing is that of the subnormals
+  if (const FloatFormat* f = dtype.narrow_float()) {
+    mantissa = f->man_bits;
+    emin = 1 - f->bias();
+  } else if (dtype == dtypes::float32) {
+    mantissa = 23;
+    emin = -126;
+  }
+  int e = std::max(std::ilogb(std::max(std::abs(x), 1e-300)), emin);
+  return std::ldexp(1.0, e - mantissa);
+}
+
+// Accumulating kernels (sums, matmul) accumulate K terms in float32 in some order, then
+// round once to the output dtype: each element must lie within one output ulp plus the
+// float32 accumulation bound (K+1) * 2^-24 * sum |term| of its float64 reference. `scale`
+// holds sum |term| per element. Returns false after reporting the first violations.
+inline bool expect_accumulated(const HostData& got, const std::vector<double>& want,
+                               const std::vector<double>& scale, int64_t k) {
+  std::vector<std::string> bad;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double g = got.get(i);
+    double bound = ulp(got.dtype, want[i]) + double(k + 1) * std::ldexp(1.0, -24) * scale[i];
+    if (std::abs(g - want[i]) <= bound) continue;  // false for NaN: an unwritten element
+    std::ostringstream s;
+    s.precision(17);
+    s << "element " << i << " is " << g << ", want " << want[i] << " within " << bound << " ("
+      << got.dtype.name() << ", K = " << k << ")";
+    bad.push_back(s.str());
+  }
+  return report_elements(bad, want.size());
+}
+
 inline std::vector<double> matmul_reference(const HostData& a, const HostData& b, int64_t m,
-                                            int64_t n, int64_t k) {
+                                            int64_t n, int64_t k,
+                                            std::vector<double>* scale = nullptr) {
   std::vector<double> c(static_cast<size_t>(m * n), 0.0);
+  if (scale) scale->assign(c.size(), 0.0);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t r = 0; r < k; ++r)
-        c[size_t(i * n + j)] += a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+      for (int64_t r = 0; r < k; ++r) {
+        double p = a.values[size_t(i * k + r)] * b.values[size_t(r * n + j)];
+        c[size_t(i * n + j)] += p;
+        if (scale) (*scale)[size_t(i * n + j)] += std::abs(p);
+      }
   return c;
 }
 
@@ -201,32 +320,41 @@ inline double rel_error(const HostData& got, const std::vector<double>& want) {
 
 // Two queues ordered by signals: the copy queue is submitted first but waits for the
 // compute queue, which adds a + b (n float32) into out; the copy of out must see the sum.
-// Repeated `rounds` times with fresh queues and signals. Returns the relative error of the
-// copied sum.
-inline double add_then_copy_across_queues(Device& dev, int64_t n, int rounds) {
+// Repeated `rounds` times with fresh queues and signals, out and its copy poisoned again
+// before every round. Returns the largest relative error of a round's copy. `wait` false
+// drops the copy's wait and submits the compute only after the copy ran: the broken
+// ordering the harness must catch.
+inline double add_then_copy_across_queues(Device& dev, int64_t n, int rounds, bool wait = true) {
   HostData a = HostData::random(dtypes::float32, size_t(n), 3),
            b = HostData::random(dtypes::float32, size_t(n), 4);
   HostData out = HostData::poisoned(dtypes::float32, size_t(n)),
            copy = HostData::poisoned(dtypes::float32, size_t(n));
   DeviceBuffer da(dev, a), db(dev, b), dout(dev, out), dcopy(dev, copy);
   CompiledKernel k = compile_kernel(dev, elementwise_add_kernel(1, n, dtypes::float32, false));
+  std::vector<double> want(static_cast<size_t>(n));
+  for (size_t i = 0; i < want.size(); ++i) want[i] = a.values[i] + b.values[i];
+  double worst = 0;
   for (int round = 0; round < rounds; ++round) {
+    dev.allocator().copy_in(dout.buf, out.bytes.data(), out.bytes.size());
+    dev.allocator().copy_in(dcopy.buf, copy.bytes.data(), copy.bytes.size());
     auto compute = dev.new_queue(), copier = dev.new_queue();
     auto ready = dev.new_signal(0), finished = dev.new_signal(0);
-    copier->wait(*ready, 1);
+    if (wait) copier->wait(*ready, 1);
     copier->copy(dcopy.buf, dout.buf, size_t(n) * 4);
     copier->signal(*finished, 1);
     copier->submit();
+    if (!wait) finished->wait(1);
     compute->exec(*k.program, k.rendered.info.global, k.rendered.info.local,
                   {dout.buf, da.buf, db.buf});
     compute->signal(*ready, 1);
     compute->submit();
     finished->wait(1);
+    ready->wait(1);
+    HostData got = HostData::poisoned(dtypes::float32, size_t(n));
+    dcopy.read(got);
+    worst = std::max(worst, rel_error(got, want));
   }
-  dcopy.read(copy);
-  std::vector<double> want(static_cast<size_t>(n));
-  for (size_t i = 0; i < want.size(); ++i) want[i] = a.values[i] + b.values[i];
-  return rel_error(copy, want);
+  return worst;
 }
 
 }  // namespace kitten
