@@ -15,6 +15,13 @@ status=0
 (cd "$build" && ctest -L cuda -j 4 --output-on-failure) > "$out/tests.log" 2>&1 || status=1
 tail -3 "$out/tests.log"
 [ $status -eq 0 ] || grep -E "Failed|FAILED" "$out/tests.log" | head -40
+# On the GPU machine a cuda test may skip only for a reason that has nothing to do with the
+# GPU (a cpu-only case); all of them skipping means the GPU was not used at all.
+ran=$(grep -cE "Test +#[0-9]+: .*Passed" "$out/tests.log" || true)
+if [ "$ran" -lt 10 ]; then
+  echo "check.sh: only $ran cuda tests passed: was the GPU seen? (see $out/tests.log)"
+  status=1
+fi
 "$build/bin/kitten_bench_cuda" --json "$out/kitten.json" > "$out/kitten_bench.log" 2>&1 || { cat "$out/kitten_bench.log"; exit 1; }
 python3 tools/gpu/torch_peer.py --json "$out/torch.json" > "$out/torch.log" 2>&1 || { cat "$out/torch.log"; exit 1; }
 python3 tools/gpu/report.py "$out/kitten.json" "$out/torch.json" "$out/report.json" | tee "$out/table.txt"
