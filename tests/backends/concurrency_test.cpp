@@ -3,7 +3,11 @@
 // from several threads at once.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "backends/cpu/thread_pool.h"
@@ -52,6 +56,44 @@ TEST(BackendConcurrency, KernelsCompiledAndRunFromSeveralThreads) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// Threads, then two processes, storing and loading one key in one directory: every load is
+// a miss or the whole binary, and no temporary file is left behind.
+TEST(BackendConcurrency, CompileCacheOneKeyFromThreadsAndProcesses) {
+  std::string dir = testing::TempDir() + "kitten-cache-race-XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  CompileCache cache(dir);
+  std::string key = CompileCache::key("source", "target", "version"), binary(200000, '\0');
+  for (size_t i = 0; i < binary.size(); ++i) binary[i] = char(i * 131 % 251);
+  auto hammer = [&](int rounds) {
+    int bad = 0;
+    for (int r = 0; r < rounds; ++r) {
+      cache.put(key, binary);
+      std::optional<std::string> got = cache.get(key);
+      bad += got && *got != binary;
+    }
+    return bad;
+  };
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { bad += hammer(30); });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  pid_t kids[2];
+  for (pid_t& kid : kids)
+    if ((kid = fork()) == 0) _exit(hammer(60) == 0 ? 0 : 1);
+  for (pid_t kid : kids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(kid, &status, 0), kid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a process read a torn entry";
+  }
+  EXPECT_EQ(cache.get(key), binary);
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    files.push_back(e.path().filename());
+  EXPECT_EQ(files, std::vector<std::string>{key + ".bin"});
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
