@@ -4,6 +4,7 @@
 #include <random>
 #include <set>
 #include <span>
+#include <sstream>
 #include <unordered_map>
 
 #include "dsl/linearize.h"
@@ -28,14 +29,15 @@ auto is_op(Op op) {
   return [op](const UOp& u) { return u.op() == op; };
 }
 
-// Depth of loop nesting at each op.
+// Depth of block nesting (loops and IFs) at each op.
 std::vector<int> depths(const LinearProgram& p) {
   std::vector<int> d;
   int depth = 0;
   for (const UOp& u : p.ops) {
     if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
+    if (u.op() == Op::ENDIF) --depth;
     d.push_back(depth);
-    if (u.op() == Op::RANGE) ++depth;
+    if (u.op() == Op::RANGE || u.op() == Op::IF) ++depth;
   }
   return d;
 }
@@ -444,11 +446,25 @@ TEST(Linearize, IsDeterministic) {
   EXPECT_EQ(print_program(linearize(k)), print_program(linearize(k)));
 }
 
+// Each printed line is indented two spaces per open block, and names its sources by the
+// lines that define them.
 TEST(Linearize, PrintIndentsLoopBodies) {
-  std::string s = print_program(linearize(stencil_kernel(7)));
-  EXPECT_NE(s.find("\n  %7 = RANGE(%1) [r0 global] : int32\n    %8 = INDEX"), std::string::npos)
+  LinearProgram p = linearize(stencil_kernel(7));
+  std::string s = print_program(p);
+  std::vector<int> d = depths(p);
+  std::istringstream lines(s);
+  std::string line;
+  for (size_t i = 0; std::getline(lines, line); ++i) {
+    ASSERT_LT(i, p.ops.size());
+    size_t indent = line.find_first_not_of(' ');
+    EXPECT_EQ(indent, size_t(2 * (d[i] + 1))) << line;
+    EXPECT_EQ(line.substr(indent, line.find(' ', indent) - indent), "%" + std::to_string(i))
+        << line;
+  }
+  size_t r = find_op(p, is_range(0)), e = find_op(p, is_op(Op::END));
+  EXPECT_NE(s.find("END(%" + std::to_string(e - 1) + ", %" + std::to_string(r) + ")"),
+            std::string::npos)
       << s;
-  EXPECT_NE(s.find("\n  %22 = END(%21, %7) : void\n"), std::string::npos) << s;
 }
 
 // An IF is a block: what depends on it sits inside, the condition and the rest outside.
@@ -458,10 +474,16 @@ TEST(Linearize, IfIsABlockClosedByItsEndif) {
   UOp r = range(4, 0, AxisKind::Loop);
   UOp cond = UOp::make(Op::IF, {r < 2});
   UOp body = store(index(after(buf, {cond}), r), const_(f, 1.0));
-  std::string s = print_program(linearize(sink({end(UOp::make(Op::ENDIF, {cond, body}), {r})})));
-  EXPECT_NE(s.find(" : bool\n    %6 = IF(%5) : void\n      %7 = AFTER"), std::string::npos) << s;
-  EXPECT_NE(s.find("\n    %10 = ENDIF(%6, %9) : void\n  %11 = END(%10, %4)"), std::string::npos)
-      << s;
+  LinearProgram p = linearize(sink({end(UOp::make(Op::ENDIF, {cond, body}), {r})}));
+  std::vector<int> d = depths(p);
+  size_t loop = find_op(p, is_range(0)), cmp = find_op(p, is_op(Op::CMPLT)),
+         open = find_op(p, is_op(Op::IF)), st = find_op(p, is_op(Op::STORE)),
+         close = find_op(p, is_op(Op::ENDIF)), done = find_op(p, is_op(Op::END));
+  EXPECT_TRUE(loop < cmp && cmp < open && open < st && st < close && close < done)
+      << print_program(p);
+  EXPECT_EQ(d[cmp], 1);  // the condition in the loop, outside the IF
+  EXPECT_EQ(d[st], 2);   // the store inside both
+  EXPECT_EQ(d[close], 1);
 }
 
 // A body effect runs under its IF and once per iteration of its END's ranges even when it
