@@ -19,13 +19,28 @@ constexpr int kWarp = kEmuWarp;
 
 // ---- values in memory ------------------------------------------------------------------
 
+// A NaN keeps its sign and payload through the emulator's double registers (a hardware
+// conversion would quiet a signalling one), so loads, stores and bitcasts move its bits
+// unchanged, as the GPU does. `payload` is the format's mantissa, `shift` its distance
+// from the top of a double's.
+double nan_with(bool negative, uint64_t payload, int shift) {
+  uint64_t bits = (negative ? 1ull << 63 : 0) | 0x7FF0000000000000ull | (payload << shift);
+  return std::bit_cast<double>(bits);
+}
+uint64_t nan_payload(double x, int shift) {
+  uint64_t p = (std::bit_cast<uint64_t>(x) & 0x000FFFFFFFFFFFFFull) >> shift;
+  return p ? p : 1ull << (52 - shift - 1);  // a payload lost below the format: quiet NaN
+}
+bool negative(double x) { return std::signbit(x); }
+
 Scalar decode(const unsigned char* p, DType d) {
   Scalar v;
   switch (d.scalar_type()) {
     case ScalarType::Float32: {
-      float f;
-      std::memcpy(&f, p, 4);
-      v.f = f;
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      bool nan = (x & 0x7FFFFFFFu) > 0x7F800000u;
+      v.f = nan ? nan_with(x >> 31, x & 0x7FFFFFu, 29) : double(std::bit_cast<float>(x));
       return v;
     }
     case ScalarType::Float64:
@@ -34,13 +49,16 @@ Scalar decode(const unsigned char* p, DType d) {
     case ScalarType::BFloat16: {  // the top half of a float32
       uint16_t h;
       std::memcpy(&h, p, 2);
-      v.f = std::bit_cast<float>(uint32_t(h) << 16);
+      bool nan = (h & 0x7FFFu) > 0x7F80u;
+      v.f =
+          nan ? nan_with(h >> 15, h & 0x7Fu, 45) : double(std::bit_cast<float>(uint32_t(h) << 16));
       return v;
     }
     case ScalarType::Float16: {
       uint16_t h;
       std::memcpy(&h, p, 2);
-      v.f = decode_float(kFloat16, h);
+      bool nan = (h & 0x7FFFu) > 0x7C00u;
+      v.f = nan ? nan_with(h >> 15, h & 0x3FFu, 42) : decode_float(kFloat16, h);
       return v;
     }
     case ScalarType::Float8E4M3:
@@ -59,15 +77,22 @@ Scalar decode(const unsigned char* p, DType d) {
 void encode(unsigned char* p, DType d, Scalar v) {
   switch (d.scalar_type()) {
     case ScalarType::Float32: {
-      float f = float(v.f);
-      std::memcpy(p, &f, 4);
+      uint32_t x = std::isnan(v.f) ? (negative(v.f) ? 0x80000000u : 0) | 0x7F800000u |
+                                         uint32_t(nan_payload(v.f, 29))
+                                   : std::bit_cast<uint32_t>(float(v.f));
+      std::memcpy(p, &x, 4);
       return;
     }
     case ScalarType::Float64:
       std::memcpy(p, &v.f, 8);
       return;
     case ScalarType::BFloat16:
-      if (double(float(v.f)) == v.f && !std::isnan(v.f)) {  // exact in float32: round its low half
+      if (std::isnan(v.f)) {
+        uint16_t h = uint16_t((negative(v.f) ? 0x8000u : 0) | 0x7F80u | nan_payload(v.f, 45));
+        std::memcpy(p, &h, 2);
+        return;
+      }
+      if (double(float(v.f)) == v.f) {  // exact in float32: round its low half
         uint32_t x = std::bit_cast<uint32_t>(float(v.f));
         uint16_t h = uint16_t((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
         std::memcpy(p, &h, 2);
@@ -75,7 +100,9 @@ void encode(unsigned char* p, DType d, Scalar v) {
       }
       [[fallthrough]];
     case ScalarType::Float16: {
-      uint16_t h = uint16_t(encode_float(*d.narrow_float(), v.f));
+      uint16_t h = std::isnan(v.f) && d.scalar_type() == ScalarType::Float16
+                       ? uint16_t((negative(v.f) ? 0x8000u : 0) | 0x7C00u | nan_payload(v.f, 42))
+                       : uint16_t(encode_float(*d.narrow_float(), v.f));
       std::memcpy(p, &h, 2);
       return;
     }

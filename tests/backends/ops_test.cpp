@@ -1,7 +1,8 @@
 // Every ALU op over every dtype it takes, on every device, against a reference written
 // here with the host's own arithmetic (never the evaluation table the emulator runs on):
 // exact for the correctly rounded ops, within the ulps of docs/testing.md for exp2, log2
-// and sin; and float32 -> float16/bfloat16/float8 conversions of random bit patterns.
+// and sin; float32 -> float16/bfloat16/float8 conversions and bitcasts of random bit
+// patterns.
 #include <cstring>
 
 #include "test_device.h"
@@ -332,6 +333,35 @@ TEST_P(Ops, Float32ToNarrowConversionsOfBitPatterns) {
       EXPECT_TRUE(nan || code == want) << "element " << e << ": " << x.f(e) << " gave 0x"
                                        << std::hex << code << ", want 0x" << want;
     }
+  }
+}
+
+// BITCAST keeps every bit: float32 <-> int32 and bfloat16 -> uint16 -> float16 on random
+// patterns (NaNs with payloads and subnormals included) give back exactly the input bits.
+TEST_P(Ops, BitcastKeepsEveryBit) {
+  const size_t n = 1024;
+  std::seed_seq seq{test_seed(), uint64_t(78)};
+  std::mt19937_64 rng(seq);
+  std::vector<uint32_t> words(n);
+  for (uint32_t& w : words) w = uint32_t(rng());
+  for (auto [from, to] :
+       {std::pair{dtypes::float32, dtypes::int32}, std::pair{dtypes::int32, dtypes::float32},
+        std::pair{dtypes::bfloat16, dtypes::uint16}, std::pair{dtypes::uint16, dtypes::float16}}) {
+    SCOPED_TRACE(std::string(from.name()) + " -> " + std::string(to.name()));
+    UOp po = param(0, to.ptr()), px = param(1, from.ptr());
+    UOp i = range(int64_t(n), 0, AxisKind::Global);
+    UOp k = sink({end(store(index(po, i), UOp::make(Op::BITCAST, to, {load(index(px, i))})), {i})},
+                 "bitcast");
+    size_t bytes = n * size_t(from.itemsize());
+    std::vector<unsigned char> in(bytes), out(bytes, 0xFF);
+    std::memcpy(in.data(), words.data(), bytes);
+    Buffer bo = dev->allocator().alloc(bytes), bx = dev->allocator().alloc(bytes);
+    dev->allocator().copy_in(bx, in.data(), bytes);
+    compile_kernel(*dev, k).run(std::vector<KernelArg>{bo, bx});
+    dev->allocator().copy_out(out.data(), bo, bytes);
+    dev->allocator().free(bo);
+    dev->allocator().free(bx);
+    EXPECT_TRUE(in == out) << "the bits changed";
   }
 }
 
