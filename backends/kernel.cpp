@@ -3,6 +3,8 @@
 #include <regex>
 #include <sstream>
 
+#include "dsl/lower.h"
+
 namespace kitten {
 
 std::string Compiler::compile(const std::string& source) {
@@ -15,7 +17,7 @@ std::string Compiler::compile(const std::string& source) {
 
 CompiledKernel compile_kernel(Device& d, const UOp& sink) {
   CompiledKernel k;
-  k.linear = linearize(sink);
+  k.linear = linearize(lower(sink, d.props().target));
   k.rendered = d.render(k.linear);
   k.program = d.load(d.compiler().compile(k.rendered.source), k.rendered.info);
   return k;

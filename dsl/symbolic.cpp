@@ -478,6 +478,11 @@ std::optional<UOp> linear_compare(const Match& m) {
 Pat is_true() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{1}); }
 Pat is_false() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{0}); }
 Pat not_(Pat x) { return Pat::op({Op::XOR}, {std::move(x), is_true()}); }
+// The same address without its gate (a vector address stays a vector address).
+UOp ungated(const UOp& ix) {
+  return UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1)}, ix.arg());
+}
+
 Pat sint(std::string name) { return any(std::move(name)).where(is_index); }
 Pat bvar(std::string name) { return any(std::move(name)).dtype(dtypes::bool_); }
 Pat nonzero_const(std::string name) {
@@ -564,13 +569,14 @@ std::vector<Rule> make_rules() {
          return UOp::make(Op::WHERE, {m["c"], m["b"], m["a"]});
        }},
       // validity gates
-      {"load-gate-true", pat(Op::LOAD, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}), any()}),
-       [](const Match& m) -> std::optional<UOp> { return load(index(m["buf"], m["i"])); }},
+      {"load-gate-true",
+       pat(Op::LOAD, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}).name("ix"), any()}),
+       [](const Match& m) -> std::optional<UOp> { return load(ungated(m["ix"])); }},
       {"load-gate-false", pat(Op::LOAD, {pat(Op::INDEX, {any(), any(), is_false()}), any("alt")}),
        cap("alt")},
       {"store-gate-true",
-       pat(Op::STORE, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}), any("v")}),
-       [](const Match& m) -> std::optional<UOp> { return store(index(m["buf"], m["i"]), m["v"]); }},
+       pat(Op::STORE, {pat(Op::INDEX, {any("buf"), any("i"), is_true()}).name("ix"), any("v")}),
+       [](const Match& m) -> std::optional<UOp> { return store(ungated(m["ix"]), m["v"]); }},
   };
 }
 

@@ -12,6 +12,7 @@
 
 #include "backends/registry.h"
 #include "dsl/linearize.h"
+#include "dsl/lower.h"
 #include "dsl/ops.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
@@ -36,7 +37,12 @@ commands:
   graph <kernel>    build a built-in kernel graph, verify it and print it with its key
   graph --list      list the built-in kernels
   render <kernel> [--device cpu]
-                    print a built-in kernel's linear program and its rendered source
+                    print a built-in kernel's linear program (lowered for the device)
+                    and its rendered source
+  lower <kernel> [--device cpu] [--print-after P[,P...]|all]
+                    run the lowering pipeline for a device and print the graph after
+                    the named passes and at the end
+  lower --passes    list the lowering passes in order, one sentence each
   simplify '<expr>' [--var NAME=LO..HI]...
                     simplify an integer expression: line 1 the result in the same
                     grammar, line 2 its bounds. Grammar (C semantics, int64):
@@ -48,7 +54,8 @@ commands:
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
 (compile cpu kernels with $KITTEN_CC, default cc: one program, a path or a name on PATH,
-run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites)
+run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites), KITTEN_DUMP=P[,P...]|all
+(print the graph after the named lowering passes, to stderr)
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a device is
 unavailable here, the output could not be written), 2 bad usage (unknown command, kernel,
@@ -149,36 +156,82 @@ int cmd_devices(const std::vector<std::string>& args) {
   return 0;
 }
 
-int cmd_render(const std::vector<std::string>& args) {
-  std::string kernel, device = "cpu";
+// What `render` and `lower` take: a built-in kernel, --device D (default cpu) and, for
+// lower, --print-after P[,P...]. Returns an exit status, or -1 when all is well.
+struct KernelCommand {
+  UOp kernel;
+  std::string device = "cpu";
+  std::vector<std::string> print_after;
+  std::unique_ptr<Device> dev;
+};
+int parse_kernel_command(const std::string& cmd, const std::vector<std::string>& args,
+                         KernelCommand& out) {
+  std::string kernel;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--device" && i + 1 < args.size())
-      device = args[++i];
-    else if (args[i].rfind("--device=", 0) == 0)
-      device = args[i].substr(9);
-    else if (kernel.empty() && args[i].rfind("--", 0) != 0)
-      kernel = args[i];
+    const std::string& a = args[i];
+    if (a == "--device" && i + 1 < args.size())
+      out.device = args[++i];
+    else if (a.rfind("--device=", 0) == 0)
+      out.device = a.substr(9);
+    else if (cmd == "lower" && a == "--print-after" && i + 1 < args.size())
+      out.print_after.push_back(args[++i]);
+    else if (kernel.empty() && a.rfind("--", 0) != 0)
+      kernel = a;
     else
-      return usage_error("render: unexpected argument '" + args[i] + "'");
+      return usage_error(cmd + ": unexpected argument '" + a + "'");
   }
-  if (kernel.empty()) return usage_error("render: expected a kernel name (kitten graph --list)");
-  UOp k;
+  if (kernel.empty()) return usage_error(cmd + ": expected a kernel name (kitten graph --list)");
   try {
-    k = builtin_kernel(kernel);
+    out.kernel = builtin_kernel(kernel);
   } catch (const std::invalid_argument& e) {
-    return usage_error(std::string("render: ") + e.what());
+    return usage_error(cmd + ": " + e.what());
   }
-  std::unique_ptr<Device> d;
   try {
-    d = open_device(device);
+    out.dev = open_device(out.device);
   } catch (const BackendError& e) {
     // A device kitten knows but cannot open here is a failure of the work, not of usage.
     std::vector<std::string> known = device_names();
-    if (std::find(known.begin(), known.end(), device) != known.end())
-      return work_failed("render", device + ": " + e.what());
-    return usage_error(std::string("render: ") + e.what());
+    if (std::find(known.begin(), known.end(), out.device) != known.end())
+      return work_failed(cmd, out.device + ": " + e.what());
+    return usage_error(cmd + ": " + e.what());
   }
-  LinearProgram p = linearize(k);
+  return -1;
+}
+
+int cmd_lower(const std::vector<std::string>& args) {
+  if (args.size() == 1 && args[0] == "--passes") {
+    for (const Pass* p : passes()) std::printf("%s: %s\n", p->name.c_str(), p->meaning.c_str());
+    return 0;
+  }
+  KernelCommand c;
+  if (int status = parse_kernel_command("lower", args, c); status >= 0) return status;
+  LowerOptions opts;
+  for (const std::string& list : c.print_after)
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = std::min(list.find(',', at), list.size());
+      std::string name = list.substr(at, comma - at);
+      bool known = name == "all";
+      for (const Pass* p : passes()) known |= p->name == name;
+      if (!known)
+        return usage_error("lower: no pass is named '" + name + "' (kitten lower --passes)");
+      opts.print_after.push_back(name);
+      at = comma + 1;
+    }
+  opts.dump = [](const std::string& pass, const UOp& g) {
+    std::printf("# after %s\n%s", pass.c_str(), print_graph(g).c_str());
+  };
+  UOp lowered = lower(c.kernel, c.dev->props().target, opts);
+  std::printf("# lowered for %s (%s)\n%s", c.device.c_str(), c.dev->props().target.arch.c_str(),
+              print_graph(lowered).c_str());
+  return 0;
+}
+
+int cmd_render(const std::vector<std::string>& args) {
+  KernelCommand c;
+  if (int status = parse_kernel_command("render", args, c); status >= 0) return status;
+  const std::string& device = c.device;
+  std::unique_ptr<Device>& d = c.dev;
+  LinearProgram p = linearize(lower(c.kernel, d->props().target));
   RenderedKernel r = d->render(p);
   std::printf("// linear program\n%s\n// %s source\n%s", print_program(p).c_str(), device.c_str(),
               r.source.c_str());
@@ -254,6 +307,7 @@ int run_command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "simplify") return cmd_simplify(args);
     if (cmd == "devices") return cmd_devices(args);
     if (cmd == "render") return cmd_render(args);
+    if (cmd == "lower") return cmd_lower(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     return work_failed(cmd, e.what());

@@ -93,6 +93,23 @@ TEST(Cli, RenderForTheEmulatorPrintsTheLinearProgram) {
   EXPECT_NE(r.out.find("[threadIdx.x]"), std::string::npos) << r.out;
 }
 
+TEST(Cli, LowerListsItsPassesAndPrintsAfterOne) {
+  CliRun r = kitten("lower --passes");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("simplify_indices: ", 0), 0u) << r.out;
+  r = kitten("lower tiled_matmul --device emu --print-after simplify_indices");
+  EXPECT_EQ(r.status, 0) << r.out;
+  size_t after = r.out.find("# after simplify_indices\n"),
+         lowered = r.out.find("# lowered for emu");
+  EXPECT_NE(after, std::string::npos) << r.out;
+  EXPECT_NE(lowered, std::string::npos) << r.out;
+  EXPECT_LT(after, lowered) << r.out;
+  EXPECT_NE(r.out.find("BARRIER("), std::string::npos) << r.out;
+  r = kitten("lower add --print-after no_such_pass");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("no pass is named 'no_such_pass'"), std::string::npos) << r.out;
+}
+
 TEST(Cli, RenderPrintsTheLinearProgramAndTheSource) {
   for (const char* k : {"add", "sum", "matmul", "multi"}) {
     CliRun r = kitten(std::string("render ") + k + " --device cpu");

@@ -1,0 +1,44 @@
+// The lowering pipeline: an ordered, open list of named passes between a kernel graph and
+// the linearizer. Each pass rewrites the whole graph (a RuleSet run by graph_rewrite, or a
+// plain function where rules cannot say it) for a Target, and its output is verified, so a
+// pass that breaks the graph is named at once. Later layers register their passes before
+// or after a named one, as they register ops. KITTEN_DUMP=<pass>[,<pass>...]|all prints
+// the graph after the named passes (to stderr).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dsl/target.h"
+#include "dsl/uop.h"
+
+namespace kitten {
+
+struct Pass {
+  std::string name;
+  std::string meaning;  // one sentence, for `kitten lower --passes`
+  std::function<UOp(const UOp& sink, const Target& target)> run;
+};
+
+enum class PassPosition { Before, After };
+
+// Adds a pass before or after the pass named `anchor` ("" with After: at the end). Throws
+// std::invalid_argument when the name is taken or the anchor unknown.
+void register_pass(Pass pass, PassPosition where = PassPosition::After,
+                   std::string_view anchor = "");
+std::vector<const Pass*> passes();  // in order
+
+struct LowerOptions {
+  std::vector<std::string> print_after;  // pass names, or "all"; default from KITTEN_DUMP
+  std::function<void(const std::string& pass, const UOp& graph)> dump;  // default: stderr
+};
+LowerOptions default_lower_options();
+
+// Runs every pass in order on a SINK; throws IrError naming the pass whose output fails
+// verification.
+UOp lower(const UOp& sink, const Target& target,
+          const LowerOptions& opts = default_lower_options());
+
+}  // namespace kitten

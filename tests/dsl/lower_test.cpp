@@ -1,0 +1,100 @@
+// The lowering pipeline: its passes in order and open to later layers, each output
+// verified (a pass that breaks the graph is named), the graph printed after a named pass,
+// and what simplify_indices does to a kernel's addresses.
+#include <gtest/gtest.h>
+
+#include "dsl/lower.h"
+#include "dsl/printer.h"
+
+namespace kitten {
+namespace {
+
+std::vector<std::string> pass_names() {
+  std::vector<std::string> names;
+  for (const Pass* p : passes()) names.push_back(p->name);
+  return names;
+}
+
+// A pass that breaks only kernels named "broken": a second RANGE with the axis id of one
+// that exists (the verifier's one-range-per-axis rule).
+UOp break_ranges(const UOp& sink, const Target&) {
+  if (sink.name_arg() != "broken") return sink;
+  std::vector<UOp> effects(sink.src().begin(), sink.src().end());
+  UOp out = param(5, dtypes::float32.ptr()), r = range(3, 0, AxisKind::Loop);
+  effects.push_back(end(store(index(out, r), const_(dtypes::float32, 0.0)), {r}));
+  return UOp::make(Op::SINK, dtypes::void_, effects, sink.arg());
+}
+
+TEST(Lower, PassesAreOrderedAndOpenToLaterLayers) {
+  static const bool once = [] {
+    register_pass(
+        {"test_last", "A test pass at the end.", [](const UOp& s, const Target&) { return s; }});
+    register_pass({"test_first", "A test pass before the simplifier.",
+                   [](const UOp& s, const Target&) { return s; }},
+                  PassPosition::Before, "simplify_indices");
+    register_pass({"test_breaks", "Breaks kernels named broken.", break_ranges},
+                  PassPosition::After, "simplify_indices");
+    return true;
+  }();
+  (void)once;
+  std::vector<std::string> names = pass_names();
+  auto at = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) - names.begin();
+  };
+  EXPECT_LT(at("test_first"), at("simplify_indices"));
+  EXPECT_EQ(at("test_breaks"), at("simplify_indices") + 1);
+  EXPECT_EQ(names.back(), "test_last");
+  EXPECT_THROW(register_pass({"test_last", "again", [](const UOp& s, const Target&) { return s; }}),
+               std::invalid_argument);
+  EXPECT_THROW(register_pass({"test_x", "nowhere", [](const UOp& s, const Target&) { return s; }},
+                             PassPosition::After, "no_such_pass"),
+               std::invalid_argument);
+  // A pass whose output fails verification is named in the error.
+  UOp buf = param(0, dtypes::float32.ptr());
+  UOp r = range(4, 0, AxisKind::Loop);
+  UOp k = sink({end(store(index(buf, r), const_(dtypes::float32, 1.0)), {r})}, "broken");
+  try {
+    lower(k, h100_target());
+    FAIL() << "lowered";
+  } catch (const IrError& e) {
+    EXPECT_NE(std::string(e.what()).find("pass 'test_breaks' produced an invalid graph"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Index arithmetic folds; a gate proven true by the range's bounds goes with the load's
+// alternative value, and a vector address stays a vector address.
+TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
+  DType f = dtypes::float32, v4 = f.vec(4);
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(16, 0, AxisKind::Global);
+  UOp scalar = load(index(x, (i * 4 + 3) / 4, i < 16), const_(f, 0.0));
+  UOp vec = load(UOp::make(Op::INDEX, v4.ptr(), {x, i * 4, i < 16}),
+                 UOp::make(Op::VECTORIZE, {scalar, scalar, scalar, scalar}));
+  UOp sum = UOp::make(Op::EXTRACT, {vec}, std::vector<int64_t>{0}) + scalar;
+  UOp k = sink({end(store(index(out, i), sum), {i})}, "fold");
+  std::vector<std::string> dumped;
+  LowerOptions opts;
+  opts.print_after = {"simplify_indices"};
+  opts.dump = [&](const std::string& pass, const UOp&) { dumped.push_back(pass); };
+  UOp g = lower(k, h100_target(), opts);
+  EXPECT_EQ(dumped, std::vector<std::string>{"simplify_indices"});
+  for (const UOp& u : toposort(g)) {
+    if (u.op() == Op::INDEX) {
+      EXPECT_EQ(u.src().size(), 2u) << "a gate proven true is left: " << describe(u);
+      if (u.src(0) == x && u.dtype() == f.ptr()) {
+        EXPECT_EQ(u.src(1), i) << describe(u);
+      }
+    }
+    if (u.op() == Op::LOAD) {
+      EXPECT_EQ(u.src().size(), 1u) << describe(u);
+    }
+  }
+  bool vector_load = false;
+  for (const UOp& u : toposort(g)) vector_load |= u.op() == Op::LOAD && u.dtype() == v4;
+  EXPECT_TRUE(vector_load);
+}
+
+}  // namespace
+}  // namespace kitten
