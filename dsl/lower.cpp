@@ -6,7 +6,9 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <unordered_map>
 
+#include "dsl/linearize.h"
 #include "dsl/printer.h"
 #include "dsl/rewrite.h"
 #include "dsl/symbolic.h"
@@ -23,6 +25,97 @@ namespace {
 // gate proven true by bounds goes, with its load's alternative value.
 UOp simplify_indices(const UOp& sink, const Target&) { return simplify(sink); }
 
+// ---- grid mapping ------------------------------------------------------------------------
+
+// The outermost chain of global ranges with constant extents (up to three) that every
+// effect sits inside, each the only loop at its depth: what a grid can run, one thread per
+// iteration. Outermost first; empty when the kernel has SPECIALs, local ranges or no chain.
+std::vector<UOp> grid_chain(const UOp& sink) {
+  LinearProgram p = linearize(sink);
+  std::vector<UOp> chain;
+  int loops_at[3] = {0, 0, 0}, depth = 0, shallowest_effect = 3;
+  for (const UOp& u : p.ops) {
+    Op op = u.op();
+    if (op == Op::SPECIAL || (op == Op::RANGE && u.axis().kind == AxisKind::Local)) return {};
+    if (op == Op::RANGE || op == Op::IF) {
+      if (op == Op::RANGE && depth < 3) ++loops_at[depth];
+      if (op == Op::RANGE && depth == int(chain.size()) && chain.size() < 3 &&
+          u.axis().kind == AxisKind::Global && u.src(0).op() == Op::CONST)
+        chain.push_back(u);
+      ++depth;
+    }
+    if (op == Op::END) depth -= int(u.src().size()) - 1;
+    if (op == Op::ENDIF) --depth;
+    bool performs = op_has(op, kOpEffect) && op != Op::END && op != Op::GROUP && op != Op::SINK &&
+                    op != Op::ENDIF;
+    if (performs) shallowest_effect = std::min(shallowest_effect, depth);
+  }
+  size_t keep = 0;
+  while (keep < chain.size() && loops_at[keep] == 1 && int(keep) < shallowest_effect) ++keep;
+  chain.resize(keep);
+  return chain;
+}
+
+// On targets whose threads form blocks, the chain becomes the launch grid: the innermost
+// range is blockIdx.x * B + threadIdx.x with blocks of B = min(256, extent) threads, the
+// others blockIdx.y and blockIdx.z. Where B does not divide the extent, the threads past
+// the end compute on the last index (min(index, extent - 1): they read only what exists
+// and divide by nothing new) and every store and atomic is gated by index < extent, so
+// they change nothing. The ENDs
+// that closed the chain go. The emulator and CUDA then run the same mapping.
+UOp map_grid(const UOp& sink, const Target& target) {
+  if (!target.has(kFeatureBlocks)) return sink;
+  std::vector<UOp> chain = grid_chain(sink);
+  if (chain.empty()) return sink;
+  std::unordered_map<const void*, UOp> image;  // old node -> new node
+  std::unordered_map<const void*, size_t> level;
+  for (size_t i = 0; i < chain.size(); ++i) level[chain[i].id()] = i;
+  const UOp& inner = chain.back();
+  int64_t n = inner.src(0).const_int(), block = std::min<int64_t>(256, n);
+  int64_t blocks = (n + block - 1) / block;
+  DType d = inner.dtype();
+  UOp x = cast(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
+          cast(special(SpecialKind::ThreadIdx, 0, block), d);
+  if (d == dtypes::int32)
+    x = special(SpecialKind::BlockIdx, 0, blocks) * block +
+        special(SpecialKind::ThreadIdx, 0, block);
+  UOp in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
+  UOp index_value = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
+  std::vector<UOp> order = toposort(sink);
+  for (const UOp& u : order) {
+    std::vector<UOp> src;
+    for (const UOp& s : u.src()) src.push_back(image.at(s.id()));
+    UOp out;
+    if (auto it = level.find(u.id()); it != level.end()) {
+      size_t lv = it->second;
+      if (lv + 1 == chain.size()) {
+        out = index_value;
+      } else {
+        int dim = int(chain.size() - 1 - lv);  // y for the next-to-innermost, z above it
+        UOp s = special(SpecialKind::BlockIdx, dim, u.src(0).const_int());
+        out = d == dtypes::int32 ? s : cast(s, d);
+      }
+    } else if (u.op() == Op::END) {
+      std::vector<UOp> kept = {src[0]};
+      for (size_t k = 1; k < u.src().size(); ++k)
+        if (!level.count(u.src(k).id())) kept.push_back(src[k]);
+      out = kept.size() == 1 ? src[0] : UOp::make(Op::END, u.dtype(), kept, u.arg());
+    } else if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && in_range &&
+               u.src(0).dtype().space() != AddrSpace::Reg) {  // registers are the thread's own
+      const UOp& ix = src[0];
+      UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), in_range}) : in_range;
+      UOp gated = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
+      out = UOp::make(u.op(), u.dtype(), {gated, src[1]}, u.arg());
+    } else {
+      bool same = true;
+      for (size_t k = 0; k < src.size(); ++k) same = same && src[k] == u.src(k);
+      out = same ? u : UOp::make(u.op(), u.dtype(), src, u.arg());
+    }
+    image[u.id()] = out;
+  }
+  return image.at(sink.id());
+}
+
 struct Pipeline {
   std::mutex mu;
   std::vector<std::unique_ptr<Pass>> passes;
@@ -31,6 +124,16 @@ struct Pipeline {
         Pass{"simplify_indices",
              "Simplifies index and gate arithmetic with the symbolic rules; a gate proven true "
              "goes, with its load's alternative value.",
+             simplify_indices}));
+    passes.push_back(std::make_unique<Pass>(
+        Pass{"map_grid",
+             "On targets with blocks, the outermost chain of global ranges that holds every "
+             "effect becomes the launch grid (blocks of up to 256 threads); where the block size "
+             "does not divide the extent, the threads past the end compute on the last index and "
+             "their stores are gated off.",
+             map_grid}));
+    passes.push_back(std::make_unique<Pass>(
+        Pass{"simplify_grid", "The symbolic rules again, over the grid's index arithmetic.",
              simplify_indices}));
   }
 };

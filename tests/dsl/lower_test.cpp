@@ -3,6 +3,8 @@
 // and what simplify_indices does to a kernel's addresses.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "dsl/lower.h"
 #include "dsl/printer.h"
 
@@ -78,7 +80,7 @@ TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
   LowerOptions opts;
   opts.print_after = {"simplify_indices"};
   opts.dump = [&](const std::string& pass, const UOp&) { dumped.push_back(pass); };
-  UOp g = lower(k, h100_target(), opts);
+  UOp g = lower(k, host_target("x86_64", 2), opts);  // no grid: the range stays
   EXPECT_EQ(dumped, std::vector<std::string>{"simplify_indices"});
   for (const UOp& u : toposort(g)) {
     if (u.op() == Op::INDEX) {
@@ -94,6 +96,33 @@ TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
   bool vector_load = false;
   for (const UOp& u : toposort(g)) vector_load |= u.op() == Op::LOAD && u.dtype() == v4;
   EXPECT_TRUE(vector_load);
+}
+
+// On a target with blocks the outermost global range becomes the grid: blocks of 256
+// threads, the index clamped for the threads past the end and their stores gated; a
+// kernel with an effect outside its loop keeps the loop (one thread runs it).
+TEST(Lower, MapGridTurnsTheOuterGlobalRangeIntoTheGrid) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(300, 0, AxisKind::Global);
+  UOp k = sink({end(store(index(out, i), load(index(x, i)) * const_(f, 2.0)), {i})}, "grid");
+  UOp g = lower(k, h100_target());
+  std::map<std::string, int64_t> specials;
+  int ranges = 0, gated_stores = 0;
+  for (const UOp& u : toposort(g)) {
+    if (u.op() == Op::SPECIAL)
+      specials[std::string(special_name(std::get<SpecialArg>(u.arg())))] = u.src(0).const_int();
+    ranges += u.op() == Op::RANGE;
+    gated_stores += u.op() == Op::STORE && u.src(0).src().size() == 3;
+  }
+  EXPECT_EQ(specials, (std::map<std::string, int64_t>{{"blockIdx.x", 2}, {"threadIdx.x", 256}}));
+  EXPECT_EQ(ranges, 0);
+  EXPECT_EQ(gated_stores, 1);
+  UOp outside = store(index(out, const_int(dtypes::int32, 0)), const_(f, 1.0));
+  UOp two = sink({outside, end(store(index(out, i), load(index(x, i))), {i})}, "two");
+  int kept = 0;
+  for (const UOp& u : toposort(lower(two, h100_target()))) kept += u.op() == Op::RANGE;
+  EXPECT_EQ(kept, 1);
 }
 
 }  // namespace
