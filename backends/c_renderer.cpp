@@ -252,49 +252,16 @@ class CRenderer {
     parallel_extent_ = loop.src(0).const_int();
   }
 
-  // CUDA: the launch shape. With SPECIALs, their extents. Without, the outermost chain of
-  // global ranges with constant ends becomes the grid: the innermost on x (blocks of up to
-  // 256 threads), the others on y and z (one thread each).
+  // CUDA: the launch shape is the extents of the SPECIALs (the lowering's map_grid pass
+  // gives a kernel its grid); a kernel without them runs as one thread.
   void map_grid() {
-    bool specials = false;
     for (const UOp& u : p_.ops) {
       if (u.op() != Op::SPECIAL) continue;
-      specials = true;
       if (u.src(0).op() != Op::CONST)
         refuse(dialect_, p_, "has a SPECIAL whose extent is not a constant");
       SpecialArg s = std::get<SpecialArg>(u.arg());
       LaunchDims& d = s.kind == SpecialKind::BlockIdx ? grid_ : block_;
       (s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z) = u.src(0).const_int();
-    }
-    if (specials) return;
-    // Level k of the chain maps onto the grid only if it is the one loop at its depth and
-    // every effect sits inside it: each thread then runs exactly its own iteration.
-    std::vector<UOp> chain;
-    int loops_at[3] = {0, 0, 0}, depth = 0, shallowest_effect = 3;
-    for (const UOp& u : p_.ops) {
-      if (u.op() == Op::RANGE) {
-        if (depth < 3) ++loops_at[depth];
-        if (depth == int(chain.size()) && chain.size() < 3 && u.axis().kind == AxisKind::Global &&
-            u.src(0).op() == Op::CONST)
-          chain.push_back(u);
-        ++depth;
-      }
-      if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-      if (performs(u.op())) shallowest_effect = std::min(shallowest_effect, depth);
-    }
-    size_t keep = 0;
-    while (keep < chain.size() && loops_at[keep] == 1 && int(keep) < shallowest_effect) ++keep;
-    chain.resize(keep);
-    if (chain.empty()) return;
-    for (size_t i = 0; i < chain.size(); ++i) {
-      int64_t n = chain[i].src(0).const_int();
-      grid_axis_[chain[i].id()] = int(chain.size() - 1 - i);  // innermost on x
-      if (i + 1 == chain.size()) {
-        block_.x = std::min<int64_t>(256, n);
-        grid_.x = (n + block_.x - 1) / block_.x;
-      } else {
-        (chain.size() - 1 - i == 1 ? grid_.y : grid_.z) = n;
-      }
     }
   }
 
@@ -640,13 +607,7 @@ class CRenderer {
         std::string n = "r" + std::to_string(u.axis().id);
         names_[u.id()] = n;
         std::string t = type(u.dtype());
-        if (auto it = grid_axis_.find(u.id()); it != grid_axis_.end()) {
-          char axis = "xyz"[it->second];
-          std::string idx = it->second == 0 ? std::string("blockIdx.x * blockDim.x + threadIdx.x")
-                                            : std::string("blockIdx.") + axis;
-          line(t + " " + n + " = (" + t + ")(" + idx + ");");
-          line("if (" + n + " < " + name(u.src(0)) + ") {");
-        } else if (parallel_.count(u.id())) {
+        if (parallel_.count(u.id())) {
           line("for (" + t + " " + n + " = (" + t + ")lo; " + n + " < hi; ++" + n + ") {");
         } else {
           line("for (" + t + " " + n + " = 0; " + n + " < " + name(u.src(0)) + "; ++" + n + ") {");
@@ -781,7 +742,6 @@ class CRenderer {
   std::map<std::string, std::string> vector_types_;
   std::unordered_map<const void*, std::string> names_;
   std::set<const void*> parallel_;
-  std::unordered_map<const void*, int> grid_axis_;
   int64_t parallel_extent_ = 1;
   LaunchDims grid_, block_;
   size_t dynamic_shared_ = 0;

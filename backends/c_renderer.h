@@ -6,9 +6,9 @@
 //       by name. When the only top-level loop is a global range, the function runs its
 //       iterations [lo, hi), so a thread pool can split it; otherwise it runs everything.
 // CUDA: extern "C" __global__ void <name>(T* p0, ..., long long <vars>...)
-//       SPECIALs are blockIdx/threadIdx; a kernel without SPECIALs maps its outermost
-//       chain of global ranges (up to three) onto the grid, innermost on x, each guarded
-//       against the range's end; shared memory is static up to 48 KiB, else dynamic.
+//       SPECIALs are blockIdx/threadIdx and give the launch shape (the lowering's map_grid
+//       pass makes them from global ranges); a kernel without them runs as one thread;
+//       shared memory is static up to 48 KiB, else dynamic.
 //
 // float16 and bfloat16 values are held as their 16-bit patterns and every operation on
 // them rounds exactly once (the source carries its own exact conversions), so results

@@ -11,6 +11,7 @@
 #include "backends/cuda/cuda_api.h"
 #include "backends/cuda/cuda_device.h"
 #include "backends/emu/emu_device.h"
+#include "dsl/lower.h"
 #include "kernels/examples.h"
 
 namespace kitten {
@@ -69,13 +70,20 @@ TEST(CudaSource, EveryBuiltinKernelCompilesWithNvrtcForSm90a) {
   }
 }
 
+// The lowering's map_grid gives the grid; the renderer takes the launch shape from the
+// SPECIALs and runs an unlowered kernel's loops in one thread.
 TEST(CudaSource, GlobalRangesBecomeTheGrid) {
-  RenderedKernel r = render_cuda(linearize(elementwise_add_kernel(7, 1000, dtypes::float32, true)));
+  UOp add = elementwise_add_kernel(7, 1000, dtypes::float32, true);
+  RenderedKernel r = render_cuda(linearize(lower(add, h100_target())));
   EXPECT_EQ(r.info.local.x, 256);
   EXPECT_EQ(r.info.global.x, 4);  // 1000 columns in blocks of 256
   EXPECT_EQ(r.info.global.y, 7);  // one block row per row
-  EXPECT_NE(r.source.find("blockIdx.x * blockDim.x + threadIdx.x"), std::string::npos) << r.source;
-  EXPECT_NE(r.source.find("if (r1 < 1000) {"), std::string::npos) << r.source;
+  EXPECT_NE(r.source.find("blockIdx.x"), std::string::npos) << r.source;
+  EXPECT_NE(r.source.find("threadIdx.x"), std::string::npos) << r.source;
+  EXPECT_EQ(r.source.find("for ("), std::string::npos) << r.source;
+  RenderedKernel one = render_cuda(linearize(add));
+  EXPECT_EQ(one.info.global.x * one.info.local.x, 1);
+  EXPECT_NE(one.source.find("for ("), std::string::npos) << one.source;
   RenderedKernel t = render_cuda(linearize(tiled_matmul_kernel(64, 64, 64, 16)));
   EXPECT_EQ(t.info.global.x, 4);
   EXPECT_EQ(t.info.local.y, 16);
