@@ -17,6 +17,7 @@
 
 #include "backends/compile_cache.h"
 #include "dsl/linearize.h"
+#include "dsl/schedule.h"
 #include "dsl/target.h"
 
 namespace kitten {
@@ -158,7 +159,9 @@ struct CompiledKernel {
   // call returns when the kernel has run).
   void run(std::span<const KernelArg> args);
 };
-CompiledKernel compile_kernel(Device& d, const UOp& sink);
+// Lowered for the device's target with `schedule` (ScheduleError before anything compiles
+// when it names an axis the kernel lacks), linearized, rendered, compiled, loaded.
+CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule = {});
 
 // A compile failure for the user: the compiler's log, then the source lines around the
 // first error it names ("file:LINE:COL: error" or "file(LINE): error").

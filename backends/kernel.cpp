@@ -15,9 +15,9 @@ std::string Compiler::compile(const std::string& source) {
   return binary;
 }
 
-CompiledKernel compile_kernel(Device& d, const UOp& sink) {
+CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule) {
   CompiledKernel k;
-  k.linear = linearize(lower(sink, d.props().target));
+  k.linear = linearize(lower(sink, d.props().target, schedule));
   k.rendered = d.render(k.linear);
   k.program = d.load(d.compiler().compile(k.rendered.source), k.rendered.info);
   return k;

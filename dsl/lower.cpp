@@ -23,7 +23,7 @@ namespace {
 // The symbolic rules over the whole kernel: they act on integer and bool nodes (a float
 // node is only ever reordered where its op commutes), so index arithmetic folds and a
 // gate proven true by bounds goes, with its load's alternative value.
-UOp simplify_indices(const UOp& sink, const Target&) { return simplify(sink); }
+UOp simplify_indices(const UOp& sink, const LowerContext&) { return simplify(sink); }
 
 // ---- grid mapping ------------------------------------------------------------------------
 
@@ -63,8 +63,8 @@ std::vector<UOp> grid_chain(const UOp& sink) {
 // and divide by nothing new) and every store and atomic is gated by index < extent, so
 // they change nothing. The ENDs
 // that closed the chain go. The emulator and CUDA then run the same mapping.
-UOp map_grid(const UOp& sink, const Target& target) {
-  if (!target.has(kFeatureBlocks)) return sink;
+UOp map_grid(const UOp& sink, const LowerContext& ctx) {
+  if (!ctx.target.has(kFeatureBlocks)) return sink;
   std::vector<UOp> chain = grid_chain(sink);
   if (chain.empty()) return sink;
   std::unordered_map<const void*, UOp> image;  // old node -> new node
@@ -195,8 +195,11 @@ LowerOptions default_lower_options() {
   return o;
 }
 
-UOp lower(const UOp& sink, const Target& target, const LowerOptions& opts) {
+UOp lower(const UOp& sink, const Target& target, const Schedule& schedule,
+          const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
+  schedule.check_axes(sink);
+  LowerContext ctx{target, schedule};
   auto wanted = [&](const std::string& name) {
     for (const std::string& p : opts.print_after)
       if (p == name || p == "all") return true;
@@ -204,7 +207,7 @@ UOp lower(const UOp& sink, const Target& target, const LowerOptions& opts) {
   };
   UOp g = sink;
   for (const Pass* pass : passes()) {
-    g = pass->run(g, target);
+    g = pass->run(g, ctx);
     try {
       verify(g);
     } catch (const IrError& e) {

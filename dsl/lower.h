@@ -11,15 +11,22 @@
 #include <string_view>
 #include <vector>
 
+#include "dsl/schedule.h"
 #include "dsl/target.h"
 #include "dsl/uop.h"
 
 namespace kitten {
 
+// What every pass sees besides the graph: the device's facts and the kernel's schedule.
+struct LowerContext {
+  const Target& target;
+  const Schedule& schedule;
+};
+
 struct Pass {
   std::string name;
   std::string meaning;  // one sentence, for `kitten lower --passes`
-  std::function<UOp(const UOp& sink, const Target& target)> run;
+  std::function<UOp(const UOp& sink, const LowerContext& ctx)> run;
 };
 
 enum class PassPosition { Before, After };
@@ -36,9 +43,10 @@ struct LowerOptions {
 };
 LowerOptions default_lower_options();
 
-// Runs every pass in order on a SINK; throws IrError naming the pass whose output fails
+// Runs every pass in order on a SINK with a schedule (checked against the kernel's axes
+// first: ScheduleError) for a target; throws IrError naming the pass whose output fails
 // verification.
-UOp lower(const UOp& sink, const Target& target,
+UOp lower(const UOp& sink, const Target& target, const Schedule& schedule = {},
           const LowerOptions& opts = default_lower_options());
 
 }  // namespace kitten

@@ -220,7 +220,7 @@ int cmd_lower(const std::vector<std::string>& args) {
   opts.dump = [](const std::string& pass, const UOp& g) {
     std::printf("# after %s\n%s", pass.c_str(), print_graph(g).c_str());
   };
-  UOp lowered = lower(c.kernel, c.dev->props().target, opts);
+  UOp lowered = lower(c.kernel, c.dev->props().target, {}, opts);
   std::printf("# lowered for %s (%s)\n%s", c.device.c_str(), c.dev->props().target.arch.c_str(),
               print_graph(lowered).c_str());
   return 0;

@@ -19,7 +19,7 @@ std::vector<std::string> pass_names() {
 
 // A pass that breaks only kernels named "broken": a second RANGE with the axis id of one
 // that exists (the verifier's one-range-per-axis rule).
-UOp break_ranges(const UOp& sink, const Target&) {
+UOp break_ranges(const UOp& sink, const LowerContext&) {
   if (sink.name_arg() != "broken") return sink;
   std::vector<UOp> effects(sink.src().begin(), sink.src().end());
   UOp out = param(5, dtypes::float32.ptr()), r = range(3, 0, AxisKind::Loop);
@@ -29,10 +29,10 @@ UOp break_ranges(const UOp& sink, const Target&) {
 
 TEST(Lower, PassesAreOrderedAndOpenToLaterLayers) {
   static const bool once = [] {
-    register_pass(
-        {"test_last", "A test pass at the end.", [](const UOp& s, const Target&) { return s; }});
+    register_pass({"test_last", "A test pass at the end.",
+                   [](const UOp& s, const LowerContext&) { return s; }});
     register_pass({"test_first", "A test pass before the simplifier.",
-                   [](const UOp& s, const Target&) { return s; }},
+                   [](const UOp& s, const LowerContext&) { return s; }},
                   PassPosition::Before, "simplify_indices");
     register_pass({"test_breaks", "Breaks kernels named broken.", break_ranges},
                   PassPosition::After, "simplify_indices");
@@ -46,11 +46,13 @@ TEST(Lower, PassesAreOrderedAndOpenToLaterLayers) {
   EXPECT_LT(at("test_first"), at("simplify_indices"));
   EXPECT_EQ(at("test_breaks"), at("simplify_indices") + 1);
   EXPECT_EQ(names.back(), "test_last");
-  EXPECT_THROW(register_pass({"test_last", "again", [](const UOp& s, const Target&) { return s; }}),
-               std::invalid_argument);
-  EXPECT_THROW(register_pass({"test_x", "nowhere", [](const UOp& s, const Target&) { return s; }},
-                             PassPosition::After, "no_such_pass"),
-               std::invalid_argument);
+  EXPECT_THROW(
+      register_pass({"test_last", "again", [](const UOp& s, const LowerContext&) { return s; }}),
+      std::invalid_argument);
+  EXPECT_THROW(
+      register_pass({"test_x", "nowhere", [](const UOp& s, const LowerContext&) { return s; }},
+                    PassPosition::After, "no_such_pass"),
+      std::invalid_argument);
   // A pass whose output fails verification is named in the error.
   UOp buf = param(0, dtypes::float32.ptr());
   UOp r = range(4, 0, AxisKind::Loop);
@@ -80,7 +82,7 @@ TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
   LowerOptions opts;
   opts.print_after = {"simplify_indices"};
   opts.dump = [&](const std::string& pass, const UOp&) { dumped.push_back(pass); };
-  UOp g = lower(k, host_target("x86_64", 2), opts);  // no grid: the range stays
+  UOp g = lower(k, host_target("x86_64", 2), {}, opts);  // no grid: the range stays
   EXPECT_EQ(dumped, std::vector<std::string>{"simplify_indices"});
   for (const UOp& u : toposort(g)) {
     if (u.op() == Op::INDEX) {
@@ -96,6 +98,15 @@ TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
   bool vector_load = false;
   for (const UOp& u : toposort(g)) vector_load |= u.op() == Op::LOAD && u.dtype() == v4;
   EXPECT_TRUE(vector_load);
+}
+
+// A schedule is checked against the kernel before any pass runs.
+TEST(Lower, AScheduleNamingAMissingAxisIsRefusedFirst) {
+  UOp buf = param(0, dtypes::float32.ptr());
+  UOp r = range(4, 3, AxisKind::Loop);
+  UOp k = sink({end(store(index(buf, r), const_(dtypes::float32, 1.0)), {r})}, "one_axis");
+  EXPECT_NO_THROW(lower(k, h100_target(), Schedule::parse("UPCAST:3:4")));
+  EXPECT_THROW(lower(k, h100_target(), Schedule::parse("UPCAST:0:4")), ScheduleError);
 }
 
 // On a target with blocks the outermost global range becomes the grid: blocks of 256
