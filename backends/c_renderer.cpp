@@ -1,8 +1,5 @@
 #include "backends/c_renderer.h"
 
-#include "backends/c_dialects.h"
-#include "dsl/mma.h"
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -11,81 +8,12 @@
 #include <set>
 #include <unordered_map>
 
+#include "backends/c_dialects.h"
+#include "dsl/mma.h"
+
 namespace kitten {
 
 namespace {
-
-// Exact float16/bfloat16 conversions, written once for both dialects over KT_FN,
-// kt_f2u, kt_u2f and kt_rint, which each dialect defines first.
-constexpr const char* kCPrelude = R"(typedef _Bool bool;
-#define KT_FN static inline
-KT_FN unsigned int kt_f2u(float f) { unsigned int x; __builtin_memcpy(&x, &f, 4); return x; }
-KT_FN float kt_u2f(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
-KT_FN float kt_rint(float x) { return __builtin_rintf(x); }
-)";
-constexpr const char* kCudaPrelude = R"(#define KT_FN static __device__ __forceinline__
-KT_FN unsigned int kt_f2u(float f) { return __float_as_uint(f); }
-KT_FN float kt_u2f(unsigned int x) { return __uint_as_float(x); }
-KT_FN float kt_rint(float x) { return rintf(x); }
-)";
-constexpr const char* kHalfPrelude = R"(typedef unsigned short kt_half;
-typedef unsigned short kt_bf16;
-KT_FN float kt_h2f(kt_half h) {
-  unsigned int sign = (unsigned int)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
-  if (e == 0) { float v = (float)m * 5.9604644775390625e-08f; return sign ? -v : v; }
-  return kt_u2f(sign | (e == 0x1F ? 0x7F800000u | (m << 13) : ((e + 112u) << 23) | (m << 13)));
-}
-KT_FN kt_half kt_f2h(float f) {
-  unsigned int x = kt_f2u(f);
-  unsigned int sign = (x >> 16) & 0x8000u, ax = x & 0x7FFFFFFFu;
-  if (ax > 0x7F800000u) return (kt_half)(sign | 0x7E00u);
-  if (ax >= 0x477FF000u) return (kt_half)(sign | 0x7C00u);
-  if (ax < 0x38800000u) return (kt_half)(sign | (unsigned int)kt_rint(kt_u2f(ax) * 16777216.0f));
-  unsigned int m = ax - 0x38000000u;
-  m += 0xFFFu + ((m >> 13) & 1u);
-  return (kt_half)(sign | (m >> 13));
-}
-KT_FN float kt_bf2f(kt_bf16 b) { return kt_u2f((unsigned int)b << 16); }
-typedef unsigned char kt_e4m3;
-typedef unsigned char kt_e5m2;
-KT_FN float kt_e4m3_2f(kt_e4m3 v) {
-  unsigned int sign = (unsigned int)(v & 0x80u) << 24, e = (v >> 3) & 0xFu, m = v & 0x7u;
-  if ((v & 0x7Fu) == 0x7Fu) return kt_u2f(0x7FC00000u);
-  if (e == 0) { float x = (float)m * 0.001953125f; return sign ? -x : x; }
-  return kt_u2f(sign | ((e + 120u) << 23) | (m << 20));
-}
-KT_FN kt_e4m3 kt_f2e4m3(float f) {  /* round to nearest even, saturating to +-448 */
-  unsigned int x = kt_f2u(f), sign = (x >> 24) & 0x80u;
-  float a = kt_u2f(x & 0x7FFFFFFFu);
-  if (a != a) return (kt_e4m3)(sign | 0x7Fu);
-  if (a >= 464.0f) return (kt_e4m3)(sign | 0x7Eu);
-  if (a < 0.015625f) return (kt_e4m3)(sign | (unsigned int)kt_rint(a * 512.0f));
-  unsigned int m = kt_f2u(a) - (120u << 23);
-  m += 0x7FFFFu + ((m >> 20) & 1u);
-  return (kt_e4m3)(sign | (m >> 20));
-}
-KT_FN float kt_e5m2_2f(kt_e5m2 v) {
-  unsigned int sign = (unsigned int)(v & 0x80u) << 24, e = (v >> 2) & 0x1Fu, m = v & 0x3u;
-  if (e == 0) { float x = (float)m * 1.52587890625e-05f; return sign ? -x : x; }
-  return kt_u2f(sign | (e == 0x1F ? 0x7F800000u | (m << 21) : ((e + 112u) << 23) | (m << 21)));
-}
-KT_FN kt_e5m2 kt_f2e5m2(float f) {  /* round to nearest even, saturating to +-57344 */
-  unsigned int x = kt_f2u(f), sign = (x >> 24) & 0x80u;
-  float a = kt_u2f(x & 0x7FFFFFFFu);
-  if (a != a) return (kt_e5m2)(sign | 0x7Eu);
-  if (a >= 61440.0f) return (kt_e5m2)(sign | 0x7Bu);
-  if (a < 6.103515625e-05f) return (kt_e5m2)(sign | (unsigned int)kt_rint(a * 65536.0f));
-  unsigned int m = kt_f2u(a) - (112u << 23);
-  m += 0xFFFFFu + ((m >> 21) & 1u);
-  return (kt_e5m2)(sign | (m >> 21));
-}
-KT_FN kt_bf16 kt_f2bf(float f) {
-  unsigned int x = kt_f2u(f);
-  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (kt_bf16)((x >> 16) | 0x40u);
-  x += 0x7FFFu + ((x >> 16) & 1u);
-  return (kt_bf16)(x >> 16);
-}
-)";
 
 [[noreturn]] void refuse(const CDialect& d, const LinearProgram& p, const std::string& what) {
   throw BackendError(std::string(d.target) + ": kernel '" + p.name + "' " + what);
@@ -229,12 +157,6 @@ class CRenderer {
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
   }
 
-  // An op that does something by itself (a store, an atomic, a block that holds them, a
-  // barrier): outside the loop the launch splits, it would run once per piece.
-  static bool performs(Op op) {
-    return op_has(op, kOpEffect) && op != Op::END && op != Op::GROUP && op != Op::SINK;
-  }
-
   // The loop a thread pool may split: the only top-level loop, global, with a constant
   // extent, and nothing but definitions outside it.
   void find_parallel_loop() {
@@ -244,7 +166,7 @@ class CRenderer {
       if (u.op() == Op::RANGE && depth == 0) ++top_loops, loop = u;
       if (u.op() == Op::RANGE) ++depth;
       if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-      if (depth == 0 && performs(u.op())) return;
+      if (depth == 0 && acts(u.op())) return;
     }
     if (top_loops != 1 || loop.axis().kind != AxisKind::Global || loop.src(0).op() != Op::CONST)
       return;

@@ -46,9 +46,7 @@ std::vector<UOp> grid_chain(const UOp& sink) {
     }
     if (op == Op::END) depth -= int(u.src().size()) - 1;
     if (op == Op::ENDIF) --depth;
-    bool performs = op_has(op, kOpEffect) && op != Op::END && op != Op::GROUP && op != Op::SINK &&
-                    op != Op::ENDIF;
-    if (performs) shallowest_effect = std::min(shallowest_effect, depth);
+    if (acts(op)) shallowest_effect = std::min(shallowest_effect, depth);
   }
   size_t keep = 0;
   while (keep < chain.size() && loops_at[keep] == 1 && int(keep) < shallowest_effect) ++keep;

@@ -26,18 +26,20 @@ class UOp;
   /* definitions */                                                                               \
   X(CONST)                                                                                        \
   X(PARAM)                                                                                        \
-  X(DEFINE_VAR) X(DEFINE_LOCAL) X(DEFINE_REG) X(SPECIAL) /* structure and ordering */             \
+  X(DEFINE_VAR)                                                                                   \
+  X(DEFINE_LOCAL) X(DEFINE_REG) X(SPECIAL) /* structure and ordering */                           \
       X(RANGE) X(END) X(AFTER) X(GROUP) X(IF) X(ENDIF) X(BARRIER) X(SINK) /* memory */            \
       X(INDEX) X(LOAD) X(STORE) X(ATOMIC) X(ASYNC_COPY) X(WAIT)           /* warp-level */        \
       X(SHUFFLE) X(MMA)                                                   /* types and vectors */ \
       X(CAST) X(BITCAST) X(VECTORIZE) X(EXTRACT)
 // The ALU ops: pure functions of their sources, lane by lane, whose meaning is the one
 // evaluation table (dsl/eval.h).
-#define KITTEN_ALU_OPS(X)                                                                    \
-  X(NEG)                                                                                     \
-  X(RECIP)                                                                                   \
-  X(SQRT) X(EXP2) X(LOG2) X(SIN) X(TRUNC) X(ADD) X(SUB) X(MUL) X(FDIV) X(IDIV) X(MOD) X(MAX) \
-      X(MIN) X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) X(SHR) X(WHERE) X(MULACC)
+#define KITTEN_ALU_OPS(X)                                                                   \
+  X(NEG)                                                                                    \
+  X(RECIP)                                                                                  \
+  X(SQRT)                                                                                   \
+  X(EXP2) X(LOG2) X(SIN) X(TRUNC) X(ADD) X(SUB) X(MUL) X(FDIV) X(IDIV) X(MOD) X(MAX) X(MIN) \
+      X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) X(SHR) X(WHERE) X(MULACC)
 
 enum class Op : uint16_t {
 #define KITTEN_OP_ENUMERATOR(name) name,
@@ -109,5 +111,12 @@ uint64_t op_name_hash(Op op);     // stable: fnv1a of the name
 int num_ops();                    // ids 0 .. num_ops()-1 are registered
 bool op_has(Op op, OpFlag flag);  // false for an unregistered id
 inline bool is_alu(Op op) { return op_has(op, kOpAlu); }
+// An effect that does something by itself (a store, an atomic, an IF block, a barrier),
+// not one that only closes or bundles others (END, ENDIF, GROUP, SINK): run outside the
+// loop a launch splits, it would run once per piece.
+inline bool acts(Op op) {
+  return op_has(op, kOpEffect) && op != Op::END && op != Op::ENDIF && op != Op::GROUP &&
+         op != Op::SINK;
+}
 
 }  // namespace kitten

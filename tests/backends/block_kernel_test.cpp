@@ -228,23 +228,6 @@ TEST(MmaLayouts, RegistrationChecksEveryElementIsHeldOnce) {
 
 // ---- the emulator's checks ------------------------------------------------------------------
 
-// Runs `k` on the emulator with float32 buffers of the given sizes; returns the error text.
-std::string emu_fault(const UOp& k, std::vector<size_t> sizes) {
-  auto dev = make_emu_device();
-  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
-  std::vector<KernelArg> a;
-  for (size_t n : sizes) {
-    bufs.push_back(std::make_unique<DeviceBuffer>(*dev, HostData::random(dtypes::float32, n, 17)));
-    a.push_back(bufs.back()->buf);
-  }
-  try {
-    compile_kernel(*dev, k).run(a);
-  } catch (const BackendError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(EmuChecks, OutOfBoundsWrite) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp out = param(0, dtypes::float32.ptr());

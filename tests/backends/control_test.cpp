@@ -315,23 +315,6 @@ TEST_P(BlockControl, SwizzledSharedTileRoundTrip) {
 INSTANTIATE_TEST_SUITE_P(Devices, BlockControl, testing::ValuesIn(block_devices()), test_name);
 
 #ifndef KITTEN_CUDA_TESTS
-// The emulator's error for `k` run with float32 buffers of `sizes`, or "".
-std::string emu_error(const UOp& k, std::vector<size_t> sizes, Target target = h100_target()) {
-  auto dev = make_emu_device(std::move(target));
-  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
-  std::vector<KernelArg> a;
-  for (size_t n : sizes) {
-    bufs.push_back(std::make_unique<DeviceBuffer>(*dev, HostData::random(dtypes::float32, n, 3)));
-    a.push_back(bufs.back()->buf);
-  }
-  try {
-    compile_kernel(*dev, k).run(a);
-  } catch (const BackendError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // A barrier inside IF(t < limit) in a block of 64 threads.
 UOp barrier_under_if(int64_t limit) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 64);
@@ -342,7 +325,7 @@ UOp barrier_under_if(int64_t limit) {
 }
 
 TEST(EmuChecks, BarrierInADivergentIfNamesBothPlaces) {
-  std::string e = emu_error(barrier_under_if(16), {64});
+  std::string e = emu_fault(barrier_under_if(16), {64});
   EXPECT_NE(e.find("BARRIER %"), std::string::npos) << e;
   EXPECT_NE(e.find("is reached by thread (0,0,0) of block (0,0,0) but not by thread (16,0,0)"),
             std::string::npos)
@@ -352,12 +335,12 @@ TEST(EmuChecks, BarrierInADivergentIfNamesBothPlaces) {
 }
 
 TEST(EmuChecks, BarrierSkippedByAWholeWarp) {
-  std::string e = emu_error(barrier_under_if(32), {64});
+  std::string e = emu_fault(barrier_under_if(32), {64});
   EXPECT_NE(e.find("is reached by thread (0,0,0) of block (0,0,0) but thread (32,0,0) of block "
                    "(0,0,0) ran to the end of the kernel without it"),
             std::string::npos)
       << e;
-  EXPECT_EQ(emu_error(barrier_under_if(64), {64}), "");
+  EXPECT_EQ(emu_fault(barrier_under_if(64), {64}), "");
 }
 
 TEST(EmuChecks, PlainWriteAfterAnAtomicIsARace) {
@@ -372,7 +355,7 @@ TEST(EmuChecks, PlainWriteAfterAnAtomicIsARace) {
   UOp second = UOp::make(Op::IF, {negate(t < 1)});
   UOp plain =
       UOp::make(Op::ENDIF, {second, store(index(after(ready, {second, atom}), i32(0)), f32(2))});
-  std::string e = emu_error(sink({plain}, "race"), {});
+  std::string e = emu_fault(sink({plain}, "race"), {});
   EXPECT_NE(e.find("shared memory race: a write after an atomic by thread (0,0,0)"),
             std::string::npos)
       << e;
@@ -387,8 +370,8 @@ TEST(EmuChecks, SharedMemoryOverTheProfileIsRefused) {
     UOp r = load(index(after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {w})}), t));
     return sink({store(index(out, t), r)}, "big");
   };
-  EXPECT_EQ(emu_error(kernel(227 * 256), {32}), "");  // 227 KiB: the H100's opt-in maximum
-  std::string e = emu_error(kernel(227 * 256 + 1), {32});
+  EXPECT_EQ(emu_fault(kernel(227 * 256), {32}), "");  // 227 KiB: the H100's opt-in maximum
+  std::string e = emu_fault(kernel(227 * 256 + 1), {32});
   EXPECT_NE(e.find("needs 232452 bytes of shared memory per block; the sm_90a profile allows "
                    "232448"),
             std::string::npos)
@@ -396,7 +379,7 @@ TEST(EmuChecks, SharedMemoryOverTheProfileIsRefused) {
   Target small = h100_target();
   small.arch = "small";
   small.shared_per_block_optin = 48 * 1024;
-  e = emu_error(kernel(16 * 1024), {32}, small);
+  e = emu_fault(kernel(16 * 1024), {32}, small);
   EXPECT_NE(e.find("the small profile allows 49152"), std::string::npos) << e;
 }
 #endif

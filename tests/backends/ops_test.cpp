@@ -84,6 +84,21 @@ Raw inputs(DType d, size_t n, uint64_t stream, bool extremes, bool nonzero = fal
   return r;
 }
 
+// Runs `k` with `params` as its parameters in slot order (each copied to the device) and
+// reads the first, the output, back.
+void run_on(Device& dev, const UOp& k, std::vector<Raw*> params) {
+  std::vector<Buffer> bufs;
+  std::vector<KernelArg> kargs;
+  for (Raw* r : params) {
+    bufs.push_back(dev.allocator().alloc(r->bytes.size()));
+    dev.allocator().copy_in(bufs.back(), r->bytes.data(), r->bytes.size());
+    kargs.push_back(bufs.back());
+  }
+  compile_kernel(dev, k).run(kargs);
+  dev.allocator().copy_out(params[0]->bytes.data(), bufs[0], params[0]->bytes.size());
+  for (Buffer b : bufs) dev.allocator().free(b);
+}
+
 bool is_float_op(Op op) {
   return op == Op::RECIP || op == Op::SQRT || op == Op::EXP2 || op == Op::LOG2 || op == Op::SIN ||
          op == Op::TRUNC || op == Op::FDIV;
@@ -232,18 +247,9 @@ TEST_P(Ops, EveryAluOpOnEveryDtypeAgainstTheHost) {
       UOp k = sink({end(store(index(po, i), v), {i})}, "op");
       Raw got(out, n);
       std::fill(got.bytes.begin(), got.bytes.end(), 0xFF);
-      std::vector<Buffer> bufs;
-      std::vector<KernelArg> kargs;
       std::vector<Raw*> used = {&got, &a, &b, &c};
       used.resize(size_t(1 + (op == Op::WHERE ? 3 : arity)));  // the parameters the kernel has
-      for (Raw* r : used) {
-        bufs.push_back(dev->allocator().alloc(r->bytes.size()));
-        dev->allocator().copy_in(bufs.back(), r->bytes.data(), r->bytes.size());
-        kargs.push_back(bufs.back());
-      }
-      compile_kernel(*dev, k).run(kargs);
-      dev->allocator().copy_out(got.bytes.data(), bufs[0], got.bytes.size());
-      for (Buffer buf : bufs) dev->allocator().free(buf);
+      run_on(*dev, k, used);
       int bad = 0;
       for (size_t e = 0; e < n && bad < 3; ++e) {
         if (d.is_float()) {
@@ -315,13 +321,7 @@ TEST_P(Ops, Float32ToNarrowConversionsOfBitPatterns) {
     UOp i = range(int64_t(n), 0, AxisKind::Global);
     UOp k = sink({end(store(index(po, i), cast(load(index(px, i)), to)), {i})}, "convert");
     Raw got(to, n);
-    Buffer bo = dev->allocator().alloc(got.bytes.size()),
-           bx = dev->allocator().alloc(x.bytes.size());
-    dev->allocator().copy_in(bx, x.bytes.data(), x.bytes.size());
-    compile_kernel(*dev, k).run(std::vector<KernelArg>{bo, bx});
-    dev->allocator().copy_out(got.bytes.data(), bo, got.bytes.size());
-    dev->allocator().free(bo);
-    dev->allocator().free(bx);
+    run_on(*dev, k, {&got, &x});
     const FloatFormat& f = *to.narrow_float();
     int bad = 0;
     for (size_t e = 0; e < n && bad < 3; ++e) {
@@ -352,16 +352,11 @@ TEST_P(Ops, BitcastKeepsEveryBit) {
     UOp i = range(int64_t(n), 0, AxisKind::Global);
     UOp k = sink({end(store(index(po, i), UOp::make(Op::BITCAST, to, {load(index(px, i))})), {i})},
                  "bitcast");
-    size_t bytes = n * size_t(from.itemsize());
-    std::vector<unsigned char> in(bytes), out(bytes, 0xFF);
-    std::memcpy(in.data(), words.data(), bytes);
-    Buffer bo = dev->allocator().alloc(bytes), bx = dev->allocator().alloc(bytes);
-    dev->allocator().copy_in(bx, in.data(), bytes);
-    compile_kernel(*dev, k).run(std::vector<KernelArg>{bo, bx});
-    dev->allocator().copy_out(out.data(), bo, bytes);
-    dev->allocator().free(bo);
-    dev->allocator().free(bx);
-    EXPECT_TRUE(in == out) << "the bits changed";
+    Raw in(from, n), out(to, n);
+    std::memcpy(in.bytes.data(), words.data(), in.bytes.size());
+    std::fill(out.bytes.begin(), out.bytes.end(), 0xFF);
+    run_on(*dev, k, {&out, &in});
+    EXPECT_TRUE(in.bytes == out.bytes) << "the bits changed";
   }
 }
 

@@ -318,6 +318,25 @@ inline double rel_error(const HostData& got, const std::vector<double>& want) {
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
+// Runs `k` on the emulator (with a target profile) with float32 buffers of the given
+// sizes; returns the error text, or "".
+inline std::string emu_fault(const UOp& k, std::vector<size_t> sizes,
+                             Target target = h100_target()) {
+  auto dev = make_emu_device(std::move(target));
+  std::vector<std::unique_ptr<DeviceBuffer>> bufs;
+  std::vector<KernelArg> a;
+  for (size_t n : sizes) {
+    bufs.push_back(std::make_unique<DeviceBuffer>(*dev, HostData::random(dtypes::float32, n, 17)));
+    a.push_back(bufs.back()->buf);
+  }
+  try {
+    compile_kernel(*dev, k).run(a);
+  } catch (const BackendError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Two queues ordered by signals: the copy queue is submitted first but waits for the
 // compute queue, which adds a + b (n float32) into out; the copy of out must see the sum.
 // Repeated `rounds` times with fresh queues and signals, out and its copy poisoned again
