@@ -8,7 +8,10 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "dsl/expand.h"
 #include "dsl/linearize.h"
+#include "dsl/opt.h"
+#include "dsl/pattern.h"
 #include "dsl/printer.h"
 #include "dsl/rewrite.h"
 #include "dsl/symbolic.h"
@@ -24,6 +27,23 @@ namespace {
 // node is only ever reordered where its op commutes), so index arithmetic folds and a
 // gate proven true by bounds goes, with its load's alternative value.
 UOp simplify_indices(const UOp& sink, const LowerContext&) { return simplify(sink); }
+
+// ---- legalize ------------------------------------------------------------------------
+
+// What the renderers print one to one: a float a * b + c becomes MULACC (one fused
+// multiply-add where the target has it, as NVRTC contracts anyway; C compilers contract
+// `a * b + c` written as one expression), so every backend computes the same thing.
+UOp legalize(const UOp& sink, const LowerContext&) {
+  static const RuleSet rules("legalize",
+                             {{"a*b+c -> mulacc",
+                               pat(Op::ADD, {pat(Op::MUL, {any("a"), any("b")}), any("c")})
+                                   .commutative()
+                                   .where([](const UOp& u) { return u.dtype().is_float(); }),
+                               [](const Match& m) -> std::optional<UOp> {
+                                 return UOp::make(Op::MULACC, {m["a"], m["b"], m["c"]});
+                               }}});
+  return graph_rewrite(sink, rules);
+}
 
 // ---- grid mapping ------------------------------------------------------------------------
 
@@ -119,6 +139,19 @@ struct Pipeline {
   std::vector<std::unique_ptr<Pass>> passes;
   Pipeline() {
     passes.push_back(std::make_unique<Pass>(
+        Pass{"schedule",
+             "Applies the schedule's actions (UPCAST, UNROLL, LOCAL) by splitting the axes they "
+             "name; a kernel given no actions gets the deterministic heuristic schedule.",
+             [](const UOp& sink, const LowerContext& ctx) {
+               return apply_schedule(sink, ctx.target, ctx.schedule);
+             }}));
+    passes.push_back(std::make_unique<Pass>(Pass{
+        "expand",
+        "UPCAST and UNROLL ranges become copies with constant indices (upcast copies side by "
+        "side, with their own registers and vector accesses where contiguity and alignment are "
+        "proven; unrolled copies one after another).",
+        [](const UOp& sink, const LowerContext& ctx) { return expand(sink, ctx.target); }}));
+    passes.push_back(std::make_unique<Pass>(
         Pass{"simplify_indices",
              "Simplifies index and gate arithmetic with the symbolic rules; a gate proven true "
              "goes, with its load's alternative value.",
@@ -133,6 +166,10 @@ struct Pipeline {
     passes.push_back(std::make_unique<Pass>(
         Pass{"simplify_grid", "The symbolic rules again, over the grid's index arithmetic.",
              simplify_indices}));
+    passes.push_back(std::make_unique<Pass>(
+        Pass{"legalize",
+             "Rewrites what the renderers print one to one: a float a * b + c becomes MULACC.",
+             legalize}));
   }
 };
 

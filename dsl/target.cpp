@@ -1,5 +1,7 @@
 #include "dsl/target.h"
 
+#include <algorithm>
+
 namespace kitten {
 
 bool Target::has_atomic(AtomicOp op, DType d) const {
@@ -44,7 +46,18 @@ Target h100_target() {
   t.features = kFeatureBlocks | kFeatureShuffle | kFeatureMmaSync | kFeatureAsyncCopy |
                kFeatureLdmatrix | kFeatureWgmma | kFeatureTma;
   t.atomics = common_atomics();
+  t.global_vector_bytes = t.shared_vector_bytes = 16;
+  t.narrow_vectors = true;
   return t;
+}
+
+int Target::max_vector_lanes(AddrSpace space, DType element) const {
+  int bytes = space == AddrSpace::Global  ? global_vector_bytes
+              : space == AddrSpace::Local ? shared_vector_bytes
+                                          : 0;
+  if (element.is_vector() || element.itemsize() <= 0) return 1;
+  if (!narrow_vectors && element.is_float() && element.itemsize() < 4) return 1;
+  return std::max(1, bytes / int(element.itemsize()));
 }
 
 Target host_target(std::string arch, int cores) {
@@ -52,6 +65,7 @@ Target host_target(std::string arch, int cores) {
   t.arch = std::move(arch);
   t.multiprocessors = cores;
   t.atomics = common_atomics();
+  t.global_vector_bytes = 32;  // AVX2; the C renderer moves vectors with memcpy
   return t;
 }
 

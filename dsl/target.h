@@ -33,11 +33,19 @@ struct Target {
   int64_t shared_per_block_optin = 0;  // the most a block may opt into
   int registers_per_thread = 0;        // 32-bit registers (0: no such limit)
   int registers_per_block = 0;
-  uint32_t features = 0;                            // TargetFeature bits
+  uint32_t features = 0;  // TargetFeature bits
+  // The widest vector load or store, in bytes, per address space (0: none); buffers that
+  // kernels get as parameters start at `param_align` bytes or more. Vectors of narrow
+  // floats (16 and 8 bits) only where `narrow_vectors`.
+  int global_vector_bytes = 0, shared_vector_bytes = 0;
+  int param_align = 16;
+  bool narrow_vectors = false;
   std::vector<std::pair<AtomicOp, DType>> atomics;  // the atomics it has, per dtype
 
   bool has(TargetFeature f) const { return (features & f) != 0; }
   bool has_atomic(AtomicOp op, DType d) const;
+  // The most lanes of `element` one vector access to `space` may move (1: no vectors).
+  int max_vector_lanes(AddrSpace space, DType element) const;
   // "blocks, shuffle, mma.sync, ..." for `kitten devices`.
   std::string feature_names() const;
 };

@@ -105,7 +105,8 @@ class ClangJitImpl : public ClangJit {
 
   std::string target() const override { return triple_ + " " + cpu_ + " " + features_; }
   std::string version() const override {
-    return "clang " CLANG_VERSION_STRING ", LLVM " LLVM_VERSION_STRING;
+    // The flags are part of what a cached object depends on.
+    return "clang " CLANG_VERSION_STRING ", LLVM " LLVM_VERSION_STRING ", -O2 vectorized";
   }
 
   std::unique_ptr<Program> load(const std::string& object, const KernelInfo& info,
@@ -139,9 +140,12 @@ class ClangJitImpl : public ClangJit {
     llvm::IntrusiveRefCntPtr<clang::DiagnosticOptions> diag_opts = new clang::DiagnosticOptions();
     clang::CompilerInstance ci;
     ci.createDiagnostics(new clang::TextDiagnosticPrinter(diag_os, diag_opts.get()), true);
-    std::vector<const char*> args = {"-triple",    triple_.c_str(), "-target-cpu",
-                                     cpu_.c_str(), "-O2",           "-x",
-                                     "c",          "-std=c11",      "kernel.c"};
+    // cc1 arguments: the driver's -O2 also turns on the loop and SLP vectorizers and
+    // contracts a * b + c written as one expression; cc1 needs them said.
+    std::vector<const char*> args = {
+        "-triple",          triple_.c_str(),  "-target-cpu",      cpu_.c_str(), "-O2",
+        "-vectorize-loops", "-vectorize-slp", "-ffp-contract=on", "-x",         "c",
+        "-std=c11",         "kernel.c"};
     if (!clang::CompilerInvocation::CreateFromArgs(ci.getInvocation(), args, ci.getDiagnostics()))
       throw BackendError("cpu: bad Clang invocation: " + diag_os.str());
     ci.getInvocation().getPreprocessorOpts().addRemappedFile(

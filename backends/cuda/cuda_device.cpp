@@ -398,6 +398,8 @@ class CudaDevice : public Device {
     t.features = kFeatureBlocks | kFeatureShuffle | (cc >= 75 ? kFeatureLdmatrix : 0u) |
                  (cc >= 80 ? kFeatureMmaSync | kFeatureAsyncCopy : 0u) |
                  (major >= 9 ? kFeatureWgmma | kFeatureTma : 0u);
+    t.global_vector_bytes = t.shared_vector_bytes = 16;
+    t.narrow_vectors = true;
     t.atomics = common_atomics();  // red.add.bf16x2 needs sm_90
     if (major < 9) std::erase(t.atomics, std::pair{AtomicOp::Add, dtypes::bfloat16.vec(2)});
     compiler_ = std::make_unique<NvrtcCompiler>(t.arch, std::move(cache));

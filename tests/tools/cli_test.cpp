@@ -96,7 +96,8 @@ TEST(Cli, RenderForTheEmulatorPrintsTheLinearProgram) {
 TEST(Cli, LowerListsItsPassesAndPrintsAfterOne) {
   CliRun r = kitten("lower --passes");
   EXPECT_EQ(r.status, 0) << r.out;
-  EXPECT_EQ(r.out.rfind("simplify_indices: ", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.rfind("schedule: ", 0), 0u) << r.out;
+  EXPECT_LT(r.out.find("\nexpand: "), r.out.find("\nmap_grid: ")) << r.out;
   r = kitten("lower tiled_matmul --device emu --print-after simplify_indices");
   EXPECT_EQ(r.status, 0) << r.out;
   size_t after = r.out.find("# after simplify_indices\n"),

@@ -1,0 +1,39 @@
+// The schedule pass: a Schedule's actions applied to the ranges of a kernel, and the
+// heuristic that gives a kernel a schedule when none is given. An action splits one axis:
+// its range of extent N becomes an outer range of N / a (keeping the axis id, so a later
+// action on the same id splits the remainder) and an inner range of extent a with a new id
+// and the action's kind; every use of the old index becomes outer * a + inner, and an END
+// or AFTER that named the old range names both. The expander then turns UPCAST and UNROLL
+// ranges into copies; grid mapping turns LOCAL ranges into threads.
+#pragma once
+
+#include "dsl/schedule.h"
+#include "dsl/target.h"
+#include "dsl/uop.h"
+
+namespace kitten {
+
+// The actions this pass knows, with the axis kinds they apply to:
+//   UPCAST:axis:a  a global axis; a copies computed side by side (registers, vectors)
+//   UNROLL:axis:a  a loop, reduce or global axis; a copies run one after another
+//   LOCAL:axis:a   a global axis on targets with blocks; a threads of a block
+// A schedule that names an unknown action, an axis of the wrong kind, an amount that does
+// not divide the extent, or that breaks a limit (more than kMaxCopies copies from UPCAST
+// and UNROLL together; more threads than the target's block) is refused with ScheduleError
+// naming the entry. Knobs (entries without an axis) are for DSL kernels' builders; the
+// knob NOOPT=1 turns the heuristic off.
+inline constexpr int64_t kMaxCopies = 256;
+UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& schedule);
+
+// The deterministic schedule a kernel gets when it is given none (see docs/lowering.md):
+// a matmul-shaped kernel (a reduce inside two global axes) upcasts its two innermost
+// global axes into a register tile; a kernel whose loads are contiguous along a global
+// axis but not along its reduce axis upcasts that global axis; on targets with blocks an
+// elementwise kernel upcasts its innermost contiguous axis by 4 for vector accesses.
+Schedule heuristic_schedule(const UOp& sink, const Target& target);
+
+// The step of `idx` along `r`: idx(r + 1) - idx(r) when the symbolic rules prove it a
+// constant, else none.
+std::optional<int64_t> axis_stride(const UOp& idx, const UOp& r);
+
+}  // namespace kitten
