@@ -47,21 +47,25 @@ UOp legalize(const UOp& sink, const LowerContext&) {
 
 // ---- grid mapping ------------------------------------------------------------------------
 
-// The outermost chain of global ranges with constant extents (up to three) that every
-// effect sits inside, each the only loop at its depth: what a grid can run, one thread per
-// iteration. Outermost first; empty when the kernel has SPECIALs, local ranges or no chain.
+// The outermost chain of global and local ranges with constant extents that every effect
+// sits inside, each the only loop at its depth: what a grid can run, one thread per
+// iteration. Outermost first; empty when the kernel has SPECIALs or no chain.
 std::vector<UOp> grid_chain(const UOp& sink) {
   LinearProgram p = linearize(sink);
   std::vector<UOp> chain;
-  int loops_at[3] = {0, 0, 0}, depth = 0, shallowest_effect = 3;
+  std::vector<int> loops_at;
+  int depth = 0, shallowest_effect = 1 << 30;
   for (const UOp& u : p.ops) {
     Op op = u.op();
-    if (op == Op::SPECIAL || (op == Op::RANGE && u.axis().kind == AxisKind::Local)) return {};
+    if (op == Op::SPECIAL) return {};
     if (op == Op::RANGE || op == Op::IF) {
-      if (op == Op::RANGE && depth < 3) ++loops_at[depth];
-      if (op == Op::RANGE && depth == int(chain.size()) && chain.size() < 3 &&
-          u.axis().kind == AxisKind::Global && u.src(0).op() == Op::CONST)
-        chain.push_back(u);
+      if (op == Op::RANGE) {
+        if (int(loops_at.size()) <= depth) loops_at.resize(size_t(depth) + 1, 0);
+        ++loops_at[size_t(depth)];
+      }
+      bool parallel = op == Op::RANGE &&
+                      (u.axis().kind == AxisKind::Global || u.axis().kind == AxisKind::Local);
+      if (parallel && depth == int(chain.size()) && u.src(0).op() == Op::CONST) chain.push_back(u);
       ++depth;
     }
     if (op == Op::END) depth -= int(u.src().size()) - 1;
@@ -74,49 +78,70 @@ std::vector<UOp> grid_chain(const UOp& sink) {
   return chain;
 }
 
-// On targets whose threads form blocks, the chain becomes the launch grid: the innermost
-// range is blockIdx.x * B + threadIdx.x with blocks of B = min(256, extent) threads, the
-// others blockIdx.y and blockIdx.z. Where B does not divide the extent, the threads past
-// the end compute on the last index (min(index, extent - 1): they read only what exists
-// and divide by nothing new) and every store and atomic is gated by index < extent, so
-// they change nothing. The ENDs
-// that closed the chain go. The emulator and CUDA then run the same mapping.
+// On targets whose threads form blocks, the chain becomes the launch grid. Where the
+// schedule made local ranges, they become the block's threads (the innermost threadIdx.x)
+// and the global ranges the blocks (the innermost blockIdx.x); at most three of each, and
+// a kernel with local ranges left out of the chain is refused. Without local ranges, up
+// to three global ranges: the innermost becomes blockIdx.x * B + threadIdx.x with blocks of
+// B = min(256, extent) threads, the others blockIdx.y and blockIdx.z; where B does not
+// divide the extent, the threads past the end compute on the last index (min(index,
+// extent - 1): they read only what exists and divide by nothing new) and every store and
+// atomic is gated by index < extent, so they change nothing. The ENDs that closed the
+// chain go. The emulator and CUDA then run the same mapping.
 UOp map_grid(const UOp& sink, const LowerContext& ctx) {
   if (!ctx.target.has(kFeatureBlocks)) return sink;
   std::vector<UOp> chain = grid_chain(sink);
-  if (chain.empty()) return sink;
+  std::vector<UOp> globals, locals;
+  for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
+  bool has_local = false;
+  for (const UOp& u : toposort(sink))
+    has_local |= u.op() == Op::RANGE && u.axis().kind == AxisKind::Local;
+  if (has_local && (locals.empty() || globals.size() > 3 || locals.size() > 3))
+    throw IrError("map_grid: kernel '" + sink.name_arg() +
+                  "' has local ranges that are not an outer chain of at most three global and "
+                  "three local ranges around every effect");
+  // Each chain range's value (a SPECIAL, or an expression of them), and the gate of the
+  // threads past the end where the block size does not divide the extent.
+  std::unordered_map<const void*, UOp> value;
+  UOp in_range;
+  auto as_index = [](const UOp& sp, DType d) { return d == dtypes::int32 ? sp : cast(sp, d); };
+  if (has_local) {
+    auto assign = [&](const std::vector<UOp>& rs, SpecialKind kind) {
+      for (size_t k = 0; k < rs.size(); ++k)  // the innermost on x
+        value[rs[k].id()] = as_index(
+            special(kind, int(rs.size() - 1 - k), rs[k].src(0).const_int()), rs[k].dtype());
+    };
+    assign(globals, SpecialKind::BlockIdx);
+    assign(locals, SpecialKind::ThreadIdx);
+  } else {
+    if (globals.size() > 3) globals.resize(3);
+    if (globals.empty()) return sink;
+    const UOp& inner = globals.back();
+    int64_t n = inner.src(0).const_int(), block = std::min<int64_t>(256, n);
+    int64_t blocks = (n + block - 1) / block;
+    DType d = inner.dtype();
+    UOp x = as_index(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
+            as_index(special(SpecialKind::ThreadIdx, 0, block), d);
+    in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
+    value[inner.id()] = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
+    for (size_t lv = 0; lv + 1 < globals.size(); ++lv)  // y for the next-to-innermost, z above
+      value[globals[lv].id()] =
+          as_index(special(SpecialKind::BlockIdx, int(globals.size() - 1 - lv),
+                           globals[lv].src(0).const_int()),
+                   globals[lv].dtype());
+  }
   std::unordered_map<const void*, UOp> image;  // old node -> new node
-  std::unordered_map<const void*, size_t> level;
-  for (size_t i = 0; i < chain.size(); ++i) level[chain[i].id()] = i;
-  const UOp& inner = chain.back();
-  int64_t n = inner.src(0).const_int(), block = std::min<int64_t>(256, n);
-  int64_t blocks = (n + block - 1) / block;
-  DType d = inner.dtype();
-  UOp x = cast(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
-          cast(special(SpecialKind::ThreadIdx, 0, block), d);
-  if (d == dtypes::int32)
-    x = special(SpecialKind::BlockIdx, 0, blocks) * block +
-        special(SpecialKind::ThreadIdx, 0, block);
-  UOp in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
-  UOp index_value = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
   std::vector<UOp> order = toposort(sink);
   for (const UOp& u : order) {
     std::vector<UOp> src;
     for (const UOp& s : u.src()) src.push_back(image.at(s.id()));
     UOp out;
-    if (auto it = level.find(u.id()); it != level.end()) {
-      size_t lv = it->second;
-      if (lv + 1 == chain.size()) {
-        out = index_value;
-      } else {
-        int dim = int(chain.size() - 1 - lv);  // y for the next-to-innermost, z above it
-        UOp s = special(SpecialKind::BlockIdx, dim, u.src(0).const_int());
-        out = d == dtypes::int32 ? s : cast(s, d);
-      }
+    if (auto it = value.find(u.id()); it != value.end()) {
+      out = it->second;
     } else if (u.op() == Op::END) {
       std::vector<UOp> kept = {src[0]};
       for (size_t k = 1; k < u.src().size(); ++k)
-        if (!level.count(u.src(k).id())) kept.push_back(src[k]);
+        if (!value.count(u.src(k).id())) kept.push_back(src[k]);
       out = kept.size() == 1 ? src[0] : UOp::make(Op::END, u.dtype(), kept, u.arg());
     } else if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && in_range &&
                u.src(0).dtype().space() != AddrSpace::Reg) {  // registers are the thread's own

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <unordered_map>
 
 #include "dsl/printer.h"
@@ -40,7 +41,11 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   std::map<int64_t, UOp> ranges;
   for (const UOp& u : toposort(sink))
     if (u.op() == Op::RANGE) ranges.emplace(u.axis().id, u);
-  int64_t next_id = ranges.empty() ? 0 : ranges.rbegin()->first + 1;
+  // New axes get ids above every existing one, grouped by the axis they split, so that
+  // ranges of one kind nest in the order of the axes they came from (the split of the
+  // innermost axis innermost: threadIdx.x where it is LOCAL).
+  int64_t first_new = ranges.empty() ? 0 : ranges.rbegin()->first + 1;
+  std::map<int64_t, int64_t> splits_of;
   std::map<int64_t, std::vector<Split>> plan;
   std::map<int64_t, int64_t> left;  // each split axis's remaining (outer) extent
   int64_t copies = 1, threads = 1;
@@ -72,9 +77,9 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
     }
     if (r.src(0).op() != Op::CONST) refuse("needs an axis of constant extent");
     int64_t& rest = left.try_emplace(*e.axis, r.src(0).const_int()).first->second;
-    if (e.amount < 1 || rest % e.amount != 0)
-      refuse("needs an amount that divides the axis's extent " + std::to_string(rest));
-    rest /= e.amount;
+    if (e.amount < 1 || e.amount > rest)
+      refuse("needs an amount from 1 to the axis's extent " + std::to_string(rest));
+    rest = (rest + e.amount - 1) / e.amount;
     if (inner == AxisKind::Local) {
       threads *= e.amount;
       if (threads > target.max_threads_per_block)
@@ -86,31 +91,60 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
         refuse("makes " + std::to_string(copies) + " copies of the body; at most " +
                std::to_string(kMaxCopies) + " are allowed");
     }
-    plan[*e.axis].push_back({e.amount, inner, next_id++});
+    constexpr int64_t kMaxSplits = 64;  // per axis
+    int64_t nth = splits_of[*e.axis]++;
+    if (nth == kMaxSplits)
+      refuse("splits the axis more than " + std::to_string(kMaxSplits) + " times");
+    plan[*e.axis].push_back({e.amount, inner, first_new + *e.axis * kMaxSplits + nth});
   }
   if (plan.empty()) return sink;
 
   // Each split range's value as an index, and the ranges that replace it in END and AFTER.
-  std::unordered_map<const void*, UOp> value;
+  // Where the amounts do not divide the extent, the last iterations run past it: their
+  // index is clamped to the last one (so they read only what exists) and their effects do
+  // nothing: their stores and atomics are gated off, except stores to registers, which
+  // are the iteration's own unless an UNROLL split the range.
+  std::unordered_map<const void*, UOp> value, valid;
   std::unordered_map<const void*, std::vector<UOp>> parts;
+  std::set<const void*> sequential;  // clamped ranges split by UNROLL
   for (const auto& [id, splits] : plan) {
     const UOp& r = ranges.at(id);
     DType d = r.dtype();
     UOp outer = range(const_int(d, left.at(id)), id, r.axis().kind);
     UOp v = outer;
     std::vector<UOp> list{outer};
+    int64_t covered = left.at(id);
     for (auto s = splits.rbegin(); s != splits.rend(); ++s) {  // the first split is innermost
       UOp in = range(const_int(d, s->amount), s->id, s->kind);
       v = v * const_int(d, s->amount) + in;
       list.push_back(in);
+      covered *= s->amount;
+    }
+    int64_t n = r.src(0).const_int();
+    if (covered != n) {
+      valid.emplace(r.id(), v < const_int(d, n));
+      if (std::any_of(splits.begin(), splits.end(),
+                      [](const Split& x) { return x.kind == AxisKind::Unroll; }))
+        sequential.insert(r.id());
+      v = UOp::make(Op::MIN, {v, const_int(d, n - 1)});
     }
     value.emplace(r.id(), v);
     parts.emplace(r.id(), std::move(list));
   }
+  // The gates of the clamped ranges each node depends on (an END drops those it closes).
+  std::unordered_map<const void*, std::vector<const void*>> gated_by;
   std::unordered_map<const void*, UOp> image;
   for (const UOp& u : toposort(sink)) {
+    std::vector<const void*> g;
+    if (valid.count(u.id())) g.push_back(u.id());
+    for (const UOp& s : u.src())
+      for (const void* r : gated_by[s.id()])
+        if (std::find(g.begin(), g.end(), r) == g.end()) g.push_back(r);
+    if (u.op() == Op::END)
+      for (size_t k = 1; k < u.src().size(); ++k) std::erase(g, u.src(k).id());
     if (auto it = value.find(u.id()); it != value.end()) {
       image.emplace(u.id(), it->second);
+      gated_by[u.id()] = std::move(g);
       continue;
     }
     bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
@@ -127,7 +161,24 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
       changed |= t != s;
       src.push_back(t);
     }
-    image.emplace(u.id(), changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u);
+    UOp out = changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u;
+    // A register is the iteration's own where the split is parallel (upcast copies and
+    // threads each have theirs): only unrolled iterations, which share it, gate its stores.
+    std::vector<const void*> gate_by = g;
+    if (u.op() == Op::STORE && u.src(0).src(0).dtype().space() == AddrSpace::Reg)
+      std::erase_if(gate_by, [&](const void* r) { return !sequential.count(r); });
+    if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && !gate_by.empty()) {
+      UOp ok;
+      for (const void* r : gate_by) ok = ok ? UOp::make(Op::AND, {ok, valid.at(r)}) : valid.at(r);
+      const UOp& ix = out.src(0);
+      UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), ok}) : ok;
+      UOp gix = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
+      std::vector<UOp> osrc(out.src().begin(), out.src().end());
+      osrc[0] = gix;
+      out = UOp::make(u.op(), u.dtype(), osrc, u.arg());
+    }
+    image.emplace(u.id(), out);
+    gated_by[u.id()] = std::move(g);
   }
   return image.at(sink.id());
 }

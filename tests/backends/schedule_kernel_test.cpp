@@ -1,0 +1,125 @@
+// Schedules through the lowering pipeline on every device: upcast, unroll and local splits
+// of matmul and reductions, with amounts that divide the extents and amounts that do not,
+// against float64 references computed from inputs already rounded to the dtype.
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+
+#include "dsl/opt.h"
+#include "kernels/examples.h"
+#include "test_device.h"
+
+namespace kitten {
+namespace {
+
+class Scheduled : public DeviceTest {
+ protected:
+  bool blocks() const { return dev->props().target.has(kFeatureBlocks); }
+};
+
+struct Action {
+  const char* name;
+  int64_t axis, amount;
+};
+
+// The actions whose amounts fit their axes' extents (an amount above the extent is
+// refused, and is tested in tests/dsl/lower_test.cpp); LOCAL only on devices with blocks.
+Schedule fitted(const std::vector<Action>& actions, const std::vector<int64_t>& extents,
+                bool blocks) {
+  Schedule s;
+  std::vector<int64_t> left = extents;
+  for (const Action& a : actions) {
+    int64_t& rest = left[size_t(a.axis)];
+    if ((std::string(a.name) == "LOCAL" && !blocks) || a.amount > rest) continue;
+    s.action(a.name, a.axis, a.amount);
+    rest = (rest + a.amount - 1) / a.amount;
+  }
+  return s.empty() ? Schedule::parse("NOOPT=1") : s;
+}
+
+const std::vector<std::vector<Action>> kMatmulSchedules = {
+    {},                                    // the heuristic
+    {{"UPCAST", 1, 4}, {"UPCAST", 0, 3}},  // a register tile, 3 not dividing
+    {{"UNROLL", 2, 4}},                    // the reduction unrolled
+    {{"UPCAST", 1, 8}, {"UNROLL", 2, 3}},  // both
+    {{"UPCAST", 1, 2}, {"LOCAL", 1, 8}, {"LOCAL", 0, 4}, {"UPCAST", 0, 2}},  // threads
+};
+
+TEST_P(Scheduled, MatmulSchedulesEqualTheReference) {
+  for (auto [m, n, kk] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {1, 1, 1}, {7, 7, 7}, {33, 33, 33}, {100, 100, 100}, {257, 7, 33}, {7, 257, 100}})
+    for (const auto& actions : kMatmulSchedules) {
+      Schedule s = actions.empty() ? Schedule() : fitted(actions, {m, n, kk}, blocks());
+      SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(kk) +
+                   " schedule '" + s.to_string() + "'");
+      DType dt = dtypes::float32;
+      HostData a = HostData::random(dt, size_t(m * kk), 4),
+               b = HostData::random(dt, size_t(kk * n), 5);
+      std::vector<double> scale, want = matmul_reference(a, b, m, n, kk, &scale);
+      HostData c = HostData::poisoned(dt, size_t(m * n));
+      DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+      compile_kernel(*dev, matmul_kernel(m, n, kk, dt), s).run(args({&dc, &da, &db}));
+      dc.read(c);
+      expect_accumulated(c, want, scale, kk);
+    }
+}
+
+const std::vector<std::vector<Action>> kReduceSchedules = {
+    {},
+    {{"UPCAST", 0, 4}},
+    {{"UNROLL", 1, 4}},
+    {{"UPCAST", 0, 3}, {"UNROLL", 1, 5}},
+    {{"LOCAL", 0, 32}, {"UNROLL", 1, 2}},
+};
+
+TEST_P(Scheduled, ReductionSchedulesEqualTheReference) {
+  for (int axis : {0, 1})
+    for (auto [rows, cols] :
+         std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 33}, {100, 7}, {257, 100}, {33, 257}})
+      for (const auto& actions : kReduceSchedules) {
+        int64_t kept = axis == 0 ? cols : rows, red = axis == 0 ? rows : cols;
+        Schedule s = actions.empty() ? Schedule() : fitted(actions, {kept, red}, blocks());
+        SCOPED_TRACE("axis " + std::to_string(axis) + " " + std::to_string(rows) + "x" +
+                     std::to_string(cols) + " schedule '" + s.to_string() + "'");
+        DType dt = dtypes::float32;
+        HostData x = HostData::random(dt, size_t(rows * cols), 3);
+        std::vector<double> want(size_t(kept), 0.0), scale(size_t(kept), 0.0);
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) {
+            size_t o = size_t(axis == 0 ? j : i);
+            want[o] += x.values[size_t(i * cols + j)];
+            scale[o] += std::abs(x.values[size_t(i * cols + j)]);
+          }
+        HostData out = HostData::poisoned(dt, size_t(kept));
+        DeviceBuffer dx(*dev, x), dout(*dev, out);
+        compile_kernel(*dev, reduce_kernel(rows, cols, axis, Op::ADD, dt), s)
+            .run(args({&dout, &dx}));
+        dout.read(out);
+        expect_accumulated(out, want, scale, red);
+      }
+}
+
+// Upcast elementwise kernels move whole vectors where the rows allow it (1000 columns:
+// 16-byte aligned rows), scalars where they do not (1001), and the results are exact.
+TEST_P(Scheduled, UpcastElementwiseIsExact) {
+  for (DType dt : {dtypes::float32, dtypes::bfloat16})
+    for (int64_t cols : {1000, 1001})
+      for (const char* text : {"UPCAST:1:4", "UPCAST:1:8 UPCAST:0:2", "UNROLL:0:3"}) {
+        SCOPED_TRACE(std::string(dt.name()) + " 9x" + std::to_string(cols) + " " + text);
+        HostData a = HostData::random(dt, size_t(9 * cols), 1),
+                 b = HostData::random(dt, size_t(9 * cols), 2);
+        HostData out = HostData::poisoned(dt, size_t(9 * cols));
+        std::vector<double> want(out.values.size());
+        for (size_t i = 0; i < want.size(); ++i) want[i] = rounded(dt, a.values[i] + b.values[i]);
+        DeviceBuffer da(*dev, a), db(*dev, b), dout(*dev, out);
+        compile_kernel(*dev, elementwise_add_kernel(9, cols, dt, false), Schedule::parse(text))
+            .run(args({&dout, &da, &db}));
+        dout.read(out);
+        expect_exact(out, want);
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, Scheduled, testing::ValuesIn(test_devices()), test_name);
+
+}  // namespace
+}  // namespace kitten

@@ -1,0 +1,153 @@
+// The schedule pass, the heuristic and the expander on small graphs: what each action makes
+// of a kernel, asserted on the lowered graph's structure, and every way a schedule is
+// refused before anything is compiled.
+#include <gtest/gtest.h>
+
+#include "dsl/expand.h"
+#include "dsl/lower.h"
+#include "dsl/opt.h"
+#include "dsl/printer.h"
+#include "kernels/examples.h"
+
+namespace kitten {
+namespace {
+
+struct Counts {
+  int ranges = 0, expanded_ranges = 0, stores = 0, gated_stores = 0, vector_loads = 0,
+      vector_stores = 0, specials = 0;
+  int64_t reg_size = 0;
+};
+
+Counts count(const UOp& g) {
+  Counts c;
+  for (const UOp& u : toposort(g)) {
+    if (u.op() == Op::RANGE) {
+      ++c.ranges;
+      AxisKind k = u.axis().kind;
+      c.expanded_ranges += k == AxisKind::Upcast || k == AxisKind::Unroll;
+    }
+    if (u.op() == Op::STORE) {
+      ++c.stores;
+      c.gated_stores += u.src(0).src().size() == 3;
+      c.vector_stores += u.src(1).dtype().is_vector();
+    }
+    c.vector_loads += u.op() == Op::LOAD && u.dtype().is_vector();
+    c.specials += u.op() == Op::SPECIAL;
+    if (u.op() == Op::DEFINE_REG) c.reg_size = u.dtype().size();
+  }
+  return c;
+}
+
+Target cpu() { return host_target("x86_64", 2); }
+
+// UPCAST of both output axes of a matmul: one register per output of the 4 x 8 tile, the
+// tile's row of b read as one 8-lane vector (its start proven a multiple of 8), the tile
+// written back as 4 vector stores, no upcast range left.
+TEST(Expand, UpcastMakesARegisterTileWithVectorAccesses) {
+  UOp g = lower(matmul_kernel(64, 64, 64, dtypes::float32), cpu(),
+                Schedule::parse("UPCAST:1:8 UPCAST:0:4"));
+  Counts c = count(g);
+  EXPECT_EQ(c.expanded_ranges, 0);
+  EXPECT_EQ(c.ranges, 3);  // 16 row tiles, 8 column tiles, the reduction
+  EXPECT_EQ(c.reg_size, 32);
+  EXPECT_EQ(c.vector_loads, 1) << print_graph(g);
+  EXPECT_EQ(c.vector_stores, 4) << print_graph(g);
+  EXPECT_EQ(c.gated_stores, 0);
+}
+
+// UNROLL of the reduction: one loop of a quarter of the extent, four chained updates of the
+// one accumulator in it (copy k reads after copy k - 1's store).
+TEST(Expand, UnrollChainsTheCopies) {
+  UOp g = lower(reduce_kernel(3, 32, 1, Op::ADD, dtypes::float32), cpu(),
+                Schedule::parse("UNROLL:1:4"));
+  Counts c = count(g);
+  EXPECT_EQ(c.reg_size, 1);
+  EXPECT_EQ(c.ranges, 2);
+  int chained = 0;
+  for (const UOp& u : toposort(g))
+    if (u.op() == Op::AFTER)
+      for (size_t k = 1; k < u.src().size(); ++k)
+        chained += u.src(k).op() == Op::STORE && u.src(k).src(1).op() != Op::CONST;
+  EXPECT_EQ(chained, 3) << print_graph(g);
+}
+
+// An amount that does not divide the extent: the index is clamped and the stores to memory
+// gated, so the iterations past the end change nothing. Of 7 columns in 2 x 4 copies, only
+// the last copy's gate is not proven true.
+TEST(Expand, AnAmountThatDoesNotDivideGatesTheTail) {
+  UOp g = lower(elementwise_add_kernel(3, 7, dtypes::float32, false), cpu(),
+                Schedule::parse("UPCAST:1:4"));
+  Counts c = count(g);
+  EXPECT_EQ(c.stores, 4);
+  EXPECT_EQ(c.gated_stores, 1) << print_graph(g);
+  EXPECT_EQ(c.vector_loads, 0);
+  bool clamped = false;
+  for (const UOp& u : toposort(g)) clamped |= u.op() == Op::MIN;
+  EXPECT_TRUE(clamped);
+}
+
+// LOCAL splits become the block's threads on a target with blocks.
+TEST(Expand, LocalAxesBecomeThreads) {
+  UOp g = lower(matmul_kernel(64, 64, 64, dtypes::float32), h100_target(),
+                Schedule::parse("UPCAST:1:4 LOCAL:1:16 LOCAL:0:8"));
+  std::map<std::string, int64_t> specials;
+  for (const UOp& u : toposort(g))
+    if (u.op() == Op::SPECIAL)
+      specials[std::string(special_name(std::get<SpecialArg>(u.arg())))] = u.src(0).const_int();
+  EXPECT_EQ(specials,
+            (std::map<std::string, int64_t>{
+                {"blockIdx.x", 1}, {"blockIdx.y", 8}, {"threadIdx.x", 16}, {"threadIdx.y", 8}}));
+  EXPECT_EQ(count(g).ranges, 1);  // the reduction
+}
+
+// The heuristic: register tiles for matmul-shaped kernels (8 x 8 on cpu, 4 x 4 per thread
+// on blocks), an upcast of outputs contiguous across a reduction over rows, 4-lane
+// vectors for elementwise kernels on blocks; nothing for a kernel that maps its threads.
+TEST(Expand, TheHeuristicScheduleIsDeterministic) {
+  UOp mm = matmul_kernel(64, 64, 64, dtypes::float32);
+  EXPECT_EQ(heuristic_schedule(mm, cpu()).to_string(), "UPCAST:1:8 UPCAST:0:8");
+  EXPECT_EQ(heuristic_schedule(mm, h100_target()).to_string(), "UPCAST:1:4 UPCAST:0:4");
+  EXPECT_EQ(heuristic_schedule(matmul_kernel(7, 6, 5, dtypes::float32), cpu()).to_string(),
+            "UPCAST:1:2");
+  EXPECT_EQ(
+      heuristic_schedule(reduce_kernel(64, 64, 0, Op::ADD, dtypes::float32), cpu()).to_string(),
+      "UPCAST:0:8");
+  EXPECT_EQ(
+      heuristic_schedule(reduce_kernel(64, 64, 1, Op::ADD, dtypes::float32), cpu()).to_string(),
+      "");
+  UOp add = elementwise_add_kernel(8, 64, dtypes::float32, false);
+  EXPECT_EQ(heuristic_schedule(add, h100_target()).to_string(), "UPCAST:1:4");
+  EXPECT_EQ(heuristic_schedule(add, cpu()).to_string(), "");
+  EXPECT_EQ(heuristic_schedule(tiled_matmul_kernel(32, 32, 32, 16), h100_target()).to_string(), "");
+}
+
+void expect_refused(const UOp& k, const Target& t, const char* schedule, const char* why) {
+  try {
+    lower(k, t, Schedule::parse(schedule));
+    ADD_FAILURE() << schedule << " was accepted";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+}
+
+TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
+  UOp mm = matmul_kernel(64, 64, 64, dtypes::float32);
+  expect_refused(mm, cpu(), "SPLIT:0:2", "is not an action this pass knows");
+  expect_refused(mm, cpu(), "UPCAST:2:4", "needs a global axis; axis is reduce");
+  expect_refused(mm, cpu(), "UNROLL:1:65", "needs an amount from 1 to the axis's extent 64");
+  expect_refused(mm, cpu(), "UPCAST:0:16 UPCAST:1:32", "at most 256 are allowed");
+  expect_refused(mm, cpu(), "LOCAL:0:4", "needs threads that form blocks");
+  expect_refused(mm, h100_target(), "LOCAL:0:64 LOCAL:1:32", "has at most 1024");
+  expect_refused(mm, cpu(), "UPCAST:7:2", "names axis 7");
+}
+
+TEST(Expand, ProvablyMultiple) {
+  UOp x = define_var("x", 0, 100);
+  EXPECT_TRUE(provably_multiple(x * 8 + 16, 4));
+  EXPECT_TRUE(provably_multiple((x * 2) * 4, 8));
+  EXPECT_FALSE(provably_multiple(x * 8 + 2, 4));
+  EXPECT_FALSE(provably_multiple(x, 2));
+}
+
+}  // namespace
+}  // namespace kitten
