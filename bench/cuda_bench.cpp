@@ -1,7 +1,8 @@
 // The cuda backend on the GPU, as tools/gpu/check.sh runs it: elementwise bandwidth,
 // launch overhead (direct, graph-replayed, graph-replayed with rebinding, and a bare
 // cuLaunchKernel loop in the same process), copy/compute overlap across two queues, and
-// GEMM at 4096^3 (tiled float32 through shared memory; bf16 with mma.sync). Times are
+// GEMM at 4096^3 (tiled float32 through shared memory; bf16 with mma.sync; the plain
+// matmul through the lowering pipeline) and a row softmax. Times are
 // medians of 20 runs after 5 warm-ups, by CUDA events unless said otherwise. Writes JSON.
 #include <algorithm>
 #include <chrono>
@@ -244,9 +245,58 @@ int main(int argc, char** argv) {
         2, 5);
     r["gemm_bf16_mma_TFLOPs"] = 2.0 * double(n * n * n) / (ms * 1e9);
     r["gemm_bf16_mma_max_err"] = gemm_sample_error(*dev, c, va16, vb16, n);
+    // The plain matmul kernel through the lowering pipeline: the heuristic schedule (a 4 x 4
+    // register tile per thread) and a schedule with 16 x 16 threads per block.
+    for (auto [name, text] : std::vector<std::pair<std::string, std::string>>{
+             {"heuristic", ""}, {"local", "UPCAST:1:4 LOCAL:1:16 UPCAST:0:4 LOCAL:0:16"}}) {
+      CompiledKernel k =
+          compile_kernel(*dev, matmul_kernel(n, n, n, dtypes::float32), Schedule::parse(text));
+      ms = timed_ms(
+          *q,
+          [&] {
+            q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {c, a32, b32});
+          },
+          2, 5);
+      r["gemm_f32_" + name + "_TFLOPs"] = 2.0 * double(n * n * n) / (ms * 1e9);
+      r["gemm_f32_" + name + "_max_err"] = gemm_sample_error(*dev, c, va32, vb32, n);
+    }
     // float32 accumulation over K = 4096 in either order: well under 1e-5 of the scale.
-    gemm_ok = r["gemm_f32_tiled_max_err"] < 1e-5 && r["gemm_bf16_mma_max_err"] < 1e-5;
+    gemm_ok = r["gemm_f32_tiled_max_err"] < 1e-5 && r["gemm_bf16_mma_max_err"] < 1e-5 &&
+              r["gemm_f32_heuristic_max_err"] < 1e-5 && r["gemm_f32_local_max_err"] < 1e-5;
     for (Buffer x : {a32, b32, c, a16, b16}) dev->allocator().free(x);
+  }
+
+  // 5. Row softmax of 16384 x 1024 float32 (the heuristic schedule: one thread per row),
+  //    checked on sampled rows against float64.
+  {
+    const int64_t rows = 16384, cols = 1024;
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    std::vector<float> host(size_t(rows * cols)), got(host.size());
+    for (float& v : host) v = dist(rng);
+    Buffer x = dev->allocator().alloc(host.size() * 4),
+           out = dev->allocator().alloc(host.size() * 4);
+    dev->allocator().copy_in(x, host.data(), host.size() * 4);
+    CompiledKernel k = compile_kernel(*dev, softmax_kernel(rows, cols));
+    double ms = timed_ms(*q, [&] {
+      q->exec(*k.program, k.rendered.info.global, k.rendered.info.local, {out, x});
+    });
+    r["softmax_16384x1024_GBps"] = 2.0 * double(rows * cols * 4) / (ms * 1e6);
+    dev->allocator().copy_out(got.data(), out, got.size() * 4);
+    double worst = 0;
+    for (int64_t i = 0; i < rows; i += 997) {
+      double m = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < cols; ++j) m = std::max(m, double(host[size_t(i * cols + j)]));
+      for (int64_t j = 0; j < cols; ++j) sum += std::exp(double(host[size_t(i * cols + j)]) - m);
+      for (int64_t j = 0; j < cols; ++j) {
+        double want = std::exp(double(host[size_t(i * cols + j)]) - m) / sum;
+        worst = std::max(worst, std::abs(got[size_t(i * cols + j)] - want) / want);
+      }
+    }
+    r["softmax_max_rel_err"] = worst;
+    gemm_ok = gemm_ok && worst < double(cols + 8) * std::ldexp(1.0, -24);
+    dev->allocator().free(x);
+    dev->allocator().free(out);
   }
 
   std::string json = "{\n";
@@ -259,7 +309,7 @@ int main(int argc, char** argv) {
   json += "}\n";
   std::fputs(json.c_str(), stdout);
   if (!json_path.empty()) std::ofstream(json_path) << json;
-  if (!gemm_ok) std::fprintf(stderr, "a GEMM result is wrong: see gemm_*_max_err\n");
+  if (!gemm_ok) std::fprintf(stderr, "a result is wrong: see *_max_err\n");
   if (!gemm_ok) return 1;
   return 0;
 }

@@ -110,6 +110,26 @@ UOp stencil_kernel(int64_t n) {
   return sink({end(store(index(out, i), v), {i})}, "stencil");
 }
 
+UOp softmax_kernel(int64_t rows, int64_t cols) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(rows, 0, AxisKind::Global);
+  UOp r1 = range(cols, 1, AxisKind::Reduce), r2 = range(cols, 2, AxisKind::Reduce),
+      j = range(cols, 3, AxisKind::Loop);
+  UOp log2e = const_(f, 1.4426950408889634);
+  Accumulator mx(0, f, const_(f, -INFINITY), {i}, r1);
+  UOp max_loop = end(mx.update(alu(Op::MAX, mx.current(), load(index(x, i * cols + r1)))), {r1});
+  UOp m = mx.result(max_loop);
+  auto e = [&](const UOp& at) {
+    return UOp::make(Op::EXP2, {(load(index(x, i * cols + at)) - m) * log2e});
+  };
+  Accumulator sum(1, f, const_(f, 0.0), {i}, r2);
+  UOp sum_loop = end(sum.update(sum.current() + e(r2)), {r2});
+  UOp inv = UOp::make(Op::RECIP, {sum.result(sum_loop)});
+  UOp row = end(store(index(out, i * cols + j), e(j) * inv), {j});
+  return sink({end(row, {i})}, "softmax");
+}
+
 UOp tiled_matmul_kernel(int64_t m, int64_t n, int64_t k, int64_t tile) {
   if (tile <= 0 || m % tile || n % tile || k % tile)
     throw std::invalid_argument("tiled_matmul_kernel: m, n and k must be multiples of the tile");
@@ -221,13 +241,14 @@ UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k) {
 }
 
 std::vector<std::string> builtin_kernel_names() {
-  return {"add", "sum", "matmul", "multi", "tiled_matmul", "block_sum", "mma_matmul"};
+  return {"add", "sum", "matmul", "multi", "softmax", "tiled_matmul", "block_sum", "mma_matmul"};
 }
 
 UOp builtin_kernel(const std::string& name) {
   if (name == "add") return elementwise_add_kernel(4, 100, dtypes::float32, true);
   if (name == "sum") return reduce_kernel(16, 1000, 1, Op::ADD, dtypes::float32);
   if (name == "matmul") return matmul_kernel(64, 64, 64, dtypes::float32);
+  if (name == "softmax") return softmax_kernel(64, 100);
   if (name == "multi") return sum_and_squares_kernel(16, 1000);
   if (name == "tiled_matmul") return tiled_matmul_kernel(64, 64, 64, 16);
   if (name == "block_sum") return block_sum_kernel(1000);

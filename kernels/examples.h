@@ -37,6 +37,10 @@ UOp inplace_update_kernel(int64_t n);
 // gated loads. Buffers: 0 out, 1 x; float32.
 UOp stencil_kernel(int64_t n);
 
+// out[i, :] = softmax(x[i, :]) over rows x cols float32: per row a max, a sum of
+// exp2((x - max) * log2 e) and the normalised values, one loop each. Buffers: 0 out, 1 x.
+UOp softmax_kernel(int64_t rows, int64_t cols);
+
 // Kernels for devices with blocks of threads (emu, cuda):
 
 // c = a * b (float32, m x k times k x n, each a multiple of tile) by blocks of tile x tile

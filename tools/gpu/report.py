@@ -15,6 +15,9 @@ rows = [
     ("1GiB copy + 2048^3 GEMM on two queues (ms) vs one after other", k["overlap_concurrent_ms"], k["overlap_sequential_ms"], False),
     ("GEMM f32 4096^3 tiled (TFLOP/s) vs torch.matmul f32", k["gemm_f32_tiled_TFLOPs"], t["matmul_f32_TFLOPs"], True),
     ("GEMM bf16 4096^3 mma.sync (TFLOP/s) vs torch.matmul bf16", k["gemm_bf16_mma_TFLOPs"], t["matmul_bf16_TFLOPs"], True),
+    ("GEMM f32 4096^3 pipeline, heuristic (TFLOP/s) vs torch f32", k["gemm_f32_heuristic_TFLOPs"], t["matmul_f32_TFLOPs"], True),
+    ("GEMM f32 4096^3 pipeline, 16x16 threads (TFLOP/s) vs torch", k["gemm_f32_local_TFLOPs"], t["matmul_f32_TFLOPs"], True),
+    ("row softmax 16384x1024 f32 (GB/s) vs torch.softmax", k["softmax_16384x1024_GBps"], t["softmax_16384x1024_GBps"], True),
 ]
 out = []
 print(f"device: {t.get('device', '?')}")

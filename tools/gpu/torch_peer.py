@@ -1,6 +1,7 @@
 """The peer's numbers for tools/gpu/check.sh, measured in the same run as kitten's:
 device-to-device copy bandwidth, tiny-kernel launch cost (eager and CUDA-graph
-replayed) and torch.matmul at 4096^3 (float32 without TF32, and bfloat16). Medians of 20
+replayed), torch.matmul at 4096^3 (float32 without TF32, and bfloat16) and a row
+softmax. Medians of 20
 runs after 5 warm-ups, by CUDA events. Writes JSON."""
 import json
 import statistics
@@ -66,6 +67,9 @@ def main():
         q = torch.randn(m, m, device="cuda", dtype=dtype)
         ms = timed_ms(lambda: torch.matmul(p, q))
         r[f"matmul_{name}_TFLOPs"] = 2 * m ** 3 / (ms * 1e9)
+    x = torch.randn(16384, 1024, device="cuda")
+    ms = timed_ms(lambda: torch.softmax(x, dim=1))
+    r["softmax_16384x1024_GBps"] = 2 * x.numel() * 4 / (ms * 1e6)
     text = json.dumps(r, indent=2)
     print(text)
     if len(sys.argv) > 2 and sys.argv[1] == "--json":
