@@ -57,7 +57,6 @@ std::vector<UOp> grid_chain(const UOp& sink) {
   int depth = 0, shallowest_effect = 1 << 30;
   for (const UOp& u : p.ops) {
     Op op = u.op();
-    if (op == Op::SPECIAL) return {};
     if (op == Op::RANGE || op == Op::IF) {
       if (op == Op::RANGE) {
         if (int(loops_at.size()) <= depth) loops_at.resize(size_t(depth) + 1, 0);
@@ -93,19 +92,28 @@ UOp map_grid(const UOp& sink, const LowerContext& ctx) {
   std::vector<UOp> chain = grid_chain(sink);
   std::vector<UOp> globals, locals;
   for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
-  bool has_local = false;
-  for (const UOp& u : toposort(sink))
+  bool has_local = false, has_threads = false;
+  for (const UOp& u : toposort(sink)) {
     has_local |= u.op() == Op::RANGE && u.axis().kind == AxisKind::Local;
+    if (u.op() == Op::SPECIAL) {
+      if (std::get<SpecialArg>(u.arg()).kind == SpecialKind::BlockIdx) return sink;  // its own
+      has_threads = true;  // a GROUP's threads: the global ranges become the blocks
+    }
+  }
   if (has_local && (locals.empty() || globals.size() > 3 || locals.size() > 3))
     throw IrError("map_grid: kernel '" + sink.name_arg() +
                   "' has local ranges that are not an outer chain of at most three global and "
                   "three local ranges around every effect");
+  if (has_threads && (has_local || globals.size() > 3))
+    throw IrError("map_grid: kernel '" + sink.name_arg() +
+                  "' has threads and ranges that are not an outer chain of at most three "
+                  "global ranges around every effect");
   // Each chain range's value (a SPECIAL, or an expression of them), and the gate of the
   // threads past the end where the block size does not divide the extent.
   std::unordered_map<const void*, UOp> value;
   UOp in_range;
   auto as_index = [](const UOp& sp, DType d) { return d == dtypes::int32 ? sp : cast(sp, d); };
-  if (has_local) {
+  if (has_local || has_threads) {
     auto assign = [&](const std::vector<UOp>& rs, SpecialKind kind) {
       for (size_t k = 0; k < rs.size(); ++k)  // the innermost on x
         value[rs[k].id()] = as_index(

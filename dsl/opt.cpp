@@ -1,6 +1,7 @@
 #include "dsl/opt.h"
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -16,12 +17,129 @@ namespace {
 struct Split {
   int64_t amount;
   AxisKind kind;
-  int64_t id;  // the inner range's new id
+  int64_t id;           // the inner range's new id
+  bool thread = false;  // GROUP, and LOCAL beside a GROUP: the block's threads, no range
 };
 
 bool is_action(const ScheduleEntry& e) { return e.axis.has_value(); }
 
 std::string entry_text(const ScheduleEntry& e) { return Schedule({e}).to_string(); }
+
+UOp buffer_root(UOp b) {
+  while (b.op() == Op::AFTER) b = b.src(0);
+  return b;
+}
+
+// GROUP: each thread of the block reduced a strided part of the range into its registers.
+// After the loop the partials meet in shared memory (one slot per thread), a barrier, and
+// every thread folds them in thread order into its registers, so whatever reads the
+// registers after the loop sees the whole reduction, the same in every thread; a second
+// barrier frees the shared memory. The loop body must be register updates acc = acc OP x.
+UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid) {
+  UOp end_r;
+  int64_t slot = 0, range_id = 0;
+  for (const UOp& u : toposort(sink)) {
+    if (u.op() == Op::END && std::find(u.src().begin() + 1, u.src().end(), outer) != u.src().end())
+      end_r = u;
+    if (u.op() == Op::DEFINE_LOCAL) slot = std::max(slot, u.slot() + 1);
+    if (u.op() == Op::RANGE) range_id = std::max(range_id, u.axis().id + 1);
+  }
+  auto refuse = [&](const std::string& why) {
+    throw ScheduleError("schedule: GROUP of axis " + std::to_string(outer.axis().id) + " " + why +
+                        " (kernel '" + sink.name_arg() + "')");
+  };
+  if (!end_r) refuse("needs a reduce range closed by an END");
+  struct Update {
+    UOp reg, k;
+    Op op;
+  };
+  std::vector<Update> updates;
+  std::vector<UOp> body{end_r.src(0)};
+  while (!body.empty()) {
+    UOp e = body.back();
+    body.pop_back();
+    if (e.op() == Op::GROUP) {
+      body.insert(body.end(), e.src().begin(), e.src().end());
+      continue;
+    }
+    const char* shape =
+        "needs a loop body of register updates acc = acc OP x (OP one of ADD, "
+        "MUL, MAX, MIN)";
+    if (e.op() != Op::STORE) refuse(shape);
+    const UOp& ix = e.src(0);
+    UOp reg = buffer_root(ix.src(0));
+    const UOp& v = e.src(1);
+    Op op = v.op();
+    if (reg.op() != Op::DEFINE_REG || ix.src(1).op() != Op::CONST ||
+        (op != Op::ADD && op != Op::MUL && op != Op::MAX && op != Op::MIN))
+      refuse(shape);
+    bool reads_itself = false;
+    for (const UOp& x : v.src())
+      reads_itself |=
+          x.op() == Op::LOAD && buffer_root(x.src(0).src(0)) == reg && x.src(0).src(1) == ix.src(1);
+    if (!reads_itself) refuse(shape);
+    updates.push_back({reg, ix.src(1), op});
+  }
+  int64_t a = tid.src(0).const_int();
+  std::vector<UOp> stage, smem;
+  for (const Update& u : updates) {
+    smem.push_back(define_local(u.reg.dtype().pointee(), a, slot++));
+    UOp part = load(index(after(u.reg, {end_r}), u.k));
+    stage.push_back(store(index(smem.back(), tid), part));
+  }
+  UOp staged = UOp::make(Op::BARRIER, dtypes::void_, stage);
+  std::vector<UOp> init, fold;
+  for (size_t i = 0; i < updates.size(); ++i)
+    init.push_back(store(index(after(updates[i].reg, {staged}), updates[i].k),
+                         load(index(after(smem[i], {staged}), const_int(tid.dtype(), 0)))));
+  UOp inited = init.size() == 1 ? init[0] : UOp::make(Op::GROUP, dtypes::void_, init);
+  UOp c = range(a - 1, range_id, AxisKind::Reduce);
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const Update& u = updates[i];
+    UOp acc = UOp::make(Op::AFTER, {u.reg, inited, c});
+    UOp other = load(index(after(smem[i], {staged}), c + 1));
+    fold.push_back(store(index(acc, u.k), alu(u.op, load(index(acc, u.k)), other)));
+  }
+  UOp folded = end(fold.size() == 1 ? fold[0] : UOp::make(Op::GROUP, dtypes::void_, fold), {c});
+  UOp freed = UOp::make(Op::BARRIER, dtypes::void_, {folded});
+  return substitute(sink, {{end_r, freed}});
+}
+
+// Beside a GROUP every thread of the block runs what is not split over the threads: a
+// store or atomic to memory whose address and value do not depend on the thread (through
+// data: registers after a GROUP hold the same value in every thread) is done by thread 0.
+UOp gate_to_first_thread(const UOp& sink, const UOp& tid) {
+  std::unordered_map<const void*, bool> on_thread;
+  std::unordered_map<const void*, UOp> image;
+  UOp first = UOp::make(Op::CMPEQ, {tid, const_int(tid.dtype(), 0)});
+  for (const UOp& u : toposort(sink)) {
+    bool t = u == tid;
+    Op op = u.op();
+    if (op == Op::AFTER) {
+      t = on_thread[u.src(0).id()];
+    } else if (op != Op::BARRIER && op != Op::END && op != Op::ENDIF && op != Op::GROUP &&
+               op != Op::SINK) {
+      for (const UOp& x : u.src()) t = t || on_thread[x.id()];
+    }
+    on_thread[u.id()] = t;
+    std::vector<UOp> src;
+    bool changed = false;
+    for (const UOp& x : u.src()) {
+      src.push_back(image.at(x.id()));
+      changed |= src.back() != x;
+    }
+    UOp out = changed ? UOp::make(op, u.dtype(), src, u.arg()) : u;
+    if ((op == Op::STORE || op == Op::ATOMIC) && !t &&
+        u.src(0).src(0).dtype().space() != AddrSpace::Reg) {
+      const UOp& ix = out.src(0);
+      UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), first}) : first;
+      src[0] = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
+      out = UOp::make(op, u.dtype(), src, u.arg());
+    }
+    image.emplace(u.id(), out);
+  }
+  return image.at(sink.id());
+}
 
 }  // namespace
 
@@ -48,7 +166,9 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   std::map<int64_t, int64_t> splits_of;
   std::map<int64_t, std::vector<Split>> plan;
   std::map<int64_t, int64_t> left;  // each split axis's remaining (outer) extent
-  int64_t copies = 1, threads = 1;
+  int64_t copies = 1, threads = 1, group_threads = 0;
+  bool grouped = std::any_of(schedule.entries().begin(), schedule.entries().end(),
+                             [](const ScheduleEntry& e) { return e.axis && e.name == "GROUP"; });
   for (const ScheduleEntry& e : schedule.entries()) {
     if (!is_action(e)) continue;
     const UOp& r = ranges.at(*e.axis);
@@ -66,21 +186,33 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
       if (kind != AxisKind::Global && kind != AxisKind::Loop && kind != AxisKind::Reduce)
         refuse("needs a global, loop or reduce axis; axis is " + std::string(axis_kind_name(kind)));
       inner = AxisKind::Unroll;
-    } else if (e.name == "LOCAL") {
+    } else if (e.name == "LOCAL" || e.name == "GROUP") {
       if (!target.has(kFeatureBlocks))
         refuse("needs threads that form blocks, which " + target.arch + " does not have");
-      if (kind != AxisKind::Global)
-        refuse("needs a global axis; axis is " + std::string(axis_kind_name(kind)));
-      inner = AxisKind::Local;
+      AxisKind need = e.name == "LOCAL" ? AxisKind::Global : AxisKind::Reduce;
+      if (kind != need)
+        refuse("needs a " + std::string(axis_kind_name(need)) + " axis; axis is " +
+               std::string(axis_kind_name(kind)));
+      inner = e.name == "LOCAL" ? AxisKind::Local : AxisKind::Reduce;
     } else {
-      refuse("is not an action this pass knows (UPCAST, UNROLL, LOCAL)");
+      refuse("is not an action this pass knows (UPCAST, UNROLL, LOCAL, GROUP)");
     }
     if (r.src(0).op() != Op::CONST) refuse("needs an axis of constant extent");
     int64_t& rest = left.try_emplace(*e.axis, r.src(0).const_int()).first->second;
     if (e.amount < 1 || e.amount > rest)
       refuse("needs an amount from 1 to the axis's extent " + std::to_string(rest));
     rest = (rest + e.amount - 1) / e.amount;
-    if (inner == AxisKind::Local) {
+    bool thread = grouped && (e.name == "GROUP" || e.name == "LOCAL");
+    if (thread) {
+      if (group_threads && e.amount != group_threads)
+        refuse("needs the amount of the schedule's other GROUP and LOCAL entries (" +
+               std::to_string(group_threads) + "): beside a GROUP they share the block's threads");
+      if (e.amount < 2) refuse("needs at least 2 threads");
+      group_threads = e.amount;
+      if (group_threads > target.max_threads_per_block)
+        refuse("makes blocks of " + std::to_string(group_threads) + " threads; " + target.arch +
+               " has at most " + std::to_string(target.max_threads_per_block));
+    } else if (inner == AxisKind::Local) {
       threads *= e.amount;
       if (threads > target.max_threads_per_block)
         refuse("makes blocks of " + std::to_string(threads) + " threads; " + target.arch +
@@ -95,7 +227,7 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
     int64_t nth = splits_of[*e.axis]++;
     if (nth == kMaxSplits)
       refuse("splits the axis more than " + std::to_string(kMaxSplits) + " times");
-    plan[*e.axis].push_back({e.amount, inner, first_new + *e.axis * kMaxSplits + nth});
+    plan[*e.axis].push_back({e.amount, inner, first_new + *e.axis * kMaxSplits + nth, thread});
   }
   if (plan.empty()) return sink;
 
@@ -106,7 +238,10 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   // are the iteration's own unless an UNROLL split the range.
   std::unordered_map<const void*, UOp> value, valid;
   std::unordered_map<const void*, std::vector<UOp>> parts;
-  std::set<const void*> sequential;  // clamped ranges split by UNROLL
+  std::set<const void*> sequential;  // clamped ranges split by UNROLL or GROUP
+  UOp tid;                           // the block's threads, where a GROUP made them
+  if (group_threads) tid = special(SpecialKind::ThreadIdx, 0, group_threads);
+  std::vector<std::pair<UOp, UOp>> groups;  // each GROUP's reduce range: old, new outer
   for (const auto& [id, splits] : plan) {
     const UOp& r = ranges.at(id);
     DType d = r.dtype();
@@ -115,16 +250,21 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
     std::vector<UOp> list{outer};
     int64_t covered = left.at(id);
     for (auto s = splits.rbegin(); s != splits.rend(); ++s) {  // the first split is innermost
-      UOp in = range(const_int(d, s->amount), s->id, s->kind);
+      UOp in = s->thread ? (d == tid.dtype() ? tid : cast(tid, d))
+                         : range(const_int(d, s->amount), s->id, s->kind);
       v = v * const_int(d, s->amount) + in;
-      list.push_back(in);
+      if (!s->thread) list.push_back(in);
       covered *= s->amount;
     }
+    if (r.axis().kind == AxisKind::Reduce &&
+        std::any_of(splits.begin(), splits.end(), [](const Split& x) { return x.thread; }))
+      groups.emplace_back(r, outer);
     int64_t n = r.src(0).const_int();
     if (covered != n) {
       valid.emplace(r.id(), v < const_int(d, n));
-      if (std::any_of(splits.begin(), splits.end(),
-                      [](const Split& x) { return x.kind == AxisKind::Unroll; }))
+      if (std::any_of(splits.begin(), splits.end(), [](const Split& x) {
+            return x.kind == AxisKind::Unroll || (x.thread && x.kind == AxisKind::Reduce);
+          }))
         sequential.insert(r.id());
       v = UOp::make(Op::MIN, {v, const_int(d, n - 1)});
     }
@@ -180,7 +320,10 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
     image.emplace(u.id(), out);
     gated_by[u.id()] = std::move(g);
   }
-  return image.at(sink.id());
+  UOp out = image.at(sink.id());
+  if (!tid) return out;
+  for (const auto& [old_range, outer] : groups) out = combine_group(out, outer, tid);
+  return gate_to_first_thread(out, tid);
 }
 
 Schedule heuristic_schedule(const UOp& sink, const Target& target) {
@@ -205,22 +348,56 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
       if (r.src(0).const_int() % a == 0 && r.src(0).const_int() >= a) return a;
     return 0;
   };
+  // The global axes around every reduction (those its loop body depends on).
+  std::vector<UOp> outer;
+  if (!reduce.empty()) {
+    std::vector<std::vector<UOp>> bodies;
+    for (const UOp& u : toposort(sink))
+      if (u.op() == Op::END)
+        for (const UOp& r : reduce)
+          if (std::find(u.src().begin() + 1, u.src().end(), r) != u.src().end())
+            bodies.push_back(toposort(u.src(0)));
+    for (const UOp& g : global)
+      if (std::all_of(bodies.begin(), bodies.end(), [&](const std::vector<UOp>& b) {
+            return std::find(b.begin(), b.end(), g) != b.end();
+          }))
+        outer.push_back(g);
+  }
   Schedule s;
   bool blocks = target.has(kFeatureBlocks);
   // Register tiles: 8 x 8 on cpu (eight 8-lane accumulators), 4 x 4 per thread on blocks.
   std::vector<int64_t> tile = blocks ? std::vector<int64_t>{4, 2} : std::vector<int64_t>{8, 4, 2};
-  if (!reduce.empty() && global.size() >= 2) {  // matmul-shaped
-    const UOp& rows = global[global.size() - 2];
-    const UOp& cols = global.back();
+  if (!reduce.empty() && outer.size() >= 2) {  // matmul-shaped
+    const UOp& rows = outer[outer.size() - 2];
+    const UOp& cols = outer.back();
     if (int64_t a = largest_dividing(cols, tile)) s.action("UPCAST", cols.axis().id, a);
     if (int64_t a = largest_dividing(rows, tile)) s.action("UPCAST", rows.axis().id, a);
     return s;
   }
-  if (!reduce.empty() && global.size() == 1) {  // contiguous across outputs, not along the reduce
+  if (!reduce.empty() && outer.size() == 1) {
     bool along_reduce = std::any_of(reduce.begin(), reduce.end(), contiguous);
-    if (!along_reduce && contiguous(global[0]))
-      if (int64_t a = largest_dividing(global[0], {8, 4, 2}))
-        s.action("UPCAST", global[0].axis().id, blocks ? std::min<int64_t>(a, 4) : a);
+    if (blocks && along_reduce) {
+      // Rows read along the reduction: the block's threads share each reduction (GROUP)
+      // and split the other global loops inside the row (LOCAL), where the reductions are
+      // register updates the GROUP can combine.
+      int64_t shortest = INT64_MAX;
+      for (const UOp& r : reduce) shortest = std::min(shortest, r.src(0).const_int());
+      int64_t a = 256;
+      while (a > 32 && a > shortest) a /= 2;
+      if (a > shortest) return s;
+      for (const UOp& r : reduce) s.action("GROUP", r.axis().id, a);
+      for (const UOp& g : global)
+        if (g != outer[0] && g.src(0).const_int() >= a) s.action("LOCAL", g.axis().id, a);
+      try {
+        apply_schedule(sink, target, s);
+        return s;
+      } catch (const ScheduleError&) {
+        return {};
+      }
+    }
+    if (!along_reduce && contiguous(outer[0]))  // contiguous across outputs instead
+      if (int64_t a = largest_dividing(outer[0], {8, 4, 2}))
+        s.action("UPCAST", outer[0].axis().id, blocks ? std::min<int64_t>(a, 4) : a);
     return s;
   }
   if (reduce.empty() && blocks && !global.empty() && contiguous(global.back()))

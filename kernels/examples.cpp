@@ -115,7 +115,7 @@ UOp softmax_kernel(int64_t rows, int64_t cols) {
   UOp out = param(0, f.ptr()), x = param(1, f.ptr());
   UOp i = range(rows, 0, AxisKind::Global);
   UOp r1 = range(cols, 1, AxisKind::Reduce), r2 = range(cols, 2, AxisKind::Reduce),
-      j = range(cols, 3, AxisKind::Loop);
+      j = range(cols, 3, AxisKind::Global);  // its iterations are independent
   UOp log2e = const_(f, 1.4426950408889634);
   Accumulator mx(0, f, const_(f, -INFINITY), {i}, r1);
   UOp max_loop = end(mx.update(alu(Op::MAX, mx.current(), load(index(x, i * cols + r1)))), {r1});

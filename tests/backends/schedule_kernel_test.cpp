@@ -30,7 +30,10 @@ Schedule fitted(const std::vector<Action>& actions, const std::vector<int64_t>& 
   std::vector<int64_t> left = extents;
   for (const Action& a : actions) {
     int64_t& rest = left[size_t(a.axis)];
-    if ((std::string(a.name) == "LOCAL" && !blocks) || a.amount > rest) continue;
+    std::string name = a.name;
+    if (((name == "LOCAL" || name == "GROUP") && !blocks) || a.amount > rest ||
+        (name == "GROUP" && a.amount < 2))
+      continue;
     s.action(a.name, a.axis, a.amount);
     rest = (rest + a.amount - 1) / a.amount;
   }
@@ -70,6 +73,8 @@ const std::vector<std::vector<Action>> kReduceSchedules = {
     {{"UNROLL", 1, 4}},
     {{"UPCAST", 0, 3}, {"UNROLL", 1, 5}},
     {{"LOCAL", 0, 32}, {"UNROLL", 1, 2}},
+    {{"GROUP", 1, 32}},                    // the block's threads share each reduction
+    {{"GROUP", 1, 16}, {"UNROLL", 1, 3}},  // and each thread's part unrolled
 };
 
 TEST_P(Scheduled, ReductionSchedulesEqualTheReference) {
@@ -97,6 +102,35 @@ TEST_P(Scheduled, ReductionSchedulesEqualTheReference) {
         dout.read(out);
         expect_accumulated(out, want, scale, red);
       }
+}
+
+// Softmax rows shared by the block's threads: both reductions grouped, the normalising
+// loop split over the same threads, at sizes the thread count does and does not divide.
+TEST_P(Scheduled, GroupedSoftmaxEqualsTheReference) {
+  if (!blocks()) GTEST_SKIP() << GetParam() << " has no blocks of threads to GROUP over";
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 33}, {7, 100}, {5, 257}})
+    for (int64_t a : {8, 32}) {
+      std::string text = "GROUP:1:" + std::to_string(a) + " GROUP:2:" + std::to_string(a) +
+                         " LOCAL:3:" + std::to_string(a);
+      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " " + text);
+      HostData x = HostData::random(dtypes::float32, size_t(rows * cols), 8);
+      std::vector<double> want(x.values.size());
+      for (int64_t i = 0; i < rows; ++i) {
+        double m = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < cols; ++j) m = std::max(m, x.values[size_t(i * cols + j)]);
+        for (int64_t j = 0; j < cols; ++j) sum += std::exp(x.values[size_t(i * cols + j)] - m);
+        for (int64_t j = 0; j < cols; ++j)
+          want[size_t(i * cols + j)] = std::exp(x.values[size_t(i * cols + j)] - m) / sum;
+      }
+      HostData out = HostData::poisoned(dtypes::float32, x.values.size());
+      DeviceBuffer dx(*dev, x), dout(*dev, out);
+      compile_kernel(*dev, softmax_kernel(rows, cols), Schedule::parse(text))
+          .run(args({&dout, &dx}));
+      dout.read(out);
+      for (size_t k = 0; k < want.size(); ++k)
+        ASSERT_NEAR(out.get(k), want[k], double(cols + 8) * std::ldexp(1.0, -24) * want[k])
+            << "element " << k;
+    }
 }
 
 // Upcast elementwise kernels move whole vectors where the rows allow it (1000 columns:

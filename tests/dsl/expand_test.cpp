@@ -121,6 +121,27 @@ TEST(Expand, TheHeuristicScheduleIsDeterministic) {
   EXPECT_EQ(heuristic_schedule(tiled_matmul_kernel(32, 32, 32, 16), h100_target()).to_string(), "");
 }
 
+// GROUP: the threads of a block share a reduction; their partials meet in shared memory
+// between two barriers, and the output store, the same in every thread, is thread 0's.
+TEST(Expand, GroupSharesAReductionThroughSharedMemory) {
+  UOp g = lower(reduce_kernel(5, 100, 1, Op::ADD, dtypes::float32), h100_target(),
+                Schedule::parse("GROUP:1:32"));
+  int barriers = 0, locals = 0, first_thread_gates = 0;
+  std::map<std::string, int64_t> specials;
+  for (const UOp& u : toposort(g)) {
+    barriers += u.op() == Op::BARRIER;
+    locals += u.op() == Op::DEFINE_LOCAL;
+    if (u.op() == Op::SPECIAL)
+      specials[std::string(special_name(std::get<SpecialArg>(u.arg())))] = u.src(0).const_int();
+    if (u.op() == Op::STORE && u.src(0).src(0).dtype().space() == AddrSpace::Global)
+      first_thread_gates += u.src(0).src().size() == 3;
+  }
+  EXPECT_EQ(barriers, 2);
+  EXPECT_EQ(locals, 1);
+  EXPECT_EQ(first_thread_gates, 1);
+  EXPECT_EQ(specials, (std::map<std::string, int64_t>{{"blockIdx.x", 5}, {"threadIdx.x", 32}}));
+}
+
 void expect_refused(const UOp& k, const Target& t, const char* schedule, const char* why) {
   try {
     lower(k, t, Schedule::parse(schedule));
@@ -139,6 +160,16 @@ TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
   expect_refused(mm, cpu(), "LOCAL:0:4", "needs threads that form blocks");
   expect_refused(mm, h100_target(), "LOCAL:0:64 LOCAL:1:32", "has at most 1024");
   expect_refused(mm, cpu(), "UPCAST:7:2", "names axis 7");
+  expect_refused(mm, cpu(), "GROUP:2:32", "needs threads that form blocks");
+  expect_refused(mm, h100_target(), "GROUP:0:32", "needs a reduce axis; axis is global");
+  expect_refused(mm, h100_target(), "GROUP:2:32 LOCAL:1:16", "share the block's threads");
+  UOp sq = sum_and_squares_kernel(4, 64);  // two updates in one loop: both combined
+  EXPECT_NO_THROW(lower(sq, h100_target(), Schedule::parse("GROUP:1:16")));
+  // A reduce loop whose body writes memory is no register update to combine.
+  UOp out = param(0, dtypes::float32.ptr());
+  UOp r = range(64, 0, AxisKind::Reduce);
+  UOp writes = sink({end(store(index(out, r), const_(dtypes::float32, 1.0)), {r})}, "writes");
+  expect_refused(writes, h100_target(), "GROUP:0:16", "needs a loop body of register updates");
 }
 
 TEST(Expand, ProvablyMultiple) {
