@@ -31,11 +31,12 @@ UOp buffer_root(UOp b) {
 }
 
 // GROUP: each thread of the block reduced a strided part of the range into its registers.
-// After the loop the partials meet in shared memory (one slot per thread), a barrier, and
+// After the loop the partials meet in shared memory (one slot per thread, or per warp),
+// a barrier, and
 // every thread folds them in thread order into its registers, so whatever reads the
 // registers after the loop sees the whole reduction, the same in every thread; a second
 // barrier frees the shared memory. The loop body must be register updates acc = acc OP x.
-UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid) {
+UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid, const Target& target) {
   UOp end_r;
   int64_t slot = 0, range_id = 0;
   for (const UOp& u : toposort(sink)) {
@@ -80,12 +81,26 @@ UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid) {
     if (!reads_itself) refuse(shape);
     updates.push_back({reg, ix.src(1), op});
   }
-  int64_t a = tid.src(0).const_int();
+  // Where the target has warp shuffles and whole warps, each warp first folds its lanes
+  // (a butterfly of xor shuffles leaves the warp's total in every lane) and only one
+  // partial per warp goes through shared memory.
+  int64_t a = tid.src(0).const_int(), warp = target.warp_size;
+  bool shuffle =
+      target.has(kFeatureShuffle) && warp > 1 && (warp & (warp - 1)) == 0 && a % warp == 0;
+  int64_t slots = shuffle ? a / warp : a;
+  DType it = tid.dtype();
   std::vector<UOp> stage, smem;
   for (const Update& u : updates) {
-    smem.push_back(define_local(u.reg.dtype().pointee(), a, slot++));
+    smem.push_back(define_local(u.reg.dtype().pointee(), slots, slot++));
     UOp part = load(index(after(u.reg, {end_r}), u.k));
-    stage.push_back(store(index(smem.back(), tid), part));
+    if (!shuffle) {
+      stage.push_back(store(index(smem.back(), tid), part));
+      continue;
+    }
+    for (int64_t m = warp / 2; m >= 1; m /= 2)
+      part = alu(u.op, part, UOp::make(Op::SHUFFLE, {part, const_int(it, m)}, ShuffleMode::Xor));
+    UOp lane0 = UOp::make(Op::CMPEQ, {tid % const_int(it, warp), const_int(it, 0)});
+    stage.push_back(store(index(smem.back(), tid / const_int(it, warp), lane0), part));
   }
   UOp staged = UOp::make(Op::BARRIER, dtypes::void_, stage);
   std::vector<UOp> init, fold;
@@ -93,14 +108,17 @@ UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid) {
     init.push_back(store(index(after(updates[i].reg, {staged}), updates[i].k),
                          load(index(after(smem[i], {staged}), const_int(tid.dtype(), 0)))));
   UOp inited = init.size() == 1 ? init[0] : UOp::make(Op::GROUP, dtypes::void_, init);
-  UOp c = range(a - 1, range_id, AxisKind::Reduce);
-  for (size_t i = 0; i < updates.size(); ++i) {
-    const Update& u = updates[i];
-    UOp acc = UOp::make(Op::AFTER, {u.reg, inited, c});
-    UOp other = load(index(after(smem[i], {staged}), c + 1));
-    fold.push_back(store(index(acc, u.k), alu(u.op, load(index(acc, u.k)), other)));
+  UOp folded = inited;
+  if (slots > 1) {
+    UOp c = range(slots - 1, range_id, AxisKind::Reduce);
+    for (size_t i = 0; i < updates.size(); ++i) {
+      const Update& u = updates[i];
+      UOp acc = UOp::make(Op::AFTER, {u.reg, inited, c});
+      UOp other = load(index(after(smem[i], {staged}), c + 1));
+      fold.push_back(store(index(acc, u.k), alu(u.op, load(index(acc, u.k)), other)));
+    }
+    folded = end(fold.size() == 1 ? fold[0] : UOp::make(Op::GROUP, dtypes::void_, fold), {c});
   }
-  UOp folded = end(fold.size() == 1 ? fold[0] : UOp::make(Op::GROUP, dtypes::void_, fold), {c});
   UOp freed = UOp::make(Op::BARRIER, dtypes::void_, {folded});
   return substitute(sink, {{end_r, freed}});
 }
@@ -322,7 +340,7 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   }
   UOp out = image.at(sink.id());
   if (!tid) return out;
-  for (const auto& [old_range, outer] : groups) out = combine_group(out, outer, tid);
+  for (const auto& [old_range, outer] : groups) out = combine_group(out, outer, tid, target);
   return gate_to_first_thread(out, tid);
 }
 
