@@ -4,12 +4,16 @@
 // Run: build/bin/kitten_bench_dsl (or `make bench`).
 #include <benchmark/benchmark.h>
 
+#include <chrono>
+#include <map>
+
 #include <span>
 #include <string>
 #include <vector>
 
 #include "dsl/linearize.h"
 #include "dsl/lower.h"
+#include "dsl/verify.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
 
@@ -174,29 +178,57 @@ BENCHMARK(BM_LinearizeSiblings)->Unit(benchmark::kMillisecond);
 // The lowering pipeline on a kernel of about 2,000 nodes: 100 sibling loops whose loads
 // and stores go through tiled index arithmetic and gates, as a generated kernel's do.
 // Each iteration builds fresh nodes (a new axis offset), so no rewrite is remembered.
-void BM_Lower2000(benchmark::State& state) {
+UOp lower_bench_kernel(int64_t round) {
   DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  std::vector<UOp> effects;
+  for (int64_t l = 0; l < 100; ++l) {
+    UOp r = range(64 + round % 7, 100 * round + l, AxisKind::Loop);
+    UOp idx = ((r * 4 + l % 4) / 4) * 8 + (r * 8 + 3) % 8;
+    UOp v = load(index(x, idx, r < 64 + round % 7), const_(f, 0.0));
+    effects.push_back(end(store(index(out, r * 100 + l), v * v + v), {r}));
+  }
+  return sink({UOp::make(Op::GROUP, std::span<const UOp>(effects))}, "lower_bench");
+}
+
+void BM_Lower2000(benchmark::State& state) {
   Target t = h100_target();
   int64_t round = 0, nodes = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    UOp out = param(0, f.ptr()), x = param(1, f.ptr());
-    std::vector<UOp> effects;
-    for (int64_t l = 0; l < 100; ++l) {
-      UOp r = range(64 + round % 7, 100 * round + l, AxisKind::Loop);
-      UOp idx = ((r * 4 + l % 4) / 4) * 8 + (r * 8 + 3) % 8;
-      UOp v = load(index(x, idx, r < 64 + round % 7), const_(f, 0.0));
-      effects.push_back(end(store(index(out, r * 100 + l), v * v + v), {r}));
-    }
-    UOp k = sink({UOp::make(Op::GROUP, std::span<const UOp>(effects))}, "lower_bench");
+    UOp k = lower_bench_kernel(round++);
     nodes = int64_t(toposort(k).size());
-    ++round;
     state.ResumeTiming();
     benchmark::DoNotOptimize(lower(k, t));
   }
   state.counters["nodes"] = double(nodes);
 }
 BENCHMARK(BM_Lower2000)->Unit(benchmark::kMillisecond);
+
+// The same, pass by pass (each output verified, as lower does): a counter per pass, in
+// milliseconds per kernel.
+void BM_Lower2000ByPass(benchmark::State& state) {
+  Target t = h100_target();
+  Schedule none;
+  LowerContext ctx{t, none};
+  std::map<std::string, double> ms;
+  int64_t round = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    UOp g = lower_bench_kernel(round++);
+    state.ResumeTiming();
+    for (const Pass* p : passes()) {
+      auto t0 = std::chrono::steady_clock::now();
+      g = p->run(g, ctx);
+      verify(g);
+      ms[p->name] +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+  }
+  for (const auto& [name, total] : ms)
+    state.counters[name + "_ms"] = total / double(state.iterations());
+}
+BENCHMARK(BM_Lower2000ByPass)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kitten
