@@ -69,7 +69,7 @@ class CRenderer {
     if (cuda())
       map_grid();
     else
-      find_parallel_loop();
+      cpu_grid();
     for (const UOp& u : p_.ops) emit(u);
     RenderedKernel out;
     out.info.name = p_.name.empty() ? "kernel" : p_.name;
@@ -94,9 +94,14 @@ class CRenderer {
       src += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads) + ") " +
              out.info.symbol + "(" + params + ") {\n" + body_ + "}\n";
     } else {
-      out.info.global.x = parallel_extent_;
+      // The thread pool runs blocks lo..hi of the grid, one thread each.
+      out.info.global.x = cpu_blocks_;
       src += "void " + out.info.symbol + "(void* const* args, long long lo, long long hi) {\n";
-      src += "  (void)lo; (void)hi;\n" + body_ + "}\n";
+      if (cpu_blocks_ > 1 || has_block_)
+        src +=
+            "  for (long long kt_block = lo; kt_block < hi; ++kt_block) {\n" + body_ + "  }\n}\n";
+      else
+        src += "  (void)lo; (void)hi;\n" + body_ + "}\n";
     }
     out.source = std::move(src);
     return out;
@@ -113,7 +118,9 @@ class CRenderer {
         refuse(
             dialect_, p_,
             "uses " + op_name(op) + ", which the " + dialect_.target + " renderer does not know");
-      if (op_has(op, kOpCooperative) && !dialect_.blocks &&
+      bool cpu_block = op == Op::SPECIAL &&
+                       std::get<SpecialArg>(u.arg()) == SpecialArg{SpecialKind::BlockIdx, 0};
+      if (op_has(op, kOpCooperative) && !dialect_.blocks && !cpu_block &&
           std::find(cooperative.begin(), cooperative.end(), op_name(op)) == cooperative.end())
         cooperative.push_back(op_name(op));
       if (op == Op::ATOMIC && target_) {
@@ -157,21 +164,17 @@ class CRenderer {
     for (const std::string& v : vars_) var_slot_[v] = num_params_ + slot++;
   }
 
-  // The loop a thread pool may split: the only top-level loop, global, with a constant
-  // extent, and nothing but definitions outside it.
-  void find_parallel_loop() {
-    int depth = 0, top_loops = 0;
-    UOp loop;
-    for (const UOp& u : p_.ops) {
-      if (u.op() == Op::RANGE && depth == 0) ++top_loops, loop = u;
-      if (u.op() == Op::RANGE) ++depth;
-      if (u.op() == Op::END) depth -= int(u.src().size()) - 1;
-      if (depth == 0 && acts(u.op())) return;
-    }
-    if (top_loops != 1 || loop.axis().kind != AxisKind::Global || loop.src(0).op() != Op::CONST)
-      return;
-    parallel_.insert(loop.id());
-    parallel_extent_ = loop.src(0).const_int();
+  // cpu: the lowering's map_grid turns the outer global range into blockIdx.x; the thread
+  // pool runs the blocks (one thread each), the body inside a loop over its share.
+  void cpu_grid() {
+    for (const UOp& u : p_.ops)
+      if (u.op() == Op::SPECIAL) {
+        if (u.src(0).op() != Op::CONST)
+          refuse(dialect_, p_, "has a SPECIAL whose extent is not a constant");
+        cpu_blocks_ = u.src(0).const_int();
+        has_block_ = true;
+      }
+    if (has_block_) ++depth_;
   }
 
   // CUDA: the launch shape is the extents of the SPECIALs (the lowering's map_grid pass
@@ -469,6 +472,10 @@ class CRenderer {
       }
       case Op::SPECIAL: {
         SpecialArg s = std::get<SpecialArg>(u.arg());
+        if (!cuda()) {
+          define(u, "(int)kt_block");
+          return;
+        }
         define(u, std::string("(int)") +
                       (s.kind == SpecialKind::BlockIdx ? "blockIdx." : "threadIdx.") +
                       "xyz"[s.dim]);
@@ -529,11 +536,7 @@ class CRenderer {
         std::string n = "r" + std::to_string(u.axis().id);
         names_[u.id()] = n;
         std::string t = type(u.dtype());
-        if (parallel_.count(u.id())) {
-          line("for (" + t + " " + n + " = (" + t + ")lo; " + n + " < hi; ++" + n + ") {");
-        } else {
-          line("for (" + t + " " + n + " = 0; " + n + " < " + name(u.src(0)) + "; ++" + n + ") {");
-        }
+        line("for (" + t + " " + n + " = 0; " + n + " < " + name(u.src(0)) + "; ++" + n + ") {");
         ++depth_;
         return;
       }
@@ -663,8 +666,8 @@ class CRenderer {
   std::vector<std::string> param_decl_;
   std::map<std::string, std::string> vector_types_;
   std::unordered_map<const void*, std::string> names_;
-  std::set<const void*> parallel_;
-  int64_t parallel_extent_ = 1;
+  int64_t cpu_blocks_ = 1;
+  bool has_block_ = false;
   LaunchDims grid_, block_;
   size_t dynamic_shared_ = 0;
   int64_t shared_total_ = 0;

@@ -13,9 +13,9 @@
 
 #include "dsl/linearize.h"
 #include "dsl/lower.h"
-#include "dsl/verify.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
+#include "dsl/verify.h"
 
 namespace kitten {
 namespace {

@@ -77,67 +77,10 @@ std::vector<UOp> grid_chain(const UOp& sink) {
   return chain;
 }
 
-// On targets whose threads form blocks, the chain becomes the launch grid. Where the
-// schedule made local ranges, they become the block's threads (the innermost threadIdx.x)
-// and the global ranges the blocks (the innermost blockIdx.x); at most three of each, and
-// a kernel with local ranges left out of the chain is refused. Without local ranges, up
-// to three global ranges: the innermost becomes blockIdx.x * B + threadIdx.x with blocks of
-// B = min(256, extent) threads, the others blockIdx.y and blockIdx.z; where B does not
-// divide the extent, the threads past the end compute on the last index (min(index,
-// extent - 1): they read only what exists and divide by nothing new) and every store and
-// atomic is gated by index < extent, so they change nothing. The ENDs that closed the
-// chain go. The emulator and CUDA then run the same mapping.
-UOp map_grid(const UOp& sink, const LowerContext& ctx) {
-  if (!ctx.target.has(kFeatureBlocks)) return sink;
-  std::vector<UOp> chain = grid_chain(sink);
-  std::vector<UOp> globals, locals;
-  for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
-  bool has_local = false, has_threads = false;
-  for (const UOp& u : toposort(sink)) {
-    has_local |= u.op() == Op::RANGE && u.axis().kind == AxisKind::Local;
-    if (u.op() == Op::SPECIAL) {
-      if (std::get<SpecialArg>(u.arg()).kind == SpecialKind::BlockIdx) return sink;  // its own
-      has_threads = true;  // a GROUP's threads: the global ranges become the blocks
-    }
-  }
-  if (has_local && (locals.empty() || globals.size() > 3 || locals.size() > 3))
-    throw IrError("map_grid: kernel '" + sink.name_arg() +
-                  "' has local ranges that are not an outer chain of at most three global and "
-                  "three local ranges around every effect");
-  if (has_threads && (has_local || globals.size() > 3))
-    throw IrError("map_grid: kernel '" + sink.name_arg() +
-                  "' has threads and ranges that are not an outer chain of at most three "
-                  "global ranges around every effect");
-  // Each chain range's value (a SPECIAL, or an expression of them), and the gate of the
-  // threads past the end where the block size does not divide the extent.
-  std::unordered_map<const void*, UOp> value;
-  UOp in_range;
-  auto as_index = [](const UOp& sp, DType d) { return d == dtypes::int32 ? sp : cast(sp, d); };
-  if (has_local || has_threads) {
-    auto assign = [&](const std::vector<UOp>& rs, SpecialKind kind) {
-      for (size_t k = 0; k < rs.size(); ++k)  // the innermost on x
-        value[rs[k].id()] = as_index(
-            special(kind, int(rs.size() - 1 - k), rs[k].src(0).const_int()), rs[k].dtype());
-    };
-    assign(globals, SpecialKind::BlockIdx);
-    assign(locals, SpecialKind::ThreadIdx);
-  } else {
-    if (globals.size() > 3) globals.resize(3);
-    if (globals.empty()) return sink;
-    const UOp& inner = globals.back();
-    int64_t n = inner.src(0).const_int(), block = std::min<int64_t>(256, n);
-    int64_t blocks = (n + block - 1) / block;
-    DType d = inner.dtype();
-    UOp x = as_index(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
-            as_index(special(SpecialKind::ThreadIdx, 0, block), d);
-    in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
-    value[inner.id()] = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
-    for (size_t lv = 0; lv + 1 < globals.size(); ++lv)  // y for the next-to-innermost, z above
-      value[globals[lv].id()] =
-          as_index(special(SpecialKind::BlockIdx, int(globals.size() - 1 - lv),
-                           globals[lv].src(0).const_int()),
-                   globals[lv].dtype());
-  }
+// The chain's ranges replaced by their values (the ENDs that closed them drop them), and
+// the stores and atomics to memory gated by `in_range` where it is given.
+UOp replace_chain(const UOp& sink, const std::unordered_map<const void*, UOp>& value,
+                  const UOp& in_range) {
   std::unordered_map<const void*, UOp> image;  // old node -> new node
   std::vector<UOp> order = toposort(sink);
   for (const UOp& u : order) {
@@ -165,6 +108,77 @@ UOp map_grid(const UOp& sink, const LowerContext& ctx) {
     image[u.id()] = out;
   }
   return image.at(sink.id());
+}
+
+// On targets whose threads form blocks, the chain becomes the launch grid. Where the
+// schedule made local ranges, they become the block's threads (the innermost threadIdx.x)
+// and the global ranges the blocks (the innermost blockIdx.x); at most three of each, and
+// a kernel with local ranges left out of the chain is refused. Without local ranges, up
+// to three global ranges: the innermost becomes blockIdx.x * B + threadIdx.x with blocks of
+// B = min(256, extent) threads, the others blockIdx.y and blockIdx.z; where B does not
+// divide the extent, the threads past the end compute on the last index (min(index,
+// extent - 1): they read only what exists and divide by nothing new) and every store and
+// atomic is gated by index < extent, so they change nothing. The ENDs that closed the
+// chain go. The emulator and CUDA then run the same mapping.
+UOp map_grid(const UOp& sink, const LowerContext& ctx) {
+  std::vector<UOp> chain = grid_chain(sink);
+  std::vector<UOp> globals, locals;
+  for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
+  bool has_local = false, has_threads = false;
+  for (const UOp& u : toposort(sink)) {
+    has_local |= u.op() == Op::RANGE && u.axis().kind == AxisKind::Local;
+    if (u.op() == Op::SPECIAL) {
+      if (std::get<SpecialArg>(u.arg()).kind == SpecialKind::BlockIdx) return sink;  // its own
+      has_threads = true;  // a GROUP's threads: the global ranges become the blocks
+    }
+  }
+  std::unordered_map<const void*, UOp> value;
+  UOp in_range;
+  auto as_index = [](const UOp& sp, DType d) { return d == dtypes::int32 ? sp : cast(sp, d); };
+  if (!ctx.target.has(kFeatureBlocks)) {
+    // A cpu: the thread pool runs the outermost global range as blocks of one thread.
+    if (has_local || has_threads || chain.empty() || chain[0].axis().kind != AxisKind::Global)
+      return sink;
+    value[chain[0].id()] =
+        as_index(special(SpecialKind::BlockIdx, 0, chain[0].src(0).const_int()), chain[0].dtype());
+    return replace_chain(sink, value, in_range);
+  }
+  if (has_local && (locals.empty() || globals.size() > 3 || locals.size() > 3))
+    throw IrError("map_grid: kernel '" + sink.name_arg() +
+                  "' has local ranges that are not an outer chain of at most three global and "
+                  "three local ranges around every effect");
+  if (has_threads && (has_local || globals.size() > 3))
+    throw IrError("map_grid: kernel '" + sink.name_arg() +
+                  "' has threads and ranges that are not an outer chain of at most three "
+                  "global ranges around every effect");
+  // Each chain range's value (a SPECIAL, or an expression of them), and the gate of the
+  // threads past the end where the block size does not divide the extent.
+  if (has_local || has_threads) {
+    auto assign = [&](const std::vector<UOp>& rs, SpecialKind kind) {
+      for (size_t k = 0; k < rs.size(); ++k)  // the innermost on x
+        value[rs[k].id()] = as_index(
+            special(kind, int(rs.size() - 1 - k), rs[k].src(0).const_int()), rs[k].dtype());
+    };
+    assign(globals, SpecialKind::BlockIdx);
+    assign(locals, SpecialKind::ThreadIdx);
+  } else {
+    if (globals.size() > 3) globals.resize(3);
+    if (globals.empty()) return sink;
+    const UOp& inner = globals.back();
+    int64_t n = inner.src(0).const_int(), block = std::min<int64_t>(256, n);
+    int64_t blocks = (n + block - 1) / block;
+    DType d = inner.dtype();
+    UOp x = as_index(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
+            as_index(special(SpecialKind::ThreadIdx, 0, block), d);
+    in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
+    value[inner.id()] = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
+    for (size_t lv = 0; lv + 1 < globals.size(); ++lv)  // y for the next-to-innermost, z above
+      value[globals[lv].id()] =
+          as_index(special(SpecialKind::BlockIdx, int(globals.size() - 1 - lv),
+                           globals[lv].src(0).const_int()),
+                   globals[lv].dtype());
+  }
+  return replace_chain(sink, value, in_range);
 }
 
 struct Pipeline {

@@ -72,7 +72,7 @@ TEST(Lower, PassesAreOrderedAndOpenToLaterLayers) {
 TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
   DType f = dtypes::float32, v4 = f.vec(4);
   UOp out = param(0, f.ptr()), x = param(1, f.ptr());
-  UOp i = range(16, 0, AxisKind::Global);
+  UOp i = range(16, 0, AxisKind::Loop);
   UOp scalar = load(index(x, (i * 4 + 3) / 4, i < 16), const_(f, 0.0));
   UOp vec = load(UOp::make(Op::INDEX, v4.ptr(), {x, i * 4, i < 16}),
                  UOp::make(Op::VECTORIZE, {scalar, scalar, scalar, scalar}));
@@ -82,7 +82,8 @@ TEST(Lower, SimplifyIndicesFoldsAddressesAndTrueGates) {
   LowerOptions opts;
   opts.print_after = {"simplify_indices"};
   opts.dump = [&](const std::string& pass, const UOp&) { dumped.push_back(pass); };
-  UOp g = lower(k, host_target("x86_64", 2), {}, opts);  // no grid: the range stays
+  // A loop axis: no grid, the range stays.
+  UOp g = lower(k, host_target("x86_64", 2), Schedule::parse("NOOPT=1"), opts);
   EXPECT_EQ(dumped, std::vector<std::string>{"simplify_indices"});
   for (const UOp& u : toposort(g)) {
     if (u.op() == Op::INDEX) {
@@ -135,6 +136,32 @@ TEST(Lower, MapGridTurnsTheOuterGlobalRangeIntoTheGrid) {
   for (const UOp& u : toposort(lower(two, h100_target(), Schedule::parse("NOOPT=1"))))
     kept += u.op() == Op::RANGE;
   EXPECT_EQ(kept, 1);
+}
+
+// On a cpu the outer global range becomes the thread pool's blocks (blockIdx.x, one
+// thread each); under an outer loop axis nothing does: one thread runs the kernel.
+TEST(Lower, OnACpuTheOuterGlobalRangeBecomesTheThreadPoolsBlocks) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  for (AxisKind kind : {AxisKind::Global, AxisKind::Loop}) {
+    UOp i = range(300, 0, kind), j = range(7, 1, AxisKind::Global);
+    UOp at = i * 7 + j;
+    UOp k = sink({end(end(store(index(out, at), load(index(x, at))), {j}), {i})}, "cpu_grid");
+    UOp g = lower(k, host_target("x86_64", 2), Schedule::parse("NOOPT=1"));
+    std::vector<int64_t> blocks;
+    int ranges = 0;
+    for (const UOp& u : toposort(g)) {
+      if (u.op() == Op::SPECIAL) blocks.push_back(u.src(0).const_int());
+      ranges += u.op() == Op::RANGE;
+    }
+    if (kind == AxisKind::Global) {
+      EXPECT_EQ(blocks, std::vector<int64_t>{300});
+      EXPECT_EQ(ranges, 1);
+    } else {
+      EXPECT_TRUE(blocks.empty());
+      EXPECT_EQ(ranges, 2);
+    }
+  }
 }
 
 }  // namespace
