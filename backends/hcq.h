@@ -150,14 +150,25 @@ class Device {
   virtual std::unique_ptr<Graph> new_graph() = 0;
 };
 
-// A kernel graph compiled for a device: linearized, rendered, compiled and loaded.
-struct CompiledKernel {
+// One launch of a lowered kernel: linearized, rendered, compiled and loaded.
+struct KernelLaunch {
   LinearProgram linear;
   RenderedKernel rendered;
   std::unique_ptr<Program> program;
-  // Launches with the kernel's own dims on the device's own stream of execution (the
-  // call returns when the kernel has run).
+  void enqueue(Queue& q, std::span<const KernelArg> args) const;
+  void record(Graph& g, std::span<const KernelArg> args) const;
+};
+
+// A kernel graph compiled for a device: its first launch, and the launches that follow it
+// where the schedule cut the kernel into several (each takes the same arguments).
+struct CompiledKernel : KernelLaunch {
+  std::vector<KernelLaunch> then;
+  // Launches every part in order with its own dims on the device's own stream of
+  // execution (the call returns when the kernel has run).
   void run(std::span<const KernelArg> args);
+  // Every part in order on a queue, or into a graph.
+  void enqueue(Queue& q, std::span<const KernelArg> args) const;
+  void record(Graph& g, std::span<const KernelArg> args) const;
 };
 // Lowered for the device's target with `schedule` (ScheduleError before anything compiles
 // when it names an axis the kernel lacks), linearized, rendered, compiled, loaded.

@@ -15,16 +15,46 @@ std::string Compiler::compile(const std::string& source) {
   return binary;
 }
 
-CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule) {
-  CompiledKernel k;
-  k.linear = linearize(lower(sink, d.props().target, schedule));
+namespace {
+void build(Device& d, const UOp& lowered, KernelLaunch& k) {
+  k.linear = linearize(lowered);
   k.rendered = d.render(k.linear);
   k.program = d.load(d.compiler().compile(k.rendered.source), k.rendered.info);
+}
+}  // namespace
+
+CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule) {
+  std::vector<UOp> parts = lower_kernels(sink, d.props().target, schedule);
+  CompiledKernel k;
+  build(d, parts[0], k);
+  k.then.resize(parts.size() - 1);
+  for (size_t i = 1; i < parts.size(); ++i) build(d, parts[i], k.then[i - 1]);
   return k;
+}
+
+void KernelLaunch::enqueue(Queue& q, std::span<const KernelArg> args) const {
+  q.exec(*program, rendered.info.global, rendered.info.local, args);
+}
+
+void KernelLaunch::record(Graph& g, std::span<const KernelArg> args) const {
+  g.record(*program, rendered.info.global, rendered.info.local,
+           std::vector<KernelArg>(args.begin(), args.end()));
 }
 
 void CompiledKernel::run(std::span<const KernelArg> args) {
   program->launch(rendered.info.global, rendered.info.local, args);
+  for (const KernelLaunch& k : then)
+    k.program->launch(k.rendered.info.global, k.rendered.info.local, args);
+}
+
+void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {
+  KernelLaunch::enqueue(q, args);
+  for (const KernelLaunch& k : then) k.enqueue(q, args);
+}
+
+void CompiledKernel::record(Graph& g, std::span<const KernelArg> args) const {
+  KernelLaunch::record(g, args);
+  for (const KernelLaunch& k : then) k.record(g, args);
 }
 
 std::string compile_error_message(const std::string& compiler, const std::string& log,

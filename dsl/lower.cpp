@@ -277,9 +277,22 @@ LowerOptions default_lower_options() {
   return o;
 }
 
+std::vector<UOp> lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule,
+                               const LowerOptions& opts) {
+  if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
+  std::vector<UOp> out;
+  for (const auto& [part, s] : cut(sink, schedule)) out.push_back(lower(part, target, s, opts));
+  return out;
+}
+
 UOp lower(const UOp& sink, const Target& target, const Schedule& schedule,
           const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
+  for (const ScheduleEntry& e : schedule.entries())
+    if (e.axis && e.name == "CUT")
+      throw ScheduleError("schedule: " + Schedule({e}).to_string() + " cuts kernel '" +
+                          sink.name_arg() +
+                          "' into several kernels; lower them with lower_kernels");
   schedule.check_axes(sink);
   LowerContext ctx{target, schedule};
   auto wanted = [&](const std::string& name) {

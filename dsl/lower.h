@@ -49,4 +49,9 @@ LowerOptions default_lower_options();
 UOp lower(const UOp& sink, const Target& target, const Schedule& schedule = {},
           const LowerOptions& opts = default_lower_options());
 
+// The kernels a schedule lowers one kernel into, to be launched in this order: one, or
+// the parts of a CUT (dsl/opt.h), each lowered by every pass with its part's schedule.
+std::vector<UOp> lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule = {},
+                               const LowerOptions& opts = default_lower_options());
+
 }  // namespace kitten

@@ -344,6 +344,49 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   return gate_to_first_thread(out, tid);
 }
 
+std::vector<std::pair<UOp, Schedule>> cut(const UOp& sink, const Schedule& schedule) {
+  std::vector<ScheduleEntry> rest, cuts;
+  for (const ScheduleEntry& e : schedule.entries())
+    (e.axis && e.name == "CUT" ? cuts : rest).push_back(e);
+  if (cuts.empty()) return {{sink, schedule}};
+  schedule.check_axes(sink);
+  const ScheduleEntry& c = cuts[0];
+  auto refuse = [&](const std::string& why) {
+    throw ScheduleError("schedule: " + entry_text(c) + " " + why + " (kernel '" + sink.name_arg() +
+                        "')");
+  };
+  if (cuts.size() > 1) refuse("is one of several CUTs; a schedule has at most one");
+  UOp r;
+  for (const UOp& u : toposort(sink))
+    if (u.op() == Op::RANGE && u.axis().id == *c.axis) r = u;
+  if (r.axis().kind != AxisKind::Global || r.src(0).op() != Op::CONST)
+    refuse("needs a global axis of constant extent");
+  int64_t n = r.src(0).const_int();
+  if (c.amount <= 0 || c.amount >= n)
+    refuse("needs a cut point between 0 and the extent " + std::to_string(n));
+  std::vector<std::pair<UOp, Schedule>> parts;
+  for (int part = 0; part < 2; ++part) {
+    int64_t start = part == 0 ? 0 : c.amount, extent = part == 0 ? c.amount : n - c.amount;
+    UOp nr = range(const_int(r.dtype(), extent), r.axis().id, r.axis().kind);
+    UOp v = start ? nr + const_int(r.dtype(), start) : nr;
+    std::unordered_map<const void*, UOp> image;
+    for (const UOp& u : toposort(sink)) {
+      bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
+      std::vector<UOp> src;
+      for (size_t k = 0; k < u.src().size(); ++k) {
+        const UOp& s = u.src(k);
+        src.push_back(s == r ? (names_ranges && k > 0 ? nr : v) : image.at(s.id()));
+      }
+      Arg arg = u.op() == Op::SINK ? Arg(u.name_arg() + "_" + std::to_string(part)) : u.arg();
+      image.emplace(u.id(), u == r ? v : UOp::make(u.op(), u.dtype(), src, arg));
+    }
+    Schedule s = part == 0 ? Schedule(rest) : Schedule();
+    if (part == 1 && schedule.knob_or("NOOPT", 0)) s.knob("NOOPT", 1);
+    parts.emplace_back(image.at(sink.id()), s);
+  }
+  return parts;
+}
+
 Schedule heuristic_schedule(const UOp& sink, const Target& target) {
   std::vector<UOp> global, reduce, accesses;
   for (const UOp& u : toposort(sink)) {

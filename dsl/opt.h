@@ -7,6 +7,9 @@
 // ranges into copies; grid mapping turns LOCAL ranges into threads.
 #pragma once
 
+#include <utility>
+#include <vector>
+
 #include "dsl/schedule.h"
 #include "dsl/target.h"
 #include "dsl/uop.h"
@@ -24,6 +27,13 @@ namespace kitten {
 // knob NOOPT=1 turns the heuristic off.
 inline constexpr int64_t kMaxCopies = 256;
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& schedule);
+
+// CUT:axis:at splits a global axis of constant extent N (0 < at < N) into two kernels
+// launched one after the other: the first runs indices [0, at) with the schedule's other
+// actions, the second [at, N) with the heuristic schedule (or none under NOOPT=1). Each
+// part is named <kernel>_0, <kernel>_1. Without a CUT: the kernel and its schedule. One
+// CUT per schedule; more, or a CUT on another kind of axis, is a ScheduleError.
+std::vector<std::pair<UOp, Schedule>> cut(const UOp& sink, const Schedule& schedule);
 
 // The deterministic schedule a kernel gets when it is given none (see docs/lowering.md):
 // a matmul-shaped kernel (a reduce inside two global axes) upcasts its two innermost

@@ -173,6 +173,33 @@ TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
   expect_refused(writes, h100_target(), "GROUP:0:16", "needs a loop body of register updates");
 }
 
+// CUT: two kernels, named for their parts, each lowered with its part's schedule.
+TEST(Expand, ACutLowersIntoTwoKernels) {
+  UOp mm = matmul_kernel(100, 64, 32, dtypes::float32);
+  std::vector<UOp> parts = lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 UPCAST:0:8"));
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(parts[0].name_arg(), "matmul_0");
+  EXPECT_EQ(parts[1].name_arg(), "matmul_1");
+  std::vector<int64_t> blocks;
+  for (const UOp& p : parts)
+    for (const UOp& u : toposort(p))
+      if (u.op() == Op::SPECIAL) blocks.push_back(u.src(0).const_int());
+  EXPECT_EQ(blocks, (std::vector<int64_t>{12, 1}));  // 96 rows by 8; 4 rows upcast by the heuristic
+  EXPECT_EQ(lower_kernels(mm, cpu()).size(), 1u);
+  expect_refused(mm, cpu(), "CUT:0:50", "lower them with lower_kernels");
+  auto refused = [&](const char* text, const char* why) {
+    try {
+      lower_kernels(mm, cpu(), Schedule::parse(text));
+      ADD_FAILURE() << text << " was accepted";
+    } catch (const ScheduleError& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  refused("CUT:2:16", "needs a global axis");
+  refused("CUT:0:100", "needs a cut point between 0 and the extent 100");
+  refused("CUT:0:10 CUT:1:10", "a schedule has at most one");
+}
+
 TEST(Expand, ProvablyMultiple) {
   UOp x = define_var("x", 0, 100);
   EXPECT_TRUE(provably_multiple(x * 8 + 16, 4));
