@@ -36,12 +36,15 @@ commands:
                     an unavailable one is unavailable
   graph <kernel>    build a built-in kernel graph, verify it and print it with its key
   graph --list      list the built-in kernels
-  render <kernel> [--device cpu]
+  render <kernel> [--device cpu] [--schedule S]
                     print a built-in kernel's linear program (lowered for the device)
-                    and its rendered source
-  lower <kernel> [--device cpu] [--print-after P[,P...]|all]
+                    and its rendered source, for each kernel the schedule makes
+  lower <kernel> [--device cpu] [--schedule S] [--print-after P[,P...]|all]
                     run the lowering pipeline for a device and print the graph after
-                    the named passes and at the end
+                    the named passes and at the end. S: the schedule, one line of
+                    ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP CUT) and
+                    KNOB=VALUE (NOOPT=1: no heuristic), e.g. 'UPCAST:1:4 UNROLL:2:2'
+                    (docs/lowering.md)
   lower --passes    list the lowering passes in order, one sentence each
   simplify '<expr>' [--var NAME=LO..HI]...
                     simplify an integer expression: line 1 the result in the same
@@ -161,6 +164,7 @@ int cmd_devices(const std::vector<std::string>& args) {
 struct KernelCommand {
   UOp kernel;
   std::string device = "cpu";
+  Schedule schedule;
   std::vector<std::string> print_after;
   std::unique_ptr<Device> dev;
 };
@@ -173,7 +177,13 @@ int parse_kernel_command(const std::string& cmd, const std::vector<std::string>&
       out.device = args[++i];
     else if (a.rfind("--device=", 0) == 0)
       out.device = a.substr(9);
-    else if (cmd == "lower" && a == "--print-after" && i + 1 < args.size())
+    else if (a == "--schedule" && i + 1 < args.size()) {
+      try {
+        out.schedule = Schedule::parse(args[++i]);
+      } catch (const ScheduleError& e) {
+        return usage_error(cmd + ": " + e.what());
+      }
+    } else if (cmd == "lower" && a == "--print-after" && i + 1 < args.size())
       out.print_after.push_back(args[++i]);
     else if (kernel.empty() && a.rfind("--", 0) != 0)
       kernel = a;
@@ -220,9 +230,16 @@ int cmd_lower(const std::vector<std::string>& args) {
   opts.dump = [](const std::string& pass, const UOp& g) {
     std::printf("# after %s\n%s", pass.c_str(), print_graph(g).c_str());
   };
-  UOp lowered = lower(c.kernel, c.dev->props().target, {}, opts);
-  std::printf("# lowered for %s (%s)\n%s", c.device.c_str(), c.dev->props().target.arch.c_str(),
-              print_graph(lowered).c_str());
+  std::vector<UOp> lowered;
+  try {
+    lowered = lower_kernels(c.kernel, c.dev->props().target, c.schedule, opts);
+  } catch (const ScheduleError& e) {
+    return usage_error(std::string("lower: ") + e.what());
+  }
+  for (const UOp& k : lowered)
+    std::printf("# lowered for %s (%s)%s\n%s", c.device.c_str(),
+                c.dev->props().target.arch.c_str(),
+                lowered.size() > 1 ? (": " + k.name_arg()).c_str() : "", print_graph(k).c_str());
   return 0;
 }
 
@@ -231,10 +248,18 @@ int cmd_render(const std::vector<std::string>& args) {
   if (int status = parse_kernel_command("render", args, c); status >= 0) return status;
   const std::string& device = c.device;
   std::unique_ptr<Device>& d = c.dev;
-  LinearProgram p = linearize(lower(c.kernel, d->props().target));
-  RenderedKernel r = d->render(p);
-  std::printf("// linear program\n%s\n// %s source\n%s", print_program(p).c_str(), device.c_str(),
-              r.source.c_str());
+  std::vector<UOp> lowered;
+  try {
+    lowered = lower_kernels(c.kernel, d->props().target, c.schedule);
+  } catch (const ScheduleError& e) {
+    return usage_error(std::string("render: ") + e.what());
+  }
+  for (const UOp& k : lowered) {
+    LinearProgram p = linearize(k);
+    RenderedKernel r = d->render(p);
+    std::printf("// linear program\n%s\n// %s source\n%s", print_program(p).c_str(),
+                device.c_str(), r.source.c_str());
+  }
   return 0;
 }
 

@@ -106,6 +106,16 @@ TEST(Cli, LowerListsItsPassesAndPrintsAfterOne) {
   EXPECT_NE(lowered, std::string::npos) << r.out;
   EXPECT_LT(after, lowered) << r.out;
   EXPECT_NE(r.out.find("BARRIER("), std::string::npos) << r.out;
+  r = kitten("lower matmul --device cpu --schedule 'CUT:0:32 UPCAST:1:4'");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("# lowered for cpu (x86_64): matmul_0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("# lowered for cpu (x86_64): matmul_1"), std::string::npos) << r.out;
+  r = kitten("lower matmul --schedule 'UPCAST:2:4'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("needs a global axis; axis is reduce"), std::string::npos) << r.out;
+  r = kitten("lower matmul --schedule 'UPCAST:1'");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("column 1"), std::string::npos) << r.out;
   r = kitten("lower add --print-after no_such_pass");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("no pass is named 'no_such_pass'"), std::string::npos) << r.out;
