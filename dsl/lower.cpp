@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -181,14 +183,82 @@ UOp map_grid(const UOp& sink, const LowerContext& ctx) {
   return replace_chain(sink, value, in_range);
 }
 
+// ---- KITTEN_DUMP_JSON ---------------------------------------------------------------------
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (uint8_t(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+struct Firing {
+  std::string rule;
+  UOp from, to;
+};
+
+// One pass's graph and the rules that fired in it, written whole or not at all (a
+// temporary file renamed into place).
+void write_pass_json(const std::string& dir, const std::string& kernel, int index,
+                     const std::string& pass, const UOp& g, const std::vector<Firing>& fired) {
+  std::string out = "{\"kernel\": " + json_string(kernel) + ", \"pass\": " + json_string(pass) +
+                    ", \"index\": " + std::to_string(index) + ",\n \"nodes\": [";
+  bool first = true;
+  for (const UOp& u : toposort(g)) {
+    out += first ? "\n  " : ",\n  ";
+    first = false;
+    out += "{\"id\": \"" + u.key().hex() + "\", \"op\": " + json_string(op_name(u.op())) +
+           ", \"dtype\": " + json_string(u.dtype().name()) +
+           ", \"arg\": " + json_string(arg_to_string(u.arg(), u.dtype())) + ", \"src\": [";
+    for (size_t k = 0; k < u.src().size(); ++k)
+      out += (k ? ", \"" : "\"") + u.src(k).key().hex() + "\"";
+    out += "]}";
+  }
+  out += "],\n \"rules\": [";
+  for (size_t i = 0; i < fired.size(); ++i)
+    out += std::string(i ? ",\n  " : "\n  ") + "{\"rule\": " + json_string(fired[i].rule) +
+           ", \"from\": \"" + fired[i].from.key().hex() + "\", \"to\": \"" +
+           fired[i].to.key().hex() + "\"}";
+  out += "]}\n";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  char num[8];
+  std::snprintf(num, sizeof num, "%02d", index);
+  std::filesystem::path path =
+      std::filesystem::path(dir) / (kernel + "." + num + "." + pass + ".json");
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << out;
+    f.flush();
+    if (!f) throw std::runtime_error("KITTEN_DUMP_JSON: cannot write " + tmp.string());
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    throw std::runtime_error("KITTEN_DUMP_JSON: cannot write " + path.string() + ": " +
+                             ec.message());
+}
+
 struct Pipeline {
   std::mutex mu;
   std::vector<std::unique_ptr<Pass>> passes;
   Pipeline() {
     passes.push_back(std::make_unique<Pass>(
         Pass{"schedule",
-             "Applies the schedule's actions (UPCAST, UNROLL, LOCAL) by splitting the axes they "
-             "name; a kernel given no actions gets the deterministic heuristic schedule.",
+             "Applies the schedule's actions (UPCAST, UNROLL, LOCAL, GROUP) by splitting the "
+             "axes they name, a GROUP's partials combined through shared memory; a kernel "
+             "given no actions gets the deterministic heuristic schedule.",
              [](const UOp& sink, const LowerContext& ctx) {
                return apply_schedule(sink, ctx.target, ctx.schedule);
              }}));
@@ -205,10 +275,11 @@ struct Pipeline {
              simplify_indices}));
     passes.push_back(std::make_unique<Pass>(
         Pass{"map_grid",
-             "On targets with blocks, the outermost chain of global ranges that holds every "
-             "effect becomes the launch grid (blocks of up to 256 threads); where the block size "
-             "does not divide the extent, the threads past the end compute on the last index and "
-             "their stores are gated off.",
+             "The outermost chain of global ranges that holds every effect becomes the launch "
+             "grid: on a cpu the outermost is the thread pool's blocks; with LOCAL or GROUP "
+             "threads the globals are the blocks; else blocks of up to 256 threads on the "
+             "innermost, the threads past the end computing on the last index with their "
+             "stores gated off.",
              map_grid}));
     passes.push_back(std::make_unique<Pass>(
         Pass{"simplify_grid", "The symbolic rules again, over the grid's index arithmetic.",
@@ -274,6 +345,7 @@ std::vector<const Pass*> passes() {
 LowerOptions default_lower_options() {
   LowerOptions o;
   o.print_after = split_names(std::getenv("KITTEN_DUMP"));
+  if (const char* d = std::getenv("KITTEN_DUMP_JSON")) o.dump_json = d;
   return o;
 }
 
@@ -301,8 +373,27 @@ UOp lower(const UOp& sink, const Target& target, const Schedule& schedule,
     return false;
   };
   UOp g = sink;
+  std::string kernel = sink.name_arg().empty() ? "kernel" : sink.name_arg();
+  int index = 0;
+  if (!opts.dump_json.empty()) write_pass_json(opts.dump_json, kernel, index, "input", g, {});
   for (const Pass* pass : passes()) {
-    g = pass->run(g, ctx);
+    if (opts.dump_json.empty()) {
+      g = pass->run(g, ctx);
+    } else {
+      std::vector<Firing> fired;
+      RewriteObserver record = [&](const std::string& rule, const UOp& from, const UOp& to) {
+        fired.push_back({rule, from, to});
+      };
+      RewriteObserver* before = set_rewrite_observer(&record);
+      try {
+        g = pass->run(g, ctx);
+      } catch (...) {
+        set_rewrite_observer(before);
+        throw;
+      }
+      set_rewrite_observer(before);
+      write_pass_json(opts.dump_json, kernel, ++index, pass->name, g, fired);
+    }
     try {
       verify(g);
     } catch (const IrError& e) {

@@ -40,6 +40,10 @@ std::vector<const Pass*> passes();  // in order
 struct LowerOptions {
   std::vector<std::string> print_after;  // pass names, or "all"; default from KITTEN_DUMP
   std::function<void(const std::string& pass, const UOp& graph)> dump;  // default: stderr
+  // A folder (created if missing) that gets one JSON file per pass and kernel: the graph
+  // after the pass (nodes by stable id: op, dtype, arg, sources) and the rules that fired
+  // in it, in order; <kernel>.<NN>.<pass>.json, 00 the input. Default: KITTEN_DUMP_JSON.
+  std::string dump_json;
 };
 LowerOptions default_lower_options();
 

@@ -10,6 +10,16 @@
 
 namespace kitten {
 
+namespace {
+thread_local RewriteObserver* observer = nullptr;
+}  // namespace
+
+RewriteObserver* set_rewrite_observer(RewriteObserver* o) {
+  RewriteObserver* before = observer;
+  observer = o;
+  return before;
+}
+
 RewriteOptions default_rewrite_options() {
   RewriteOptions o;
   const char* t = std::getenv("KITTEN_TRACE_REWRITE");
@@ -52,6 +62,7 @@ class Rewriter {
     if (opts_.trace)
       std::fprintf(stderr, "rewrite %s: %s -> %s\n", fired->c_str(), describe(u).c_str(),
                    describe(*r).c_str());
+    if (observer) (*observer)(*fired, u, *r);
     recent_.push_back(*fired);
     if (recent_.size() > 12) recent_.pop_front();
     int depth = f.depth + 1;

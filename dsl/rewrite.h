@@ -4,6 +4,8 @@
 // results (a rewrite loop) stops the rewrite with an IrError naming the rules involved.
 #pragma once
 
+#include <functional>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +26,13 @@ struct RewriteOptions {
 };
 
 RewriteOptions default_rewrite_options();
+
+// Every rule that fires on this thread while one is installed is reported to it: the
+// rule's name, the node it fired on and the node it returned (the lowering pipeline
+// records them for KITTEN_DUMP_JSON). Installing returns the previous observer.
+using RewriteObserver =
+    std::function<void(const std::string& rule, const UOp& from, const UOp& to)>;
+RewriteObserver* set_rewrite_observer(RewriteObserver* observer);
 
 UOp graph_rewrite(const UOp& root, const RuleSet& rules, void* ctx = nullptr,
                   RewriteOptions opts = default_rewrite_options());

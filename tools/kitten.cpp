@@ -237,8 +237,7 @@ int cmd_lower(const std::vector<std::string>& args) {
     return usage_error(std::string("lower: ") + e.what());
   }
   for (const UOp& k : lowered)
-    std::printf("# lowered for %s (%s)%s\n%s", c.device.c_str(),
-                c.dev->props().target.arch.c_str(),
+    std::printf("# lowered for %s (%s)%s\n%s", c.device.c_str(), c.dev->props().target.arch.c_str(),
                 lowered.size() > 1 ? (": " + k.name_arg()).c_str() : "", print_graph(k).c_str());
   return 0;
 }
@@ -257,8 +256,8 @@ int cmd_render(const std::vector<std::string>& args) {
   for (const UOp& k : lowered) {
     LinearProgram p = linearize(k);
     RenderedKernel r = d->render(p);
-    std::printf("// linear program\n%s\n// %s source\n%s", print_program(p).c_str(),
-                device.c_str(), r.source.c_str());
+    std::printf("// linear program\n%s\n// %s source\n%s", print_program(p).c_str(), device.c_str(),
+                r.source.c_str());
   }
   return 0;
 }

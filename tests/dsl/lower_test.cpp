@@ -3,6 +3,9 @@
 // and what simplify_indices does to a kernel's addresses.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "dsl/lower.h"
@@ -162,6 +165,40 @@ TEST(Lower, OnACpuTheOuterGlobalRangeBecomesTheThreadPoolsBlocks) {
       EXPECT_EQ(ranges, 2);
     }
   }
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// KITTEN_DUMP_JSON: one file per pass (and the input), the graph by stable node ids and
+// the rules that fired; the same kernel lowered twice writes the same files.
+TEST(Lower, DumpJsonWritesEveryPassWithItsRules) {
+  std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "kitten_dump_json";
+  std::filesystem::remove_all(dir);
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp i = range(16, 0, AxisKind::Loop);
+  UOp k = sink({end(store(index(out, i), load(index(x, (i * 4 + 3) / 4))), {i})}, "dumped");
+  LowerOptions opts;
+  opts.dump_json = dir.string();
+  lower(k, host_target("x86_64", 2), {}, opts);
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(names.size(), passes().size() + 1);
+  EXPECT_EQ(names[0], "dumped.00.input.json");
+  std::string simplified = read_file(dir / "dumped.03.simplify_indices.json");
+  EXPECT_NE(simplified.find("\"pass\": \"simplify_indices\""), std::string::npos) << simplified;
+  EXPECT_NE(simplified.find("\"rule\": "), std::string::npos) << "no rule fired:\n" << simplified;
+  EXPECT_NE(read_file(dir / "dumped.00.input.json").find("\"id\": \"" + k.key().hex() + "\""),
+            std::string::npos);
+  std::string first = read_file(dir / "dumped.06.legalize.json");
+  lower(k, host_target("x86_64", 2), {}, opts);
+  EXPECT_EQ(read_file(dir / "dumped.06.legalize.json"), first);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
