@@ -131,6 +131,9 @@ class CRenderer {
                  "uses ATOMIC " + std::string(atomic_op_name(a)) + " of " + std::string(d.name()) +
                      ", which " + target_->arch + " does not have");
       }
+      if (op == Op::MMA && dialect_.blocks && target_ && !target_->has_mma(u.name_arg()))
+        refuse(dialect_, p_,
+               "uses MMA " + u.name_arg() + ", which " + target_->arch + " does not have");
       if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
         refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
       if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);

@@ -48,7 +48,16 @@ Target h100_target() {
   t.atomics = common_atomics();
   t.global_vector_bytes = t.shared_vector_bytes = 16;
   t.narrow_vectors = true;
+  t.mma = mma_sync_layouts();
   return t;
+}
+
+bool Target::has_mma(std::string_view layout) const {
+  return std::find(mma.begin(), mma.end(), layout) != mma.end();
+}
+
+std::vector<std::string> mma_sync_layouts() {
+  return {"m16n8k16_bf16_f32", "m16n8k16_f16_f32", "m16n8k8_bf16_f32", "m16n8k8_f16_f32"};
 }
 
 int Target::max_vector_lanes(AddrSpace space, DType element) const {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -41,9 +42,11 @@ struct Target {
   int param_align = 16;
   bool narrow_vectors = false;
   std::vector<std::pair<AtomicOp, DType>> atomics;  // the atomics it has, per dtype
+  std::vector<std::string> mma;                     // the MMA layouts (dsl/mma.h, by name) it runs
 
   bool has(TargetFeature f) const { return (features & f) != 0; }
   bool has_atomic(AtomicOp op, DType d) const;
+  bool has_mma(std::string_view layout) const;
   // The most lanes of `element` one vector access to `space` may move (1: no vectors).
   int max_vector_lanes(AddrSpace space, DType element) const;
   // "blocks, shuffle, mma.sync, ..." for `kitten devices`.
@@ -57,5 +60,7 @@ Target host_target(std::string arch, int cores);
 // The atomics every CUDA GPU from sm_80 on and the host CPU have: add for float32,
 // float64, float16x2, bfloat16x2 and 32/64-bit integers; max and min for those integers.
 std::vector<std::pair<AtomicOp, DType>> common_atomics();
+// The mma.sync layouts of sm_80 and later (m16n8k16 and m16n8k8, bf16 and f16 in).
+std::vector<std::string> mma_sync_layouts();
 
 }  // namespace kitten

@@ -400,6 +400,7 @@ class CudaDevice : public Device {
                  (major >= 9 ? kFeatureWgmma | kFeatureTma : 0u);
     t.global_vector_bytes = t.shared_vector_bytes = 16;
     t.narrow_vectors = true;
+    if (cc >= 80) t.mma = mma_sync_layouts();
     t.atomics = common_atomics();  // red.add.bf16x2 needs sm_90
     if (major < 9) std::erase(t.atomics, std::pair{AtomicOp::Add, dtypes::bfloat16.vec(2)});
     compiler_ = std::make_unique<NvrtcCompiler>(t.arch, std::move(cache));

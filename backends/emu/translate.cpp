@@ -260,6 +260,9 @@ class Translator {
       }
       case Op::MMA: {
         needs(kFeatureMmaSync, u);
+        if (!target_.has_mma(u.name_arg()))
+          refuse(p_, "uses MMA " + u.name_arg() + ", which the " + target_.arch +
+                         " profile does not have");
         const MmaLayout& l = *find_mma_layout(u.name_arg());
         if (l.group_threads != kEmuWarp || l.a.home != OperandHome::Registers ||
             l.b.home != OperandHome::Registers)

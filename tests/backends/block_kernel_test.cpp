@@ -3,7 +3,9 @@
 // reported with the kernel, buffer, index, thread and block.
 #include <algorithm>
 
+#include "backends/c_renderer.h"
 #include "backends/emu/emulator.h"
+#include "dsl/lower.h"
 #include "dsl/mma.h"
 #include "kernels/examples.h"
 #include "test_device.h"
@@ -390,6 +392,25 @@ TEST(EmuChecks, RunsAreDeterministic) {
 }
 
 #endif
+
+// The MMA layouts a device runs are the Target's: a profile without them refuses the
+// tensor-core kernel by name, and the renderer does the same for CUDA.
+TEST(EmuProfile, AnMmaLayoutTheTargetLacksIsRefused) {
+  Target t = h100_target();
+  t.mma.clear();
+  std::string e = emu_fault(mma_matmul_kernel(16, 8, 16), {16 * 8, 16 * 16 / 2, 16 * 8 / 2}, t);
+  EXPECT_NE(e.find("uses MMA m16n8k16_bf16_f32, which the sm_90a profile does not have"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(mma_matmul_kernel(16, 8, 16), {16 * 8, 16 * 16 / 2, 16 * 8 / 2}), "");
+  try {
+    render_cuda(linearize(lower(mma_matmul_kernel(16, 8, 16), t)), &t);
+    ADD_FAILURE() << "rendered";
+  } catch (const BackendError& err) {
+    EXPECT_NE(std::string(err.what()).find("which sm_90a does not have"), std::string::npos)
+        << err.what();
+  }
+}
 
 }  // namespace
 }  // namespace kitten
