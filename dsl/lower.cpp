@@ -47,6 +47,54 @@ UOp legalize(const UOp& sink, const LowerContext&) {
   return graph_rewrite(sink, rules);
 }
 
+// ---- check_access --------------------------------------------------------------------
+
+// Whether every value in `u`'s bounds is taken for some values of its variables: sums of
+// constant multiples of distinct ranges, SPECIALs and variables (each bounded by an
+// interval, independent of the others).
+bool bounds_attained(const UOp& u, std::vector<const void*>& vars) {
+  switch (u.op()) {
+    case Op::CONST:
+      return true;
+    case Op::RANGE:
+    case Op::SPECIAL:
+    case Op::DEFINE_VAR:
+      if (std::find(vars.begin(), vars.end(), u.id()) != vars.end()) return false;
+      vars.push_back(u.id());
+      return true;
+    case Op::ADD:
+      return bounds_attained(u.src(0), vars) && bounds_attained(u.src(1), vars);
+    case Op::MUL:
+      return u.src(1).op() == Op::CONST && bounds_attained(u.src(0), vars);
+    default:
+      return false;
+  }
+}
+
+// An ungated access to a buffer of known size (registers, shared memory) whose index is
+// proven to leave it for some iteration is an error here, naming the buffer and the range,
+// rather than a wrong answer at run time.
+UOp check_access(const UOp& sink, const LowerContext&) {
+  for (const UOp& u : toposort(sink)) {
+    if (u.op() != Op::INDEX) continue;
+    bool gated = u.src().size() == 3 && !(u.src(2).op() == Op::CONST && u.src(2).const_int() != 0);
+    UOp buf = u.src(0);
+    while (buf.op() == Op::AFTER) buf = buf.src(0);
+    int64_t size = buf.dtype().size();
+    if (gated || size < 0 || !u.src(1).dtype().is_int()) continue;
+    std::vector<const void*> vars;
+    if (!bounds_attained(u.src(1), vars)) continue;
+    auto [lo, hi] = bounds(u.src(1));
+    int64_t lanes = u.dtype().pointee().count();
+    if (lo >= 0 && hi + lanes <= size) continue;
+    throw IrError("lower: kernel '" + sink.name_arg() + "' accesses " + op_name(buf.op()) + " " +
+                  std::to_string(buf.slot()) + " of " + std::to_string(size) +
+                  " elements at indices " + std::to_string(lo) + " to " +
+                  std::to_string(hi + lanes - 1) + ":\n" + print_graph(sink, u));
+  }
+  return sink;
+}
+
 // ---- grid mapping ------------------------------------------------------------------------
 
 // The outermost chain of global and local ranges with constant extents that every effect
@@ -284,6 +332,11 @@ struct Pipeline {
     passes.push_back(std::make_unique<Pass>(
         Pass{"simplify_grid", "The symbolic rules again, over the grid's index arithmetic.",
              simplify_indices}));
+    passes.push_back(std::make_unique<Pass>(
+        Pass{"check_access",
+             "An ungated access to registers or shared memory whose index is proven to leave "
+             "the buffer is an error naming the buffer and the indices.",
+             check_access}));
     passes.push_back(std::make_unique<Pass>(
         Pass{"legalize",
              "Rewrites what the renderers print one to one: a float a * b + c becomes MULACC.",
