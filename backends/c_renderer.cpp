@@ -491,13 +491,14 @@ class CRenderer {
         return;
       }
       case Op::DEFINE_LOCAL: {
-        // Static __shared__ arrays up to 48 KiB in all; beyond, one dynamic allocation
-        // (the launch passes its size and the program raises the function's limit).
+        // Static __shared__ arrays up to what a block gets without opting in (the target's
+        // shared_per_block, 48 KiB on NVIDIA GPUs); beyond, one dynamic allocation (the
+        // launch passes its size and the program raises the function's limit).
         std::string n = "smem" + std::to_string(u.slot()), t = type(u.dtype().pointee());
         names_[u.id()] = n;
         int64_t bytes = u.dtype().size() * u.dtype().pointee().itemsize();
         int64_t align = std::max<int64_t>(16, std::get<AllocArg>(u.arg()).align);
-        if (shared_total_ <= 48 * 1024) {
+        if (shared_total_ <= (target_ ? target_->shared_per_block : 48 * 1024)) {
           line("__shared__ __align__(" + std::to_string(align) + ") " + t + " " + n + "[" +
                std::to_string(u.dtype().size()) + "];");
         } else {  // the dynamic allocation starts 1024-aligned; each carve keeps its alignment

@@ -32,19 +32,61 @@ UOp simplify_indices(const UOp& sink, const LowerContext&) { return simplify(sin
 
 // ---- legalize ------------------------------------------------------------------------
 
+// The lanes of `v` from `first`, `count` of them: one EXTRACT each, or a VECTORIZE of them.
+UOp lanes_of(const UOp& v, int64_t first, int64_t count) {
+  std::vector<UOp> lanes;
+  for (int64_t l = first; l < first + count; ++l)
+    lanes.push_back(UOp::make(Op::EXTRACT, v.dtype().element(), {v}, std::vector<int64_t>{l}));
+  return count == 1 ? lanes[0] : UOp::make(Op::VECTORIZE, lanes);
+}
+
+// A vector access wider than the target moves (max_vector_lanes) becomes accesses of the
+// widest width it has that divides the vector (scalars at worst), at consecutive indices.
+std::optional<UOp> split_vector_access(const UOp& u, const Target& t) {
+  const UOp& ix = u.src(0);
+  DType vec = ix.dtype().pointee();
+  if (!vec.is_vector()) return std::nullopt;
+  AddrSpace space = ix.dtype().space();
+  int64_t n = vec.count(), w = std::min<int64_t>(n, t.max_vector_lanes(space, vec.element()));
+  if (space == AddrSpace::Reg || w == n) return std::nullopt;
+  while (n % w) --w;
+  DType part = w == 1 ? vec.element() : vec.element().vec(int(w));
+  std::vector<UOp> pieces;
+  for (int64_t c = 0; c < n; c += w) {
+    std::vector<UOp> isrc{ix.src(0), c ? ix.src(1) + const_int(ix.src(1).dtype(), c) : ix.src(1)};
+    if (ix.src().size() == 3) isrc.push_back(ix.src(2));
+    UOp pix = UOp::make(Op::INDEX, part.ptr(space), isrc);
+    if (u.op() == Op::LOAD)
+      pieces.push_back(u.src().size() == 2 ? load(pix, lanes_of(u.src(1), c, w)) : load(pix));
+    else
+      pieces.push_back(store(pix, lanes_of(u.src(1), c, w)));
+  }
+  if (u.op() == Op::STORE) return UOp::make(Op::GROUP, dtypes::void_, pieces);
+  std::vector<UOp> lanes;
+  for (const UOp& p : pieces)
+    for (int64_t l = 0; l < w; ++l)
+      lanes.push_back(w == 1 ? p
+                             : UOp::make(Op::EXTRACT, vec.element(), {p}, std::vector<int64_t>{l}));
+  return UOp::make(Op::VECTORIZE, lanes);
+}
+
 // What the renderers print one to one: a float a * b + c becomes MULACC (one fused
 // multiply-add where the target has it, as NVRTC contracts anyway; C compilers contract
-// `a * b + c` written as one expression), so every backend computes the same thing.
-UOp legalize(const UOp& sink, const LowerContext&) {
-  static const RuleSet rules("legalize",
-                             {{"a*b+c -> mulacc",
-                               pat(Op::ADD, {pat(Op::MUL, {any("a"), any("b")}), any("c")})
-                                   .commutative()
-                                   .where([](const UOp& u) { return u.dtype().is_float(); }),
-                               [](const Match& m) -> std::optional<UOp> {
-                                 return UOp::make(Op::MULACC, {m["a"], m["b"], m["c"]});
-                               }}});
-  return graph_rewrite(sink, rules);
+// `a * b + c` written as one expression), so every backend computes the same thing; and
+// vector accesses take the widths the target has.
+UOp legalize(const UOp& sink, const LowerContext& ctx) {
+  static const RuleSet rules(
+      "legalize", {{"a*b+c -> mulacc",
+                    pat(Op::ADD, {pat(Op::MUL, {any("a"), any("b")}), any("c")})
+                        .commutative()
+                        .where([](const UOp& u) { return u.dtype().is_float(); }),
+                    [](const Match& m) -> std::optional<UOp> {
+                      return UOp::make(Op::MULACC, {m["a"], m["b"], m["c"]});
+                    }},
+                   {"split wide vector access", Pat::op({Op::LOAD, Op::STORE}), [](const Match& m) {
+                      return split_vector_access(m.root(), m.ctx<const Target>());
+                    }}});
+  return graph_rewrite(sink, rules, const_cast<Target*>(&ctx.target));
 }
 
 // ---- check_access --------------------------------------------------------------------
@@ -339,7 +381,9 @@ struct Pipeline {
              check_access}));
     passes.push_back(std::make_unique<Pass>(
         Pass{"legalize",
-             "Rewrites what the renderers print one to one: a float a * b + c becomes MULACC.",
+             "Rewrites what the renderers print one to one: a float a * b + c becomes "
+             "MULACC, and a vector access wider than the target moves becomes accesses of "
+             "the widths it has.",
              legalize}));
   }
 };

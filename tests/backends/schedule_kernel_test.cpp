@@ -5,7 +5,9 @@
 #include <cmath>
 #include <tuple>
 
+#include "dsl/lower.h"
 #include "dsl/opt.h"
+#include "dsl/printer.h"
 #include "kernels/examples.h"
 #include "test_device.h"
 
@@ -176,6 +178,31 @@ TEST_P(Scheduled, ACutKernelEqualsTheUncutKernel) {
     std::vector<double> scale, want = matmul_reference(a, b, m, n, kk, &scale);
     expect_accumulated(two, want, scale, kk);
     EXPECT_EQ(one.bytes, two.bytes);
+  }
+}
+
+// Vector accesses wider than the device moves (float32x8 on 16-byte GPUs, narrow-float
+// vectors on a cpu) are split by the legalize pass into the widths it has; the copy is exact.
+TEST_P(Scheduled, WideVectorAccessesAreSplitToTheTargetsWidths) {
+  for (DType dt : {dtypes::float32, dtypes::bfloat16}) {
+    SCOPED_TRACE(dt.name());
+    const int64_t n = 64;
+    DType v8 = dt.vec(8);
+    UOp out = param(0, dt.ptr()), x = param(1, dt.ptr());
+    UOp i = range(n / 8, 0, AxisKind::Global);
+    UOp src = UOp::make(Op::INDEX, v8.ptr(), {x, i * 8});
+    UOp dst = UOp::make(Op::INDEX, v8.ptr(), {out, i * 8});
+    UOp k = sink({end(store(dst, load(src)), {i})}, "copy8");
+    const Target& t = dev->props().target;
+    int widest = 0;
+    for (const UOp& u : toposort(lower(k, t)))
+      if (u.op() == Op::LOAD) widest = std::max(widest, int(u.dtype().count()));
+    EXPECT_EQ(widest, std::min(8, t.max_vector_lanes(AddrSpace::Global, dt)));
+    HostData hx = HostData::random(dt, size_t(n), 9), hout = HostData::poisoned(dt, size_t(n));
+    DeviceBuffer dx(*dev, hx), dout(*dev, hout);
+    compile_kernel(*dev, k).run(args({&dout, &dx}));
+    dout.read(hout);
+    expect_exact(hout, hx.values);
   }
 }
 
