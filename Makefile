@@ -23,6 +23,7 @@ build: setup
 run: build
 	$(BUILD)/bin/kitten devices
 	$(BUILD)/bin/kitten graph sum
+	$(BUILD)/bin/kitten lower --passes
 	$(BUILD)/bin/kitten render matmul --device cpu
 	$(BUILD)/bin/kitten simplify '((x*4 + k)/4)*4 + (x*4 + k)%4 < 512' --var x=0..1000 --var k=0..3
 

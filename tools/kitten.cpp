@@ -58,7 +58,8 @@ commands:
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
 (compile cpu kernels with $KITTEN_CC, default cc: one program, a path or a name on PATH,
 run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites), KITTEN_DUMP=P[,P...]|all
-(print the graph after the named lowering passes, to stderr)
+(print the graph after the named lowering passes, to stderr), KITTEN_DUMP_JSON=DIR (write
+each lowering pass's graph and the rules that fired, one JSON file per pass)
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a device is
 unavailable here, the output could not be written), 2 bad usage (unknown command, kernel,
