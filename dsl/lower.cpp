@@ -322,7 +322,7 @@ void write_pass_json(const std::string& dir, const std::string& kernel, int inde
   out += "]}\n";
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  char num[8];
+  char num[16];
   std::snprintf(num, sizeof num, "%02d", index);
   std::filesystem::path path =
       std::filesystem::path(dir) / (kernel + "." + num + "." + pass + ".json");
