@@ -153,13 +153,17 @@ TEST(CudaDevice, AnOutOfBoundsKernelIsReportedCleanly) {
   }
 }
 
-// The emulator and the GPU run the same kernels on the same fresh inputs; where the result
-// is exact (element-wise ops, max, sums in a fixed order, copies) every output byte agrees.
+// The emulator with the GPU's own target profile lowers every kernel to the same graph as
+// the GPU does, and runs it on the same fresh inputs; where the result is exact
+// (element-wise ops, max, sums in a fixed order, copies) every output byte agrees.
 TEST(CudaDevice, EmulatorAndGpuAgreeBitForBit) {
   std::string why = cuda_unavailable_reason();
   if (!why.empty()) GTEST_SKIP() << "no GPU: " << why;
   auto gpu = make_cuda_device(CompileCache(""));
-  auto emu = make_emu_device();
+  auto emu = make_emu_device(gpu->props().target);
+  for (auto& [name, k] : kernels())
+    EXPECT_EQ(lower_kernels(k, emu->props().target), lower_kernels(k, gpu->props().target))
+        << name;
   std::random_device rd;
   uint64_t seed = std::getenv("KITTEN_TEST_SEED")
                       ? std::strtoull(std::getenv("KITTEN_TEST_SEED"), nullptr, 0)
