@@ -344,47 +344,41 @@ struct Pipeline {
   std::mutex mu;
   std::vector<std::unique_ptr<Pass>> passes;
   Pipeline() {
-    passes.push_back(std::make_unique<Pass>(
-        Pass{"schedule",
-             "Applies the schedule's actions (UPCAST, UNROLL, LOCAL, GROUP) by splitting the "
-             "axes they name, a GROUP's partials combined through shared memory; a kernel "
-             "given no actions gets the deterministic heuristic schedule.",
-             [](const UOp& sink, const LowerContext& ctx) {
-               return apply_schedule(sink, ctx.target, ctx.schedule);
-             }}));
-    passes.push_back(std::make_unique<Pass>(Pass{
-        "expand",
-        "UPCAST and UNROLL ranges become copies with constant indices (upcast copies side by "
-        "side, with their own registers and vector accesses where contiguity and alignment are "
-        "proven; unrolled copies one after another).",
-        [](const UOp& sink, const LowerContext& ctx) { return expand(sink, ctx.target); }}));
-    passes.push_back(std::make_unique<Pass>(
-        Pass{"simplify_indices",
-             "Simplifies index and gate arithmetic with the symbolic rules; a gate proven true "
-             "goes, with its load's alternative value.",
-             simplify_indices}));
-    passes.push_back(std::make_unique<Pass>(
-        Pass{"map_grid",
-             "The outermost chain of global ranges that holds every effect becomes the launch "
-             "grid: on a cpu the outermost is the thread pool's blocks; with LOCAL or GROUP "
-             "threads the globals are the blocks; else blocks of up to 256 threads on the "
-             "innermost, the threads past the end computing on the last index with their "
-             "stores gated off.",
-             map_grid}));
-    passes.push_back(std::make_unique<Pass>(
-        Pass{"simplify_grid", "The symbolic rules again, over the grid's index arithmetic.",
-             simplify_indices}));
-    passes.push_back(std::make_unique<Pass>(
-        Pass{"check_access",
-             "An ungated access to registers or shared memory whose index is proven to leave "
-             "the buffer is an error naming the buffer and the indices.",
-             check_access}));
-    passes.push_back(std::make_unique<Pass>(
-        Pass{"legalize",
-             "Rewrites what the renderers print one to one: a float a * b + c becomes "
-             "MULACC, and a vector access wider than the target moves becomes accesses of "
-             "the widths it has.",
-             legalize}));
+    auto add = [&](Pass p) { passes.push_back(std::make_unique<Pass>(std::move(p))); };
+    add({"schedule",
+         "Applies the schedule's actions (UPCAST, UNROLL, LOCAL, GROUP) by splitting the "
+         "axes they name, a GROUP's partials combined through shared memory; a kernel "
+         "given no actions gets the deterministic heuristic schedule.",
+         [](const UOp& sink, const LowerContext& ctx) {
+           return apply_schedule(sink, ctx.target, ctx.schedule);
+         }});
+    add({"expand",
+         "UPCAST and UNROLL ranges become copies with constant indices (upcast copies side by "
+         "side, with their own registers and vector accesses where contiguity and alignment are "
+         "proven; unrolled copies one after another).",
+         [](const UOp& sink, const LowerContext& ctx) { return expand(sink, ctx.target); }});
+    add({"simplify_indices",
+         "Simplifies index and gate arithmetic with the symbolic rules; a gate proven true "
+         "goes, with its load's alternative value.",
+         simplify_indices});
+    add({"map_grid",
+         "The outermost chain of global ranges that holds every effect becomes the launch "
+         "grid: on a cpu the outermost is the thread pool's blocks; with LOCAL or GROUP "
+         "threads the globals are the blocks; else blocks of up to 256 threads on the "
+         "innermost, the threads past the end computing on the last index with their "
+         "stores gated off.",
+         map_grid});
+    add({"simplify_grid", "The symbolic rules again, over the grid's index arithmetic.",
+         simplify_indices});
+    add({"check_access",
+         "An ungated access to registers or shared memory whose index is proven to leave "
+         "the buffer is an error naming the buffer and the indices.",
+         check_access});
+    add({"legalize",
+         "Rewrites what the renderers print one to one: a float a * b + c becomes "
+         "MULACC, and a vector access wider than the target moves becomes accesses of "
+         "the widths it has.",
+         legalize});
   }
 };
 

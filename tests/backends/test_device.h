@@ -291,6 +291,32 @@ inline bool expect_accumulated(const HostData& got, const std::vector<double>& w
   return report_elements(bad, want.size());
 }
 
+// softmax of each row of x (rows x cols) in float64, and the check of docs/testing.md:
+// each value within (cols + 8) * 2^-24 of its reference, relative to it.
+inline std::vector<double> softmax_reference(const HostData& x, int64_t rows, int64_t cols) {
+  std::vector<double> want(size_t(rows * cols));
+  for (int64_t i = 0; i < rows; ++i) {
+    const double* row = &x.values[size_t(i * cols)];
+    double m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < cols; ++j) m = std::max(m, row[j]);
+    for (int64_t j = 0; j < cols; ++j) sum += std::exp(row[j] - m);
+    for (int64_t j = 0; j < cols; ++j) want[size_t(i * cols + j)] = std::exp(row[j] - m) / sum;
+  }
+  return want;
+}
+inline bool expect_softmax(const HostData& got, const std::vector<double>& want, int64_t cols) {
+  std::vector<std::string> bad;
+  for (size_t k = 0; k < want.size(); ++k) {
+    double bound = double(cols + 8) * std::ldexp(1.0, -24) * want[k];
+    if (std::abs(got.get(k) - want[k]) <= bound) continue;  // false for NaN
+    std::ostringstream s;
+    s.precision(17);
+    s << "element " << k << " is " << got.get(k) << ", want " << want[k] << " within " << bound;
+    bad.push_back(s.str());
+  }
+  return report_elements(bad, want.size());
+}
+
 inline std::vector<double> matmul_reference(const HostData& a, const HostData& b, int64_t m,
                                             int64_t n, int64_t k,
                                             std::vector<double>* scale = nullptr) {
