@@ -76,8 +76,12 @@ class CRenderer {
     out.info.symbol = "kt_" + out.info.name;  // never a library function's name (max, sin ...)
     out.info.num_params = num_params_;
     out.info.buffer_params.assign(size_t(num_params_), false);
+    out.info.unused_params.assign(size_t(num_params_), true);
     for (const UOp& u : p_.ops)
-      if (u.op() == Op::PARAM) out.info.buffer_params[size_t(u.int_arg())] = u.dtype().is_pointer();
+      if (u.op() == Op::PARAM) {
+        out.info.buffer_params[size_t(u.int_arg())] = u.dtype().is_pointer();
+        out.info.unused_params[size_t(u.int_arg())] = false;
+      }
     out.info.vars.assign(vars_.begin(), vars_.end());
     std::string src = dialect_.prelude;
     if (uses_narrow_) src += narrow_float_prelude();

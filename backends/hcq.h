@@ -125,6 +125,7 @@ struct KernelInfo {
   std::string symbol;               // the function's name in the binary
   int num_params = 0;               // buffer and integer parameters, by slot
   std::vector<bool> buffer_params;  // per slot: a buffer (else an integer)
+  std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
   std::vector<std::string> vars;    // DEFINE_VARs, by name, passed after the parameters
   LaunchDims global, local;
   size_t dynamic_shared = 0;  // bytes of dynamic shared memory per block
@@ -160,9 +161,18 @@ struct KernelLaunch {
 };
 
 // A kernel graph compiled for a device: its first launch, and the launches that follow it
-// where the schedule cut the kernel into several (each takes the same arguments).
+// where the schedule cut or split the kernel into several. Each takes the caller's
+// arguments followed by the temporary buffers, which the kernel allocates once and frees
+// with itself (so one CompiledKernel with temporaries runs one launch sequence at a time).
 struct CompiledKernel : KernelLaunch {
+  CompiledKernel() = default;
+  CompiledKernel(CompiledKernel&& o) noexcept;
+  CompiledKernel& operator=(CompiledKernel&& o) noexcept;
+  ~CompiledKernel();
   std::vector<KernelLaunch> then;
+  std::vector<Buffer> temps;  // parameter slots temps_at, temps_at + 1, ...
+  size_t temps_at = 0;
+  Allocator* temps_from = nullptr;
   // Launches every part in order with its own dims on the device's own stream of
   // execution (the call returns when the kernel has run).
   void run(std::span<const KernelArg> args);

@@ -24,13 +24,45 @@ void build(Device& d, const UOp& lowered, KernelLaunch& k) {
 }  // namespace
 
 CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule) {
-  std::vector<UOp> parts = lower_kernels(sink, d.props().target, schedule);
+  LoweredKernels parts = lower_kernels(sink, d.props().target, schedule);
   CompiledKernel k;
-  build(d, parts[0], k);
-  k.then.resize(parts.size() - 1);
-  for (size_t i = 1; i < parts.size(); ++i) build(d, parts[i], k.then[i - 1]);
+  build(d, parts.kernels[0], k);
+  k.then.resize(parts.kernels.size() - 1);
+  for (size_t i = 1; i < parts.kernels.size(); ++i) build(d, parts.kernels[i], k.then[i - 1]);
+  k.temps_from = &d.allocator();
+  if (!parts.temps.empty()) k.temps_at = size_t(parts.temps[0].slot);
+  for (const TempBuffer& t : parts.temps)
+    k.temps.push_back(d.allocator().alloc(size_t(t.count * t.dtype.itemsize())));
   return k;
 }
+
+CompiledKernel::CompiledKernel(CompiledKernel&& o) noexcept { *this = std::move(o); }
+
+CompiledKernel& CompiledKernel::operator=(CompiledKernel&& o) noexcept {
+  if (this == &o) return *this;
+  for (Buffer b : temps) temps_from->free(b);
+  static_cast<KernelLaunch&>(*this) = std::move(static_cast<KernelLaunch&>(o));
+  then = std::move(o.then);
+  temps = std::move(o.temps);
+  temps_from = o.temps_from;
+  temps_at = o.temps_at;
+  o.temps.clear();
+  return *this;
+}
+
+CompiledKernel::~CompiledKernel() {
+  for (Buffer b : temps) temps_from->free(b);
+}
+
+namespace {
+// The caller's buffers, the temporaries (the parameter slots after them), then variables.
+std::vector<KernelArg> with_temps(std::span<const KernelArg> args, const std::vector<Buffer>& t,
+                                  size_t at) {
+  std::vector<KernelArg> all(args.begin(), args.end());
+  all.insert(all.begin() + std::ptrdiff_t(std::min(at, all.size())), t.begin(), t.end());
+  return all;
+}
+}  // namespace
 
 void KernelLaunch::enqueue(Queue& q, std::span<const KernelArg> args) const {
   q.exec(*program, rendered.info.global, rendered.info.local, args);
@@ -42,19 +74,26 @@ void KernelLaunch::record(Graph& g, std::span<const KernelArg> args) const {
 }
 
 void CompiledKernel::run(std::span<const KernelArg> args) {
-  program->launch(rendered.info.global, rendered.info.local, args);
+  if (temps.empty() && then.empty()) {
+    program->launch(rendered.info.global, rendered.info.local, args);
+    return;
+  }
+  std::vector<KernelArg> all = with_temps(args, temps, temps_at);
+  program->launch(rendered.info.global, rendered.info.local, all);
   for (const KernelLaunch& k : then)
-    k.program->launch(k.rendered.info.global, k.rendered.info.local, args);
+    k.program->launch(k.rendered.info.global, k.rendered.info.local, all);
 }
 
 void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {
-  KernelLaunch::enqueue(q, args);
-  for (const KernelLaunch& k : then) k.enqueue(q, args);
+  std::vector<KernelArg> all = with_temps(args, temps, temps_at);
+  KernelLaunch::enqueue(q, all);
+  for (const KernelLaunch& k : then) k.enqueue(q, all);
 }
 
 void CompiledKernel::record(Graph& g, std::span<const KernelArg> args) const {
-  KernelLaunch::record(g, args);
-  for (const KernelLaunch& k : then) k.record(g, args);
+  std::vector<KernelArg> all = with_temps(args, temps, temps_at);
+  KernelLaunch::record(g, all);
+  for (const KernelLaunch& k : then) k.record(g, all);
 }
 
 std::string compile_error_message(const std::string& compiler, const std::string& log,

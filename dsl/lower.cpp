@@ -440,11 +440,13 @@ LowerOptions default_lower_options() {
   return o;
 }
 
-std::vector<UOp> lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule,
-                               const LowerOptions& opts) {
+LoweredKernels lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule,
+                             const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
-  std::vector<UOp> out;
-  for (const auto& [part, s] : cut(sink, schedule)) out.push_back(lower(part, target, s, opts));
+  KernelParts parts = split_kernels(sink, schedule);
+  LoweredKernels out;
+  for (const auto& [part, s] : parts.kernels) out.kernels.push_back(lower(part, target, s, opts));
+  out.temps = parts.temps;
   return out;
 }
 
@@ -452,8 +454,8 @@ UOp lower(const UOp& sink, const Target& target, const Schedule& schedule,
           const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
   for (const ScheduleEntry& e : schedule.entries())
-    if (e.axis && e.name == "CUT")
-      throw ScheduleError("schedule: " + Schedule({e}).to_string() + " cuts kernel '" +
+    if (e.axis && (e.name == "CUT" || e.name == "SPLIT"))
+      throw ScheduleError("schedule: " + Schedule({e}).to_string() + " splits kernel '" +
                           sink.name_arg() +
                           "' into several kernels; lower them with lower_kernels");
   schedule.check_axes(sink);

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dsl/opt.h"
 #include "dsl/schedule.h"
 #include "dsl/target.h"
 #include "dsl/uop.h"
@@ -53,9 +54,14 @@ LowerOptions default_lower_options();
 UOp lower(const UOp& sink, const Target& target, const Schedule& schedule = {},
           const LowerOptions& opts = default_lower_options());
 
-// The kernels a schedule lowers one kernel into, to be launched in this order: one, or
-// the parts of a CUT (dsl/opt.h), each lowered by every pass with its part's schedule.
-std::vector<UOp> lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule = {},
-                               const LowerOptions& opts = default_lower_options());
+// The kernels a schedule lowers one kernel into, to be launched in this order with the
+// caller's arguments followed by the temporary buffers: one kernel, or the parts of a CUT
+// or SPLIT (dsl/opt.h), each lowered by every pass with its part's schedule.
+struct LoweredKernels {
+  std::vector<UOp> kernels;
+  std::vector<TempBuffer> temps;
+};
+LoweredKernels lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule = {},
+                             const LowerOptions& opts = default_lower_options());
 
 }  // namespace kitten

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <functional>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -30,6 +31,47 @@ UOp buffer_root(UOp b) {
   return b;
 }
 
+// An accumulator update in a reduction's loop body: store(reg[k], OP(load(reg[k]), x)).
+struct Update {
+  UOp store, reg, k;
+  Op op;
+  UOp x;  // the operand that is not the accumulator
+};
+
+// The body's register updates (a STORE or a GROUP of them); anything else is refused.
+std::vector<Update> register_updates(const UOp& body_root,
+                                     const std::function<void(const std::string&)>& refuse) {
+  std::vector<Update> updates;
+  std::vector<UOp> body{body_root};
+  const char* shape =
+      "needs a loop body of register updates acc = acc OP x (OP one of ADD, MUL, MAX, MIN)";
+  while (!body.empty()) {
+    UOp e = body.back();
+    body.pop_back();
+    if (e.op() == Op::GROUP) {
+      body.insert(body.end(), e.src().begin(), e.src().end());
+      continue;
+    }
+    if (e.op() != Op::STORE) refuse(shape);
+    const UOp& ix = e.src(0);
+    UOp reg = buffer_root(ix.src(0));
+    const UOp& v = e.src(1);
+    Op op = v.op();
+    if (reg.op() != Op::DEFINE_REG || ix.src(1).op() != Op::CONST ||
+        (op != Op::ADD && op != Op::MUL && op != Op::MAX && op != Op::MIN))
+      refuse(shape);
+    UOp x;
+    for (size_t i = 0; i < 2; ++i) {
+      const UOp& a = v.src(i);
+      if (a.op() == Op::LOAD && buffer_root(a.src(0).src(0)) == reg && a.src(0).src(1) == ix.src(1))
+        x = v.src(1 - i);
+    }
+    if (!x) refuse(shape);
+    updates.push_back({e, reg, ix.src(1), op, x});
+  }
+  return updates;
+}
+
 // GROUP: each thread of the block reduced a strided part of the range into its registers.
 // After the loop the partials meet in shared memory (one slot per thread, or per warp),
 // a barrier, and
@@ -50,37 +92,7 @@ UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid, const Targe
                         " (kernel '" + sink.name_arg() + "')");
   };
   if (!end_r) refuse("needs a reduce range closed by an END");
-  struct Update {
-    UOp reg, k;
-    Op op;
-  };
-  std::vector<Update> updates;
-  std::vector<UOp> body{end_r.src(0)};
-  while (!body.empty()) {
-    UOp e = body.back();
-    body.pop_back();
-    if (e.op() == Op::GROUP) {
-      body.insert(body.end(), e.src().begin(), e.src().end());
-      continue;
-    }
-    const char* shape =
-        "needs a loop body of register updates acc = acc OP x (OP one of ADD, "
-        "MUL, MAX, MIN)";
-    if (e.op() != Op::STORE) refuse(shape);
-    const UOp& ix = e.src(0);
-    UOp reg = buffer_root(ix.src(0));
-    const UOp& v = e.src(1);
-    Op op = v.op();
-    if (reg.op() != Op::DEFINE_REG || ix.src(1).op() != Op::CONST ||
-        (op != Op::ADD && op != Op::MUL && op != Op::MAX && op != Op::MIN))
-      refuse(shape);
-    bool reads_itself = false;
-    for (const UOp& x : v.src())
-      reads_itself |=
-          x.op() == Op::LOAD && buffer_root(x.src(0).src(0)) == reg && x.src(0).src(1) == ix.src(1);
-    if (!reads_itself) refuse(shape);
-    updates.push_back({reg, ix.src(1), op});
-  }
+  std::vector<Update> updates = register_updates(end_r.src(0), refuse);
   // Where the target has warp shuffles and whole warps, each warp first folds its lanes
   // (a butterfly of xor shuffles leaves the warp's total in every lane) and only one
   // partial per warp goes through shared memory.
@@ -344,47 +356,202 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   return gate_to_first_thread(out, tid);
 }
 
-std::vector<std::pair<UOp, Schedule>> cut(const UOp& sink, const Schedule& schedule) {
-  std::vector<ScheduleEntry> rest, cuts;
-  for (const ScheduleEntry& e : schedule.entries())
-    (e.axis && e.name == "CUT" ? cuts : rest).push_back(e);
-  if (cuts.empty()) return {{sink, schedule}};
-  schedule.check_axes(sink);
-  const ScheduleEntry& c = cuts[0];
-  auto refuse = [&](const std::string& why) {
-    throw ScheduleError("schedule: " + entry_text(c) + " " + why + " (kernel '" + sink.name_arg() +
-                        "')");
-  };
-  if (cuts.size() > 1) refuse("is one of several CUTs; a schedule has at most one");
-  UOp r;
-  for (const UOp& u : toposort(sink))
-    if (u.op() == Op::RANGE && u.axis().id == *c.axis) r = u;
+namespace {
+
+// Rebuilds the graph below `root`: `replace` gives a node's new value (or nothing),
+// `ranges` what an END or AFTER names instead of a RANGE, `fix` a last say on each
+// rebuilt node (old node, new node).
+UOp rebuild(const UOp& root, const std::function<UOp(const UOp&)>& replace,
+            const std::function<std::vector<UOp>(const UOp&)>& ranges,
+            const std::function<UOp(const UOp&, UOp)>& fix) {
+  std::unordered_map<const void*, UOp> image;
+  for (const UOp& u : toposort(root)) {
+    if (UOp r = replace(u)) {
+      image.emplace(u.id(), r);
+      continue;
+    }
+    bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
+    std::vector<UOp> src;
+    bool changed = false;
+    for (size_t k = 0; k < u.src().size(); ++k) {
+      const UOp& s = u.src(k);
+      if (names_ranges && k > 0 && s.op() == Op::RANGE) {
+        std::vector<UOp> rs = ranges(s);
+        if (!(rs.size() == 1 && rs[0] == s)) {
+          src.insert(src.end(), rs.begin(), rs.end());
+          changed = true;
+          continue;
+        }
+      }
+      src.push_back(image.at(s.id()));
+      changed |= src.back() != s;
+    }
+    UOp out = changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u;
+    image.emplace(u.id(), fix(u, out));
+  }
+  return image.at(root.id());
+}
+
+UOp renamed(const UOp& sink, const std::string& suffix) {
+  std::vector<UOp> src(sink.src().begin(), sink.src().end());
+  return UOp::make(Op::SINK, dtypes::void_, src, sink.name_arg() + suffix);
+}
+
+Schedule heuristic_or_none(const Schedule& given) {
+  Schedule s;
+  if (given.knob_or("NOOPT", 0)) s.knob("NOOPT", 1);
+  return s;
+}
+
+KernelParts cut_kernel(const UOp& sink, const UOp& r, const ScheduleEntry& c, const Schedule& rest,
+                       const Schedule& given,
+                       const std::function<void(const std::string&)>& refuse) {
   if (r.axis().kind != AxisKind::Global || r.src(0).op() != Op::CONST)
     refuse("needs a global axis of constant extent");
   int64_t n = r.src(0).const_int();
   if (c.amount <= 0 || c.amount >= n)
     refuse("needs a cut point between 0 and the extent " + std::to_string(n));
-  std::vector<std::pair<UOp, Schedule>> parts;
+  KernelParts parts;
   for (int part = 0; part < 2; ++part) {
     int64_t start = part == 0 ? 0 : c.amount, extent = part == 0 ? c.amount : n - c.amount;
     UOp nr = range(const_int(r.dtype(), extent), r.axis().id, r.axis().kind);
     UOp v = start ? nr + const_int(r.dtype(), start) : nr;
-    std::unordered_map<const void*, UOp> image;
-    for (const UOp& u : toposort(sink)) {
-      bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
-      std::vector<UOp> src;
-      for (size_t k = 0; k < u.src().size(); ++k) {
-        const UOp& s = u.src(k);
-        src.push_back(s == r ? (names_ranges && k > 0 ? nr : v) : image.at(s.id()));
-      }
-      Arg arg = u.op() == Op::SINK ? Arg(u.name_arg() + "_" + std::to_string(part)) : u.arg();
-      image.emplace(u.id(), u == r ? v : UOp::make(u.op(), u.dtype(), src, arg));
-    }
-    Schedule s = part == 0 ? Schedule(rest) : Schedule();
-    if (part == 1 && schedule.knob_or("NOOPT", 0)) s.knob("NOOPT", 1);
-    parts.emplace_back(image.at(sink.id()), s);
+    UOp k = rebuild(
+        sink, [&](const UOp& u) { return u == r ? v : UOp(); },
+        [&](const UOp& u) { return std::vector<UOp>{u == r ? nr : u}; },
+        [](const UOp&, UOp x) { return x; });
+    parts.kernels.emplace_back(renamed(k, "_" + std::to_string(part)),
+                               part == 0 ? rest : heuristic_or_none(given));
   }
   return parts;
+}
+
+KernelParts split_reduction(const UOp& sink, const UOp& r, const ScheduleEntry& c,
+                            const Schedule& rest, const Schedule& given,
+                            const std::function<void(const std::string&)>& refuse) {
+  if (r.axis().kind != AxisKind::Reduce || r.src(0).op() != Op::CONST)
+    refuse("needs a reduce axis of constant extent");
+  int64_t total = r.src(0).const_int(), n = c.amount;
+  if (n < 2 || n > total) refuse("needs an amount from 2 to the extent " + std::to_string(total));
+  std::vector<UOp> order = toposort(sink);
+  UOp end_r;
+  int64_t slot = 0, id = 0;
+  for (const UOp& u : order) {
+    if (u.op() == Op::END && std::find(u.src().begin() + 1, u.src().end(), r) != u.src().end()) {
+      if (end_r || u.src().size() != 2) refuse("needs a reduce range closed alone by one END");
+      end_r = u;
+    }
+    if (u.op() == Op::PARAM) slot = std::max(slot, u.slot() + 1);
+    if (u.op() == Op::RANGE) id = std::max(id, u.axis().id + 1);
+  }
+  if (!end_r) refuse("needs a reduce range closed by an END");
+  std::vector<Update> updates = register_updates(end_r.src(0), refuse);
+  // The ranges around the reduction: global ones of constant extent, flattened row-major
+  // (by id) into one index of the partials.
+  std::vector<UOp> outer;
+  for (const UOp& u : toposort(end_r.src(0)))
+    if (u.op() == Op::RANGE && u != r) {
+      if (u.axis().kind != AxisKind::Global || u.src(0).op() != Op::CONST)
+        refuse("needs a reduction inside global axes of constant extent only");
+      outer.push_back(u);
+    }
+  std::sort(outer.begin(), outer.end(),
+            [](const UOp& a, const UOp& b) { return a.axis().id < b.axis().id; });
+  DType it = r.dtype();
+  int64_t m = 1;
+  UOp flat = const_int(it, 0);
+  for (const UOp& g : outer) {
+    int64_t e = g.src(0).const_int();
+    flat = flat * const_int(it, e) + (g.dtype() == it ? g : cast(g, it));
+    m *= e;
+  }
+  KernelParts parts;
+  std::vector<UOp> temps;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    DType d = updates[i].reg.dtype().pointee();
+    parts.temps.push_back({slot + int64_t(i), d, n * m});
+    temps.push_back(param(slot + int64_t(i), d.ptr()));
+  }
+  // The partials: block s reduces [s*chunk, (s+1)*chunk), clamped to the extent, its
+  // accumulator reset for every s, and stores its result at temp[s*m + flat].
+  int64_t chunk = (total + n - 1) / n;
+  UOp s = range(const_int(it, n), id, AxisKind::Global);
+  UOp rp = range(const_int(it, chunk), r.axis().id, AxisKind::Reduce);
+  UOp at = s * const_int(it, chunk) + rp;
+  UOp valid = n * chunk == total ? UOp() : at < const_int(it, total);
+  if (valid) at = UOp::make(Op::MIN, {at, const_int(it, total - 1)});
+  auto is_acc = [&](const UOp& b) {
+    for (const Update& u : updates)
+      if (buffer_root(b) == u.reg) return true;
+    return false;
+  };
+  UOp reduced = rebuild(
+      end_r, [&](const UOp& u) { return u == r ? at : UOp(); },
+      [&](const UOp& u) { return std::vector<UOp>{u == r ? rp : u}; },
+      [&](const UOp& old, UOp x) {
+        if (x.op() == Op::AFTER && is_acc(x.src(0)) && old.src().size() > 1 &&
+            std::any_of(old.src().begin() + 1, old.src().end(), [&](const UOp& d) {
+              return std::find(outer.begin(), outer.end(), d) != outer.end();
+            })) {
+          std::vector<UOp> src(x.src().begin(), x.src().end());
+          src.push_back(s);  // reset for every part
+          return UOp::make(Op::AFTER, src, x.arg());
+        }
+        bool update = std::any_of(updates.begin(), updates.end(),
+                                  [&](const Update& u) { return u.store == old; });
+        if (update && valid) {
+          const UOp& ix = x.src(0);
+          return store(UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), valid}, ix.arg()),
+                       x.src(1));
+        }
+        return x;
+      });
+  std::vector<UOp> stores;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    UOp partial = load(index(after(updates[i].reg, {reduced}), updates[i].k));
+    stores.push_back(store(index(temps[i], s * const_int(it, m) + flat), partial));
+  }
+  std::vector<UOp> closes{
+      stores.size() == 1 ? stores[0] : UOp::make(Op::GROUP, dtypes::void_, stores), s};
+  closes.insert(closes.end(), outer.begin(), outer.end());
+  UOp partial_kernel = UOp::make(Op::SINK, dtypes::void_, {UOp::make(Op::END, closes)},
+                                 sink.name_arg() + "_partial");
+  // The combine: the kernel itself, its reduction running over the n partials.
+  UOp over = range(const_int(it, n), r.axis().id, AxisKind::Reduce);
+  UOp combine = rebuild(
+      sink,
+      [&](const UOp& u) {
+        if (u == r) return over;
+        for (size_t i = 0; i < updates.size(); ++i)
+          if (u == updates[i].x) return load(index(temps[i], over * const_int(it, m) + flat));
+        return UOp();
+      },
+      [&](const UOp& u) { return std::vector<UOp>{u == r ? over : u}; },
+      [](const UOp&, UOp x) { return x; });
+  parts.kernels.emplace_back(partial_kernel, rest);
+  parts.kernels.emplace_back(renamed(combine, "_combine"), heuristic_or_none(given));
+  return parts;
+}
+
+}  // namespace
+
+KernelParts split_kernels(const UOp& sink, const Schedule& schedule) {
+  std::vector<ScheduleEntry> rest, splits;
+  for (const ScheduleEntry& e : schedule.entries())
+    (e.axis && (e.name == "CUT" || e.name == "SPLIT") ? splits : rest).push_back(e);
+  if (splits.empty()) return {{{sink, schedule}}, {}};
+  schedule.check_axes(sink);
+  const ScheduleEntry& c = splits[0];
+  auto refuse = [&](const std::string& why) {
+    throw ScheduleError("schedule: " + entry_text(c) + " " + why + " (kernel '" + sink.name_arg() +
+                        "')");
+  };
+  if (splits.size() > 1) refuse("is one of several CUTs and SPLITs; a schedule has at most one");
+  UOp r;
+  for (const UOp& u : toposort(sink))
+    if (u.op() == Op::RANGE && u.axis().id == *c.axis) r = u;
+  if (c.name == "CUT") return cut_kernel(sink, r, c, Schedule(rest), schedule, refuse);
+  return split_reduction(sink, r, c, Schedule(rest), schedule, refuse);
 }
 
 Schedule heuristic_schedule(const UOp& sink, const Target& target) {

@@ -28,12 +28,36 @@ namespace kitten {
 inline constexpr int64_t kMaxCopies = 256;
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& schedule);
 
+// A buffer the kernels of one lowering share that no caller passes: the runner allocates
+// it (`count` elements of `dtype`, `align` bytes) and gives it as parameter `slot`.
+struct TempBuffer {
+  int64_t slot;
+  DType dtype;
+  int64_t count;
+  int64_t align = 256;
+  friend bool operator==(const TempBuffer&, const TempBuffer&) = default;
+};
+
+// The kernels a schedule makes of one kernel, to be launched in order with the caller's
+// arguments followed by the temporary buffers, each with the schedule its passes apply.
+struct KernelParts {
+  std::vector<std::pair<UOp, Schedule>> kernels;
+  std::vector<TempBuffer> temps;
+};
+
+// Without CUT or SPLIT: the kernel and its schedule.
 // CUT:axis:at splits a global axis of constant extent N (0 < at < N) into two kernels
 // launched one after the other: the first runs indices [0, at) with the schedule's other
 // actions, the second [at, N) with the heuristic schedule (or none under NOOPT=1). Each
-// part is named <kernel>_0, <kernel>_1. Without a CUT: the kernel and its schedule. One
-// CUT per schedule; more, or a CUT on another kind of axis, is a ScheduleError.
-std::vector<std::pair<UOp, Schedule>> cut(const UOp& sink, const Schedule& schedule);
+// part is named <kernel>_0, <kernel>_1.
+// SPLIT:axis:n splits a reduction of constant extent N across n blocks: the first kernel
+// (<kernel>_partial, with the schedule's other actions) reduces each of the n parts
+// [s*ceil(N/n), (s+1)*ceil(N/n)) into a temporary buffer per accumulator; the second
+// (<kernel>_combine, heuristic schedule) is the kernel itself with the reduction running
+// over those n partials instead. The reduction's loop body must be register updates
+// acc = acc OP x (OP one of ADD, MUL, MAX, MIN) and the kernel's only reduction.
+// One CUT or SPLIT per schedule; more, or one on another kind of axis, is a ScheduleError.
+KernelParts split_kernels(const UOp& sink, const Schedule& schedule);
 
 // The deterministic schedule a kernel gets when it is given none (see docs/lowering.md):
 // a matmul-shaped kernel (a reduce inside two global axes) upcasts its two innermost

@@ -233,7 +233,7 @@ int cmd_lower(const std::vector<std::string>& args) {
   };
   std::vector<UOp> lowered;
   try {
-    lowered = lower_kernels(c.kernel, c.dev->props().target, c.schedule, opts);
+    lowered = lower_kernels(c.kernel, c.dev->props().target, c.schedule, opts).kernels;
   } catch (const ScheduleError& e) {
     return usage_error(std::string("lower: ") + e.what());
   }
@@ -250,7 +250,7 @@ int cmd_render(const std::vector<std::string>& args) {
   std::unique_ptr<Device>& d = c.dev;
   std::vector<UOp> lowered;
   try {
-    lowered = lower_kernels(c.kernel, d->props().target, c.schedule);
+    lowered = lower_kernels(c.kernel, d->props().target, c.schedule).kernels;
   } catch (const ScheduleError& e) {
     return usage_error(std::string("render: ") + e.what());
   }

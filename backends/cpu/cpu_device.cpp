@@ -234,6 +234,8 @@ void run_cpu_kernel(void (*fn)(void* const*, long long, long long), const Kernel
   std::vector<void*> raw(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
     bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
+    if (i < info.unused_params.size() && info.unused_params[i])
+      is_buffer = std::holds_alternative<Buffer>(args[i]);  // unread: passed as given
     if (auto* b = std::get_if<Buffer>(&args[i])) {
       if (!is_buffer)
         throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) +

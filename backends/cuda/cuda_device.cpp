@@ -149,6 +149,8 @@ struct Params {
     }
     for (size_t i = 0; i < args.size(); ++i) {
       bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
+      if (i < info.unused_params.size() && info.unused_params[i])
+        is_buffer = std::holds_alternative<Buffer>(args[i]);  // unread: passed as given
       if (is_buffer != std::holds_alternative<Buffer>(args[i]))
         throw BackendError("cuda: kernel '" + info.name + "' argument " + std::to_string(i) +
                            " is " + (is_buffer ? "a buffer" : "an integer") + ", got the other");

@@ -89,6 +89,7 @@ struct EmuKernel {
   int num_params = 0;
   std::vector<std::string> vars;
   std::vector<bool> buffer_params;
+  std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
   LaunchDims grid, block;
   Target target;
 };

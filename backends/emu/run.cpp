@@ -185,6 +185,7 @@ class Runner {
                     std::to_string(args_.size()));
     for (size_t i = 0; i < args_.size(); ++i) {
       bool is_buffer = i < k_.buffer_params.size() && k_.buffer_params[i];
+      if (i < k_.unused_params.size() && k_.unused_params[i]) continue;  // unread: either kind
       if (is_buffer != std::holds_alternative<Buffer>(args_[i]))
         refuse_launch("argument " + std::to_string(i) + " is " +
                       (is_buffer ? "a buffer" : "an integer") + ", got the other");

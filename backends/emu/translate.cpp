@@ -43,6 +43,7 @@ class Translator {
     }
     k_->vars.assign(vars_.begin(), vars_.end());
     k_->buffer_params.assign(size_t(k_->num_params), false);
+    k_->unused_params.assign(size_t(k_->num_params), true);
     for (size_t i = 0; i < p_.ops.size(); ++i) {
       line_ = int(i);
       emit(p_.ops[i]);
@@ -122,6 +123,7 @@ class Translator {
   void emit(const UOp& u) {
     switch (u.op()) {
       case Op::PARAM:
+        k_->unused_params[size_t(u.slot())] = false;
         if (u.dtype().is_pointer()) {
           add_buffer(u, EmuBufKind::Global, "param");
           k_->buffer_params[size_t(u.slot())] = true;

@@ -172,6 +172,69 @@ TEST_P(Scheduled, ACutKernelEqualsTheUncutKernel) {
   }
 }
 
+// A reduction split across blocks (SPLIT): partials into a temporary buffer, then the
+// kernel itself reducing them; row and column sums, matmul and the two-output kernel, at
+// amounts that divide the reduction and do not.
+TEST_P(Scheduled, SplitReductionsEqualTheReference) {
+  for (auto [rows, cols, axis, n] : std::vector<std::tuple<int64_t, int64_t, int, int64_t>>{
+           {3, 1000, 1, 8}, {3, 1000, 1, 7}, {1000, 5, 0, 16}, {1, 257, 1, 257}}) {
+    std::string text = "SPLIT:1:" + std::to_string(n);
+    SCOPED_TRACE("sum axis " + std::to_string(axis) + " " + std::to_string(rows) + "x" +
+                 std::to_string(cols) + " " + text);
+    HostData x = HostData::random(dtypes::float32, size_t(rows * cols), 10);
+    int64_t kept = axis == 0 ? cols : rows, red = axis == 0 ? rows : cols;
+    std::vector<double> want(size_t(kept), 0.0), scale(size_t(kept), 0.0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) {
+        size_t o = size_t(axis == 0 ? j : i);
+        want[o] += x.values[size_t(i * cols + j)];
+        scale[o] += std::abs(x.values[size_t(i * cols + j)]);
+      }
+    HostData out = HostData::poisoned(dtypes::float32, size_t(kept));
+    DeviceBuffer dx(*dev, x), dout(*dev, out);
+    CompiledKernel k = compile_kernel(
+        *dev, reduce_kernel(rows, cols, axis, Op::ADD, dtypes::float32), Schedule::parse(text));
+    EXPECT_EQ(k.then.size(), 1u);
+    EXPECT_EQ(k.temps.size(), 1u);
+    for (int rep = 0; rep < 2; ++rep) {  // the temporaries are reused
+      k.run(args({&dout, &dx}));
+      dout.read(out);
+      expect_accumulated(out, want, scale, red);
+    }
+  }
+  {
+    SCOPED_TRACE("matmul 7x9x100 SPLIT:2:6");
+    HostData a = HostData::random(dtypes::float32, 700, 4),
+             b = HostData::random(dtypes::float32, 900, 5);
+    std::vector<double> scale, want = matmul_reference(a, b, 7, 9, 100, &scale);
+    HostData c = HostData::poisoned(dtypes::float32, 63);
+    DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+    compile_kernel(*dev, matmul_kernel(7, 9, 100, dtypes::float32), Schedule::parse("SPLIT:2:6"))
+        .run(args({&dc, &da, &db}));
+    dc.read(c);
+    expect_accumulated(c, want, scale, 100);
+  }
+  {
+    SCOPED_TRACE("sum and squares 5x300 SPLIT:1:4");
+    HostData x = HostData::random(dtypes::float32, 1500, 11);
+    std::vector<double> s(5, 0.0), q(5, 0.0), ss(5, 0.0), qs(5, 0.0);
+    for (size_t i = 0; i < 1500; ++i) {
+      double v = x.values[i];
+      s[i / 300] += v, q[i / 300] += v * v, ss[i / 300] += std::abs(v), qs[i / 300] += v * v;
+    }
+    HostData hs = HostData::poisoned(dtypes::float32, 5), hq = hs;
+    DeviceBuffer dx(*dev, x), ds(*dev, hs), dq(*dev, hq);
+    CompiledKernel k =
+        compile_kernel(*dev, sum_and_squares_kernel(5, 300), Schedule::parse("SPLIT:1:4"));
+    EXPECT_EQ(k.temps.size(), 2u);
+    k.run(args({&ds, &dq, &dx}));
+    ds.read(hs);
+    dq.read(hq);
+    expect_accumulated(hs, s, ss, 300);
+    expect_accumulated(hq, q, qs, 300);
+  }
+}
+
 // Vector accesses wider than the device moves (float32x8 on 16-byte GPUs, narrow-float
 // vectors on a cpu) are split by the legalize pass into the widths it has; the copy is exact.
 TEST_P(Scheduled, WideVectorAccessesAreSplitToTheTargetsWidths) {

@@ -154,7 +154,7 @@ void expect_refused(const UOp& k, const Target& t, const char* schedule, const c
 
 TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
   UOp mm = matmul_kernel(64, 64, 64, dtypes::float32);
-  expect_refused(mm, cpu(), "SPLIT:0:2", "is not an action this pass knows");
+  expect_refused(mm, cpu(), "TILE:0:2", "is not an action this pass knows");
   expect_refused(mm, cpu(), "UPCAST:2:4", "needs a global axis; axis is reduce");
   expect_refused(mm, cpu(), "UNROLL:1:65", "needs an amount from 1 to the axis's extent 64");
   expect_refused(mm, cpu(), "UPCAST:0:16 UPCAST:1:32", "at most 256 are allowed");
@@ -176,7 +176,7 @@ TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
 // CUT: two kernels, named for their parts, each lowered with its part's schedule.
 TEST(Expand, ACutLowersIntoTwoKernels) {
   UOp mm = matmul_kernel(100, 64, 32, dtypes::float32);
-  std::vector<UOp> parts = lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 UPCAST:0:8"));
+  std::vector<UOp> parts = lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 UPCAST:0:8")).kernels;
   ASSERT_EQ(parts.size(), 2u);
   EXPECT_EQ(parts[0].name_arg(), "matmul_0");
   EXPECT_EQ(parts[1].name_arg(), "matmul_1");
@@ -185,7 +185,7 @@ TEST(Expand, ACutLowersIntoTwoKernels) {
     for (const UOp& u : toposort(p))
       if (u.op() == Op::SPECIAL) blocks.push_back(u.src(0).const_int());
   EXPECT_EQ(blocks, (std::vector<int64_t>{12, 1}));  // 96 rows by 8; 4 rows upcast by the heuristic
-  EXPECT_EQ(lower_kernels(mm, cpu()).size(), 1u);
+  EXPECT_EQ(lower_kernels(mm, cpu()).kernels.size(), 1u);
   expect_refused(mm, cpu(), "CUT:0:50", "lower them with lower_kernels");
   auto refused = [&](const char* text, const char* why) {
     try {
@@ -198,6 +198,20 @@ TEST(Expand, ACutLowersIntoTwoKernels) {
   refused("CUT:2:16", "needs a global axis");
   refused("CUT:0:100", "needs a cut point between 0 and the extent 100");
   refused("CUT:0:10 CUT:1:10", "a schedule has at most one");
+  refused("CUT:0:10 SPLIT:2:4", "a schedule has at most one");
+  refused("SPLIT:0:4", "needs a reduce axis");
+  refused("SPLIT:2:33", "needs an amount from 2 to the extent 32");
+}
+
+// SPLIT: a partial kernel writing one temporary per accumulator, then the kernel itself
+// reducing the partials; the temporaries follow the kernel's own parameters.
+TEST(Expand, ASplitLowersIntoPartialsAndTheirCombine) {
+  UOp sq = sum_and_squares_kernel(5, 300);
+  LoweredKernels l = lower_kernels(sq, cpu(), Schedule::parse("SPLIT:1:4"));
+  ASSERT_EQ(l.kernels.size(), 2u);
+  EXPECT_EQ(l.kernels[0].name_arg(), "sum_and_squares_partial");
+  EXPECT_EQ(l.kernels[1].name_arg(), "sum_and_squares_combine");
+  EXPECT_EQ(l.temps, (std::vector<TempBuffer>{{3, dtypes::float32, 20}, {4, dtypes::float32, 20}}));
 }
 
 TEST(Expand, ProvablyMultiple) {
