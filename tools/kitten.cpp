@@ -42,7 +42,7 @@ commands:
   lower <kernel> [--device cpu] [--schedule S] [--print-after P[,P...]|all]
                     run the lowering pipeline for a device and print the graph after
                     the named passes and at the end. S: the schedule, one line of
-                    ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP CUT) and
+                    ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP CUT SPLIT) and
                     KNOB=VALUE (NOOPT=1: no heuristic), e.g. 'UPCAST:1:4 UNROLL:2:2'
                     (docs/lowering.md)
   lower --passes    list the lowering passes in order, one sentence each
