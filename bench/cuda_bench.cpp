@@ -2,7 +2,7 @@
 // launch overhead (direct, graph-replayed, graph-replayed with rebinding, and a bare
 // cuLaunchKernel loop in the same process), copy/compute overlap across two queues, and
 // GEMM at 4096^3 (tiled float32 through shared memory; bf16 with mma.sync; the plain
-// matmul through the lowering pipeline) and a row softmax. Times are
+// matmul through the lowering pipeline), a row softmax and one long sum. Times are
 // medians of 20 runs after 5 warm-ups, by CUDA events unless said otherwise. Writes JSON.
 #include <algorithm>
 #include <chrono>
@@ -295,6 +295,29 @@ int main(int argc, char** argv) {
     }
     r["softmax_max_rel_err"] = worst;
     gemm_ok = gemm_ok && worst < double(cols + 8) * std::ldexp(1.0, -24);
+    dev->allocator().free(x);
+    dev->allocator().free(out);
+  }
+
+  // 6. One sum of 64M float32 (the heuristic SPLITs it into partials and their combine),
+  //    checked against float64.
+  {
+    const int64_t n = int64_t(64) << 20;
+    std::vector<float> host(static_cast<size_t>(n));
+    std::mt19937_64 rng(8);
+    std::uniform_real_distribution<float> dist(0.0f, 1.0f);
+    double want = 0, scale = 0;
+    for (float& v : host) v = dist(rng), want += v, scale += std::abs(v);
+    Buffer x = dev->allocator().alloc(size_t(n) * 4), out = dev->allocator().alloc(4);
+    dev->allocator().copy_in(x, host.data(), size_t(n) * 4);
+    CompiledKernel k = compile_kernel(*dev, reduce_kernel(1, n, 1, Op::ADD, dtypes::float32));
+    std::vector<KernelArg> kargs = {out, x};
+    double ms = timed_ms(*q, [&] { k.enqueue(*q, kargs); });
+    r["sum_256MB_GBps"] = double(n * 4) / (ms * 1e6);
+    float got = 0;
+    dev->allocator().copy_out(&got, out, 4);
+    r["sum_256MB_rel_err"] = std::abs(double(got) - want) / scale;
+    gemm_ok = gemm_ok && r["sum_256MB_rel_err"] < 1e-5;
     dev->allocator().free(x);
     dev->allocator().free(out);
   }

@@ -443,7 +443,7 @@ LowerOptions default_lower_options() {
 LoweredKernels lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule,
                              const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
-  KernelParts parts = split_kernels(sink, schedule);
+  KernelParts parts = split_kernels(sink, target, schedule);
   LoweredKernels out;
   for (const auto& [part, s] : parts.kernels) out.kernels.push_back(lower(part, target, s, opts));
   out.temps = parts.temps;

@@ -535,10 +535,42 @@ KernelParts split_reduction(const UOp& sink, const UOp& r, const ScheduleEntry& 
 
 }  // namespace
 
-KernelParts split_kernels(const UOp& sink, const Schedule& schedule) {
+// The heuristic SPLIT of one long reduction to one value, or none.
+std::optional<ScheduleEntry> heuristic_split(const UOp& sink, const Target& target) {
+  if (!target.has(kFeatureBlocks)) return std::nullopt;
+  UOp r;
+  int64_t outputs = 1;
+  for (const UOp& u : toposort(sink)) {
+    if (u.op() == Op::SPECIAL) return std::nullopt;
+    if (u.op() != Op::RANGE) continue;
+    if (u.src(0).op() != Op::CONST) return std::nullopt;
+    if (u.axis().kind == AxisKind::Reduce) {
+      if (r) return std::nullopt;
+      r = u;
+    } else {
+      outputs *= u.src(0).const_int();
+    }
+  }
+  if (!r || outputs != 1 || r.src(0).const_int() < (int64_t(1) << 15)) return std::nullopt;
+  int64_t n = 1024;
+  while (n > 2 && r.src(0).const_int() / n < 4096) n /= 2;
+  return ScheduleEntry{"SPLIT", r.axis().id, n};
+}
+
+KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule& schedule) {
   std::vector<ScheduleEntry> rest, splits;
   for (const ScheduleEntry& e : schedule.entries())
     (e.axis && (e.name == "CUT" || e.name == "SPLIT") ? splits : rest).push_back(e);
+  bool any_action = std::any_of(schedule.entries().begin(), schedule.entries().end(), is_action);
+  if (splits.empty() && !any_action && !schedule.knob_or("NOOPT", 0))
+    if (std::optional<ScheduleEntry> h = heuristic_split(sink, target)) {
+      try {
+        std::vector<ScheduleEntry> with = schedule.entries();
+        with.push_back(*h);
+        return split_kernels(sink, target, Schedule(with));
+      } catch (const ScheduleError&) {  // not a reduction SPLIT can take: one kernel
+      }
+    }
   if (splits.empty()) return {{{sink, schedule}}, {}};
   schedule.check_axes(sink);
   const ScheduleEntry& c = splits[0];

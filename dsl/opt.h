@@ -57,7 +57,10 @@ struct KernelParts {
 // over those n partials instead. The reduction's loop body must be register updates
 // acc = acc OP x (OP one of ADD, MUL, MAX, MIN) and the kernel's only reduction.
 // One CUT or SPLIT per schedule; more, or one on another kind of axis, is a ScheduleError.
-KernelParts split_kernels(const UOp& sink, const Schedule& schedule);
+// A kernel given no actions on a target with blocks whose one reduction makes one value
+// of 32,768 terms or more is SPLIT by the heuristic into up to 1,024 parts of at least
+// 4,096 terms (one block cannot fill a GPU).
+KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule& schedule);
 
 // The deterministic schedule a kernel gets when it is given none (see docs/lowering.md):
 // a matmul-shaped kernel (a reduce inside two global axes) upcasts its two innermost

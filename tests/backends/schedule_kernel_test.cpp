@@ -203,6 +203,19 @@ TEST_P(Scheduled, SplitReductionsEqualTheReference) {
     }
   }
   {
+    SCOPED_TRACE("one sum of 100,003 terms, the heuristic schedule");
+    HostData x = HostData::random(dtypes::float32, 100003, 12);
+    std::vector<double> want(1, 0.0), scale(1, 0.0);
+    for (double v : x.values) want[0] += v, scale[0] += std::abs(v);
+    HostData out = HostData::poisoned(dtypes::float32, 1);
+    DeviceBuffer dx(*dev, x), dout(*dev, out);
+    CompiledKernel k = compile_kernel(*dev, reduce_kernel(1, 100003, 1, Op::ADD, dtypes::float32));
+    EXPECT_EQ(k.then.size(), blocks() ? 1u : 0u);
+    k.run(args({&dout, &dx}));
+    dout.read(out);
+    expect_accumulated(out, want, scale, 100003);
+  }
+  {
     SCOPED_TRACE("matmul 7x9x100 SPLIT:2:6");
     HostData a = HostData::random(dtypes::float32, 700, 4),
              b = HostData::random(dtypes::float32, 900, 5);

@@ -214,6 +214,21 @@ TEST(Expand, ASplitLowersIntoPartialsAndTheirCombine) {
   EXPECT_EQ(l.temps, (std::vector<TempBuffer>{{3, dtypes::float32, 20}, {4, dtypes::float32, 20}}));
 }
 
+// The heuristic splits one long reduction to one value on targets with blocks (one block
+// cannot fill a GPU), into parts of at least 4,096 terms; not on a cpu, not short ones.
+TEST(Expand, TheHeuristicSplitsALongReductionToOneValue) {
+  UOp sum = reduce_kernel(1, 1 << 20, 1, Op::ADD, dtypes::float32);
+  LoweredKernels l = lower_kernels(sum, h100_target());
+  ASSERT_EQ(l.kernels.size(), 2u);
+  EXPECT_EQ(l.temps, (std::vector<TempBuffer>{{2, dtypes::float32, 256}}));
+  EXPECT_EQ(lower_kernels(sum, cpu()).kernels.size(), 1u);
+  EXPECT_EQ(lower_kernels(sum, h100_target(), Schedule::parse("NOOPT=1")).kernels.size(), 1u);
+  UOp rows = reduce_kernel(2, 1 << 20, 1, Op::ADD, dtypes::float32);
+  EXPECT_EQ(lower_kernels(rows, h100_target()).kernels.size(), 1u);
+  UOp short_sum = reduce_kernel(1, 1000, 1, Op::ADD, dtypes::float32);
+  EXPECT_EQ(lower_kernels(short_sum, h100_target()).kernels.size(), 1u);
+}
+
 TEST(Expand, ProvablyMultiple) {
   UOp x = define_var("x", 0, 100);
   EXPECT_TRUE(provably_multiple(x * 8 + 16, 4));

@@ -18,6 +18,7 @@ rows = [
     ("GEMM f32 4096^3 pipeline, heuristic (TFLOP/s) vs torch f32", k["gemm_f32_heuristic_TFLOPs"], t["matmul_f32_TFLOPs"], True),
     ("GEMM f32 4096^3 pipeline, 16x16 threads (TFLOP/s) vs torch", k["gemm_f32_local_TFLOPs"], t["matmul_f32_TFLOPs"], True),
     ("row softmax 16384x1024 f32 (GB/s) vs torch.softmax", k["softmax_16384x1024_GBps"], t["softmax_16384x1024_GBps"], True),
+    ("sum of 64M f32 (GB/s) vs torch.sum", k["sum_256MB_GBps"], t["sum_256MB_GBps"], True),
 ]
 out = []
 print(f"device: {t.get('device', '?')}")

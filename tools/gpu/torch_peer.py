@@ -1,7 +1,7 @@
 """The peer's numbers for tools/gpu/check.sh, measured in the same run as kitten's:
 device-to-device copy bandwidth, tiny-kernel launch cost (eager and CUDA-graph
-replayed), torch.matmul at 4096^3 (float32 without TF32, and bfloat16) and a row
-softmax. Medians of 20
+replayed), torch.matmul at 4096^3 (float32 without TF32, and bfloat16), a row
+softmax and one long sum. Medians of 20
 runs after 5 warm-ups, by CUDA events. Writes JSON."""
 import json
 import statistics
@@ -70,6 +70,9 @@ def main():
     x = torch.randn(16384, 1024, device="cuda")
     ms = timed_ms(lambda: torch.softmax(x, dim=1))
     r["softmax_16384x1024_GBps"] = 2 * x.numel() * 4 / (ms * 1e6)
+    v = torch.rand(64 << 20, device="cuda")
+    ms = timed_ms(lambda: torch.sum(v))
+    r["sum_256MB_GBps"] = v.numel() * 4 / (ms * 1e6)
     text = json.dumps(r, indent=2)
     print(text)
     if len(sys.argv) > 2 and sys.argv[1] == "--json":
