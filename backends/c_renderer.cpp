@@ -162,7 +162,8 @@ class CRenderer {
                  " the threads of a block to cooperate, which " + dialect_.target +
                  " does not have; run it on emu or cuda");
     }
-    param_decl_.assign(size_t(num_params_), "long long kt_unused");
+    for (int i = 0; i < num_params_; ++i)
+      param_decl_.push_back("long long kt_unused" + std::to_string(i));
     for (const UOp& u : p_.ops)
       if (u.op() == Op::DEFINE_LOCAL)
         shared_total_ += u.dtype().size() * u.dtype().pointee().itemsize() +

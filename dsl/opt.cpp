@@ -591,7 +591,8 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
   for (const UOp& u : toposort(sink)) {
     if (u.op() == Op::SPECIAL) return {};  // a kernel that maps its own threads
     if (u.op() == Op::RANGE && u.src(0).op() == Op::CONST) {
-      if (u.axis().kind == AxisKind::Global) global.push_back(u);
+      // A global axis of one iteration schedules nothing.
+      if (u.axis().kind == AxisKind::Global && u.src(0).const_int() > 1) global.push_back(u);
       if (u.axis().kind == AxisKind::Reduce) reduce.push_back(u);
     }
     if (u.op() == Op::INDEX && u.src(0).dtype().space() == AddrSpace::Global)
