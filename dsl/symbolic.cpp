@@ -1,6 +1,7 @@
 #include "dsl/symbolic.h"
 
 #include <algorithm>
+#include <climits>
 #include <numeric>
 #include <vector>
 
@@ -321,7 +322,24 @@ bool normalize(std::vector<Term>& terms) {
   return true;
 }
 
+// The sum as it is built, ((t1 + t2) + ...) + k, or nothing where a product or a partial
+// sum can leave d's range for some values of the terms: a rewrite never introduces an
+// overflow (the exact intervals are computed in 128 bits).
 UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k) {
+  __int128 lo = 0, hi = 0, dmin = d.imin(), dmax = d.imax();
+  bool first = true;
+  auto inside = [&](__int128 a, __int128 b) { return a >= dmin && b <= dmax; };
+  for (const Term& t : terms) {
+    auto [blo, bhi] = bounds(t.base);
+    __int128 a = __int128(blo) * t.coeff, b = __int128(bhi) * t.coeff;
+    if (a > b) std::swap(a, b);
+    if (!inside(a, b)) return {};
+    lo = first ? a : lo + a;
+    hi = first ? b : hi + b;
+    first = false;
+    if (!inside(lo, hi)) return {};
+  }
+  if (!first && k != 0 && !inside(lo + k, hi + k)) return {};
   UOp acc;
   for (const Term& t : terms) {
     UOp term = t.coeff == 1 ? t.base : UOp::make(Op::MUL, {t.base, const_int(d, t.coeff)});
@@ -331,17 +349,21 @@ UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k) {
   return k == 0 ? acc : UOp::make(Op::ADD, {acc, const_int(d, k)});
 }
 
+// The greatest common divisor of |start| and every |coefficient|, in unsigned arithmetic
+// (|INT64_MIN| is 2^63); 1 where that does not fit an int64, so nothing divides through
+// the type's minimum.
 int64_t gcd_of(const std::vector<Term>& terms, int64_t start) {
-  int64_t g = start < 0 ? -start : start;
-  for (const Term& t : terms) g = std::gcd(g, t.coeff < 0 ? -t.coeff : t.coeff);
-  return g;
+  auto mag = [](int64_t v) { return v < 0 ? 0 - uint64_t(v) : uint64_t(v); };
+  uint64_t g = mag(start);
+  for (const Term& t : terms) g = std::gcd(g, mag(t.coeff));
+  return g > uint64_t(INT64_MAX) ? 1 : int64_t(g);
 }
 
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
-int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+int64_t ceil_div(int64_t a, int64_t b) { return a / b + ((a % b != 0) && ((a < 0) == (b < 0))); }
 
 std::optional<UOp> changed(const UOp& before, const UOp& after) {
-  if (after == before) return std::nullopt;
+  if (!after || after == before) return std::nullopt;
   return after;
 }
 
@@ -414,6 +436,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   if (int64_t g = gcd_of(terms, std::gcd(c, k)); g > 1) {
     for (Term& t : terms) t.coeff /= g;
     UOp inner = build_sum(d, terms, k / g), small = const_int(d, c / g);
+    if (!inner) return std::nullopt;
     if (is_div) return c / g == 1 ? inner : UOp::make(Op::IDIV, {inner, small});
     if (c / g == 1) return const_int(d, 0);
     return UOp::make(Op::MUL, {UOp::make(Op::MOD, {inner, small}), const_int(d, g)});
@@ -423,7 +446,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   if (lo / c == hi / c) {
     int64_t q = lo / c, qc;
     if (is_div) return const_int(d, q);
-    if (!mul_ok(q, c, qc)) return std::nullopt;
+    if (!mul_ok(q, c, qc) || qc == INT64_MIN) return std::nullopt;
     return q == 0 ? x : UOp::make(Op::ADD, {x, const_int(d, -qc)});
   }
   if (lo < 0) return std::nullopt;
@@ -435,10 +458,12 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   if (q_terms.empty() && qk == 0) return std::nullopt;
   for (Term& t : q_terms) t.coeff /= c;
   UOp r = build_sum(d, r_terms, rk);
+  if (!r) return std::nullopt;
   auto [rlo, rhi] = bounds(r);
   if (rlo < 0) return std::nullopt;
   if (!is_div) return rhi < c ? r : UOp::make(Op::MOD, {r, m["c"]});
   UOp q = build_sum(d, q_terms, qk);
+  if (!q) return std::nullopt;
   return rhi < c ? q : UOp::make(Op::ADD, {q, UOp::make(Op::IDIV, {r, m["c"]})});
 }
 
@@ -454,8 +479,9 @@ std::optional<UOp> linear_compare(const Match& m) {
   if (u.op() == Op::CMPLT) {
     if (g > 1 || k != 0) {
       for (Term& t : terms) t.coeff /= g;
-      return changed(
-          u, UOp::make(Op::CMPLT, {build_sum(d, terms, 0), const_int(d, ceil_div(rhs, g))}));
+      UOp lhs = build_sum(d, terms, 0);
+      if (!lhs) return std::nullopt;
+      return changed(u, UOp::make(Op::CMPLT, {lhs, const_int(d, ceil_div(rhs, g))}));
     }
     // Terms with coefficient multiples of g2 > 1 plus a remainder R in [0, g2): when g2
     // divides rhs, R cannot change the outcome.
@@ -463,16 +489,22 @@ std::optional<UOp> linear_compare(const Match& m) {
     for (const Term& t : terms) (t.coeff > 1 || t.coeff < -1 ? big : rest).push_back(t);
     int64_t g2 = gcd_of(big, 0);
     if (big.empty() || rest.empty() || g2 <= 1 || rhs % g2 != 0) return std::nullopt;
-    auto [rlo, rhi] = bounds(build_sum(d, rest, 0));
+    UOp small = build_sum(d, rest, 0);
+    if (!small) return std::nullopt;
+    auto [rlo, rhi] = bounds(small);
     if (rlo < 0 || rhi >= g2) return std::nullopt;
     for (Term& t : big) t.coeff /= g2;
-    return UOp::make(Op::CMPLT, {build_sum(d, big, 0), const_int(d, rhs / g2)});
+    UOp lhs = build_sum(d, big, 0);
+    if (!lhs) return std::nullopt;
+    return UOp::make(Op::CMPLT, {lhs, const_int(d, rhs / g2)});
   }
   bool eq = u.op() == Op::CMPEQ;
   if (rhs % g != 0) return const_bool(!eq);  // no integer solution
   if (g == 1 && k == 0) return std::nullopt;
   for (Term& t : terms) t.coeff /= g;
-  return changed(u, UOp::make(u.op(), {build_sum(d, terms, 0), const_int(d, rhs / g)}));
+  UOp lhs = build_sum(d, terms, 0);
+  if (!lhs) return std::nullopt;
+  return changed(u, UOp::make(u.op(), {lhs, const_int(d, rhs / g)}));
 }
 
 Pat is_true() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{1}); }
@@ -512,7 +544,8 @@ std::vector<Rule> make_rules() {
       {"x/1", pat(Op::IDIV, {sint("x"), cint(1)}), cap("x")},
       {"x%1", pat(Op::MOD, {sint("x"), cint(1)}), zero_like("x")},
       {"x-y", pat(Op::SUB, {sint("x"), any("y")}),
-       [](const Match& m) -> std::optional<UOp> {
+       [](const Match& m) -> std::optional<UOp> {  // not where y*-1 would overflow: y = min
+         if (vmin(m["y"]) == m["y"].dtype().imin()) return std::nullopt;
          return m["x"] + UOp::make(Op::MUL, {m["y"], const_int(m["y"].dtype(), -1)});
        }},
       {"-x", pat(Op::NEG, {sint("x")}),

@@ -238,6 +238,9 @@ class Renderer {
     Op op = u.op();
     if (op == Op::CONST) {
       int64_t v = u.const_int();
+      // INT64_MIN has no literal: -9223372036854775808 is the negation of a literal that
+      // does not fit (as in C), so it prints as an expression that parses back.
+      if (v == INT64_MIN) return {"(-9223372036854775807-1)", kAtom};
       return {std::to_string(v), v < 0 ? int(kUnary) : int(kAtom)};
     }
     if (op == Op::DEFINE_VAR) return {std::get<VarArg>(u.arg()).name, kAtom};
