@@ -595,6 +595,26 @@ std::vector<Rule> make_rules() {
       {"!(a!=b)", not_(pat(Op::CMPNE, {any("a"), any("b")})),
        [](const Match& m) -> std::optional<UOp> { return alu(Op::CMPEQ, m["a"], m["b"]); }},
       {"where(c,a,a)", pat(Op::WHERE, {any(), any("a"), any("a")}), cap("a")},
+      // where(a < b, b, a) is max(a, b) and where(a < b, a, b) is min(a, b): exact.
+      {"where(a<b,b,a)",
+       pat(Op::WHERE, {pat(Op::CMPLT, {sint("a"), any("b")}), any("b"), any("a")}),
+       [](const Match& m) -> std::optional<UOp> {
+         return UOp::make(Op::MAX, {m["a"], m["b"]});
+       }},
+      {"where(a<b,a,b)",
+       pat(Op::WHERE, {pat(Op::CMPLT, {sint("a"), any("b")}), any("a"), any("b")}),
+       [](const Match& m) -> std::optional<UOp> {
+         return UOp::make(Op::MIN, {m["a"], m["b"]});
+       }},
+      // min(min(a, c1), c2) is min(a, min(c1, c2)); likewise max: the constants meet.
+      {"min(min(a,c1),c2)",
+       Pat::op({Op::MIN, Op::MAX},
+               {Pat::op({Op::MIN, Op::MAX}, {any("a"), cvar("c1")}).name("in"), cvar("c2")}),
+       [](const Match& m) -> std::optional<UOp> {
+         Op op = m.root().op();
+         if (m["in"].op() != op) return std::nullopt;
+         return UOp::make(op, {m["a"], UOp::make(op, {m["c1"], m["c2"]})});
+       }},
       {"where(true,a,b)", pat(Op::WHERE, {is_true(), any("a"), any()}), cap("a")},
       {"where(false,a,b)", pat(Op::WHERE, {is_false(), any(), any("b")}), cap("b")},
       {"where(!c,a,b)", pat(Op::WHERE, {not_(any("c")), any("a"), any("b")}),

@@ -86,6 +86,15 @@ std::vector<Case> cases() {
       {"ModDropsMultiple", "(x + 3)%3", kX, "x%3", 0, 2},
       {"DivPullsOutConstant", "(x + 3)/3", kX, "x/3 + 1", 1, 6},
       {"ProductBounds", "x*y", kXY, "x*y", 0, 120},
+      // where as max/min, and nested min/max chains whose constants meet (issue 12).
+      {"WhereBelowZeroIsMax", "where(x < 0, 0, x)", {{"x", -5, 9}}, "max(x, 0)", 0, 9},
+      {"WhereBelowYIsMax", "where(x < y, y, x)", kXY, "max(x, y)", 1, 15},
+      {"WhereAboveIsMin", "where(x < 7, x, 7)", {{"x", -3, 12}}, "min(x, 7)", -3, 7},
+      {"WhereBelowYIsMin", "where(x < y, x, y)", kXY, "min(x, y)", 0, 8},
+      {"MinChain", "min(min(x, 7), 5)", {{"x", 0, 20}}, "min(x, 5)", 0, 5},
+      {"MinChainOtherOrder", "min(min(x, 3), 9)", {{"x", -4, 20}}, "min(x, 3)", -4, 3},
+      {"MaxChain", "max(max(x, 2), 6)", {{"x", -4, 20}}, "max(x, 6)", 6, 20},
+      {"MaxChainNegative", "max(max(x, -8), -3)", {{"x", -20, 20}}, "max(x, -3)", -3, 20},
   };
 }
 
