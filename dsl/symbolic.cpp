@@ -575,6 +575,21 @@ std::vector<Rule> make_rules() {
       {"x!=x", pat(Op::CMPNE, {sint("x"), any("x")}), fixed(false)},
       {"linear-compare", Pat::op({Op::CMPLT, Op::CMPEQ, Op::CMPNE}, {sint("x"), cvar("c")}),
        linear_compare},
+      // x/d < c with d > 0, truncating: for c > 0, x/d <= c-1 exactly when x < c*d (a
+      // negative x has a quotient <= 0 < c); for c <= 0, x/d <= c-1 exactly when
+      // x <= (c-1)*d - (d-1), i.e. x < c*d - d + 1 (x/8 < -5 is x < -47, not x < -40).
+      {"x/d<c", pat(Op::CMPLT, {pat(Op::IDIV, {sint("x"), cvar("d")}), cvar("c")}),
+       [](const Match& m) -> std::optional<UOp> {
+         int64_t d = m["d"].const_int(), c = m["c"].const_int(), cd, bound;
+         DType t = m["x"].dtype();
+         if (d <= 0 || !mul_ok(c, d, cd)) return std::nullopt;
+         if (c > 0)
+           bound = cd;
+         else if (!add_ok(cd, 1 - d, bound))
+           return std::nullopt;
+         if (bound < t.imin() || bound > t.imax()) return std::nullopt;
+         return UOp::make(Op::CMPLT, {m["x"], const_int(t, bound)});
+       }},
       // booleans
       {"x&&true", pat(Op::AND, {bvar("x"), is_true()}).commutative(), cap("x")},
       {"x&&false", pat(Op::AND, {bvar("x"), is_false()}).commutative(), fixed(false)},

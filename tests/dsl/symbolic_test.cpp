@@ -95,6 +95,11 @@ std::vector<Case> cases() {
       {"MinChainOtherOrder", "min(min(x, 3), 9)", {{"x", -4, 20}}, "min(x, 3)", -4, 3},
       {"MaxChain", "max(max(x, 2), 6)", {{"x", -4, 20}}, "max(x, 6)", 6, 20},
       {"MaxChainNegative", "max(max(x, -8), -3)", {{"x", -20, 20}}, "max(x, -3)", -3, 20},
+      // Comparisons through a division (truncating: negative bounds differ).
+      {"DivCompare", "x/8 < 5", {{"x", -60, 60}}, "x < 40", 0, 1},
+      {"DivCompareNegative", "x/8 < -5", {{"x", -60, 60}}, "x < -47", 0, 1},
+      {"DivCompareZero", "x/3 < 0", {{"x", -10, 10}}, "x < -2", 0, 1},
+      {"DivCompareOne", "x/4 < 1", {{"x", -10, 10}}, "x < 4", 0, 1},
   };
 }
 
