@@ -441,6 +441,31 @@ std::optional<UOp> fold_div_mod(const Match& m) {
     if (c / g == 1) return const_int(d, 0);
     return UOp::make(Op::MUL, {UOp::make(Op::MOD, {inner, small}), const_int(d, g)});
   }
+  // Coefficient reduction under a modulus: (a*7)%6 is a%6, (11 + 9*a)%10 is (1 - a)%10.
+  // Each coefficient becomes its residue of least magnitude, the constant its residue in
+  // [0, c); exact in C
+  // when the numerator before and after is non-negative (a truncating remainder follows
+  // the numerator's sign).
+  if (!is_div && vmin(x) >= 0) {
+    auto least = [c](int64_t v) {
+      int64_t r = v % c;
+      if (r < 0) r += c;
+      return r > c / 2 ? r - c : r;
+    };
+    std::vector<Term> reduced;
+    bool any = false;
+    for (const Term& t : terms) {
+      int64_t r = least(t.coeff);
+      any |= r != t.coeff;
+      if (r) reduced.push_back({t.base, r});
+    }
+    int64_t rk = k % c;  // the constant in [0, c), as the split below leaves it
+    if (rk < 0) rk += c;
+    any |= rk != k;
+    if (any && normalize(reduced))
+      if (UOp y = build_sum(d, reduced, rk); y && vmin(y) >= 0)
+        return UOp::make(Op::MOD, {y, m["c"]});
+  }
   // The range of x within one period: x%c = x - q*c, x/c = q.
   auto [lo, hi] = bounds(x);
   if (lo / c == hi / c) {

@@ -95,6 +95,11 @@ std::vector<Case> cases() {
       {"MinChainOtherOrder", "min(min(x, 3), 9)", {{"x", -4, 20}}, "min(x, 3)", -4, 3},
       {"MaxChain", "max(max(x, 2), 6)", {{"x", -4, 20}}, "max(x, 6)", 6, 20},
       {"MaxChainNegative", "max(max(x, -8), -3)", {{"x", -20, 20}}, "max(x, -3)", -3, 20},
+      // Coefficient reduction under a modulus (non-negative numerators).
+      {"ModReducesCoefficient", "(x*7)%6", {{"x", 0, 4}}, "x", 0, 4},
+      {"ModReducesToNegative", "(11 + x*9)%10", {{"x", 0, 1}}, "-x + 1", 0, 1},
+      {"ModReducesKept", "(x*13 + 2)%6", {{"x", 0, 20}}, "(x + 2)%6", 0, 5},
+      {"ModReducesTwoTerms", "(x*9 + y*17)%8", kXY, "(x + y)%8", 0, 7},
       // Comparisons through a division (truncating: negative bounds differ).
       {"DivCompare", "x/8 < 5", {{"x", -60, 60}}, "x < 40", 0, 1},
       {"DivCompareNegative", "x/8 < -5", {{"x", -60, 60}}, "x < -47", 0, 1},
