@@ -441,6 +441,17 @@ std::optional<UOp> fold_div_mod(const Match& m) {
     if (c / g == 1) return const_int(d, 0);
     return UOp::make(Op::MUL, {UOp::make(Op::MOD, {inner, small}), const_int(d, g)});
   }
+  // Nested division with an added constant: (y/a + k)/c is (y + k*a)/(a*c) where y, y/a + k
+  // and y + k*a are all non-negative (truncation is then floor, and floor(floor(q)/c) is
+  // floor(q/c) for a whole c > 0).
+  if (is_div && terms.size() == 1 && terms[0].coeff == 1 && terms[0].base.op() == Op::IDIV &&
+      terms[0].base.src(1).op() == Op::CONST && terms[0].base.src(1).const_int() > 0 && k != 0) {
+    const UOp& y = terms[0].base.src(0);
+    int64_t a = terms[0].base.src(1).const_int(), ka, ac;
+    if (vmin(y) >= 0 && vmin(x) >= 0 && mul_ok(k, a, ka) && mul_ok(a, c, ac))
+      if (UOp num = build_sum(d, {{y, 1}}, ka); num && vmin(num) >= 0)
+        return UOp::make(Op::IDIV, {num, const_int(d, ac)});
+  }
   // Coefficient reduction under a modulus: (a*7)%6 is a%6, (11 + 9*a)%10 is (1 - a)%10.
   // Each coefficient becomes its residue of least magnitude, the constant its residue in
   // [0, c); exact in C

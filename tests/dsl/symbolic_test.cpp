@@ -100,6 +100,11 @@ std::vector<Case> cases() {
       {"ModReducesToNegative", "(11 + x*9)%10", {{"x", 0, 1}}, "-x + 1", 0, 1},
       {"ModReducesKept", "(x*13 + 2)%6", {{"x", 0, 20}}, "(x + 2)%6", 0, 5},
       {"ModReducesTwoTerms", "(x*9 + y*17)%8", kXY, "(x + y)%8", 0, 7},
+      // Nested division with an added constant (non-negative only).
+      {"NestedDivPlusConstant", "((x/3) + 2)/5", {{"x", 0, 100}}, "(x + 6)/15", 0, 7},
+      {"NestedDivPlusConstant4", "((x/4) + 3)/2", {{"x", 0, 50}}, "(x + 4)/8 + 1", 1, 7},
+      {"NestedDivMinusConstant", "((x/2) - 1)/3", {{"x", 2, 40}}, "(x + 4)/6 - 1", 0, 6},
+      {"NestedDivNegativeKept", "((x/3) + 2)/5", {{"x", -30, 30}}, "(x/3 + 2)/5", -1, 2, false},
       // Comparisons through a division (truncating: negative bounds differ).
       {"DivCompare", "x/8 < 5", {{"x", -60, 60}}, "x < 40", 0, 1},
       {"DivCompareNegative", "x/8 < -5", {{"x", -60, 60}}, "x < -47", 0, 1},
