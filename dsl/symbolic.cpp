@@ -519,20 +519,24 @@ std::optional<UOp> linear_compare(const Match& m) {
       if (!lhs) return std::nullopt;
       return changed(u, UOp::make(Op::CMPLT, {lhs, const_int(d, ceil_div(rhs, g))}));
     }
-    // Terms with coefficient multiples of g2 > 1 plus a remainder R in [0, g2): when g2
-    // divides rhs, R cannot change the outcome.
+    // Terms with coefficient multiples of g2 > 1 (g2*B) plus a remainder R in [rlo, rhi]
+    // within [0, g2): g2*B + R < rhs is B < ceil((rhs - R)/g2), which R cannot change when
+    // that ceiling is the same at rlo and rhi (u + 8*a < 101 with u in [0,3] is a < 13).
     std::vector<Term> big, rest;
     for (const Term& t : terms) (t.coeff > 1 || t.coeff < -1 ? big : rest).push_back(t);
     int64_t g2 = gcd_of(big, 0);
-    if (big.empty() || rest.empty() || g2 <= 1 || rhs % g2 != 0) return std::nullopt;
+    if (big.empty() || rest.empty() || g2 <= 1) return std::nullopt;
     UOp small = build_sum(d, rest, 0);
     if (!small) return std::nullopt;
     auto [rlo, rhi] = bounds(small);
-    if (rlo < 0 || rhi >= g2) return std::nullopt;
+    int64_t top, bottom;
+    if (rlo < 0 || rhi >= g2 || __builtin_sub_overflow(rhs, rhi, &bottom) ||
+        __builtin_sub_overflow(rhs, rlo, &top) || ceil_div(bottom, g2) != ceil_div(top, g2))
+      return std::nullopt;
     for (Term& t : big) t.coeff /= g2;
     UOp lhs = build_sum(d, big, 0);
     if (!lhs) return std::nullopt;
-    return UOp::make(Op::CMPLT, {lhs, const_int(d, rhs / g2)});
+    return UOp::make(Op::CMPLT, {lhs, const_int(d, ceil_div(top, g2))});
   }
   bool eq = u.op() == Op::CMPEQ;
   if (rhs % g != 0) return const_bool(!eq);  // no integer solution

@@ -105,6 +105,15 @@ std::vector<Case> cases() {
       {"NestedDivPlusConstant4", "((x/4) + 3)/2", {{"x", 0, 50}}, "(x + 4)/8 + 1", 1, 7},
       {"NestedDivMinusConstant", "((x/2) - 1)/3", {{"x", 2, 40}}, "(x + 4)/6 - 1", 0, 6},
       {"NestedDivNegativeKept", "((x/3) + 2)/5", {{"x", -30, 30}}, "(x/3 + 2)/5", -1, 2, false},
+      // Comparisons through an offset smaller than the step.
+      {"CompareThroughOffset", "u + 8*a < 101", {{"u", 0, 3}, {"a", 0, 20}}, "a < 13", 0, 1},
+      {"CompareThroughOffset4", "u + 4*a < 31", {{"u", 1, 2}, {"a", -10, 10}}, "a < 8", 0, 1},
+      {"CompareThroughOffsetKept",
+       "u + 8*a < 101",
+       {{"u", 0, 7}, {"a", 0, 20}},
+       "a*8 + u < 101",
+       0,
+       1},
       // Comparisons through a division (truncating: negative bounds differ).
       {"DivCompare", "x/8 < 5", {{"x", -60, 60}}, "x < 40", 0, 1},
       {"DivCompareNegative", "x/8 < -5", {{"x", -60, 60}}, "x < -47", 0, 1},
