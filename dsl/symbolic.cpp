@@ -631,6 +631,17 @@ std::vector<Rule> make_rules() {
          return UOp::make(Op::CMPLT, {m["x"], const_int(t, bound)});
        }},
       // booleans
+      // A bool made an int and compared with 0 or 1 is the bool or its negation.
+      {"int(b)!=0", pat(Op::CMPNE, {pat(Op::CAST, {bvar("b")}), cint(0)}), cap("b")},
+      {"int(b)==1", pat(Op::CMPEQ, {pat(Op::CAST, {bvar("b")}), cint(1)}), cap("b")},
+      {"int(b)==0", Pat::op({Op::CMPEQ}, {pat(Op::CAST, {bvar("b")}), cint(0)}),
+       [](const Match& m) -> std::optional<UOp> {
+         return UOp::make(Op::XOR, {m["b"], const_bool(true)});
+       }},
+      {"int(b)!=1", Pat::op({Op::CMPNE}, {pat(Op::CAST, {bvar("b")}), cint(1)}),
+       [](const Match& m) -> std::optional<UOp> {
+         return UOp::make(Op::XOR, {m["b"], const_bool(true)});
+       }},
       {"x&&true", pat(Op::AND, {bvar("x"), is_true()}).commutative(), cap("x")},
       {"x&&false", pat(Op::AND, {bvar("x"), is_false()}).commutative(), fixed(false)},
       {"x||true", pat(Op::OR, {bvar("x"), is_true()}).commutative(), fixed(true)},
@@ -642,6 +653,9 @@ std::vector<Rule> make_rules() {
       {"x||!x", pat(Op::OR, {any("x"), not_(any("x"))}).commutative(), fixed(true)},
       {"!(a<b)", not_(pat(Op::CMPLT, {sint("a"), any("b")})),
        [](const Match& m) -> std::optional<UOp> {  // b <= a, i.e. b < a+1 when a+1 fits
+         const UOp& b = m["b"];                    // a constant: b-1 < a (!(x < 4) is 3 < x)
+         if (b.op() == Op::CONST && b.const_int() > b.dtype().imin())
+           return UOp::make(Op::CMPLT, {const_int(b.dtype(), b.const_int() - 1), m["a"]});
          if (vmax(m["a"]) >= m["a"].dtype().imax()) return std::nullopt;
          return UOp::make(Op::CMPLT, {m["b"], m["a"] + 1});
        }},

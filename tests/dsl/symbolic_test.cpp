@@ -73,7 +73,7 @@ std::vector<Case> cases() {
       {"InequalityDivided", "x*4 + 2 != 10", kX, "x != 2", 0, 1},
       {"AndTrue", "x < 10 && 1 < 2", kX, "x < 10", 0, 1},
       {"OrWithItsNegation", "!(x < 10 && y < 3) || (x < 10 && y < 3)", kXY, "1", 1, 1},
-      {"NotLess", "!(x < 10)", kX, "10 < x + 1", 0, 1},
+      {"NotLess", "!(x < 10)", kX, "9 < x", 0, 1},
       {"NotNot", "!!(x < 5)", kX, "x < 5", 0, 1},
       {"WhereDecided", "where(x < 20, y, 3)", kXY, "y", 1, 8},
       {"WhereSameBranches", "where(x < 5, y, y)", kXY, "y", 1, 8},
@@ -105,6 +105,11 @@ std::vector<Case> cases() {
       {"NestedDivPlusConstant4", "((x/4) + 3)/2", {{"x", 0, 50}}, "(x + 4)/8 + 1", 1, 7},
       {"NestedDivMinusConstant", "((x/2) - 1)/3", {{"x", 2, 40}}, "(x + 4)/6 - 1", 0, 6},
       {"NestedDivNegativeKept", "((x/3) + 2)/5", {{"x", -30, 30}}, "(x/3 + 2)/5", -1, 2, false},
+      // A bool made an int and compared with 0 or 1.
+      {"BoolNotZero", "(x < 2) != 0", kX, "x < 2", 0, 1},
+      {"BoolIsOne", "(x < 9) == 1", kX, "x < 9", 0, 1},
+      {"BoolIsZero", "(x < 4) == 0", kX, "3 < x", 0, 1},
+      {"BoolNotOne", "(x == 3) != 1", kX, "x != 3", 0, 1},
       // Comparisons through an offset smaller than the step.
       {"CompareThroughOffset", "u + 8*a < 101", {{"u", 0, 3}, {"a", 0, 20}}, "a < 13", 0, 1},
       {"CompareThroughOffset4", "u + 4*a < 31", {{"u", 1, 2}, {"a", -10, 10}}, "a < 8", 0, 1},
