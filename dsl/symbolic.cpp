@@ -642,6 +642,25 @@ std::vector<Rule> make_rules() {
        [](const Match& m) -> std::optional<UOp> {
          return UOp::make(Op::XOR, {m["b"], const_bool(true)});
        }},
+      // x < c1 together with c2 < x: no integer lies in (c2, c1) when c2 + 1 >= c1, and
+      // every integer does when c2 < c1 (the negation of x < c is c-1 < x, so c && !c
+      // folds after ! became a comparison).
+      {"x<c1 && c2<x",
+       pat(Op::AND,
+           {pat(Op::CMPLT, {sint("x"), cvar("c1")}), pat(Op::CMPLT, {cvar("c2"), any("x")})})
+           .commutative(),
+       [](const Match& m) -> std::optional<UOp> {
+         if (m["c2"].const_int() >= m["c1"].const_int() - 1) return const_bool(false);
+         return std::nullopt;
+       }},
+      {"x<c1 || c2<x",
+       pat(Op::OR,
+           {pat(Op::CMPLT, {sint("x"), cvar("c1")}), pat(Op::CMPLT, {cvar("c2"), any("x")})})
+           .commutative(),
+       [](const Match& m) -> std::optional<UOp> {
+         if (m["c2"].const_int() < m["c1"].const_int()) return const_bool(true);
+         return std::nullopt;
+       }},
       {"x&&true", pat(Op::AND, {bvar("x"), is_true()}).commutative(), cap("x")},
       {"x&&false", pat(Op::AND, {bvar("x"), is_false()}).commutative(), fixed(false)},
       {"x||true", pat(Op::OR, {bvar("x"), is_true()}).commutative(), fixed(true)},

@@ -110,6 +110,12 @@ std::vector<Case> cases() {
       {"BoolIsOne", "(x < 9) == 1", kX, "x < 9", 0, 1},
       {"BoolIsZero", "(x < 4) == 0", kX, "3 < x", 0, 1},
       {"BoolNotOne", "(x == 3) != 1", kX, "x != 3", 0, 1},
+      // A comparison and its negation after ! became a comparison.
+      {"LessAndNotLess", "x < 5 && !(x < 5)", kX, "0", 0, 0},
+      {"LessOrNotLess", "x < 5 || !(x < 5)", kX, "1", 1, 1},
+      {"DisjointRanges", "x < 5 && 7 < x", kX, "0", 0, 0},
+      {"CoveringRanges", "x < 9 || 3 < x", kX, "1", 1, 1},
+      {"OverlapKept", "x < 9 && 3 < x", kX, "x < 9 && 3 < x", 0, 1},
       // Comparisons through an offset smaller than the step.
       {"CompareThroughOffset", "u + 8*a < 101", {{"u", 0, 3}, {"a", 0, 20}}, "a < 13", 0, 1},
       {"CompareThroughOffset4", "u + 4*a < 31", {{"u", 1, 2}, {"a", -10, 10}}, "a < 8", 0, 1},
