@@ -85,12 +85,14 @@ void CompiledKernel::run(std::span<const KernelArg> args) {
 }
 
 void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {
+  if (temps.empty() && then.empty()) return KernelLaunch::enqueue(q, args);
   std::vector<KernelArg> all = with_temps(args, temps, temps_at);
   KernelLaunch::enqueue(q, all);
   for (const KernelLaunch& k : then) k.enqueue(q, all);
 }
 
 void CompiledKernel::record(Graph& g, std::span<const KernelArg> args) const {
+  if (temps.empty() && then.empty()) return KernelLaunch::record(g, args);
   std::vector<KernelArg> all = with_temps(args, temps, temps_at);
   KernelLaunch::record(g, all);
   for (const KernelLaunch& k : then) k.record(g, all);

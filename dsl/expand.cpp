@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "dsl/opt.h"
 #include "dsl/printer.h"
@@ -82,7 +83,7 @@ class Expander {
     for (const UOp& u : order) {
       bool t = pos_.count(u.id()) || (u.op() == Op::DEFINE_REG && replicated(u));
       for (const UOp& s : u.src()) t = t || touched_.count(s.id());
-      if (t) touched_.insert({u.id(), true});
+      if (t) touched_.insert(u.id());
     }
     if (mask_.at(sink_.id()) != 0) throw IrError("expand: an expanded axis is never closed");
     std::vector<int64_t> asg(axes_.size(), 0);
@@ -252,7 +253,10 @@ class Expander {
     if (ix.src(0).dtype().space() != AddrSpace::Global || ix.dtype().pointee().is_vector())
       return std::nullopt;
     DType elem = ix.dtype().pointee();
-    int lanes_max = target_.max_vector_lanes(AddrSpace::Global, elem);
+    // As wide as the target moves, and no wider than the parameters' alignment, which is
+    // what a start proven a multiple of the lane count is aligned to.
+    int lanes_max = std::min(target_.max_vector_lanes(AddrSpace::Global, elem),
+                             std::max(1, target_.param_align / int(elem.itemsize())));
     Mask m = mask_.at(ix.src(1).id()) & upcast_mask();
     for (size_t p = 0; p < axes_.size(); ++p) {
       if (!(m & bit(int(p)))) continue;
@@ -313,7 +317,7 @@ class Expander {
   std::vector<UOp> axes_;  // the expanded ranges, by axis id
   std::unordered_map<const void*, int> pos_;
   std::unordered_map<const void*, Mask> mask_;  // the expanded axes each node depends on
-  std::unordered_map<const void*, bool> touched_;
+  std::unordered_set<const void*> touched_;
   std::unordered_map<const void*, Mask> replicated_;  // register buffers: per-copy axes
   std::unordered_map<int, UOp> unroll_body_;
   struct PairHash {

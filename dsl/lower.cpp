@@ -188,10 +188,7 @@ UOp replace_chain(const UOp& sink, const std::unordered_map<const void*, UOp>& v
       out = kept.size() == 1 ? src[0] : UOp::make(Op::END, u.dtype(), kept, u.arg());
     } else if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && in_range &&
                u.src(0).dtype().space() != AddrSpace::Reg) {  // registers are the thread's own
-      const UOp& ix = src[0];
-      UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), in_range}) : in_range;
-      UOp gated = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
-      out = UOp::make(u.op(), u.dtype(), {gated, src[1]}, u.arg());
+      out = with_gate(UOp::make(u.op(), u.dtype(), src, u.arg()), in_range);
     } else {
       bool same = true;
       for (size_t k = 0; k < src.size(); ++k) same = same && src[k] == u.src(k);

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "dsl/printer.h"
 #include "dsl/rewrite.h"
@@ -29,6 +30,40 @@ std::string entry_text(const ScheduleEntry& e) { return Schedule({e}).to_string(
 UOp buffer_root(UOp b) {
   while (b.op() == Op::AFTER) b = b.src(0);
   return b;
+}
+
+// Rebuilds the graph below `root`: `replace` gives a node's new value (or nothing),
+// `ranges` what an END or AFTER names instead of a RANGE, `fix` a last say on each
+// rebuilt node (old node, new node).
+UOp rebuild(const UOp& root, const std::function<UOp(const UOp&)>& replace,
+            const std::function<std::vector<UOp>(const UOp&)>& ranges,
+            const std::function<UOp(const UOp&, UOp)>& fix) {
+  std::unordered_map<const void*, UOp> image;
+  for (const UOp& u : toposort(root)) {
+    if (UOp r = replace(u)) {
+      image.emplace(u.id(), r);
+      continue;
+    }
+    bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
+    std::vector<UOp> src;
+    bool changed = false;
+    for (size_t k = 0; k < u.src().size(); ++k) {
+      const UOp& s = u.src(k);
+      if (names_ranges && k > 0 && s.op() == Op::RANGE) {
+        std::vector<UOp> rs = ranges(s);
+        if (!(rs.size() == 1 && rs[0] == s)) {
+          src.insert(src.end(), rs.begin(), rs.end());
+          changed = true;
+          continue;
+        }
+      }
+      src.push_back(image.at(s.id()));
+      changed |= src.back() != s;
+    }
+    UOp out = changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u;
+    image.emplace(u.id(), fix(u, out));
+  }
+  return image.at(root.id());
 }
 
 // An accumulator update in a reduction's loop body: store(reg[k], OP(load(reg[k]), x)).
@@ -139,39 +174,37 @@ UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid, const Targe
 // store or atomic to memory whose address and value do not depend on the thread (through
 // data: registers after a GROUP hold the same value in every thread) is done by thread 0.
 UOp gate_to_first_thread(const UOp& sink, const UOp& tid) {
-  std::unordered_map<const void*, bool> on_thread;
-  std::unordered_map<const void*, UOp> image;
-  UOp first = UOp::make(Op::CMPEQ, {tid, const_int(tid.dtype(), 0)});
+  std::unordered_set<const void*> on_thread;
   for (const UOp& u : toposort(sink)) {
     bool t = u == tid;
     Op op = u.op();
     if (op == Op::AFTER) {
-      t = on_thread[u.src(0).id()];
+      t = on_thread.count(u.src(0).id());
     } else if (op != Op::BARRIER && op != Op::END && op != Op::ENDIF && op != Op::GROUP &&
                op != Op::SINK) {
-      for (const UOp& x : u.src()) t = t || on_thread[x.id()];
+      for (const UOp& x : u.src()) t = t || on_thread.count(x.id());
     }
-    on_thread[u.id()] = t;
-    std::vector<UOp> src;
-    bool changed = false;
-    for (const UOp& x : u.src()) {
-      src.push_back(image.at(x.id()));
-      changed |= src.back() != x;
-    }
-    UOp out = changed ? UOp::make(op, u.dtype(), src, u.arg()) : u;
-    if ((op == Op::STORE || op == Op::ATOMIC) && !t &&
-        u.src(0).src(0).dtype().space() != AddrSpace::Reg) {
-      const UOp& ix = out.src(0);
-      UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), first}) : first;
-      src[0] = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
-      out = UOp::make(op, u.dtype(), src, u.arg());
-    }
-    image.emplace(u.id(), out);
+    if (t) on_thread.insert(u.id());
   }
-  return image.at(sink.id());
+  UOp first = UOp::make(Op::CMPEQ, {tid, const_int(tid.dtype(), 0)});
+  return rebuild(
+      sink, [](const UOp&) { return UOp(); }, [](const UOp& r) { return std::vector<UOp>{r}; },
+      [&](const UOp& old, UOp x) {
+        bool memory = (old.op() == Op::STORE || old.op() == Op::ATOMIC) &&
+                      old.src(0).src(0).dtype().space() != AddrSpace::Reg;
+        return memory && !on_thread.count(old.id()) ? with_gate(x, first) : x;
+      });
 }
 
 }  // namespace
+
+UOp with_gate(const UOp& access, const UOp& cond) {
+  const UOp& ix = access.src(0);
+  UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), cond}) : cond;
+  std::vector<UOp> src(access.src().begin(), access.src().end());
+  src[0] = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
+  return UOp::make(access.op(), access.dtype(), src, access.arg());
+}
 
 std::optional<int64_t> axis_stride(const UOp& idx, const UOp& r) {
   UOp next = substitute(idx, {{r, r + 1}});
@@ -303,7 +336,6 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   }
   // The gates of the clamped ranges each node depends on (an END drops those it closes).
   std::unordered_map<const void*, std::vector<const void*>> gated_by;
-  std::unordered_map<const void*, UOp> image;
   for (const UOp& u : toposort(sink)) {
     std::vector<const void*> g;
     if (valid.count(u.id())) g.push_back(u.id());
@@ -312,85 +344,36 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
         if (std::find(g.begin(), g.end(), r) == g.end()) g.push_back(r);
     if (u.op() == Op::END)
       for (size_t k = 1; k < u.src().size(); ++k) std::erase(g, u.src(k).id());
-    if (auto it = value.find(u.id()); it != value.end()) {
-      image.emplace(u.id(), it->second);
-      gated_by[u.id()] = std::move(g);
-      continue;
-    }
-    bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
-    std::vector<UOp> src;
-    bool changed = false;
-    for (size_t k = 0; k < u.src().size(); ++k) {
-      const UOp& s = u.src(k);
-      if (auto p = parts.find(s.id()); names_ranges && k > 0 && p != parts.end()) {
-        src.insert(src.end(), p->second.begin(), p->second.end());
-        changed = true;
-        continue;
-      }
-      const UOp& t = image.at(s.id());
-      changed |= t != s;
-      src.push_back(t);
-    }
-    UOp out = changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u;
-    // A register is the iteration's own where the split is parallel (upcast copies and
-    // threads each have theirs): only unrolled iterations, which share it, gate its stores.
-    std::vector<const void*> gate_by = g;
-    if (u.op() == Op::STORE && u.src(0).src(0).dtype().space() == AddrSpace::Reg)
-      std::erase_if(gate_by, [&](const void* r) { return !sequential.count(r); });
-    if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && !gate_by.empty()) {
-      UOp ok;
-      for (const void* r : gate_by) ok = ok ? UOp::make(Op::AND, {ok, valid.at(r)}) : valid.at(r);
-      const UOp& ix = out.src(0);
-      UOp gate = ix.src().size() == 3 ? UOp::make(Op::AND, {ix.src(2), ok}) : ok;
-      UOp gix = UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), gate}, ix.arg());
-      std::vector<UOp> osrc(out.src().begin(), out.src().end());
-      osrc[0] = gix;
-      out = UOp::make(u.op(), u.dtype(), osrc, u.arg());
-    }
-    image.emplace(u.id(), out);
     gated_by[u.id()] = std::move(g);
   }
-  UOp out = image.at(sink.id());
+  UOp out = rebuild(
+      sink,
+      [&](const UOp& u) {
+        auto it = value.find(u.id());
+        return it == value.end() ? UOp() : it->second;
+      },
+      [&](const UOp& r) {
+        auto it = parts.find(r.id());
+        return it == parts.end() ? std::vector<UOp>{r} : it->second;
+      },
+      [&](const UOp& old, UOp x) {
+        if (old.op() != Op::STORE && old.op() != Op::ATOMIC) return x;
+        // A register is the iteration's own where the split is parallel (upcast copies and
+        // threads each have theirs): only unrolled iterations, which share it, gate its
+        // stores.
+        std::vector<const void*> by = gated_by.at(old.id());
+        if (old.op() == Op::STORE && old.src(0).src(0).dtype().space() == AddrSpace::Reg)
+          std::erase_if(by, [&](const void* r) { return !sequential.count(r); });
+        UOp ok;
+        for (const void* r : by) ok = ok ? UOp::make(Op::AND, {ok, valid.at(r)}) : valid.at(r);
+        return ok ? with_gate(x, ok) : x;
+      });
   if (!tid) return out;
   for (const auto& [old_range, outer] : groups) out = combine_group(out, outer, tid, target);
   return gate_to_first_thread(out, tid);
 }
 
 namespace {
-
-// Rebuilds the graph below `root`: `replace` gives a node's new value (or nothing),
-// `ranges` what an END or AFTER names instead of a RANGE, `fix` a last say on each
-// rebuilt node (old node, new node).
-UOp rebuild(const UOp& root, const std::function<UOp(const UOp&)>& replace,
-            const std::function<std::vector<UOp>(const UOp&)>& ranges,
-            const std::function<UOp(const UOp&, UOp)>& fix) {
-  std::unordered_map<const void*, UOp> image;
-  for (const UOp& u : toposort(root)) {
-    if (UOp r = replace(u)) {
-      image.emplace(u.id(), r);
-      continue;
-    }
-    bool names_ranges = u.op() == Op::END || u.op() == Op::AFTER;
-    std::vector<UOp> src;
-    bool changed = false;
-    for (size_t k = 0; k < u.src().size(); ++k) {
-      const UOp& s = u.src(k);
-      if (names_ranges && k > 0 && s.op() == Op::RANGE) {
-        std::vector<UOp> rs = ranges(s);
-        if (!(rs.size() == 1 && rs[0] == s)) {
-          src.insert(src.end(), rs.begin(), rs.end());
-          changed = true;
-          continue;
-        }
-      }
-      src.push_back(image.at(s.id()));
-      changed |= src.back() != s;
-    }
-    UOp out = changed ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u;
-    image.emplace(u.id(), fix(u, out));
-  }
-  return image.at(root.id());
-}
 
 UOp renamed(const UOp& sink, const std::string& suffix) {
   std::vector<UOp> src(sink.src().begin(), sink.src().end());
@@ -499,11 +482,7 @@ KernelParts split_reduction(const UOp& sink, const UOp& r, const ScheduleEntry& 
         }
         bool update = std::any_of(updates.begin(), updates.end(),
                                   [&](const Update& u) { return u.store == old; });
-        if (update && valid) {
-          const UOp& ix = x.src(0);
-          return store(UOp::make(Op::INDEX, ix.dtype(), {ix.src(0), ix.src(1), valid}, ix.arg()),
-                       x.src(1));
-        }
+        if (update && valid) return with_gate(x, valid);
         return x;
       });
   std::vector<UOp> stores;
@@ -610,14 +589,16 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
     return 0;
   };
   // The global axes around every reduction (those its loop body depends on).
-  std::vector<UOp> outer;
+  std::vector<UOp> outer, ends;  // and the ENDs that close the reductions
   if (!reduce.empty()) {
     std::vector<std::vector<UOp>> bodies;
     for (const UOp& u : toposort(sink))
       if (u.op() == Op::END)
         for (const UOp& r : reduce)
-          if (std::find(u.src().begin() + 1, u.src().end(), r) != u.src().end())
+          if (std::find(u.src().begin() + 1, u.src().end(), r) != u.src().end()) {
             bodies.push_back(toposort(u.src(0)));
+            ends.push_back(u);
+          }
     for (const UOp& g : global)
       if (std::all_of(bodies.begin(), bodies.end(), [&](const std::vector<UOp>& b) {
             return std::find(b.begin(), b.end(), g) != b.end();
@@ -646,15 +627,17 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
       int64_t a = 256;
       while (a > 32 && a > shortest) a /= 2;
       if (a > shortest) return s;
-      for (const UOp& r : reduce) s.action("GROUP", r.axis().id, a);
-      for (const UOp& g : global)
-        if (g != outer[0] && g.src(0).const_int() >= a) s.action("LOCAL", g.axis().id, a);
+      // Only where every reduction is register updates the GROUP can combine.
+      auto refuse = [](const std::string& why) { throw ScheduleError(why); };
       try {
-        apply_schedule(sink, target, s);
-        return s;
+        for (const UOp& e : ends) register_updates(e.src(0), refuse);
       } catch (const ScheduleError&) {
         return {};
       }
+      for (const UOp& r : reduce) s.action("GROUP", r.axis().id, a);
+      for (const UOp& g : global)
+        if (g != outer[0] && g.src(0).const_int() >= a) s.action("LOCAL", g.axis().id, a);
+      return s;
     }
     if (!along_reduce && contiguous(outer[0]))  // contiguous across outputs instead
       if (int64_t a = largest_dividing(outer[0], {8, 4, 2}))

@@ -69,6 +69,9 @@ KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule&
 // elementwise kernel upcasts its innermost contiguous axis by 4 for vector accesses.
 Schedule heuristic_schedule(const UOp& sink, const Target& target);
 
+// `access` (a LOAD, STORE or ATOMIC) with `cond` ANDed into its address's gate.
+UOp with_gate(const UOp& access, const UOp& cond);
+
 // The step of `idx` along `r`: idx(r + 1) - idx(r) when the symbolic rules prove it a
 // constant, else none.
 std::optional<int64_t> axis_stride(const UOp& idx, const UOp& r);

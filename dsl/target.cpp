@@ -75,6 +75,7 @@ Target host_target(std::string arch, int cores) {
   t.multiprocessors = cores;
   t.atomics = common_atomics();
   t.global_vector_bytes = 32;  // AVX2; the C renderer moves vectors with memcpy
+  t.param_align = 64;          // the host allocator's alignment
   return t;
 }
 

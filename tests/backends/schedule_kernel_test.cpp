@@ -90,13 +90,7 @@ TEST_P(Scheduled, ReductionSchedulesEqualTheReference) {
                      std::to_string(cols) + " schedule '" + s.to_string() + "'");
         DType dt = dtypes::float32;
         HostData x = HostData::random(dt, size_t(rows * cols), 3);
-        std::vector<double> want(size_t(kept), 0.0), scale(size_t(kept), 0.0);
-        for (int64_t i = 0; i < rows; ++i)
-          for (int64_t j = 0; j < cols; ++j) {
-            size_t o = size_t(axis == 0 ? j : i);
-            want[o] += x.values[size_t(i * cols + j)];
-            scale[o] += std::abs(x.values[size_t(i * cols + j)]);
-          }
+        std::vector<double> scale, want = sum_reference(x, rows, cols, axis, scale);
         HostData out = HostData::poisoned(dt, size_t(kept));
         DeviceBuffer dx(*dev, x), dout(*dev, out);
         compile_kernel(*dev, reduce_kernel(rows, cols, axis, Op::ADD, dt), s)
@@ -186,13 +180,7 @@ TEST_P(Scheduled, SplitReductionsEqualTheReference) {
                  std::to_string(cols) + " " + text);
     HostData x = HostData::random(dtypes::float32, size_t(rows * cols), 10);
     int64_t kept = axis == 0 ? cols : rows, red = axis == 0 ? rows : cols;
-    std::vector<double> want(size_t(kept), 0.0), scale(size_t(kept), 0.0);
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) {
-        size_t o = size_t(axis == 0 ? j : i);
-        want[o] += x.values[size_t(i * cols + j)];
-        scale[o] += std::abs(x.values[size_t(i * cols + j)]);
-      }
+    std::vector<double> scale, want = sum_reference(x, rows, cols, axis, scale);
     HostData out = HostData::poisoned(dtypes::float32, size_t(kept));
     DeviceBuffer dx(*dev, x), dout(*dev, out);
     CompiledKernel k = compile_kernel(

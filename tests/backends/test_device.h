@@ -291,6 +291,21 @@ inline bool expect_accumulated(const HostData& got, const std::vector<double>& w
   return report_elements(bad, want.size());
 }
 
+// The sums of x (rows x cols) along `axis` (0: over rows, one per column; 1: over
+// columns, one per row) in float64, and sum |term| per output for expect_accumulated.
+inline std::vector<double> sum_reference(const HostData& x, int64_t rows, int64_t cols, int axis,
+                                         std::vector<double>& scale) {
+  std::vector<double> want(size_t(axis == 0 ? cols : rows), 0.0);
+  scale.assign(want.size(), 0.0);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      size_t o = size_t(axis == 0 ? j : i);
+      want[o] += x.values[size_t(i * cols + j)];
+      scale[o] += std::abs(x.values[size_t(i * cols + j)]);
+    }
+  return want;
+}
+
 // softmax of each row of x (rows x cols) in float64, and the check of docs/testing.md:
 // each value within (cols + 8) * 2^-24 of its reference, relative to it.
 inline std::vector<double> softmax_reference(const HostData& x, int64_t rows, int64_t cols) {
