@@ -4,8 +4,10 @@
 // Run: build/bin/kitten_bench_dsl (or `make bench`).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
+#include <random>
 
 #include <span>
 #include <string>
@@ -97,6 +99,23 @@ void BM_SymbolicRewrite(benchmark::State& state) {
   state.counters["nodes_out"] = double(out_nodes);
 }
 BENCHMARK(BM_SymbolicRewrite)->Unit(benchmark::kMillisecond);
+
+// A sum of 1,000 distinct variables in shuffled order (the worst case of the canonical
+// sum: each new term lands inside the sorted prefix) and one of x/2 + ... + x/1001 in
+// order (each term appends).
+void BM_SimplifyThousandTermSum(benchmark::State& state) {
+  bool shuffled = state.range(0) != 0;
+  std::vector<int> order(1000);
+  for (int i = 0; i < 1000; ++i) order[i] = i;
+  if (shuffled) std::shuffle(order.begin(), order.end(), std::mt19937(7));
+  UOp x = define_var("x", 0, 100000, dtypes::int64), sum;
+  for (int i : order) {
+    UOp t = shuffled ? define_var("v" + std::to_string(i), 0, 9, dtypes::int64) : x / (i + 2);
+    sum = sum ? sum + t : t;
+  }
+  for (auto _ : state) benchmark::DoNotOptimize(simplify(sum).id());
+}
+BENCHMARK(BM_SimplifyThousandTermSum)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
 

@@ -11,23 +11,6 @@
 
 namespace kitten {
 
-bool provably_multiple(const UOp& x, int64_t m) {
-  if (m == 1) return true;
-  switch (x.op()) {
-    case Op::CONST:
-      return x.const_int() % m == 0;
-    case Op::ADD:
-    case Op::SUB:
-      return provably_multiple(x.src(0), m) && provably_multiple(x.src(1), m);
-    case Op::MUL:
-      if (x.src(1).op() == Op::CONST && x.src(1).const_int() != 0 && m % x.src(1).const_int() == 0)
-        return provably_multiple(x.src(0), m / x.src(1).const_int());
-      return provably_multiple(x.src(0), m) || provably_multiple(x.src(1), m);
-    default:
-      return false;
-  }
-}
-
 namespace {
 
 using Mask = uint64_t;

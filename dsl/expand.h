@@ -17,8 +17,4 @@ namespace kitten {
 
 UOp expand(const UOp& sink, const Target& target);
 
-// Whether `x` (an integer expression) is provably a multiple of `m` for every value of its
-// variables: constants, sums of multiples and products with a multiple.
-bool provably_multiple(const UOp& x, int64_t m);
-
 }  // namespace kitten

@@ -1,8 +1,10 @@
 #include "dsl/symbolic.h"
 
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <numeric>
+#include <unordered_map>
 #include <vector>
 
 #include "dsl/eval.h"
@@ -16,6 +18,18 @@ using i128 = __int128;
 
 bool is_sint(DType d) { return d.is_scalar() && d.is_int() && !d.is_unsigned(); }
 bool is_index(const UOp& u) { return is_sint(u.dtype()); }
+// a*b, a+b and a-b into out where the result is a value of d (rules make constants of
+// the node's own type: an int32 kernel never gets an int64-only constant).
+bool fits(DType d, int64_t v) { return v >= d.imin() && v <= d.imax(); }
+bool mul_ok(DType d, int64_t a, int64_t b, int64_t& out) {
+  return !__builtin_mul_overflow(a, b, &out) && fits(d, out);
+}
+bool add_ok(DType d, int64_t a, int64_t b, int64_t& out) {
+  return !__builtin_add_overflow(a, b, &out) && fits(d, out);
+}
+bool sub_ok(DType d, int64_t a, int64_t b, int64_t& out) {
+  return !__builtin_sub_overflow(a, b, &out) && fits(d, out);
+}
 
 std::pair<int64_t, int64_t> dtype_range(DType d) {
   if (d.is_bool()) return {0, 1};
@@ -143,8 +157,9 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
         if (alo == ahi && blo == bhi) return {alo ^ blo, alo ^ blo};
         return {0, 1};
       }
+      if (u.op() == Op::AND && (alo >= 0 || blo >= 0))  // a non-negative operand caps it
+        return {0, int64_t(alo >= 0 && blo >= 0 ? std::min(ahi, bhi) : alo >= 0 ? ahi : bhi)};
       if (alo < 0 || blo < 0) return full;
-      if (u.op() == Op::AND) return {0, int64_t(std::min(ahi, bhi))};
       i128 m = std::max(ahi, bhi), p = 1;
       while (p <= m) p <<= 1;
       return fit(0, p - 1);
@@ -153,8 +168,10 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::SHR: {
       auto [alo, ahi] = src(0);
       auto [blo, bhi] = src(1);
-      if (alo < 0 || blo < 0 || bhi >= d.bits() - 1) return full;
-      if (u.op() == Op::SHR) return {int64_t(alo >> int(bhi)), int64_t(ahi >> int(blo))};
+      if (blo < 0 || bhi >= d.bits()) return full;  // undefined counts
+      if (u.op() == Op::SHR)  // monotone in each operand: the corners bound it
+        return corners([](i128 a, i128 b) { return a >> int(b); });
+      if (alo < 0 || bhi >= d.bits() - 1) return full;
       return fit(alo << int(blo), ahi << int(bhi));
     }
     case Op::WHERE: {
@@ -226,15 +243,96 @@ std::pair<int64_t, int64_t> bounds(const UOp& u) {
 
 namespace {
 
+int trailing_zeros(int64_t g) { return g == 0 ? 64 : __builtin_ctzll(uint64_t(g)); }
+int64_t pow2(int k) { return k >= 63 ? int64_t(1) << 62 : int64_t(1) << k; }
+int64_t gcd0(int64_t a, int64_t b) { return std::gcd(a, b); }  // gcd(0, b) = b: 0 is "any"
+
+// The divisor of one node from its sources' (0: the node is always 0).
+int64_t node_divisor(const UOp& u, const std::unordered_map<const void*, int64_t>& memo) {
+  DType d = u.dtype();
+  if (!(d.is_scalar() && d.is_int())) return 1;
+  auto [lo, hi] = bounds(u);
+  if (lo == hi) return lo == INT64_MIN ? pow2(62) : std::abs(lo);
+  auto g = [&](size_t i) { return memo.at(u.src(i).id()); };
+  auto is_const = [&](size_t i) { return u.src(i).op() == Op::CONST; };
+  int64_t out;
+  switch (u.op()) {
+    case Op::ADD:
+    case Op::SUB:
+    case Op::MOD:  // x % y = x - (x/y)*y
+    case Op::MAX:
+    case Op::MIN:
+      return gcd0(g(0), g(1));
+    case Op::WHERE:
+      return gcd0(g(1), g(2));
+    case Op::NEG:
+      return g(0);
+    case Op::MUL:
+      return mul_ok(dtypes::int64, g(0), g(1), out) ? out : std::max(g(0), g(1));
+    case Op::MULACC:
+      return gcd0(mul_ok(dtypes::int64, g(0), g(1), out) ? out : std::max(g(0), g(1)), g(2));
+    case Op::SHL:
+      if (!is_const(1)) return g(0);
+      return mul_ok(dtypes::int64, g(0), pow2(int(u.src(1).const_int())), out) ? out : g(0);
+    case Op::SHR: {  // exact where the shifted-out bits are known zeros
+      if (!is_const(1)) return 1;
+      int k = int(u.src(1).const_int());
+      return trailing_zeros(g(0)) >= k && g(0) != 0 ? g(0) >> k : 1;
+    }
+    case Op::IDIV: {  // exact only
+      if (!is_const(1) || u.src(1).const_int() == 0) return 1;
+      int64_t c = std::abs(u.src(1).const_int());
+      return g(0) != 0 && g(0) % c == 0 ? g(0) / c : 1;
+    }
+    case Op::AND:  // a bit is 0 where either operand's is
+      return pow2(std::max(trailing_zeros(g(0)), trailing_zeros(g(1))));
+    case Op::OR:
+    case Op::XOR:
+      return pow2(std::min(trailing_zeros(g(0)), trailing_zeros(g(1))));
+    case Op::CAST: {
+      DType s = u.src(0).dtype();
+      return s.is_scalar() && s.is_int() && s.bits() <= d.bits() ? g(0) : 1;
+    }
+    default:
+      return 1;
+  }
+}
+
+}  // namespace
+
+int64_t known_divisor(const UOp& u) {
+  std::unordered_map<const void*, int64_t> memo;
+  std::vector<std::pair<const UOp*, size_t>> stack{{&u, 0}};
+  while (!stack.empty()) {
+    auto& [n, next] = stack.back();
+    if (memo.count(n->id())) {
+      stack.pop_back();
+      continue;
+    }
+    if (next < n->src().size()) {
+      const UOp& s = n->src(next++);
+      if (!memo.count(s.id())) stack.emplace_back(&s, 0);
+      continue;
+    }
+    memo[n->id()] = node_divisor(*n, memo);
+    stack.pop_back();
+  }
+  return memo.at(u.id());
+}
+
+bool provably_multiple(const UOp& x, int64_t m) {
+  int64_t g = known_divisor(x);
+  return m != 0 && g % m == 0;
+}
+
+namespace {
+
 // ---- sums as terms ---------------------------------------------------------------------
 
 struct Term {
   UOp base;
   int64_t coeff;
 };
-
-bool mul_ok(int64_t a, int64_t b, int64_t& out) { return !__builtin_mul_overflow(a, b, &out); }
-bool add_ok(int64_t a, int64_t b, int64_t& out) { return !__builtin_add_overflow(a, b, &out); }
 
 // x = sum of coeff*base + k, looking through ADDs and MULs by constants. False when a
 // coefficient overflows.
@@ -250,16 +348,20 @@ bool flatten(const UOp& x, std::vector<Term>& terms, int64_t& k) {
       work.emplace_back(u.src(0), c);
     } else if (u.op() == Op::CONST) {
       int64_t v;
-      if (!mul_ok(u.const_int(), c, v) || !add_ok(k, v, k)) return false;
+      if (!mul_ok(dtypes::int64, u.const_int(), c, v) || !add_ok(dtypes::int64, k, v, k))
+        return false;
     } else if (u.op() == Op::MUL && u.src(1).op() == Op::CONST) {
       int64_t cc;
-      if (!mul_ok(c, u.src(1).const_int(), cc)) return false;
+      if (!mul_ok(dtypes::int64, c, u.src(1).const_int(), cc)) return false;
       work.emplace_back(u.src(0), cc);
     } else {
       terms.push_back({u, c});
     }
   }
-  return true;
+  // Every coefficient and the constant are values of x's type (sub-sums may leave it).
+  DType d = x.dtype();
+  return fits(d, k) &&
+         std::all_of(terms.begin(), terms.end(), [&](const Term& t) { return fits(d, t.coeff); });
 }
 
 // The first variable-like leaf reached through first sources: what sorts a term.
@@ -274,51 +376,168 @@ std::string leading_name(const UOp& u) {
   return op_name(n.op());
 }
 
-// Terms sort by their leading variable's name, then op name, then structural key.
-bool term_before(const UOp& a, const UOp& b) {
-  std::string la = leading_name(a), lb = leading_name(b);
-  if (la != lb) return la < lb;
-  std::string oa = op_name(a.op()), ob = op_name(b.op());
-  if (oa != ob) return oa < ob;
-  if (a.src().size() != b.src().size()) return a.src().size() < b.src().size();
-  StableKey ka = a.key(), kb = b.key();
-  return ka.hi != kb.hi ? ka.hi < kb.hi : ka.lo < kb.lo;
+// Names compare with their runs of digits as numbers (v2 before v10).
+int natural_compare(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(uint8_t(a[i])) && std::isdigit(uint8_t(b[j]))) {
+      size_t ei = i, ej = j;
+      while (ei < a.size() && std::isdigit(uint8_t(a[ei]))) ++ei;
+      while (ej < b.size() && std::isdigit(uint8_t(b[ej]))) ++ej;
+      std::string_view da(a.data() + i, ei - i), db(b.data() + j, ej - j);
+      while (da.size() > 1 && da[0] == '0') da.remove_prefix(1);
+      while (db.size() > 1 && db[0] == '0') db.remove_prefix(1);
+      if (da.size() != db.size()) return da.size() < db.size() ? -1 : 1;
+      if (int c = da.compare(db)) return c;
+      i = ei, j = ej;
+    } else {
+      if (a[i] != b[j]) return a[i] < b[j] ? -1 : 1;
+      ++i, ++j;
+    }
+  }
+  return (i < a.size()) - (j < b.size());
 }
 
-// Merges equal bases, rejoins (y%c)*k + (y/c)*(c*k) into y*k, drops zero terms, sorts.
-bool normalize(std::vector<Term>& terms) {
-  for (bool again = true; again;) {
-    again = false;
-    std::vector<Term> merged;
-    for (const Term& t : terms) {
-      auto it = std::find_if(merged.begin(), merged.end(),
-                             [&](const Term& m) { return m.base == t.base; });
-      if (it == merged.end())
-        merged.push_back(t);
-      else if (!add_ok(it->coeff, t.coeff, it->coeff))
-        return false;
-    }
-    std::erase_if(merged, [](const Term& t) { return t.coeff == 0; });
-    for (size_t i = 0; i < merged.size() && !again; ++i) {
-      const UOp& m = merged[i].base;
-      if (m.op() != Op::MOD || m.src(1).op() != Op::CONST) continue;
-      for (size_t j = 0; j < merged.size(); ++j) {
-        const UOp& q = merged[j].base;
-        int64_t want;
-        if (q.op() == Op::IDIV && q.src(0) == m.src(0) && q.src(1) == m.src(1) &&
-            mul_ok(merged[i].coeff, m.src(1).const_int(), want) && merged[j].coeff == want) {
-          merged.push_back({m.src(0), merged[i].coeff});
-          merged.erase(merged.begin() + std::max(i, j));
-          merged.erase(merged.begin() + std::min(i, j));
-          again = true;
-          break;
-        }
-      }
-    }
-    terms = std::move(merged);
+// A total order on single sources: constants by value, then variables by name, then
+// everything else by structural key.
+bool source_before(const UOp& x, const UOp& y) {
+  auto rank = [](const UOp& u) {
+    return u.op() == Op::CONST ? 0 : u.op() == Op::DEFINE_VAR ? 1 : 2;
+  };
+  if (rank(x) != rank(y)) return rank(x) < rank(y);
+  if (rank(x) == 0 && x.dtype() == y.dtype() && x.const_int() != y.const_int())
+    return x.const_int() < y.const_int();
+  if (rank(x) == 1)
+    if (int c = natural_compare(std::get<VarArg>(x.arg()).name, std::get<VarArg>(y.arg()).name))
+      return c < 0;
+  StableKey kx = x.key(), ky = y.key();
+  return kx.hi != ky.hi ? kx.hi < ky.hi : kx.lo < ky.lo;
+}
+
+// What orders the terms of a sum: the leading variable's name, the op, the number of
+// sources, then source by source constants by value and variables by name, and last the
+// structural key (x/2 + x/3 + ... and v1 + v2 + ... stay in the order they are written).
+struct TermOrder {
+  std::string lead, op;
+  UOp u;
+  explicit TermOrder(const UOp& x) : lead(leading_name(x)), op(op_name(x.op())), u(x) {}
+  bool operator<(const TermOrder& o) const {
+    if (int c = natural_compare(lead, o.lead)) return c < 0;
+    if (op != o.op) return op < o.op;
+    const UOp &a = u, &b = o.u;
+    if (a.src().size() != b.src().size()) return a.src().size() < b.src().size();
+    for (size_t i = 0; i < a.src().size(); ++i)  // lexicographic over the sources
+      if (a.src(i) != b.src(i)) return source_before(a.src(i), b.src(i));
+    return a != b && source_before(a, b);  // same sources, another arg: by key
   }
-  std::stable_sort(terms.begin(), terms.end(),
-                   [](const Term& a, const Term& b) { return term_before(a.base, b.base); });
+};
+
+bool term_before(const UOp& a, const UOp& b) { return TermOrder(a) < TermOrder(b); }
+
+// A term read as the digits of y0 between lo and hi (hi = 0: unbounded) times scale:
+// y0 % hi is the window [1, hi), y0 / lo times lo the window [lo, unbounded), and
+// (y0 / lo) % (hi/lo) times lo the window [lo, hi). Two windows of one y0 and one scale
+// that meet add into one: y0%a + ((y0/a)%b)*a is y0%(a*b), and y0%a + (y0/a)*a is y0.
+// Exact for every y0 in C: for y0 >= 0 these are the digit identities, and each window is
+// an odd function of y0 under truncation, so they hold for -y0 too.
+struct Window {
+  UOp y0;
+  int64_t lo, hi, scale;
+};
+
+std::optional<Window> window_of(const Term& t) {
+  const UOp& b = t.base;
+  auto const_pos = [](const UOp& u) { return u.op() == Op::CONST && u.const_int() > 0; };
+  if (b.op() == Op::IDIV && const_pos(b.src(1))) {
+    int64_t a = b.src(1).const_int();
+    if (a < 2 || t.coeff % a != 0) return std::nullopt;
+    return Window{b.src(0), a, 0, t.coeff / a};
+  }
+  if (b.op() != Op::MOD || !const_pos(b.src(1))) return std::nullopt;
+  int64_t c = b.src(1).const_int(), a, hi;
+  const UOp& y = b.src(0);
+  if (y.op() == Op::IDIV && const_pos(y.src(1)) && (a = y.src(1).const_int()) > 1 &&
+      t.coeff % a == 0 && mul_ok(b.dtype(), a, c, hi))
+    return Window{y.src(0), a, hi, t.coeff / a};
+  return Window{y, 1, c, t.coeff};
+}
+
+std::optional<Term> window_term(const Window& w) {
+  DType d = w.y0.dtype();
+  int64_t coeff;
+  if (!mul_ok(d, w.scale, w.lo, coeff)) return std::nullopt;
+  if (w.lo == 1 && w.hi == 0) return Term{w.y0, w.scale};
+  if (w.lo == 1) return Term{UOp::make(Op::MOD, {w.y0, const_int(d, w.hi)}), w.scale};
+  UOp q = UOp::make(Op::IDIV, {w.y0, const_int(d, w.lo)});
+  if (w.hi == 0) return Term{q, coeff};
+  return Term{UOp::make(Op::MOD, {q, const_int(d, w.hi / w.lo)}), coeff};
+}
+
+// Adds up terms of equal bases and dropping zeros; true when something merged.
+bool merge_equal_bases(std::vector<Term>& terms, bool& ok) {
+  std::unordered_map<const void*, size_t> at;
+  std::vector<Term> merged;
+  merged.reserve(terms.size());
+  for (const Term& t : terms) {
+    auto [it, fresh] = at.emplace(t.base.id(), merged.size());
+    if (fresh)
+      merged.push_back(t);
+    else if (!add_ok(t.base.dtype(), merged[it->second].coeff, t.coeff, merged[it->second].coeff))
+      return ok = false;
+  }
+  bool changed = merged.size() != terms.size();
+  std::erase_if(merged, [](const Term& t) { return t.coeff == 0; });
+  terms = std::move(merged);
+  return changed;
+}
+
+// Joins the windows that meet (see Window); true when something joined.
+bool merge_windows(std::vector<Term>& terms) {
+  std::unordered_map<const void*, std::vector<std::pair<Window, size_t>>> by_y0;
+  for (size_t i = 0; i < terms.size(); ++i)
+    if (auto w = window_of(terms[i])) by_y0[w->y0.id()].push_back({*w, i});
+  std::vector<bool> gone(terms.size());
+  std::vector<Term> added;
+  for (auto& [id, ws] : by_y0) {
+    if (ws.size() < 2) continue;
+    std::sort(ws.begin(), ws.end(), [](const auto& a, const auto& b) {
+      return a.first.scale != b.first.scale ? a.first.scale < b.first.scale
+                                            : a.first.lo < b.first.lo;
+    });
+    for (size_t i = 0; i < ws.size();) {
+      Window w = ws[i].first;
+      size_t j = i + 1;
+      while (j < ws.size() && ws[j].first.scale == w.scale && w.hi != 0 && ws[j].first.lo == w.hi)
+        w.hi = ws[j++].first.hi;
+      if (j > i + 1)
+        if (auto t = window_term(w)) {
+          for (size_t k = i; k < j; ++k) gone[ws[k].second] = true;
+          added.push_back(*t);
+        }
+      i = j;
+    }
+  }
+  if (added.empty()) return false;
+  std::vector<Term> out;
+  for (size_t i = 0; i < terms.size(); ++i)
+    if (!gone[i]) out.push_back(terms[i]);
+  out.insert(out.end(), added.begin(), added.end());
+  terms = std::move(out);
+  return true;
+}
+
+// Merges equal bases, joins digit windows, drops zero terms, sorts (TermOrder).
+bool normalize(std::vector<Term>& terms) {
+  bool ok = true;
+  merge_equal_bases(terms, ok);
+  while (ok && merge_windows(terms)) merge_equal_bases(terms, ok);
+  if (!ok) return false;
+  std::vector<std::pair<TermOrder, Term>> keyed;
+  keyed.reserve(terms.size());
+  for (const Term& t : terms) keyed.push_back({TermOrder(t.base), t});
+  std::stable_sort(keyed.begin(), keyed.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 0; i < terms.size(); ++i) terms[i] = keyed[i].second;
   return true;
 }
 
@@ -340,6 +559,9 @@ UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k) {
     if (!inside(lo, hi)) return {};
   }
   if (!first && k != 0 && !inside(lo + k, hi + k)) return {};
+  if (!fits(d, k) ||
+      std::any_of(terms.begin(), terms.end(), [&](const Term& t) { return !fits(d, t.coeff); }))
+    return {};
   UOp acc;
   for (const Term& t : terms) {
     UOp term = t.coeff == 1 ? t.base : UOp::make(Op::MUL, {t.base, const_int(d, t.coeff)});
@@ -381,12 +603,81 @@ std::optional<UOp> fold_by_bounds(const Match& m) {
   return u.dtype().is_bool() ? const_bool(lo != 0) : const_int(u.dtype(), lo);
 }
 
+Term term_of(const UOp& x) {
+  if (x.op() == Op::MUL && x.src(1).op() == Op::CONST) return Term{x.src(0), x.src(1).const_int()};
+  return Term{x, 1};
+}
+
+// Whether a term of the sum a has a digit window of t's y0, or is a where on t's
+// condition: then t may combine with it (normalize).
+bool may_combine(const UOp& a, const Term& t) {
+  auto w = window_of(t);
+  bool conditional = t.base.op() == Op::WHERE;
+  if (!w && !conditional) return false;
+  for (const UOp* n = &a;;) {
+    Term xt = term_of(n->op() == Op::ADD ? n->src(1) : *n);
+    if (w)
+      if (auto xw = window_of(xt); xw && xw->y0 == w->y0) return true;
+    if (conditional && xt.base.op() == Op::WHERE && xt.base.src(0) == t.base.src(0)) return true;
+    if (n->op() != Op::ADD) return false;
+    n = &n->src(0);
+  }
+}
+
+// a + t where a is a canonical sum (the rewriter rewrites sources first) and t one term
+// that cannot combine with a's: t goes in its place by a binary search, and where that is
+// the end, the sum is already canonical. Long sums stay near linear this way (the full
+// path flattens and sorts every prefix of the chain again).
+std::optional<std::optional<UOp>> insert_term(const UOp& u) {
+  const UOp &a = u.src(0), &b = u.src(1);
+  if (b.op() == Op::ADD || b.op() == Op::CONST || a.op() == Op::CONST) return std::nullopt;
+  Term t = term_of(b);
+  if (t.base.op() == Op::ADD || t.base.op() == Op::CONST || t.coeff == 0 || may_combine(a, t))
+    return std::nullopt;
+  const UOp& last = a.op() == Op::ADD ? a.src(1) : a;
+  if (last.op() != Op::CONST && term_before(term_of(last).base, t.base)) {
+    auto [alo, ahi] = bounds(a);
+    auto [blo, bhi] = bounds(b);
+    if (__int128(alo) + blo >= u.dtype().imin() && __int128(ahi) + bhi <= u.dtype().imax())
+      return std::optional<UOp>{};  // appended in order: canonical
+  }
+  std::vector<Term> terms;
+  int64_t k;
+  if (!flatten(a, terms, k)) return std::nullopt;
+  TermOrder key(t.base);
+  auto pos =
+      std::upper_bound(terms.begin(), terms.end(), key,
+                       [](const TermOrder& x, const Term& y) { return x < TermOrder(y.base); });
+  if (pos != terms.begin() && pos[-1].base == t.base) return std::nullopt;
+  terms.insert(pos, t);
+  return changed(u, build_sum(u.dtype(), terms, k));
+}
+
 std::optional<UOp> canonical_sum(const Match& m) {
   const UOp& u = m.root();
+  if (auto inserted = insert_term(u)) return *inserted;
   std::vector<Term> terms;
   int64_t k;
   if (!flatten(u, terms, k) || !normalize(terms)) return std::nullopt;
   return changed(u, build_sum(u.dtype(), terms, k));
+}
+
+// A product of non-constant factors sorted (TermOrder), left-deep, its constant last;
+// nothing where a partial product can leave d's range (the reordering would introduce an
+// overflow the input did not have).
+UOp build_product(DType d, std::vector<UOp> factors, int64_t k) {
+  std::stable_sort(factors.begin(), factors.end(), term_before);
+  UOp acc;
+  i128 lo = 1, hi = 1;
+  for (const UOp& f : factors) {
+    auto [flo, fhi] = bounds(f);
+    i128 c[4] = {lo * flo, lo * fhi, hi * flo, hi * fhi};
+    lo = *std::min_element(c, c + 4), hi = *std::max_element(c, c + 4);
+    if (lo < d.imin() || hi > d.imax()) return {};
+    acc = acc ? UOp::make(Op::MUL, {acc, f}) : f;
+  }
+  if (!acc) return const_int(d, k);
+  return k == 1 ? acc : UOp::make(Op::MUL, {acc, const_int(d, k)});
 }
 
 std::optional<UOp> canonical_product(const Match& m) {
@@ -396,7 +687,7 @@ std::optional<UOp> canonical_product(const Match& m) {
   if (a.op() == Op::CONST && b.op() != Op::CONST) return UOp::make(Op::MUL, {b, a});
   if (b.op() == Op::CONST) {
     int64_t c = b.const_int(), cc;
-    if (a.op() == Op::MUL && a.src(1).op() == Op::CONST && mul_ok(a.src(1).const_int(), c, cc))
+    if (a.op() == Op::MUL && a.src(1).op() == Op::CONST && mul_ok(d, a.src(1).const_int(), c, cc))
       return UOp::make(Op::MUL, {a.src(0), const_int(d, cc)});
     if (a.op() == Op::ADD) {  // distribute: (x + y)*c -> x*c + y*c
       std::vector<Term> terms;
@@ -406,8 +697,27 @@ std::optional<UOp> canonical_product(const Match& m) {
     }
     return std::nullopt;
   }
-  if (term_before(b, a)) return UOp::make(Op::MUL, {b, a});
-  return std::nullopt;
+  // a*f with a canonical (sources are rewritten first) and f a factor that sorts at or
+  // after a's last: canonical already (x*x*...*x stays left-deep, in linear time).
+  if (b.op() != Op::MUL) {
+    const UOp& last = a.op() == Op::MUL ? a.src(1) : a;
+    if (last.op() != Op::CONST && !term_before(b, last)) return std::nullopt;
+  }
+  std::vector<UOp> factors, work{u};
+  int64_t k = 1;
+  while (!work.empty()) {
+    UOp f = work.back();
+    work.pop_back();
+    if (f.op() == Op::MUL) {
+      work.push_back(f.src(1));
+      work.push_back(f.src(0));
+    } else if (f.op() == Op::CONST) {
+      if (!mul_ok(d, k, f.const_int(), k)) return std::nullopt;
+    } else {
+      factors.push_back(f);
+    }
+  }
+  return changed(u, build_product(d, std::move(factors), k));
 }
 
 // x / c and x % c for a constant c > 0 (negative divisors are made positive first).
@@ -417,7 +727,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   bool is_div = u.op() == Op::IDIV;
   const UOp& x = m["x"];
   int64_t c = m["c"].const_int();
-  if (c < 0 && c != INT64_MIN) {
+  if (c < 0 && c != d.imin()) {
     UOp pos = const_int(d, -c);
     if (is_div) return UOp::make(Op::MUL, {UOp::make(Op::IDIV, {x, pos}), const_int(d, -1)});
     return UOp::make(Op::MOD, {x, pos});
@@ -426,7 +736,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   // Nested: (y / a) / c -> y / (a*c); (y % a) % c -> y % c when c divides a.
   if (x.op() == u.op() && x.src(1).op() == Op::CONST && x.src(1).const_int() > 0) {
     int64_t a = x.src(1).const_int(), ac;
-    if (is_div && mul_ok(a, c, ac)) return UOp::make(Op::IDIV, {x.src(0), const_int(d, ac)});
+    if (is_div && mul_ok(d, a, c, ac)) return UOp::make(Op::IDIV, {x.src(0), const_int(d, ac)});
     if (!is_div && a % c == 0) return UOp::make(Op::MOD, {x.src(0), m["c"]});
   }
   std::vector<Term> terms;
@@ -448,7 +758,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
       terms[0].base.src(1).op() == Op::CONST && terms[0].base.src(1).const_int() > 0 && k != 0) {
     const UOp& y = terms[0].base.src(0);
     int64_t a = terms[0].base.src(1).const_int(), ka, ac;
-    if (vmin(y) >= 0 && vmin(x) >= 0 && mul_ok(k, a, ka) && mul_ok(a, c, ac))
+    if (vmin(y) >= 0 && vmin(x) >= 0 && mul_ok(d, k, a, ka) && mul_ok(d, a, c, ac))
       if (UOp num = build_sum(d, {{y, 1}}, ka); num && vmin(num) >= 0)
         return UOp::make(Op::IDIV, {num, const_int(d, ac)});
   }
@@ -482,7 +792,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   if (lo / c == hi / c) {
     int64_t q = lo / c, qc;
     if (is_div) return const_int(d, q);
-    if (!mul_ok(q, c, qc) || qc == INT64_MIN) return std::nullopt;
+    if (!mul_ok(d, q, c, qc) || qc == d.imin()) return std::nullopt;
     return q == 0 ? x : UOp::make(Op::ADD, {x, const_int(d, -qc)});
   }
   if (lo < 0) return std::nullopt;
@@ -510,7 +820,7 @@ std::optional<UOp> linear_compare(const Match& m) {
   std::vector<Term> terms;
   int64_t k, c = m["c"].const_int(), rhs;
   if (!flatten(m["x"], terms, k) || !normalize(terms) || terms.empty()) return std::nullopt;
-  if (__builtin_sub_overflow(c, k, &rhs)) return std::nullopt;
+  if (!sub_ok(d, c, k, rhs)) return std::nullopt;
   int64_t g = gcd_of(terms, 0);
   if (u.op() == Op::CMPLT) {
     if (g > 1 || k != 0) {
@@ -530,8 +840,8 @@ std::optional<UOp> linear_compare(const Match& m) {
     if (!small) return std::nullopt;
     auto [rlo, rhi] = bounds(small);
     int64_t top, bottom;
-    if (rlo < 0 || rhi >= g2 || __builtin_sub_overflow(rhs, rhi, &bottom) ||
-        __builtin_sub_overflow(rhs, rlo, &top) || ceil_div(bottom, g2) != ceil_div(top, g2))
+    if (rlo < 0 || rhi >= g2 || !sub_ok(d, rhs, rhi, bottom) || !sub_ok(d, rhs, rlo, top) ||
+        ceil_div(bottom, g2) != ceil_div(top, g2))
       return std::nullopt;
     for (Term& t : big) t.coeff /= g2;
     UOp lhs = build_sum(d, big, 0);
@@ -609,6 +919,43 @@ std::vector<Rule> make_rules() {
       {"canonical-product", pat(Op::MUL, {sint("a"), any("b")}), canonical_product},
       // division and modulo
       {"fold-div-mod", Pat::op({Op::IDIV, Op::MOD}, {sint("x"), nonzero_const("c")}), fold_div_mod},
+      // bit operators on signed integers. x << k is x * 2^k wherever the shift is defined
+      // (a negative x or an overflow is undefined, as for the product); x >> k is x / 2^k
+      // and x & (2^k - 1) is x % 2^k only for x >= 0 (-9 >> 3 is -2, -9/8 is -1; -9 & 7 is
+      // 7, -9 % 8 is -1); ~x is -x - 1 where -x does not overflow.
+      {"x<<k", pat(Op::SHL, {sint("x"), cvar("k")}),
+       [](const Match& m) -> std::optional<UOp> {
+         int64_t k = m["k"].const_int();
+         if (k < 0 || k >= m["x"].dtype().bits() - 1) return std::nullopt;
+         return UOp::make(Op::MUL, {m["x"], const_int(m["x"].dtype(), int64_t(1) << k)});
+       }},
+      {"x>>k", pat(Op::SHR, {sint("x"), cvar("k")}),
+       [](const Match& m) -> std::optional<UOp> {
+         int64_t k = m["k"].const_int();
+         if (k < 0 || k >= m["x"].dtype().bits() - 1 || vmin(m["x"]) < 0) return std::nullopt;
+         return UOp::make(Op::IDIV, {m["x"], const_int(m["x"].dtype(), int64_t(1) << k)});
+       }},
+      {"x&(2^k-1)", pat(Op::AND, {sint("x"), cvar("c")}).commutative(),
+       [](const Match& m) -> std::optional<UOp> {
+         int64_t c = m["c"].const_int();
+         DType d = m["x"].dtype();
+         if (c == 0) return const_int(d, 0);
+         if (c == -1) return m["x"];
+         if (c < 0 || c == d.imax() || (c & (c + 1)) != 0 || vmin(m["x"]) < 0) return std::nullopt;
+         return UOp::make(Op::MOD, {m["x"], const_int(d, c + 1)});
+       }},
+      {"x|0", Pat::op({Op::OR, Op::XOR}, {sint("x"), cint(0)}).commutative(), cap("x")},
+      {"x|-1", pat(Op::OR, {sint("x"), cint(-1)}).commutative(),
+       [](const Match& m) -> std::optional<UOp> { return const_int(m["x"].dtype(), -1); }},
+      {"x&x", Pat::op({Op::AND, Op::OR}, {sint("x"), any("x")}), cap("x")},
+      {"x^x", pat(Op::XOR, {sint("x"), any("x")}), zero_like("x")},
+      {"~x", pat(Op::XOR, {sint("x"), cint(-1)}).commutative(),
+       [](const Match& m) -> std::optional<UOp> {
+         const UOp& x = m["x"];
+         if (vmin(x) == x.dtype().imin()) return std::nullopt;
+         return UOp::make(Op::ADD, {UOp::make(Op::MUL, {x, const_int(x.dtype(), -1)}),
+                                    const_int(x.dtype(), -1)});
+       }},
       // comparisons
       {"x<x", pat(Op::CMPLT, {any("x"), any("x")}), fixed(false)},
       {"x==x", pat(Op::CMPEQ, {sint("x"), any("x")}), fixed(true)},
@@ -622,10 +969,10 @@ std::vector<Rule> make_rules() {
        [](const Match& m) -> std::optional<UOp> {
          int64_t d = m["d"].const_int(), c = m["c"].const_int(), cd, bound;
          DType t = m["x"].dtype();
-         if (d <= 0 || !mul_ok(c, d, cd)) return std::nullopt;
+         if (d <= 0 || !mul_ok(t, c, d, cd)) return std::nullopt;
          if (c > 0)
            bound = cd;
-         else if (!add_ok(cd, 1 - d, bound))
+         else if (!add_ok(t, cd, 1 - d, bound))
            return std::nullopt;
          if (bound < t.imin() || bound > t.imax()) return std::nullopt;
          return UOp::make(Op::CMPLT, {m["x"], const_int(t, bound)});

@@ -22,6 +22,13 @@ std::pair<int64_t, int64_t> bounds(const UOp& u);
 inline int64_t vmin(const UOp& u) { return bounds(u).first; }
 inline int64_t vmax(const UOp& u) { return bounds(u).second; }
 
+// The largest divisor u is known to be a multiple of for every value of its variables (0:
+// u is always 0), through + - * << & | ^ %, where, min, max, casts that widen, constants
+// and bounds, and through / and >> only where they are exact. The lowering proves an
+// address aligned with it: row*128 + (col ^ (row%8))*16 is a multiple of 16.
+int64_t known_divisor(const UOp& u);
+bool provably_multiple(const UOp& x, int64_t m);
+
 const RuleSet& symbolic_rules();
 
 // graph_rewrite with symbolic_rules().

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -46,11 +48,13 @@ commands:
                     KNOB=VALUE (NOOPT=1: no heuristic), e.g. 'UPCAST:1:4 UNROLL:2:2'
                     (docs/lowering.md)
   lower --passes    list the lowering passes in order, one sentence each
-  simplify '<expr>' [--var NAME=LO..HI]...
-                    simplify an integer expression: line 1 the result in the same
-                    grammar, line 2 its bounds. Grammar (C semantics, int64):
-                    + - * / % (truncating), < <= > >= == !=, && || !, min(a,b),
-                    max(a,b), where(c,a,b), parentheses, integer literals
+  simplify '<expr>'|- [--var NAME=LO..HI]... [--dtype int64|int32]
+                    simplify an integer expression (- reads it from stdin): line 1
+                    the result in the same grammar, line 2 its bounds, line 3 the
+                    largest divisor it is known to be a multiple of. Grammar (C
+                    semantics, int64 unless --dtype): + - * / % (truncating),
+                    << >> (arithmetic) & | ^ ~, < <= > >= == !=, && || !, min(a,b),
+                    max(a,b), where(c,a,b), parentheses, decimal and 0x literals
   simplify --fuzz N [--seed S]
                     check the simplifier on N random expressions
   --help, -h        this text
@@ -266,6 +270,8 @@ int cmd_render(const std::vector<std::string>& args) {
 int cmd_simplify(const std::vector<std::string>& args) {
   std::vector<ExprVar> vars;
   std::string expr;
+  bool have_expr = false;
+  DType type = dtypes::int64;
   int64_t fuzz = -1;
   uint64_t seed = 1;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -288,10 +294,21 @@ int cmd_simplify(const std::vector<std::string>& args) {
           return usage_error("simplify: --seed takes a number from 0 to " +
                              std::to_string(UINT64_MAX) + ", got '" + args[i] + "'");
         seed = *n;
-      } else if (a.rfind("--", 0) == 0 || !expr.empty()) {
+      } else if (a == "--dtype" && has_value) {
+        std::string t = args[++i];
+        if (t != "int32" && t != "int64")
+          return usage_error("simplify: --dtype takes int32 or int64, got '" + t + "'");
+        type = t == "int32" ? dtypes::int32 : dtypes::int64;
+      } else if ((a.rfind("--", 0) == 0 && a != "-") || have_expr) {
         return usage_error("simplify: unexpected argument '" + a + "'");
+      } else if (a == "-") {  // the expression from stdin (too long for one argument)
+        std::ostringstream text;
+        text << std::cin.rdbuf();
+        expr = text.str();
+        have_expr = true;
       } else {
         expr = a;
+        have_expr = true;
       }
     } catch (const ExprError& e) {
       return usage_error(std::string("simplify: ") + e.what());
@@ -299,29 +316,32 @@ int cmd_simplify(const std::vector<std::string>& args) {
   }
   if (fuzz >= 0) {
     FuzzResult r = fuzz_simplify(seed, fuzz);
-    std::printf("%lld expressions checked, %lld rejected by the parser\n", (long long)r.checked,
-                (long long)r.rejected);
+    std::printf(
+        "%lld expressions checked, %lld rejected by the parser, %lld undefined everywhere tried\n",
+        (long long)r.checked, (long long)r.rejected, (long long)r.undefined);
     if (!r.failure.empty()) {
       std::fprintf(stderr, "FAILED: %s\n", r.failure.c_str());
       return 1;
     }
     return 0;
   }
-  if (expr.empty()) return usage_error("simplify: expected an expression");
+  if (!have_expr) return usage_error("simplify: expected an expression");
   for (size_t i = 0; i < vars.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       if (vars[i].name == vars[j].name)
         return usage_error("simplify: --var " + vars[i].name + " is given twice");
   UOp e;
   try {
-    e = parse_int_expr(expr, vars);
+    e = parse_int_expr(expr, vars, type);
   } catch (const ExprError& err) {
     return usage_error(std::string("simplify: ") + err.what());
   }
   UOp s = simplify(e);
   auto [lo, hi] = bounds(s);
-  std::printf("%s\nbounds: [%lld, %lld]\n", render_int_expr(s).c_str(), (long long)lo,
-              (long long)hi);
+  int64_t g = known_divisor(s);
+  std::printf("%s\nbounds: [%lld, %lld]\ndivisible by: %s\n", render_int_expr(s).c_str(),
+              (long long)lo, (long long)hi,
+              g == 0 ? "any integer (it is 0)" : std::to_string(g).c_str());
   return 0;
 }
 

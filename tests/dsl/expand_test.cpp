@@ -7,6 +7,7 @@
 #include "dsl/lower.h"
 #include "dsl/opt.h"
 #include "dsl/printer.h"
+#include "dsl/symbolic.h"
 #include "kernels/examples.h"
 
 namespace kitten {

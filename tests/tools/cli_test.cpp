@@ -57,7 +57,15 @@ TEST(Cli, GraphPrintsAVerifiedKernel) {
 TEST(Cli, SimplifyPrintsTheExpressionAndItsBounds) {
   CliRun r = kitten("simplify '(x*4+3)/4 + y' --var x=0..15 --var y=1..8");
   EXPECT_EQ(r.status, 0) << r.out;
-  EXPECT_EQ(r.out, "x + y\nbounds: [1, 23]\n");
+  EXPECT_EQ(r.out, "x + y\nbounds: [1, 23]\ndivisible by: 1\n");
+  // The third line: a swizzled shared-memory address is a multiple of 16.
+  r = kitten("simplify 'row*128 + ((col ^ (row%8))*16)' --var row=0..63 --var col=0..7");
+  EXPECT_EQ(r.out, "(col ^ row%8)*16 + row*128\nbounds: [0, 8176]\ndivisible by: 16\n");
+  // int32, and an expression read from stdin (a 100,000-term chain is too long for argv).
+  r = kitten("simplify 'x*65536*4' --var x=0..3 --dtype int32");
+  EXPECT_EQ(r.out, "x*262144\nbounds: [0, 786432]\ndivisible by: 262144\n");
+  r = shell("printf 'x + x + x' | \"$KITTEN\" simplify - --var x=0..3 2>&1");
+  EXPECT_EQ(r.out, "x*3\nbounds: [0, 9]\ndivisible by: 3\n");
 }
 
 TEST(Cli, SimplifyBadInputIsAClearError) {
@@ -76,6 +84,20 @@ TEST(Cli, SimplifyBadInputIsAClearError) {
   r = kitten("simplify 'x' --var x=0..3 --var x=1..2");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.out.find("given twice"), std::string::npos) << r.out;
+  r = kitten("simplify 'x << y' --var x=0..3 --var y=0..64");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("column 6: the shift count can fall outside [0, 63]"), std::string::npos)
+      << r.out;
+  r = kitten("simplify 'x + 010' --var x=0..3");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("column 5: a literal with a leading 0 is octal in C"), std::string::npos)
+      << r.out;
+  r = kitten("simplify 'x + 2147483648' --var x=0..3 --dtype int32");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("the literal does not fit in int32"), std::string::npos) << r.out;
+  r = kitten("simplify 'x' --var x=0..3 --dtype int16");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("--dtype takes int32 or int64"), std::string::npos) << r.out;
 }
 
 TEST(Cli, DevicesListsTheCpuAndHowItCompiles) {
