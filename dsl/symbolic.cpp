@@ -475,14 +475,21 @@ std::optional<Term> window_term(const Window& w) {
 
 // Adds up terms of equal bases and dropping zeros; true when something merged.
 bool merge_equal_bases(std::vector<Term>& terms, bool& ok) {
-  std::unordered_map<const void*, size_t> at;
+  std::unordered_map<const void*, size_t> at;  // only for long sums: short ones scan
   std::vector<Term> merged;
   merged.reserve(terms.size());
+  bool scan = terms.size() <= 16;
   for (const Term& t : terms) {
-    auto [it, fresh] = at.emplace(t.base.id(), merged.size());
-    if (fresh)
+    size_t i = merged.size();
+    if (scan) {
+      for (size_t j = 0; j < merged.size(); ++j)
+        if (merged[j].base == t.base) i = j;
+    } else {
+      i = at.emplace(t.base.id(), merged.size()).first->second;
+    }
+    if (i == merged.size())
       merged.push_back(t);
-    else if (!add_ok(t.base.dtype(), merged[it->second].coeff, t.coeff, merged[it->second].coeff))
+    else if (!add_ok(t.base.dtype(), merged[i].coeff, t.coeff, merged[i].coeff))
       return ok = false;
   }
   bool changed = merged.size() != terms.size();
@@ -493,6 +500,8 @@ bool merge_equal_bases(std::vector<Term>& terms, bool& ok) {
 
 // Joins the windows that meet (see Window); true when something joined.
 bool merge_windows(std::vector<Term>& terms) {
+  auto divmod = [](const Term& t) { return t.base.op() == Op::IDIV || t.base.op() == Op::MOD; };
+  if (std::count_if(terms.begin(), terms.end(), divmod) < 2) return false;
   std::unordered_map<const void*, std::vector<std::pair<Window, size_t>>> by_y0;
   for (size_t i = 0; i < terms.size(); ++i)
     if (auto w = window_of(terms[i])) by_y0[w->y0.id()].push_back({*w, i});
@@ -526,11 +535,51 @@ bool merge_windows(std::vector<Term>& terms) {
   return true;
 }
 
-// Merges equal bases, joins digit windows, drops zero terms, sorts (TermOrder).
+// Terms that are wheres on one condition add into one where: k1*where(c, a1, b1) +
+// k2*where(c, a2, b2) is where(c, k1*a1 + k2*a2, k1*b1 + k2*b2) (where(c,a,0) +
+// where(c,0,a) is a); not where a branch's sum can leave the type. True when merged.
+UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k);
+
+bool merge_wheres(std::vector<Term>& terms) {
+  auto is_where = [](const Term& t) { return t.base.op() == Op::WHERE; };
+  if (std::count_if(terms.begin(), terms.end(), is_where) < 2) return false;
+  std::unordered_map<const void*, std::vector<size_t>> by_cond;
+  for (size_t i = 0; i < terms.size(); ++i)
+    if (terms[i].base.op() == Op::WHERE) by_cond[terms[i].base.src(0).id()].push_back(i);
+  std::vector<bool> gone(terms.size());
+  std::vector<Term> added;
+  for (auto& [id, is] : by_cond) {
+    if (is.size() < 2) continue;
+    std::vector<Term> yes, no;
+    for (size_t i : is) {
+      yes.push_back({terms[i].base.src(1), terms[i].coeff});
+      no.push_back({terms[i].base.src(2), terms[i].coeff});
+    }
+    DType d = terms[is[0]].base.dtype();
+    UOp a = build_sum(d, yes, 0), b = build_sum(d, no, 0);
+    if (!a || !b) continue;
+    for (size_t i : is) gone[i] = true;
+    added.push_back({UOp::make(Op::WHERE, {terms[is[0]].base.src(0), a, b}), 1});
+  }
+  if (added.empty()) return false;
+  std::vector<Term> out;
+  for (size_t i = 0; i < terms.size(); ++i)
+    if (!gone[i]) out.push_back(terms[i]);
+  out.insert(out.end(), added.begin(), added.end());
+  terms = std::move(out);
+  return true;
+}
+
+// Merges equal bases, joins digit windows and wheres on one condition, drops zero terms,
+// sorts (TermOrder).
 bool normalize(std::vector<Term>& terms) {
   bool ok = true;
   merge_equal_bases(terms, ok);
-  while (ok && merge_windows(terms)) merge_equal_bases(terms, ok);
+  while (ok) {
+    bool windows = merge_windows(terms), wheres = merge_wheres(terms);
+    if (!windows && !wheres) break;
+    merge_equal_bases(terms, ok);
+  }
   if (!ok) return false;
   std::vector<std::pair<TermOrder, Term>> keyed;
   keyed.reserve(terms.size());
@@ -796,21 +845,99 @@ std::optional<UOp> fold_div_mod(const Match& m) {
     return q == 0 ? x : UOp::make(Op::ADD, {x, const_int(d, -qc)});
   }
   if (lo < 0) return std::nullopt;
-  // x >= 0: split x = c*Q + R, with the multiples of c in Q; when R >= 0,
-  // x/c = Q + R/c and x%c = R%c (R/c = 0 and R%c = R when R < c).
-  std::vector<Term> q_terms, r_terms;
-  for (const Term& t : terms) (t.coeff % c == 0 ? q_terms : r_terms).push_back(t);
-  int64_t qk = floor_div(k, c), rk = k - qk * c;
-  if (q_terms.empty() && qk == 0) return std::nullopt;
-  for (Term& t : q_terms) t.coeff /= c;
-  UOp r = build_sum(d, r_terms, rk);
-  if (!r) return std::nullopt;
-  auto [rlo, rhi] = bounds(r);
-  if (rlo < 0) return std::nullopt;
-  if (!is_div) return rhi < c ? r : UOp::make(Op::MOD, {r, m["c"]});
-  UOp q = build_sum(d, q_terms, qk);
-  if (!q) return std::nullopt;
-  return rhi < c ? q : UOp::make(Op::ADD, {q, UOp::make(Op::IDIV, {r, m["c"]})});
+  // x >= 0: split x = g*Q + R for a g that divides c, Q the terms whose coefficients g
+  // divides (and the multiple of g in the constant), R the rest, R >= 0. For g = c:
+  // x/c = Q + R/c and x%c = R%c (R/c = 0 and R%c = R when R < c). For a smaller g with
+  // R < g: x/c is floor((Q + R/g)/(c/g)) = Q/(c/g) and x%c = (Q%(c/g))*g + R, with Q >= 0
+  // because x >= 0 ((a*8 + b*8 + 13)/32 is (a + b + 1)/4; (4*a + b)/8 with b in [0,3] is
+  // a/2). A negative x is left alone: truncation is not floor there.
+  std::vector<int64_t> steps = {c};
+  for (const Term& t : terms)
+    if (int64_t g = std::gcd(c, std::abs(t.coeff)); g > 1 && g < c) steps.push_back(g);
+  std::sort(steps.begin() + 1, steps.end(), std::greater<>());
+  steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+  for (int64_t g : steps) {
+    std::vector<Term> q_terms, r_terms;
+    for (const Term& t : terms) (t.coeff % g == 0 ? q_terms : r_terms).push_back(t);
+    int64_t qk = floor_div(k, g), rk = k - qk * g;
+    if (q_terms.empty() && qk == 0) continue;
+    for (Term& t : q_terms) t.coeff /= g;
+    UOp r = build_sum(d, r_terms, rk), q = build_sum(d, q_terms, qk);
+    if (!r || !q) continue;
+    auto [rlo, rhi] = bounds(r);
+    if (rlo < 0 || (g < c && rhi >= g)) continue;
+    if (g == c) {
+      if (!is_div) return rhi < c ? r : UOp::make(Op::MOD, {r, m["c"]});
+      return rhi < c ? q : UOp::make(Op::ADD, {q, UOp::make(Op::IDIV, {r, m["c"]})});
+    }
+    UOp step = const_int(d, c / g);
+    if (is_div) return UOp::make(Op::IDIV, {q, step});
+    return UOp::make(Op::ADD,
+                     {UOp::make(Op::MUL, {UOp::make(Op::MOD, {q, step}), const_int(d, g)}), r});
+  }
+  return std::nullopt;
+}
+
+// u as coeff times a product of non-constant factors (through MULs).
+void factors_of(const UOp& u, int64_t& coeff, std::vector<UOp>& fs) {
+  coeff = 1;
+  std::vector<UOp> work{u};
+  while (!work.empty()) {
+    UOp f = work.back();
+    work.pop_back();
+    if (f.op() == Op::MUL) {
+      work.push_back(f.src(1));
+      work.push_back(f.src(0));
+    } else if (f.op() == Op::CONST && !__builtin_mul_overflow(coeff, f.const_int(), &coeff)) {
+    } else {
+      fs.push_back(f);
+    }
+  }
+}
+
+// x / y and x % y for a y that is not a constant: x = Q*y + R with Q the terms that are
+// multiples of y (y's factors among theirs, y's constant dividing theirs) and R the rest.
+// With y > 0, x >= 0 and R >= 0, x/y = Q + R/y and x%y = R%y (truncation is floor
+// there). Not for a negative x: (d*a + b)/d with a = -1, b = 1, d = 4 is -3/4 = 0 in C,
+// while a + b/d is -1 (a truncating quotient does not split across a sign change).
+std::optional<UOp> symbolic_div_mod(const Match& m) {
+  const UOp& u = m.root();
+  const UOp &x = m["x"], &y = m["y"];
+  DType d = u.dtype();
+  if (y.op() == Op::CONST || vmin(y) <= 0 || vmin(x) < 0) return std::nullopt;
+  int64_t cy;
+  std::vector<UOp> fy;
+  factors_of(y, cy, fy);
+  if (cy <= 0) return std::nullopt;
+  std::vector<Term> terms, q_terms, r_terms;
+  int64_t k;
+  if (!flatten(x, terms, k)) return std::nullopt;
+  for (const Term& t : terms) {
+    int64_t ct;
+    std::vector<UOp> ft;
+    factors_of(t.base, ct, ft);
+    bool multiple = mul_ok(d, ct, t.coeff, ct) && ct % cy == 0;
+    for (const UOp& f : fy) {  // y's factors, each taken once from t's
+      auto it = multiple ? std::find(ft.begin(), ft.end(), f) : ft.end();
+      if (it == ft.end()) {
+        multiple = false;
+        break;
+      }
+      ft.erase(it);
+    }
+    if (!multiple) {
+      r_terms.push_back(t);
+      continue;
+    }
+    UOp rest;
+    for (const UOp& f : ft) rest = rest ? UOp::make(Op::MUL, {rest, f}) : f;
+    q_terms.push_back({rest ? rest : const_int(d, 1), ct / cy});
+  }
+  if (q_terms.empty()) return std::nullopt;
+  UOp q = build_sum(d, q_terms, 0), r = build_sum(d, r_terms, k);
+  if (!q || !r || vmin(r) < 0) return std::nullopt;
+  if (u.op() == Op::MOD) return UOp::make(Op::MOD, {r, y});
+  return UOp::make(Op::ADD, {q, UOp::make(Op::IDIV, {r, y})});
 }
 
 // sum < c: constants move right and common factors divide through.
@@ -855,6 +982,103 @@ std::optional<UOp> linear_compare(const Match& m) {
   UOp lhs = build_sum(d, terms, 0);
   if (!lhs) return std::nullopt;
   return changed(u, UOp::make(u.op(), {lhs, const_int(d, rhs / g)}));
+}
+
+// ---- where: what a branch knows -------------------------------------------------------
+
+// A fact: a bool node known to have a value. A comparison of an integer x with a constant
+// is an interval of x, so x < 5 being true also decides x < 7 (true) and 6 < x (false).
+struct Fact {
+  UOp node;
+  bool value;
+};
+
+// The interval of x that `x < k` or `k < x` having `value` means; nothing for other nodes.
+std::optional<std::pair<UOp, std::pair<i128, i128>>> interval_of(const UOp& c, bool value) {
+  if (c.op() != Op::CMPLT || !is_index(c.src(0))) return std::nullopt;
+  const UOp &a = c.src(0), &b = c.src(1);
+  i128 lo = INT64_MIN, hi = INT64_MAX;
+  if (b.op() == Op::CONST && a.op() != Op::CONST) {  // a < k
+    i128 k = b.const_int();
+    if (value)
+      hi = k - 1;
+    else
+      lo = k;
+    return std::pair{a, std::pair{lo, hi}};
+  }
+  if (a.op() == Op::CONST && b.op() != Op::CONST) {  // k < b
+    i128 k = a.const_int();
+    if (value)
+      lo = k + 1;
+    else
+      hi = k;
+    return std::pair{b, std::pair{lo, hi}};
+  }
+  return std::nullopt;
+}
+
+// Whether the facts decide node: the node itself, or a comparison of the same x with a
+// constant whose answer is the same everywhere in the fact's interval.
+std::optional<bool> decided(const UOp& node, const std::vector<Fact>& facts) {
+  for (const Fact& f : facts) {
+    if (f.node == node) return f.value;
+    auto fi = interval_of(f.node, f.value);
+    if (!fi || node.op() != Op::CMPLT) continue;
+    auto yes = interval_of(node, true), no = interval_of(node, false);
+    if (!yes || yes->first != fi->first) continue;
+    auto inside = [&](std::pair<i128, i128> outer) {
+      return fi->second.first >= outer.first && fi->second.second <= outer.second;
+    };
+    if (inside(yes->second)) return true;
+    if (inside(no->second)) return false;
+  }
+  return std::nullopt;
+}
+
+// What holds inside the branch of where(c, ...) taken when c has `value`: c itself, and
+// the parts of an AND that is true (or an OR that is false).
+void facts_of(const UOp& c, bool value, std::vector<Fact>& out) {
+  out.push_back({c, value});
+  if ((c.op() == Op::AND && value) || (c.op() == Op::OR && !value))
+    for (const UOp& s : c.src()) facts_of(s, value, out);
+}
+
+// u with every bool node the facts decide replaced by its value; null when nothing is
+// (or the branch is too large to walk: 4096 nodes).
+UOp with_facts(const UOp& u, const std::vector<Fact>& facts) {
+  if (u.src().empty()) return {};  // a leaf: nothing to decide
+  std::unordered_map<const void*, UOp> done;
+  std::vector<std::pair<UOp, size_t>> stack{{u, 0}};
+  bool any = false;
+  while (!stack.empty()) {
+    if (done.size() > 4096) return {};
+    auto& [n, next] = stack.back();
+    if (done.count(n.id())) {
+      stack.pop_back();
+      continue;
+    }
+    if (next < n.src().size()) {
+      const UOp& s = n.src(next++);
+      if (!done.count(s.id())) stack.push_back({s, 0});
+      continue;
+    }
+    UOp r = n;
+    if (n.dtype() == dtypes::bool_ && n.op() != Op::CONST)
+      if (auto v = decided(n, facts)) r = const_bool(*v);
+    if (r == n && !n.src().empty()) {
+      std::vector<UOp> src;
+      bool changed = false;
+      for (const UOp& s : n.src()) {
+        src.push_back(done.at(s.id()));
+        changed |= src.back() != s;
+      }
+      if (changed) r = UOp::make(n.op(), n.dtype(), src, n.arg());
+    }
+    any |= r != n;
+    done.emplace(n.id(), r);
+    stack.pop_back();
+  }
+  return any ? done.at(u.id()) : UOp();
 }
 
 Pat is_true() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{1}); }
@@ -956,10 +1180,31 @@ std::vector<Rule> make_rules() {
          return UOp::make(Op::ADD, {UOp::make(Op::MUL, {x, const_int(x.dtype(), -1)}),
                                     const_int(x.dtype(), -1)});
        }},
+      {"symbolic-div-mod", Pat::op({Op::IDIV, Op::MOD}, {sint("x"), sint("y")}), symbolic_div_mod},
       // comparisons
       {"x<x", pat(Op::CMPLT, {any("x"), any("x")}), fixed(false)},
       {"x==x", pat(Op::CMPEQ, {sint("x"), any("x")}), fixed(true)},
       {"x!=x", pat(Op::CMPNE, {sint("x"), any("x")}), fixed(false)},
+      // x < y with every coefficient of both sides negative: -y < -x (-a < -b is b < a),
+      // where the negated sides stay in range.
+      {"-x<-y", pat(Op::CMPLT, {sint("x"), sint("y")}),
+       [](const Match& m) -> std::optional<UOp> {
+         const UOp &x = m["x"], &y = m["y"];
+         std::vector<Term> tx, ty;
+         int64_t kx, ky;
+         if (y.op() == Op::CONST || !flatten(x, tx, kx) || !flatten(y, ty, ky) || tx.empty() ||
+             ty.empty())
+           return std::nullopt;
+         auto negative = [](const Term& t) { return t.coeff < 0; };
+         if (!std::all_of(tx.begin(), tx.end(), negative) ||
+             !std::all_of(ty.begin(), ty.end(), negative) || kx == INT64_MIN || ky == INT64_MIN)
+           return std::nullopt;
+         for (Term& t : tx) t.coeff = -t.coeff;
+         for (Term& t : ty) t.coeff = -t.coeff;
+         UOp nx = build_sum(x.dtype(), tx, -kx), ny = build_sum(y.dtype(), ty, -ky);
+         if (!nx || !ny) return std::nullopt;
+         return UOp::make(Op::CMPLT, {ny, nx});
+       }},
       {"linear-compare", Pat::op({Op::CMPLT, Op::CMPEQ, Op::CMPNE}, {sint("x"), cvar("c")}),
        linear_compare},
       // x/d < c with d > 0, truncating: for c > 0, x/d <= c-1 exactly when x < c*d (a
@@ -1049,6 +1294,38 @@ std::vector<Rule> make_rules() {
          Op op = m.root().op();
          if (m["in"].op() != op) return std::nullopt;
          return UOp::make(op, {m["a"], UOp::make(op, {m["c1"], m["c2"]})});
+       }},
+      // Inside the branch taken when c holds, c is true (false in the other), at any depth,
+      // and so is every comparison of the same x with a constant that c decides.
+      {"where-branch-facts", pat(Op::WHERE, {bvar("c"), any("a"), any("b")}),
+       [](const Match& m) -> std::optional<UOp> {
+         std::vector<Fact> yes, no;
+         facts_of(m["c"], true, yes);
+         facts_of(m["c"], false, no);
+         UOp a = with_facts(m["a"], yes), b = with_facts(m["b"], no);
+         if (!a && !b) return std::nullopt;
+         return UOp::make(Op::WHERE, {m["c"], a ? a : m["a"], b ? b : m["b"]});
+       }},
+      // where(c, where(c2, a, b), b) is where(c, a, b) when c implies c2.
+      {"where(c,where(c2,a,b),b)",
+       pat(Op::WHERE, {bvar("c"), pat(Op::WHERE, {any("c2"), any("a"), any("b")}), any("b")}),
+       [](const Match& m) -> std::optional<UOp> {
+         std::vector<Fact> yes;
+         facts_of(m["c"], true, yes);
+         if (decided(m["c2"], yes) != true) return std::nullopt;
+         return UOp::make(Op::WHERE, {m["c"], m["a"], m["b"]});
+       }},
+      // where(c, 1, 0) is c as an integer (so where(where(c,1,0), 1, 0) never grows).
+      {"where(c,1,0)", pat(Op::WHERE, {bvar("c"), cint(1), cint(0)}),
+       [](const Match& m) -> std::optional<UOp> { return cast(m["c"], m.root().dtype()); }},
+      // max and min of wheres on one condition are a where of maxes (mins).
+      {"max(where,where)",
+       Pat::op({Op::MAX, Op::MIN}, {pat(Op::WHERE, {any("c"), any("a"), any("b")}),
+                                    pat(Op::WHERE, {any("c"), any("d"), any("e")})}),
+       [](const Match& m) -> std::optional<UOp> {
+         Op op = m.root().op();
+         return UOp::make(
+             Op::WHERE, {m["c"], UOp::make(op, {m["a"], m["d"]}), UOp::make(op, {m["b"], m["e"]})});
        }},
       {"where(true,a,b)", pat(Op::WHERE, {is_true(), any("a"), any()}), cap("a")},
       {"where(false,a,b)", pat(Op::WHERE, {is_false(), any(), any("b")}), cap("b")},

@@ -236,6 +236,12 @@ TEST(Expand, ProvablyMultiple) {
   EXPECT_TRUE(provably_multiple((x * 2) * 4, 8));
   EXPECT_FALSE(provably_multiple(x * 8 + 2, 4));
   EXPECT_FALSE(provably_multiple(x, 2));
+  // A swizzled shared-memory address: row*128 + (col ^ row%8)*16 is 16-byte aligned.
+  UOp row = range(64, 0, AxisKind::Loop), col = range(8, 1, AxisKind::Loop);
+  UOp swizzled = row * 128 + UOp::make(Op::XOR, {col, row % 8}) * 16;
+  EXPECT_TRUE(provably_multiple(swizzled, 16));
+  EXPECT_TRUE(provably_multiple(simplify(swizzled), 16));
+  EXPECT_FALSE(provably_multiple(swizzled, 32));
 }
 
 }  // namespace

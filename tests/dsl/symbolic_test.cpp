@@ -59,7 +59,7 @@ std::vector<Case> cases() {
       {"ProductOfConstants", "x*2*3", kX, "x*6", 0, 90},
       {"DivCommonFactor", "(x*4 + 8)/4", kX, "x + 2", 2, 17},
       // (x*2 + 1)%4 is odd, so the tight bounds are 2..6.
-      {"ModCommonFactor", "(x*4 + 2) % 8", kX, "(x*2 + 1)%4*2", 0, 6, false},
+      {"ModCommonFactor", "(x*4 + 2) % 8", kX, "x%2*4 + 2", 2, 6},
       {"DivOfDiv", "(x/4)/2", kX, "x/8", 0, 1},
       {"ModOfMod", "(x%8)%4", kX, "x%4", 0, 3},
       {"DivByNegative", "x/-2", kX, "-(x/2)", -7, 0},
@@ -131,6 +131,219 @@ std::vector<Case> cases() {
       {"DivCompareNegative", "x/8 < -5", {{"x", -60, 60}}, "x < -47", 0, 1},
       {"DivCompareZero", "x/3 < 0", {{"x", -10, 10}}, "x < -2", 0, 1},
       {"DivCompareOne", "x/4 < 1", {{"x", -10, 10}}, "x < 4", 0, 1},
+      {"ShlIsMul", "x << 3", {{"x", 0, 15}}, "x*8", 0, 120},
+      {"ShlOfSum", "(x + 1) << 2", {{"x", 0, 4}}, "x*4 + 4", 4, 20},
+      {"ShlByOne", "x << 1", {{"x", 0, 5}}, "x*2", 0, 10},
+      {"ShrIsDiv", "x >> 3", {{"x", 0, 100}}, "x/8", 0, 12},
+      {"ShrOfMultiple", "(x*8 + y) >> 3", {{"x", 0, 15}, {"y", 0, 7}}, "x", 0, 15},
+      {"ShrByTwo", "(x + 3) >> 2", {{"x", 1, 40}}, "(x + 3)/4", 1, 10},
+      {"ShrNegativeKept", "x >> 3", {{"x", -20, 20}}, "x >> 3", -3, 2},
+      {"MaskIsMod", "x & 7", {{"x", 0, 100}}, "x%8", 0, 7},
+      {"MaskBelowIsX", "x & 15", {{"x", 0, 9}}, "x", 0, 9},
+      {"MaskOfSum", "(x*16 + y) & 15", {{"x", 0, 9}, {"y", 0, 15}}, "y", 0, 15},
+      {"MaskNegativeKept", "x & 7", {{"x", -20, 20}}, "x & 7", 0, 7},
+      {"MaskNotPowerKept", "x & 6", {{"x", 0, 20}}, "x & 6", 0, 6, false},
+      {"AndZero", "x & 0", {{"x", -9, 9}}, "0", 0, 0},
+      {"AndMinusOne", "x & -1", {{"x", -9, 9}}, "x", -9, 9},
+      {"OrZero", "x | 0", {{"x", -9, 9}}, "x", -9, 9},
+      {"XorZero", "x ^ 0", {{"x", -9, 9}}, "x", -9, 9},
+      {"OrMinusOne", "x | -1", {{"x", -9, 9}}, "-1", -1, -1},
+      {"XorSelf", "x ^ x", {{"x", -9, 9}}, "0", 0, 0},
+      {"AndSelf", "x & x", {{"x", -9, 9}}, "x", -9, 9},
+      {"NotPlusOne", "~x + 1", {{"x", -9, 9}}, "-x", -9, 9},
+      {"NotIsMinusXMinusOne", "~x", {{"x", 0, 15}}, "-x - 1", -16, -1},
+      {"BitNotNot", "~~x", {{"x", -9, 9}}, "x", -9, 9},
+      // Common factors through sums, the constant trimmed when it cannot carry (x >= 0).
+      {"CommonFactorTrimmed",
+       "(a*8 + b*8 + 13)/32",
+       {{"a", 0, 9}, {"b", 0, 9}},
+       "(a + b + 1)/4",
+       0,
+       4},
+      {"CommonFactorTrimmedMod",
+       "(a*8 + b*8 + 13)%32",
+       {{"a", 0, 9}, {"b", 0, 9}},
+       "(a + b + 1)%4*8 + 5",
+       5,
+       29},
+      {"CommonFactorTrimmed6", "(a*6 + 11)/12", {{"a", 0, 20}}, "(a + 1)/2", 0, 10},
+      {"CommonFactorTrimmed4",
+       "(a*4 + b*12 + 7)/16",
+       {{"a", 0, 9}, {"b", 0, 5}},
+       "(a + b*3 + 1)/4",
+       0,
+       6},
+      {"CommonFactorNegativeKept", "(a*8 + 13)/32", {{"a", -9, 9}}, "(a*8 + 13)/32", -1, 2},
+      // A small term that cannot carry past the step drops (non-negative numerators only).
+      {"SmallTermDrops", "(4*a + b)/8", {{"a", 0, 20}, {"b", 0, 3}}, "a/2", 0, 10},
+      {"SmallTermDropsMod", "(4*a + b)%8", {{"a", 0, 20}, {"b", 0, 3}}, "a%2*4 + b", 0, 7},
+      {"SmallTermDrops6", "(6*a + b)/12", {{"a", 0, 20}, {"b", 0, 5}}, "a/2", 0, 10},
+      {"SmallTermDropsTwo",
+       "(a*16 + b*4 + c)/32",
+       {{"a", 0, 5}, {"b", 0, 3}, {"c", 0, 3}},
+       "a/2",
+       0,
+       2},
+      {"SmallTermNegativeKept", "(4*a + b)/8", {{"a", -9, 9}, {"b", 0, 3}}, "(a*4 + b)/8", -4, 4},
+      {"SmallTermTooBigKept", "(4*a + b)/8", {{"a", 0, 9}, {"b", 0, 4}}, "(a*4 + b)/8", 0, 5},
+      // Symbolic divisors: the multiples of the divisor leave the quotient (x >= 0, R >= 0).
+      {"SymbolicDivisor",
+       "(d*a + b)/d",
+       {{"a", 0, 5}, {"b", 0, 9}, {"d", 1, 4}},
+       "a + b/d",
+       0,
+       14,
+       false},
+      {"SymbolicDivisorMod", "(d*a + b)%d", {{"a", 0, 5}, {"b", 0, 9}, {"d", 1, 4}}, "b%d", 0, 3},
+      {"SymbolicDivisorProduct",
+       "(c*d*a + b)/(c*d)",
+       {{"a", 0, 5}, {"b", 0, 3}, {"c", 1, 3}, {"d", 1, 3}},
+       "a + b/(c*d)",
+       0,
+       8,
+       false},
+      {"SymbolicDivisorScaled",
+       "(d*a*6 + b)/(d*3)",
+       {{"a", 0, 5}, {"b", 0, 3}, {"d", 1, 3}},
+       "a*2 + b/(d*3)",
+       0,
+       11,
+       false},
+      {"SymbolicDivisorExact", "(d*a)/d", {{"a", 0, 5}, {"d", 1, 4}}, "a", 0, 5},
+      {"SymbolicDivisorSmallRest", "(d*a + 2)/d", {{"a", 0, 5}, {"d", 3, 6}}, "a", 0, 5},
+      {"SymbolicDivisorNegativeKept",
+       "(d*a + b)/d",
+       {{"a", -2, 2}, {"b", 0, 3}, {"d", 1, 4}},
+       "(a*d + b)/d",
+       -8,
+       11,
+       false},
+      {"SymbolicDivisorZeroCrossingRestKept",
+       "(d*a + b)/d",
+       {{"a", 0, 3}, {"b", -3, 3}, {"d", 1, 4}},
+       "(a*d + b)/d",
+       -3,
+       15,
+       false},
+      // Div/mod chains recombine (their digit windows meet), for negative x too.
+      {"ChainTwoLevels", "((x/2)%4)*2 + x%2", {{"x", 0, 100}}, "x%8", 0, 7},
+      {"ChainThreeLevels", "((x/5)%3)*5 + x%5 + (x/15)*15", {{"x", 0, 200}}, "x", 0, 200},
+      {"ChainThreeLevelsNegative",
+       "((x/5)%3)*5 + x%5 + (x/15)*15",
+       {{"x", -100, 100}},
+       "x",
+       -100,
+       100},
+      {"ChainScaled", "((x/4)%2)*12 + (x%4)*3", {{"x", 0, 50}}, "x%8*3", 0, 21},
+      {"ChainUpper", "((x/3)%5)*3 + (x/15)*15", {{"x", 0, 100}}, "x/3*3", 0, 99},
+      {"ChainNegative", "((x/2)%4)*2 + x%2", {{"x", -50, 50}}, "x%8", -7, 7},
+      {"ChainGapKept", "((x/4)%2)*4 + x%2", {{"x", 0, 30}}, "x%2 + x/4%2*4", 0, 5},
+      // Comparisons: negated sides, and >= rendered.
+      {"NegatedSides", "-a < -b", {{"a", 0, 9}, {"b", 0, 9}}, "b < a", 0, 1},
+      {"NegatedSidesWithConstant",
+       "-a*2 + 3 < -b",
+       {{"a", 0, 9}, {"b", 0, 9}},
+       "b < a*2 - 3",
+       0,
+       1},
+      {"NegatedSidesTwoTerms",
+       "-a - c < -b*3",
+       {{"a", 0, 5}, {"b", 0, 5}, {"c", 0, 5}},
+       "b*3 < a + c",
+       0,
+       1},
+      {"MixedSignsKept", "-a < b", {{"a", 0, 9}, {"b", 0, 9}}, "-a < b", 0, 1},
+      {"GreaterEqualRendered", "x >= 7", {{"x", 0, 15}}, "x >= 7", 0, 1},
+      {"GreaterRendered", "x > 7", {{"x", 0, 15}}, "x >= 8", 0, 1},
+      {"LessEqualRendered", "7 <= x", {{"x", 0, 15}}, "x >= 7", 0, 1},
+      // where: branch facts at any depth, implication, sums and max/min on one condition.
+      {"WhereBranchKnowsCondition",
+       "where(x < 5, where(x < 5, 1, 2), 3)",
+       {{"x", 0, 9}},
+       "where(x < 5, 1, 3)",
+       1,
+       3},
+      {"WhereElseBranchKnows",
+       "where(x < 5, 3, where(x < 5, 1, 2))",
+       {{"x", 0, 9}},
+       "where(x < 5, 3, 2)",
+       2,
+       3},
+      {"WhereBranchDeep",
+       "where(x < 5, y + (x < 7)*3 + (x > 6), (x >= 5)*y)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 5, y + 3, y)",
+       0,
+       12},
+      {"WhereAndFacts",
+       "where(x < 3 && y < 2, where(x < 3, y, 4) + (y < 2), 0)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 3 && y < 2, y + 1, 0)",
+       0,
+       10,
+       false},
+      {"WhereOrFalseFacts",
+       "where(x < 3 || y < 2, 0, (x < 3) + (y < 5)*2)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 3 || y < 2, 0, (y < 5)*2)",
+       0,
+       2},
+      {"WhereImpliedMerges",
+       "where(x < 5, where(x < 7, y, 2), 2)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 5, y, 2)",
+       0,
+       9},
+      {"WhereImpliedFromAbove",
+       "where(6 < x, where(2 < x, y, 1), 1)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x >= 7, y, 1)",
+       0,
+       9},
+      {"WhereNotImpliedKept",
+       "where(x < 7, where(x < 5, y, 2), 2)",
+       {{"x", 0, 9}, {"y", 3, 9}},
+       "where(x < 7, where(x < 5, y, 2), 2)",
+       2,
+       9},
+      {"WhereSumsCombine",
+       "where(x < 5, y, 0) + where(x < 5, 0, y)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "y",
+       0,
+       9},
+      {"WhereSumsScaled",
+       "where(x < 5, y, 1)*2 + where(x < 5, 3, y)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 5, y*2 + 3, y + 2)",
+       2,
+       21},
+      {"WhereSumsApart",
+       "where(x < 5, y, 0) + x + where(x < 5, 0, y)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "x + y",
+       0,
+       18},
+      {"WhereMaxCombine",
+       "max(where(x < 5, y, 1), where(x < 5, 2, y))",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 5, max(y, 2), max(y, 1))",
+       1,
+       9},
+      {"WhereMinCombine",
+       "min(where(x < 5, y, 7), where(x < 5, 4, y))",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "where(x < 5, min(y, 4), min(y, 7))",
+       0,
+       7},
+      {"WhereOneZero", "where(x < 5, 1, 0)", {{"x", 0, 9}}, "x < 5", 0, 1},
+      {"WhereOneZeroTwice", "where(where(x < 5, 1, 0), 1, 0)", {{"x", 0, 9}}, "x < 5", 0, 1},
+      {"WhereOneZeroInSum",
+       "where(x < 5, 1, 0) + where(y < 2, 1, 0)",
+       {{"x", 0, 9}, {"y", 0, 9}},
+       "(x < 5) + (y < 2)",
+       0,
+       2},
   };
 }
 
@@ -181,7 +394,7 @@ TEST_P(Simplifies, AgreesWithTheOriginalOverTheWholeBox) {
   EXPECT_EQ(seen_hi, hi) << c.input << ": the upper bound is not attained";
 }
 
-TEST(Symbolic, AtLeastFortySimplifications) { EXPECT_GE(cases().size(), 40u); }
+TEST(Symbolic, AtLeastOneHundredFiftySimplifications) { EXPECT_GE(cases().size(), 150u); }
 
 // At the edges of int64 no rewrite may introduce an overflow the input did not have, nor
 // negate or divide through the type's minimum; the output parses back. Checked at the
@@ -229,6 +442,60 @@ TEST(Symbolic, TheEdgesOfInt64) {
       }
       for (int64_t x : values[i]) {
         env[e.vars[i].name] = x;
+        walk(i + 1);
+      }
+    };
+    walk(0);
+  }
+}
+
+// The divisor known_divisor proves, on the expression as written and as simplified; each
+// value over the box is checked to be a multiple of it (a divisor of 0: always 0).
+TEST(Divisibility, KnownDivisors) {
+  struct Div {
+    const char* input;
+    std::vector<ExprVar> vars;
+    int64_t want;
+  };
+  std::vector<ExprVar> v = {{"x", -6, 6}, {"y", 0, 5}};
+  std::vector<Div> divs = {
+      {"row*128 + ((col ^ (row%8))*16)", {{"row", 0, 15}, {"col", 0, 7}}, 16},
+      {"x*8 + 4", v, 4},
+      {"x*6 + y*9", v, 3},
+      {"(x*8) & -16", v, 16},
+      {"(x*8) | 4", v, 4},
+      {"(x*8) ^ (y*12)", v, 4},
+      {"(x*24)/3", v, 8},
+      {"(x*24)/5", v, 1},
+      {"(x*12) % 8", v, 4},
+      {"where(x < 3, x*8, 24)", v, 8},
+      {"max(x*6, 9) - min(y*3, 12)", v, 3},
+      {"(x*16) >> 2", v, 4},
+      {"(x*6) >> 1", v, 3},
+      {"(x*3) >> 1", v, 1},
+      {"y << 4", v, 16},
+      {"-x*4", v, 4},
+      {"x*0", v, 0},
+      {"(x < 2)*8", v, 8},
+  };
+  for (const Div& d : divs) {
+    SCOPED_TRACE(d.input);
+    UOp e = parse_int_expr(d.input, d.vars), s = simplify(e);
+    EXPECT_EQ(known_divisor(e), d.want);
+    EXPECT_EQ(known_divisor(s) % std::max<int64_t>(d.want, 1), 0) << known_divisor(s);
+    std::map<std::string, int64_t> env;
+    std::function<void(size_t)> walk = [&](size_t i) {
+      if (i == d.vars.size()) {
+        std::optional<int64_t> val = eval_int(e, env);
+        if (!val) return;
+        if (d.want == 0)
+          EXPECT_EQ(*val, 0);
+        else
+          EXPECT_EQ(*val % d.want, 0) << *val;
+        return;
+      }
+      for (int64_t x = d.vars[i].lo; x <= d.vars[i].hi; ++x) {
+        env[d.vars[i].name] = x;
         walk(i + 1);
       }
     };
@@ -334,6 +601,19 @@ TEST(ExprParser, ErrorsNameTheColumn) {
   expect_expr_error("", {}, "column 1: expected an operand, found the end");
   expect_expr_error("min(x)", kX, "column 6: expected ','");
   expect_expr_error(std::string(300, '(').c_str(), {}, "nested too deeply");
+  // Shift counts must lie in [0, bits-1]; literals follow C (no octal) and the type.
+  expect_expr_error("x << y", {{"x", 0, 5}, {"y", 0, 64}}, "column 6: the shift count can fall");
+  expect_expr_error("x >> y", {{"x", 0, 5}, {"y", -1, 3}}, "outside [0, 63]");
+  try {
+    parse_int_expr("x << 32", kX, dtypes::int32);
+    FAIL() << "an int32 shift by 32 parsed";
+  } catch (const ExprError& e) {
+    EXPECT_NE(std::string(e.what()).find("outside [0, 31]"), std::string::npos) << e.what();
+  }
+  expect_expr_error("x + 010", kX, "column 5: a literal with a leading 0 is octal in C");
+  expect_expr_error("x + 0x", kX, "expected hex digits after 0x");
+  expect_expr_error("x + 12ab", kX, "unexpected 'a' after a literal");
+  EXPECT_EQ(eval_int(parse_int_expr("0x1F + 0", {}), {}), 31);
 }
 
 TEST(ExprParser, VarBoundsAreChecked) {
