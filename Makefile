@@ -26,6 +26,7 @@ run: build
 	$(BUILD)/bin/kitten lower --passes
 	$(BUILD)/bin/kitten render matmul --device cpu
 	$(BUILD)/bin/kitten simplify '((x*4 + k)/4)*4 + (x*4 + k)%4 < 512' --var x=0..1000 --var k=0..3
+	$(BUILD)/bin/kitten simplify 'row*128 + ((col ^ (row & 7)) << 4)' --var row=0..63 --var col=0..7 --dtype int32
 
 test: test-main test-asan test-tsan
 

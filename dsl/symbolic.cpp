@@ -281,6 +281,7 @@ int64_t node_divisor(const UOp& u, const std::unordered_map<const void*, int64_t
     }
     case Op::IDIV: {  // exact only
       if (!is_const(1) || u.src(1).const_int() == 0) return 1;
+      if (u.src(1).const_int() == INT64_MIN) return 1;
       int64_t c = std::abs(u.src(1).const_int());
       return g(0) != 0 && g(0) % c == 0 ? g(0) / c : 1;
     }
@@ -364,6 +365,9 @@ bool flatten(const UOp& x, std::vector<Term>& terms, int64_t& k) {
          std::all_of(terms.begin(), terms.end(), [&](const Term& t) { return fits(d, t.coeff); });
 }
 
+// An op's name without the registry's lock for the core ops (later layers' ops by number).
+std::string_view name_of(Op op) { return int(op) < kNumCoreOps ? core_op_name(op) : "~op"; }
+
 // The first variable-like leaf reached through first sources: what sorts a term.
 std::string leading_name(const UOp& u) {
   UOp n = u;
@@ -373,7 +377,7 @@ std::string leading_name(const UOp& u) {
   if (n.op() == Op::RANGE) return "ridx" + std::to_string(n.axis().id);
   if (n.op() == Op::SPECIAL) return std::string(special_name(std::get<SpecialArg>(n.arg())));
   if (n.op() == Op::CONST) return "~";
-  return op_name(n.op());
+  return std::string(name_of(n.op()));
 }
 
 // Names compare with their runs of digits as numbers (v2 before v10).
@@ -418,12 +422,14 @@ bool source_before(const UOp& x, const UOp& y) {
 // sources, then source by source constants by value and variables by name, and last the
 // structural key (x/2 + x/3 + ... and v1 + v2 + ... stay in the order they are written).
 struct TermOrder {
-  std::string lead, op;
+  std::string lead;
+  std::string_view op;
   UOp u;
-  explicit TermOrder(const UOp& x) : lead(leading_name(x)), op(op_name(x.op())), u(x) {}
+  explicit TermOrder(const UOp& x) : lead(leading_name(x)), op(name_of(x.op())), u(x) {}
   bool operator<(const TermOrder& o) const {
     if (int c = natural_compare(lead, o.lead)) return c < 0;
     if (op != o.op) return op < o.op;
+    if (u.op() != o.u.op()) return u.op() < o.u.op();  // two later-layer ops
     const UOp &a = u, &b = o.u;
     if (a.src().size() != b.src().size()) return a.src().size() < b.src().size();
     for (size_t i = 0; i < a.src().size(); ++i)  // lexicographic over the sources
@@ -792,7 +798,7 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   int64_t k;
   if (!flatten(x, terms, k)) return std::nullopt;
   // A common factor g of the divisor and every coefficient: exact for truncation too.
-  if (int64_t g = gcd_of(terms, std::gcd(c, k)); g > 1) {
+  if (int64_t g = std::gcd(c, gcd_of(terms, k)); g > 1) {
     for (Term& t : terms) t.coeff /= g;
     UOp inner = build_sum(d, terms, k / g), small = const_int(d, c / g);
     if (!inner) return std::nullopt;
@@ -853,7 +859,8 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   // a/2). A negative x is left alone: truncation is not floor there.
   std::vector<int64_t> steps = {c};
   for (const Term& t : terms)
-    if (int64_t g = std::gcd(c, std::abs(t.coeff)); g > 1 && g < c) steps.push_back(g);
+    if (int64_t g = t.coeff == INT64_MIN ? 1 : std::gcd(c, std::abs(t.coeff)); g > 1 && g < c)
+      steps.push_back(g);
   std::sort(steps.begin() + 1, steps.end(), std::greater<>());
   steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
   for (int64_t g : steps) {
@@ -862,10 +869,15 @@ std::optional<UOp> fold_div_mod(const Match& m) {
     int64_t qk = floor_div(k, g), rk = k - qk * g;
     if (q_terms.empty() && qk == 0) continue;
     for (Term& t : q_terms) t.coeff /= g;
+    i128 rlo = rk, rhi = rk;  // R's interval before any node is made
+    for (const Term& t : r_terms) {
+      auto [blo, bhi] = bounds(t.base);
+      i128 a = i128(blo) * t.coeff, b = i128(bhi) * t.coeff;
+      rlo += std::min(a, b), rhi += std::max(a, b);
+    }
+    if (rlo < 0 || (g < c && rhi >= g)) continue;
     UOp r = build_sum(d, r_terms, rk), q = build_sum(d, q_terms, qk);
     if (!r || !q) continue;
-    auto [rlo, rhi] = bounds(r);
-    if (rlo < 0 || (g < c && rhi >= g)) continue;
     if (g == c) {
       if (!is_div) return rhi < c ? r : UOp::make(Op::MOD, {r, m["c"]});
       return rhi < c ? q : UOp::make(Op::ADD, {q, UOp::make(Op::IDIV, {r, m["c"]})});
@@ -1043,29 +1055,48 @@ void facts_of(const UOp& c, bool value, std::vector<Fact>& out) {
     for (const UOp& s : c.src()) facts_of(s, value, out);
 }
 
-// u with every bool node the facts decide replaced by its value; null when nothing is
-// (or the branch is too large to walk: 4096 nodes).
+// u with every bool node the facts decide replaced by its value, through ALU ops and
+// casts only; null when nothing is (or the branch is too large to walk: 256 nodes).
 UOp with_facts(const UOp& u, const std::vector<Fact>& facts) {
   if (u.src().empty()) return {};  // a leaf: nothing to decide
+  // Only through value arithmetic: a load's gate keeps the memory safe, and a where's
+  // branches may both be computed, so nothing below an INDEX or LOAD changes.
+  auto pure = [](const UOp& n) { return is_alu(n.op()) || n.op() == Op::CAST; };
+  // First a walk that only looks (most branches decide nothing): a flat list of the nodes
+  // seen is cheaper than a hash map for the small branches of index arithmetic.
+  thread_local std::vector<const void*> seen;  // reused: no allocation per where
+  thread_local std::vector<const UOp*> stack;
+  seen.clear();
+  stack.assign(1, &u);
+  bool found = false;
+  while (!stack.empty() && !found) {
+    const UOp& n = *stack.back();
+    stack.pop_back();
+    if (std::find(seen.begin(), seen.end(), n.id()) != seen.end()) continue;
+    if (seen.size() >= 256) return {};  // too large to walk
+    seen.push_back(n.id());
+    if (!pure(n)) continue;
+    if (n.dtype() == dtypes::bool_ && decided(n, facts)) found = true;
+    for (const UOp& s : n.src()) stack.push_back(&s);
+  }
+  if (!found) return {};
   std::unordered_map<const void*, UOp> done;
-  std::vector<std::pair<UOp, size_t>> stack{{u, 0}};
-  bool any = false;
-  while (!stack.empty()) {
-    if (done.size() > 4096) return {};
-    auto& [n, next] = stack.back();
+  std::vector<std::pair<UOp, size_t>> work{{u, 0}};
+  while (!work.empty()) {
+    auto& [n, next] = work.back();
     if (done.count(n.id())) {
-      stack.pop_back();
+      work.pop_back();
       continue;
     }
-    if (next < n.src().size()) {
+    if (pure(n) && next < n.src().size()) {
       const UOp& s = n.src(next++);
-      if (!done.count(s.id())) stack.push_back({s, 0});
+      if (!done.count(s.id())) work.push_back({s, 0});
       continue;
     }
     UOp r = n;
-    if (n.dtype() == dtypes::bool_ && n.op() != Op::CONST)
+    if (pure(n) && n.dtype() == dtypes::bool_ && n.op() != Op::CONST)
       if (auto v = decided(n, facts)) r = const_bool(*v);
-    if (r == n && !n.src().empty()) {
+    if (r == n && pure(n)) {
       std::vector<UOp> src;
       bool changed = false;
       for (const UOp& s : n.src()) {
@@ -1074,11 +1105,10 @@ UOp with_facts(const UOp& u, const std::vector<Fact>& facts) {
       }
       if (changed) r = UOp::make(n.op(), n.dtype(), src, n.arg());
     }
-    any |= r != n;
     done.emplace(n.id(), r);
-    stack.pop_back();
+    work.pop_back();
   }
-  return any ? done.at(u.id()) : UOp();
+  return done.at(u.id());
 }
 
 Pat is_true() { return Pat::op({Op::CONST}).dtype(dtypes::bool_).arg(ConstArg{1}); }
@@ -1192,7 +1222,8 @@ std::vector<Rule> make_rules() {
          const UOp &x = m["x"], &y = m["y"];
          std::vector<Term> tx, ty;
          int64_t kx, ky;
-         if (y.op() == Op::CONST || !flatten(x, tx, kx) || !flatten(y, ty, ky) || tx.empty() ||
+         auto scaled = [](const UOp& u) { return u.op() == Op::MUL || u.op() == Op::ADD; };
+         if (!scaled(x) || !scaled(y) || !flatten(x, tx, kx) || !flatten(y, ty, ky) || tx.empty() ||
              ty.empty())
            return std::nullopt;
          auto negative = [](const Term& t) { return t.coeff < 0; };
@@ -1299,10 +1330,11 @@ std::vector<Rule> make_rules() {
       // and so is every comparison of the same x with a constant that c decides.
       {"where-branch-facts", pat(Op::WHERE, {bvar("c"), any("a"), any("b")}),
        [](const Match& m) -> std::optional<UOp> {
-         std::vector<Fact> yes, no;
-         facts_of(m["c"], true, yes);
-         facts_of(m["c"], false, no);
-         UOp a = with_facts(m["a"], yes), b = with_facts(m["b"], no);
+         thread_local std::vector<Fact> yes, no;  // reused: no allocation per where
+         yes.clear(), no.clear();
+         UOp a, b;
+         if (!m["a"].src().empty()) facts_of(m["c"], true, yes), a = with_facts(m["a"], yes);
+         if (!m["b"].src().empty()) facts_of(m["c"], false, no), b = with_facts(m["b"], no);
          if (!a && !b) return std::nullopt;
          return UOp::make(Op::WHERE, {m["c"], a ? a : m["a"], b ? b : m["b"]});
        }},

@@ -577,6 +577,10 @@ TEST(Symbolic, ValidityGatesAreSimplified) {
   EXPECT_EQ(simplify(st), store(index(buf, r), alt));
   UOp kept = load(index(buf, r, r < 50), alt);
   EXPECT_EQ(simplify(kept), kept);
+  // A where's branch knows its condition, but a load's gate below it stays: both branches
+  // of a select may be computed, and the gate keeps the access in bounds.
+  UOp selected = UOp::make(Op::WHERE, {r < 50, kept, alt});
+  EXPECT_EQ(simplify(selected), selected);
 }
 
 // ---- bad input ---------------------------------------------------------------------------
