@@ -340,7 +340,8 @@ struct Term {
 bool flatten(const UOp& x, std::vector<Term>& terms, int64_t& k) {
   terms.clear();
   k = 0;
-  std::vector<std::pair<UOp, int64_t>> work{{x, 1}};
+  thread_local std::vector<std::pair<UOp, int64_t>> work;  // reused: no allocation per call
+  work.assign(1, {x, 1});
   while (!work.empty()) {
     auto [u, c] = work.back();
     work.pop_back();
@@ -587,6 +588,10 @@ bool normalize(std::vector<Term>& terms) {
     merge_equal_bases(terms, ok);
   }
   if (!ok) return false;
+  bool sorted = true;  // mostly already in order: then nothing is built
+  for (size_t i = 1; i < terms.size() && sorted; ++i)
+    sorted = !term_before(terms[i].base, terms[i - 1].base);
+  if (sorted) return true;
   std::vector<std::pair<TermOrder, Term>> keyed;
   keyed.reserve(terms.size());
   for (const Term& t : terms) keyed.push_back({TermOrder(t.base), t});
