@@ -690,11 +690,19 @@ bool may_combine(const UOp& a, const Term& t) {
 // path flattens and sorts every prefix of the chain again).
 std::optional<std::optional<UOp>> insert_term(const UOp& u) {
   const UOp &a = u.src(0), &b = u.src(1);
+  const UOp& last = a.op() == Op::ADD ? a.src(1) : a;
+  if (b.op() == Op::CONST && b.const_int() != 0 && last.op() != Op::CONST) {
+    // a canonical sum without a constant, plus one: canonical where it stays in range
+    auto [alo, ahi] = bounds(a);
+    if (__int128(alo) + b.const_int() >= u.dtype().imin() &&
+        __int128(ahi) + b.const_int() <= u.dtype().imax())
+      return std::optional<UOp>{};
+    return std::nullopt;
+  }
   if (b.op() == Op::ADD || b.op() == Op::CONST || a.op() == Op::CONST) return std::nullopt;
   Term t = term_of(b);
   if (t.base.op() == Op::ADD || t.base.op() == Op::CONST || t.coeff == 0 || may_combine(a, t))
     return std::nullopt;
-  const UOp& last = a.op() == Op::ADD ? a.src(1) : a;
   if (last.op() != Op::CONST && term_before(term_of(last).base, t.base)) {
     auto [alo, ahi] = bounds(a);
     auto [blo, bhi] = bounds(b);
