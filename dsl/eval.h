@@ -52,7 +52,9 @@ class UOp;
 
 // The value of an integer or bool graph (CONST, DEFINE_VAR, CAST and core ALU ops on
 // integers and bool) for the given variable values, with C semantics: nullopt where C
-// leaves it undefined or it divides by zero. Throws IrError for any other node.
+// leaves it undefined or it divides by zero. A WHERE is C's ?: (as the renderers write
+// it): only the branch taken decides whether it is defined. Throws IrError for any other
+// node.
 std::optional<int64_t> eval_int(const UOp& u, const std::map<std::string, int64_t>& vars);
 
 }  // namespace kitten

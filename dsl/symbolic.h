@@ -6,7 +6,9 @@
 // boolean simplification including validity gates.
 //
 // The rules act on signed integers and bool; as in C, signed overflow is undefined, so
-// they assume an expression does not overflow its dtype.
+// they assume an expression does not overflow its dtype. A where's value is its taken
+// branch's (C's ?:), so a rule may change what the other branch computes: inside the
+// branch taken when c holds, c is true.
 #pragma once
 
 #include <cstdint>
