@@ -1090,7 +1090,9 @@ UOp with_facts(const UOp& u, const std::vector<Fact>& facts) {
     seen.push_back(n.id());
     if (!pure(n)) continue;
     if (n.dtype() == dtypes::bool_ && decided(n, facts)) found = true;
-    for (const UOp& s : n.src()) stack.push_back(&s);
+    for (const UOp& s : n.src())  // integer leaves (constants, variables, ranges) decide nothing
+      if (!s.src().empty() || (s.dtype() == dtypes::bool_ && s.op() != Op::CONST))
+        stack.push_back(&s);
   }
   if (!found) return {};
   std::unordered_map<const void*, UOp> done;

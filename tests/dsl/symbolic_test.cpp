@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -658,6 +659,8 @@ TEST(SymbolicFuzz, SimplifiedExpressionsKeepTheirValuesAndBounds) {
   const char* s = std::getenv("KITTEN_FUZZ_SEED");
   int64_t count = n ? std::atoll(n) : 10000;
   uint64_t seed = s ? std::strtoull(s, nullptr, 10) : std::random_device{}();
+  std::printf("symbolic fuzz: %lld expressions, seed %llu (KITTEN_FUZZ_SEED replays it)\n",
+              (long long)count, (unsigned long long)seed);
   FuzzResult r = fuzz_simplify(seed, count);
   EXPECT_EQ(r.failure, "") << "seed " << seed;
   EXPECT_GE(r.checked, count * 9 / 10) << "too many generated expressions were rejected";
