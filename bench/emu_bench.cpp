@@ -1,6 +1,7 @@
 // The emulator's speed: the 256^3 tensor-core matmul (mma.sync through shared memory, one
 // warp per 16x8 tile) and the shared-memory tiled float32 matmul, with the emulated
-// warp-instructions per second. Run: build/bin/kitten_bench_emu.
+// warp-instructions per second and the shared-memory bank passes and conflicts per run.
+// Run: build/bin/kitten_bench_emu.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -31,6 +32,10 @@ void run_matmul(benchmark::State& state, const UOp& kernel, int64_t m, int64_t n
       benchmark::Counter(double(stats.warp_instructions), benchmark::Counter::kIsRate);
   state.counters["warp_instr"] =
       benchmark::Counter(double(stats.warp_instructions), benchmark::Counter::kAvgIterations);
+  state.counters["shared_wavefronts"] =
+      benchmark::Counter(double(stats.shared_wavefronts), benchmark::Counter::kAvgIterations);
+  state.counters["bank_conflicts"] =
+      benchmark::Counter(double(stats.bank_conflicts), benchmark::Counter::kAvgIterations);
   al.free(da);
   al.free(db);
   al.free(dc);

@@ -30,8 +30,16 @@ std::shared_ptr<const EmuKernel> emu_compile(const LinearProgram& p,
 // The grid and block a kernel needs: the extents of its SPECIALs (1 where it has none).
 void emu_launch_dims(const EmuKernel& k, LaunchDims& grid, LaunchDims& block);
 
+// Shared-memory accesses go through 32 banks of 4 bytes, as on NVIDIA GPUs: an access of
+// 4 bytes or less is served for the whole warp at once, 8 bytes per half-warp and 16 bytes
+// per quarter-warp; in each of those phases, lanes that touch distinct 4-byte words of one
+// bank are served one after another (one wavefront each), lanes that touch the same word
+// are served together (a broadcast).
 struct EmuStats {
   uint64_t warp_instructions = 0;  // instructions issued, counting once per warp
+  uint64_t shared_accesses = 0;    // warp-level shared loads, stores and atomics
+  uint64_t shared_wavefronts = 0;  // the bank passes those took
+  uint64_t bank_conflicts = 0;     // wavefronts beyond one per phase: the serialisation
 };
 
 // Runs the kernel over `grid` blocks of `block` threads. Throws BackendError on the first

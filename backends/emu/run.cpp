@@ -145,12 +145,13 @@ class Runner {
   Runner(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args)
       : k_(k), grid_(grid), block_(block), args_(args) {}
 
-  uint64_t run() {
+  EmuStats run() {
     check_args();
     for (int64_t bz = 0; bz < grid_.z; ++bz)
       for (int64_t by = 0; by < grid_.y; ++by)
         for (int64_t bx = 0; bx < grid_.x; ++bx) run_block({bx, by, bz});
-    return issued_;
+    stats_.warp_instructions = issued_;
+    return stats_;
   }
 
  private:
@@ -359,9 +360,42 @@ class Runner {
     }
   }
 
+  // The bank passes of one warp-level shared access (EmuStats): lane_offset_ holds each
+  // active lane's byte offset, -1 for the others. Offsets within one buffer: its base
+  // shifts every word by the same amount, which only renames the banks.
+  void count_banks(int bytes) {
+    int phases = bytes <= 4 ? 1 : bytes <= 8 ? 2 : 4, per = kWarp / phases;
+    uint64_t total = 0, busy = 0;
+    for (int p = 0; p < phases; ++p) {
+      std::array<int64_t, 32 * 4> words;  // the 4-byte words the phase touches
+      int n = 0;
+      for (int l = p * per; l < (p + 1) * per; ++l) {
+        if (lane_offset_[size_t(l)] < 0) continue;
+        for (int64_t wd = lane_offset_[size_t(l)] / 4;
+             wd <= (lane_offset_[size_t(l)] + bytes - 1) / 4; ++wd)
+          words[size_t(n++)] = wd;
+      }
+      if (n == 0) continue;
+      std::sort(words.begin(), words.begin() + n);
+      n = int(std::unique(words.begin(), words.begin() + n) - words.begin());
+      std::array<int, 32> per_bank{};
+      int worst = 0;
+      for (int i = 0; i < n; ++i)
+        worst = std::max(worst, ++per_bank[size_t(words[size_t(i)] % 32)]);
+      total += uint64_t(worst);
+      ++busy;
+    }
+    if (busy == 0) return;
+    ++stats_.shared_accesses;
+    stats_.shared_wavefronts += total;
+    stats_.bank_conflicts += total - busy;
+  }
+  bool is_shared(int b) const { return k_.buffers[size_t(b)].kind == EmuBufKind::Shared; }
+
   void load(Warp& w, const EmuInstr& in) {
     DType d = in.dtype, e = d.element();
     int n = d.count(), bytes = d.itemsize();
+    lane_offset_.fill(-1);
     each(w.mask, [&](int l) {
       bool on = in.gate < 0 || reg(w, in.gate)[l].i != 0;
       if (!on) {
@@ -371,22 +405,27 @@ class Runner {
       int64_t index = reg(w, in.idx)[l].i;
       int64_t off = check_access(in.buf, index, bytes, l, false);
       track(w, in.buf, index, off, bytes, l, Access::Read);
+      lane_offset_[size_t(l)] = off;
       const unsigned char* p = memory(w, in.buf, off, l);
       for (int v = 0; v < n; ++v) reg(w, in.out, v)[l] = decode(p + v * e.itemsize(), e);
     });
+    if (is_shared(in.buf)) count_banks(bytes);
   }
 
   void store(Warp& w, const EmuInstr& in) {
     DType d = in.dtype, e = d.element();
     int n = d.count(), bytes = d.itemsize();
+    lane_offset_.fill(-1);
     each(w.mask, [&](int l) {
       if (in.gate >= 0 && reg(w, in.gate)[l].i == 0) return;
       int64_t index = reg(w, in.idx)[l].i;
       int64_t off = check_access(in.buf, index, bytes, l, true);
       track(w, in.buf, index, off, bytes, l, Access::Write);
+      lane_offset_[size_t(l)] = off;
       unsigned char* p = memory(w, in.buf, off, l);
       for (int v = 0; v < n; ++v) encode(p + v * e.itemsize(), e, reg(w, in.value, v)[l]);
     });
+    if (is_shared(in.buf)) count_banks(bytes);
   }
 
   // Lane by lane, in lane order: each read-modify-write is indivisible, so concurrent
@@ -397,17 +436,20 @@ class Runner {
     Op combine = in.atomic == AtomicOp::Add   ? Op::ADD
                  : in.atomic == AtomicOp::Max ? Op::MAX
                                               : Op::MIN;
+    lane_offset_.fill(-1);
     each(w.mask, [&](int l) {
       if (in.gate >= 0 && reg(w, in.gate)[l].i == 0) return;
       int64_t index = reg(w, in.idx)[l].i;
       int64_t off = check_access(in.buf, index, bytes, l, true);
       track(w, in.buf, index, off, bytes, l, Access::Atomic);
+      lane_offset_[size_t(l)] = off;
       unsigned char* p = memory(w, in.buf, off, l);
       for (int v = 0; v < n; ++v) {
         Scalar args[2] = {decode(p + v * e.itemsize(), e), reg(w, in.value, v)[l]};
         encode(p + v * e.itemsize(), e, eval_alu(combine, e, e, args).value);
       }
     });
+    if (is_shared(in.buf)) count_banks(bytes);
   }
 
   void async_copy(Warp& w, const EmuInstr& in) {
@@ -689,14 +731,20 @@ class Runner {
   int64_t next_token_ = 1;
   int warp_id_ = 0;
   uint64_t issued_ = 0;
+  EmuStats stats_;
+  std::array<int64_t, 32> lane_offset_;  // a shared access's byte offset per lane (-1: off)
 };
 
 }  // namespace
 
 void emu_run(const EmuKernel& k, LaunchDims grid, LaunchDims block, std::span<const KernelArg> args,
              EmuStats* stats) {
-  uint64_t n = Runner(k, grid, block, args).run();
-  if (stats) stats->warp_instructions += n;
+  EmuStats s = Runner(k, grid, block, args).run();
+  if (!stats) return;
+  stats->warp_instructions += s.warp_instructions;
+  stats->shared_accesses += s.shared_accesses;
+  stats->shared_wavefronts += s.shared_wavefronts;
+  stats->bank_conflicts += s.bank_conflicts;
 }
 
 }  // namespace kitten

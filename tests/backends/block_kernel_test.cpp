@@ -2,9 +2,11 @@
 // device that runs blocks, and the emulator's checks: each fault a GPU would hide is
 // reported with the kernel, buffer, index, thread and block.
 #include <algorithm>
+#include <functional>
 
 #include "backends/c_renderer.h"
 #include "backends/emu/emulator.h"
+#include "dsl/linearize.h"
 #include "dsl/lower.h"
 #include "dsl/mma.h"
 #include "kernels/examples.h"
@@ -373,6 +375,70 @@ TEST(EmuChecks, LaunchShapeMustMatchTheKernel) {
     EXPECT_NE(std::string(e.what()).find("needs a grid of 1x1x1 blocks of 128x1x1 threads"),
               std::string::npos)
         << e.what();
+  }
+}
+
+// ---- shared-memory banks ----------------------------------------------------------------
+
+// One warp writes shared memory at lane*stride (vectors of `width` float32), waits at a
+// barrier and reads it back at read(lane): the emulator's bank statistics for the run.
+EmuStats bank_stats(int64_t stride, int width, std::function<UOp(UOp)> read) {
+  DType f = dtypes::float32, v = width == 1 ? f : f.vec(width);
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp sm = define_local(f, 32 * 32 * 4, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  auto at = [&](UOp buf, UOp i) { return UOp::make(Op::INDEX, v.ptr(AddrSpace::Local), {buf, i}); };
+  UOp value = width == 1
+                  ? load(index(in, t))
+                  : UOp::make(Op::VECTORIZE, std::vector<UOp>(size_t(width), load(index(in, t))));
+  UOp wrote = store(at(sm, t * stride), value);
+  UOp synced = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {wrote})});
+  UOp got = load(at(synced, read(t)));
+  if (width > 1) got = UOp::make(Op::EXTRACT, {got}, std::vector<int64_t>{0});
+  UOp k = sink({store(index(out, t), got)}, "banks");
+  auto dev = make_emu_device();
+  DeviceBuffer dout(*dev, HostData::poisoned(f, 32)), din(*dev, HostData::random(f, 32, 5));
+  auto compiled = emu_compile(linearize(k));
+  LaunchDims grid, block;
+  emu_launch_dims(*compiled, grid, block);
+  std::vector<KernelArg> a = {dout.buf, din.buf};
+  EmuStats st;
+  emu_run(*compiled, grid, block, a, &st);
+  return st;
+}
+
+// Counts written out by hand from the bank rule (32 banks of 4 bytes; 8-byte accesses per
+// half-warp, 16-byte accesses per quarter-warp), for one store and one load each.
+TEST(EmuBanks, ConflictsAreCountedAsTheHardwareSerialisesThem) {
+  struct Want {
+    const char* name;
+    int64_t stride;
+    int width;
+    std::function<UOp(UOp)> read;
+    uint64_t wavefronts, conflicts;
+  };
+  std::vector<Want> cases = {
+      // a row of 32 floats: one bank each, one pass for the store and one for the load
+      {"row", 1, 1, [](UOp t) { return t; }, 2, 0},
+      // a column of an unswizzled 32x32 f32 tile: every lane in bank 0, 32-way both times
+      {"column", 32, 1, [](UOp t) { return t * 32; }, 64, 62},
+      // stride 2: lanes l and l+16 share a bank: 2-way
+      {"stride 2", 2, 1, [](UOp t) { return t * 2; }, 4, 2},
+      // every lane reads one word: a broadcast, one pass
+      {"broadcast", 1, 1, [](UOp) { return const_int(dtypes::int32, 0); }, 2, 0},
+      // 8-byte vectors, contiguous: two half-warp passes of 128 bytes each, no conflict
+      {"float2 contiguous", 2, 2, [](UOp t) { return t * 2; }, 4, 0},
+      // 16-byte vectors, contiguous: four quarter-warp passes, no conflict
+      {"float4 contiguous", 4, 4, [](UOp t) { return t * 4; }, 8, 0},
+      // 16-byte vectors 128 bytes apart: each quarter-warp's 8 lanes hit banks 0-3 with
+      // distinct words: 8 passes per quarter, 32 per access instead of 4
+      {"float4 stride 128B", 32, 4, [](UOp t) { return t * 32; }, 64, 56},
+  };
+  for (const Want& w : cases) {
+    SCOPED_TRACE(w.name);
+    EmuStats st = bank_stats(w.stride, w.width, w.read);
+    EXPECT_EQ(st.shared_accesses, 2u);
+    EXPECT_EQ(st.shared_wavefronts, w.wavefronts);
+    EXPECT_EQ(st.bank_conflicts, w.conflicts);
   }
 }
 
