@@ -458,6 +458,16 @@ class Runner {
       int64_t si = reg(w, in.src_idx)[l].i, di = reg(w, in.idx)[l].i;
       int64_t soff = check_access(in.src_buf, si, bytes, l, false);
       int64_t doff = check_access(in.buf, di, bytes, l, true);
+      // The copy may land any time before its WAIT: it writes its slot from the issue on,
+      // so a slot that another thread read or wrote in this epoch (no barrier between) or
+      // that a copy still in flight targets is a race here, not only at the WAIT.
+      if (auto f =
+              shared_[size_t(in.buf)].access(doff, bytes, thread_of(l), epoch_, Access::Write)) {
+        std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
+        fault("async copy into shared memory: " + f->what +
+                  (f->other != -1 ? other + " with no barrier between," : ""),
+              in.buf, di, thread_of(l));
+      }
       const unsigned char* src = memory(w, in.src_buf, soff, l);
       PendingCopy c{thread_of(l), next_token_, in.buf, doff,
                     std::vector<unsigned char>(src, src + bytes)};

@@ -351,6 +351,36 @@ TEST(EmuChecks, WriteToAnAsyncCopysDestinationBeforeItsWait) {
       << e;
 }
 
+// A copy into a slot that another thread still reads in the same epoch: the copy may land
+// before that read, so without a BARRIER between the read and the copy it is a race, seen
+// where the copy is issued (not only at its WAIT, which a later barrier would hide).
+UOp reuse_kernel(bool with_barrier) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 64);
+  UOp in = param(1, f.ptr()), out = param(0, f.ptr());
+  UOp sm = define_local(f, 64, 0);
+  UOp init = store(index(sm, t), load(index(in, t)));
+  UOp ready = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {init})});
+  UOp read = load(index(ready, t % 32 + 32));  // both warps read the second warp's slots
+  UOp kept = store(index(out, t), read);
+  UOp dep = with_barrier ? UOp::make(Op::BARRIER, dtypes::void_, {kept}) : kept;
+  UOp token = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(after(sm, {dep}), t), index(in, t)});
+  UOp landed = UOp::make(Op::WAIT, dtypes::void_, {token});
+  UOp again = load(index(after(sm, {landed}), t));
+  return sink({store(index(after(out, {kept}), t), again)},
+              with_barrier ? "reuse_synced" : "reuse_race");
+}
+
+TEST(EmuChecks, AsyncCopyIntoASlotAnotherThreadStillReads) {
+  std::string e = emu_fault(reuse_kernel(false), {64, 64});
+  EXPECT_NE(e.find("async copy into shared memory: shared memory race: a write after a read by "
+                   "several threads with no barrier between, in shared 0 at index 32 by thread "
+                   "(32,0,0)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(reuse_kernel(true), {64, 64}), "");
+}
+
 TEST(EmuChecks, IntegerDivisionByZero) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 4);
   UOp out = param(0, dtypes::float32.ptr());
