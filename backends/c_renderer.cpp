@@ -528,6 +528,10 @@ class CRenderer {
       case Op::WAIT:  // waits for every copy this thread started: at least the ones named
         line("asm volatile(\"cp.async.wait_all;\" ::: \"memory\");");
         return;
+      case Op::WAIT_GROUP:  // each cp.async is its own group: at most N still in flight
+        line("asm volatile(\"cp.async.wait_group " + std::to_string(u.int_arg()) +
+             ";\" ::: \"memory\");");
+        return;
       case Op::BARRIER:
         line("__syncthreads();");
         return;

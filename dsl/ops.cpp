@@ -447,6 +447,25 @@ std::vector<OpSpec> core_specs() {
   w.flags = kOpMemory | kOpEffect | kOpCooperative;
   add(w);
 
+  OpSpec wg = spec(Op::WAIT_GROUP,
+                   "Waits until at most N (the arg) of this thread's async copies are still in "
+                   "flight, the oldest landing first (cp.async.wait_group N, one group per "
+                   "copy); the tokens are the copies it orders after, oldest first, so all but "
+                   "the youngest N of them have landed.");
+  wg.rest = w.rest;
+  wg.rest_min = 1;
+  wg.rest_max = -1;
+  wg.dtype = fixed_dtype(dtypes::void_);
+  wg.arg = ArgKind::Int;
+  wg.rules = {rule("N is at least 0 and less than the number of tokens", [](const UOp& u) {
+    int64_t n = u.int_arg();
+    return fails_if(
+        n < 0 || n >= int64_t(u.src().size()),
+        "N = " + std::to_string(n) + " with " + std::to_string(u.src().size()) + " tokens");
+  })};
+  wg.flags = kOpMemory | kOpEffect | kOpCooperative;
+  add(wg);
+
   // warp-level
   OpSpec sh = spec(Op::SHUFFLE,
                    "Exchanges a value between the lanes of a warp; the "

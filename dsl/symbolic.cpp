@@ -203,6 +203,7 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::ATOMIC:
     case Op::ASYNC_COPY:
     case Op::WAIT:
+    case Op::WAIT_GROUP:
     case Op::SHUFFLE:
     case Op::MMA:
     case Op::BITCAST:

@@ -48,6 +48,7 @@ enum class EmuKind {
   Mma,
   AsyncCopy,
   Wait,
+  WaitGroup,
   Barrier,
 };
 

@@ -478,24 +478,39 @@ class Runner {
     ++next_token_;
   }
 
+  // A copy lands: its bytes are written as the issuing thread's write at this point.
+  std::vector<PendingCopy>::iterator land(Warp& w, std::vector<PendingCopy>::iterator it, int l) {
+    SharedShadow& sb = shared_[size_t(it->buf)];
+    sb.set_pending(it->offset, int(it->data.size()), -1);
+    int64_t index = it->offset / k_.buffers[size_t(it->buf)].elem.itemsize();
+    track(w, it->buf, index, it->offset, int(it->data.size()), l, Access::Write);
+    std::memcpy(sb.bytes().data() + it->offset, it->data.data(), it->data.size());
+    return pending_.erase(it);
+  }
+
   void wait(Warp& w, const EmuInstr& in) {
     each(w.mask, [&](int l) {
       int t = thread_of(l);
       for (int s : in.src) {
         int64_t token = reg(w, s)[l].i;
-        for (auto it = pending_.begin(); it != pending_.end();) {
-          if (it->thread != t || it->token != token) {
-            ++it;
-            continue;
-          }
-          SharedShadow& sb = shared_[size_t(it->buf)];
-          sb.set_pending(it->offset, int(it->data.size()), -1);
-          int64_t index = it->offset / k_.buffers[size_t(it->buf)].elem.itemsize();
-          track(w, it->buf, index, it->offset, int(it->data.size()), l, Access::Write);
-          std::memcpy(sb.bytes().data() + it->offset, it->data.data(), it->data.size());
-          it = pending_.erase(it);
-        }
+        for (auto it = pending_.begin(); it != pending_.end();)
+          it = it->thread == t && it->token == token ? land(w, it, l) : it + 1;
       }
+    });
+  }
+
+  // cp.async.wait_group N with one group per copy: the thread's oldest copies land until
+  // at most N are in flight (reading a copy still in flight is caught at the read).
+  void wait_group(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      int t = thread_of(l);
+      int64_t in_flight = std::count_if(pending_.begin(), pending_.end(),
+                                        [&](const PendingCopy& c) { return c.thread == t; });
+      for (auto it = pending_.begin(); it != pending_.end() && in_flight > in.imm_i;)
+        if (it->thread == t)
+          it = land(w, it, l), --in_flight;
+        else
+          ++it;
     });
   }
 
@@ -684,6 +699,9 @@ class Runner {
         break;
       case EmuKind::Wait:
         wait(w, in);
+        break;
+      case EmuKind::WaitGroup:
+        wait_group(w, in);
         break;
       case EmuKind::Barrier:
         check_barrier_lanes(w, in);

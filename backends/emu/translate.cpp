@@ -248,6 +248,13 @@ class Translator {
         for (const UOp& s : u.src()) in.src.push_back(slot(s));
         return;
       }
+      case Op::WAIT_GROUP: {
+        needs(kFeatureAsyncCopy, u);
+        EmuInstr& in = push(EmuKind::WaitGroup, u);
+        for (const UOp& s : u.src()) in.src.push_back(slot(s));
+        in.imm_i = u.int_arg();
+        return;
+      }
       case Op::BARRIER:
         needs(kFeatureBlocks, u);
         push(EmuKind::Barrier, u);

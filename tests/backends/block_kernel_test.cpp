@@ -50,6 +50,37 @@ TEST_P(BlockKernels, BlockReductionWithShuffles) {
   }
 }
 
+// Two copies per thread in flight, waited for by count as a two-stage pipeline does:
+// WAIT_GROUP 1 after both lands the older (the first stage is read while the second is in
+// flight), WAIT_GROUP 0 the younger. out[t] = first[t] + second[t]; `early` reads the
+// second stage before its wait.
+UOp two_stage_kernel(bool early = false) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 64);
+  UOp sm = define_local(f, 128, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  UOp a = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(in, t)});
+  UOp b =
+      UOp::make(Op::ASYNC_COPY, dtypes::token, {index(after(sm, {a}), t + 64), index(in, t + 64)});
+  UOp first = UOp::make(Op::WAIT_GROUP, dtypes::void_, {a, b}, int64_t(1));
+  UOp x = load(index(after(sm, {first}), t));
+  UOp second = UOp::make(Op::WAIT_GROUP, dtypes::void_, {b}, int64_t(0));
+  UOp y = load(index(after(sm, {early ? first : second}), t + 64));
+  return sink({store(index(out, t), x + y)}, "two_stage");
+}
+
+TEST_P(BlockKernels, AsyncCopiesWaitedForByCount) {
+  HostData x = HostData::random(dtypes::float32, 128, 29),
+           o = HostData::poisoned(dtypes::float32, 64);
+  std::vector<double> want(64);
+  for (size_t i = 0; i < 64; ++i) want[i] = x.values[i] + x.values[i + 64];
+  DeviceBuffer dx(*dev, x), dout(*dev, o);
+  std::vector<double> scale(64);
+  for (size_t i = 0; i < 64; ++i) scale[i] = std::fabs(x.values[i]) + std::fabs(x.values[i + 64]);
+  compile_kernel(*dev, two_stage_kernel()).run(args({&dout, &dx}));
+  dout.read(o);
+  expect_accumulated(o, want, scale, 2);
+}
+
 // One warp multiplies one tile with mma: each lane loads its fragments at the addresses
 // the PTX ISA gives (written out here from its tables, independently of dsl's maps), and
 // the result must be A*B + C.
@@ -379,6 +410,21 @@ TEST(EmuChecks, AsyncCopyIntoASlotAnotherThreadStillReads) {
             std::string::npos)
       << e;
   EXPECT_EQ(emu_fault(reuse_kernel(true), {64, 64}), "");
+}
+
+// Reading the second stage after WAIT_GROUP 1 (which leaves it in flight) is caught at the
+// read; an N that waits for nothing is refused when the node is made.
+TEST(EmuChecks, ReadOfACopyAWaitGroupLeftInFlight) {
+  std::string e = emu_fault(two_stage_kernel(true), {64, 128});
+  EXPECT_NE(e.find("read of an async copy's destination before its WAIT in shared 0 at index 64 "
+                   "by thread (0,0,0)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(two_stage_kernel(), {64, 128}), "");
+  UOp sm = define_local(dtypes::float32, 32, 0), in = param(1, dtypes::float32.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp a = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(in, t)});
+  EXPECT_THROW(UOp::make(Op::WAIT_GROUP, dtypes::void_, {a}, int64_t(1)), IrError);
 }
 
 TEST(EmuChecks, IntegerDivisionByZero) {

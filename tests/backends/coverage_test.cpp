@@ -63,6 +63,12 @@ UOp example(Op op) {
       return sink(
           {end(UOp::make(Op::ATOMIC, dtypes::void_, {index(out, i), xi}, AtomicOp::Add), {i})},
           "cover");
+    case Op::WAIT_GROUP: {
+      UOp sm = define_local(f, 32, 0);
+      UOp token = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(x, t)});
+      UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, {token}, int64_t(0));
+      return sink({store(index(out, t), load(index(after(sm, {landed}), t)))}, "cover");
+    }
     case Op::ASYNC_COPY:
     case Op::WAIT: {
       UOp sm = define_local(f, 32, 0);

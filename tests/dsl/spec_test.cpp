@@ -59,6 +59,7 @@ std::vector<UOp> valid_nodes() {
       eff(),
       cp,
       mk(Op::WAIT, dtypes::void_, {cp}),
+      mk(Op::WAIT_GROUP, dtypes::void_, {cp}, int64_t(0)),
       UOp::make(Op::SHUFFLE, {f, i_(1)}, ShuffleMode::Xor),
       mk(Op::ATOMIC, dtypes::void_, {gidx, f}, AtomicOp::Add),
       UOp::make(Op::MMA, {a, b, c}, std::string("m16n8k16_bf16_f32")),
@@ -269,6 +270,12 @@ std::vector<BadCase> bad_cases() {
        },
        "ASYNC_COPY", "same type"},
       {"WaitOnEffect", [] { mk(Op::WAIT, dtypes::void_, {eff()}); }, "WAIT", "a token"},
+      {"WaitGroupForNothing",
+       [] {
+         UOp cp = mk(Op::ASYNC_COPY, dtypes::token, {index(lbuf(), i_(0)), idx()});
+         mk(Op::WAIT_GROUP, dtypes::void_, {cp}, int64_t(1));
+       },
+       "WAIT_GROUP", "less than the number of tokens"},
       {"ShuffleNameMode",
        [] {
          UOp::make(Op::SHUFFLE, {f_(1), i_(1)}, std::string("xor"));
