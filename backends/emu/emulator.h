@@ -37,7 +37,7 @@ void emu_launch_dims(const EmuKernel& k, LaunchDims& grid, LaunchDims& block);
 // are served together (a broadcast).
 struct EmuStats {
   uint64_t warp_instructions = 0;  // instructions issued, counting once per warp
-  uint64_t shared_accesses = 0;    // warp-level shared loads, stores and atomics
+  uint64_t shared_accesses = 0;    // warp-level shared loads, stores, atomics, async copies
   uint64_t shared_wavefronts = 0;  // the bank passes those took
   uint64_t bank_conflicts = 0;     // wavefronts beyond one per phase: the serialisation
 };

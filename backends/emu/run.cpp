@@ -454,6 +454,7 @@ class Runner {
 
   void async_copy(Warp& w, const EmuInstr& in) {
     int bytes = in.dtype.itemsize();
+    lane_offset_.fill(-1);
     each(w.mask, [&](int l) {
       int64_t si = reg(w, in.src_idx)[l].i, di = reg(w, in.idx)[l].i;
       int64_t soff = check_access(in.src_buf, si, bytes, l, false);
@@ -474,7 +475,9 @@ class Runner {
       shared_[size_t(in.buf)].set_pending(doff, bytes, thread_of(l));
       reg(w, in.out)[l].i = next_token_;
       pending_.push_back(std::move(c));
+      lane_offset_[size_t(l)] = doff;
     });
+    count_banks(bytes);  // the shared writes, counted at the issue
     ++next_token_;
   }
 

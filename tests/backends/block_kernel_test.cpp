@@ -458,7 +458,7 @@ TEST(EmuChecks, LaunchShapeMustMatchTheKernel) {
 
 // One warp writes shared memory at lane*stride (vectors of `width` float32), waits at a
 // barrier and reads it back at read(lane): the emulator's bank statistics for the run.
-EmuStats bank_stats(int64_t stride, int width, std::function<UOp(UOp)> read) {
+EmuStats bank_stats(int64_t stride, int width, std::function<UOp(UOp)> read, bool async = false) {
   DType f = dtypes::float32, v = width == 1 ? f : f.vec(width);
   UOp t = special(SpecialKind::ThreadIdx, 0, 32);
   UOp sm = define_local(f, 32 * 32 * 4, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
@@ -467,6 +467,11 @@ EmuStats bank_stats(int64_t stride, int width, std::function<UOp(UOp)> read) {
                   ? load(index(in, t))
                   : UOp::make(Op::VECTORIZE, std::vector<UOp>(size_t(width), load(index(in, t))));
   UOp wrote = store(at(sm, t * stride), value);
+  if (async) {  // the same write as an async copy from global memory, waited for
+    UOp src = UOp::make(Op::INDEX, v.ptr(), {in, t * 0});
+    UOp token = UOp::make(Op::ASYNC_COPY, dtypes::token, {at(sm, t * stride), src});
+    wrote = UOp::make(Op::WAIT_GROUP, dtypes::void_, {token}, int64_t(0));
+  }
   UOp synced = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {wrote})});
   UOp got = load(at(synced, read(t)));
   if (width > 1) got = UOp::make(Op::EXTRACT, {got}, std::vector<int64_t>{0});
@@ -512,6 +517,14 @@ TEST(EmuBanks, ConflictsAreCountedAsTheHardwareSerialisesThem) {
   for (const Want& w : cases) {
     SCOPED_TRACE(w.name);
     EmuStats st = bank_stats(w.stride, w.width, w.read);
+    EXPECT_EQ(st.shared_accesses, 2u);
+    EXPECT_EQ(st.shared_wavefronts, w.wavefronts);
+    EXPECT_EQ(st.bank_conflicts, w.conflicts);
+  }
+  // Async copies write shared memory through the same banks, counted at their issue.
+  for (const Want& w : cases) {
+    SCOPED_TRACE(std::string("async ") + w.name);
+    EmuStats st = bank_stats(w.stride, w.width, w.read, true);
     EXPECT_EQ(st.shared_accesses, 2u);
     EXPECT_EQ(st.shared_wavefronts, w.wavefronts);
     EXPECT_EQ(st.bank_conflicts, w.conflicts);
