@@ -506,6 +506,18 @@ bool merge_equal_bases(std::vector<Term>& terms, bool& ok) {
   return changed;
 }
 
+// terms without the ones marked gone, with the added ones; true when something was added.
+bool replace_terms(std::vector<Term>& terms, const std::vector<bool>& gone,
+                   const std::vector<Term>& added) {
+  if (added.empty()) return false;
+  std::vector<Term> out;
+  for (size_t i = 0; i < terms.size(); ++i)
+    if (!gone[i]) out.push_back(terms[i]);
+  out.insert(out.end(), added.begin(), added.end());
+  terms = std::move(out);
+  return true;
+}
+
 // Joins the windows that meet (see Window); true when something joined.
 bool merge_windows(std::vector<Term>& terms) {
   auto divmod = [](const Term& t) { return t.base.op() == Op::IDIV || t.base.op() == Op::MOD; };
@@ -534,13 +546,7 @@ bool merge_windows(std::vector<Term>& terms) {
       i = j;
     }
   }
-  if (added.empty()) return false;
-  std::vector<Term> out;
-  for (size_t i = 0; i < terms.size(); ++i)
-    if (!gone[i]) out.push_back(terms[i]);
-  out.insert(out.end(), added.begin(), added.end());
-  terms = std::move(out);
-  return true;
+  return replace_terms(terms, gone, added);
 }
 
 // Terms that are wheres on one condition add into one where: k1*where(c, a1, b1) +
@@ -569,13 +575,7 @@ bool merge_wheres(std::vector<Term>& terms) {
     for (size_t i : is) gone[i] = true;
     added.push_back({UOp::make(Op::WHERE, {terms[is[0]].base.src(0), a, b}), 1});
   }
-  if (added.empty()) return false;
-  std::vector<Term> out;
-  for (size_t i = 0; i < terms.size(); ++i)
-    if (!gone[i]) out.push_back(terms[i]);
-  out.insert(out.end(), added.begin(), added.end());
-  terms = std::move(out);
-  return true;
+  return replace_terms(terms, gone, added);
 }
 
 // Merges equal bases, joins digit windows and wheres on one condition, drops zero terms,
