@@ -1062,11 +1062,17 @@ std::optional<bool> decided(const UOp& node, const std::vector<Fact>& facts) {
 }
 
 // What holds inside the branch of where(c, ...) taken when c has `value`: c itself, and
-// the parts of an AND that is true (or an OR that is false).
+// the parts of an AND that is true (or an OR that is false); at most 64 facts, collected
+// with a worklist (a chain of 100,000 ANDs must not recurse).
 void facts_of(const UOp& c, bool value, std::vector<Fact>& out) {
-  out.push_back({c, value});
-  if ((c.op() == Op::AND && value) || (c.op() == Op::OR && !value))
-    for (const UOp& s : c.src()) facts_of(s, value, out);
+  std::vector<const UOp*> work{&c};
+  while (!work.empty() && out.size() < 64) {
+    const UOp& n = *work.back();
+    work.pop_back();
+    out.push_back({n, value});
+    if ((n.op() == Op::AND && value) || (n.op() == Op::OR && !value))
+      for (const UOp& s : n.src()) work.push_back(&s);
+  }
 }
 
 // u with every bool node the facts decide replaced by its value, through ALU ops and

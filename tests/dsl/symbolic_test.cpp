@@ -546,6 +546,18 @@ TEST(Symbolic, HundredThousandTermChains) {
   }
 }
 
+// A where whose condition is a chain of 100,000 comparisons: its branches learn facts
+// without recursing through the chain.
+TEST(Symbolic, WhereOnAHundredThousandTermCondition) {
+  std::vector<ExprVar> v = {{"x", 0, 9}, {"y", 0, 9}};
+  std::string cond = "x < 5";
+  for (int i = 1; i < 100000; ++i) cond += " && y < " + std::to_string(2 + i % 7);
+  UOp s = simplify(parse_int_expr("where(" + cond + ", where(x < 5, 1, 2), 3)", v));
+  for (int64_t x : {0, 4, 5, 9})
+    for (int64_t y : {0, 1, 2, 9})
+      EXPECT_EQ(eval_int(s, {{"x", x}, {"y", y}}), x < 5 && y < 2 ? 1 : 3);
+}
+
 // A sum of 1,000 distinct terms comes out sorted, every term kept (kept near linear by
 // inserting each new term into the canonical prefix; bench/uop_bench times it).
 TEST(Symbolic, ThousandTermSumsAreSorted) {
