@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "dsl/float_format.h"
@@ -186,14 +187,14 @@ EvalResult eval_cast(DType from, DType to, Scalar x) {
 
 std::optional<int64_t> eval_int(const UOp& u, const std::map<std::string, int64_t>& vars) {
   std::unordered_map<const void*, int64_t> val;
-  std::unordered_map<const void*, bool> undefined;  // an overflow or a division by 0 below
+  std::unordered_set<const void*> undefined;  // an overflow or a division by 0 below
   auto bad = [&](const UOp& s) { return undefined.count(s.id()) != 0; };
   for (const UOp& n : toposort(u)) {
     Op op = n.op();
     int64_t r = 0;
     if (op == Op::WHERE) {  // C's ?: only the branch taken counts
       const UOp& taken = val.at(n.src(0).id()) ? n.src(1) : n.src(2);
-      if (bad(n.src(0)) || bad(taken)) undefined[n.id()] = true;
+      if (bad(n.src(0)) || bad(taken)) undefined.insert(n.id());
       val[n.id()] = val.at(taken.id());
       continue;
     }
@@ -209,7 +210,7 @@ std::optional<int64_t> eval_int(const UOp& u, const std::map<std::string, int64_
       DType in = op == Op::WHERE ? n.src(1).dtype() : n.src(0).dtype();
       EvalResult e =
           op == Op::CAST ? eval_cast(in, n.dtype(), args[0]) : eval_alu(op, in, n.dtype(), args);
-      if (e.fault != EvalFault::None || any_bad) undefined[n.id()] = true;
+      if (e.fault != EvalFault::None || any_bad) undefined.insert(n.id());
       r = e.value.i;
     } else {
       throw IrError("eval_int: " + op_name(op) + " : " + std::string(n.dtype().name()) +

@@ -549,11 +549,11 @@ bool merge_windows(std::vector<Term>& terms) {
   return replace_terms(terms, gone, added);
 }
 
+UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k);
+
 // Terms that are wheres on one condition add into one where: k1*where(c, a1, b1) +
 // k2*where(c, a2, b2) is where(c, k1*a1 + k2*a2, k1*b1 + k2*b2) (where(c,a,0) +
 // where(c,0,a) is a); not where a branch's sum can leave the type. True when merged.
-UOp build_sum(DType d, const std::vector<Term>& terms, int64_t k);
-
 bool merge_wheres(std::vector<Term>& terms) {
   auto is_where = [](const Term& t) { return t.base.op() == Op::WHERE; };
   if (std::count_if(terms.begin(), terms.end(), is_where) < 2) return false;
@@ -731,6 +731,26 @@ std::optional<UOp> canonical_sum(const Match& m) {
   return changed(u, build_sum(u.dtype(), terms, k));
 }
 
+// u as coeff times a product of non-constant factors (through MULs); false where the
+// constants' product leaves u's dtype.
+bool factors_of(const UOp& u, int64_t& coeff, std::vector<UOp>& fs) {
+  coeff = 1;
+  std::vector<UOp> work{u};
+  while (!work.empty()) {
+    UOp f = work.back();
+    work.pop_back();
+    if (f.op() == Op::MUL) {
+      work.push_back(f.src(1));
+      work.push_back(f.src(0));
+    } else if (f.op() == Op::CONST) {
+      if (!mul_ok(u.dtype(), coeff, f.const_int(), coeff)) return false;
+    } else {
+      fs.push_back(f);
+    }
+  }
+  return true;
+}
+
 // A product of non-constant factors sorted (TermOrder), left-deep, its constant last;
 // nothing where a partial product can leave d's range (the reordering would introduce an
 // overflow the input did not have).
@@ -772,20 +792,9 @@ std::optional<UOp> canonical_product(const Match& m) {
     const UOp& last = a.op() == Op::MUL ? a.src(1) : a;
     if (last.op() != Op::CONST && !term_before(b, last)) return std::nullopt;
   }
-  std::vector<UOp> factors, work{u};
-  int64_t k = 1;
-  while (!work.empty()) {
-    UOp f = work.back();
-    work.pop_back();
-    if (f.op() == Op::MUL) {
-      work.push_back(f.src(1));
-      work.push_back(f.src(0));
-    } else if (f.op() == Op::CONST) {
-      if (!mul_ok(d, k, f.const_int(), k)) return std::nullopt;
-    } else {
-      factors.push_back(f);
-    }
-  }
+  std::vector<UOp> factors;
+  int64_t k;
+  if (!factors_of(u, k, factors)) return std::nullopt;
   return changed(u, build_product(d, std::move(factors), k));
 }
 
@@ -904,23 +913,6 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   return std::nullopt;
 }
 
-// u as coeff times a product of non-constant factors (through MULs).
-void factors_of(const UOp& u, int64_t& coeff, std::vector<UOp>& fs) {
-  coeff = 1;
-  std::vector<UOp> work{u};
-  while (!work.empty()) {
-    UOp f = work.back();
-    work.pop_back();
-    if (f.op() == Op::MUL) {
-      work.push_back(f.src(1));
-      work.push_back(f.src(0));
-    } else if (f.op() == Op::CONST && !__builtin_mul_overflow(coeff, f.const_int(), &coeff)) {
-    } else {
-      fs.push_back(f);
-    }
-  }
-}
-
 // x / y and x % y for a y that is not a constant: x = Q*y + R with Q the terms that are
 // multiples of y (y's factors among theirs, y's constant dividing theirs) and R the rest.
 // With y > 0, x >= 0 and R >= 0, x/y = Q + R/y and x%y = R%y (truncation is floor
@@ -933,16 +925,14 @@ std::optional<UOp> symbolic_div_mod(const Match& m) {
   if (y.op() == Op::CONST || vmin(y) <= 0 || vmin(x) < 0) return std::nullopt;
   int64_t cy;
   std::vector<UOp> fy;
-  factors_of(y, cy, fy);
-  if (cy <= 0) return std::nullopt;
+  if (!factors_of(y, cy, fy) || cy <= 0) return std::nullopt;
   std::vector<Term> terms, q_terms, r_terms;
   int64_t k;
   if (!flatten(x, terms, k)) return std::nullopt;
   for (const Term& t : terms) {
     int64_t ct;
     std::vector<UOp> ft;
-    factors_of(t.base, ct, ft);
-    bool multiple = mul_ok(d, ct, t.coeff, ct) && ct % cy == 0;
+    bool multiple = factors_of(t.base, ct, ft) && mul_ok(d, ct, t.coeff, ct) && ct % cy == 0;
     for (const UOp& f : fy) {  // y's factors, each taken once from t's
       auto it = multiple ? std::find(ft.begin(), ft.end(), f) : ft.end();
       if (it == ft.end()) {

@@ -395,7 +395,7 @@ class Runner {
   void load(Warp& w, const EmuInstr& in) {
     DType d = in.dtype, e = d.element();
     int n = d.count(), bytes = d.itemsize();
-    lane_offset_.fill(-1);
+    if (is_shared(in.buf)) lane_offset_.fill(-1);  // the bank count's input
     each(w.mask, [&](int l) {
       bool on = in.gate < 0 || reg(w, in.gate)[l].i != 0;
       if (!on) {
@@ -415,7 +415,7 @@ class Runner {
   void store(Warp& w, const EmuInstr& in) {
     DType d = in.dtype, e = d.element();
     int n = d.count(), bytes = d.itemsize();
-    lane_offset_.fill(-1);
+    if (is_shared(in.buf)) lane_offset_.fill(-1);  // the bank count's input
     each(w.mask, [&](int l) {
       if (in.gate >= 0 && reg(w, in.gate)[l].i == 0) return;
       int64_t index = reg(w, in.idx)[l].i;
@@ -436,7 +436,7 @@ class Runner {
     Op combine = in.atomic == AtomicOp::Add   ? Op::ADD
                  : in.atomic == AtomicOp::Max ? Op::MAX
                                               : Op::MIN;
-    lane_offset_.fill(-1);
+    if (is_shared(in.buf)) lane_offset_.fill(-1);  // the bank count's input
     each(w.mask, [&](int l) {
       if (in.gate >= 0 && reg(w, in.gate)[l].i == 0) return;
       int64_t index = reg(w, in.idx)[l].i;
@@ -454,7 +454,7 @@ class Runner {
 
   void async_copy(Warp& w, const EmuInstr& in) {
     int bytes = in.dtype.itemsize();
-    lane_offset_.fill(-1);
+    if (is_shared(in.buf)) lane_offset_.fill(-1);  // the bank count's input
     each(w.mask, [&](int l) {
       int64_t si = reg(w, in.src_idx)[l].i, di = reg(w, in.idx)[l].i;
       int64_t soff = check_access(in.src_buf, si, bytes, l, false);
