@@ -518,9 +518,22 @@ class CRenderer {
       case Op::ASYNC_COPY: {  // cp.async: lands in shared memory at a WAIT
         const UOp &dst = u.src(0), &src = u.src(1);
         int bytes = dst.dtype().pointee().itemsize();
-        line("asm volatile(\"cp.async.ca.shared.global [%0], [%1], " + std::to_string(bytes) +
-             ";\" :: \"r\"((unsigned int)__cvta_generic_to_shared(&" + element(dst) +
-             ")), \"l\"(&" + element(src) + ") : \"memory\");");
+        // 16-byte copies bypass L1 (.cg); a gated-off source reads nothing and zero-fills
+        // (src-size 0), from the buffer's start so that the address stays valid.
+        std::string kind = bytes == 16 ? "cg" : "ca", from = "&" + element(src), size;
+        if (src.src().size() == 3) {
+          from = name(src.src(2)) + " ? (const void*)" + from + " : (const void*)" +
+                 buffer(src.src(0));
+          size = ", %2";
+        }
+        line("asm volatile(\"cp.async." + kind + ".shared.global [%0], [%1], " +
+             std::to_string(bytes) + size +
+             ";\" :: \"r\"((unsigned int)__cvta_generic_to_shared(&" + element(dst) + ")), \"l\"(" +
+             from + ")" +
+             (size.empty()
+                  ? ""
+                  : ", \"r\"(" + name(src.src(2)) + " ? " + std::to_string(bytes) + " : 0)") +
+             " : \"memory\");");
         line("asm volatile(\"cp.async.commit_group;\" ::: \"memory\");");
         names_[u.id()] = "0";  // the token: ordering only
         return;
@@ -545,6 +558,28 @@ class CRenderer {
       case Op::MMA:
         emit_mma(u);
         return;
+      case Op::LDMATRIX: {  // four 32-bit registers at most, two 16-bit lanes each
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        int count = int(v[0]);
+        std::string n = fresh(), outs, list;
+        names_[u.id()] = n;
+        line(array_type(u.dtype()) + " " + n + "[" + std::to_string(2 * count) + "];");
+        std::string r = fresh();
+        line("unsigned int " + r + "[" + std::to_string(count) + "];");
+        for (int q = 0; q < count; ++q) {
+          outs += std::string(q ? ", " : "") + "\"=r\"(" + r + "[" + std::to_string(q) + "])";
+          list += std::string(q ? ", " : "") + "%" + std::to_string(q);
+        }
+        line("asm volatile(\"ldmatrix.sync.aligned.m8n8.x" + std::to_string(count) +
+             (v[1] ? ".trans" : "") + ".shared.b16 {" + list + "}, [%" + std::to_string(count) +
+             "];\" : " + outs + " : \"r\"((unsigned int)__cvta_generic_to_shared(&" +
+             element(u.src(0)) + ")));");
+        for (int q = 0; q < count; ++q)
+          line(n + "[" + std::to_string(2 * q) + "] = (unsigned short)" + r + "[" +
+               std::to_string(q) + "]; " + n + "[" + std::to_string(2 * q + 1) +
+               "] = (unsigned short)(" + r + "[" + std::to_string(q) + "] >> 16);");
+        return;
+      }
       case Op::RANGE: {
         std::string n = "r" + std::to_string(u.axis().id);
         names_[u.id()] = n;

@@ -280,7 +280,9 @@ std::vector<OpSpec> core_specs() {
   OpSpec af = spec(Op::AFTER,
                    "The buffer, usable only after the deps ran; only uses "
                    "reached through this node are ordered.");
-  af.sources = {pointer("buffer")};
+  af.sources = {src(
+      "buffer", "a pointer (a buffer) or a tile (an extension dtype)",
+      [](const UOp&, const UOp& s) { return s.dtype().is_pointer() || s.dtype().is_extension(); })};
   af.rest = any_node("deps");
   af.rest_min = 1;
   af.rest_max = -1;
@@ -289,8 +291,9 @@ std::vector<OpSpec> core_specs() {
 
   OpSpec g = spec(Op::GROUP,
                   "Bundles several effects into one, so that one END "
-                  "closes them all.");
-  g.rest = effect("effects");
+                  "closes them all; an async copy's token counts as its effect.");
+  g.rest = src("effects", "an effect (a node of dtype void) or a token",
+               [](const UOp&, const UOp& s) { return is_effect(s) || s.dtype().is_token(); });
   g.rest_min = 2;
   g.rest_max = -1;
   g.dtype = fixed_dtype(dtypes::void_);
@@ -424,16 +427,21 @@ std::vector<OpSpec> core_specs() {
 
   OpSpec ac = spec(Op::ASYNC_COPY,
                    "Starts copying one 4, 8 or 16 byte value from "
-                   "global to shared memory; it has landed only after "
-                   "a WAIT on the returned token.");
+                   "global to shared memory (zeros where src's gate is false, "
+                   "reading nothing); it has landed only after a WAIT on the "
+                   "returned token.");
   ac.sources = {index_in("dst", AddrSpace::Local), index_in("src", AddrSpace::Global)};
   ac.dtype = fixed_dtype(dtypes::token);
-  ac.rules = {rule("dst and src point to the same type of 4, 8 or 16 bytes", [](const UOp& u) {
-    DType d = u.src(0).dtype().pointee(), s = u.src(1).dtype().pointee();
-    int bytes = d.itemsize();
-    return fails_if(d != s || (bytes != 4 && bytes != 8 && bytes != 16),
-                    std::string(d.name()) + " from " + std::string(s.name()));
-  })};
+  ac.rules = {rule("dst and src point to the same type of 4, 8 or 16 bytes",
+                   [](const UOp& u) {
+                     DType d = u.src(0).dtype().pointee(), s = u.src(1).dtype().pointee();
+                     int bytes = d.itemsize();
+                     return fails_if(d != s || (bytes != 4 && bytes != 8 && bytes != 16),
+                                     std::string(d.name()) + " from " + std::string(s.name()));
+                   }),
+              rule("dst is not gated", [](const UOp& u) {
+                return fails_if(u.src(0).src().size() == 3, "a gated dst");
+              })};
   ac.flags = kOpMemory | kOpCooperative;
   add(ac);
 
@@ -496,6 +504,38 @@ std::vector<OpSpec> core_specs() {
   })};
   mma.flags = kOpCooperative;
   add(mma);
+
+  OpSpec lm = spec(Op::LDMATRIX,
+                   "Loads count (the arg's first int: 1, 2 or 4) 8x8 matrices of 16-bit "
+                   "elements from shared memory, warp-wide: lane 8q+r gives the address of "
+                   "row r of matrix q (16 bytes), and lane l gets elements 2(l%4) and "
+                   "2(l%4)+1 of row l/4 of each matrix, or with trans (the second int, 1) "
+                   "element l/4 of rows 2(l%4) and 2(l%4)+1; lanes 2q and 2q+1 of the result "
+                   "are matrix q's.");
+  lm.sources = {src("address", "an INDEX into local memory of 8 16-bit elements",
+                    [](const UOp&, const UOp& s) {
+                      DType p = s.dtype().pointee();
+                      return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Local &&
+                             p.is_vector() && p.count() == 8 && p.bits() == 16;
+                    })};
+  lm.arg = ArgKind::Ints;
+  lm.dtype = {"the address's element with two lanes per matrix",
+              [](std::span<const UOp> s, const Arg& a) -> std::optional<DType> {
+                auto* v = std::get_if<std::vector<int64_t>>(&a);
+                if (s.empty() || !v || v->size() != 2 || !s[0].dtype().is_pointer())
+                  return std::nullopt;
+                if ((*v)[0] != 1 && (*v)[0] != 2 && (*v)[0] != 4) return std::nullopt;
+                return s[0].dtype().pointee().element().vec(int(2 * (*v)[0]));
+              },
+              {}};
+  lm.rules = {rule("count is 1, 2 or 4 and trans 0 or 1, the address ungated", [](const UOp& u) {
+    const auto& v = std::get<std::vector<int64_t>>(u.arg());
+    return fails_if(v.size() != 2 || (v[0] != 1 && v[0] != 2 && v[0] != 4) ||
+                        (v[1] != 0 && v[1] != 1) || u.src(0).src().size() == 3,
+                    "count and trans, ungated");
+  })};
+  lm.flags = kOpMemory | kOpCooperative;
+  add(lm);
 
   // types and vectors
   OpSpec cs = spec(Op::CAST,

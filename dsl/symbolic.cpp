@@ -206,6 +206,7 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::WAIT_GROUP:
     case Op::SHUFFLE:
     case Op::MMA:
+    case Op::LDMATRIX:
     case Op::BITCAST:
     case Op::VECTORIZE:
     case Op::EXTRACT:

@@ -46,6 +46,7 @@ enum class EmuKind {
   Extract,
   Shuffle,
   Mma,
+  Ldmatrix,
   AsyncCopy,
   Wait,
   WaitGroup,
@@ -79,7 +80,7 @@ struct EmuInstr {
   AtomicOp atomic = AtomicOp::Add;
   EmuFragment mma_a, mma_b, mma_c;  // MMA: the layout's fragments
   int mma_k = 0;
-  std::vector<int64_t> lanes;  // EXTRACT
+  std::vector<int64_t> lanes;  // EXTRACT; LDMATRIX: count and trans
 };
 
 struct EmuKernel {

@@ -456,8 +456,10 @@ class Runner {
     int bytes = in.dtype.itemsize();
     if (is_shared(in.buf)) lane_offset_.fill(-1);  // the bank count's input
     each(w.mask, [&](int l) {
+      // A gated-off source is not read: the copy writes zeros (cp.async's src-size 0).
+      bool on = in.gate < 0 || reg(w, in.gate)[l].i != 0;
       int64_t si = reg(w, in.src_idx)[l].i, di = reg(w, in.idx)[l].i;
-      int64_t soff = check_access(in.src_buf, si, bytes, l, false);
+      int64_t soff = on ? check_access(in.src_buf, si, bytes, l, false) : 0;
       int64_t doff = check_access(in.buf, di, bytes, l, true);
       // The copy may land any time before its WAIT: it writes its slot from the issue on,
       // so a slot that another thread read or wrote in this epoch (no barrier between) or
@@ -469,9 +471,9 @@ class Runner {
                   (f->other != -1 ? other + " with no barrier between," : ""),
               in.buf, di, thread_of(l));
       }
-      const unsigned char* src = memory(w, in.src_buf, soff, l);
-      PendingCopy c{thread_of(l), next_token_, in.buf, doff,
-                    std::vector<unsigned char>(src, src + bytes)};
+      std::vector<unsigned char> data(size_t(bytes), 0);
+      if (on) std::memcpy(data.data(), memory(w, in.src_buf, soff, l), size_t(bytes));
+      PendingCopy c{thread_of(l), next_token_, in.buf, doff, std::move(data)};
       shared_[size_t(in.buf)].set_pending(doff, bytes, thread_of(l));
       reg(w, in.out)[l].i = next_token_;
       pending_.push_back(std::move(c));
@@ -554,6 +556,34 @@ class Runner {
           acc += A[size_t(r * fa.cols + kk)] * B[size_t(kk * fb.cols + c)];
         reg(w, in.out, i)[l].f = double(float(acc));
       }
+  }
+
+  // ldmatrix: lane 8q+r addresses row r (16 bytes) of matrix q; each lane gets two
+  // elements of each matrix, from one row, or with trans from two rows (dsl/ops.cpp).
+  void ldmatrix(Warp& w, const EmuInstr& in) {
+    if (w.mask != 0xFFFFFFFFu)
+      fault("LDMATRIX with only some lanes of the warp active", -1, 0,
+            thread_of(std::countr_zero(~w.mask | 0u)));
+    int count = int(in.lanes[0]);
+    bool trans = in.lanes[1] != 0;
+    DType e = in.dtype.element();
+    std::array<std::array<Scalar, 8>, 32> rows;  // row r of matrix q at [8q + r]
+    lane_offset_.fill(-1);
+    for (int l = 0; l < 8 * count; ++l) {
+      int64_t index = reg(w, in.idx)[l].i;
+      int64_t off = check_access(in.buf, index, 16, l, false);
+      track(w, in.buf, index, off, 16, l, Access::Read);
+      lane_offset_[size_t(l)] = off;
+      const unsigned char* p = memory(w, in.buf, off, l);
+      for (int c = 0; c < 8; ++c) rows[size_t(l)][size_t(c)] = decode(p + c * 2, e);
+    }
+    count_banks(16);  // a phase of 8 lanes per matrix
+    for (int l = 0; l < kWarp; ++l)
+      for (int q = 0; q < count; ++q)
+        for (int h = 0; h < 2; ++h)
+          reg(w, in.out, 2 * q + h)[l] = trans
+                                             ? rows[size_t(8 * q + 2 * (l % 4) + h)][size_t(l / 4)]
+                                             : rows[size_t(8 * q + l / 4)][size_t(2 * (l % 4) + h)];
   }
 
   void shuffle(Warp& w, const EmuInstr& in) {
@@ -715,6 +745,9 @@ class Runner {
         break;
       case EmuKind::Mma:
         mma(w, in);
+        break;
+      case EmuKind::Ldmatrix:
+        ldmatrix(w, in);
         break;
       case EmuKind::Vectorize:
         for (size_t v = 0; v < in.src.size(); ++v)

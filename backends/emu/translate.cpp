@@ -236,10 +236,10 @@ class Translator {
         needs(kFeatureAsyncCopy, u);
         const EmuInstr& dst = k_->code[size_t(index_.at(u.src(0).id()))];
         const EmuInstr& src = k_->code[size_t(index_.at(u.src(1).id()))];
-        int db = dst.buf, di = dst.out, sb = src.buf, si = src.out;
+        int db = dst.buf, di = dst.out, sb = src.buf, si = src.out, gate = src.gate;
         EmuInstr& in = push(EmuKind::AsyncCopy, u);
         in.dtype = u.src(0).dtype().pointee();
-        in.buf = db, in.idx = di, in.src_buf = sb, in.src_idx = si;
+        in.buf = db, in.idx = di, in.src_buf = sb, in.src_idx = si, in.gate = gate;
         value(in, u);
         return;
       }
@@ -287,6 +287,15 @@ class Translator {
         in.mma_b = fragment(l.b, kEmuWarp);
         in.mma_c = fragment(l.c, kEmuWarp);
         in.mma_k = l.k;
+        value(in, u);
+        return;
+      }
+      case Op::LDMATRIX: {
+        needs(kFeatureLdmatrix, u);
+        EmuInstr& in = push(EmuKind::Ldmatrix, u);
+        address(in, u.src(0));
+        in.dtype = u.src(0).dtype().pointee();
+        in.lanes = std::get<std::vector<int64_t>>(u.arg());
         value(in, u);
         return;
       }

@@ -81,6 +81,65 @@ TEST_P(BlockKernels, AsyncCopiesWaitedForByCount) {
   expect_accumulated(o, want, scale, 2);
 }
 
+// ldmatrix x1, x2 and x4, plain and transposed: lane 8q+r addresses row r of matrix q;
+// each lane's elements must be where the PTX ISA's description puts them (written out
+// here independently of the emulator).
+UOp ldmatrix_kernel(int count, bool trans) {
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, bf.ptr());
+  UOp l = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp sm = define_local(bf, 256, 0);
+  std::vector<UOp> staged;
+  for (int j = 0; j < 8; ++j)
+    staged.push_back(store(index(sm, l * 8 + j), load(index(x, l * 8 + j))));
+  UOp ready = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(staged))});
+  UOp at =
+      UOp::make(Op::INDEX, bf.vec(8).ptr(AddrSpace::Local), {ready, (l / 8) * 64 + (l % 8) * 8});
+  UOp m = UOp::make(Op::LDMATRIX, {at}, std::vector<int64_t>{count, trans ? 1 : 0});
+  std::vector<UOp> outs;
+  for (int j = 0; j < 2 * count; ++j)
+    outs.push_back(store(index(out, l * 8 + j),
+                         cast(UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{j}), f)));
+  return sink({outs.size() == 1 ? outs[0] : UOp::make(Op::GROUP, std::span<const UOp>(outs))},
+              "ldmatrix");
+}
+
+TEST_P(BlockKernels, LdmatrixDistributesRowsAsThePtxTableSays) {
+  HostData x = HostData::random(dtypes::bfloat16, 256, 31);
+  for (int count : {1, 2, 4})
+    for (bool trans : {false, true}) {
+      SCOPED_TRACE("x" + std::to_string(count) + (trans ? ".trans" : ""));
+      HostData o = HostData::poisoned(dtypes::float32, 256);
+      DeviceBuffer dx(*dev, x), dout(*dev, o);
+      compile_kernel(*dev, ldmatrix_kernel(count, trans)).run(args({&dout, &dx}));
+      dout.read(o);
+      for (int l = 0; l < 32; ++l)
+        for (int j = 0; j < 2 * count; ++j) {
+          int q = j / 2, h = j % 2;
+          int at = trans ? q * 64 + (2 * (l % 4) + h) * 8 + l / 4
+                         : q * 64 + (l / 4) * 8 + 2 * (l % 4) + h;
+          ASSERT_EQ(o.get(size_t(l * 8 + j)), x.values[size_t(at)])
+              << "lane " << l << " element " << j;
+        }
+    }
+}
+
+// A gated-off async copy reads nothing and writes zeros, as cp.async with src-size 0.
+TEST_P(BlockKernels, GatedAsyncCopiesZeroFill) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp sm = define_local(f, 32, 0);
+  UOp copy = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(x, t, t < 20)});
+  UOp landed = UOp::make(Op::WAIT, dtypes::void_, {copy});
+  UOp k = sink({store(index(out, t), load(index(after(sm, {landed}), t)))}, "zero_fill");
+  HostData hx = HostData::random(f, 20, 32), o = HostData::poisoned(f, 32);
+  DeviceBuffer dx(*dev, hx), dout(*dev, o);  // x has 20 elements: a read past them is caught
+  compile_kernel(*dev, k).run(args({&dout, &dx}));
+  dout.read(o);
+  for (size_t i = 0; i < 32; ++i) EXPECT_EQ(o.get(i), i < 20 ? hx.values[i] : 0.0) << i;
+}
+
 // One warp multiplies one tile with mma: each lane loads its fragments at the addresses
 // the PTX ISA gives (written out here from its tables, independently of dsl's maps), and
 // the result must be A*B + C.

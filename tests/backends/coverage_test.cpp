@@ -82,6 +82,20 @@ UOp example(Op op) {
                   "cover");
     case Op::MMA:
       return mma_matmul_kernel(16, 8, 16);
+    case Op::LDMATRIX: {  // one 8x8 bf16 matrix staged from x, read back by ldmatrix.x1
+      DType bf = dtypes::bfloat16;
+      UOp sm = define_local(bf, 64, 0);
+      UOp a = store(index(sm, t), cast(load(index(x, t)), bf)),
+          b = store(index(sm, t + 32), cast(load(index(x, t + 32)), bf));
+      UOp ready = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {a, b})});
+      UOp m =
+          UOp::make(Op::LDMATRIX,
+                    {UOp::make(Op::INDEX, bf.vec(8).ptr(AddrSpace::Local), {ready, (t % 8) * 8})},
+                    std::vector<int64_t>{1, 0});
+      return sink(
+          {store(index(out, t), cast(UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{1}), f))},
+          "cover");
+    }
     case Op::CAST:
       return elementwise(cast(xi, dtypes::float16));
     case Op::BITCAST:
