@@ -1,0 +1,32 @@
+// C = A * B written in the tile DSL (mma.sync path): A is M x K, B is K x N or, stored
+// transposed, N x K; A may itself be stored transposed (K x M, a strided view); bf16 or
+// f16 in, f32 accumulation, C in f32, bf16 or f16. Any M, N, K: the tiles at the edges are
+// gated (zero-filled copies, skipped stores). The schedule's knobs (docs/dsl.md):
+//   BM, BN, BK  the block's tile; WM x WN  its warps; STAGES  the pipeline's depth;
+//   SWIZZLE     the widest shared-memory swizzle in bytes (0, 32, 64, 128).
+#pragma once
+
+#include <string>
+
+#include "dsl/schedule.h"
+#include "dsl/target.h"
+#include "dsl/uop.h"
+
+namespace kitten {
+
+struct GemmProblem {
+  int64_t m = 0, n = 0, k = 0;
+  DType in = dtypes::bfloat16, out = dtypes::float32;
+  bool a_transposed = false;  // A stored K x M
+  bool b_transposed = false;  // B stored N x K
+  std::string to_string() const;
+};
+
+// The knobs' values where the schedule sets none: the tuned default for the target.
+Schedule gemm_default_schedule(const GemmProblem& p, const Target& target);
+// Builds the kernel: buffers C (slot 0), A (1), B (2). Throws ScheduleError naming the
+// constraint a schedule breaks (before anything is compiled) and std::invalid_argument
+// for a bad problem.
+UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& target);
+
+}  // namespace kitten

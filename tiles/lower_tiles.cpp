@@ -1,0 +1,496 @@
+#include "tiles/lower_tiles.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "dsl/lower.h"
+#include "dsl/mma.h"
+#include "dsl/printer.h"
+#include "dsl/symbolic.h"
+#include "tiles/tile.h"
+
+namespace kitten::tiles {
+
+namespace {
+
+// What a node of the tile graph became.
+struct Lowered {
+  enum Kind { Single, Values, Place, Slot, View, Token } kind = Single;
+  std::vector<UOp> v;     // Single: [node]; Values: a lane's elements; Token: its copies' tokens
+  std::vector<UOp> sync;  // Token: the stores of a copy that could not go async
+  UOp buf, base;          // Place: the buffer (through AFTERs); Slot: buffer, first element
+  UOp ptr, rows, cols, rs, cs;  // View
+  int64_t align = 0;
+};
+
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+
+UOp all_of(const std::vector<UOp>& effects) {
+  if (effects.size() == 1) return effects[0];
+  return UOp::make(Op::GROUP, dtypes::void_, effects);
+}
+
+// The 16x16 base tile's element places (the A layout of m16n8k16), and which of its
+// elements make each mma.sync operand, derived from the layouts' expressions.
+struct Fragments {
+  const MmaLayout* mma;
+  std::vector<std::pair<UOp, UOp>> at;  // element e of a lane: (row, col) in a row-layout base
+  int b_pick[2][4], c_pick[2][4];       // n-half h: the base elements of B's and C's fragments
+};
+
+Fragments fragments(const MmaLayout& L, const UOp& lane) {
+  Fragments f{&L, {}, {}, {}};
+  for (int e = 0; e < 8; ++e) f.at.push_back({L.a.row_of(lane, i32(e)), L.a.col_of(lane, i32(e))});
+  auto find = [&](auto place) {  // the element e with A(l, e) == place(l) for every lane l
+    for (int e = 0; e < 8; ++e) {
+      bool all = true;
+      for (int l = 0; l < 32 && all; ++l) all = L.a.at(l, e) == place(l);
+      if (all) return e;
+    }
+    throw IrError("lower_tiles: the layout " + L.name + " is not the 16x16 base tile's");
+  };
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 4; ++i) {
+      f.b_pick[h][i] = find([&](int l) {  // B is k x n: base element (n, k)
+        auto [k, n] = L.b.at(l, i);
+        return std::pair<int, int>{n + 8 * h, k};
+      });
+      f.c_pick[h][i] = find([&](int l) {
+        auto [r, c] = L.c.at(l, i);
+        return std::pair<int, int>{r, c + 8 * h};
+      });
+    }
+  return f;
+}
+
+class TileLowering {
+ public:
+  TileLowering(const Target& t) : target_(t) {}
+
+  UOp run(const UOp& sink) {
+    std::vector<UOp> order = toposort(sink);
+    const TileOps& ops = tile_ops();
+    bool any = false;
+    for (const UOp& u : order) {
+      if (const TileType* t = tile_type(u.dtype()); t && t->memory == Memory::Register) {
+        if (!owner_set_) owner_ = t->owner, owner_set_ = true;
+        if (t->owner.rows != owner_.rows || t->owner.cols != owner_.cols)
+          throw IrError("lower_tiles: register tiles over different warp grids: " +
+                        std::string(u.dtype().name()));
+      }
+      any |=
+          tile_type(u.dtype()) || view_type(u.dtype()) || u.op() == ops.copy || u.op() == ops.store;
+    }
+    if (!any) return sink;
+    threads_ = owner_.rows * owner_.cols * 32;
+    if (threads_ > target_.max_threads_per_block)
+      throw IrError("lower_tiles: " + std::to_string(threads_) + " threads, the target has " +
+                    std::to_string(target_.max_threads_per_block));
+    tid_ = special(SpecialKind::ThreadIdx, 0, threads_);
+    lane_ = tid_ % 32;
+    UOp warp = tid_ / 32;
+    wr_ = simplify(warp / owner_.cols);
+    wc_ = simplify(warp % owner_.cols);
+    for (const UOp& u : order) low_[u.id()] = lower(u);
+    return low_.at(sink.id()).v.at(0);
+  }
+
+ private:
+  const Lowered& of(const UOp& u) const { return low_.at(u.id()); }
+
+  Lowered single(UOp u) {
+    Lowered l;
+    l.v = {std::move(u)};
+    return l;
+  }
+
+  Lowered lower(const UOp& u) {
+    const TileOps& ops = tile_ops();
+    Op op = u.op();
+    if (op == ops.view) return view(u);
+    if (op == ops.alloc) return alloc(u);
+    if (op == ops.slot) {
+      const Lowered& ring = of(u.src(0));
+      const TileType& t = *tile_type(u.dtype());
+      Lowered l;
+      l.kind = Lowered::Slot;
+      l.buf = ring.buf;
+      l.base = simplify(of(u.src(1)).v[0] * (int64_t(t.rows) * t.cols));
+      return l;
+    }
+    if (op == ops.fill) {
+      const TileType& t = *tile_type(u.dtype());
+      Lowered l;
+      l.kind = Lowered::Values;
+      l.v.assign(size_t(t.per_thread()),
+                 const_(t.elem, const_as_double(std::get<ConstArg>(u.arg()), t.elem)));
+      return l;
+    }
+    if (op == ops.load) return load(u);
+    if (op == ops.copy) return copy(u);
+    if (op == ops.store) return store(u);
+    if (op == ops.mma) return mma(u);
+    if (op == ops.map) return map(u);
+    return core(u);
+  }
+
+  // ---- core ops over lowered sources ---------------------------------------------------
+  Lowered core(const UOp& u) {
+    if (u.op() == Op::WAIT_GROUP) return wait_group(u);
+    std::vector<UOp> src;
+    bool changed = false;
+    for (size_t i = 0; i < u.src().size(); ++i) {
+      const UOp& s = u.src(i);
+      const Lowered& l = of(s);
+      switch (l.kind) {
+        case Lowered::Single:
+          src.push_back(l.v[0]);
+          changed |= l.v[0] != s;
+          break;
+        case Lowered::Token:
+          src.insert(src.end(), l.v.begin(), l.v.end());
+          src.insert(src.end(), l.sync.begin(), l.sync.end());
+          changed = true;
+          break;
+        case Lowered::Place:
+          src.push_back(l.buf);
+          changed = true;
+          break;
+        default:
+          throw IrError("lower_tiles: " + op_name(u.op()) + " takes the tile " +
+                        std::string(s.dtype().name()) + " as a source");
+      }
+    }
+    if (u.op() == Op::AFTER && of(u.src(0)).kind == Lowered::Place) {
+      Lowered l;
+      l.kind = Lowered::Place;
+      l.buf = UOp::make(Op::AFTER, src);
+      return l;
+    }
+    if (!changed) return single(u);
+    if (u.op() == Op::GROUP && src.size() == 1) return single(src[0]);
+    return single(UOp::make(u.op(), u.dtype(), src, u.arg()));
+  }
+
+  // N counts tile copies (each stage issues the same copies); the threads' copies of the
+  // youngest N named are what may stay in flight.
+  Lowered wait_group(const UOp& u) {
+    std::vector<UOp> tokens, sync;
+    int64_t n = u.int_arg(), in_flight = 0;
+    for (size_t i = 0; i < u.src().size(); ++i) {
+      const Lowered& l = of(u.src(i));
+      tokens.insert(tokens.end(), l.v.begin(), l.v.end());
+      sync.insert(sync.end(), l.sync.begin(), l.sync.end());
+      if (i + size_t(n) >= u.src().size()) in_flight += int64_t(l.v.size());
+    }
+    // Synchronous copies have landed when stored; a barrier over them (rather than the
+    // stores themselves) is what joins the loop body, so a prologue's stores stay before it.
+    std::vector<UOp> effects;
+    if (!sync.empty()) effects.push_back(UOp::make(Op::BARRIER, dtypes::void_, sync));
+    if (!tokens.empty())
+      effects.push_back(UOp::make(Op::WAIT_GROUP, dtypes::void_, tokens, in_flight));
+    return single(all_of(effects));
+  }
+
+  // ---- places ----------------------------------------------------------------------------
+  Lowered view(const UOp& u) {
+    Lowered l;
+    l.kind = Lowered::View;
+    l.ptr = of(u.src(0)).v[0];
+    l.rows = of(u.src(1)).v[0], l.cols = of(u.src(2)).v[0];
+    l.rs = of(u.src(3)).v[0], l.cs = of(u.src(4)).v[0];
+    l.align = u.int_arg();
+    for (const UOp* x : {&l.rows, &l.cols, &l.rs, &l.cs})
+      if (x->dtype() != dtypes::int32)
+        throw IrError("lower_tiles: view extents and strides are int32 for now");
+    return l;
+  }
+
+  Lowered alloc(const UOp& u) {
+    const TileType& t = *tile_type(u.dtype());
+    Lowered l;
+    l.kind = Lowered::Place;
+    if (t.memory == Memory::Register) {
+      l.buf = define_reg(t.elem, t.per_thread(), u.int_arg());
+    } else {
+      if (!target_.has(kFeatureBlocks))
+        throw IrError("lower_tiles: shared tiles need a target with blocks (" + target_.arch + ")");
+      l.buf = define_local(t.elem, int64_t(t.rows) * t.cols * t.stages, u.int_arg(),
+                           std::max<int64_t>(16, swizzle_alignment(t.swizzle)));
+      l.base = i32(0);
+    }
+    return l;
+  }
+
+  // The elements of a register tile as values: a carried tile's registers are read.
+  std::vector<UOp> values(const UOp& u) {
+    const Lowered& l = of(u);
+    if (l.kind == Lowered::Values) return l.v;
+    if (l.kind != Lowered::Place)
+      throw IrError("lower_tiles: " + std::string(u.dtype().name()) + " is not a register tile");
+    auto it = reads_.find(l.buf.id());
+    if (it != reads_.end()) return it->second;
+    std::vector<UOp> out;
+    for (int k = 0; k < tile_type(u.dtype())->per_thread(); ++k)
+      out.push_back(kitten::load(index(l.buf, i32(k))));
+    reads_[l.buf.id()] = out;
+    return out;
+  }
+
+  // ---- where each element is -------------------------------------------------------------
+  const Fragments& frag(DType elem) {
+    std::string name = elem == dtypes::float16 ? "m16n8k16_f16_f32" : "m16n8k16_bf16_f32";
+    auto it = frags_.find(name);
+    if (it == frags_.end())
+      it = frags_.emplace(name, fragments(*find_mma_layout(name), lane_)).first;
+    return it->second;
+  }
+
+  // Where this warp's part of a dimension split `s` into parts of `size` starts.
+  UOp unit_offset(const Owner&, Split s, int size) {
+    if (s == Split::None) return i32(0);
+    return (s == Split::GridRows ? wr_ : wc_) * int64_t(size);
+  }
+
+  // Element k of this lane's part of register tile t: (row, col) in the block's tile.
+  std::pair<UOp, UOp> position(const TileType& t, int k) {
+    int bc = t.unit_cols() / 16, b = k / 8, e = k % 8;
+    auto [ar, ac] = frag(dtypes::bfloat16).at[size_t(e)];
+    UOp r = t.layout == Layout::Row ? ar : ac, c = t.layout == Layout::Row ? ac : ar;
+    UOp row = r + int64_t(b / bc) * 16, col = c + int64_t(b % bc) * 16;
+    row = row + unit_offset(t.owner, t.owner.row_split, t.unit_rows());
+    col = col + unit_offset(t.owner, t.owner.col_split, t.unit_cols());
+    return {simplify(row), simplify(col)};
+  }
+
+  // The element offset of (row, col) in a shared tile slot.
+  UOp shared_offset(const TileType& t, const Lowered& slot, const UOp& row, const UOp& col) {
+    bool rowmajor = t.layout == Layout::Row;
+    UOp a = rowmajor ? row : col, b = rowmajor ? col : row;
+    int64_t line = rowmajor ? t.cols : t.rows, lines = rowmajor ? t.rows : t.cols;
+    UOp off;
+    if (t.swizzle == Swizzle::None) {
+      off = a * line + b;
+    } else {
+      int64_t e = t.elem.itemsize(), per = swizzle_width(t.swizzle) / e;
+      UOp byte = swizzled_offset(t.swizzle, a, (b % per) * e);
+      off = (b / per) * (lines * per) + byte / e;
+    }
+    return simplify(slot.base + off);
+  }
+
+  UOp in_view(const Lowered& v, const UOp& row, const UOp& col) {
+    UOp g = simplify(alu(Op::AND, row < v.rows, col < v.cols));
+    return g.op() == Op::CONST && g.const_int() ? UOp() : g;
+  }
+
+  // ---- tile ops ----------------------------------------------------------------------------
+  Lowered load(const UOp& u) {
+    const TileType &r = *tile_type(u.dtype()), &s = *tile_type(u.src(0).dtype());
+    const Lowered& slot = of(u.src(0));
+    Lowered l;
+    l.kind = Lowered::Values;
+    int line = s.layout == Layout::Row ? s.cols : s.rows;
+    bool ldm = target_.has(kFeatureLdmatrix) && s.elem.itemsize() == 2 &&
+               (s.swizzle != Swizzle::None || line % 8 == 0);
+    int bases = r.unit_rows() / 16 * (r.unit_cols() / 16), bc = r.unit_cols() / 16;
+    if (!ldm) {
+      for (int k = 0; k < r.per_thread(); ++k) {
+        auto [row, col] = position(r, k);
+        l.v.push_back(load_elem(slot, s, row, col));
+      }
+      return l;
+    }
+    // One ldmatrix.x4 per 16x16 base: lane L addresses line L%8 of matrix L/8, whose
+    // origin is where that matrix's pair of elements starts; transposed where the pairs run
+    // across the shared tile's lines.
+    bool trans = r.layout != s.layout;
+    UOp q = lane_ / 8, i8 = lane_ % 8;
+    UOp qr = r.layout == Layout::Row ? (q % 2) * 8 : (q / 2) * 8;
+    UOp qc = r.layout == Layout::Row ? (q / 2) * 8 : (q % 2) * 8;
+    for (int b = 0; b < bases; ++b) {
+      UOp row = qr + int64_t(b / bc) * 16, col = qc + int64_t(b % bc) * 16;
+      row = row + unit_offset(r.owner, r.owner.row_split, r.unit_rows());
+      col = col + unit_offset(r.owner, r.owner.col_split, r.unit_cols());
+      if (s.layout == Layout::Row)
+        row = row + i8;
+      else
+        col = col + i8;
+      UOp at = UOp::make(Op::INDEX, s.elem.vec(8).ptr(AddrSpace::Local),
+                         {slot.buf, shared_offset(s, slot, simplify(row), simplify(col))});
+      UOp m = UOp::make(Op::LDMATRIX, {at}, std::vector<int64_t>{4, trans ? 1 : 0});
+      for (int e = 0; e < 8; ++e)
+        l.v.push_back(UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{e}));
+    }
+    return l;
+  }
+
+  UOp load_elem(const Lowered& slot, const TileType& s, const UOp& row, const UOp& col) {
+    return kitten::load(index(slot.buf, shared_offset(s, slot, row, col)));
+  }
+
+  Lowered copy(const UOp& u) {
+    const TileType& s = *tile_type(u.src(0).dtype());
+    const Lowered &slot = of(u.src(0)), &v = of(u.src(1));
+    UOp r0 = of(u.src(2)).v[0], c0 = of(u.src(3)).v[0];
+    bool rowmajor = s.layout == Layout::Row;
+    int64_t line = rowmajor ? s.cols : s.rows, total = int64_t(s.rows) * s.cols;
+    int64_t e = s.elem.itemsize();
+    const UOp &stride = rowmajor ? v.cs : v.rs, &other = rowmajor ? v.rs : v.cs;
+    const UOp &start = rowmajor ? c0 : r0, &extent = rowmajor ? v.cols : v.rows;
+    // The widest copy whose every source is aligned and whose chunks are wholly inside or
+    // outside the view: proven from the view's alignment facts and the divisibility of
+    // its strides, origin and extent.
+    int64_t width = 0;
+    if (target_.has(kFeatureAsyncCopy) && stride.op() == Op::CONST && stride.const_int() == 1)
+      for (int64_t w : {16, 8, 4}) {
+        int64_t ce = w / e;
+        if (ce < 1 || w % e || line % ce || (total / ce) % threads_ || v.align % w ||
+            !provably_multiple(other, ce) || !provably_multiple(start, ce) ||
+            !provably_multiple(extent, ce))
+          continue;
+        width = w;
+        break;
+      }
+    Lowered l;
+    l.kind = Lowered::Token;
+    int64_t ce = width ? width / e : 1, per_line = line / ce;
+    int64_t count = (total / ce + threads_ - 1) / threads_;
+    for (int64_t it = 0; it < count; ++it) {
+      UOp qi = tid_ + it * threads_;
+      UOp a = qi / per_line, b = (qi % per_line) * ce;
+      UOp row = rowmajor ? a : b, col = rowmajor ? b : a;
+      UOp grow = r0 + row, gcol = c0 + col;
+      UOp gate = in_view(v, grow, gcol);
+      UOp src = simplify(grow * v.rs + gcol * v.cs);
+      UOp dst = shared_offset(s, slot, simplify(row), simplify(col));
+      if (width) {
+        DType vt = ce == 1 ? s.elem : s.elem.vec(int(ce));
+        UOp si = gate ? UOp::make(Op::INDEX, vt.ptr(), {v.ptr, src, gate})
+                      : UOp::make(Op::INDEX, vt.ptr(), {v.ptr, src});
+        UOp di = UOp::make(Op::INDEX, vt.ptr(AddrSpace::Local), {slot.buf, dst});
+        l.v.push_back(UOp::make(Op::ASYNC_COPY, dtypes::token, {di, si}));
+      } else {  // synchronous, one element at a time (a thread past the tile does nothing)
+        UOp mine = total % threads_ ? simplify(qi < total) : UOp();
+        UOp g = gate && mine ? alu(Op::AND, gate, mine) : gate ? gate : mine;
+        UOp x = g ? kitten::load(index(v.ptr, src, g), const_(s.elem, 0))
+                  : kitten::load(index(v.ptr, src));
+        l.sync.push_back(
+            kitten::store(mine ? index(slot.buf, dst, mine) : index(slot.buf, dst), x));
+      }
+    }
+    return l;
+  }
+
+  Lowered store(const UOp& u) {
+    const UOp& dst = u.src(0);
+    const TileType& t = *tile_type(u.src(1).dtype());
+    std::vector<UOp> vals = values(u.src(1)), out;
+    const Lowered& d = of(dst);
+    if (d.kind == Lowered::Place && tile_type(dst.dtype())->memory == Memory::Register) {
+      for (size_t k = 0; k < vals.size(); ++k)
+        out.push_back(kitten::store(index(d.buf, i32(int64_t(k))), vals[k]));
+    } else if (d.kind == Lowered::Slot || d.kind == Lowered::Place) {
+      Lowered slot = d;
+      if (d.kind == Lowered::Place) slot.base = i32(0);
+      const TileType& s = *tile_type(dst.dtype());
+      for (size_t k = 0; k < vals.size(); ++k) {
+        auto [row, col] = position(t, int(k));
+        out.push_back(kitten::store(index(d.buf, shared_offset(s, slot, row, col)), vals[k]));
+      }
+    } else {  // a global view: gated at its edges
+      UOp r0 = of(u.src(2)).v[0], c0 = of(u.src(3)).v[0];
+      for (size_t k = 0; k < vals.size(); ++k) {
+        auto [row, col] = position(t, int(k));
+        UOp grow = r0 + row, gcol = c0 + col, gate = in_view(d, grow, gcol);
+        UOp at = simplify(grow * d.rs + gcol * d.cs);
+        out.push_back(kitten::store(gate ? index(d.ptr, at, gate) : index(d.ptr, at), vals[k]));
+      }
+    }
+    return single(all_of(out));
+  }
+
+  Lowered mma(const UOp& u) {
+    const TileType &c = *tile_type(u.dtype()), &a = *tile_type(u.src(1).dtype()),
+                   &b = *tile_type(u.src(2).dtype());
+    const Fragments& f = frag(a.elem);
+    if (!target_.has_mma(f.mma->name))
+      throw IrError("lower_tiles: mma needs " + f.mma->name + ", which " + target_.arch +
+                    " does not have");
+    const std::string& p = u.name_arg();
+    std::vector<UOp> acc = values(u.src(0)), va = values(u.src(1)), vb = values(u.src(2));
+    int mb = c.unit_rows() / 16, nb = c.unit_cols() / 16;
+    int kb = (p == "AtB" ? a.rows : a.cols) / 16;
+    auto a_base = [&](int i, int kk) {
+      return p == "AtB" ? kk * (a.unit_cols() / 16) + i : i * kb + kk;
+    };
+    auto b_base = [&](int j, int kk) {
+      return p == "ABt" ? j * kb + kk : kk * (b.unit_cols() / 16) + j;
+    };
+    for (int kk = 0; kk < kb; ++kk)
+      for (int i = 0; i < mb; ++i)
+        for (int j8 = 0; j8 < 2 * nb; ++j8) {
+          int h = j8 % 2, cb = (i * nb + j8 / 2) * 8, ab = a_base(i, kk) * 8,
+              bb = b_base(j8 / 2, kk) * 8;
+          std::vector<UOp> fa, fb, fc;
+          for (int e = 0; e < 8; ++e) fa.push_back(va.at(size_t(ab + e)));
+          for (int e = 0; e < 4; ++e) fb.push_back(vb.at(size_t(bb + f.b_pick[h][e])));
+          for (int e = 0; e < 4; ++e) fc.push_back(acc.at(size_t(cb + f.c_pick[h][e])));
+          UOp d = UOp::make(Op::MMA,
+                            {UOp::make(Op::VECTORIZE, fa), UOp::make(Op::VECTORIZE, fb),
+                             UOp::make(Op::VECTORIZE, fc)},
+                            f.mma->name);
+          for (int e = 0; e < 4; ++e)
+            acc[size_t(cb + f.c_pick[h][e])] = UOp::make(Op::EXTRACT, {d}, std::vector<int64_t>{e});
+        }
+    Lowered l;
+    l.kind = Lowered::Values;
+    l.v = std::move(acc);
+    return l;
+  }
+
+  Lowered map(const UOp& u) {
+    const TileType& t = *tile_type(u.dtype());
+    std::vector<std::vector<UOp>> src;
+    for (const UOp& s : u.src()) src.push_back(values(s));
+    Lowered l;
+    l.kind = Lowered::Values;
+    Op op = u.name_arg() == "CAST" ? Op::CAST : *op_by_name(u.name_arg());
+    for (size_t k = 0; k < src[0].size(); ++k) {
+      if (op == Op::CAST) {
+        l.v.push_back(cast(src[0][k], t.elem));
+      } else {
+        std::vector<UOp> args;
+        for (auto& s : src) args.push_back(s[k]);
+        l.v.push_back(UOp::make(op, args));
+      }
+    }
+    return l;
+  }
+
+  const Target& target_;
+  Owner owner_;
+  bool owner_set_ = false;
+  int64_t threads_ = 32;
+  UOp tid_, lane_, wr_, wc_;
+  std::unordered_map<const void*, Lowered> low_;
+  std::unordered_map<const void*, std::vector<UOp>> reads_;
+  std::unordered_map<std::string, Fragments> frags_;
+};
+
+}  // namespace
+
+UOp lower_tiles(const UOp& sink, const Target& target) { return TileLowering(target).run(sink); }
+
+void register_tile_passes() {
+  register_pass(
+      {"lower_tiles",
+       "Rewrites tile ops into per-thread UOps: register tiles become each lane's "
+       "fragment elements (from the MMA layouts), shared tiles swizzled buffers, "
+       "loads ldmatrix, copies cp.async as wide as the view's alignment proves, "
+       "products mma.sync, stores gated at the view's edges.",
+       [](const UOp& sink, const LowerContext& ctx) { return lower_tiles(sink, ctx.target); }},
+      PassPosition::Before, "schedule");
+}
+
+}  // namespace kitten::tiles

@@ -1,0 +1,564 @@
+#include "tiles/tile.h"
+
+#include <mutex>
+
+#include "dsl/ops.h"
+#include "dsl/verify.h"
+#include "tiles/lower_tiles.h"
+
+namespace kitten::tiles {
+
+namespace {
+
+std::string_view layout_name(Layout l) { return l == Layout::Row ? "row" : "col"; }
+
+bool narrow16(DType d) { return d == dtypes::bfloat16 || d == dtypes::float16; }
+
+}  // namespace
+
+std::string TileType::shape() const { return std::to_string(rows) + "x" + std::to_string(cols); }
+
+DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) {
+  if (!elem.is_scalar() || !elem.is_float())
+    throw TileError("register tile: the element must be a float scalar, not " +
+                    std::string(elem.name()));
+  if (owner.unit != Unit::Warp)
+    throw TileError("register tile: warpgroup owners are not lowered yet (the Hopper issue)");
+  if (owner.rows < 1 || owner.cols < 1)
+    throw TileError("register tile: the warp grid must be at least 1x1");
+  auto t = std::make_unique<TileType>();
+  t->memory = Memory::Register;
+  t->elem = elem, t->rows = rows, t->cols = cols, t->layout = layout, t->owner = owner;
+  int ur = owner.parts(owner.row_split), uc = owner.parts(owner.col_split);
+  if (rows <= 0 || cols <= 0 || rows % (16 * ur) || cols % (16 * uc))
+    throw TileError("register tile " + t->shape() + " over " + std::to_string(owner.rows) + "x" +
+                    std::to_string(owner.cols) +
+                    " warps: each warp's part must be whole 16x16 tiles");
+  std::string name = "rt<" + std::string(elem.name()) + "," + std::to_string(rows) + "," +
+                     std::to_string(cols) + "," + std::string(layout_name(layout)) + ",w" +
+                     std::to_string(owner.rows) + "x" + std::to_string(owner.cols);
+  auto code = [](Split s) { return s == Split::GridRows ? 'r' : s == Split::GridCols ? 'c' : '-'; };
+  if (owner.row_split != Split::GridRows || owner.col_split != Split::GridCols)
+    name += std::string(":") + code(owner.row_split) + code(owner.col_split);
+  return DType::extension(name + ">", std::move(t));
+}
+
+DType shared_tile(DType elem, int rows, int cols, Layout layout, Swizzle swizzle, int stages) {
+  if (!elem.is_scalar() || elem.is_bool())
+    throw TileError("shared tile: the element must be a number, not " + std::string(elem.name()));
+  auto t = std::make_unique<TileType>();
+  t->memory = Memory::Shared;
+  t->elem = elem, t->rows = rows, t->cols = cols, t->layout = layout, t->swizzle = swizzle;
+  t->stages = stages;
+  if (rows <= 0 || cols <= 0 || stages < 1)
+    throw TileError("shared tile " + t->shape() + " x" + std::to_string(stages) + ": empty");
+  int line = layout == Layout::Row ? cols : rows;  // elements along the contiguous dimension
+  int width = swizzle_width(swizzle);
+  if (width && (line * elem.itemsize()) % width)
+    throw TileError("shared tile " + t->shape() + " of " + std::string(elem.name()) + ": a " +
+                    std::string(swizzle_name(swizzle)) + " swizzle needs " +
+                    (layout == Layout::Row ? "rows" : "columns") + " of whole " +
+                    std::to_string(width) + "-byte lines");
+  std::string name = "st<" + std::string(elem.name()) + "," + std::to_string(rows) + "," +
+                     std::to_string(cols) + "," + std::string(layout_name(layout)) + "," +
+                     std::string(swizzle_name(swizzle)) +
+                     (stages > 1 ? ",x" + std::to_string(stages) : "") + ">";
+  return DType::extension(name, std::move(t));
+}
+
+DType view_dtype(DType elem) {
+  auto v = std::make_unique<ViewType>();
+  v->elem = elem;
+  return DType::extension("gv<" + std::string(elem.name()) + ">", std::move(v));
+}
+
+const TileType* tile_type(DType d) {
+  return d.is_extension() ? dynamic_cast<const TileType*>(d.extension()) : nullptr;
+}
+const ViewType* view_type(DType d) {
+  return d.is_extension() ? dynamic_cast<const ViewType*>(d.extension()) : nullptr;
+}
+
+// ---- checks shared by the builders (which throw) and the ops' specs (which report) -----
+
+namespace {
+
+const TileType* reg_of(const UOp& u) {
+  const TileType* t = tile_type(u.dtype());
+  return t && t->memory == Memory::Register ? t : nullptr;
+}
+const TileType* shared_of(const UOp& u) {
+  const TileType* t = tile_type(u.dtype());
+  return t && t->memory == Memory::Shared ? t : nullptr;
+}
+std::string name_of(const UOp& u) { return std::string(u.dtype().name()); }
+
+// The owner of an operand of acc's product: M split like acc's rows, N like acc's
+// columns, K whole, wherever the operand stores them.
+Owner operand_owner(Owner o, char which, const std::string& product) {
+  Split m = o.row_split, n = o.col_split;
+  if (which == 'a') {
+    bool t = product == "AtB";  // K x M
+    o.row_split = t ? Split::None : m, o.col_split = t ? m : Split::None;
+  } else {
+    bool t = product == "ABt";  // N x K
+    o.row_split = t ? n : Split::None, o.col_split = t ? Split::None : n;
+  }
+  return o;
+}
+
+// "" when acc (+)= a*b in `product` (AB, ABt, AtB) is well formed, else what is wrong.
+std::string mma_problem(const std::string& product, const UOp& acc, const UOp& a, const UOp& b) {
+  const TileType *c = reg_of(acc), *ta = reg_of(a), *tb = reg_of(b);
+  if (!c || !ta || !tb) return "acc, a and b must be register tiles";
+  if (c->elem != dtypes::float32) return "the accumulator " + name_of(acc) + " must be float32";
+  if (!narrow16(ta->elem) || ta->elem != tb->elem)
+    return "a (" + name_of(a) + ") and b (" + name_of(b) + ") must both be bfloat16 or float16";
+  bool at = product == "AtB", bt = product == "ABt";
+  int m = at ? ta->cols : ta->rows, ka = at ? ta->rows : ta->cols;
+  int n = bt ? tb->rows : tb->cols, kb = bt ? tb->cols : tb->rows;
+  std::string shapes = ": acc " + c->shape() + ", a " + ta->shape() + ", b " + tb->shape();
+  if (m != c->rows || n != c->cols || ka != kb) return "the shapes do not match" + shapes;
+  Layout want_a = at ? Layout::Col : Layout::Row, want_b = bt ? Layout::Row : Layout::Col;
+  if (ta->layout != want_a || tb->layout != want_b)
+    return "a must be " + std::string(layout_name(want_a)) + "-layout and b " +
+           std::string(layout_name(want_b)) + "-layout, not " + name_of(a) + " and " + name_of(b);
+  if (ta->owner != operand_owner(c->owner, 'a', product) ||
+      tb->owner != operand_owner(c->owner, 'b', product))
+    return "the warps must hold a's rows as acc's and b's columns as acc's, with K whole: acc " +
+           name_of(acc) + ", a " + name_of(a) + ", b " + name_of(b);
+  return "";
+}
+
+std::string same_shape_problem(const UOp& a, const UOp& b) {
+  const TileType *x = reg_of(a), *y = reg_of(b);
+  if (!x || !y) return "both must be register tiles";
+  if (x->rows != y->rows || x->cols != y->cols || x->layout != y->layout || x->owner != y->owner)
+    return name_of(a) + " and " + name_of(b) + " differ in shape, layout or owner";
+  return "";
+}
+
+NodeRule rule(std::string doc, std::function<std::string(const UOp&)> check) {
+  return {std::move(doc), std::move(check)};
+}
+SourceRule src(std::string name, std::string doc, std::function<bool(const UOp&)> ok) {
+  return {std::move(name), std::move(doc), [ok](const UOp&, const UOp& s) { return ok(s); }};
+}
+SourceRule int_src(std::string name) {
+  return src(std::move(name), "an integer scalar",
+             [](const UOp& s) { return s.dtype().is_scalar() && s.dtype().is_int(); });
+}
+SourceRule reg_src(std::string name) {
+  return src(std::move(name), "a register tile", [](const UOp& s) { return reg_of(s); });
+}
+SourceRule shared_stage(std::string name) {
+  return src(std::move(name), "a shared tile of one stage", [](const UOp& s) {
+    const TileType* t = shared_of(s);
+    return t && t->stages == 1;
+  });
+}
+SourceRule view_src(std::string name) {
+  return src(std::move(name), "a global view", [](const UOp& s) { return view_type(s.dtype()); });
+}
+DTypeRule tile_dtype(std::string doc, std::function<bool(const TileType&)> ok) {
+  return {std::move(doc), {}, [ok](DType d) {
+            const TileType* t = tile_type(d);
+            return t && ok(*t);
+          }};
+}
+
+TileOps register_tile_ops() {
+  TileOps ops;
+  OpSpec v;
+  v.name = "TILE_VIEW";
+  v.meaning =
+      "A strided 2-D view of a global buffer: rows x cols elements, (r, c) at r*row_stride + "
+      "c*col_stride; the arg is the alignment of the buffer's start in bytes.";
+  v.sources = {src("buffer", "a pointer into global memory",
+                   [](const UOp& s) {
+                     return s.dtype().is_pointer() && s.dtype().space() == AddrSpace::Global;
+                   }),
+               int_src("rows"), int_src("cols"), int_src("row_stride"), int_src("col_stride")};
+  v.dtype = {"gv<the buffer's element>",
+             [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+               if (s.empty() || !s[0].dtype().is_pointer()) return std::nullopt;
+               return view_dtype(s[0].dtype().pointee());
+             },
+             {}};
+  v.arg = ArgKind::Int;
+  v.rules = {
+      rule("the alignment is a power of two of at least the element's size", [](const UOp& u) {
+        int64_t a = u.int_arg(), e = u.src(0).dtype().pointee().itemsize();
+        return a >= e && (a & (a - 1)) == 0 ? "" : "alignment " + std::to_string(a);
+      })};
+  v.flags = kOpMemory;
+  ops.view = register_op(v);
+
+  OpSpec al;
+  al.name = "TILE_ALLOC";
+  al.meaning =
+      "A tile's storage: a shared tile (or ring) in the block's shared memory, or a register "
+      "tile carried across loop iterations; the arg is its slot.";
+  al.dtype = tile_dtype("a register or shared tile", [](const TileType&) { return true; });
+  al.arg = ArgKind::Int;
+  al.flags = kOpDefinition | kOpMemory;
+  ops.alloc = register_op(al);
+
+  OpSpec sl;
+  sl.name = "TILE_SLOT";
+  sl.meaning = "Stage `stage` (0 <= stage < stages) of a ring of shared tiles.";
+  sl.sources = {src("ring", "a ring of shared tiles",
+                    [](const UOp& s) {
+                      const TileType* t = shared_of(s);
+                      return t && t->stages > 1;
+                    }),
+                int_src("stage")};
+  sl.dtype = {"the ring's tile with one stage",
+              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+                const TileType* t = s.empty() ? nullptr : shared_of(s[0]);
+                if (!t) return std::nullopt;
+                return shared_tile(t->elem, t->rows, t->cols, t->layout, t->swizzle, 1);
+              },
+              {}};
+  sl.flags = kOpMemory;
+  ops.slot = register_op(sl);
+
+  OpSpec fl;
+  fl.name = "TILE_FILL";
+  fl.meaning = "A register tile with every element the arg's value.";
+  fl.dtype =
+      tile_dtype("a register tile", [](const TileType& t) { return t.memory == Memory::Register; });
+  fl.arg = ArgKind::Const;
+  ops.fill = register_op(fl);
+
+  OpSpec cp;
+  cp.name = "TILE_COPY";
+  cp.meaning =
+      "Starts copying the window of a view at (row0, col0) into a shared tile (zeros where "
+      "the window leaves the view); the tile is ready after a WAIT_GROUP on the token and a "
+      "BARRIER.";
+  cp.sources = {shared_stage("dst"), view_src("src"), int_src("row0"), int_src("col0")};
+  cp.dtype = {"token", [](std::span<const UOp>, const Arg&) { return dtypes::token; }, {}};
+  cp.rules = {rule("dst and src hold the same element", [](const UOp& u) {
+    return shared_of(u.src(0))->elem == view_type(u.src(1).dtype())->elem
+               ? ""
+               : name_of(u.src(0)) + " from " + name_of(u.src(1));
+  })};
+  cp.flags = kOpMemory | kOpCooperative;
+  ops.copy = register_op(cp);
+
+  OpSpec ld;
+  ld.name = "TILE_LOAD";
+  ld.meaning = "Reads a shared tile into a register tile of the same shape and element.";
+  ld.sources = {shared_stage("src")};
+  ld.dtype =
+      tile_dtype("a register tile", [](const TileType& t) { return t.memory == Memory::Register; });
+  ld.rules = {rule("the shapes and elements agree", [](const UOp& u) {
+    const TileType *s = shared_of(u.src(0)), *r = reg_of(u);
+    return s->rows == r->rows && s->cols == r->cols && s->elem == r->elem
+               ? ""
+               : "loading " + name_of(u.src(0)) + " as " + name_of(u);
+  })};
+  ld.flags = kOpMemory | kOpCooperative;
+  ops.load = register_op(ld);
+
+  OpSpec st;
+  st.name = "TILE_STORE";
+  st.meaning =
+      "Writes a register tile to a global view at (row0, col0) (nothing where it leaves the "
+      "view), to a shared tile, or into a carried register tile.";
+  st.sources = {src("dst", "a view, a shared tile or a register tile",
+                    [](const UOp& s) { return view_type(s.dtype()) || tile_type(s.dtype()); }),
+                reg_src("value")};
+  st.rest = int_src("origin");
+  st.rest_min = 0;
+  st.rest_max = 2;
+  st.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  st.rules = {rule("a view takes (row0, col0) and the value's element; a tile the value's type",
+                   [](const UOp& u) {
+                     const UOp &d = u.src(0), &v = u.src(1);
+                     if (const ViewType* vt = view_type(d.dtype()))
+                       return u.src().size() == 4 && vt->elem == reg_of(v)->elem
+                                  ? ""
+                                  : "storing " + name_of(v) + " into " + name_of(d);
+                     if (u.src().size() != 2) return std::string("a tile takes no origin");
+                     const TileType *t = tile_type(d.dtype()), *r = reg_of(v);
+                     bool ok = t->memory == Memory::Register
+                                   ? d.dtype() == v.dtype()
+                                   : t->stages == 1 && t->rows == r->rows && t->cols == r->cols &&
+                                         t->elem == r->elem;
+                     return ok ? "" : "storing " + name_of(v) + " into " + name_of(d);
+                   })};
+  st.flags = kOpEffect | kOpMemory;
+  ops.store = register_op(st);
+
+  OpSpec mm;
+  mm.name = "TILE_MMA";
+  mm.meaning =
+      "acc + a*b (AB), acc + a*b^T (ABt) or acc + a^T*b (AtB), the arg; f32 accumulation of "
+      "bf16 or f16 register tiles.";
+  mm.sources = {reg_src("acc"), reg_src("a"), reg_src("b")};
+  mm.arg = ArgKind::Name;
+  mm.dtype = {"the accumulator's",
+              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+                if (s.empty()) return std::nullopt;
+                return s[0].dtype();
+              },
+              {}};
+  mm.rules = {rule("the product is well formed", [](const UOp& u) {
+    const std::string& p = u.name_arg();
+    if (p != "AB" && p != "ABt" && p != "AtB") return "the product is AB, ABt or AtB, not " + p;
+    return mma_problem(p, u.src(0), u.src(1), u.src(2));
+  })};
+  mm.flags = kOpCooperative;
+  ops.mma = register_op(mm);
+
+  OpSpec mp;
+  mp.name = "TILE_MAP";
+  mp.meaning =
+      "An ALU op (the arg names it) element by element over register tiles of one shape and "
+      "owner, or CAST to the result's element.";
+  mp.sources = {reg_src("a")};
+  mp.rest = reg_src("b");
+  mp.rest_min = 0;
+  mp.rest_max = 1;
+  mp.arg = ArgKind::Name;
+  mp.dtype =
+      tile_dtype("a register tile", [](const TileType& t) { return t.memory == Memory::Register; });
+  mp.rules = {rule("the op takes the sources, which agree in shape", [](const UOp& u) {
+    const std::string& n = u.name_arg();
+    std::optional<Op> op = op_by_name(n);
+    if (n != "CAST" && (!op || !is_alu(*op) || find_op_spec(*op)->arity != int(u.src().size())))
+      return "'" + n + "' is not CAST or an ALU op of " + std::to_string(u.src().size()) +
+             " sources";
+    for (const UOp& s : u.src())
+      if (std::string p = same_shape_problem(u, s); !p.empty()) return p;
+    return std::string();
+  })};
+  ops.map = register_op(mp);
+  register_tile_passes();
+  return ops;
+}
+
+}  // namespace
+
+const TileOps& tile_ops() {
+  static const TileOps ops = register_tile_ops();
+  return ops;
+}
+
+// ---- builders ------------------------------------------------------------------------
+
+namespace {
+
+UOp make(Op op, DType dtype, std::initializer_list<UOp> src, Arg arg = {}) {
+  return UOp::make(op, dtype, src, std::move(arg));
+}
+
+void require(const std::string& what, const std::string& problem) {
+  if (!problem.empty()) throw TileError(what + ": " + problem);
+}
+
+}  // namespace
+
+Tile fill(DType tile, double value) {
+  const TileType* t = tile_type(tile);
+  if (!t || t->memory != Memory::Register)
+    throw TileError("fill: " + std::string(tile.name()) + " is not a register tile");
+  return {make(tile_ops().fill, tile, {}, const_bits_of_double(value))};
+}
+
+Tile load(const Tile& shared, DType reg_tile) {
+  return {make(tile_ops().load, reg_tile, {shared.node})};
+}
+
+Tile cast(const Tile& t, DType elem) {
+  const TileType& x = t.type();
+  return {make(tile_ops().map, register_tile(elem, x.rows, x.cols, x.layout, x.owner), {t.node},
+               std::string("CAST"))};
+}
+
+Tile map(Op op, const Tile& a) {
+  return {make(tile_ops().map, a.node.dtype(), {a.node}, op_name(op))};
+}
+
+Tile map(Op op, const Tile& a, const Tile& b) {
+  require("map " + op_name(op), same_shape_problem(a.node, b.node));
+  return {make(tile_ops().map, a.node.dtype(), {a.node, b.node}, op_name(op))};
+}
+
+namespace {
+Tile mma(const char* product, const Tile& acc, const Tile& a, const Tile& b) {
+  require(std::string("mma_") + product, mma_problem(product, acc.node, a.node, b.node));
+  return {make(tile_ops().mma, acc.node.dtype(), {acc.node, a.node, b.node}, std::string(product))};
+}
+}  // namespace
+
+Tile mma_AB(const Tile& acc, const Tile& a, const Tile& b) { return mma("AB", acc, a, b); }
+Tile mma_ABt(const Tile& acc, const Tile& a, const Tile& b) { return mma("ABt", acc, a, b); }
+Tile mma_AtB(const Tile& acc, const Tile& a, const Tile& b) { return mma("AtB", acc, a, b); }
+
+DType operand_tile(const Tile& acc, const Tile& shared, char which, const char* product) {
+  const TileType &c = acc.type(), &s = shared.type();
+  std::string p = product;
+  Owner o = operand_owner(c.owner, which, p);
+  Layout l = which == 'a' ? (p == "AtB" ? Layout::Col : Layout::Row)
+                          : (p == "ABt" ? Layout::Row : Layout::Col);
+  return register_tile(s.elem, s.rows, s.cols, l, o);
+}
+
+// ---- carried tiles and rings -----------------------------------------------------------
+
+Tile Carried::get() const {
+  State& s = *state_;
+  size_t depth = s.kernel->frames_.size() - 1;
+  if (s.frame != depth) {  // first read in a loop entered since: after the init, per iteration
+    s.outer = s.value;
+    s.value = UOp::make(Op::AFTER, {s.value, s.kernel->frames_.back().range});
+    s.frame = depth;
+    s.assigned = false;
+  }
+  return {s.value};
+}
+
+Carried& Carried::operator=(const Tile& v) {
+  State& s = *state_;
+  if (v.node.dtype() != s.alloc.dtype())
+    throw TileError("carried " + std::string(s.alloc.dtype().name()) + " assigned " +
+                    std::string(v.node.dtype().name()));
+  Tile place = get();  // orders the update inside the current loop
+  UOp at = place.node;
+  if (s.assigned) throw TileError("a carried tile is assigned once per loop iteration");
+  s.kernel->record(make(tile_ops().store, dtypes::void_, {at, v.node}));
+  s.value = v.node;
+  s.assigned = true;
+  return *this;
+}
+
+Tile Ring::operator[](const UOp& stage) const {
+  return {UOp::make(tile_ops().slot, {state_->place, stage})};
+}
+
+// ---- the kernel builder ----------------------------------------------------------------
+
+Kernel::Kernel(std::string name, int warp_rows, int warp_cols)
+    : name_(std::move(name)), warp_rows_(warp_rows), warp_cols_(warp_cols) {
+  tile_ops();
+  if (warp_rows < 1 || warp_cols < 1 || warp_rows * warp_cols > 32)
+    throw TileError("kernel " + name_ + ": " + std::to_string(warp_rows) + "x" +
+                    std::to_string(warp_cols) + " warps (1 to 32 warps per block)");
+  frames_.push_back({});
+}
+
+UOp Kernel::block_index(int dim, const UOp& extent) {
+  return UOp::make(Op::SPECIAL, dtypes::int32, {extent}, SpecialArg{SpecialKind::BlockIdx, dim});
+}
+
+View Kernel::view(int64_t slot, DType elem, UOp rows, UOp cols, UOp row_stride, UOp col_stride,
+                  int64_t base_align) {
+  return {UOp::make(tile_ops().view, {param(slot, elem.ptr()), rows, cols, row_stride, col_stride},
+                    base_align)};
+}
+
+DType Kernel::reg(DType elem, int rows, int cols, Layout layout) const {
+  return register_tile(elem, rows, cols, layout, owner());
+}
+
+Carried Kernel::carried(const Tile& init) {
+  auto s = std::make_shared<Carried::State>();
+  s->kernel = this;
+  s->alloc = make(tile_ops().alloc, init.node.dtype(), {}, next_reg_++);
+  s->init = make(tile_ops().store, dtypes::void_, {s->alloc, init.node});
+  record(s->init);
+  s->value = UOp::make(Op::AFTER, {s->alloc, s->init});
+  s->frame = frames_.size() - 1;
+  carried_.push_back(s);
+  Carried c;
+  c.state_ = s;
+  return c;
+}
+
+Ring Kernel::ring(DType elem, int rows, int cols, Swizzle swizzle, int stages, Layout layout) {
+  auto s = std::make_shared<Ring::State>();
+  s->alloc = make(tile_ops().alloc, shared_tile(elem, rows, cols, layout, swizzle, stages), {},
+                  next_shared_++);
+  s->place = s->alloc;
+  rings_.push_back(s);
+  Ring r;
+  r.state_ = s;
+  return r;
+}
+
+void Kernel::loop(const UOp& n, const std::function<void(const UOp& i)>& body) {
+  UOp i = range(n, next_axis_++, AxisKind::Loop);
+  frames_.push_back({i, {}});
+  body(i);
+  Frame f = std::move(frames_.back());
+  frames_.pop_back();
+  if (f.effects.empty()) return;
+  UOp all = f.effects.size() == 1 ? f.effects[0] : UOp::make(Op::GROUP, dtypes::void_, f.effects);
+  UOp done = end(all, {i});
+  record(done);
+  size_t depth = frames_.size() - 1;
+  for (auto& c : carried_)  // reads after the loop see its last update
+    if (c->frame > depth) {
+      c->value = c->assigned ? UOp::make(Op::AFTER, {c->alloc, done}) : c->outer;
+      c->frame = depth;
+      c->assigned = false;
+    }
+}
+
+void Kernel::pipeline(const UOp& n, int stages,
+                      const std::function<std::vector<UOp>(const UOp&, const UOp&)>& load,
+                      const std::function<void(const UOp&, const UOp&)>& body) {
+  if (stages < 2) throw TileError("pipeline: at least 2 stages, not " + std::to_string(stages));
+  for (auto& r : rings_)
+    if (tile_type(r->alloc.dtype())->stages != stages)
+      throw TileError("pipeline of " + std::to_string(stages) + " stages over the ring " +
+                      std::string(r->alloc.dtype().name()));
+  DType it = n.dtype();
+  // The prologue: stages 0 .. stages-2 in flight before the loop (a copy past the end
+  // reads nothing: its window leaves the view and it zero-fills).
+  std::vector<UOp> prologue;
+  for (int s = 0; s + 1 < stages; ++s)
+    for (const UOp& t : load(const_int(it, s), const_int(it, s))) prologue.push_back(t);
+  size_t per_stage = prologue.size() / size_t(stages - 1);
+  if (per_stage == 0) throw TileError("pipeline: the load issues no copies");
+  loop(n, [&](const UOp& i) {
+    // Iteration i: at most stages-2 stages still in flight, so stage i has landed; the
+    // barrier publishes it and ends every read of the slot the next copy reuses.
+    UOp landed =
+        UOp::make(Op::WAIT_GROUP, dtypes::void_, prologue, int64_t(per_stage) * (stages - 2));
+    UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {landed});
+    record(landed);
+    std::vector<UOp> saved;
+    for (auto& r : rings_)
+      saved.push_back(r->place), r->place = UOp::make(Op::AFTER, {r->alloc, bar});
+    UOp ahead = i + const_int(it, stages - 1);
+    for (const UOp& t : load(ahead, ahead % const_int(it, stages))) record(t);
+    body(i, i % const_int(it, stages));
+    for (size_t k = 0; k < rings_.size(); ++k) rings_[k]->place = saved[k];
+  });
+}
+
+UOp Kernel::copy(const Tile& dst, const View& src, const UOp& row0, const UOp& col0) {
+  return make(tile_ops().copy, dtypes::token, {dst.node, src.node, row0, col0});
+}
+
+void Kernel::store(const View& dst, const UOp& row0, const UOp& col0, const Tile& value) {
+  const ViewType* v = view_type(dst.node.dtype());
+  if (v->elem != value.type().elem)
+    throw TileError("store: " + std::string(value.node.dtype().name()) + " into a view of " +
+                    std::string(v->elem.name()) + " (cast it first)");
+  record(make(tile_ops().store, dtypes::void_, {dst.node, value.node, row0, col0}));
+}
+
+UOp Kernel::finish() {
+  if (frames_.size() != 1) throw TileError("finish: a loop is still open");
+  std::vector<UOp>& e = frames_[0].effects;
+  UOp root = UOp::make(Op::SINK, dtypes::void_, e, name_);
+  verify(root);
+  return root;
+}
+
+}  // namespace kitten::tiles

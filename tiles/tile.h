@@ -1,0 +1,202 @@
+// The tile layer: tile dtypes and tile ops, registered into dsl/'s open dtype set and op
+// registry, and the C++ surface a kernel author writes them with (docs/dsl.md).
+//
+// A kernel is written for one thread block. A register tile belongs to the block and is
+// split over its warps, which the kernel arranges as a grid (2x4 warps); the tile's dtype
+// records the grid and whether its rows and its columns are divided over it or repeated
+// in every warp of a grid row or column, so each lowering step knows which warp holds
+// which rows. Shared tiles are row- or column-major, swizzled by one of dsl/swizzle.h's
+// modes, and may be a ring of stages for a pipeline. Global views are strided 2-D windows
+// of a buffer with run-time extents and strides and a known base alignment.
+//
+// Every builder checks shapes and dtypes when the node is made and throws TileError
+// naming the op and both shapes; the ops' specs check the same again in the verifier.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dsl/swizzle.h"
+#include "dsl/uop.h"
+
+namespace kitten::tiles {
+
+struct TileError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+enum class Memory : uint8_t { Register, Shared };
+enum class Layout : uint8_t { Row, Col };
+// The unit a block's warps are grouped in for one register tile: a warp (mma.sync), or a
+// warpgroup of four consecutive warps (wgmma; the Hopper issue lowers it).
+enum class Unit : uint8_t { Warp, Warpgroup };
+
+// Which grid dimension divides a tile dimension: the grid's rows, its columns, or none
+// (every unit along the grid holds the whole dimension).
+enum class Split : uint8_t { None, GridRows, GridCols };
+
+// Which threads hold a register tile: the block's units as a grid of rows x cols; the
+// tile's rows are divided over one grid dimension (or none), and its columns likewise
+// (a B operand stored N x K has its rows divided over the grid's columns).
+struct Owner {
+  Unit unit = Unit::Warp;
+  int rows = 1, cols = 1;
+  Split row_split = Split::GridRows, col_split = Split::GridCols;
+  int parts(Split s) const { return s == Split::GridRows ? rows : s == Split::GridCols ? cols : 1; }
+  friend bool operator==(const Owner&, const Owner&) = default;
+};
+
+// The payload of a tile dtype (register or shared) and of a global view's dtype.
+struct TileType : DTypeExtension {
+  Memory memory = Memory::Register;
+  DType elem;
+  int rows = 0, cols = 0;
+  Layout layout = Layout::Row;
+  Owner owner;                      // register tiles
+  Swizzle swizzle = Swizzle::None;  // shared tiles
+  int stages = 1;                   // shared tiles: a ring of this many
+
+  // Register tiles: the part one unit holds, and how many 16x16 base tiles it has.
+  int unit_rows() const { return rows / owner.parts(owner.row_split); }
+  int unit_cols() const { return cols / owner.parts(owner.col_split); }
+  int per_thread() const { return unit_rows() * unit_cols() / 32; }  // elements per lane
+  std::string shape() const;                                         // "128x32"
+};
+
+struct ViewType : DTypeExtension {
+  DType elem;
+};
+
+// The tile dtypes, interned by canonical name: rt<float32,128,128,row,w2x4>,
+// rt<bfloat16,128,32,row,w2x4:r-> (rows divided over the grid's rows, columns whole, so
+// repeated across the grid's columns; "c" names the grid's columns),
+// st<bfloat16,128,32,row,128B,x3> (a ring of three), gv<bfloat16>. Throws TileError on a
+// shape the lowering cannot hold (a warp's part not whole 16x16 tiles, a swizzled row
+// that is not a whole number of the mode's lines).
+DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner);
+DType shared_tile(DType elem, int rows, int cols, Layout layout, Swizzle swizzle, int stages = 1);
+DType view_dtype(DType elem);
+const TileType* tile_type(DType d);  // nullptr for other dtypes
+const ViewType* view_type(DType d);
+
+// The tile ops' ids (registered on first use).
+struct TileOps {
+  Op view, alloc, slot, fill, copy, load, store, mma, map;
+};
+const TileOps& tile_ops();
+
+// ---- the author's surface ------------------------------------------------------------
+
+// A tile-valued node with its type at hand.
+struct Tile {
+  UOp node;
+  const TileType& type() const { return *tile_type(node.dtype()); }
+};
+
+// A strided 2-D view of a global buffer: element (r, c) at r*row_stride + c*col_stride.
+struct View {
+  UOp node;
+  UOp rows() const { return node.src(1); }
+  UOp cols() const { return node.src(2); }
+};
+
+Tile fill(DType tile, double value);
+Tile load(const Tile& shared, DType reg_tile);  // shared -> registers
+Tile cast(const Tile& t, DType elem);
+Tile map(Op op, const Tile& a);                 // unary ALU op per element
+Tile map(Op op, const Tile& a, const Tile& b);  // binary, same shape and owner
+// Matrix products accumulated into an f32 register tile: acc + a*b, a*b^T, a^T*b. a and b
+// are bf16 or f16; for AB a is row-layout MxK, b col-layout KxN; for ABt b is row-layout
+// NxK; for AtB a is col-layout KxM. Rows of a are split like acc's rows, columns of b like
+// acc's columns, K is whole in every warp.
+Tile mma_AB(const Tile& acc, const Tile& a, const Tile& b);
+Tile mma_ABt(const Tile& acc, const Tile& a, const Tile& b);
+Tile mma_AtB(const Tile& acc, const Tile& a, const Tile& b);
+// The register tile type an operand of acc's product needs, for loading it from shared.
+DType operand_tile(const Tile& acc, const Tile& shared, char which, const char* product);
+
+class Kernel;
+
+// A register tile carried across the iterations of kernel loops (an accumulator): its
+// reads give the current value, and assigning records the update (STORE, END, AFTER).
+class Carried {
+ public:
+  operator Tile() const { return get(); }
+  Tile get() const;
+  Carried& operator=(const Tile& v);
+  const TileType& type() const { return *tile_type(state_->alloc.dtype()); }
+
+ private:
+  friend class Kernel;
+  struct State {
+    Kernel* kernel;
+    UOp alloc, init;  // the TILE_ALLOC and the store of its initial value
+    UOp value;        // what a read gives in the frame `frame`
+    UOp outer;        // what it gave in the enclosing frame
+    size_t frame = 0;
+    bool assigned = false;  // assigned in `frame`
+  };
+  std::shared_ptr<State> state_;
+};
+
+// A ring of shared tiles for a pipeline: ring[s] is stage s's tile.
+class Ring {
+ public:
+  Tile operator[](const UOp& stage) const;
+  const TileType& type() const { return *tile_type(state_->alloc.dtype()); }
+
+ private:
+  friend class Kernel;
+  struct State {
+    UOp alloc, place;  // place: the allocation as the current code may use it
+  };
+  std::shared_ptr<State> state_;
+};
+
+// Builds one kernel for one thread block of warp_rows x warp_cols warps.
+class Kernel {
+ public:
+  Kernel(std::string name, int warp_rows, int warp_cols);
+
+  Owner owner() const { return {Unit::Warp, warp_rows_, warp_cols_}; }
+  int threads() const { return warp_rows_ * warp_cols_ * 32; }
+  UOp block_index(int dim, const UOp& extent);  // blockIdx along x (0), y (1) or z (2)
+  View view(int64_t slot, DType elem, UOp rows, UOp cols, UOp row_stride, UOp col_stride,
+            int64_t base_align = 16);
+  DType reg(DType elem, int rows, int cols, Layout layout = Layout::Row) const;
+  Carried carried(const Tile& init);
+  Ring ring(DType elem, int rows, int cols, Swizzle swizzle, int stages,
+            Layout layout = Layout::Row);
+
+  // A kernel-time loop of n iterations; body runs once at build time with the index.
+  void loop(const UOp& n, const std::function<void(const UOp& i)>& body);
+  // A software pipeline over n iterations with `stages` slots in every ring: `load`
+  // issues the copies of iteration i into slot s and returns their tokens; `body` computes
+  // iteration i from slot s. The copies of iteration i+stages-1 fly while i computes.
+  void pipeline(const UOp& n, int stages,
+                const std::function<std::vector<UOp>(const UOp& i, const UOp& slot)>& load,
+                const std::function<void(const UOp& i, const UOp& slot)>& body);
+
+  UOp copy(const Tile& dst, const View& src, const UOp& row0, const UOp& col0);  // async
+  void store(const View& dst, const UOp& row0, const UOp& col0, const Tile& value);
+  UOp finish();  // the SINK
+
+ private:
+  friend class Carried;
+  struct Frame {
+    UOp range;
+    std::vector<UOp> effects;
+  };
+  void record(const UOp& effect) { frames_.back().effects.push_back(effect); }
+  std::string name_;
+  int warp_rows_, warp_cols_;
+  int64_t next_reg_ = 0, next_shared_ = 0, next_axis_ = 0;
+  std::vector<Frame> frames_;
+  std::vector<std::shared_ptr<Carried::State>> carried_;
+  std::vector<std::shared_ptr<Ring::State>> rings_;
+};
+
+}  // namespace kitten::tiles
