@@ -386,9 +386,10 @@ class CRenderer {
     std::vector<std::string> ins = a;
     ins.insert(ins.end(), b.begin(), b.end());
     ins.insert(ins.end(), c.begin(), c.end());
-    line("asm volatile(\"mma.sync.aligned." + shape + ".row.col.f32." + type + "." + type +
-         ".f32 " + dl + ", " + al + ", " + bl + ", " + cl + ";\" : " + join(outs) + " : " +
-         join(ins) + ");");
+    // A pure register operation: not volatile, so the compiler may schedule it among the
+    // fragment loads (which stay volatile, ordered with the barriers).
+    line("asm(\"mma.sync.aligned." + shape + ".row.col.f32." + type + "." + type + ".f32 " + dl +
+         ", " + al + ", " + bl + ", " + cl + ";\" : " + join(outs) + " : " + join(ins) + ");");
   }
 
   // ATOMIC: CUDA issues `red` on the generic address; C runs a compare-and-swap loop over

@@ -77,6 +77,9 @@ class Program {
   virtual ~Program() = default;
   virtual void launch(LaunchDims global, LaunchDims local, std::span<const KernelArg> args,
                       size_t shared_bytes = 0) = 0;
+  // What the compiled code uses, where the device reports it ("" elsewhere): on cuda the
+  // registers per thread and the local memory (spills) per thread.
+  virtual std::string resources() const { return ""; }
 };
 
 class Signal {

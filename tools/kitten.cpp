@@ -12,7 +12,12 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
+#include <random>
+#include "backends/cuda/cuda_device.h"
+#include "backends/emu/emulator.h"
 #include "backends/registry.h"
+#include "dsl/float_format.h"
 #include "dsl/linearize.h"
 #include "dsl/lower.h"
 #include "dsl/ops.h"
@@ -20,6 +25,7 @@
 #include "dsl/symbolic.h"
 #include "dsl/verify.h"
 #include "kernels/examples.h"
+#include "kernels/gemm.h"
 #include "tools/int_expr.h"
 #include "tools/symbolic_fuzz.h"
 #include "tools/uops_doc.h"
@@ -57,6 +63,14 @@ commands:
                     max(a,b), where(c,a,b), parentheses, decimal and 0x literals
   simplify --fuzz N [--seed S]
                     check the simplifier on N random expressions
+  bench gemm --device emu|cuda --shape M,N,K [--schedule S] [--b-transposed]
+        [--a-transposed] [--dtype bfloat16|float16] [--out float32|bfloat16|float16]
+        [--reps N] [--seed S]
+                    run a library kernel on fresh random data, check it against the
+                    float64 reference (every element up to 2^26 multiply-adds, else 512
+                    sampled), print the schedule, time and TFLOP/s (cuda: median of N
+                    runs, with registers and spills; emu: instruction and bank-conflict
+                    counts instead of a time). Knobs: BM BN BK WM WN STAGES SWIZZLE
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
@@ -345,6 +359,172 @@ int cmd_simplify(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `kitten bench gemm ...`: see the help text.
+int cmd_bench(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] != "gemm")
+    return usage_error("bench: expected a library kernel: gemm");
+  GemmProblem p;
+  std::string device = "cuda";
+  Schedule schedule;
+  int reps = 20;
+  uint64_t seed = std::random_device{}();
+  bool have_shape = false;
+  auto dtype_arg = [&](const std::string& v, DType& out) {
+    std::optional<DType> d = DType::parse(v);
+    if (!d) return false;
+    out = *d;
+    return true;
+  };
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool more = i + 1 < args.size();
+    if (a == "--device" && more) {
+      device = args[++i];
+    } else if (a == "--shape" && more) {
+      long long m, n, k;
+      char tail;
+      if (std::sscanf(args[++i].c_str(), "%lld,%lld,%lld%c", &m, &n, &k, &tail) != 3 || m < 1 ||
+          n < 1 || k < 1)
+        return usage_error("bench: --shape takes M,N,K (positive), got '" + args[i] + "'");
+      p.m = m, p.n = n, p.k = k, have_shape = true;
+    } else if (a == "--schedule" && more) {
+      try {
+        schedule = Schedule::parse(args[++i]);
+      } catch (const ScheduleError& e) {
+        return usage_error(std::string("bench: ") + e.what());
+      }
+    } else if (a == "--b-transposed") {
+      p.b_transposed = true;
+    } else if (a == "--a-transposed") {
+      p.a_transposed = true;
+    } else if (a == "--dtype" && more) {
+      if (!dtype_arg(args[++i], p.in)) return usage_error("bench: unknown dtype '" + args[i] + "'");
+    } else if (a == "--out" && more) {
+      if (!dtype_arg(args[++i], p.out))
+        return usage_error("bench: unknown dtype '" + args[i] + "'");
+    } else if (a == "--reps" && more) {
+      reps = std::atoi(args[++i].c_str());
+      if (reps < 1) return usage_error("bench: --reps takes a positive number");
+    } else if (a == "--seed" && more) {
+      seed = std::strtoull(args[++i].c_str(), nullptr, 0);
+    } else {
+      return usage_error("bench: unexpected argument '" + a + "'");
+    }
+  }
+  if (!have_shape) return usage_error("bench: expected --shape M,N,K");
+  std::unique_ptr<Device> dev;
+  try {
+    dev = open_device(device);
+  } catch (const BackendError& e) {
+    std::vector<std::string> known = device_names();
+    if (std::find(known.begin(), known.end(), device) != known.end())
+      return work_failed("bench", device + ": " + e.what());
+    return usage_error(std::string("bench: ") + e.what());
+  }
+  const Target& t = dev->props().target;
+  if (!t.has(kFeatureBlocks) || !t.has(kFeatureMmaSync))
+    return work_failed("bench",
+                       "gemm is a tile kernel: it needs a device with blocks and "
+                       "mma.sync, which " +
+                           device + " (" + t.arch + ") lacks; use emu or cuda");
+  Schedule used = schedule.empty() ? gemm_default_schedule(p, t) : schedule;
+  UOp kernel = gemm_kernel(p, used, t);  // ScheduleError names the broken constraint
+  // Fresh random inputs (normal, rounded to the input dtype) and the float64 reference.
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const FloatFormat& f = *p.in.narrow_float();
+  auto random = [&](int64_t count, std::vector<double>& v) {
+    std::vector<uint16_t> bits(static_cast<size_t>(count));
+    v.resize(size_t(count));
+    for (size_t i = 0; i < bits.size(); ++i) {
+      bits[i] = uint16_t(encode_float(f, normal(rng)));
+      v[i] = decode_float(f, bits[i]);
+    }
+    Buffer b = dev->allocator().alloc(bits.size() * 2);
+    dev->allocator().copy_in(b, bits.data(), bits.size() * 2);
+    return b;
+  };
+  std::vector<double> a, b;
+  Buffer da = random(p.m * p.k, a), db = random(p.k * p.n, b);
+  size_t out_bytes = size_t(p.m * p.n * p.out.itemsize());
+  Buffer dc = dev->allocator().alloc(out_bytes);
+  CompiledKernel k = compile_kernel(*dev, kernel);
+  std::vector<KernelArg> kargs = {dc, da, db};
+  EmuStats stats;
+  if (device == "emu") {
+    LaunchDims grid, block;
+    auto ek = emu_compile(k.linear, t);
+    emu_launch_dims(*ek, grid, block);
+    emu_run(*ek, grid, block, kargs, &stats);
+  } else {
+    k.run(kargs);
+  }
+  // Check: every element for small problems, else 512 sampled ones.
+  std::vector<unsigned char> out(out_bytes);
+  dev->allocator().copy_out(out.data(), dc, out_bytes);
+  auto got = [&](int64_t i) {
+    if (p.out == dtypes::float32) {
+      float x;
+      std::memcpy(&x, &out[size_t(i) * 4], 4);
+      return double(x);
+    }
+    uint16_t h;
+    std::memcpy(&h, &out[size_t(i) * 2], 2);
+    return decode_float(*p.out.narrow_float(), h);
+  };
+  auto at = [&](int64_t i, int64_t r) { return p.a_transposed ? r * p.m + i : i * p.k + r; };
+  auto bt = [&](int64_t r, int64_t j) { return p.b_transposed ? j * p.k + r : r * p.n + j; };
+  int mantissa = p.out == dtypes::float32 ? 23 : p.out.narrow_float()->man_bits;
+  bool all = p.m * p.n * p.k <= (int64_t(1) << 26);
+  int64_t checked = all ? p.m * p.n : 512, bad = 0;
+  std::string first_bad;
+  for (int64_t s = 0; s < checked; ++s) {
+    int64_t i = all ? s / p.n : int64_t(rng() % uint64_t(p.m));
+    int64_t j = all ? s % p.n : int64_t(rng() % uint64_t(p.n));
+    double want = 0, scale = 0;
+    for (int64_t r = 0; r < p.k; ++r) {
+      double term = a[size_t(at(i, r))] * b[size_t(bt(r, j))];
+      want += term, scale += std::abs(term);
+    }
+    double g = got(i * p.n + j);
+    double ulp =
+        std::ldexp(1.0, std::max(std::ilogb(std::max(std::abs(want), 1e-30)), -126) - mantissa);
+    if (!(std::abs(g - want) <= ulp + double(p.k + 1) * std::ldexp(1.0, -24) * scale)) {
+      if (bad++ == 0)
+        first_bad = "C[" + std::to_string(i) + "," + std::to_string(j) +
+                    "] = " + std::to_string(g) + ", want " + std::to_string(want);
+    }
+  }
+  std::printf("gemm %s on %s\nschedule: %s\ncheck: %s (%lld elements%s against float64)\n",
+              p.to_string().c_str(), dev->props().name.c_str(), used.to_string().c_str(),
+              bad ? "FAILED" : "passed", (long long)checked, all ? "" : " sampled");
+  if (bad) std::printf("  %lld wrong, first %s\n", (long long)bad, first_bad.c_str());
+  double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
+  if (device == "emu") {
+    std::printf(
+        "emu: %llu warp instructions, %llu shared accesses in %llu wavefronts, %llu bank "
+        "conflicts\n",
+        (unsigned long long)stats.warp_instructions, (unsigned long long)stats.shared_accesses,
+        (unsigned long long)stats.shared_wavefronts, (unsigned long long)stats.bank_conflicts);
+  } else {
+    auto q = dev->new_queue();
+    std::vector<double> ms;
+    for (int r = 0; r < reps + 5; ++r) {
+      double x = cuda_elapsed_ms(*q, [&] { k.enqueue(*q, kargs); });
+      if (r >= 5) ms.push_back(x);
+    }
+    std::sort(ms.begin(), ms.end());
+    double med = ms[ms.size() / 2];
+    std::printf("time: %.4f ms (median of %d), %.1f TFLOP/s\n", med, reps, flops / (med * 1e9));
+    std::string res = k.program->resources();
+    if (!res.empty()) std::printf("resources: %s\n", res.c_str());
+  }
+  dev->allocator().free(da);
+  dev->allocator().free(db);
+  dev->allocator().free(dc);
+  return bad ? 1 : 0;
+}
+
 int run_command(const std::string& cmd, const std::vector<std::string>& args) {
   try {
     if (cmd == "uops") return cmd_uops(args);
@@ -353,6 +533,7 @@ int run_command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "devices") return cmd_devices(args);
     if (cmd == "render") return cmd_render(args);
     if (cmd == "lower") return cmd_lower(args);
+    if (cmd == "bench") return cmd_bench(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     return work_failed(cmd, e.what());

@@ -59,6 +59,7 @@ Driver load_driver() {
       bind(lib, d.ModuleUnload, {"cuModuleUnload"}, why) &&
       bind(lib, d.ModuleGetFunction, {"cuModuleGetFunction"}, why) &&
       bind(lib, d.FuncSetAttribute, {"cuFuncSetAttribute"}, why) &&
+      bind(lib, d.FuncGetAttribute, {"cuFuncGetAttribute"}, why) &&
       bind(lib, d.LaunchKernel, {"cuLaunchKernel"}, why) &&
       bind(lib, d.GraphCreate, {"cuGraphCreate"}, why) &&
       bind(lib, d.GraphAddKernelNode, {"cuGraphAddKernelNode_v2"}, why) &&

@@ -36,6 +36,8 @@ constexpr int kAttrWarpSize = 10, kAttrMultiprocessors = 16, kAttrCcMajor = 75, 
               kAttrRegistersPerBlock = 12;
 constexpr unsigned kStreamNonBlocking = 1, kHostAllocDeviceMap = 2, kWaitValueGeq = 0;
 constexpr int kFuncAttrMaxDynamicShared = 8;
+constexpr int kFuncAttrLocalBytes = 3;  // per thread: spills and local arrays
+constexpr int kFuncAttrNumRegs = 4;
 
 struct Driver {
   bool loaded = false;
@@ -70,6 +72,7 @@ struct Driver {
   Result (*ModuleUnload)(Module);
   Result (*ModuleGetFunction)(Function*, Module, const char*);
   Result (*FuncSetAttribute)(Function, int, int);
+  Result (*FuncGetAttribute)(int*, int, Function);
   Result (*LaunchKernel)(Function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                          unsigned, Stream, void**, void**);
   Result (*GraphCreate)(GraphT*, unsigned);

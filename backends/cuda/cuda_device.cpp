@@ -180,6 +180,14 @@ class CudaProgram : public Program {
     c_->current();
     c_->d.ModuleUnload(module_);
   }
+  std::string resources() const override {
+    int regs = 0, local = 0;
+    c_->current();
+    check(c_->d.FuncGetAttribute(&regs, cu::kFuncAttrNumRegs, fn_), "kernel attributes");
+    check(c_->d.FuncGetAttribute(&local, cu::kFuncAttrLocalBytes, fn_), "kernel attributes");
+    return std::to_string(regs) + " registers, " + std::to_string(local) +
+           " bytes of local memory (spills) per thread";
+  }
   // Launches on `stream` without waiting.
   void enqueue(cu::Stream stream, LaunchDims g, LaunchDims l, std::span<const KernelArg> args,
                size_t shared) {
