@@ -27,6 +27,12 @@ run: build
 	$(BUILD)/bin/kitten render matmul --device cpu
 	$(BUILD)/bin/kitten simplify '((x*4 + k)/4)*4 + (x*4 + k)%4 < 512' --var x=0..1000 --var k=0..3
 	$(BUILD)/bin/kitten simplify 'row*128 + ((col ^ (row & 7)) << 4)' --var row=0..63 --var col=0..7 --dtype int32
+	@# The tile-DSL GEMM on the best device present: the GPU at 4096^3, else the emulator.
+	if $(BUILD)/bin/kitten devices | grep -q '^cuda: arch'; then \
+	  $(BUILD)/bin/kitten bench gemm --device cuda --shape 4096,4096,4096; \
+	else \
+	  $(BUILD)/bin/kitten bench gemm --device emu --shape 256,192,320; \
+	fi
 
 test: test-main test-asan test-tsan
 

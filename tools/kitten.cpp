@@ -26,6 +26,7 @@
 #include "dsl/verify.h"
 #include "kernels/examples.h"
 #include "kernels/gemm.h"
+#include "tiles/tile.h"
 #include "tools/int_expr.h"
 #include "tools/symbolic_fuzz.h"
 #include "tools/uops_doc.h"
@@ -133,6 +134,7 @@ int cmd_uops(const std::vector<std::string>& args) {
     return 0;
   }
   if (!args.empty()) return usage_error("uops: unknown option '" + args[0] + "'");
+  tiles::tile_ops();
   for (int i = 0; i < num_ops(); ++i) {
     const OpSpec* s = find_op_spec(Op(i));
     std::printf("%-12s %s\n", s->name.c_str(), s->meaning.c_str());

@@ -9,6 +9,7 @@
 #include "dsl/printer.h"
 #include "dsl/verify.h"
 #include "kernels/examples.h"
+#include "tiles/tile.h"
 
 namespace kitten {
 
@@ -106,10 +107,11 @@ std::string kernel_semantics() {
 }  // namespace
 
 std::string ops_doc() {
+  tiles::tile_ops();  // the tile layer's ops are listed after the core ones
   std::string d =
       "# UOps reference\n\n"
       "Generated from the op registry by `kitten uops --doc` (`make docs` rewrites this file; a\n"
-      "test fails when it is stale). Do not edit by hand: change the op's spec in dsl/ops.cpp.\n\n"
+      "test fails when it is stale). Do not edit by hand: change the op's spec in dsl/ops.cpp (tile ops: tiles/tile.cpp).\n\n"
       "A UOp is (op, dtype, sources, arg), immutable and hash-consed. `UOp::make` checks every\n"
       "new node against the spec below; `verify(root)` also applies the graph rules.\n\n"
       "## Dtypes\n\n"
