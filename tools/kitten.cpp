@@ -66,12 +66,13 @@ commands:
                     check the simplifier on N random expressions
   bench gemm --device emu|cuda --shape M,N,K [--schedule S] [--b-transposed]
         [--a-transposed] [--dtype bfloat16|float16] [--out float32|bfloat16|float16]
-        [--reps N] [--seed S]
+        [--reps N] [--seed S] [--source FILE]
                     run a library kernel on fresh random data, check it against the
                     float64 reference (every element up to 2^26 multiply-adds, else 512
                     sampled), print the schedule, time and TFLOP/s (cuda: median of N
                     runs, with registers and spills; emu: instruction and bank-conflict
-                    counts instead of a time). Knobs: BM BN BK WM WN STAGES SWIZZLE
+                    counts instead of a time); --source writes the rendered kernel.
+                    Knobs: BM BN BK WM WN STAGES SWIZZLE
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
@@ -371,6 +372,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   int reps = 20;
   uint64_t seed = std::random_device{}();
   bool have_shape = false;
+  std::string source_path;
   auto dtype_arg = [&](const std::string& v, DType& out) {
     std::optional<DType> d = DType::parse(v);
     if (!d) return false;
@@ -409,6 +411,8 @@ int cmd_bench(const std::vector<std::string>& args) {
       if (reps < 1) return usage_error("bench: --reps takes a positive number");
     } else if (a == "--seed" && more) {
       seed = std::strtoull(args[++i].c_str(), nullptr, 0);
+    } else if (a == "--source" && more) {
+      source_path = args[++i];
     } else {
       return usage_error("bench: unexpected argument '" + a + "'");
     }
@@ -451,6 +455,12 @@ int cmd_bench(const std::vector<std::string>& args) {
   size_t out_bytes = size_t(p.m * p.n * p.out.itemsize());
   Buffer dc = dev->allocator().alloc(out_bytes);
   CompiledKernel k = compile_kernel(*dev, kernel);
+  if (!source_path.empty()) {
+    std::FILE* f = std::fopen(source_path.c_str(), "w");
+    bool ok = f && std::fputs(k.rendered.source.c_str(), f) >= 0;
+    if (f) ok = std::fclose(f) == 0 && ok;
+    if (!ok) return work_failed("bench", "cannot write the source to " + source_path);
+  }
   std::vector<KernelArg> kargs = {dc, da, db};
   EmuStats stats;
   if (device == "emu") {
