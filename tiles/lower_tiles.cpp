@@ -6,6 +6,7 @@
 #include "dsl/lower.h"
 #include "dsl/mma.h"
 #include "dsl/printer.h"
+#include "dsl/rewrite.h"
 #include "dsl/symbolic.h"
 #include "tiles/tile.h"
 
@@ -36,6 +37,11 @@ struct Fragments {
   const MmaLayout* mma;
   std::vector<std::pair<UOp, UOp>> at;  // element e of a lane: (row, col) in a row-layout base
   int b_pick[2][4], c_pick[2][4];       // n-half h: the base elements of B's and C's fragments
+  // A lane's distinct rows (2) and columns (4) of a base, in order of first appearance:
+  // which group each element is in, and the lane masks whose lanes share a row (column).
+  std::vector<UOp> rows, cols;
+  int row_of[8], col_of[8];
+  std::vector<int> row_masks, col_masks;
 };
 
 Fragments fragments(const MmaLayout& L, const UOp& lane) {
@@ -60,6 +66,27 @@ Fragments fragments(const MmaLayout& L, const UOp& lane) {
         return std::pair<int, int>{r, c + 8 * h};
       });
     }
+  for (int e = 0; e < 8; ++e) {
+    auto group = [](std::vector<UOp>& seen, const UOp& x) {
+      auto it = std::find(seen.begin(), seen.end(), x);
+      if (it != seen.end()) return int(it - seen.begin());
+      seen.push_back(x);
+      return int(seen.size()) - 1;
+    };
+    f.row_of[e] = group(f.rows, f.at[size_t(e)].first);
+    f.col_of[e] = group(f.cols, f.at[size_t(e)].second);
+  }
+  for (int m = 1; m < 32; m <<= 1) {
+    bool same_row = true, same_col = true;
+    for (int l = 0; l < 32; ++l) {
+      same_row &= L.a.at(l, 0).first == L.a.at(l ^ m, 0).first;
+      same_col &= L.a.at(l, 0).second == L.a.at(l ^ m, 0).second;
+    }
+    if (same_row) f.row_masks.push_back(m);
+    if (same_col) f.col_masks.push_back(m);
+  }
+  if (f.rows.size() != 2 || f.cols.size() != 4)
+    throw IrError("lower_tiles: the layout " + L.name + " is not the 16x16 base tile's");
   return f;
 }
 
@@ -131,6 +158,9 @@ class TileLowering {
     if (op == ops.store) return store(u);
     if (op == ops.mma) return mma(u);
     if (op == ops.map) return map(u);
+    if (op == ops.reduce) return reduce(u);
+    if (op == ops.bcast) return bcast(u);
+    if (op == ops.mask) return mask(u);
     return core(u);
   }
 
@@ -165,6 +195,7 @@ class TileLowering {
       Lowered l;
       l.kind = Lowered::Place;
       l.buf = UOp::make(Op::AFTER, src);
+      l.base = of(u.src(0)).base;
       return l;
     }
     if (!changed) return single(u);
@@ -254,6 +285,14 @@ class TileLowering {
 
   // Element k of this lane's part of register tile t: (row, col) in the block's tile.
   std::pair<UOp, UOp> position(const TileType& t, int k) {
+    const Fragments& f = frag(dtypes::bfloat16);
+    if (t.vector == Vector::PerRow)
+      return {simplify(f.rows[size_t(k % 2)] + int64_t(k / 2) * 16 +
+                       unit_offset(t.owner, t.owner.row_split, t.unit_rows())),
+              i32(0)};
+    if (t.vector == Vector::PerCol)
+      return {i32(0), simplify(f.cols[size_t(k % 4)] + int64_t(k / 4) * 16 +
+                               unit_offset(t.owner, t.owner.col_split, t.unit_cols()))};
     int bc = t.unit_cols() / 16, b = k / 8, e = k % 8;
     auto [ar, ac] = frag(dtypes::bfloat16).at[size_t(e)];
     UOp r = t.layout == Layout::Row ? ar : ac, c = t.layout == Layout::Row ? ac : ar;
@@ -400,9 +439,17 @@ class TileLowering {
       }
     } else {  // a global view: gated at its edges
       UOp r0 = of(u.src(2)).v[0], c0 = of(u.src(3)).v[0];
+      UOp leader;  // a vector: the first of the lanes that hold each value writes it
+      if (t.vector != Vector::None) {
+        const Fragments& f = frag(dtypes::bfloat16);
+        int64_t bits = 0;
+        for (int m : t.vector == Vector::PerRow ? f.row_masks : f.col_masks) bits |= m;
+        leader = simplify(alu(Op::CMPEQ, alu(Op::AND, lane_, i32(bits)), i32(0)));
+      }
       for (size_t k = 0; k < vals.size(); ++k) {
         auto [row, col] = position(t, int(k));
         UOp grow = r0 + row, gcol = c0 + col, gate = in_view(d, grow, gcol);
+        if (leader) gate = gate ? alu(Op::AND, gate, leader) : leader;
         UOp at = simplify(grow * d.rs + gcol * d.cs);
         out.push_back(kitten::store(gate ? index(d.ptr, at, gate) : index(d.ptr, at), vals[k]));
       }
@@ -452,7 +499,9 @@ class TileLowering {
   Lowered map(const UOp& u) {
     const TileType& t = *tile_type(u.dtype());
     std::vector<std::vector<UOp>> src;
-    for (const UOp& s : u.src()) src.push_back(values(s));
+    for (const UOp& s : u.src())
+      src.push_back(tile_type(s.dtype()) ? values(s)
+                                         : std::vector<UOp>(size_t(t.per_thread()), of(s).v[0]));
     Lowered l;
     l.kind = Lowered::Values;
     Op op = u.name_arg() == "CAST" ? Op::CAST : *op_by_name(u.name_arg());
@@ -464,6 +513,74 @@ class TileLowering {
         for (auto& s : src) args.push_back(s[k]);
         l.v.push_back(UOp::make(op, args));
       }
+    }
+    return l;
+  }
+
+  // Row (column) reductions: within the lane, then across the lanes sharing the row.
+  Lowered reduce(const UOp& u) {
+    const TileType &t = *tile_type(u.src(0).dtype()), &v = *tile_type(u.dtype());
+    const Fragments& f = frag(dtypes::bfloat16);
+    Op op = u.name_arg() == "ADD" ? Op::ADD : Op::MAX;
+    std::vector<UOp> x = values(u.src(0));
+    int br = t.unit_rows() / 16, bc = t.unit_cols() / 16;
+    bool rows = v.vector == Vector::PerRow;
+    Lowered l;
+    l.kind = Lowered::Values;
+    for (int k = 0; k < v.per_thread(); ++k) {
+      std::vector<UOp> terms;
+      int base = rows ? k / 2 : k / 4, group = rows ? k % 2 : k % 4;
+      for (int o = 0; o < (rows ? bc : br); ++o)
+        for (int e = 0; e < 8; ++e)
+          if ((rows ? f.row_of[e] : f.col_of[e]) == group) {
+            int b = rows ? base * bc + o : o * bc + base;
+            terms.push_back(x[size_t(b * 8 + e)]);
+          }
+      while (terms.size() > 1) {  // a balanced tree
+        std::vector<UOp> next;
+        for (size_t i = 0; i + 1 < terms.size(); i += 2)
+          next.push_back(alu(op, terms[i], terms[i + 1]));
+        if (terms.size() % 2) next.push_back(terms.back());
+        terms = std::move(next);
+      }
+      UOp r = terms[0];
+      for (int m : rows ? f.row_masks : f.col_masks)
+        r = alu(op, r, UOp::make(Op::SHUFFLE, {r, i32(m)}, ShuffleMode::Xor));
+      l.v.push_back(r);
+    }
+    return l;
+  }
+
+  Lowered bcast(const UOp& u) {
+    const TileType &t = *tile_type(u.dtype()), &v = *tile_type(u.src(1).dtype());
+    const Fragments& f = frag(dtypes::bfloat16);
+    Op op = *op_by_name(u.name_arg());
+    std::vector<UOp> x = values(u.src(0)), y = values(u.src(1));
+    int bc = t.unit_cols() / 16;
+    Lowered l;
+    l.kind = Lowered::Values;
+    for (size_t k = 0; k < x.size(); ++k) {
+      int b = int(k) / 8, e = int(k) % 8;
+      size_t at = v.vector == Vector::PerRow ? size_t((b / bc) * 2 + f.row_of[e])
+                                             : size_t((b % bc) * 4 + f.col_of[e]);
+      l.v.push_back(alu(op, x[k], y[at]));
+    }
+    return l;
+  }
+
+  Lowered mask(const UOp& u) {
+    const TileType& t = *tile_type(u.dtype());
+    std::vector<UOp> x = values(u.src(0));
+    UOp keep = of(u.src(1)).v[0], fill = of(u.src(2)).v[0];
+    Lowered l;
+    l.kind = Lowered::Values;
+    for (size_t k = 0; k < x.size(); ++k) {
+      auto [row, col] = position(t, int(k));
+      UOp c = simplify(substitute(keep, {{tile_row_var(), row}, {tile_col_var(), col}}));
+      if (c.op() == Op::CONST)
+        l.v.push_back(c.const_int() ? x[k] : fill);
+      else
+        l.v.push_back(UOp::make(Op::WHERE, {c, x[k], fill}));
     }
     return l;
   }

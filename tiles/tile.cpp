@@ -37,9 +37,14 @@ DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) 
   std::string name = "rt<" + std::string(elem.name()) + "," + std::to_string(rows) + "," +
                      std::to_string(cols) + "," + std::string(layout_name(layout)) + ",w" +
                      std::to_string(owner.rows) + "x" + std::to_string(owner.cols);
-  auto code = [](Split s) { return s == Split::GridRows ? 'r' : s == Split::GridCols ? 'c' : '-'; };
   if (owner.row_split != Split::GridRows || owner.col_split != Split::GridCols)
-    name += std::string(":") + code(owner.row_split) + code(owner.col_split);
+    name += std::string(":") +
+            (owner.row_split == Split::GridRows   ? 'r'
+             : owner.row_split == Split::GridCols ? 'c'
+                                                  : '-') +
+            (owner.col_split == Split::GridRows   ? 'r'
+             : owner.col_split == Split::GridCols ? 'c'
+                                                  : '-');
   return DType::extension(name + ">", std::move(t));
 }
 
@@ -64,6 +69,66 @@ DType shared_tile(DType elem, int rows, int cols, Layout layout, Swizzle swizzle
                      std::string(swizzle_name(swizzle)) +
                      (stages > 1 ? ",x" + std::to_string(stages) : "") + ">";
   return DType::extension(name, std::move(t));
+}
+
+namespace {
+char split_code(Split s) { return s == Split::GridRows ? 'r' : s == Split::GridCols ? 'c' : '-'; }
+
+DType vector_dtype(DType elem, int length, Owner owner, Vector v) {
+  if (!elem.is_scalar() || !elem.is_float())
+    throw TileError("register vector: the element must be a float scalar");
+  auto t = std::make_unique<TileType>();
+  t->memory = Memory::Register;
+  t->vector = v;
+  t->elem = elem;
+  t->owner = owner;
+  if (v == Vector::PerRow) {
+    t->rows = length, t->cols = 1, t->owner.col_split = Split::None;
+  } else {
+    t->cols = length, t->rows = 1, t->owner.row_split = Split::None;
+  }
+  int parts =
+      v == Vector::PerRow ? owner.parts(t->owner.row_split) : owner.parts(t->owner.col_split);
+  if (length <= 0 || length % (16 * parts))
+    throw TileError("register vector of " + std::to_string(length) +
+                    ": each warp's part must be whole 16s");
+  std::string name = std::string(v == Vector::PerRow ? "rv<" : "cv<") + std::string(elem.name()) +
+                     "," + std::to_string(length) + ",w" + std::to_string(owner.rows) + "x" +
+                     std::to_string(owner.cols) + ":" + split_code(t->owner.row_split) +
+                     split_code(t->owner.col_split) + ">";
+  return DType::extension(name, std::move(t));
+}
+}  // namespace
+
+DType row_vector(DType elem, int rows, Owner owner) {
+  return vector_dtype(elem, rows, owner, Vector::PerRow);
+}
+DType col_vector(DType elem, int cols, Owner owner) {
+  return vector_dtype(elem, cols, owner, Vector::PerCol);
+}
+
+DType row_vector_of(DType tile) {
+  const TileType* t = tile_type(tile);
+  if (!t || t->memory != Memory::Register || t->vector != Vector::None || t->layout != Layout::Row)
+    throw TileError("a row vector of " + std::string(tile.name()) +
+                    ": only row-layout register tiles have row vectors");
+  if (t->owner.parts(t->owner.col_split) != 1)
+    throw TileError("a row vector of " + std::string(tile.name()) +
+                    ": its rows are spread over several warps (columns split); a reduction "
+                    "stays inside a warp, so split the rows only");
+  return row_vector(t->elem, t->rows, t->owner);
+}
+
+DType col_vector_of(DType tile) {
+  const TileType* t = tile_type(tile);
+  if (!t || t->memory != Memory::Register || t->vector != Vector::None || t->layout != Layout::Row)
+    throw TileError("a column vector of " + std::string(tile.name()) +
+                    ": only row-layout register tiles have column vectors");
+  if (t->owner.parts(t->owner.row_split) != 1)
+    throw TileError("a column vector of " + std::string(tile.name()) +
+                    ": its columns are spread over several warps (rows split); a reduction "
+                    "stays inside a warp, so split the columns only");
+  return col_vector(t->elem, t->cols, t->owner);
 }
 
 DType view_dtype(DType elem) {
@@ -133,8 +198,24 @@ std::string mma_problem(const std::string& product, const UOp& acc, const UOp& a
 std::string same_shape_problem(const UOp& a, const UOp& b) {
   const TileType *x = reg_of(a), *y = reg_of(b);
   if (!x || !y) return "both must be register tiles";
-  if (x->rows != y->rows || x->cols != y->cols || x->layout != y->layout || x->owner != y->owner)
+  if (x->rows != y->rows || x->cols != y->cols || x->layout != y->layout || x->owner != y->owner ||
+      x->vector != y->vector)
     return name_of(a) + " and " + name_of(b) + " differ in shape, layout or owner";
+  return "";
+}
+
+// A cast may also relabel a split of one part (the same warps hold the same elements).
+std::string cast_problem(const UOp& to, const UOp& from) {
+  const TileType *x = reg_of(to), *y = reg_of(from);
+  if (!x || !y) return "both must be register tiles";
+  auto same = [](const Owner& a, Split sa, const Owner& b, Split sb) {
+    return sa == sb || (a.parts(sa) == 1 && b.parts(sb) == 1);
+  };
+  if (x->rows != y->rows || x->cols != y->cols || x->layout != y->layout ||
+      x->vector != y->vector || x->owner.rows != y->owner.rows || x->owner.cols != y->owner.cols ||
+      !same(x->owner, x->owner.row_split, y->owner, y->owner.row_split) ||
+      !same(x->owner, x->owner.col_split, y->owner, y->owner.col_split))
+    return "casting " + name_of(from) + " to " + name_of(to) + " changes which warps hold what";
   return "";
 }
 
@@ -319,7 +400,8 @@ TileOps register_tile_ops() {
       "An ALU op (the arg names it) element by element over register tiles of one shape and "
       "owner, or CAST to the result's element.";
   mp.sources = {reg_src("a")};
-  mp.rest = reg_src("b");
+  mp.rest = src("b", "a register tile, or a scalar of a's element",
+                [](const UOp& s) { return reg_of(s) || s.dtype().is_scalar(); });
   mp.rest_min = 0;
   mp.rest_max = 1;
   mp.arg = ArgKind::Name;
@@ -331,11 +413,96 @@ TileOps register_tile_ops() {
     if (n != "CAST" && (!op || !is_alu(*op) || find_op_spec(*op)->arity != int(u.src().size())))
       return "'" + n + "' is not CAST or an ALU op of " + std::to_string(u.src().size()) +
              " sources";
-    for (const UOp& s : u.src())
+    if (n == "CAST") return cast_problem(u, u.src(0));
+    for (const UOp& s : u.src()) {
+      if (!reg_of(s)) {
+        if (s.dtype() != reg_of(u)->elem)
+          return "the scalar is " + name_of(s) + ", not the element";
+        continue;
+      }
       if (std::string p = same_shape_problem(u, s); !p.empty()) return p;
+    }
     return std::string();
   })};
   ops.map = register_op(mp);
+
+  OpSpec rd;
+  rd.name = "TILE_REDUCE";
+  rd.meaning =
+      "The sum (ADD) or maximum (MAX), the arg, of each row (the result a row vector) or "
+      "each column (a column vector) of a float32 register tile.";
+  rd.sources = {reg_src("t")};
+  rd.arg = ArgKind::Name;
+  rd.dtype =
+      tile_dtype("a register vector", [](const TileType& t) { return t.vector != Vector::None; });
+  rd.rules = {rule("the op and the vector fit the tile", [](const UOp& u) {
+    const std::string& n = u.name_arg();
+    if (n != "ADD" && n != "MAX") return "the reduction is ADD or MAX, not " + n;
+    const TileType &t = *reg_of(u.src(0)), &v = *reg_of(u);
+    if (t.elem != dtypes::float32) return "reductions take float32 tiles, not " + name_of(u.src(0));
+    try {
+      DType want = v.vector == Vector::PerRow ? row_vector_of(u.src(0).dtype())
+                                              : col_vector_of(u.src(0).dtype());
+      return want == u.dtype()
+                 ? std::string()
+                 : "reducing " + name_of(u.src(0)) + " gives " + std::string(want.name());
+    } catch (const TileError& e) {
+      return std::string(e.what());
+    }
+  })};
+  ops.reduce = register_op(rd);
+
+  OpSpec bc;
+  bc.name = "TILE_BCAST";
+  bc.meaning =
+      "t[r][c] op v[r] with a row vector, or t[r][c] op v[c] with a column vector; the arg "
+      "names the ALU op (ADD, SUB, MUL, FDIV, MAX, MIN).";
+  bc.sources = {reg_src("t"), reg_src("v")};
+  bc.arg = ArgKind::Name;
+  bc.dtype = {"the tile's",
+              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+                if (s.empty()) return std::nullopt;
+                return s[0].dtype();
+              },
+              {}};
+  bc.rules = {rule("the vector is the tile's and the op is binary arithmetic", [](const UOp& u) {
+    const std::string& n = u.name_arg();
+    if (n != "ADD" && n != "SUB" && n != "MUL" && n != "FDIV" && n != "MAX" && n != "MIN")
+      return "the broadcast op is ADD, SUB, MUL, FDIV, MAX or MIN, not " + n;
+    const TileType& v = *reg_of(u.src(1));
+    try {
+      DType want = v.vector == Vector::PerCol ? col_vector_of(u.src(0).dtype())
+                                              : row_vector_of(u.src(0).dtype());
+      return want == u.src(1).dtype() ? std::string()
+                                      : name_of(u.src(0)) + " takes " + std::string(want.name()) +
+                                            ", not " + name_of(u.src(1));
+    } catch (const TileError& e) {
+      return std::string(e.what());
+    }
+  })};
+  ops.bcast = register_op(bc);
+
+  OpSpec mk;
+  mk.name = "TILE_MASK";
+  mk.meaning =
+      "t[r][c] where keep is true, else fill: keep is a bool expression of the variables "
+      "tile_row and tile_col (the element's place in the tile) and any other values.";
+  mk.sources = {
+      reg_src("t"),
+      src("keep", "a bool scalar", [](const UOp& s) { return s.dtype() == dtypes::bool_; }),
+      src("fill", "a scalar", [](const UOp& s) { return s.dtype().is_scalar(); })};
+  mk.dtype = {"the tile's",
+              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+                if (s.empty()) return std::nullopt;
+                return s[0].dtype();
+              },
+              {}};
+  mk.rules = {rule("fill is of the tile's element, the tile not a vector", [](const UOp& u) {
+    const TileType& t = *reg_of(u.src(0));
+    return u.src(2).dtype() == t.elem && t.vector == Vector::None ? ""
+                                                                  : "masking " + name_of(u.src(0));
+  })};
+  ops.mask = register_op(mk);
   register_tile_passes();
   return ops;
 }
@@ -374,12 +541,72 @@ Tile load(const Tile& shared, DType reg_tile) {
 
 Tile cast(const Tile& t, DType elem) {
   const TileType& x = t.type();
-  return {make(tile_ops().map, register_tile(elem, x.rows, x.cols, x.layout, x.owner), {t.node},
-               std::string("CAST"))};
+  DType to = x.vector == Vector::PerRow   ? row_vector(elem, x.rows, x.owner)
+             : x.vector == Vector::PerCol ? col_vector(elem, x.cols, x.owner)
+                                          : register_tile(elem, x.rows, x.cols, x.layout, x.owner);
+  return {make(tile_ops().map, to, {t.node}, std::string("CAST"))};
 }
 
 Tile map(Op op, const Tile& a) {
   return {make(tile_ops().map, a.node.dtype(), {a.node}, op_name(op))};
+}
+
+Tile map(Op op, const Tile& a, const UOp& scalar) {
+  if (scalar.dtype() != a.type().elem)
+    throw TileError("map " + op_name(op) + ": the scalar is " + std::string(scalar.dtype().name()) +
+                    ", the tile's element " + std::string(a.type().elem.name()));
+  return {make(tile_ops().map, a.node.dtype(), {a.node, scalar}, op_name(op))};
+}
+
+Tile exp2(const Tile& a) { return map(Op::EXP2, a); }
+Tile log2(const Tile& a) { return map(Op::LOG2, a); }
+Tile exp(const Tile& a) { return exp2(map(Op::MUL, a, const_(a.type().elem, 1.4426950408889634))); }
+Tile log(const Tile& a) { return map(Op::MUL, log2(a), const_(a.type().elem, 0.6931471805599453)); }
+
+namespace {
+Tile reduce(const char* op, const Tile& t, bool rows) {
+  if (t.type().elem != dtypes::float32)
+    throw TileError(std::string(rows ? "row_" : "col_") +
+                    (std::string(op) == "ADD" ? "sum" : "max") +
+                    ": reductions take float32 tiles, not " + std::string(t.node.dtype().name()));
+  DType v = rows ? row_vector_of(t.node.dtype()) : col_vector_of(t.node.dtype());
+  return {make(tile_ops().reduce, v, {t.node}, std::string(op))};
+}
+Tile broadcast(Op op, const Tile& t, const Tile& v, bool rows) {
+  DType want = rows ? row_vector_of(t.node.dtype()) : col_vector_of(t.node.dtype());
+  if (v.node.dtype() != want)
+    throw TileError(std::string(rows ? "row" : "column") + " broadcast " + op_name(op) + ": " +
+                    std::string(t.node.dtype().name()) + " takes " + std::string(want.name()) +
+                    ", not " + std::string(v.node.dtype().name()));
+  return {UOp::make(tile_ops().bcast, {t.node, v.node}, op_name(op))};
+}
+}  // namespace
+
+Tile row_max(const Tile& t) { return reduce("MAX", t, true); }
+Tile row_sum(const Tile& t) { return reduce("ADD", t, true); }
+Tile col_max(const Tile& t) { return reduce("MAX", t, false); }
+Tile col_sum(const Tile& t) { return reduce("ADD", t, false); }
+Tile row_broadcast(Op op, const Tile& t, const Tile& v) { return broadcast(op, t, v, true); }
+Tile col_broadcast(Op op, const Tile& t, const Tile& v) { return broadcast(op, t, v, false); }
+
+UOp tile_row_var() { return define_var("tile_row", 0, 1 << 20); }
+UOp tile_col_var() { return define_var("tile_col", 0, 1 << 20); }
+
+Tile mask(const Tile& t, const std::function<UOp(const UOp&, const UOp&)>& keep, double fill) {
+  UOp k = keep(tile_row_var(), tile_col_var());
+  if (!k || k.dtype() != dtypes::bool_) throw TileError("mask: keep must be a bool expression");
+  return {UOp::make(tile_ops().mask, {t.node, k, const_(t.type().elem, fill)})};
+}
+
+Tile to_operand(const Tile& acc, DType elem) {
+  const TileType& a = acc.type();
+  Owner o = a.owner;
+  o.col_split = Split::None;
+  if (a.owner.parts(a.owner.col_split) != 1)
+    throw TileError("to_operand: " + std::string(acc.node.dtype().name()) +
+                    " has its columns split over warps; an A operand holds K whole in each warp");
+  return {make(tile_ops().map, register_tile(elem, a.rows, a.cols, a.layout, o), {acc.node},
+               std::string("CAST"))};
 }
 
 Tile map(Op op, const Tile& a, const Tile& b) {
@@ -487,6 +714,16 @@ Ring Kernel::ring(DType elem, int rows, int cols, Swizzle swizzle, int stages, L
   Ring r;
   r.state_ = s;
   return r;
+}
+
+Tile Kernel::shared(DType elem, int rows, int cols, Swizzle swizzle, Layout layout) {
+  return {
+      make(tile_ops().alloc, shared_tile(elem, rows, cols, layout, swizzle), {}, next_shared_++)};
+}
+
+Tile Kernel::landed(const Tile& shared, const std::vector<UOp>& copies) {
+  UOp wait = UOp::make(Op::WAIT_GROUP, dtypes::void_, copies, int64_t(0));
+  return {UOp::make(Op::AFTER, {shared.node, UOp::make(Op::BARRIER, dtypes::void_, {wait})})};
 }
 
 void Kernel::loop(const UOp& n, const std::function<void(const UOp& i)>& body) {

@@ -49,9 +49,14 @@ struct Owner {
   friend bool operator==(const Owner&, const Owner&) = default;
 };
 
+// A register vector of a tile: one value per row (a row reduction's result, what a row
+// broadcast takes) or one per column.
+enum class Vector : uint8_t { None, PerRow, PerCol };
+
 // The payload of a tile dtype (register or shared) and of a global view's dtype.
 struct TileType : DTypeExtension {
   Memory memory = Memory::Register;
+  Vector vector = Vector::None;  // register vectors: rows x 1 (PerRow) or 1 x cols (PerCol)
   DType elem;
   int rows = 0, cols = 0;
   Layout layout = Layout::Row;
@@ -62,8 +67,14 @@ struct TileType : DTypeExtension {
   // Register tiles: the part one unit holds, and how many 16x16 base tiles it has.
   int unit_rows() const { return rows / owner.parts(owner.row_split); }
   int unit_cols() const { return cols / owner.parts(owner.col_split); }
-  int per_thread() const { return unit_rows() * unit_cols() / 32; }  // elements per lane
-  std::string shape() const;                                         // "128x32"
+  // Elements per lane: a base tile's 8; a vector's 2 rows per 16 (rows g and g+8 of the
+  // fragment) or 4 columns per 16.
+  int per_thread() const {
+    if (vector == Vector::PerRow) return unit_rows() / 16 * 2;
+    if (vector == Vector::PerCol) return unit_cols() / 16 * 4;
+    return unit_rows() * unit_cols() / 32;
+  }
+  std::string shape() const;  // "128x32"
 };
 
 struct ViewType : DTypeExtension {
@@ -78,13 +89,22 @@ struct ViewType : DTypeExtension {
 // that is not a whole number of the mode's lines).
 DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner);
 DType shared_tile(DType elem, int rows, int cols, Layout layout, Swizzle swizzle, int stages = 1);
+// The vector of a row-layout register tile's rows (rv<float32,128,w2x2:r->) or columns
+// (cv<...>): held by every warp that holds those rows (columns), every lane of the quad
+// (column group) that holds them.
+DType row_vector(DType elem, int rows, Owner owner);
+DType col_vector(DType elem, int cols, Owner owner);
+// The vector type a row or column reduction of `tile` gives (TileError where the rows or
+// columns are split over warps: a reduction stays inside a warp).
+DType row_vector_of(DType tile);
+DType col_vector_of(DType tile);
 DType view_dtype(DType elem);
 const TileType* tile_type(DType d);  // nullptr for other dtypes
 const ViewType* view_type(DType d);
 
 // The tile ops' ids (registered on first use).
 struct TileOps {
-  Op view, alloc, slot, fill, copy, load, store, mma, map;
+  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask;
 };
 const TileOps& tile_ops();
 
@@ -106,8 +126,38 @@ struct View {
 Tile fill(DType tile, double value);
 Tile load(const Tile& shared, DType reg_tile);  // shared -> registers
 Tile cast(const Tile& t, DType elem);
-Tile map(Op op, const Tile& a);                 // unary ALU op per element
-Tile map(Op op, const Tile& a, const Tile& b);  // binary, same shape and owner
+Tile map(Op op, const Tile& a);                     // unary ALU op per element
+Tile map(Op op, const Tile& a, const Tile& b);      // binary, same shape and owner
+Tile map(Op op, const Tile& a, const UOp& scalar);  // binary with a scalar of a's element
+Tile exp2(const Tile& a);
+Tile exp(const Tile& a);  // exp2(a * log2(e))
+Tile log2(const Tile& a);
+Tile log(const Tile& a);  // log2(a) * ln(2)
+// Row and column reductions (float32 tiles; the rows, or columns, whole in each warp):
+// within a lane, then across the lanes that share the row by shuffles.
+Tile row_max(const Tile& t);
+Tile row_sum(const Tile& t);
+Tile col_max(const Tile& t);
+Tile col_sum(const Tile& t);
+// t[r][c] op v[r] (row broadcasts) and t[r][c] op v[c] (column broadcasts); op is ADD,
+// SUB, MUL, FDIV, MAX or MIN.
+Tile row_broadcast(Op op, const Tile& t, const Tile& v);
+Tile col_broadcast(Op op, const Tile& t, const Tile& v);
+inline Tile sub_row(const Tile& t, const Tile& v) { return row_broadcast(Op::SUB, t, v); }
+inline Tile mul_row(const Tile& t, const Tile& v) { return row_broadcast(Op::MUL, t, v); }
+inline Tile div_row(const Tile& t, const Tile& v) { return row_broadcast(Op::FDIV, t, v); }
+inline Tile add_row(const Tile& t, const Tile& v) { return row_broadcast(Op::ADD, t, v); }
+// Keeps t[r][c] where keep(r, c) is true, else `fill`: keep is any bool expression of the
+// tile's row and column (0-based) and of run-time values (causal masks, key lengths).
+Tile mask(const Tile& t, const std::function<UOp(const UOp& row, const UOp& col)>& keep,
+          double fill);
+// An f32 accumulator as the A operand of a following product, in registers (P in P@V):
+// its elements are already where the A fragment wants them; its columns must be whole in
+// each warp.
+Tile to_operand(const Tile& acc, DType elem);
+// The variables a mask's keep expression is written in (what `mask` passes its lambda).
+UOp tile_row_var();
+UOp tile_col_var();
 // Matrix products accumulated into an f32 register tile: acc + a*b, a*b^T, a^T*b. a and b
 // are bf16 or f16; for AB a is row-layout MxK, b col-layout KxN; for ABt b is row-layout
 // NxK; for AtB a is col-layout KxM. Rows of a are split like acc's rows, columns of b like
@@ -170,6 +220,10 @@ class Kernel {
   Carried carried(const Tile& init);
   Ring ring(DType elem, int rows, int cols, Swizzle swizzle, int stages,
             Layout layout = Layout::Row);
+  Tile shared(DType elem, int rows, int cols, Swizzle swizzle = Swizzle::None,
+              Layout layout = Layout::Row);
+  // The shared tile once the given copies have landed and a barrier has published them.
+  Tile landed(const Tile& shared, const std::vector<UOp>& copies);
 
   // A kernel-time loop of n iterations; body runs once at build time with the index.
   void loop(const UOp& n, const std::function<void(const UOp& i)>& body);
