@@ -34,7 +34,7 @@ UOp all_of(const std::vector<UOp>& effects) {
 // The 16x16 base tile's element places (the A layout of m16n8k16), and which of its
 // elements make each mma.sync operand, derived from the layouts' expressions.
 struct Fragments {
-  const MmaLayout* mma;
+  const MmaLayout* mma = nullptr;
   std::vector<std::pair<UOp, UOp>> at;  // element e of a lane: (row, col) in a row-layout base
   int b_pick[2][4], c_pick[2][4];       // n-half h: the base elements of B's and C's fragments
   // A lane's distinct rows (2) and columns (4) of a base, in order of first appearance:
@@ -45,7 +45,8 @@ struct Fragments {
 };
 
 Fragments fragments(const MmaLayout& L, const UOp& lane) {
-  Fragments f{&L, {}, {}, {}};
+  Fragments f;
+  f.mma = &L;
   for (int e = 0; e < 8; ++e) f.at.push_back({L.a.row_of(lane, i32(e)), L.a.col_of(lane, i32(e))});
   auto find = [&](auto place) {  // the element e with A(l, e) == place(l) for every lane l
     for (int e = 0; e < 8; ++e) {
