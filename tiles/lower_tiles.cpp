@@ -184,6 +184,7 @@ class TileLowering {
           changed = true;
           break;
         case Lowered::Place:
+        case Lowered::Slot:
           src.push_back(l.buf);
           changed = true;
           break;
@@ -192,11 +193,10 @@ class TileLowering {
                         std::string(s.dtype().name()) + " as a source");
       }
     }
-    if (u.op() == Op::AFTER && of(u.src(0)).kind == Lowered::Place) {
-      Lowered l;
-      l.kind = Lowered::Place;
+    if (u.op() == Op::AFTER &&
+        (of(u.src(0)).kind == Lowered::Place || of(u.src(0)).kind == Lowered::Slot)) {
+      Lowered l = of(u.src(0));  // the same tile, ordered after the deps
       l.buf = UOp::make(Op::AFTER, src);
-      l.base = of(u.src(0)).base;
       return l;
     }
     if (!changed) return single(u);

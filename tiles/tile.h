@@ -235,6 +235,9 @@ class Kernel {
                 const std::function<void(const UOp& i, const UOp& slot)>& body);
 
   UOp copy(const Tile& dst, const View& src, const UOp& row0, const UOp& col0);  // async
+  // Makes an effect or a copy's token part of the current loop's body (what `pipeline`
+  // does for its copies and waits; a hand-written loop says it itself).
+  void issue(const UOp& effect_or_token) { record(effect_or_token); }
   void store(const View& dst, const UOp& row0, const UOp& col0, const Tile& value);
   UOp finish();  // the SINK
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "../backends/test_device.h"
+#include "backends/emu/emu_device.h"
 #include "tiles/tile.h"
 
 namespace kitten {
@@ -244,4 +245,53 @@ TEST(TileOpErrors, ReductionsAndBroadcastsCheckTheirShapes) {
 
 INSTANTIATE_TEST_SUITE_P(Devices, TileOpKernels, testing::ValuesIn(block_devices()), test_name);
 
+}  // namespace kitten
+
+namespace kitten {
+namespace {
+
+using namespace tiles;
+
+// A two-stage pipeline written by hand whose next copy is not ordered after the barrier:
+// the copy into a slot races with the reads of that slot in the previous iteration, and
+// the emulator says so; the same loop with the copy AFTER the barrier runs clean.
+UOp hand_pipeline(bool ordered) {
+  const int n = 4;
+  Kernel k(ordered ? "pipeline_ok" : "pipeline_race", 1, 1);
+  View x = k.view(1, dtypes::float32, i32(16 * n), i32(16), i32(16), i32(1));
+  View y = k.view(0, dtypes::float32, i32(16 * n), i32(16), i32(16), i32(1));
+  Ring ring = k.ring(dtypes::float32, 16, 16, Swizzle::None, 2);
+  UOp first = k.copy(ring[i32(0)], x, i32(0), i32(0));
+  k.loop(i32(n), [&](const UOp& i) {
+    UOp wait = UOp::make(Op::WAIT_GROUP, dtypes::void_, {first}, int64_t(0));
+    k.issue(wait);
+    UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {wait});
+    Tile mine = {UOp::make(Op::AFTER, {ring[i % 2].node, bar})};
+    Tile next =
+        ordered ? Tile{UOp::make(Op::AFTER, {ring[(i + 1) % 2].node, bar})} : ring[(i + 1) % 2];
+    k.issue(k.copy(next, x, (i + 1) * 16, i32(0)));
+    k.store(y, i * 16, i32(0), load(mine, k.reg(dtypes::float32, 16, 16)));
+  });
+  return k.finish();
+}
+
+TEST(TilePipelines, ACopyIntoASlotStillReadIsCaughtOnTheEmulator) {
+  auto dev = make_emu_device();
+  HostData x = HostData::random(dtypes::float32, 16 * 5 * 16, 700),
+           y = HostData::poisoned(dtypes::float32, 64 * 16);
+  DeviceBuffer dx(*dev, x), dy(*dev, y);
+  compile_kernel(*dev, hand_pipeline(true)).run(args({&dy, &dx}));
+  dy.read(y);
+  std::vector<double> want(x.values.begin(), x.values.begin() + 64 * 16);
+  expect_exact(y, want);
+  std::string e;
+  try {
+    compile_kernel(*dev, hand_pipeline(false)).run(args({&dy, &dx}));
+  } catch (const std::exception& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("async copy into shared memory"), std::string::npos) << e;
+}
+
+}  // namespace
 }  // namespace kitten
