@@ -16,13 +16,13 @@ std::string GemmProblem::to_string() const {
 
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
   (void)p, (void)target;
-  return Schedule::parse("BM=128 BN=128 BK=32 WM=2 WN=2 STAGES=4 SWIZZLE=128");
+  return Schedule::parse("BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=16");
 }
 
 namespace {
 
 struct Config {
-  int bm, bn, bk, wm, wn, stages, swizzle;
+  int bm, bn, bk, wm, wn, stages, swizzle, group;
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -37,13 +37,14 @@ Swizzle swizzle_for(int most, int64_t bytes) {
 Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   Schedule d = gemm_default_schedule(p, t);
   for (const ScheduleEntry& e : s.entries())
-    if (e.axis || (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" &&
-                   e.name != "WN" && e.name != "STAGES" && e.name != "SWIZZLE"))
+    if (e.axis ||
+        (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" && e.name != "WN" &&
+         e.name != "STAGES" && e.name != "SWIZZLE" && e.name != "GROUP"))
       throw ScheduleError("gemm: '" + Schedule({e}).to_string() +
-                          "' is not a knob of the GEMM (BM BN BK WM WN STAGES SWIZZLE)");
+                          "' is not a knob of the GEMM (BM BN BK WM WN STAGES SWIZZLE GROUP)");
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
-  Config c{knob("BM"), knob("BN"),     knob("BK"),     knob("WM"),
-           knob("WN"), knob("STAGES"), knob("SWIZZLE")};
+  Config c{knob("BM"), knob("BN"),     knob("BK"),      knob("WM"),
+           knob("WN"), knob("STAGES"), knob("SWIZZLE"), knob("GROUP")};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("gemm schedule '" + s.to_string() + "': " + why);
   };
@@ -52,6 +53,7 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
     refuse("BM must be a multiple of 16*WM and BN of 16*WN (each warp holds whole 16x16 tiles)");
   if (c.bk <= 0 || c.bk % 16) refuse("BK must be a positive multiple of 16");
   if (c.stages < 2) refuse("STAGES must be at least 2");
+  if (c.group < 1) refuse("GROUP must be at least 1");
   if (c.swizzle != 0 && c.swizzle != 32 && c.swizzle != 64 && c.swizzle != 128)
     refuse("SWIZZLE is 0, 32, 64 or 128");
   int threads = c.wm * c.wn * 32;
@@ -70,6 +72,14 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
 
 }  // namespace
 
+Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, const Target& target) {
+  Config c = config(p, schedule, target);
+  Schedule out;
+  out.knob("BM", c.bm).knob("BN", c.bn).knob("BK", c.bk).knob("WM", c.wm).knob("WN", c.wn);
+  out.knob("STAGES", c.stages).knob("SWIZZLE", c.swizzle).knob("GROUP", c.group);
+  return out;
+}
+
 UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& target) {
   if (p.m < 1 || p.n < 1 || p.k < 1 || p.m * p.k >= (1ll << 31) || p.k * p.n >= (1ll << 31) ||
       p.m * p.n >= (1ll << 31))
@@ -85,8 +95,14 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   View C = k.view(0, p.out, M, N, N, one);
   View A = p.a_transposed ? k.view(1, p.in, M, K, one, M) : k.view(1, p.in, M, K, K, one);
   View B = p.b_transposed ? k.view(2, p.in, N, K, K, one) : k.view(2, p.in, K, N, N, one);
-  UOp bm = k.block_index(1, i32(ceil_div(p.m, c.bm))) * c.bm;
-  UOp bn = k.block_index(0, i32(ceil_div(p.n, c.bn))) * c.bn;
+  // Blocks run in groups of GROUP block rows, column by column within a group, so that
+  // the blocks running at once share their A and B panels in L2.
+  int64_t nbm = ceil_div(p.m, c.bm), nbn = ceil_div(p.n, c.bn);
+  UOp pid = k.block_index(1, i32(nbm)) * nbn + k.block_index(0, i32(nbn));
+  int64_t per_group = int64_t(c.group) * nbn;
+  UOp first = (pid / per_group) * c.group;
+  UOp rows = alu(Op::MIN, i32(nbm) - first, i32(c.group));
+  UOp bm = (first + (pid % per_group) % rows) * c.bm, bn = ((pid % per_group) / rows) * c.bn;
   // Shared rings: A as BM x BK (column-major when A is stored transposed, so copies run
   // along its contiguous dimension), B as BK x BN or BN x BK.
   int64_t e = p.in.itemsize();

@@ -3,7 +3,8 @@
 // f16 in, f32 accumulation, C in f32, bf16 or f16. Any M, N, K: the tiles at the edges are
 // gated (zero-filled copies, skipped stores). The schedule's knobs (docs/dsl.md):
 //   BM, BN, BK  the block's tile; WM x WN  its warps; STAGES  the pipeline's depth;
-//   SWIZZLE     the widest shared-memory swizzle in bytes (0, 32, 64, 128).
+//   SWIZZLE     the widest shared-memory swizzle in bytes (0, 32, 64, 128);
+//   GROUP       block rows per group of the launch order (L2 reuse).
 #pragma once
 
 #include <string>
@@ -24,6 +25,8 @@ struct GemmProblem {
 
 // The knobs' values where the schedule sets none: the tuned default for the target.
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target);
+// Every knob's value that `schedule` gives the kernel (defaults filled in), checked.
+Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, const Target& target);
 // Builds the kernel: buffers C (slot 0), A (1), B (2). Throws ScheduleError naming the
 // constraint a schedule breaks (before anything is compiled) and std::invalid_argument
 // for a bad problem.

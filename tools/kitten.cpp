@@ -433,8 +433,8 @@ int cmd_bench(const std::vector<std::string>& args) {
                        "gemm is a tile kernel: it needs a device with blocks and "
                        "mma.sync, which " +
                            device + " (" + t.arch + ") lacks; use emu or cuda");
-  Schedule used = schedule.empty() ? gemm_default_schedule(p, t) : schedule;
-  UOp kernel = gemm_kernel(p, used, t);  // ScheduleError names the broken constraint
+  UOp kernel = gemm_kernel(p, schedule, t);  // ScheduleError names the broken constraint
+  Schedule used = gemm_full_schedule(p, schedule, t);
   // Fresh random inputs (normal, rounded to the input dtype) and the float64 reference.
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 1.0);
