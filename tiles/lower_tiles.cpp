@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "dsl/lower.h"
 #include "dsl/mma.h"
@@ -42,6 +43,7 @@ struct Fragments {
   std::vector<UOp> rows, cols;
   int row_of[8], col_of[8];
   std::vector<int> row_masks, col_masks;
+  bool pairs_adjacent = true;  // elements 2q and 2q+1 sit in adjacent columns of one row
 };
 
 Fragments fragments(const MmaLayout& L, const UOp& lane) {
@@ -77,6 +79,11 @@ Fragments fragments(const MmaLayout& L, const UOp& lane) {
     f.row_of[e] = group(f.rows, f.at[size_t(e)].first);
     f.col_of[e] = group(f.cols, f.at[size_t(e)].second);
   }
+  for (int l = 0; l < 32; ++l)
+    for (int e = 0; e < 8; e += 2) {
+      auto [r, c] = L.a.at(l, e);
+      f.pairs_adjacent &= L.a.at(l, e + 1) == std::pair<int, int>{r, c + 1};
+    }
   for (int m = 1; m < 32; m <<= 1) {
     bool same_row = true, same_col = true;
     for (int l = 0; l < 32; ++l) {
@@ -114,6 +121,8 @@ class TileLowering {
     if (threads_ > target_.max_threads_per_block)
       throw IrError("lower_tiles: " + std::to_string(threads_) + " threads, the target has " +
                     std::to_string(target_.max_threads_per_block));
+    for (const UOp& u : order)  // the tiles loaded as a product's B operand
+      if (u.op() == ops.mma && u.src(2).op() == ops.load) b_operands_.insert(u.src(2).id());
     tid_ = special(SpecialKind::ThreadIdx, 0, threads_);
     lane_ = tid_ % 32;
     UOp warp = tid_ / 32;
@@ -343,11 +352,16 @@ class TileLowering {
     }
     // One ldmatrix.x4 per 16x16 base: lane L addresses line L%8 of matrix L/8, whose
     // origin is where that matrix's pair of elements starts; transposed where the pairs run
-    // across the shared tile's lines.
-    bool trans = r.layout != s.layout;
+    // across the shared tile's lines. A tile that is a product's B operand loads its pairs
+    // in the order (0, 2, 1, 3), so that each n8 half's fragment is two adjacent registers
+    // of the result, as mma.sync reads them (no register moves between).
+    bool trans = r.layout != s.layout, b_order = b_operands_.count(u.id()) > 0;
+    static constexpr int kPlain[4] = {0, 1, 2, 3}, kB[4] = {0, 2, 1, 3};
+    const int* pair = b_order ? kB : kPlain;
     UOp q = lane_ / 8, i8 = lane_ % 8;
-    UOp qr = r.layout == Layout::Row ? (q % 2) * 8 : (q / 2) * 8;
-    UOp qc = r.layout == Layout::Row ? (q / 2) * 8 : (q % 2) * 8;
+    UOp p = b_order ? (q % 2) * 2 + q / 2 : q;  // the pair matrix q holds
+    UOp qr = r.layout == Layout::Row ? (p % 2) * 8 : (p / 2) * 8;
+    UOp qc = r.layout == Layout::Row ? (p / 2) * 8 : (p % 2) * 8;
     for (int b = 0; b < bases; ++b) {
       UOp row = qr + int64_t(b / bc) * 16, col = qc + int64_t(b % bc) * 16;
       row = row + unit_offset(r.owner, r.owner.row_split, r.unit_rows());
@@ -359,8 +373,12 @@ class TileLowering {
       UOp at = UOp::make(Op::INDEX, s.elem.vec(8).ptr(AddrSpace::Local),
                          {slot.buf, shared_offset(s, slot, simplify(row), simplify(col))});
       UOp m = UOp::make(Op::LDMATRIX, {at}, std::vector<int64_t>{4, trans ? 1 : 0});
-      for (int e = 0; e < 8; ++e)
-        l.v.push_back(UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{e}));
+      size_t first = l.v.size();
+      l.v.resize(first + 8);
+      for (int k = 0; k < 4; ++k)
+        for (int h = 0; h < 2; ++h)
+          l.v[first + size_t(2 * pair[k] + h)] =
+              UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{2 * k + h});
     }
     return l;
   }
@@ -447,12 +465,26 @@ class TileLowering {
         for (int m : t.vector == Vector::PerRow ? f.row_masks : f.col_masks) bits |= m;
         leader = simplify(alu(Op::CMPEQ, alu(Op::AND, lane_, i32(bits)), i32(0)));
       }
-      for (size_t k = 0; k < vals.size(); ++k) {
+      // Elements 2q and 2q+1 of a row-layout base are adjacent columns: one store of two
+      // where the view is contiguous along rows and the pair provably aligned and wholly
+      // inside or outside it (the columns even).
+      int64_t e = t.elem.itemsize();
+      bool pairs = t.vector == Vector::None && t.layout == Layout::Row &&
+                   frag(dtypes::bfloat16).pairs_adjacent && d.cs.op() == Op::CONST &&
+                   d.cs.const_int() == 1 && provably_multiple(d.rs, 2) &&
+                   provably_multiple(c0, 2) && provably_multiple(d.cols, 2) &&
+                   d.align % (2 * e) == 0 &&
+                   target_.max_vector_lanes(AddrSpace::Global, t.elem) >= 2;
+      for (size_t k = 0; k < vals.size(); k += pairs ? 2 : 1) {
         auto [row, col] = position(t, int(k));
         UOp grow = r0 + row, gcol = c0 + col, gate = in_view(d, grow, gcol);
         if (leader) gate = gate ? alu(Op::AND, gate, leader) : leader;
         UOp at = simplify(grow * d.rs + gcol * d.cs);
-        out.push_back(kitten::store(gate ? index(d.ptr, at, gate) : index(d.ptr, at), vals[k]));
+        DType vt = pairs ? t.elem.vec(2) : t.elem;
+        UOp idx = gate ? UOp::make(Op::INDEX, vt.ptr(), {d.ptr, at, gate})
+                       : UOp::make(Op::INDEX, vt.ptr(), {d.ptr, at});
+        out.push_back(
+            kitten::store(idx, pairs ? UOp::make(Op::VECTORIZE, {vals[k], vals[k + 1]}) : vals[k]));
       }
     }
     return single(all_of(out));
@@ -593,6 +625,7 @@ class TileLowering {
   UOp tid_, lane_, wr_, wc_;
   std::unordered_map<const void*, Lowered> low_;
   std::unordered_map<const void*, std::vector<UOp>> reads_;
+  std::unordered_set<const void*> b_operands_;
   std::unordered_map<std::string, Fragments> frags_;
 };
 
