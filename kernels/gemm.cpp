@@ -16,7 +16,7 @@ std::string GemmProblem::to_string() const {
 
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
   (void)p, (void)target;
-  return Schedule::parse("BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=16");
+  return Schedule::parse("BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1");
 }
 
 namespace {
