@@ -80,6 +80,36 @@ Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, cons
   return out;
 }
 
+void gemm_mainloop(Kernel& k, const GemmOperands& o, const Schedule& tiles, Carried& acc) {
+  int bk = int(tiles.knob_or("BK", 0)), stages = int(tiles.knob_or("STAGES", 0));
+  int swizzle = int(tiles.knob_or("SWIZZLE", 0));
+  const TileType& t = acc.type();
+  DType in = view_type(o.a.node.dtype())->elem;
+  auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
+  // Shared rings: A as BM x BK (column-major when A is stored transposed, so copies run
+  // along its contiguous dimension), B as BK x BN or BN x BK.
+  int64_t e = in.itemsize();
+  Layout al = o.a_transposed ? Layout::Col : Layout::Row;
+  Ring sa =
+      k.ring(in, t.rows, bk, swizzle_for(swizzle, (o.a_transposed ? t.rows : bk) * e), stages, al);
+  Ring sb = o.b_transposed ? k.ring(in, t.cols, bk, swizzle_for(swizzle, bk * e), stages)
+                           : k.ring(in, bk, t.cols, swizzle_for(swizzle, t.cols * e), stages);
+  const char* product = o.b_transposed ? "ABt" : "AB";
+  k.pipeline(
+      i32(ceil_div(o.k, bk)), stages,
+      [&](const UOp& kt, const UOp& s) {
+        UOp kk = kt * bk;
+        return std::vector<UOp>{
+            k.copy(sa[s], o.a, o.row0, kk),
+            o.b_transposed ? k.copy(sb[s], o.b, o.col0, kk) : k.copy(sb[s], o.b, kk, o.col0)};
+      },
+      [&](const UOp&, const UOp& s) {
+        Tile a = load(sa[s], operand_tile(acc, sa[s], 'a', product));
+        Tile b = load(sb[s], operand_tile(acc, sb[s], 'b', product));
+        acc = o.b_transposed ? mma_ABt(acc, a, b) : mma_AB(acc, a, b);
+      });
+}
+
 UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& target) {
   if (p.m < 1 || p.n < 1 || p.k < 1 || p.m * p.k >= (1ll << 31) || p.k * p.n >= (1ll << 31) ||
       p.m * p.n >= (1ll << 31))
@@ -103,29 +133,9 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   UOp first = (pid / per_group) * c.group;
   UOp rows = alu(Op::MIN, i32(nbm) - first, i32(c.group));
   UOp bm = (first + (pid % per_group) % rows) * c.bm, bn = ((pid % per_group) / rows) * c.bn;
-  // Shared rings: A as BM x BK (column-major when A is stored transposed, so copies run
-  // along its contiguous dimension), B as BK x BN or BN x BK.
-  int64_t e = p.in.itemsize();
-  Layout al = p.a_transposed ? Layout::Col : Layout::Row;
-  Ring sa = k.ring(p.in, c.bm, c.bk, swizzle_for(c.swizzle, (p.a_transposed ? c.bm : c.bk) * e),
-                   c.stages, al);
-  Ring sb = p.b_transposed ? k.ring(p.in, c.bn, c.bk, swizzle_for(c.swizzle, c.bk * e), c.stages)
-                           : k.ring(p.in, c.bk, c.bn, swizzle_for(c.swizzle, c.bn * e), c.stages);
   Carried acc = k.carried(fill(k.reg(dtypes::float32, c.bm, c.bn), 0.0));
-  const char* product = p.b_transposed ? "ABt" : "AB";
-  k.pipeline(
-      i32(ceil_div(p.k, c.bk)), c.stages,
-      [&](const UOp& kt, const UOp& s) {
-        UOp kk = kt * c.bk;
-        return std::vector<UOp>{k.copy(sa[s], A, bm, kk), p.b_transposed
-                                                              ? k.copy(sb[s], B, bn, kk)
-                                                              : k.copy(sb[s], B, kk, bn)};
-      },
-      [&](const UOp&, const UOp& s) {
-        Tile a = load(sa[s], operand_tile(acc, sa[s], 'a', product));
-        Tile b = load(sb[s], operand_tile(acc, sb[s], 'b', product));
-        acc = p.b_transposed ? mma_ABt(acc, a, b) : mma_AB(acc, a, b);
-      });
+  gemm_mainloop(k, {A, p.a_transposed, B, p.b_transposed, bm, bn, p.k},
+                gemm_full_schedule(p, schedule, target), acc);
   Tile result = acc;
   k.store(C, bm, bn, p.out == dtypes::float32 ? result : cast(result, p.out));
   return k.finish();

@@ -12,6 +12,7 @@
 #include "dsl/schedule.h"
 #include "dsl/target.h"
 #include "dsl/uop.h"
+#include "tiles/tile.h"
 
 namespace kitten {
 
@@ -31,5 +32,21 @@ Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, cons
 // constraint a schedule breaks (before anything is compiled) and std::invalid_argument
 // for a bad problem.
 UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& target);
+
+// The GEMM's core, callable from any tile kernel (the autotuner's TC action routes a
+// matmul-shaped reduction onto it rather than writing a second tensor-core path):
+// acc (a carried f32 register tile, BM x BN) += A[row0 .. row0+BM, 0..k) *
+// B[0..k, col0 .. col0+BN), pipelined over k with the schedule's BK, STAGES and SWIZZLE
+// (gemm_full_schedule gives them).
+struct GemmOperands {
+  tiles::View a;
+  bool a_transposed;
+  tiles::View b;
+  bool b_transposed;
+  UOp row0, col0;
+  int64_t k;
+};
+void gemm_mainloop(tiles::Kernel& kernel, const GemmOperands& operands, const Schedule& tiles,
+                   tiles::Carried& acc);
 
 }  // namespace kitten
