@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -88,74 +87,6 @@ UOp legalize(const UOp& sink, const LowerContext& ctx) {
                       return split_vector_access(m.root(), m.ctx<const Target>());
                     }}});
   return graph_rewrite(sink, rules, const_cast<Target*>(&ctx.target));
-}
-
-// ---- hoist_invariants ----------------------------------------------------------------
-
-// Integer sums are rebuilt with the terms that depend on fewer loops first, so that the
-// part a loop does not change is its own subexpression and the linearizer places it
-// outside the loop: an address `slot*8192 + lane_part + 3072` inside a loop costs one add
-// per iteration instead of one per term. Integer addition is associative; a partial sum
-// that might leave the dtype (by the symbolic bounds) keeps the original order.
-UOp hoist_invariants(const UOp& sink, const LowerContext&) {
-  std::vector<UOp> order = toposort(sink);
-  std::unordered_map<const void*, std::vector<const void*>> loops;  // each node's RANGEs, sorted
-  std::unordered_map<const void*, UOp> out;
-  auto depth = [&](const UOp& u) { return loops.at(u.id()).size(); };
-  bool changed = false;
-  for (const UOp& u : order) {
-    std::vector<const void*> mine;
-    if (u.op() == Op::RANGE) mine.push_back(u.id());
-    for (const UOp& s : u.src()) {
-      const auto& theirs = loops.at(s.id());
-      std::vector<const void*> merged;
-      std::set_union(mine.begin(), mine.end(), theirs.begin(), theirs.end(),
-                     std::back_inserter(merged));
-      mine = std::move(merged);
-    }
-    loops[u.id()] = std::move(mine);
-    std::vector<UOp> src;
-    bool moved = false;
-    for (const UOp& s : u.src()) {
-      src.push_back(out.at(s.id()));
-      moved |= src.back() != s;
-    }
-    UOp now = moved ? UOp::make(u.op(), u.dtype(), src, u.arg()) : u;
-    if (u.op() == Op::ADD && u.dtype().is_scalar() && u.dtype().is_int()) {
-      std::vector<UOp> terms, stack{u};  // the chain's terms, through ADDs of this dtype
-      while (!stack.empty()) {
-        UOp t = stack.back();
-        stack.pop_back();
-        if (t.op() == Op::ADD && t.dtype() == u.dtype()) {
-          stack.push_back(t.src(1));
-          stack.push_back(t.src(0));
-        } else {
-          terms.push_back(t);
-        }
-      }
-      if (terms.size() > 2) {
-        std::vector<size_t> idx(terms.size());
-        for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-        std::stable_sort(idx.begin(), idx.end(),
-                         [&](size_t a, size_t b) { return depth(terms[a]) < depth(terms[b]); });
-        bool reordered = false;
-        for (size_t i = 0; i < idx.size(); ++i) reordered |= idx[i] != i;
-        if (reordered) {
-          UOp acc = out.at(terms[idx[0]].id());
-          bool fits = true;
-          for (size_t i = 1; i < idx.size() && fits; ++i) {
-            acc = UOp::make(Op::ADD, u.dtype(), {acc, out.at(terms[idx[i]].id())});
-            auto [lo, hi] = bounds(acc);
-            fits = lo > u.dtype().imin() && hi < u.dtype().imax();
-          }
-          if (fits) now = acc, changed = true;
-        }
-      }
-    }
-    changed |= now != u;
-    out[u.id()] = now;
-  }
-  return changed ? out.at(sink.id()) : sink;
 }
 
 // ---- check_access --------------------------------------------------------------------
@@ -445,10 +376,6 @@ struct Pipeline {
          "MULACC, and a vector access wider than the target moves becomes accesses of "
          "the widths it has.",
          legalize});
-    add({"hoist_invariants",
-         "Integer sums put the terms that depend on fewer loops first, so that what a loop "
-         "does not change is computed once outside it.",
-         hoist_invariants});
   }
 };
 

@@ -231,37 +231,3 @@ TEST(Lower, AnAccessProvenOutOfRangeIsRefused) {
 
 }  // namespace
 }  // namespace kitten
-
-namespace kitten {
-namespace {
-
-bool depends_on(const UOp& u, const UOp& r) {
-  for (const UOp& x : toposort(u))
-    if (x == r) return true;
-  return false;
-}
-
-// The terms of an index that the loop does not change come first, as one subexpression the
-// linearizer computes once outside the loop; the loop's own term is added last.
-TEST(Lower, HoistInvariantsPutsTheLoopsTermLast) {
-  DType f = dtypes::float32;
-  UOp out = param(0, f.ptr());
-  UOp t = special(SpecialKind::ThreadIdx, 0, 32), b = special(SpecialKind::BlockIdx, 0, 4);
-  UOp r = range(8, 0, AxisKind::Loop);
-  UOp at = r * 512 + b * 64 + t * 2 + 7;
-  UOp k = sink({end(store(index(out, at), const_(f, 1.0)), {r})}, "hoist");
-  UOp lowered = lower(k, h100_target());
-  int seen = 0;
-  for (const UOp& u : toposort(lowered)) {
-    if (u.op() != Op::INDEX) continue;
-    ++seen;
-    const UOp& i = u.src(1);
-    ASSERT_EQ(i.op(), Op::ADD) << describe(i);
-    EXPECT_FALSE(depends_on(i.src(0), r)) << describe(i);
-    EXPECT_TRUE(depends_on(i.src(1), r)) << describe(i);
-  }
-  EXPECT_EQ(seen, 1);  // what it computes is the kernel tests' business: they all run it
-}
-
-}  // namespace
-}  // namespace kitten
