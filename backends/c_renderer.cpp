@@ -141,6 +141,7 @@ class CRenderer {
       if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
         refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
       if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
+      explicit_groups_ |= op == Op::ASYNC_COMMIT;  // then copies join the open group
       if (op == Op::DEFINE_VAR) vars_.insert(std::get<VarArg>(u.arg()).name);
       DType d = u.dtype().is_pointer() ? u.dtype().pointee() : u.dtype();
       uses_narrow_ |= d.is_value() && narrow(d);
@@ -535,14 +536,18 @@ class CRenderer {
                   ? ""
                   : ", \"r\"(" + name(src.src(2)) + " ? " + std::to_string(bytes) + " : 0)") +
              " : \"memory\");");
-        line("asm volatile(\"cp.async.commit_group;\" ::: \"memory\");");
+        if (!explicit_groups_) line("asm volatile(\"cp.async.commit_group;\" ::: \"memory\");");
         names_[u.id()] = "0";  // the token: ordering only
         return;
       }
+      case Op::ASYNC_COMMIT:
+        line("asm volatile(\"cp.async.commit_group;\" ::: \"memory\");");
+        names_[u.id()] = "0";
+        return;
       case Op::WAIT:  // waits for every copy this thread started: at least the ones named
         line("asm volatile(\"cp.async.wait_all;\" ::: \"memory\");");
         return;
-      case Op::WAIT_GROUP:  // each cp.async is its own group: at most N still in flight
+      case Op::WAIT_GROUP:  // at most N groups still in flight
         line("asm volatile(\"cp.async.wait_group " + std::to_string(u.int_arg()) +
              ";\" ::: \"memory\");");
         return;
@@ -709,6 +714,7 @@ class CRenderer {
   const CDialect& dialect_;
   const Target* target_;
   int num_params_ = 0;
+  bool explicit_groups_ = false;  // the kernel commits its async copies in groups itself
   bool uses_narrow_ = false;
   std::set<std::string> vars_;
   std::map<std::string, int> var_slot_;

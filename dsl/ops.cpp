@@ -445,6 +445,18 @@ std::vector<OpSpec> core_specs() {
   ac.flags = kOpMemory | kOpCooperative;
   add(ac);
 
+  OpSpec cm = spec(Op::ASYNC_COMMIT,
+                   "Closes this thread's async copies issued since its last commit into one "
+                   "group (cp.async.commit_group); the sources are those copies (tokens) and "
+                   "what must come before (effects); its token stands for the group.");
+  cm.rest = src("copies", "a token or an effect",
+                [](const UOp&, const UOp& s) { return s.dtype().is_token() || is_effect(s); });
+  cm.rest_min = 1;
+  cm.rest_max = -1;
+  cm.dtype = fixed_dtype(dtypes::token);
+  cm.flags = kOpMemory | kOpCooperative;
+  add(cm);
+
   OpSpec w = spec(Op::WAIT,
                   "Waits until the async copies of the given tokens have "
                   "landed (for this thread).");
@@ -456,10 +468,11 @@ std::vector<OpSpec> core_specs() {
   add(w);
 
   OpSpec wg = spec(Op::WAIT_GROUP,
-                   "Waits until at most N (the arg) of this thread's async copies are still in "
-                   "flight, the oldest landing first (cp.async.wait_group N, one group per "
-                   "copy); the tokens are the copies it orders after, oldest first, so all but "
-                   "the youngest N of them have landed.");
+                   "Waits until at most N (the arg) of this thread's groups of async copies are "
+                   "still in flight, the oldest landing first (cp.async.wait_group N): the "
+                   "groups are ASYNC_COMMITs, or each copy in a kernel without them; the "
+                   "tokens are the groups it orders after, oldest first, so all but the "
+                   "youngest N of them have landed.");
   wg.rest = w.rest;
   wg.rest_min = 1;
   wg.rest_max = -1;

@@ -204,6 +204,7 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::ASYNC_COPY:
     case Op::WAIT:
     case Op::WAIT_GROUP:
+    case Op::ASYNC_COMMIT:
     case Op::SHUFFLE:
     case Op::MMA:
     case Op::LDMATRIX:

@@ -176,7 +176,12 @@ class TileLowering {
 
   // ---- core ops over lowered sources ---------------------------------------------------
   Lowered core(const UOp& u) {
-    if (u.op() == Op::WAIT_GROUP) return wait_group(u);
+    if (u.op() == Op::WAIT_GROUP)
+      for (const UOp& s : u.src())
+        if (of(s).kind == Lowered::Token)
+          throw IrError(
+              "lower_tiles: WAIT_GROUP waits for groups: commit the tile copies with "
+              "ASYNC_COMMIT and wait for the commits");
     std::vector<UOp> src;
     bool changed = false;
     for (size_t i = 0; i < u.src().size(); ++i) {
@@ -211,26 +216,6 @@ class TileLowering {
     if (!changed) return single(u);
     if (u.op() == Op::GROUP && src.size() == 1) return single(src[0]);
     return single(UOp::make(u.op(), u.dtype(), src, u.arg()));
-  }
-
-  // N counts tile copies (each stage issues the same copies); the threads' copies of the
-  // youngest N named are what may stay in flight.
-  Lowered wait_group(const UOp& u) {
-    std::vector<UOp> tokens, sync;
-    int64_t n = u.int_arg(), in_flight = 0;
-    for (size_t i = 0; i < u.src().size(); ++i) {
-      const Lowered& l = of(u.src(i));
-      tokens.insert(tokens.end(), l.v.begin(), l.v.end());
-      sync.insert(sync.end(), l.sync.begin(), l.sync.end());
-      if (i + size_t(n) >= u.src().size()) in_flight += int64_t(l.v.size());
-    }
-    // Synchronous copies have landed when stored; a barrier over them (rather than the
-    // stores themselves) is what joins the loop body, so a prologue's stores stay before it.
-    std::vector<UOp> effects;
-    if (!sync.empty()) effects.push_back(UOp::make(Op::BARRIER, dtypes::void_, sync));
-    if (!tokens.empty())
-      effects.push_back(UOp::make(Op::WAIT_GROUP, dtypes::void_, tokens, in_flight));
-    return single(all_of(effects));
   }
 
   // ---- places ----------------------------------------------------------------------------

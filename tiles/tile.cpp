@@ -722,7 +722,8 @@ Tile Kernel::shared(DType elem, int rows, int cols, Swizzle swizzle, Layout layo
 }
 
 Tile Kernel::landed(const Tile& shared, const std::vector<UOp>& copies) {
-  UOp wait = UOp::make(Op::WAIT_GROUP, dtypes::void_, copies, int64_t(0));
+  UOp group = UOp::make(Op::ASYNC_COMMIT, dtypes::token, copies);
+  UOp wait = UOp::make(Op::WAIT_GROUP, dtypes::void_, {group}, int64_t(0));
   return {UOp::make(Op::AFTER, {shared.node, UOp::make(Op::BARRIER, dtypes::void_, {wait})})};
 }
 
@@ -756,23 +757,26 @@ void Kernel::pipeline(const UOp& n, int stages,
   DType it = n.dtype();
   // The prologue: stages 0 .. stages-2 in flight before the loop (a copy past the end
   // reads nothing: its window leaves the view and it zero-fills).
+  // Each stage's copies are one commit group (cp.async.commit_group): a wait counts stages.
+  auto stage = [&](const UOp& i, const UOp& slot) {
+    std::vector<UOp> copies = load(i, slot);
+    if (copies.empty()) throw TileError("pipeline: the load issues no copies");
+    return UOp::make(Op::ASYNC_COMMIT, dtypes::token, copies);
+  };
   std::vector<UOp> prologue;
   for (int s = 0; s + 1 < stages; ++s)
-    for (const UOp& t : load(const_int(it, s), const_int(it, s))) prologue.push_back(t);
-  size_t per_stage = prologue.size() / size_t(stages - 1);
-  if (per_stage == 0) throw TileError("pipeline: the load issues no copies");
+    prologue.push_back(stage(const_int(it, s), const_int(it, s)));
   loop(n, [&](const UOp& i) {
     // Iteration i: at most stages-2 stages still in flight, so stage i has landed; the
     // barrier publishes it and ends every read of the slot the next copy reuses.
-    UOp landed =
-        UOp::make(Op::WAIT_GROUP, dtypes::void_, prologue, int64_t(per_stage) * (stages - 2));
+    UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, prologue, int64_t(stages - 2));
     UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {landed});
     record(landed);
     std::vector<UOp> saved;
     for (auto& r : rings_)
       saved.push_back(r->place), r->place = UOp::make(Op::AFTER, {r->alloc, bar});
     UOp ahead = i + const_int(it, stages - 1);
-    for (const UOp& t : load(ahead, ahead % const_int(it, stages))) record(t);
+    record(stage(ahead, ahead % const_int(it, stages)));
     body(i, i % const_int(it, stages));
     for (size_t k = 0; k < rings_.size(); ++k) rings_[k]->place = saved[k];
   });

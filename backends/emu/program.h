@@ -48,6 +48,7 @@ enum class EmuKind {
   Mma,
   Ldmatrix,
   AsyncCopy,
+  AsyncCommit,
   Wait,
   WaitGroup,
   Barrier,
@@ -94,6 +95,7 @@ struct EmuKernel {
   std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
   LaunchDims grid, block;
   Target target;
+  bool explicit_groups = false;  // ASYNC_COMMIT groups the copies; else each is its own group
 };
 
 }  // namespace kitten

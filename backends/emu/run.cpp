@@ -119,6 +119,7 @@ void encode(unsigned char* p, DType d, Scalar v) {
 struct PendingCopy {
   int thread;
   int64_t token;
+  int64_t group;  // its commit group (-1: not committed yet)
   int buf;
   int64_t offset;
   std::vector<unsigned char> data;
@@ -473,7 +474,8 @@ class Runner {
       }
       std::vector<unsigned char> data(size_t(bytes), 0);
       if (on) std::memcpy(data.data(), memory(w, in.src_buf, soff, l), size_t(bytes));
-      PendingCopy c{thread_of(l), next_token_, in.buf, doff, std::move(data)};
+      PendingCopy c{thread_of(l), next_token_, k_.explicit_groups ? -1 : next_token_,
+                    in.buf,       doff,        std::move(data)};
       shared_[size_t(in.buf)].set_pending(doff, bytes, thread_of(l));
       reg(w, in.out)[l].i = next_token_;
       pending_.push_back(std::move(c));
@@ -504,18 +506,32 @@ class Runner {
     });
   }
 
-  // cp.async.wait_group N with one group per copy: the thread's oldest copies land until
-  // at most N are in flight (reading a copy still in flight is caught at the read).
+  // cp.async.commit_group: the thread's copies since its last commit become one group.
+  void commit(Warp& w, const EmuInstr& in) {
+    int64_t group = next_token_++;
+    each(w.mask, [&](int l) {
+      for (PendingCopy& c : pending_)
+        if (c.thread == thread_of(l) && c.group < 0) c.group = group;
+      reg(w, in.out)[l].i = group;
+    });
+  }
+
+  // cp.async.wait_group N: the thread's oldest committed groups land until at most N are
+  // in flight; copies not committed yet are not waited for (reading one is caught at the
+  // read), as on the hardware.
   void wait_group(Warp& w, const EmuInstr& in) {
     each(w.mask, [&](int l) {
       int t = thread_of(l);
-      int64_t in_flight = std::count_if(pending_.begin(), pending_.end(),
-                                        [&](const PendingCopy& c) { return c.thread == t; });
-      for (auto it = pending_.begin(); it != pending_.end() && in_flight > in.imm_i;)
-        if (it->thread == t)
-          it = land(w, it, l), --in_flight;
-        else
-          ++it;
+      for (;;) {
+        std::vector<int64_t> groups;
+        for (const PendingCopy& c : pending_)
+          if (c.thread == t && c.group >= 0) groups.push_back(c.group);
+        std::sort(groups.begin(), groups.end());
+        groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+        if (int64_t(groups.size()) <= in.imm_i) return;
+        for (auto it = pending_.begin(); it != pending_.end();)
+          it = it->thread == t && it->group == groups[0] ? land(w, it, l) : it + 1;
+      }
     });
   }
 
@@ -735,6 +751,9 @@ class Runner {
         break;
       case EmuKind::WaitGroup:
         wait_group(w, in);
+        break;
+      case EmuKind::AsyncCommit:
+        commit(w, in);
         break;
       case EmuKind::Barrier:
         check_barrier_lanes(w, in);

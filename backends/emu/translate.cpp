@@ -243,6 +243,13 @@ class Translator {
         value(in, u);
         return;
       }
+      case Op::ASYNC_COMMIT: {
+        needs(kFeatureAsyncCopy, u);
+        EmuInstr& in = push(EmuKind::AsyncCommit, u);
+        k_->explicit_groups = true;
+        value(in, u);
+        return;
+      }
       case Op::WAIT: {
         EmuInstr& in = push(EmuKind::Wait, u);
         for (const UOp& s : u.src()) in.src.push_back(slot(s));

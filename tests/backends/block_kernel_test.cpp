@@ -486,6 +486,54 @@ TEST(EmuChecks, ReadOfACopyAWaitGroupLeftInFlight) {
   EXPECT_THROW(UOp::make(Op::WAIT_GROUP, dtypes::void_, {a}, int64_t(1)), IrError);
 }
 
+// Commit groups: two groups of two copies; WAIT_GROUP 1 lands the older group only, so
+// reading the younger before WAIT_GROUP 0 is caught; a copy never committed is not waited
+// for by WAIT_GROUP 0 (cp.async.wait_group concerns committed groups), so reading it is
+// caught too. out[t] = x[t] + x[t+32] + x[t+64] + x[t+96].
+UOp grouped_kernel(bool early, bool uncommitted) {
+  DType f = dtypes::float32;
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp sm = define_local(f, 128, 0), in = param(1, f.ptr()), out = param(0, f.ptr());
+  auto copy = [&](int k) {
+    return UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t + 32 * k), index(in, t + 32 * k)});
+  };
+  UOp g1 = UOp::make(Op::ASYNC_COMMIT, dtypes::token, {copy(0), copy(1)});
+  UOp c2 = copy(2), c3 = copy(3);
+  UOp g2 = uncommitted ? UOp::make(Op::ASYNC_COMMIT, dtypes::token, {c2, g1})
+                       : UOp::make(Op::ASYNC_COMMIT, dtypes::token, {c2, c3, g1});
+  UOp first = UOp::make(Op::WAIT_GROUP, dtypes::void_, {g1, g2}, int64_t(1));
+  UOp older = after(sm, {first});
+  UOp all = UOp::make(Op::WAIT_GROUP, dtypes::void_,
+                      uncommitted ? std::vector<UOp>{g2, c3} : std::vector<UOp>{g2}, int64_t(0));
+  UOp younger = after(sm, {early ? first : all});
+  UOp sum = load(index(older, t)) + load(index(older, t + 32)) + load(index(younger, t + 64)) +
+            load(index(younger, t + 96));
+  return sink({store(index(out, t), sum)}, "grouped");
+}
+
+TEST_P(BlockKernels, CommitGroupsAreWaitedForByCount) {
+  HostData x = HostData::random(dtypes::float32, 128, 33),
+           o = HostData::poisoned(dtypes::float32, 32);
+  std::vector<double> want(32), scale(32);
+  for (size_t i = 0; i < 32; ++i)
+    for (size_t k = 0; k < 4; ++k)
+      want[i] += x.values[i + 32 * k], scale[i] += std::fabs(x.values[i + 32 * k]);
+  DeviceBuffer dx(*dev, x), dout(*dev, o);
+  compile_kernel(*dev, grouped_kernel(false, false)).run(args({&dout, &dx}));
+  dout.read(o);
+  expect_accumulated(o, want, scale, 4);
+}
+
+TEST(EmuChecks, CommitGroupsLeftInFlightAreCaught) {
+  EXPECT_EQ(emu_fault(grouped_kernel(false, false), {32, 128}), "");
+  std::string e = emu_fault(grouped_kernel(true, false), {32, 128});
+  EXPECT_NE(e.find("read of an async copy's destination before its WAIT"), std::string::npos) << e;
+  e = emu_fault(grouped_kernel(false, true), {32, 128});
+  EXPECT_NE(e.find("read of an async copy's destination before its WAIT in shared 0 at index 96"),
+            std::string::npos)
+      << e;
+}
+
 TEST(EmuChecks, IntegerDivisionByZero) {
   UOp t = special(SpecialKind::ThreadIdx, 0, 4);
   UOp out = param(0, dtypes::float32.ptr());

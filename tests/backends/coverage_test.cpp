@@ -69,6 +69,16 @@ UOp example(Op op) {
       UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, {token}, int64_t(0));
       return sink({store(index(out, t), load(index(after(sm, {landed}), t)))}, "cover");
     }
+    case Op::ASYNC_COMMIT: {  // two copies in one group
+      UOp sm = define_local(f, 64, 0);
+      UOp a = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t), index(x, t)});
+      UOp b = UOp::make(Op::ASYNC_COPY, dtypes::token, {index(sm, t + 32), index(y, t)});
+      UOp g = UOp::make(Op::ASYNC_COMMIT, dtypes::token, {a, b});
+      UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, {g}, int64_t(0));
+      UOp ready = after(sm, {landed});
+      return sink({store(index(out, t), load(index(ready, t)) + load(index(ready, t + 32)))},
+                  "cover");
+    }
     case Op::ASYNC_COPY:
     case Op::WAIT: {
       UOp sm = define_local(f, 32, 0);

@@ -60,6 +60,7 @@ std::vector<UOp> valid_nodes() {
       cp,
       mk(Op::WAIT, dtypes::void_, {cp}),
       mk(Op::WAIT_GROUP, dtypes::void_, {cp}, int64_t(0)),
+      mk(Op::ASYNC_COMMIT, dtypes::token, {cp}),
       UOp::make(Op::SHUFFLE, {f, i_(1)}, ShuffleMode::Xor),
       mk(Op::ATOMIC, dtypes::void_, {gidx, f}, AtomicOp::Add),
       UOp::make(Op::MMA, {a, b, c}, std::string("m16n8k16_bf16_f32")),

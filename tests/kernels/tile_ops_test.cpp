@@ -261,7 +261,7 @@ UOp hand_pipeline(bool ordered) {
   View x = k.view(1, dtypes::float32, i32(16 * n), i32(16), i32(16), i32(1));
   View y = k.view(0, dtypes::float32, i32(16 * n), i32(16), i32(16), i32(1));
   Ring ring = k.ring(dtypes::float32, 16, 16, Swizzle::None, 2);
-  UOp first = k.copy(ring[i32(0)], x, i32(0), i32(0));
+  UOp first = UOp::make(Op::ASYNC_COMMIT, dtypes::token, {k.copy(ring[i32(0)], x, i32(0), i32(0))});
   k.loop(i32(n), [&](const UOp& i) {
     UOp wait = UOp::make(Op::WAIT_GROUP, dtypes::void_, {first}, int64_t(0));
     k.issue(wait);
@@ -269,7 +269,7 @@ UOp hand_pipeline(bool ordered) {
     Tile mine = {UOp::make(Op::AFTER, {ring[i % 2].node, bar})};
     Tile next =
         ordered ? Tile{UOp::make(Op::AFTER, {ring[(i + 1) % 2].node, bar})} : ring[(i + 1) % 2];
-    k.issue(k.copy(next, x, (i + 1) * 16, i32(0)));
+    k.issue(UOp::make(Op::ASYNC_COMMIT, dtypes::token, {k.copy(next, x, (i + 1) * 16, i32(0))}));
     k.store(y, i * 16, i32(0), load(mine, k.reg(dtypes::float32, 16, 16)));
   });
   return k.finish();
