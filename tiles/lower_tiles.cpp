@@ -108,16 +108,19 @@ class TileLowering {
     bool any = false;
     for (const UOp& u : order) {
       if (const TileType* t = tile_type(u.dtype()); t && t->memory == Memory::Register) {
-        if (!owner_set_) owner_ = t->owner, owner_set_ = true;
-        if (t->owner.rows != owner_.rows || t->owner.cols != owner_.cols)
-          throw IrError("lower_tiles: register tiles over different warp grids: " +
-                        std::string(u.dtype().name()));
+        if (t->owner.rows != 1 || t->owner.cols != 1)
+          throw IrError("lower_tiles: " + std::string(u.dtype().name()) +
+                        " is a block's tile; tile_warps makes it the warps' tiles first");
       }
       any |=
           tile_type(u.dtype()) || view_type(u.dtype()) || u.op() == ops.copy || u.op() == ops.store;
     }
     if (!any) return sink;
-    threads_ = owner_.rows * owner_.cols * 32;
+    threads_ = 32;
+    for (const UOp& u : order)  // tile_warps made the block's threads
+      if (u.op() == Op::SPECIAL &&
+          std::get<SpecialArg>(u.arg()) == SpecialArg{SpecialKind::ThreadIdx, 0})
+        threads_ = u.src(0).const_int();
     if (threads_ > target_.max_threads_per_block)
       throw IrError("lower_tiles: " + std::to_string(threads_) + " threads, the target has " +
                     std::to_string(target_.max_threads_per_block));
@@ -125,9 +128,6 @@ class TileLowering {
       if (u.op() == ops.mma && u.src(2).op() == ops.load) b_operands_.insert(u.src(2).id());
     tid_ = special(SpecialKind::ThreadIdx, 0, threads_);
     lane_ = tid_ % 32;
-    UOp warp = tid_ / 32;
-    wr_ = simplify(warp / owner_.cols);
-    wc_ = simplify(warp % owner_.cols);
     for (const UOp& u : order) low_[u.id()] = lower(u);
     return low_.at(sink.id()).v.at(0);
   }
@@ -272,28 +272,28 @@ class TileLowering {
     return it->second;
   }
 
-  // Where this warp's part of a dimension split `s` into parts of `size` starts.
-  UOp unit_offset(const Owner&, Split s, int size) {
-    if (s == Split::None) return i32(0);
-    return (s == Split::GridRows ? wr_ : wc_) * int64_t(size);
+  // A warp tile's origin in the block's tile: sources `first` and `first`+1 of u (set by
+  // tile_warps), else (0, 0).
+  std::pair<UOp, UOp> origin_of(const UOp& u, size_t first) {
+    if (u.src().size() < first + 2) return {i32(0), i32(0)};
+    return {of(u.src(first)).v[0], of(u.src(first + 1)).v[0]};
   }
 
-  // Element k of this lane's part of register tile t: (row, col) in the block's tile.
-  std::pair<UOp, UOp> position(const TileType& t, int k) {
+  // Element k of this lane's part of a warp's tile t: (row, col) in the block's tile, the
+  // warp tile's origin there added.
+  std::pair<UOp, UOp> position(const TileType& t, int k,
+                               const std::pair<UOp, UOp>& origin = {i32(0), i32(0)}) {
     const Fragments& f = frag(dtypes::bfloat16);
     if (t.vector == Vector::PerRow)
-      return {simplify(f.rows[size_t(k % 2)] + int64_t(k / 2) * 16 +
-                       unit_offset(t.owner, t.owner.row_split, t.unit_rows())),
-              i32(0)};
+      return {simplify(f.rows[size_t(k % 2)] + int64_t(k / 2) * 16 + origin.first), i32(0)};
     if (t.vector == Vector::PerCol)
-      return {i32(0), simplify(f.cols[size_t(k % 4)] + int64_t(k / 4) * 16 +
-                               unit_offset(t.owner, t.owner.col_split, t.unit_cols()))};
+      return {i32(0), simplify(f.cols[size_t(k % 4)] + int64_t(k / 4) * 16 + origin.second)};
     int bc = t.unit_cols() / 16, b = k / 8, e = k % 8;
     auto [ar, ac] = frag(dtypes::bfloat16).at[size_t(e)];
     UOp r = t.layout == Layout::Row ? ar : ac, c = t.layout == Layout::Row ? ac : ar;
     UOp row = r + int64_t(b / bc) * 16, col = c + int64_t(b % bc) * 16;
-    row = row + unit_offset(t.owner, t.owner.row_split, t.unit_rows());
-    col = col + unit_offset(t.owner, t.owner.col_split, t.unit_cols());
+    row = row + origin.first;
+    col = col + origin.second;
     return {simplify(row), simplify(col)};
   }
 
@@ -328,9 +328,10 @@ class TileLowering {
     bool ldm = target_.has(kFeatureLdmatrix) && s.elem.itemsize() == 2 &&
                (s.swizzle != Swizzle::None || line % 8 == 0);
     int bases = r.unit_rows() / 16 * (r.unit_cols() / 16), bc = r.unit_cols() / 16;
+    auto origin = origin_of(u, 1);
     if (!ldm) {
       for (int k = 0; k < r.per_thread(); ++k) {
-        auto [row, col] = position(r, k);
+        auto [row, col] = position(r, k, origin);
         l.v.push_back(load_elem(slot, s, row, col));
       }
       return l;
@@ -349,8 +350,8 @@ class TileLowering {
     UOp qc = r.layout == Layout::Row ? (p / 2) * 8 : (p % 2) * 8;
     for (int b = 0; b < bases; ++b) {
       UOp row = qr + int64_t(b / bc) * 16, col = qc + int64_t(b % bc) * 16;
-      row = row + unit_offset(r.owner, r.owner.row_split, r.unit_rows());
-      col = col + unit_offset(r.owner, r.owner.col_split, r.unit_cols());
+      row = row + origin.first;
+      col = col + origin.second;
       if (s.layout == Layout::Row)
         row = row + i8;
       else
@@ -437,8 +438,9 @@ class TileLowering {
       Lowered slot = d;
       if (d.kind == Lowered::Place) slot.base = i32(0);
       const TileType& s = *tile_type(dst.dtype());
+      auto origin = origin_of(u, 2);
       for (size_t k = 0; k < vals.size(); ++k) {
-        auto [row, col] = position(t, int(k));
+        auto [row, col] = position(t, int(k), origin);
         out.push_back(kitten::store(index(d.buf, shared_offset(s, slot, row, col)), vals[k]));
       }
     } else {  // a global view: gated at its edges
@@ -460,8 +462,9 @@ class TileLowering {
                    provably_multiple(c0, 2) && provably_multiple(d.cols, 2) &&
                    d.align % (2 * e) == 0 &&
                    target_.max_vector_lanes(AddrSpace::Global, t.elem) >= 2;
+      auto origin = origin_of(u, 4);
       for (size_t k = 0; k < vals.size(); k += pairs ? 2 : 1) {
-        auto [row, col] = position(t, int(k));
+        auto [row, col] = position(t, int(k), origin);
         UOp grow = r0 + row, gcol = c0 + col, gate = in_view(d, grow, gcol);
         if (leader) gate = gate ? alu(Op::AND, gate, leader) : leader;
         UOp at = simplify(grow * d.rs + gcol * d.cs);
@@ -590,10 +593,11 @@ class TileLowering {
     const TileType& t = *tile_type(u.dtype());
     std::vector<UOp> x = values(u.src(0));
     UOp keep = of(u.src(1)).v[0], fill = of(u.src(2)).v[0];
+    auto origin = origin_of(u, 3);
     Lowered l;
     l.kind = Lowered::Values;
     for (size_t k = 0; k < x.size(); ++k) {
-      auto [row, col] = position(t, int(k));
+      auto [row, col] = position(t, int(k), origin);
       UOp c = simplify(substitute(keep, {{tile_row_var(), row}, {tile_col_var(), col}}));
       if (c.op() == Op::CONST)
         l.v.push_back(c.const_int() ? x[k] : fill);
@@ -604,10 +608,8 @@ class TileLowering {
   }
 
   const Target& target_;
-  Owner owner_;
-  bool owner_set_ = false;
   int64_t threads_ = 32;
-  UOp tid_, lane_, wr_, wc_;
+  UOp tid_, lane_;
   std::unordered_map<const void*, Lowered> low_;
   std::unordered_map<const void*, std::vector<UOp>> reads_;
   std::unordered_set<const void*> b_operands_;
@@ -615,6 +617,67 @@ class TileLowering {
 };
 
 }  // namespace
+
+// ---- tile_warps: block tiles into warp tiles ------------------------------------------
+
+namespace {
+
+// The tile one warp holds of a block tile: its part (unit_rows x unit_cols), owned by a
+// grid of one warp.
+DType warp_tile(const TileType& t) {
+  Owner one{t.owner.unit, 1, 1};
+  if (t.vector == Vector::PerRow) return row_vector(t.elem, t.unit_rows(), one);
+  if (t.vector == Vector::PerCol) return col_vector(t.elem, t.unit_cols(), one);
+  return register_tile(t.elem, t.unit_rows(), t.unit_cols(), t.layout, one);
+}
+
+}  // namespace
+
+UOp tile_warps(const UOp& sink) {
+  const TileOps& ops = tile_ops();
+  std::vector<UOp> order = toposort(sink);
+  const TileType* first = nullptr;
+  for (const UOp& u : order)
+    if (const TileType* t = tile_type(u.dtype()); t && t->memory == Memory::Register && !first)
+      first = t;
+  if (!first || (first->owner.rows == 1 && first->owner.cols == 1)) return sink;
+  Owner grid = first->owner;
+  UOp tid = special(SpecialKind::ThreadIdx, 0, int64_t(grid.rows) * grid.cols * 32);
+  UOp warp = tid / 32, wr = simplify(warp / grid.cols), wc = simplify(warp % grid.cols);
+  // Where a warp's part of tile t starts in the block's tile.
+  auto origin = [&](const TileType& t) {
+    auto at = [&](Split s, int size) {
+      if (t.owner.parts(s) == 1) return i32(0);
+      return simplify((s == Split::GridRows ? wr : wc) * int64_t(size));
+    };
+    return std::vector<UOp>{at(t.owner.row_split, t.unit_rows()),
+                            at(t.owner.col_split, t.unit_cols())};
+  };
+  std::unordered_map<const void*, UOp> out;
+  for (const UOp& u : order) {
+    std::vector<UOp> src;
+    for (const UOp& s : u.src()) src.push_back(out.at(s.id()));
+    DType dtype = u.dtype();
+    const TileType* t = tile_type(dtype);
+    if (t && t->memory == Memory::Register) {
+      if (t->owner.rows != grid.rows || t->owner.cols != grid.cols)
+        throw IrError(
+            "tile_warps: register tiles over different warp grids: " + std::string(dtype.name()) +
+            " and a " + std::to_string(grid.rows) + "x" + std::to_string(grid.cols) + " grid");
+      dtype = warp_tile(*t);
+    }
+    // The ops that place elements in the block's tile take the warp's origin.
+    if (u.op() == ops.load || u.op() == ops.mask) {
+      for (const UOp& o : origin(*t)) src.push_back(o);
+    } else if (u.op() == ops.store) {
+      const TileType* d = tile_type(u.src(0).dtype());
+      if (!d || d->memory == Memory::Shared)  // a view or a shared tile; not a carried tile
+        for (const UOp& o : origin(*tile_type(u.src(1).dtype()))) src.push_back(o);
+    }
+    out[u.id()] = UOp::make(u.op(), dtype, src, u.arg());
+  }
+  return out.at(sink.id());
+}
 
 UOp lower_tiles(const UOp& sink, const Target& target) { return TileLowering(target).run(sink); }
 
@@ -624,9 +687,15 @@ void register_tile_passes() {
        "Rewrites tile ops into per-thread UOps: register tiles become each lane's "
        "fragment elements (from the MMA layouts), shared tiles swizzled buffers, "
        "loads ldmatrix, copies cp.async as wide as the view's alignment proves, "
-       "products mma.sync, stores gated at the view's edges.",
+       "products mma.sync, reductions shuffles, stores gated at the view's edges.",
        [](const UOp& sink, const LowerContext& ctx) { return lower_tiles(sink, ctx.target); }},
       PassPosition::Before, "schedule");
+  register_pass({"tile_warps",
+                 "Block tiles become warp tiles: each register tile becomes the part one warp "
+                 "holds (its dtype owned by a grid of one warp), and the ops that place "
+                 "elements (loads, stores, masks) take that warp's origin in the block's tile.",
+                 [](const UOp& sink, const LowerContext&) { return tile_warps(sink); }},
+                PassPosition::Before, "lower_tiles");
 }
 
 }  // namespace kitten::tiles

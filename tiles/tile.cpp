@@ -16,6 +16,14 @@ bool narrow16(DType d) { return d == dtypes::bfloat16 || d == dtypes::float16; }
 
 }  // namespace
 
+// A split into one part is no split: the canonical owner says None there, so that equal
+// holdings compare equal (a 2x1 grid's columns, every dimension of a warp's own tile).
+Owner canonical(Owner o) {
+  if (o.parts(o.row_split) == 1) o.row_split = Split::None;
+  if (o.parts(o.col_split) == 1) o.col_split = Split::None;
+  return o;
+}
+
 std::string TileType::shape() const { return std::to_string(rows) + "x" + std::to_string(cols); }
 
 DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) {
@@ -26,6 +34,7 @@ DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) 
     throw TileError("register tile: warpgroup owners are not lowered yet (the Hopper issue)");
   if (owner.rows < 1 || owner.cols < 1)
     throw TileError("register tile: the warp grid must be at least 1x1");
+  owner = canonical(owner);
   auto t = std::make_unique<TileType>();
   t->memory = Memory::Register;
   t->elem = elem, t->rows = rows, t->cols = cols, t->layout = layout, t->owner = owner;
@@ -38,13 +47,14 @@ DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) 
                      std::to_string(cols) + "," + std::string(layout_name(layout)) + ",w" +
                      std::to_string(owner.rows) + "x" + std::to_string(owner.cols);
   if (owner.row_split != Split::GridRows || owner.col_split != Split::GridCols)
-    name += std::string(":") +
-            (owner.row_split == Split::GridRows   ? 'r'
-             : owner.row_split == Split::GridCols ? 'c'
-                                                  : '-') +
-            (owner.col_split == Split::GridRows   ? 'r'
-             : owner.col_split == Split::GridCols ? 'c'
-                                                  : '-');
+    if (owner.rows * owner.cols > 1)
+      name += std::string(":") +
+              (owner.row_split == Split::GridRows   ? 'r'
+               : owner.row_split == Split::GridCols ? 'c'
+                                                    : '-') +
+              (owner.col_split == Split::GridRows   ? 'r'
+               : owner.col_split == Split::GridCols ? 'c'
+                                                    : '-');
   return DType::extension(name + ">", std::move(t));
 }
 
@@ -87,6 +97,7 @@ DType vector_dtype(DType elem, int length, Owner owner, Vector v) {
   } else {
     t->cols = length, t->rows = 1, t->owner.row_split = Split::None;
   }
+  t->owner = canonical(t->owner);
   int parts =
       v == Vector::PerRow ? owner.parts(t->owner.row_split) : owner.parts(t->owner.col_split);
   if (length <= 0 || length % (16 * parts))
@@ -169,7 +180,7 @@ Owner operand_owner(Owner o, char which, const std::string& product) {
     bool t = product == "ABt";  // N x K
     o.row_split = t ? n : Split::None, o.col_split = t ? Split::None : n;
   }
-  return o;
+  return canonical(o);
 }
 
 // "" when acc (+)= a*b in `product` (AB, ABt, AtB) is well formed, else what is wrong.
@@ -330,15 +341,22 @@ TileOps register_tile_ops() {
 
   OpSpec ld;
   ld.name = "TILE_LOAD";
-  ld.meaning = "Reads a shared tile into a register tile of the same shape and element.";
+  ld.meaning =
+      "Reads a shared tile into a register tile of its shape and element; a warp's tile "
+      "(after tile_warps) reads the window at the origin (row, col) it is given.";
   ld.sources = {shared_stage("src")};
+  ld.rest = int_src("origin");
+  ld.rest_min = 0;
+  ld.rest_max = 2;
   ld.dtype =
       tile_dtype("a register tile", [](const TileType& t) { return t.memory == Memory::Register; });
-  ld.rules = {rule("the shapes and elements agree", [](const UOp& u) {
+  ld.rules = {rule("the shapes and elements agree (a window with an origin)", [](const UOp& u) {
     const TileType *s = shared_of(u.src(0)), *r = reg_of(u);
-    return s->rows == r->rows && s->cols == r->cols && s->elem == r->elem
-               ? ""
-               : "loading " + name_of(u.src(0)) + " as " + name_of(u);
+    bool window = u.src().size() == 3;
+    bool ok = u.src().size() != 2 && s->elem == r->elem &&
+              (window ? r->rows <= s->rows && r->cols <= s->cols
+                      : s->rows == r->rows && s->cols == r->cols);
+    return ok ? "" : "loading " + name_of(u.src(0)) + " as " + name_of(u);
   })};
   ld.flags = kOpMemory | kOpCooperative;
   ops.load = register_op(ld);
@@ -353,23 +371,26 @@ TileOps register_tile_ops() {
                 reg_src("value")};
   st.rest = int_src("origin");
   st.rest_min = 0;
-  st.rest_max = 2;
+  st.rest_max = 4;
   st.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
-  st.rules = {rule("a view takes (row0, col0) and the value's element; a tile the value's type",
-                   [](const UOp& u) {
-                     const UOp &d = u.src(0), &v = u.src(1);
-                     if (const ViewType* vt = view_type(d.dtype()))
-                       return u.src().size() == 4 && vt->elem == reg_of(v)->elem
-                                  ? ""
-                                  : "storing " + name_of(v) + " into " + name_of(d);
-                     if (u.src().size() != 2) return std::string("a tile takes no origin");
-                     const TileType *t = tile_type(d.dtype()), *r = reg_of(v);
-                     bool ok = t->memory == Memory::Register
-                                   ? d.dtype() == v.dtype()
-                                   : t->stages == 1 && t->rows == r->rows && t->cols == r->cols &&
-                                         t->elem == r->elem;
-                     return ok ? "" : "storing " + name_of(v) + " into " + name_of(d);
-                   })};
+  st.rules = {
+      rule("a view takes (row0, col0) and the value's element; a tile the value's type; "
+           "a warp's tile also its origin in the block's tile",
+           [](const UOp& u) {
+             const UOp &d = u.src(0), &v = u.src(1);
+             size_t n = u.src().size();
+             if (const ViewType* vt = view_type(d.dtype()))
+               return (n == 4 || n == 6) && vt->elem == reg_of(v)->elem
+                          ? ""
+                          : "storing " + name_of(v) + " into " + name_of(d);
+             const TileType *t = tile_type(d.dtype()), *r = reg_of(v);
+             bool ok = t->memory == Memory::Register
+                           ? n == 2 && d.dtype() == v.dtype()
+                           : t->stages == 1 && t->elem == r->elem &&
+                                 (n == 4 ? r->rows <= t->rows && r->cols <= t->cols
+                                         : n == 2 && t->rows == r->rows && t->cols == r->cols);
+             return ok ? "" : "storing " + name_of(v) + " into " + name_of(d);
+           })};
   st.flags = kOpEffect | kOpMemory;
   ops.store = register_op(st);
 
@@ -491,6 +512,9 @@ TileOps register_tile_ops() {
       reg_src("t"),
       src("keep", "a bool scalar", [](const UOp& s) { return s.dtype() == dtypes::bool_; }),
       src("fill", "a scalar", [](const UOp& s) { return s.dtype().is_scalar(); })};
+  mk.rest = int_src("origin");
+  mk.rest_min = 0;
+  mk.rest_max = 2;
   mk.dtype = {"the tile's",
               [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
                 if (s.empty()) return std::nullopt;
@@ -499,8 +523,9 @@ TileOps register_tile_ops() {
               {}};
   mk.rules = {rule("fill is of the tile's element, the tile not a vector", [](const UOp& u) {
     const TileType& t = *reg_of(u.src(0));
-    return u.src(2).dtype() == t.elem && t.vector == Vector::None ? ""
-                                                                  : "masking " + name_of(u.src(0));
+    return u.src(2).dtype() == t.elem && t.vector == Vector::None && u.src().size() != 4
+               ? ""
+               : "masking " + name_of(u.src(0));
   })};
   ops.mask = register_op(mk);
   register_tile_passes();

@@ -7,6 +7,7 @@
 #include "backends/emu/emulator.h"
 #include "dsl/lower.h"
 #include "dsl/printer.h"
+#include "tiles/lower_tiles.h"
 #include "tiles/tile.h"
 
 namespace kitten {
@@ -180,6 +181,38 @@ TEST(TileDsl, LoweringLeavesPerThreadOpsOnly) {
     if (u.op() == Op::ASYNC_COPY) ++(u.src(1).src(0).slot() == 1 ? of_a : of_b);
   EXPECT_EQ(of_a, 0);
   EXPECT_GT(of_b, 0);
+}
+
+// tile_warps leaves only warps' tiles (a grid of one warp, the warp's part) whose loads
+// and stores carry the warp's origin; lower_tiles then leaves no tile at all.
+TEST(TileDsl, EachLoweringLevelPrintsAndVerifies) {
+  Target t = h100_target();
+  LowerOptions o;
+  o.print_after = {"tile_warps", "lower_tiles"};
+  std::map<std::string, UOp> seen;
+  o.dump = [&](const std::string& pass, const UOp& g) { seen[pass] = g; };
+  lower(gemm_kernel({256, 256, 256}, Schedule::parse("BM=128 BN=64 WM=2 WN=2"), t), t, {}, o);
+  ASSERT_EQ(seen.size(), 2u);
+  int loads = 0;
+  for (const UOp& u : toposort(seen["tile_warps"])) {
+    const TileType* tt = tile_type(u.dtype());
+    if (!tt || tt->memory != Memory::Register) continue;
+    EXPECT_EQ(tt->owner.rows * tt->owner.cols, 1) << u.dtype().name();
+    if (u.op() == tile_ops().load) {
+      ++loads;
+      EXPECT_EQ(u.src().size(), 3u) << describe(u);  // the slot and the warp's origin
+    }
+  }
+  EXPECT_EQ(loads, 2);
+  for (const UOp& u : toposort(seen["lower_tiles"])) EXPECT_FALSE(u.dtype().is_extension());
+  // A block's tile handed to lower_tiles directly is refused, naming the pass before it.
+  std::string e;
+  try {
+    lower_tiles(gemm_kernel({64, 64, 64}, {}, t), t);
+  } catch (const IrError& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("tile_warps makes it the warps' tiles first"), std::string::npos) << e;
 }
 
 // The GEMM's swizzled shared stores (cp.async) and ldmatrix fragment loads are free of
