@@ -116,12 +116,20 @@ bool bounds_attained(const UOp& u, std::vector<const void*>& vars) {
 // An ungated access to a buffer of known size (registers, shared memory) whose index is
 // proven to leave it for some iteration is an error here, naming the buffer and the range,
 // rather than a wrong answer at run time.
-UOp check_access(const UOp& sink, const LowerContext&) {
+UOp check_access(const UOp& sink, const LowerContext& ctx) {
   for (const UOp& u : toposort(sink)) {
     if (u.op() != Op::INDEX) continue;
     bool gated = u.src().size() == 3 && !(u.src(2).op() == Op::CONST && u.src(2).const_int() != 0);
     UOp buf = u.src(0);
     while (buf.op() == Op::AFTER) buf = buf.src(0);
+    // On a GPU a register array indexed at run time lives in local memory: every index
+    // into one must be a constant by now (the expander and the tile lowering make them so).
+    if (buf.op() == Op::DEFINE_REG && ctx.target.has(kFeatureBlocks) && u.src(1).op() != Op::CONST)
+      throw IrError("lower: kernel '" + sink.name_arg() + "' indexes registers " +
+                    std::to_string(buf.slot()) +
+                    " at run time, which would put them in local "
+                    "memory; register arrays take constant indices:\n" +
+                    print_graph(sink, u));
     int64_t size = buf.dtype().size();
     if (gated || size < 0 || !u.src(1).dtype().is_int()) continue;
     std::vector<const void*> vars;
@@ -369,7 +377,8 @@ struct Pipeline {
          simplify_indices});
     add({"check_access",
          "An ungated access to registers or shared memory whose index is proven to leave "
-         "the buffer is an error naming the buffer and the indices.",
+         "the buffer is an error naming the buffer and the indices; on a GPU, so is a "
+         "register array indexed at run time (it would live in local memory).",
          check_access});
     add({"legalize",
          "Rewrites what the renderers print one to one: a float a * b + c becomes "

@@ -231,3 +231,29 @@ TEST(Lower, AnAccessProvenOutOfRangeIsRefused) {
 
 }  // namespace
 }  // namespace kitten
+
+namespace kitten {
+namespace {
+
+// On a GPU a register array indexed at run time would live in local memory: refused after
+// lowering, naming the registers; a cpu takes it (C arrays).
+TEST(Lower, RegistersIndexedAtRunTimeAreRefusedOnAGpu) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), reg = define_reg(f, 4, 0), zero = const_int(dtypes::int32, 0);
+  UOp r = range(4, 0, AxisKind::Loop);
+  UOp set = end(store(index(reg, r), const_(f, 1.0)), {r});
+  UOp k =
+      sink({store(index(out, zero), load(index(after(reg, {set}), const_int(dtypes::int32, 2))))},
+           "dynamic_reg");
+  try {
+    lower(k, h100_target());
+    ADD_FAILURE() << "lowered";
+  } catch (const IrError& e) {
+    EXPECT_NE(std::string(e.what()).find("indexes registers 0 at run time"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(lower(k, host_target("x86_64", 2)));
+}
+
+}  // namespace
+}  // namespace kitten
