@@ -564,6 +564,24 @@ class CRenderer {
       case Op::MMA:
         emit_mma(u);
         return;
+      case Op::STMATRIX: {  // two 16-bit lanes to a 32-bit register
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        int count = int(v[0]);
+        std::string list, ins;
+        for (int q = 0; q < count; ++q) {
+          std::string r = fresh();
+          line("unsigned int " + r + " = (unsigned int)" + name(u.src(1)) + "[" +
+               std::to_string(2 * q) + "] | ((unsigned int)" + name(u.src(1)) + "[" +
+               std::to_string(2 * q + 1) + "] << 16);");
+          list += std::string(q ? ", " : "") + "%" + std::to_string(q + 1);
+          ins += ", \"r\"(" + r + ")";
+        }
+        line("asm volatile(\"stmatrix.sync.aligned.m8n8.x" + std::to_string(count) +
+             (v[1] ? ".trans" : "") + ".shared.b16 [%0], {" + list +
+             "};\" :: \"r\"((unsigned int)__cvta_generic_to_shared(&" + element(u.src(0)) + "))" +
+             ins + " : \"memory\");");
+        return;
+      }
       case Op::LDMATRIX: {  // four 32-bit registers at most, two 16-bit lanes each
         const auto& v = std::get<std::vector<int64_t>>(u.arg());
         int count = int(v[0]);

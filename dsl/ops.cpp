@@ -550,6 +550,25 @@ std::vector<OpSpec> core_specs() {
   lm.flags = kOpMemory | kOpCooperative;
   add(lm);
 
+  OpSpec sm = spec(Op::STMATRIX,
+                   "Stores count (the arg's first int: 1, 2 or 4) 8x8 matrices of 16-bit "
+                   "elements to shared memory, warp-wide, as LDMATRIX reads them: lane 8q+r gives "
+                   "the address of row r of matrix q, and lanes 2q and 2q+1 of each lane's value "
+                   "go where LDMATRIX (trans: the second int) would have read them from.");
+  sm.sources = {lm.sources[0],
+                src("value", "a vector of the address's element, two lanes per matrix",
+                    [](const UOp& n, const UOp& s) {
+                      const auto* v = std::get_if<std::vector<int64_t>>(&n.arg());
+                      return v && v->size() == 2 &&
+                             s.dtype() ==
+                                 n.src(0).dtype().pointee().element().vec(int(2 * (*v)[0]));
+                    })};
+  sm.arg = ArgKind::Ints;
+  sm.dtype = fixed_dtype(dtypes::void_);
+  sm.rules = lm.rules;
+  sm.flags = kOpEffect | kOpMemory | kOpCooperative;
+  add(sm);
+
   // types and vectors
   OpSpec cs = spec(Op::CAST,
                    "Converts a value to another dtype of the same lane count "

@@ -35,26 +35,28 @@ class UOp;
   X(AFTER)                                                                      \
   X(GROUP)                                                                      \
   X(IF)                                                                         \
-  X(ENDIF) X(BARRIER) X(SINK) /* memory */                                      \
+  X(ENDIF)                                                                      \
+  X(BARRIER) X(SINK) /* memory */                                               \
       X(INDEX) X(LOAD) X(STORE) X(ATOMIC) X(ASYNC_COPY) X(ASYNC_COMMIT) X(WAIT) \
-          X(WAIT_GROUP)             /* warp-level */                            \
-      X(SHUFFLE) X(MMA) X(LDMATRIX) /* types and vectors */                     \
+          X(WAIT_GROUP)                         /* warp-level */                \
+      X(SHUFFLE) X(MMA) X(LDMATRIX) X(STMATRIX) /* types and vectors */         \
       X(CAST) X(BITCAST) X(VECTORIZE) X(EXTRACT)
 // The ALU ops: pure functions of their sources, lane by lane, whose meaning is the one
 // evaluation table (dsl/eval.h).
-#define KITTEN_ALU_OPS(X)                                                                    \
-  X(NEG)                                                                                     \
-  X(RECIP)                                                                                   \
-  X(SQRT)                                                                                    \
-  X(EXP2)                                                                                    \
-  X(LOG2)                                                                                    \
-  X(SIN)                                                                                     \
-  X(TRUNC)                                                                                   \
-  X(ADD)                                                                                     \
-  X(SUB)                                                                                     \
-  X(MUL)                                                                                     \
-  X(FDIV) X(IDIV) X(MOD) X(MAX) X(MIN) X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) \
-      X(SHR) X(WHERE) X(MULACC)
+#define KITTEN_ALU_OPS(X)                                                                   \
+  X(NEG)                                                                                    \
+  X(RECIP)                                                                                  \
+  X(SQRT)                                                                                   \
+  X(EXP2)                                                                                   \
+  X(LOG2)                                                                                   \
+  X(SIN)                                                                                    \
+  X(TRUNC)                                                                                  \
+  X(ADD)                                                                                    \
+  X(SUB)                                                                                    \
+  X(MUL)                                                                                    \
+  X(FDIV)                                                                                   \
+  X(IDIV) X(MOD) X(MAX) X(MIN) X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) X(SHR) \
+      X(WHERE) X(MULACC)
 
 enum class Op : uint16_t {
 #define KITTEN_OP_ENUMERATOR(name) name,

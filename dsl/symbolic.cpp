@@ -208,6 +208,7 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::SHUFFLE:
     case Op::MMA:
     case Op::LDMATRIX:
+    case Op::STMATRIX:
     case Op::BITCAST:
     case Op::VECTORIZE:
     case Op::EXTRACT:

@@ -15,7 +15,7 @@ std::string Target::feature_names() const {
       {kFeatureBlocks, "blocks"},     {kFeatureShuffle, "shuffle"},
       {kFeatureMmaSync, "mma.sync"},  {kFeatureAsyncCopy, "cp.async"},
       {kFeatureLdmatrix, "ldmatrix"}, {kFeatureWgmma, "wgmma"},
-      {kFeatureTma, "tma"},
+      {kFeatureTma, "tma"},           {kFeatureStmatrix, "stmatrix"},
   };
   std::string out;
   for (auto [f, name] : names)
@@ -44,7 +44,7 @@ Target h100_target() {
   t.registers_per_thread = 255;
   t.registers_per_block = 64 * 1024;
   t.features = kFeatureBlocks | kFeatureShuffle | kFeatureMmaSync | kFeatureAsyncCopy |
-               kFeatureLdmatrix | kFeatureWgmma | kFeatureTma;
+               kFeatureLdmatrix | kFeatureWgmma | kFeatureTma | kFeatureStmatrix;
   t.atomics = common_atomics();
   t.global_vector_bytes = t.shared_vector_bytes = 16;
   t.narrow_vectors = true;

@@ -23,6 +23,7 @@ enum TargetFeature : uint32_t {
   kFeatureLdmatrix = 1u << 4,   // ldmatrix (sm_75+)
   kFeatureWgmma = 1u << 5,      // warpgroup MMA (sm_90a)
   kFeatureTma = 1u << 6,        // tensor memory accelerator copies (sm_90)
+  kFeatureStmatrix = 1u << 7,   // stmatrix (sm_90)
 };
 
 struct Target {

@@ -324,10 +324,8 @@ class TileLowering {
     const Lowered& slot = of(u.src(0));
     Lowered l;
     l.kind = Lowered::Values;
-    int line = s.layout == Layout::Row ? s.cols : s.rows;
-    bool ldm = target_.has(kFeatureLdmatrix) && s.elem.itemsize() == 2 &&
-               (s.swizzle != Swizzle::None || line % 8 == 0);
-    int bases = r.unit_rows() / 16 * (r.unit_cols() / 16), bc = r.unit_cols() / 16;
+    bool ldm = matrices(r, s, kFeatureLdmatrix);
+    int bases = r.unit_rows() / 16 * (r.unit_cols() / 16);
     auto origin = origin_of(u, 1);
     if (!ldm) {
       for (int k = 0; k < r.per_thread(); ++k) {
@@ -336,29 +334,15 @@ class TileLowering {
       }
       return l;
     }
-    // One ldmatrix.x4 per 16x16 base: lane L addresses line L%8 of matrix L/8, whose
-    // origin is where that matrix's pair of elements starts; transposed where the pairs run
-    // across the shared tile's lines. A tile that is a product's B operand loads its pairs
+    // One ldmatrix.x4 per 16x16 base. A tile that is a product's B operand loads its pairs
     // in the order (0, 2, 1, 3), so that each n8 half's fragment is two adjacent registers
     // of the result, as mma.sync reads them (no register moves between).
-    bool trans = r.layout != s.layout, b_order = b_operands_.count(u.id()) > 0;
+    bool b_order = b_operands_.count(u.id()) > 0;
     static constexpr int kPlain[4] = {0, 1, 2, 3}, kB[4] = {0, 2, 1, 3};
     const int* pair = b_order ? kB : kPlain;
-    UOp q = lane_ / 8, i8 = lane_ % 8;
-    UOp p = b_order ? (q % 2) * 2 + q / 2 : q;  // the pair matrix q holds
-    UOp qr = r.layout == Layout::Row ? (p % 2) * 8 : (p / 2) * 8;
-    UOp qc = r.layout == Layout::Row ? (p / 2) * 8 : (p % 2) * 8;
     for (int b = 0; b < bases; ++b) {
-      UOp row = qr + int64_t(b / bc) * 16, col = qc + int64_t(b % bc) * 16;
-      row = row + origin.first;
-      col = col + origin.second;
-      if (s.layout == Layout::Row)
-        row = row + i8;
-      else
-        col = col + i8;
-      UOp at = UOp::make(Op::INDEX, s.elem.vec(8).ptr(AddrSpace::Local),
-                         {slot.buf, shared_offset(s, slot, simplify(row), simplify(col))});
-      UOp m = UOp::make(Op::LDMATRIX, {at}, std::vector<int64_t>{4, trans ? 1 : 0});
+      UOp m = UOp::make(Op::LDMATRIX, {matrix_row(r, s, slot, b, origin, b_order)},
+                        std::vector<int64_t>{4, r.layout != s.layout ? 1 : 0});
       size_t first = l.v.size();
       l.v.resize(first + 8);
       for (int k = 0; k < 4; ++k)
@@ -367,6 +351,34 @@ class TileLowering {
               UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{2 * k + h});
     }
     return l;
+  }
+
+  // ldmatrix/stmatrix of base b of register tile r in shared tile s: lane L addresses line
+  // L%8 of matrix L/8, whose origin is where that matrix's pair of elements starts (pair
+  // order (0, 2, 1, 3) where b_order); the matrix is transposed where the pairs run across
+  // the shared tile's lines.
+  UOp matrix_row(const TileType& r, const TileType& s, const Lowered& slot, int b,
+                 const std::pair<UOp, UOp>& origin, bool b_order) {
+    int bc = r.unit_cols() / 16;
+    UOp q = lane_ / 8, i8 = lane_ % 8;
+    UOp p = b_order ? (q % 2) * 2 + q / 2 : q;  // the pair matrix q holds
+    UOp qr = r.layout == Layout::Row ? (p % 2) * 8 : (p / 2) * 8;
+    UOp qc = r.layout == Layout::Row ? (p / 2) * 8 : (p % 2) * 8;
+    UOp row = qr + int64_t(b / bc) * 16 + origin.first,
+        col = qc + int64_t(b % bc) * 16 + origin.second;
+    if (s.layout == Layout::Row)
+      row = row + i8;
+    else
+      col = col + i8;
+    return UOp::make(Op::INDEX, s.elem.vec(8).ptr(AddrSpace::Local),
+                     {slot.buf, shared_offset(s, slot, simplify(row), simplify(col))});
+  }
+
+  // Whether 16x16 bases of r move to or from s as 8x8 matrices of 16-bit rows.
+  bool matrices(const TileType& r, const TileType& s, TargetFeature f) const {
+    int line = s.layout == Layout::Row ? s.cols : s.rows;
+    return target_.has(f) && s.elem.itemsize() == 2 && r.vector == Vector::None &&
+           (s.swizzle != Swizzle::None || line % 8 == 0);
   }
 
   UOp load_elem(const Lowered& slot, const TileType& s, const UOp& row, const UOp& col) {
@@ -439,6 +451,17 @@ class TileLowering {
       if (d.kind == Lowered::Place) slot.base = i32(0);
       const TileType& s = *tile_type(dst.dtype());
       auto origin = origin_of(u, 2);
+      if (matrices(t, s, kFeatureStmatrix)) {  // one stmatrix.x4 per 16x16 base
+        for (size_t b = 0; b * 8 < vals.size(); ++b)
+          out.push_back(
+              UOp::make(Op::STMATRIX, dtypes::void_,
+                        {matrix_row(t, s, slot, int(b), origin, false),
+                         UOp::make(Op::VECTORIZE,
+                                   std::vector<UOp>(vals.begin() + std::ptrdiff_t(8 * b),
+                                                    vals.begin() + std::ptrdiff_t(8 * b + 8)))},
+                        std::vector<int64_t>{4, t.layout != s.layout ? 1 : 0}));
+        return single(all_of(out));
+      }
       for (size_t k = 0; k < vals.size(); ++k) {
         auto [row, col] = position(t, int(k), origin);
         out.push_back(kitten::store(index(d.buf, shared_offset(s, slot, row, col)), vals[k]));

@@ -407,7 +407,7 @@ class CudaDevice : public Device {
     int cc = major * 10 + minor;
     t.features = kFeatureBlocks | kFeatureShuffle | (cc >= 75 ? kFeatureLdmatrix : 0u) |
                  (cc >= 80 ? kFeatureMmaSync | kFeatureAsyncCopy : 0u) |
-                 (major >= 9 ? kFeatureWgmma | kFeatureTma : 0u);
+                 (major >= 9 ? kFeatureWgmma | kFeatureTma | kFeatureStmatrix : 0u);
     t.global_vector_bytes = t.shared_vector_bytes = 16;
     t.narrow_vectors = true;
     if (cc >= 80) t.mma = mma_sync_layouts();

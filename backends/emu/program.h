@@ -47,6 +47,7 @@ enum class EmuKind {
   Shuffle,
   Mma,
   Ldmatrix,
+  Stmatrix,
   AsyncCopy,
   AsyncCommit,
   Wait,

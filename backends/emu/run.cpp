@@ -602,6 +602,32 @@ class Runner {
                                              : rows[size_t(8 * q + l / 4)][size_t(2 * (l % 4) + h)];
   }
 
+  // stmatrix: the inverse of ldmatrix; each addressed row gets its 8 elements from the
+  // lanes that ldmatrix would have given them to.
+  void stmatrix(Warp& w, const EmuInstr& in) {
+    if (w.mask != 0xFFFFFFFFu)
+      fault("STMATRIX with only some lanes of the warp active", -1, 0,
+            thread_of(std::countr_zero(~w.mask | 0u)));
+    int count = int(in.lanes[0]);
+    bool trans = in.lanes[1] != 0;
+    DType e = in.dtype.element();
+    lane_offset_.fill(-1);
+    for (int q = 0; q < count; ++q)
+      for (int r = 0; r < 8; ++r) {
+        int l = 8 * q + r;
+        int64_t index = reg(w, in.idx)[l].i;
+        int64_t off = check_access(in.buf, index, 16, l, true);
+        track(w, in.buf, index, off, 16, l, Access::Write);
+        lane_offset_[size_t(l)] = off;
+        unsigned char* p = memory(w, in.buf, off, l);
+        for (int c = 0; c < 8; ++c) {
+          int from = trans ? 4 * c + r / 2 : 4 * r + c / 2, v = 2 * q + (trans ? r % 2 : c % 2);
+          encode(p + c * 2, e, reg(w, in.value, v)[from]);
+        }
+      }
+    count_banks(16);
+  }
+
   void shuffle(Warp& w, const EmuInstr& in) {
     std::vector<Scalar> src(reg(w, in.src[0]), reg(w, in.src[0]) + kWarp);
     each(w.mask, [&](int l) {
@@ -767,6 +793,9 @@ class Runner {
         break;
       case EmuKind::Ldmatrix:
         ldmatrix(w, in);
+        break;
+      case EmuKind::Stmatrix:
+        stmatrix(w, in);
         break;
       case EmuKind::Vectorize:
         for (size_t v = 0; v < in.src.size(); ++v)

@@ -306,6 +306,15 @@ class Translator {
         value(in, u);
         return;
       }
+      case Op::STMATRIX: {
+        needs(kFeatureStmatrix, u);
+        EmuInstr& in = push(EmuKind::Stmatrix, u);
+        address(in, u.src(0));
+        in.dtype = u.src(0).dtype().pointee();
+        in.value = slot(u.src(1));
+        in.lanes = std::get<std::vector<int64_t>>(u.arg());
+        return;
+      }
       case Op::VECTORIZE: {
         EmuInstr& in = push(EmuKind::Vectorize, u);
         for (const UOp& s : u.src()) in.src.push_back(slot(s));

@@ -124,6 +124,49 @@ TEST_P(BlockKernels, LdmatrixDistributesRowsAsThePtxTableSays) {
     }
 }
 
+// stmatrix x1, x2, x4, plain and transposed: the value lane l holds for matrix q goes where
+// the PTX description puts it (the inverse of the ldmatrix table above).
+TEST_P(BlockKernels, StmatrixPlacesRowsAsThePtxTableSays) {
+  if (!dev->props().target.has(kFeatureStmatrix)) GTEST_SKIP() << "no stmatrix on this target";
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  HostData x = HostData::random(bf, 256, 34);
+  for (int count : {1, 2, 4})
+    for (bool trans : {false, true}) {
+      SCOPED_TRACE("x" + std::to_string(count) + (trans ? ".trans" : ""));
+      UOp out = param(0, f.ptr()), in = param(1, bf.ptr());
+      UOp l = special(SpecialKind::ThreadIdx, 0, 32);
+      UOp sm = define_local(bf, 256, 0);
+      std::vector<UOp> vals, zero;
+      for (int j = 0; j < 2 * count; ++j) vals.push_back(load(index(in, l * 8 + j)));
+      for (int j = 0; j < 8; ++j) zero.push_back(store(index(sm, l * 8 + j), const_(bf, 0.0)));
+      UOp cleared = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, std::span<const UOp>(zero))});
+      UOp v = UOp::make(Op::VECTORIZE, std::span<const UOp>(vals));
+      UOp put = UOp::make(Op::STMATRIX, dtypes::void_,
+                          {UOp::make(Op::INDEX, bf.vec(8).ptr(AddrSpace::Local),
+                                     {cleared, (l / 8) * 64 + (l % 8) * 8}),
+                           v},
+                          std::vector<int64_t>{count, trans ? 1 : 0});
+      UOp ready = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {put})});
+      std::vector<UOp> outs;
+      for (int j = 0; j < 8; ++j)
+        outs.push_back(store(index(out, l * 8 + j), cast(load(index(ready, l * 8 + j)), f)));
+      UOp k = sink({UOp::make(Op::GROUP, std::span<const UOp>(outs))}, "stmatrix");
+      HostData o = HostData::poisoned(f, 256);
+      DeviceBuffer dx(*dev, x), dout(*dev, o);
+      compile_kernel(*dev, k).run(args({&dout, &dx}));
+      dout.read(o);
+      std::vector<double> want(256, 0.0);
+      for (int lane = 0; lane < 32; ++lane)
+        for (int j = 0; j < 2 * count; ++j) {
+          int q = j / 2, h = j % 2;
+          int at = trans ? q * 64 + (2 * (lane % 4) + h) * 8 + lane / 4
+                         : q * 64 + (lane / 4) * 8 + 2 * (lane % 4) + h;
+          want[size_t(at)] = x.values[size_t(lane * 8 + j)];
+        }
+      expect_exact(o, want);
+    }
+}
+
 // A gated-off async copy reads nothing and writes zeros, as cp.async with src-size 0.
 TEST_P(BlockKernels, GatedAsyncCopiesZeroFill) {
   DType f = dtypes::float32;

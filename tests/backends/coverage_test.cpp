@@ -92,6 +92,18 @@ UOp example(Op op) {
                   "cover");
     case Op::MMA:
       return mma_matmul_kernel(16, 8, 16);
+    case Op::STMATRIX: {  // x[t], x[t+32] as one 8x8 bf16 matrix, read back element-wise
+      DType bf = dtypes::bfloat16;
+      UOp sm = define_local(bf, 64, 0);
+      UOp v =
+          UOp::make(Op::VECTORIZE, {cast(load(index(x, t)), bf), cast(load(index(x, t + 32)), bf)});
+      UOp put =
+          UOp::make(Op::STMATRIX, dtypes::void_,
+                    {UOp::make(Op::INDEX, bf.vec(8).ptr(AddrSpace::Local), {sm, (t % 8) * 8}), v},
+                    std::vector<int64_t>{1, 0});
+      UOp ready = after(sm, {UOp::make(Op::BARRIER, dtypes::void_, {put})});
+      return sink({store(index(out, t), cast(load(index(ready, t)), f))}, "cover");
+    }
     case Op::LDMATRIX: {  // one 8x8 bf16 matrix staged from x, read back by ldmatrix.x1
       DType bf = dtypes::bfloat16;
       UOp sm = define_local(bf, 64, 0);

@@ -6,6 +6,8 @@
 
 #include "../backends/test_device.h"
 #include "backends/emu/emu_device.h"
+#include "dsl/lower.h"
+#include "dsl/printer.h"
 #include "tiles/tile.h"
 
 namespace kitten {
@@ -322,6 +324,10 @@ TEST_P(TileRoundTrips, RegistersThroughSwizzledSharedMemory) {
     Tile c = load(back, register_tile(dtypes::bfloat16, rows, cols, Layout::Col, o));
     k.store(y, i32(0), i32(0), cast(c, dtypes::float32));
     UOp kernel = k.finish();
+    int stores = 0;  // the register -> shared store goes as stmatrix where the target has it
+    for (const UOp& u : toposort(lower(kernel, dev->props().target)))
+      stores += u.op() == Op::STMATRIX;
+    EXPECT_EQ(stores > 0, dev->props().target.has(kFeatureStmatrix));
     HostData hx = HostData::random(dtypes::bfloat16, rows * cols, 800),
              hy = HostData::poisoned(dtypes::float32, rows * cols);
     DeviceBuffer dx(*dev, hx), dy(*dev, hy);
