@@ -16,6 +16,8 @@ bool narrow16(DType d) { return d == dtypes::bfloat16 || d == dtypes::float16; }
 
 }  // namespace
 
+char split_code(Split s) { return s == Split::GridRows ? 'r' : s == Split::GridCols ? 'c' : '-'; }
+
 // A split into one part is no split: the canonical owner says None there, so that equal
 // holdings compare equal (a 2x1 grid's columns, every dimension of a warp's own tile).
 Owner canonical(Owner o) {
@@ -46,15 +48,9 @@ DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) 
   std::string name = "rt<" + std::string(elem.name()) + "," + std::to_string(rows) + "," +
                      std::to_string(cols) + "," + std::string(layout_name(layout)) + ",w" +
                      std::to_string(owner.rows) + "x" + std::to_string(owner.cols);
-  if (owner.row_split != Split::GridRows || owner.col_split != Split::GridCols)
-    if (owner.rows * owner.cols > 1)
-      name += std::string(":") +
-              (owner.row_split == Split::GridRows   ? 'r'
-               : owner.row_split == Split::GridCols ? 'c'
-                                                    : '-') +
-              (owner.col_split == Split::GridRows   ? 'r'
-               : owner.col_split == Split::GridCols ? 'c'
-                                                    : '-');
+  if ((owner.row_split != Split::GridRows || owner.col_split != Split::GridCols) &&
+      owner.rows * owner.cols > 1)
+    name += std::string(":") + split_code(owner.row_split) + split_code(owner.col_split);
   return DType::extension(name + ">", std::move(t));
 }
 
@@ -82,8 +78,6 @@ DType shared_tile(DType elem, int rows, int cols, Layout layout, Swizzle swizzle
 }
 
 namespace {
-char split_code(Split s) { return s == Split::GridRows ? 'r' : s == Split::GridCols ? 'c' : '-'; }
-
 DType vector_dtype(DType elem, int length, Owner owner, Vector v) {
   if (!elem.is_scalar() || !elem.is_float())
     throw TileError("register vector: the element must be a float scalar");
@@ -118,29 +112,29 @@ DType col_vector(DType elem, int cols, Owner owner) {
   return vector_dtype(elem, cols, owner, Vector::PerCol);
 }
 
-DType row_vector_of(DType tile) {
+namespace {
+// The vector of a row-layout register tile's rows (or columns), which a reduction makes
+// inside each warp: refused where the other dimension is split over warps.
+DType vector_of(DType tile, Vector v) {
   const TileType* t = tile_type(tile);
+  bool rows = v == Vector::PerRow;
+  std::string what =
+      std::string(rows ? "a row vector of " : "a column vector of ") + std::string(tile.name());
   if (!t || t->memory != Memory::Register || t->vector != Vector::None || t->layout != Layout::Row)
-    throw TileError("a row vector of " + std::string(tile.name()) +
-                    ": only row-layout register tiles have row vectors");
-  if (t->owner.parts(t->owner.col_split) != 1)
-    throw TileError("a row vector of " + std::string(tile.name()) +
-                    ": its rows are spread over several warps (columns split); a reduction "
-                    "stays inside a warp, so split the rows only");
-  return row_vector(t->elem, t->rows, t->owner);
+    throw TileError(what + ": only row-layout register tiles have " +
+                    (rows ? "row vectors" : "column vectors"));
+  if (t->owner.parts(rows ? t->owner.col_split : t->owner.row_split) != 1)
+    throw TileError(what +
+                    (rows ? ": its rows are spread over several warps (columns split)"
+                          : ": its columns are spread over several warps (rows split)") +
+                    "; a reduction stays inside a warp, so split the " +
+                    (rows ? "rows" : "columns") + " only");
+  return vector_dtype(t->elem, rows ? t->rows : t->cols, t->owner, v);
 }
+}  // namespace
 
-DType col_vector_of(DType tile) {
-  const TileType* t = tile_type(tile);
-  if (!t || t->memory != Memory::Register || t->vector != Vector::None || t->layout != Layout::Row)
-    throw TileError("a column vector of " + std::string(tile.name()) +
-                    ": only row-layout register tiles have column vectors");
-  if (t->owner.parts(t->owner.row_split) != 1)
-    throw TileError("a column vector of " + std::string(tile.name()) +
-                    ": its columns are spread over several warps (rows split); a reduction "
-                    "stays inside a warp, so split the columns only");
-  return col_vector(t->elem, t->cols, t->owner);
-}
+DType row_vector_of(DType tile) { return vector_of(tile, Vector::PerRow); }
+DType col_vector_of(DType tile) { return vector_of(tile, Vector::PerCol); }
 
 DType view_dtype(DType elem) {
   auto v = std::make_unique<ViewType>();

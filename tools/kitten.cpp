@@ -181,6 +181,21 @@ int cmd_devices(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Opens a device by name for `cmd`: -1 when all is well, else the exit status. A device
+// kitten knows but cannot open here is a failure of the work, not of usage.
+int open_named_device(const std::string& cmd, const std::string& name,
+                      std::unique_ptr<Device>& dev) {
+  try {
+    dev = open_device(name);
+  } catch (const BackendError& e) {
+    std::vector<std::string> known = device_names();
+    if (std::find(known.begin(), known.end(), name) != known.end())
+      return work_failed(cmd, name + ": " + e.what());
+    return usage_error(cmd + ": " + e.what());
+  }
+  return -1;
+}
+
 // What `render` and `lower` take: a built-in kernel, --device D (default cpu) and, for
 // lower, --print-after P[,P...]. Returns an exit status, or -1 when all is well.
 struct KernelCommand {
@@ -218,16 +233,7 @@ int parse_kernel_command(const std::string& cmd, const std::vector<std::string>&
   } catch (const std::invalid_argument& e) {
     return usage_error(cmd + ": " + e.what());
   }
-  try {
-    out.dev = open_device(out.device);
-  } catch (const BackendError& e) {
-    // A device kitten knows but cannot open here is a failure of the work, not of usage.
-    std::vector<std::string> known = device_names();
-    if (std::find(known.begin(), known.end(), out.device) != known.end())
-      return work_failed(cmd, out.device + ": " + e.what());
-    return usage_error(cmd + ": " + e.what());
-  }
-  return -1;
+  return open_named_device(cmd, out.device, out.dev);
 }
 
 int cmd_lower(const std::vector<std::string>& args) {
@@ -419,14 +425,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   if (!have_shape) return usage_error("bench: expected --shape M,N,K");
   std::unique_ptr<Device> dev;
-  try {
-    dev = open_device(device);
-  } catch (const BackendError& e) {
-    std::vector<std::string> known = device_names();
-    if (std::find(known.begin(), known.end(), device) != known.end())
-      return work_failed("bench", device + ": " + e.what());
-    return usage_error(std::string("bench: ") + e.what());
-  }
+  if (int status = open_named_device("bench", device, dev); status >= 0) return status;
   const Target& t = dev->props().target;
   if (!t.has(kFeatureBlocks) || !t.has(kFeatureMmaSync))
     return work_failed("bench",
@@ -435,6 +434,13 @@ int cmd_bench(const std::vector<std::string>& args) {
                            device + " (" + t.arch + ") lacks; use emu or cuda");
   UOp kernel = gemm_kernel(p, schedule, t);  // ScheduleError names the broken constraint
   Schedule used = gemm_full_schedule(p, schedule, t);
+  CompiledKernel k = compile_kernel(*dev, kernel);
+  if (!source_path.empty()) {
+    std::FILE* f = std::fopen(source_path.c_str(), "w");
+    bool ok = f && std::fputs(k.rendered.source.c_str(), f) >= 0;
+    if (f) ok = std::fclose(f) == 0 && ok;
+    if (!ok) return work_failed("bench", "cannot write the source to " + source_path);
+  }
   // Fresh random inputs (normal, rounded to the input dtype) and the float64 reference.
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 1.0);
@@ -454,13 +460,6 @@ int cmd_bench(const std::vector<std::string>& args) {
   Buffer da = random(p.m * p.k, a), db = random(p.k * p.n, b);
   size_t out_bytes = size_t(p.m * p.n * p.out.itemsize());
   Buffer dc = dev->allocator().alloc(out_bytes);
-  CompiledKernel k = compile_kernel(*dev, kernel);
-  if (!source_path.empty()) {
-    std::FILE* f = std::fopen(source_path.c_str(), "w");
-    bool ok = f && std::fputs(k.rendered.source.c_str(), f) >= 0;
-    if (f) ok = std::fclose(f) == 0 && ok;
-    if (!ok) return work_failed("bench", "cannot write the source to " + source_path);
-  }
   std::vector<KernelArg> kargs = {dc, da, db};
   EmuStats stats;
   if (device == "emu") {

@@ -549,10 +549,22 @@ class Runner {
       });
   }
 
-  void mma(Warp& w, const EmuInstr& in) {
+  // Warp-wide instructions (.sync.aligned) need every lane of the warp.
+  void whole_warp(const Warp& w, const char* op) {
     if (w.mask != 0xFFFFFFFFu)
-      fault("MMA with only some lanes of the warp active", -1, 0,
+      fault(std::string(op) + " with only some lanes of the warp active", -1, 0,
             thread_of(std::countr_zero(~w.mask | 0u)));
+  }
+
+  // Where element c of row r of an 8x8 ldmatrix/stmatrix matrix lives in the warp: the
+  // lane, and which of its two values for that matrix (PTX: lane l holds elements
+  // 2(l%4), 2(l%4)+1 of row l/4, or with trans element l/4 of rows 2(l%4), 2(l%4)+1).
+  static std::pair<int, int> matrix_lane(int r, int c, bool trans) {
+    return trans ? std::pair{4 * c + r / 2, r % 2} : std::pair{4 * r + c / 2, c % 2};
+  }
+
+  void mma(Warp& w, const EmuInstr& in) {
+    whole_warp(w, "MMA");
     const EmuFragment &fa = in.mma_a, &fb = in.mma_b, &fc = in.mma_c;
     // Tiles up to kEmuMmaTile elements each (the translator refuses larger layouts).
     std::array<double, kEmuMmaTile> A, B, C;
@@ -577,37 +589,31 @@ class Runner {
   // ldmatrix: lane 8q+r addresses row r (16 bytes) of matrix q; each lane gets two
   // elements of each matrix, from one row, or with trans from two rows (dsl/ops.cpp).
   void ldmatrix(Warp& w, const EmuInstr& in) {
-    if (w.mask != 0xFFFFFFFFu)
-      fault("LDMATRIX with only some lanes of the warp active", -1, 0,
-            thread_of(std::countr_zero(~w.mask | 0u)));
+    whole_warp(w, "LDMATRIX");
     int count = int(in.lanes[0]);
     bool trans = in.lanes[1] != 0;
     DType e = in.dtype.element();
-    std::array<std::array<Scalar, 8>, 32> rows;  // row r of matrix q at [8q + r]
     lane_offset_.fill(-1);
-    for (int l = 0; l < 8 * count; ++l) {
-      int64_t index = reg(w, in.idx)[l].i;
-      int64_t off = check_access(in.buf, index, 16, l, false);
-      track(w, in.buf, index, off, 16, l, Access::Read);
-      lane_offset_[size_t(l)] = off;
-      const unsigned char* p = memory(w, in.buf, off, l);
-      for (int c = 0; c < 8; ++c) rows[size_t(l)][size_t(c)] = decode(p + c * 2, e);
-    }
+    for (int q = 0; q < count; ++q)
+      for (int r = 0; r < 8; ++r) {
+        int l = 8 * q + r;
+        int64_t index = reg(w, in.idx)[l].i;
+        int64_t off = check_access(in.buf, index, 16, l, false);
+        track(w, in.buf, index, off, 16, l, Access::Read);
+        lane_offset_[size_t(l)] = off;
+        const unsigned char* p = memory(w, in.buf, off, l);
+        for (int c = 0; c < 8; ++c) {
+          auto [lane, half] = matrix_lane(r, c, trans);
+          reg(w, in.out, 2 * q + half)[lane] = decode(p + c * 2, e);
+        }
+      }
     count_banks(16);  // a phase of 8 lanes per matrix
-    for (int l = 0; l < kWarp; ++l)
-      for (int q = 0; q < count; ++q)
-        for (int h = 0; h < 2; ++h)
-          reg(w, in.out, 2 * q + h)[l] = trans
-                                             ? rows[size_t(8 * q + 2 * (l % 4) + h)][size_t(l / 4)]
-                                             : rows[size_t(8 * q + l / 4)][size_t(2 * (l % 4) + h)];
   }
 
   // stmatrix: the inverse of ldmatrix; each addressed row gets its 8 elements from the
   // lanes that ldmatrix would have given them to.
   void stmatrix(Warp& w, const EmuInstr& in) {
-    if (w.mask != 0xFFFFFFFFu)
-      fault("STMATRIX with only some lanes of the warp active", -1, 0,
-            thread_of(std::countr_zero(~w.mask | 0u)));
+    whole_warp(w, "STMATRIX");
     int count = int(in.lanes[0]);
     bool trans = in.lanes[1] != 0;
     DType e = in.dtype.element();
@@ -621,8 +627,8 @@ class Runner {
         lane_offset_[size_t(l)] = off;
         unsigned char* p = memory(w, in.buf, off, l);
         for (int c = 0; c < 8; ++c) {
-          int from = trans ? 4 * c + r / 2 : 4 * r + c / 2, v = 2 * q + (trans ? r % 2 : c % 2);
-          encode(p + c * 2, e, reg(w, in.value, v)[from]);
+          auto [lane, half] = matrix_lane(r, c, trans);
+          encode(p + c * 2, e, reg(w, in.value, 2 * q + half)[lane]);
         }
       }
     count_banks(16);

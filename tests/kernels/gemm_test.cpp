@@ -217,40 +217,35 @@ TEST(TileDsl, EachLoweringLevelPrintsAndVerifies) {
 
 // The GEMM's swizzled shared stores (cp.async) and ldmatrix fragment loads are free of
 // bank conflicts, as the emulator counts them.
-TEST(TileDsl, GemmSharedAccessesAreConflictFree) {
-  auto dev = make_emu_device();
-  for (const char* s : {"", "BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128",
-                        "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=3 SWIZZLE=64"}) {
-    SCOPED_TRACE(s);
-    GemmProblem p{128, 128, 128};
-    Schedule sched = Schedule::parse(s);
-    CompiledKernel k = compile_kernel(*dev, gemm_kernel(p, sched, dev->props().target));
-    HostData a = HostData::random(p.in, 128 * 128, 7), b = HostData::random(p.in, 128 * 128, 8),
-             c = HostData::poisoned(p.out, 128 * 128);
-    DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
-    auto ek = emu_compile(k.linear, dev->props().target);
-    LaunchDims grid, block;
-    emu_launch_dims(*ek, grid, block);
-    EmuStats stats;
-    std::vector<KernelArg> kargs = args({&dc, &da, &db});
-    emu_run(*ek, grid, block, kargs, &stats);
-    EXPECT_GT(stats.shared_accesses, 0u);
-    EXPECT_EQ(stats.bank_conflicts, 0u);
-  }
-  // Without a swizzle the same fragment loads conflict.
-  GemmProblem p{64, 64, 64};
-  CompiledKernel k = compile_kernel(
-      *dev, gemm_kernel(p, Schedule::parse("BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=2 SWIZZLE=0"),
-                        dev->props().target));
-  HostData a = HostData::random(p.in, 64 * 64, 7), c = HostData::poisoned(p.out, 64 * 64);
-  DeviceBuffer da(*dev, a), db(*dev, a), dc(*dev, c);
-  auto ek = emu_compile(k.linear, dev->props().target);
+// Runs the GEMM once on the emulator and returns its statistics (bank conflicts).
+EmuStats gemm_emu_stats(Device& dev, const GemmProblem& p, const Schedule& s) {
+  CompiledKernel k = compile_kernel(dev, gemm_kernel(p, s, dev.props().target));
+  HostData a = HostData::random(p.in, size_t(p.m * p.k), 7),
+           b = HostData::random(p.in, size_t(p.k * p.n), 8),
+           c = HostData::poisoned(p.out, size_t(p.m * p.n));
+  DeviceBuffer da(dev, a), db(dev, b), dc(dev, c);
+  auto ek = emu_compile(k.linear, dev.props().target);
   LaunchDims grid, block;
   emu_launch_dims(*ek, grid, block);
   EmuStats stats;
   std::vector<KernelArg> kargs = args({&dc, &da, &db});
   emu_run(*ek, grid, block, kargs, &stats);
-  EXPECT_GT(stats.bank_conflicts, 0u);
+  return stats;
+}
+
+TEST(TileDsl, GemmSharedAccessesAreConflictFree) {
+  auto dev = make_emu_device();
+  for (const char* s : {"", "BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128",
+                        "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=3 SWIZZLE=64"}) {
+    SCOPED_TRACE(s);
+    EmuStats stats = gemm_emu_stats(*dev, {128, 128, 128}, Schedule::parse(s));
+    EXPECT_GT(stats.shared_accesses, 0u);
+    EXPECT_EQ(stats.bank_conflicts, 0u);
+  }
+  // Without a swizzle the same fragment loads conflict.
+  EmuStats plain = gemm_emu_stats(
+      *dev, {64, 64, 64}, Schedule::parse("BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=2 SWIZZLE=0"));
+  EXPECT_GT(plain.bank_conflicts, 0u);
 }
 
 }  // namespace

@@ -1,25 +1,12 @@
 """The peer for `kitten bench gemm` on the GPU: torch.matmul (cuBLAS) at the same shapes
-in the same run, bf16 in, f32 or bf16 out, medians of 20 runs after 5 warm-ups by CUDA
+in the same run, bf16 in and out, medians of 20 runs after 5 warm-ups by CUDA
 events; each output checked against a float64 reference on 256 sampled elements.
   python3 tools/gpu/gemm_peer.py M,N,K [M,N,K ...]"""
-import statistics
 import sys
 
 import torch
 
-
-def timed_ms(fn, warm=5, reps=20):
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+from torch_peer import timed_ms  # the same timing as the rest of the GPU script
 
 
 def main():
