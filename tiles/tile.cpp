@@ -253,6 +253,28 @@ DTypeRule tile_dtype(std::string doc, std::function<bool(const TileType&)> ok) {
           }};
 }
 
+DTypeRule dtype_of_src0(std::string doc) {
+  return {std::move(doc),
+          [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
+            if (s.empty()) return std::nullopt;
+            return s[0].dtype();
+          },
+          {}};
+}
+
+// "" when `vector` is the row or column vector (as its kind says) of `tile`.
+std::string vector_problem(const UOp& tile, DType vector) {
+  try {
+    DType want = tile_type(vector)->vector == Vector::PerCol ? col_vector_of(tile.dtype())
+                                                             : row_vector_of(tile.dtype());
+    return want == vector ? ""
+                          : name_of(tile) + " has " + std::string(want.name()) + ", not " +
+                                std::string(vector.name());
+  } catch (const TileError& e) {
+    return e.what();
+  }
+}
+
 TileOps register_tile_ops() {
   TileOps ops;
   OpSpec v;
@@ -395,12 +417,7 @@ TileOps register_tile_ops() {
       "bf16 or f16 register tiles.";
   mm.sources = {reg_src("acc"), reg_src("a"), reg_src("b")};
   mm.arg = ArgKind::Name;
-  mm.dtype = {"the accumulator's",
-              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
-                if (s.empty()) return std::nullopt;
-                return s[0].dtype();
-              },
-              {}};
+  mm.dtype = dtype_of_src0("the accumulator's");
   mm.rules = {rule("the product is well formed", [](const UOp& u) {
     const std::string& p = u.name_arg();
     if (p != "AB" && p != "ABt" && p != "AtB") return "the product is AB, ABt or AtB, not " + p;
@@ -453,17 +470,9 @@ TileOps register_tile_ops() {
   rd.rules = {rule("the op and the vector fit the tile", [](const UOp& u) {
     const std::string& n = u.name_arg();
     if (n != "ADD" && n != "MAX") return "the reduction is ADD or MAX, not " + n;
-    const TileType &t = *reg_of(u.src(0)), &v = *reg_of(u);
-    if (t.elem != dtypes::float32) return "reductions take float32 tiles, not " + name_of(u.src(0));
-    try {
-      DType want = v.vector == Vector::PerRow ? row_vector_of(u.src(0).dtype())
-                                              : col_vector_of(u.src(0).dtype());
-      return want == u.dtype()
-                 ? std::string()
-                 : "reducing " + name_of(u.src(0)) + " gives " + std::string(want.name());
-    } catch (const TileError& e) {
-      return std::string(e.what());
-    }
+    if (reg_of(u.src(0))->elem != dtypes::float32)
+      return "reductions take float32 tiles, not " + name_of(u.src(0));
+    return vector_problem(u.src(0), u.dtype());
   })};
   ops.reduce = register_op(rd);
 
@@ -474,26 +483,12 @@ TileOps register_tile_ops() {
       "names the ALU op (ADD, SUB, MUL, FDIV, MAX, MIN).";
   bc.sources = {reg_src("t"), reg_src("v")};
   bc.arg = ArgKind::Name;
-  bc.dtype = {"the tile's",
-              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
-                if (s.empty()) return std::nullopt;
-                return s[0].dtype();
-              },
-              {}};
+  bc.dtype = dtype_of_src0("the tile's");
   bc.rules = {rule("the vector is the tile's and the op is binary arithmetic", [](const UOp& u) {
     const std::string& n = u.name_arg();
     if (n != "ADD" && n != "SUB" && n != "MUL" && n != "FDIV" && n != "MAX" && n != "MIN")
       return "the broadcast op is ADD, SUB, MUL, FDIV, MAX or MIN, not " + n;
-    const TileType& v = *reg_of(u.src(1));
-    try {
-      DType want = v.vector == Vector::PerCol ? col_vector_of(u.src(0).dtype())
-                                              : row_vector_of(u.src(0).dtype());
-      return want == u.src(1).dtype() ? std::string()
-                                      : name_of(u.src(0)) + " takes " + std::string(want.name()) +
-                                            ", not " + name_of(u.src(1));
-    } catch (const TileError& e) {
-      return std::string(e.what());
-    }
+    return vector_problem(u.src(0), u.src(1).dtype());
   })};
   ops.bcast = register_op(bc);
 
@@ -509,12 +504,7 @@ TileOps register_tile_ops() {
   mk.rest = int_src("origin");
   mk.rest_min = 0;
   mk.rest_max = 2;
-  mk.dtype = {"the tile's",
-              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
-                if (s.empty()) return std::nullopt;
-                return s[0].dtype();
-              },
-              {}};
+  mk.dtype = dtype_of_src0("the tile's");
   mk.rules = {rule("fill is of the tile's element, the tile not a vector", [](const UOp& u) {
     const TileType& t = *reg_of(u.src(0));
     return u.src(2).dtype() == t.elem && t.vector == Vector::None && u.src().size() != 4

@@ -586,10 +586,11 @@ class Runner {
       }
   }
 
-  // ldmatrix: lane 8q+r addresses row r (16 bytes) of matrix q; each lane gets two
-  // elements of each matrix, from one row, or with trans from two rows (dsl/ops.cpp).
-  void ldmatrix(Warp& w, const EmuInstr& in) {
-    whole_warp(w, "LDMATRIX");
+  // ldmatrix and stmatrix: lane 8q+r addresses row r (16 bytes) of matrix q; each lane
+  // holds two elements of each matrix, from one row, or with trans from two rows
+  // (dsl/ops.cpp). A load gathers them from the rows, a store scatters them back.
+  void matrices(Warp& w, const EmuInstr& in, bool store) {
+    whole_warp(w, store ? "STMATRIX" : "LDMATRIX");
     int count = int(in.lanes[0]);
     bool trans = in.lanes[1] != 0;
     DType e = in.dtype.element();
@@ -598,40 +599,19 @@ class Runner {
       for (int r = 0; r < 8; ++r) {
         int l = 8 * q + r;
         int64_t index = reg(w, in.idx)[l].i;
-        int64_t off = check_access(in.buf, index, 16, l, false);
-        track(w, in.buf, index, off, 16, l, Access::Read);
-        lane_offset_[size_t(l)] = off;
-        const unsigned char* p = memory(w, in.buf, off, l);
-        for (int c = 0; c < 8; ++c) {
-          auto [lane, half] = matrix_lane(r, c, trans);
-          reg(w, in.out, 2 * q + half)[lane] = decode(p + c * 2, e);
-        }
-      }
-    count_banks(16);  // a phase of 8 lanes per matrix
-  }
-
-  // stmatrix: the inverse of ldmatrix; each addressed row gets its 8 elements from the
-  // lanes that ldmatrix would have given them to.
-  void stmatrix(Warp& w, const EmuInstr& in) {
-    whole_warp(w, "STMATRIX");
-    int count = int(in.lanes[0]);
-    bool trans = in.lanes[1] != 0;
-    DType e = in.dtype.element();
-    lane_offset_.fill(-1);
-    for (int q = 0; q < count; ++q)
-      for (int r = 0; r < 8; ++r) {
-        int l = 8 * q + r;
-        int64_t index = reg(w, in.idx)[l].i;
-        int64_t off = check_access(in.buf, index, 16, l, true);
-        track(w, in.buf, index, off, 16, l, Access::Write);
+        int64_t off = check_access(in.buf, index, 16, l, store);
+        track(w, in.buf, index, off, 16, l, store ? Access::Write : Access::Read);
         lane_offset_[size_t(l)] = off;
         unsigned char* p = memory(w, in.buf, off, l);
         for (int c = 0; c < 8; ++c) {
           auto [lane, half] = matrix_lane(r, c, trans);
-          encode(p + c * 2, e, reg(w, in.value, 2 * q + half)[lane]);
+          if (store)
+            encode(p + c * 2, e, reg(w, in.value, 2 * q + half)[lane]);
+          else
+            reg(w, in.out, 2 * q + half)[lane] = decode(p + c * 2, e);
         }
       }
-    count_banks(16);
+    count_banks(16);  // a phase of 8 lanes per matrix
   }
 
   void shuffle(Warp& w, const EmuInstr& in) {
@@ -798,10 +778,8 @@ class Runner {
         mma(w, in);
         break;
       case EmuKind::Ldmatrix:
-        ldmatrix(w, in);
-        break;
       case EmuKind::Stmatrix:
-        stmatrix(w, in);
+        matrices(w, in, in.kind == EmuKind::Stmatrix);
         break;
       case EmuKind::Vectorize:
         for (size_t v = 0; v < in.src.size(); ++v)
