@@ -88,6 +88,7 @@ class CRenderer {
     for (const auto& [name, def] : vector_types_) src += def;
     if (cuda()) {
       out.info.global = grid_;
+      out.info.global_extent = grid_extent_;
       out.info.local = block_;
       out.info.dynamic_shared = dynamic_shared_;
       std::string params;
@@ -191,11 +192,17 @@ class CRenderer {
   void map_grid() {
     for (const UOp& u : p_.ops) {
       if (u.op() != Op::SPECIAL) continue;
-      if (u.src(0).op() != Op::CONST)
-        refuse(dialect_, p_, "has a SPECIAL whose extent is not a constant");
       SpecialArg s = std::get<SpecialArg>(u.arg());
       LaunchDims& d = s.kind == SpecialKind::BlockIdx ? grid_ : block_;
-      (s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z) = u.src(0).const_int();
+      int64_t& dim = s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z;
+      if (u.src(0).op() == Op::CONST) {
+        dim = u.src(0).const_int();
+      } else if (s.kind == SpecialKind::BlockIdx) {
+        dim = 0;  // launch_grid evaluates it from the launch's variables
+        grid_extent_[size_t(s.dim)] = u.src(0);
+      } else {
+        refuse(dialect_, p_, "has a thread index whose extent is not a constant");
+      }
     }
   }
 
@@ -742,6 +749,7 @@ class CRenderer {
   int64_t cpu_blocks_ = 1;
   bool has_block_ = false;
   LaunchDims grid_, block_;
+  std::array<UOp, 3> grid_extent_;
   size_t dynamic_shared_ = 0;
   int64_t shared_total_ = 0;
   std::string body_;

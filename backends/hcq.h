@@ -5,8 +5,10 @@
 // sequence of launches replayed with one submission, with buffers rebound).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -131,6 +133,9 @@ struct KernelInfo {
   std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
   std::vector<std::string> vars;    // DEFINE_VARs, by name, passed after the parameters
   LaunchDims global, local;
+  // Grid extents that depend on variables (a block per 64 query rows of a run-time Nq),
+  // null where the extent is the constant in `global`: see launch_grid.
+  std::array<UOp, 3> global_extent;
   size_t dynamic_shared = 0;  // bytes of dynamic shared memory per block
   // For devices that interpret rather than compile (emu): the program itself.
   std::shared_ptr<const LinearProgram> linear;
@@ -153,6 +158,22 @@ class Device {
   virtual std::unique_ptr<Signal> new_signal(uint64_t initial = 0) = 0;
   virtual std::unique_ptr<Graph> new_graph() = 0;
 };
+
+// The grid a launch with these arguments needs: `fixed` where `extent` is null, else the
+// extent evaluated with the arguments' variables (passed after the num_params parameters,
+// in the order of `vars`). Throws BackendError when an extent reads something else or
+// evaluates below 1.
+LaunchDims resolve_grid(LaunchDims fixed, const std::array<UOp, 3>& extent,
+                        const std::vector<std::string>& vars, int num_params,
+                        std::span<const KernelArg> args);
+inline LaunchDims launch_grid(const KernelInfo& k, std::span<const KernelArg> args) {
+  return resolve_grid(k.global, k.global_extent, k.vars, k.num_params, args);
+}
+
+// A launch's arguments: the parameters by slot, then the value of each of the kernel's
+// variables by name (BackendError naming a variable that `vars` lacks).
+std::vector<KernelArg> bind_args(const KernelInfo& k, std::vector<KernelArg> params,
+                                 const std::map<std::string, int64_t>& vars);
 
 // One launch of a lowered kernel: linearized, rendered, compiled and loaded.
 struct KernelLaunch {

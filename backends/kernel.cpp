@@ -1,9 +1,13 @@
 #include "backends/hcq.h"
 
+#include <algorithm>
 #include <regex>
 #include <sstream>
 
 #include "dsl/lower.h"
+#include "dsl/printer.h"
+#include "dsl/rewrite.h"
+#include "dsl/symbolic.h"
 
 namespace kitten {
 
@@ -13,6 +17,46 @@ std::string Compiler::compile(const std::string& source) {
   std::string binary = compile_uncached(source);
   cache_.put(key, binary);
   return binary;
+}
+
+LaunchDims resolve_grid(LaunchDims fixed, const std::array<UOp, 3>& extent,
+                        const std::vector<std::string>& vars, int num_params,
+                        std::span<const KernelArg> args) {
+  int64_t* dims[3] = {&fixed.x, &fixed.y, &fixed.z};
+  for (int d = 0; d < 3; ++d) {
+    if (!extent[size_t(d)]) continue;
+    std::vector<std::pair<UOp, UOp>> values;
+    for (const UOp& u : toposort(extent[size_t(d)])) {
+      if (u.op() != Op::DEFINE_VAR) continue;
+      const std::string& name = std::get<VarArg>(u.arg()).name;
+      size_t i = size_t(std::find(vars.begin(), vars.end(), name) - vars.begin());
+      size_t at = size_t(num_params) + i;
+      if (i == vars.size() || at >= args.size() || !std::holds_alternative<int64_t>(args[at]))
+        throw BackendError("the grid's extent reads the variable " + name +
+                           ", which the launch does not pass as an integer");
+      values.push_back({u, const_int(u.dtype(), std::get<int64_t>(args[at]))});
+    }
+    UOp v = simplify(substitute(extent[size_t(d)], values));
+    std::string axis = std::string("the grid's extent along ") + "xyz"[d];
+    if (v.op() != Op::CONST) throw BackendError(axis + " reads more than the launch's variables");
+    if (v.const_int() < 1)
+      throw BackendError(axis + " is " + std::to_string(v.const_int()) +
+                         " for these arguments (at least 1 block)");
+    *dims[d] = v.const_int();
+  }
+  return fixed;
+}
+
+std::vector<KernelArg> bind_args(const KernelInfo& k, std::vector<KernelArg> params,
+                                 const std::map<std::string, int64_t>& vars) {
+  for (const std::string& name : k.vars) {
+    auto it = vars.find(name);
+    if (it == vars.end())
+      throw BackendError("kernel '" + k.name + "' reads the variable " + name +
+                         ", which the launch does not give");
+    params.push_back(it->second);
+  }
+  return params;
 }
 
 namespace {
@@ -65,23 +109,23 @@ std::vector<KernelArg> with_temps(std::span<const KernelArg> args, const std::ve
 }  // namespace
 
 void KernelLaunch::enqueue(Queue& q, std::span<const KernelArg> args) const {
-  q.exec(*program, rendered.info.global, rendered.info.local, args);
+  q.exec(*program, launch_grid(rendered.info, args), rendered.info.local, args);
 }
 
 void KernelLaunch::record(Graph& g, std::span<const KernelArg> args) const {
-  g.record(*program, rendered.info.global, rendered.info.local,
+  g.record(*program, launch_grid(rendered.info, args), rendered.info.local,
            std::vector<KernelArg>(args.begin(), args.end()));
 }
 
 void CompiledKernel::run(std::span<const KernelArg> args) {
   if (temps.empty() && then.empty()) {
-    program->launch(rendered.info.global, rendered.info.local, args);
+    program->launch(launch_grid(rendered.info, args), rendered.info.local, args);
     return;
   }
   std::vector<KernelArg> all = with_temps(args, temps, temps_at);
-  program->launch(rendered.info.global, rendered.info.local, all);
+  program->launch(launch_grid(rendered.info, all), rendered.info.local, all);
   for (const KernelLaunch& k : then)
-    k.program->launch(k.rendered.info.global, k.rendered.info.local, all);
+    k.program->launch(launch_grid(k.rendered.info, all), k.rendered.info.local, all);
 }
 
 void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {

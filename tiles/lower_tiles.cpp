@@ -21,7 +21,7 @@ struct Lowered {
   std::vector<UOp> v;     // Single: [node]; Values: a lane's elements; Token: its copies' tokens
   std::vector<UOp> sync;  // Token: the stores of a copy that could not go async
   UOp buf, base;          // Place: the buffer (through AFTERs); Slot: buffer, first element
-  UOp ptr, rows, cols, rs, cs;  // View
+  UOp ptr, rows, cols, rs, cs, off;  // View
   int64_t align = 0;
 };
 
@@ -224,9 +224,9 @@ class TileLowering {
     l.kind = Lowered::View;
     l.ptr = of(u.src(0)).v[0];
     l.rows = of(u.src(1)).v[0], l.cols = of(u.src(2)).v[0];
-    l.rs = of(u.src(3)).v[0], l.cs = of(u.src(4)).v[0];
+    l.rs = of(u.src(3)).v[0], l.cs = of(u.src(4)).v[0], l.off = of(u.src(5)).v[0];
     l.align = u.int_arg();
-    for (const UOp* x : {&l.rows, &l.cols, &l.rs, &l.cs})
+    for (const UOp* x : {&l.rows, &l.cols, &l.rs, &l.cs, &l.off})
       if (x->dtype() != dtypes::int32)
         throw IrError("lower_tiles: view extents and strides are int32 for now");
     return l;
@@ -403,7 +403,7 @@ class TileLowering {
         int64_t ce = w / e;
         if (ce < 1 || w % e || line % ce || (total / ce) % threads_ || v.align % w ||
             !provably_multiple(other, ce) || !provably_multiple(start, ce) ||
-            !provably_multiple(extent, ce))
+            !provably_multiple(v.off, ce) || !provably_multiple(extent, ce))
           continue;
         width = w;
         break;
@@ -418,7 +418,7 @@ class TileLowering {
       UOp row = rowmajor ? a : b, col = rowmajor ? b : a;
       UOp grow = r0 + row, gcol = c0 + col;
       UOp gate = in_view(v, grow, gcol);
-      UOp src = simplify(grow * v.rs + gcol * v.cs);
+      UOp src = simplify(v.off + grow * v.rs + gcol * v.cs);
       UOp dst = shared_offset(s, slot, simplify(row), simplify(col));
       if (width) {
         DType vt = ce == 1 ? s.elem : s.elem.vec(int(ce));
@@ -482,15 +482,15 @@ class TileLowering {
       bool pairs = t.vector == Vector::None && t.layout == Layout::Row &&
                    frag(dtypes::bfloat16).pairs_adjacent && d.cs.op() == Op::CONST &&
                    d.cs.const_int() == 1 && provably_multiple(d.rs, 2) &&
-                   provably_multiple(c0, 2) && provably_multiple(d.cols, 2) &&
-                   d.align % (2 * e) == 0 &&
+                   provably_multiple(d.off, 2) && provably_multiple(c0, 2) &&
+                   provably_multiple(d.cols, 2) && d.align % (2 * e) == 0 &&
                    target_.max_vector_lanes(AddrSpace::Global, t.elem) >= 2;
       auto origin = origin_of(u, 4);
       for (size_t k = 0; k < vals.size(); k += pairs ? 2 : 1) {
         auto [row, col] = position(t, int(k), origin);
         UOp grow = r0 + row, gcol = c0 + col, gate = in_view(d, grow, gcol);
         if (leader) gate = gate ? alu(Op::AND, gate, leader) : leader;
-        UOp at = simplify(grow * d.rs + gcol * d.cs);
+        UOp at = simplify(d.off + grow * d.rs + gcol * d.cs);
         DType vt = pairs ? t.elem.vec(2) : t.elem;
         UOp idx = gate ? UOp::make(Op::INDEX, vt.ptr(), {d.ptr, at, gate})
                        : UOp::make(Op::INDEX, vt.ptr(), {d.ptr, at});

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "dsl/ops.h"
+#include "dsl/symbolic.h"
 #include "dsl/verify.h"
 #include "tiles/lower_tiles.h"
 
@@ -11,6 +12,8 @@ namespace kitten::tiles {
 namespace {
 
 std::string_view layout_name(Layout l) { return l == Layout::Row ? "row" : "col"; }
+
+bool is_comparison(Op o) { return o == Op::CMPLT || o == Op::CMPEQ || o == Op::CMPNE; }
 
 bool narrow16(DType d) { return d == dtypes::bfloat16 || d == dtypes::float16; }
 
@@ -29,8 +32,8 @@ Owner canonical(Owner o) {
 std::string TileType::shape() const { return std::to_string(rows) + "x" + std::to_string(cols); }
 
 DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) {
-  if (!elem.is_scalar() || !elem.is_float())
-    throw TileError("register tile: the element must be a float scalar, not " +
+  if (!elem.is_scalar() || !(elem.is_float() || elem.is_bool()))
+    throw TileError("register tile: the element must be a float or bool scalar, not " +
                     std::string(elem.name()));
   if (owner.unit != Unit::Warp)
     throw TileError("register tile: warpgroup owners are not lowered yet (the Hopper issue)");
@@ -79,8 +82,8 @@ DType shared_tile(DType elem, int rows, int cols, Layout layout, Swizzle swizzle
 
 namespace {
 DType vector_dtype(DType elem, int length, Owner owner, Vector v) {
-  if (!elem.is_scalar() || !elem.is_float())
-    throw TileError("register vector: the element must be a float scalar");
+  if (!elem.is_scalar() || !(elem.is_float() || elem.is_bool()))
+    throw TileError("register vector: the element must be a float or bool scalar");
   auto t = std::make_unique<TileType>();
   t->memory = Memory::Register;
   t->vector = v;
@@ -280,13 +283,17 @@ TileOps register_tile_ops() {
   OpSpec v;
   v.name = "TILE_VIEW";
   v.meaning =
-      "A strided 2-D view of a global buffer: rows x cols elements, (r, c) at r*row_stride + "
-      "c*col_stride; the arg is the alignment of the buffer's start in bytes.";
+      "A strided 2-D view of a global buffer: rows x cols elements, (r, c) at offset + "
+      "r*row_stride + c*col_stride; the arg is the alignment of the buffer's start in bytes.";
   v.sources = {src("buffer", "a pointer into global memory",
                    [](const UOp& s) {
                      return s.dtype().is_pointer() && s.dtype().space() == AddrSpace::Global;
                    }),
-               int_src("rows"), int_src("cols"), int_src("row_stride"), int_src("col_stride")};
+               int_src("rows"),
+               int_src("cols"),
+               int_src("row_stride"),
+               int_src("col_stride"),
+               int_src("offset")};
   v.dtype = {"gv<the buffer's element>",
              [](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
                if (s.empty() || !s[0].dtype().is_pointer()) return std::nullopt;
@@ -430,12 +437,13 @@ TileOps register_tile_ops() {
   mp.name = "TILE_MAP";
   mp.meaning =
       "An ALU op (the arg names it) element by element over register tiles of one shape and "
-      "owner, or CAST to the result's element.";
+      "owner (comparisons give bool tiles; WHERE takes a bool tile first), or CAST to the "
+      "result's element.";
   mp.sources = {reg_src("a")};
-  mp.rest = src("b", "a register tile, or a scalar of a's element",
+  mp.rest = src("b", "a register tile, or a scalar of the values' element",
                 [](const UOp& s) { return reg_of(s) || s.dtype().is_scalar(); });
   mp.rest_min = 0;
-  mp.rest_max = 1;
+  mp.rest_max = 2;
   mp.arg = ArgKind::Name;
   mp.dtype =
       tile_dtype("a register tile", [](const TileType& t) { return t.memory == Memory::Register; });
@@ -446,13 +454,20 @@ TileOps register_tile_ops() {
       return "'" + n + "' is not CAST or an ALU op of " + std::to_string(u.src().size()) +
              " sources";
     if (n == "CAST") return cast_problem(u, u.src(0));
-    for (const UOp& s : u.src()) {
-      if (!reg_of(s)) {
-        if (s.dtype() != reg_of(u)->elem)
-          return "the scalar is " + name_of(s) + ", not the element";
-        continue;
-      }
-      if (std::string p = same_shape_problem(u, s); !p.empty()) return p;
+    bool where = *op == Op::WHERE;
+    DType value = where ? reg_of(u)->elem : reg_of(u.src(0))->elem;
+    DType result = is_comparison(*op) ? dtypes::bool_ : value;
+    if (reg_of(u)->elem != result)
+      return "the result's element is " + std::string(reg_of(u)->elem.name()) + ", not " +
+             std::string(result.name());
+    for (size_t i = 0; i < u.src().size(); ++i) {
+      const UOp& s = u.src(i);
+      DType want = where && i == 0 ? dtypes::bool_ : value;
+      if (std::string p = reg_of(s) ? same_shape_problem(u, s) : ""; !p.empty()) return p;
+      DType got = reg_of(s) ? reg_of(s)->elem : s.dtype();
+      if (got != want)
+        return "source " + std::to_string(i) + " holds " + std::string(got.name()) + ", not " +
+               std::string(want.name());
     }
     return std::string();
   })};
@@ -535,6 +550,17 @@ void require(const std::string& what, const std::string& problem) {
   if (!problem.empty()) throw TileError(what + ": " + problem);
 }
 
+// The tile of a's shape and owner holding `elem`.
+DType retyped(const TileType& x, DType elem) {
+  return x.vector == Vector::PerRow   ? row_vector(elem, x.rows, x.owner)
+         : x.vector == Vector::PerCol ? col_vector(elem, x.cols, x.owner)
+                                      : register_tile(elem, x.rows, x.cols, x.layout, x.owner);
+}
+
+DType map_result(Op op, const Tile& a) {
+  return is_comparison(op) ? retyped(a.type(), dtypes::bool_) : a.node.dtype();
+}
+
 }  // namespace
 
 Tile fill(DType tile, double value) {
@@ -549,11 +575,7 @@ Tile load(const Tile& shared, DType reg_tile) {
 }
 
 Tile cast(const Tile& t, DType elem) {
-  const TileType& x = t.type();
-  DType to = x.vector == Vector::PerRow   ? row_vector(elem, x.rows, x.owner)
-             : x.vector == Vector::PerCol ? col_vector(elem, x.cols, x.owner)
-                                          : register_tile(elem, x.rows, x.cols, x.layout, x.owner);
-  return {make(tile_ops().map, to, {t.node}, std::string("CAST"))};
+  return {make(tile_ops().map, retyped(t.type(), elem), {t.node}, std::string("CAST"))};
 }
 
 Tile map(Op op, const Tile& a) {
@@ -564,7 +586,17 @@ Tile map(Op op, const Tile& a, const UOp& scalar) {
   if (scalar.dtype() != a.type().elem)
     throw TileError("map " + op_name(op) + ": the scalar is " + std::string(scalar.dtype().name()) +
                     ", the tile's element " + std::string(a.type().elem.name()));
-  return {make(tile_ops().map, a.node.dtype(), {a.node, scalar}, op_name(op))};
+  return {make(tile_ops().map, map_result(op, a), {a.node, scalar}, op_name(op))};
+}
+
+Tile where(const Tile& cond, const Tile& a, const UOp& b) {
+  if (cond.type().elem != dtypes::bool_)
+    throw TileError("where: the condition " + name_of(cond.node) + " is not a bool tile");
+  require("where", same_shape_problem(cond.node, a.node));
+  if (b.dtype() != a.type().elem)
+    throw TileError("where: the scalar is " + std::string(b.dtype().name()) + ", the tile's " +
+                    std::string(a.type().elem.name()));
+  return {make(tile_ops().map, a.node.dtype(), {cond.node, a.node, b}, op_name(Op::WHERE))};
 }
 
 Tile exp2(const Tile& a) { return map(Op::EXP2, a); }
@@ -620,7 +652,10 @@ Tile to_operand(const Tile& acc, DType elem) {
 
 Tile map(Op op, const Tile& a, const Tile& b) {
   require("map " + op_name(op), same_shape_problem(a.node, b.node));
-  return {make(tile_ops().map, a.node.dtype(), {a.node, b.node}, op_name(op))};
+  if (a.type().elem != b.type().elem)
+    throw TileError("map " + op_name(op) + ": " + name_of(a.node) + " and " + name_of(b.node) +
+                    " hold different elements");
+  return {make(tile_ops().map, map_result(op, a), {a.node, b.node}, op_name(op))};
 }
 
 namespace {
@@ -691,8 +726,10 @@ UOp Kernel::block_index(int dim, const UOp& extent) {
 }
 
 View Kernel::view(int64_t slot, DType elem, UOp rows, UOp cols, UOp row_stride, UOp col_stride,
-                  int64_t base_align) {
-  return {UOp::make(tile_ops().view, {param(slot, elem.ptr()), rows, cols, row_stride, col_stride},
+                  UOp offset, int64_t base_align) {
+  if (!offset) offset = const_int(dtypes::int32, 0);
+  return {UOp::make(tile_ops().view,
+                    {param(slot, elem.ptr()), rows, cols, row_stride, col_stride, offset},
                     base_align)};
 }
 
@@ -737,7 +774,8 @@ Tile Kernel::landed(const Tile& shared, const std::vector<UOp>& copies) {
 }
 
 void Kernel::loop(const UOp& n, const std::function<void(const UOp& i)>& body) {
-  UOp i = range(n, next_axis_++, AxisKind::Loop);
+  // The extent simplified now: simplifying an index that reads i later must not remake it.
+  UOp i = range(simplify(n), next_axis_++, AxisKind::Loop);
   frames_.push_back({i, {}});
   body(i);
   Frame f = std::move(frames_.back());

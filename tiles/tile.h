@@ -116,7 +116,8 @@ struct Tile {
   const TileType& type() const { return *tile_type(node.dtype()); }
 };
 
-// A strided 2-D view of a global buffer: element (r, c) at r*row_stride + c*col_stride.
+// A strided 2-D view of a global buffer: element (r, c) at offset + r*row_stride +
+// c*col_stride.
 struct View {
   UOp node;
   UOp rows() const { return node.src(1); }
@@ -129,6 +130,8 @@ Tile cast(const Tile& t, DType elem);
 Tile map(Op op, const Tile& a);                     // unary ALU op per element
 Tile map(Op op, const Tile& a, const Tile& b);      // binary, same shape and owner
 Tile map(Op op, const Tile& a, const UOp& scalar);  // binary with a scalar of a's element
+// Comparisons (CMPLT, CMPEQ, CMPNE) give bool tiles; where picks a[i] where cond[i], else b.
+Tile where(const Tile& cond, const Tile& a, const UOp& b);
 Tile exp2(const Tile& a);
 Tile exp(const Tile& a);  // exp2(a * log2(e))
 Tile log2(const Tile& a);
@@ -214,8 +217,10 @@ class Kernel {
   Owner owner() const { return {Unit::Warp, warp_rows_, warp_cols_}; }
   int threads() const { return warp_rows_ * warp_cols_ * 32; }
   UOp block_index(int dim, const UOp& extent);  // blockIdx along x (0), y (1) or z (2)
+  // Parameter `slot` seen as rows x cols elements, (r, c) at offset + r*row_stride +
+  // c*col_stride (offset 0 when null); the buffer's start is base_align-byte aligned.
   View view(int64_t slot, DType elem, UOp rows, UOp cols, UOp row_stride, UOp col_stride,
-            int64_t base_align = 16);
+            UOp offset = {}, int64_t base_align = 16);
   DType reg(DType elem, int rows, int cols, Layout layout = Layout::Row) const;
   Carried carried(const Tile& init);
   Ring ring(DType elem, int rows, int cols, Swizzle swizzle, int stages,

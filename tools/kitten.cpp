@@ -27,6 +27,7 @@
 #include "kernels/examples.h"
 #include "kernels/gemm.h"
 #include "tiles/tile.h"
+#include "tools/cli.h"
 #include "tools/int_expr.h"
 #include "tools/symbolic_fuzz.h"
 #include "tools/uops_doc.h"
@@ -72,7 +73,14 @@ commands:
                     sampled), print the schedule, time and TFLOP/s (cuda: median of N
                     runs, with registers and spills; emu: instruction and bank-conflict
                     counts instead of a time); --source writes the rendered kernel.
-                    Knobs: BM BN BK WM WN STAGES SWIZZLE
+                    Knobs: BM BN BK WM WN STAGES SWIZZLE GROUP
+  bench flash_attention_fwd --device emu|cuda --shape B,H,Hkv,Nq,Nkv,D [--causal]
+        [--schedule S] [--dtype bfloat16|float16] [--out float32] [--reps N] [--seed S]
+        [--source FILE]
+                    the same for attention (contiguous B,H,N,D tensors): O and LSE of
+                    every row checked (64 sampled rows of large problems), TFLOP/s
+                    counting 4*Nq*Nkv*D per head (the visible pairs where causal).
+                    Knobs: BQ BKV WARPS STAGES
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
@@ -85,40 +93,6 @@ exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a d
 unavailable here, the output could not be written), 2 bad usage (unknown command, kernel,
 device or option, or a bad option value).
 )";
-
-// A message with its control bytes shown as escapes (\n, \t, \x1b), so that a kernel name,
-// an option or a setting cannot move the cursor or rewrite the terminal. Multi-line
-// messages (a compiler's log) keep their line breaks and tabs.
-std::string escape_controls(const std::string& msg, bool keep_lines) {
-  std::string out;
-  for (unsigned char c : msg) {
-    if ((c >= 0x20 && c != 0x7f) || (keep_lines && (c == '\n' || c == '\t')))
-      out += char(c);
-    else if (c == '\n')
-      out += "\\n";
-    else if (c == '\t')
-      out += "\\t";
-    else if (c == '\r')
-      out += "\\r";
-    else {
-      char buf[5];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
-int usage_error(const std::string& msg) {
-  std::fprintf(stderr, "kitten: %s\nrun `kitten --help` for usage\n",
-               escape_controls(msg, false).c_str());
-  return 2;
-}
-
-int work_failed(const std::string& cmd, const std::string& msg) {
-  std::fprintf(stderr, "kitten %s: %s\n", cmd.c_str(), escape_controls(msg, true).c_str());
-  return 1;
-}
 
 // A whole decimal number from 0 to max; stoull would read "-1" as 2^64 - 1, and both it
 // and stoll ignore what follows the digits.
@@ -179,21 +153,6 @@ int cmd_devices(const std::vector<std::string>& args) {
     }
   }
   return 0;
-}
-
-// Opens a device by name for `cmd`: -1 when all is well, else the exit status. A device
-// kitten knows but cannot open here is a failure of the work, not of usage.
-int open_named_device(const std::string& cmd, const std::string& name,
-                      std::unique_ptr<Device>& dev) {
-  try {
-    dev = open_device(name);
-  } catch (const BackendError& e) {
-    std::vector<std::string> known = device_names();
-    if (std::find(known.begin(), known.end(), name) != known.end())
-      return work_failed(cmd, name + ": " + e.what());
-    return usage_error(cmd + ": " + e.what());
-  }
-  return -1;
 }
 
 // What `render` and `lower` take: a built-in kernel, --device D (default cpu) and, for
@@ -366,174 +325,6 @@ int cmd_simplify(const std::vector<std::string>& args) {
               (long long)lo, (long long)hi,
               g == 0 ? "any integer (it is 0)" : std::to_string(g).c_str());
   return 0;
-}
-
-// `kitten bench gemm ...`: see the help text.
-int cmd_bench(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "gemm")
-    return usage_error("bench: expected a library kernel: gemm");
-  GemmProblem p;
-  std::string device = "cuda";
-  Schedule schedule;
-  int reps = 20;
-  uint64_t seed = std::random_device{}();
-  bool have_shape = false;
-  std::string source_path;
-  auto dtype_arg = [&](const std::string& v, DType& out) {
-    std::optional<DType> d = DType::parse(v);
-    if (!d) return false;
-    out = *d;
-    return true;
-  };
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    bool more = i + 1 < args.size();
-    if (a == "--device" && more) {
-      device = args[++i];
-    } else if (a == "--shape" && more) {
-      long long m, n, k;
-      char tail;
-      if (std::sscanf(args[++i].c_str(), "%lld,%lld,%lld%c", &m, &n, &k, &tail) != 3 || m < 1 ||
-          n < 1 || k < 1)
-        return usage_error("bench: --shape takes M,N,K (positive), got '" + args[i] + "'");
-      p.m = m, p.n = n, p.k = k, have_shape = true;
-    } else if (a == "--schedule" && more) {
-      try {
-        schedule = Schedule::parse(args[++i]);
-      } catch (const ScheduleError& e) {
-        return usage_error(std::string("bench: ") + e.what());
-      }
-    } else if (a == "--b-transposed") {
-      p.b_transposed = true;
-    } else if (a == "--a-transposed") {
-      p.a_transposed = true;
-    } else if (a == "--dtype" && more) {
-      if (!dtype_arg(args[++i], p.in)) return usage_error("bench: unknown dtype '" + args[i] + "'");
-    } else if (a == "--out" && more) {
-      if (!dtype_arg(args[++i], p.out))
-        return usage_error("bench: unknown dtype '" + args[i] + "'");
-    } else if (a == "--reps" && more) {
-      reps = std::atoi(args[++i].c_str());
-      if (reps < 1) return usage_error("bench: --reps takes a positive number");
-    } else if (a == "--seed" && more) {
-      seed = std::strtoull(args[++i].c_str(), nullptr, 0);
-    } else if (a == "--source" && more) {
-      source_path = args[++i];
-    } else {
-      return usage_error("bench: unexpected argument '" + a + "'");
-    }
-  }
-  if (!have_shape) return usage_error("bench: expected --shape M,N,K");
-  std::unique_ptr<Device> dev;
-  if (int status = open_named_device("bench", device, dev); status >= 0) return status;
-  const Target& t = dev->props().target;
-  if (!t.has(kFeatureBlocks) || !t.has(kFeatureMmaSync))
-    return work_failed("bench",
-                       "gemm is a tile kernel: it needs a device with blocks and "
-                       "mma.sync, which " +
-                           device + " (" + t.arch + ") lacks; use emu or cuda");
-  UOp kernel = gemm_kernel(p, schedule, t);  // ScheduleError names the broken constraint
-  Schedule used = gemm_full_schedule(p, schedule, t);
-  CompiledKernel k = compile_kernel(*dev, kernel);
-  if (!source_path.empty()) {
-    std::FILE* f = std::fopen(source_path.c_str(), "w");
-    bool ok = f && std::fputs(k.rendered.source.c_str(), f) >= 0;
-    if (f) ok = std::fclose(f) == 0 && ok;
-    if (!ok) return work_failed("bench", "cannot write the source to " + source_path);
-  }
-  // Fresh random inputs (normal, rounded to the input dtype) and the float64 reference.
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  const FloatFormat& f = *p.in.narrow_float();
-  auto random = [&](int64_t count, std::vector<double>& v) {
-    std::vector<uint16_t> bits(static_cast<size_t>(count));
-    v.resize(size_t(count));
-    for (size_t i = 0; i < bits.size(); ++i) {
-      bits[i] = uint16_t(encode_float(f, normal(rng)));
-      v[i] = decode_float(f, bits[i]);
-    }
-    Buffer b = dev->allocator().alloc(bits.size() * 2);
-    dev->allocator().copy_in(b, bits.data(), bits.size() * 2);
-    return b;
-  };
-  std::vector<double> a, b;
-  Buffer da = random(p.m * p.k, a), db = random(p.k * p.n, b);
-  size_t out_bytes = size_t(p.m * p.n * p.out.itemsize());
-  Buffer dc = dev->allocator().alloc(out_bytes);
-  std::vector<KernelArg> kargs = {dc, da, db};
-  EmuStats stats;
-  if (device == "emu") {
-    LaunchDims grid, block;
-    auto ek = emu_compile(k.linear, t);
-    emu_launch_dims(*ek, grid, block);
-    emu_run(*ek, grid, block, kargs, &stats);
-  } else {
-    k.run(kargs);
-  }
-  // Check: every element for small problems, else 512 sampled ones.
-  std::vector<unsigned char> out(out_bytes);
-  dev->allocator().copy_out(out.data(), dc, out_bytes);
-  auto got = [&](int64_t i) {
-    if (p.out == dtypes::float32) {
-      float x;
-      std::memcpy(&x, &out[size_t(i) * 4], 4);
-      return double(x);
-    }
-    uint16_t h;
-    std::memcpy(&h, &out[size_t(i) * 2], 2);
-    return decode_float(*p.out.narrow_float(), h);
-  };
-  auto at = [&](int64_t i, int64_t r) { return p.a_transposed ? r * p.m + i : i * p.k + r; };
-  auto bt = [&](int64_t r, int64_t j) { return p.b_transposed ? j * p.k + r : r * p.n + j; };
-  int mantissa = p.out == dtypes::float32 ? 23 : p.out.narrow_float()->man_bits;
-  bool all = p.m * p.n * p.k <= (int64_t(1) << 26);
-  int64_t checked = all ? p.m * p.n : 512, bad = 0;
-  std::string first_bad;
-  for (int64_t s = 0; s < checked; ++s) {
-    int64_t i = all ? s / p.n : int64_t(rng() % uint64_t(p.m));
-    int64_t j = all ? s % p.n : int64_t(rng() % uint64_t(p.n));
-    double want = 0, scale = 0;
-    for (int64_t r = 0; r < p.k; ++r) {
-      double term = a[size_t(at(i, r))] * b[size_t(bt(r, j))];
-      want += term, scale += std::abs(term);
-    }
-    double g = got(i * p.n + j);
-    double ulp =
-        std::ldexp(1.0, std::max(std::ilogb(std::max(std::abs(want), 1e-30)), -126) - mantissa);
-    if (!(std::abs(g - want) <= ulp + double(p.k + 1) * std::ldexp(1.0, -24) * scale)) {
-      if (bad++ == 0)
-        first_bad = "C[" + std::to_string(i) + "," + std::to_string(j) +
-                    "] = " + std::to_string(g) + ", want " + std::to_string(want);
-    }
-  }
-  std::printf("gemm %s on %s\nschedule: %s\ncheck: %s (%lld elements%s against float64)\n",
-              p.to_string().c_str(), dev->props().name.c_str(), used.to_string().c_str(),
-              bad ? "FAILED" : "passed", (long long)checked, all ? "" : " sampled");
-  if (bad) std::printf("  %lld wrong, first %s\n", (long long)bad, first_bad.c_str());
-  double flops = 2.0 * double(p.m) * double(p.n) * double(p.k);
-  if (device == "emu") {
-    std::printf(
-        "emu: %llu warp instructions, %llu shared accesses in %llu wavefronts, %llu bank "
-        "conflicts\n",
-        (unsigned long long)stats.warp_instructions, (unsigned long long)stats.shared_accesses,
-        (unsigned long long)stats.shared_wavefronts, (unsigned long long)stats.bank_conflicts);
-  } else {
-    auto q = dev->new_queue();
-    std::vector<double> ms;
-    for (int r = 0; r < reps + 5; ++r) {
-      double x = cuda_elapsed_ms(*q, [&] { k.enqueue(*q, kargs); });
-      if (r >= 5) ms.push_back(x);
-    }
-    std::sort(ms.begin(), ms.end());
-    double med = ms[ms.size() / 2];
-    std::printf("time: %.4f ms (median of %d), %.1f TFLOP/s\n", med, reps, flops / (med * 1e9));
-    std::string res = k.program->resources();
-    if (!res.empty()) std::printf("resources: %s\n", res.c_str());
-  }
-  dev->allocator().free(da);
-  dev->allocator().free(db);
-  dev->allocator().free(dc);
-  return bad ? 1 : 0;
 }
 
 int run_command(const std::string& cmd, const std::vector<std::string>& args) {

@@ -1,6 +1,7 @@
 #include "backends/emu/emu_device.h"
 
 #include "backends/emu/emulator.h"
+#include "backends/emu/program.h"
 #include "backends/host.h"
 
 namespace kitten {
@@ -48,6 +49,9 @@ class EmuDevice : public HostDevice {
     r.info.name = p.name;
     r.info.linear = std::make_shared<LinearProgram>(p);
     emu_launch_dims(*k, r.info.global, r.info.local);
+    r.info.global_extent = k->grid_extent;
+    r.info.vars = k->vars;
+    r.info.num_params = k->num_params;
     r.source = print_program(p);
     return r;
   }

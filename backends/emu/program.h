@@ -95,6 +95,7 @@ struct EmuKernel {
   std::vector<bool> buffer_params;
   std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
   LaunchDims grid, block;
+  std::array<UOp, 3> grid_extent;  // extents read from variables (null where constant)
   Target target;
   bool explicit_groups = false;  // ASYNC_COMMIT groups the copies; else each is its own group
 };

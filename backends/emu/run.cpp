@@ -193,8 +193,9 @@ class Runner {
                       (is_buffer ? "a buffer" : "an integer") + ", got the other");
     }
     auto same = [](LaunchDims a, LaunchDims b) { return a.x == b.x && a.y == b.y && a.z == b.z; };
-    if (!same(grid_, k_.grid) || !same(block_, k_.block))
-      refuse_launch("needs a grid of " + dims(k_.grid) + " blocks of " + dims(k_.block) +
+    LaunchDims grid = resolve_grid(k_.grid, k_.grid_extent, k_.vars, k_.num_params, args_);
+    if (!same(grid_, grid) || !same(block_, k_.block))
+      refuse_launch("needs a grid of " + dims(grid) + " blocks of " + dims(k_.block) +
                     " threads, launched with " + dims(grid_) + " of " + dims(block_));
     if (block_.x * block_.y * block_.z > k_.target.max_threads_per_block)
       refuse_launch("has more than " + std::to_string(k_.target.max_threads_per_block) +

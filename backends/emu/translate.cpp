@@ -163,10 +163,17 @@ class Translator {
         EmuInstr& in = push(EmuKind::Special, u);
         in.special = std::get<SpecialArg>(u.arg());
         in.src = {slot(u.src(0))};
-        if (u.src(0).op() != Op::CONST) refuse(p_, "has a SPECIAL whose extent is not a constant");
-        int64_t extent = u.src(0).const_int();
-        LaunchDims& d = in.special.kind == SpecialKind::BlockIdx ? k_->grid : k_->block;
-        (in.special.dim == 0 ? d.x : in.special.dim == 1 ? d.y : d.z) = extent;
+        bool block = in.special.kind == SpecialKind::BlockIdx;
+        LaunchDims& d = block ? k_->grid : k_->block;
+        int64_t& dim = in.special.dim == 0 ? d.x : in.special.dim == 1 ? d.y : d.z;
+        if (u.src(0).op() == Op::CONST) {
+          dim = u.src(0).const_int();
+        } else if (block) {
+          dim = 0;  // from the launch's variables (resolve_grid)
+          k_->grid_extent[size_t(in.special.dim)] = u.src(0);
+        } else {
+          refuse(p_, "has a thread index whose extent is not a constant");
+        }
         value(in, u);
         return;
       }

@@ -1,0 +1,226 @@
+#include "kernels/flash_attention_fwd.h"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "tiles/tile.h"
+
+namespace kitten {
+
+using namespace tiles;
+
+double AttentionProblem::softmax_scale() const { return scale ? scale : 1.0 / std::sqrt(d); }
+
+std::string AttentionProblem::to_string() const {
+  return "D" + std::to_string(d) + " " + std::string(in.name()) + "->" + std::string(out.name()) +
+         (mask == AttentionMask::Causal ? " causal" : "") + (key_lengths ? " key-lengths" : "") +
+         (scale ? " scale " + std::to_string(scale) : "");
+}
+
+AttentionShape AttentionShape::contiguous(int64_t b, int64_t h, int64_t hkv, int64_t nq,
+                                          int64_t nkv, int d) {
+  AttentionShape s{b, h, hkv, nq, nkv};
+  auto set = [&](int64_t* st, int64_t heads, int64_t n) {
+    st[2] = d, st[1] = n * d, st[0] = heads * n * d;
+  };
+  set(s.q_stride, h, nq), set(s.k_stride, hkv, nkv), set(s.v_stride, hkv, nkv);
+  set(s.o_stride, h, nq);
+  return s;
+}
+
+std::string AttentionShape::to_string() const {
+  return std::to_string(b) + "," + std::to_string(h) + "," + std::to_string(hkv) + "," +
+         std::to_string(nq) + "," + std::to_string(nkv);
+}
+
+Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const Target& target) {
+  (void)p, (void)target;
+  return Schedule::parse("BQ=64 BKV=64 WARPS=4 STAGES=2");
+}
+
+namespace {
+
+struct Config {
+  int bq, bkv, warps, stages;
+};
+
+const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES"};
+
+Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
+  Schedule d = flash_attention_fwd_default_schedule(p, t);
+  for (const ScheduleEntry& e : s.entries())
+    if (e.axis || std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
+      throw ScheduleError("flash_attention_fwd: '" + Schedule({e}).to_string() +
+                          "' is not a knob of the kernel (BQ BKV WARPS STAGES)");
+  auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
+  Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES")};
+  auto refuse = [&](const std::string& why) {
+    throw ScheduleError("flash_attention_fwd schedule '" + s.to_string() + "': " + why);
+  };
+  if (c.warps < 1 || c.bq <= 0 || c.bq % (16 * c.warps))
+    refuse("BQ must be a positive multiple of 16*WARPS (each warp holds whole 16-row tiles)");
+  if (c.bkv <= 0 || c.bkv % 16) refuse("BKV must be a positive multiple of 16");
+  if (c.stages < 2) refuse("STAGES must be at least 2");
+  if (c.warps * 32 > t.max_threads_per_block)
+    refuse(std::to_string(c.warps * 32) + " threads, more than the target's " +
+           std::to_string(t.max_threads_per_block));
+  int64_t shared = int64_t(c.bq + 2 * c.stages * c.bkv) * p.d * p.in.itemsize();
+  if (shared > t.shared_per_block_optin)
+    refuse(std::to_string(shared) + " bytes of shared memory, more than the target's " +
+           std::to_string(t.shared_per_block_optin));
+  int rows = c.bq / c.warps;
+  if (rows * (p.d + c.bkv) / 32 > 160)
+    refuse(std::to_string(rows * (p.d + c.bkv) / 32) +
+           " accumulators per thread (O and S; at most 160): they would spill");
+  return c;
+}
+
+// The widest swizzle whose lines a row of `bytes` holds whole.
+Swizzle swizzle_for(int64_t bytes) {
+  for (Swizzle s : {Swizzle::B128, Swizzle::B64, Swizzle::B32})
+    if (bytes % swizzle_width(s) == 0) return s;
+  return Swizzle::None;
+}
+
+// A stride variable given in units of 8 elements (16 bytes), so that copies are provably
+// 16-byte aligned.
+UOp stride(const std::string& name) { return define_var(name, 0, (1 << 28) - 1) * 8; }
+
+const char* const kTensors[] = {"q", "k", "v", "o"};
+const char* const kDims[] = {"batch", "head", "row"};
+
+std::string stride_name(int tensor, int dim) {
+  return std::string(kTensors[tensor]) + "_" + kDims[dim] + "_stride8";
+}
+
+constexpr int64_t kMaxGrid = 65535;  // blocks along y and z
+
+}  // namespace
+
+Schedule flash_attention_fwd_full_schedule(const AttentionProblem& p, const Schedule& schedule,
+                                           const Target& target) {
+  Config c = config(p, schedule, target);
+  Schedule out;
+  out.knob("BQ", c.bq).knob("BKV", c.bkv).knob("WARPS", c.warps).knob("STAGES", c.stages);
+  return out;
+}
+
+UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedule,
+                               const Target& target) {
+  if (p.d != 32 && p.d != 64 && p.d != 128)
+    throw std::invalid_argument("flash_attention_fwd: D is 32, 64 or 128, not " +
+                                std::to_string(p.d));
+  if (p.in != dtypes::bfloat16 && p.in != dtypes::float16)
+    throw std::invalid_argument("flash_attention_fwd: Q, K and V are bfloat16 or float16, not " +
+                                std::string(p.in.name()));
+  if (p.out != p.in && p.out != dtypes::float32)
+    throw std::invalid_argument("flash_attention_fwd: O is " + std::string(p.in.name()) +
+                                " or float32, not " + std::string(p.out.name()));
+  if (!(p.softmax_scale() > 0) || !std::isfinite(p.softmax_scale()))
+    throw std::invalid_argument("flash_attention_fwd: the scale must be positive and finite");
+  Config c = config(p, schedule, target);
+  const DType f32 = dtypes::float32;
+  auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
+  auto f = [&](double v) { return const_(f32, v); };
+  UOp B = define_var("B", 1, kMaxGrid), H = define_var("H", 1, kMaxGrid);
+  UOp Hkv = define_var("Hkv", 1, kMaxGrid);
+  UOp Nq = define_var("Nq", 1, (1 << 24)), Nkv = define_var("Nkv", 1, (1 << 24));
+  UOp st[4][3];
+  for (int t = 0; t < 4; ++t)
+    for (int d = 0; d < 3; ++d) st[t][d] = stride(stride_name(t, d));
+
+  Kernel k("flash_attention_fwd", c.warps, 1);
+  UOp qt = k.block_index(0, (Nq + (c.bq - 1)) / c.bq);
+  UOp h = k.block_index(1, H), b = k.block_index(2, B);
+  UOp hkv = h / (H / Hkv), q0 = qt * c.bq, D = i32(p.d), one = i32(1);
+  View Q = k.view(2, p.in, Nq, D, st[0][2], one, b * st[0][0] + h * st[0][1]);
+  View K = k.view(3, p.in, Nkv, D, st[1][2], one, b * st[1][0] + hkv * st[1][1]);
+  View V = k.view(4, p.in, Nkv, D, st[2][2], one, b * st[2][0] + hkv * st[2][1]);
+  View O = k.view(0, p.out, Nq, D, st[3][2], one, b * st[3][0] + h * st[3][1]);
+  View LSE = k.view(1, f32, Nq, one, one, one, (b * H + h) * Nq);
+
+  // The keys a row may see: those below `keys` and, causally, up to its row + Nkv - Nq.
+  UOp keys = p.key_lengths ? alu(Op::MIN, Nkv, load(index(param(5, dtypes::int32.ptr()), b))) : Nkv;
+  bool causal = p.mask == AttentionMask::Causal;
+  UOp end = causal ? alu(Op::MIN, keys, q0 + c.bq + Nkv - Nq) : keys;
+  UOp steps = alu(Op::MAX, end + (c.bkv - 1), i32(0)) / c.bkv;
+
+  // Q stays in registers; K and V stream through a pipeline of shared stages.
+  Swizzle sw = swizzle_for(p.d * p.in.itemsize());
+  Tile q_shared = k.shared(p.in, c.bq, p.d, sw);
+  q_shared = k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))});
+  DType S = k.reg(f32, c.bq, c.bkv);
+  Tile q = load(q_shared, operand_tile(fill(S, 0), q_shared, 'a', "ABt"));
+  Carried o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
+  Carried m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
+  Carried l = k.carried(fill(row_vector_of(S), 0));
+  Ring ks = k.ring(p.in, c.bkv, p.d, sw, c.stages), vs = k.ring(p.in, c.bkv, p.d, sw, c.stages);
+  UOp scale = f(p.softmax_scale() * M_LOG2E);  // scores in log2 units
+  k.pipeline(
+      steps, c.stages,
+      [&](const UOp& j, const UOp& s) {
+        return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
+                                k.copy(vs[s], V, j * c.bkv, i32(0))};
+      },
+      [&](const UOp& j, const UOp& s) {
+        Tile scores =
+            mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+        scores = mask(
+            scores,
+            [&](const UOp& row, const UOp& col) {
+              UOp key = j * c.bkv + col, seen = key < keys;
+              return causal ? alu(Op::AND, seen, key < q0 + row + Nkv - Nq + 1) : seen;
+            },
+            -INFINITY);
+        // Online softmax: the running maximum m, the running sum l, O rescaled by alpha.
+        Tile m_new = map(Op::MAX, m, map(Op::MUL, row_max(scores), scale));
+        Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
+        Tile alpha = exp2(map(Op::SUB, m, m_new));
+        l = map(Op::ADD, map(Op::MUL, l, alpha), row_sum(pr));
+        o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
+                   load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
+        m = m_new;
+      });
+  // Rows that saw no key: O = 0 and LSE = +inf.
+  Tile seen = map(Op::CMPNE, l, f(0));
+  Tile out = div_row(o, where(seen, l, f(1)));
+  k.store(O, q0, i32(0), p.out == f32 ? out : cast(out, p.out));
+  Tile lse = map(Op::MUL, map(Op::ADD, m, log2(l)), f(M_LN2));
+  k.store(LSE, q0, i32(0), where(seen, lse, f(INFINITY)));
+  return k.finish();
+}
+
+std::map<std::string, int64_t> flash_attention_fwd_vars(const AttentionProblem& p,
+                                                        const AttentionShape& s) {
+  auto refuse = [&](const std::string& why) {
+    throw std::invalid_argument("flash_attention_fwd " + s.to_string() + ": " + why);
+  };
+  if (s.b < 1 || s.h < 1 || s.hkv < 1 || s.nq < 1 || s.nkv < 1) refuse("every size is at least 1");
+  if (s.b > kMaxGrid || s.h > kMaxGrid) refuse("B and H are at most 65535");
+  if (s.nq > (1 << 24) || s.nkv > (1 << 24)) refuse("Nq and Nkv are at most 2^24");
+  if (s.h % s.hkv) refuse("H must be a multiple of Hkv");
+  std::map<std::string, int64_t> v = {
+      {"B", s.b}, {"H", s.h}, {"Hkv", s.hkv}, {"Nq", s.nq}, {"Nkv", s.nkv}};
+  const int64_t* strides[4] = {s.q_stride, s.k_stride, s.v_stride, s.o_stride};
+  const int64_t extent[4][3] = {
+      {s.b, s.h, s.nq}, {s.b, s.hkv, s.nkv}, {s.b, s.hkv, s.nkv}, {s.b, s.h, s.nq}};
+  for (int t = 0; t < 4; ++t) {
+    int64_t last = p.d - 1;
+    for (int d = 0; d < 3; ++d) {
+      int64_t x = strides[t][d];
+      if (x < 0 || x % 8)
+        refuse(std::string(kTensors[t]) + "'s " + kDims[d] + " stride " + std::to_string(x) +
+               " is not a non-negative multiple of 8 elements (16-byte rows)");
+      last += (extent[t][d] - 1) * x;
+      v[stride_name(t, d)] = x / 8;
+    }
+    if (last >= (int64_t(1) << 31))
+      refuse(std::string(kTensors[t]) + " spans " + std::to_string(last + 1) +
+             " elements, more than 2^31");
+  }
+  if (s.b * s.h * s.nq >= (int64_t(1) << 31)) refuse("LSE holds more than 2^31 elements");
+  return v;
+}
+
+}  // namespace kitten
