@@ -36,25 +36,25 @@ std::string AttentionShape::to_string() const {
 
 Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const Target& target) {
   (void)p, (void)target;
-  return Schedule::parse("BQ=64 BKV=64 WARPS=4 STAGES=2");
+  return Schedule::parse("BQ=64 BKV=64 WARPS=4 STAGES=2 QREG=1");
 }
 
 namespace {
 
 struct Config {
-  int bq, bkv, warps, stages;
+  int bq, bkv, warps, stages, qreg;
 };
 
-const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES"};
+const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG"};
 
 Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   Schedule d = flash_attention_fwd_default_schedule(p, t);
   for (const ScheduleEntry& e : s.entries())
     if (e.axis || std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
       throw ScheduleError("flash_attention_fwd: '" + Schedule({e}).to_string() +
-                          "' is not a knob of the kernel (BQ BKV WARPS STAGES)");
+                          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG)");
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
-  Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES")};
+  Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES"), knob("QREG")};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("flash_attention_fwd schedule '" + s.to_string() + "': " + why);
   };
@@ -69,10 +69,12 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   if (shared > t.shared_per_block_optin)
     refuse(std::to_string(shared) + " bytes of shared memory, more than the target's " +
            std::to_string(t.shared_per_block_optin));
-  int rows = c.bq / c.warps;
-  if (rows * (p.d + c.bkv) / 32 > 160)
-    refuse(std::to_string(rows * (p.d + c.bkv) / 32) +
-           " accumulators per thread (O and S; at most 160): they would spill");
+  if (c.qreg != 0 && c.qreg != 1) refuse("QREG is 0 (Q read from shared memory every step) or 1");
+  // Registers per thread for O and S in f32 and, with QREG, Q in pairs of 16-bit values.
+  int rows = c.bq / c.warps, held = rows * (p.d + c.bkv) / 32 + c.qreg * rows * p.d / 64;
+  if (held > 200)
+    refuse(std::to_string(held) + " registers per thread hold O, S" + (c.qreg ? " and Q" : "") +
+           " (at most 200): they would spill");
   return c;
 }
 
@@ -103,6 +105,7 @@ Schedule flash_attention_fwd_full_schedule(const AttentionProblem& p, const Sche
   Config c = config(p, schedule, target);
   Schedule out;
   out.knob("BQ", c.bq).knob("BKV", c.bkv).knob("WARPS", c.warps).knob("STAGES", c.stages);
+  out.knob("QREG", c.qreg);
   return out;
 }
 
@@ -151,7 +154,8 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   Tile q_shared = k.shared(p.in, c.bq, p.d, sw);
   q_shared = k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))});
   DType S = k.reg(f32, c.bq, c.bkv);
-  Tile q = load(q_shared, operand_tile(fill(S, 0), q_shared, 'a', "ABt"));
+  DType q_type = operand_tile(fill(S, 0), q_shared, 'a', "ABt");
+  Tile q_held = c.qreg ? load(q_shared, q_type) : Tile{};
   Carried o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
   Carried m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
   Carried l = k.carried(fill(row_vector_of(S), 0));
@@ -164,6 +168,7 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
                                 k.copy(vs[s], V, j * c.bkv, i32(0))};
       },
       [&](const UOp& j, const UOp& s) {
+        Tile q = c.qreg ? q_held : load(q_shared, q_type);
         Tile scores =
             mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
         scores = mask(

@@ -810,9 +810,15 @@ void Kernel::pipeline(const UOp& n, int stages,
     if (copies.empty()) throw TileError("pipeline: the load issues no copies");
     return UOp::make(Op::ASYNC_COMMIT, dtypes::token, copies);
   };
-  std::vector<UOp> prologue;
-  for (int s = 0; s + 1 < stages; ++s)
+  // A commit takes every copy issued before it, so a stage's copies come after the previous
+  // stage's commit: the rings are placed after it.
+  std::vector<UOp> prologue, places;
+  for (auto& r : rings_) places.push_back(r->place);
+  for (int s = 0; s + 1 < stages; ++s) {
     prologue.push_back(stage(const_int(it, s), const_int(it, s)));
+    for (auto& r : rings_) r->place = UOp::make(Op::AFTER, {r->alloc, prologue.back()});
+  }
+  for (size_t k = 0; k < rings_.size(); ++k) rings_[k]->place = places[k];
   loop(n, [&](const UOp& i) {
     // Iteration i: at most stages-2 stages still in flight, so stage i has landed; the
     // barrier publishes it and ends every read of the slot the next copy reuses.

@@ -254,9 +254,9 @@ namespace {
 
 using namespace tiles;
 
-// A two-stage pipeline written by hand whose next copy is not ordered after the barrier:
-// the copy into a slot races with the reads of that slot in the previous iteration, and
-// the emulator says so; the same loop with the copy AFTER the barrier runs clean.
+// A two-stage pipeline written by hand whose next copy is issued before the barrier: the
+// copy into a slot races with the reads of that slot in the previous iteration, and the
+// emulator says so; the same loop with the copy AFTER the barrier runs clean.
 UOp hand_pipeline(bool ordered) {
   const int n = 4;
   Kernel k(ordered ? "pipeline_ok" : "pipeline_race", 1, 1);
@@ -267,11 +267,15 @@ UOp hand_pipeline(bool ordered) {
   k.loop(i32(n), [&](const UOp& i) {
     UOp wait = UOp::make(Op::WAIT_GROUP, dtypes::void_, {first}, int64_t(0));
     k.issue(wait);
-    UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {wait});
+    auto copy_next = [&](const Tile& next) {
+      return UOp::make(Op::ASYNC_COMMIT, dtypes::token, {k.copy(next, x, (i + 1) * 16, i32(0))});
+    };
+    UOp early = ordered ? UOp() : copy_next(ring[(i + 1) % 2]);
+    UOp bar = ordered ? UOp::make(Op::BARRIER, dtypes::void_, {wait})
+                      : UOp::make(Op::BARRIER, dtypes::void_,
+                                  {UOp::make(Op::GROUP, dtypes::void_, {wait, early})});
     Tile mine = {UOp::make(Op::AFTER, {ring[i % 2].node, bar})};
-    Tile next =
-        ordered ? Tile{UOp::make(Op::AFTER, {ring[(i + 1) % 2].node, bar})} : ring[(i + 1) % 2];
-    k.issue(UOp::make(Op::ASYNC_COMMIT, dtypes::token, {k.copy(next, x, (i + 1) * 16, i32(0))}));
+    k.issue(ordered ? copy_next({UOp::make(Op::AFTER, {ring[(i + 1) % 2].node, bar})}) : early);
     k.store(y, i * 16, i32(0), load(mine, k.reg(dtypes::float32, 16, 16)));
   });
   return k.finish();
