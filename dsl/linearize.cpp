@@ -109,14 +109,12 @@ class Linearizer {
     compute_nesting();
     compute_placement();
     add_edges();
-    compute_ranks();
     emit_all();
     return {sink_.name_arg(), std::move(program_)};
   }
 
  private:
-  // Keys: the op's rank (below) in the high half, its place in graph order in the low half.
-  using MinHeap = std::priority_queue<int64_t, std::vector<int64_t>, std::greater<>>;
+  using MinHeap = std::priority_queue<int, std::vector<int>, std::greater<>>;
 
   [[noreturn]] void fail(const UOp& u, const std::string& rule, const std::string& detail) {
     throw ir_error(u, "linearize: " + rule, detail, sink_);
@@ -300,30 +298,6 @@ class Linearizer {
     for (auto [from, to] : edges) succ_[fill[size_t(from)]++] = to;
   }
 
-  // Ready ops go longest path to the end first (critical-path list scheduling): the
-  // products of one k step of every accumulator chain go before the next step's, and an
-  // operand is loaded about when its step comes, so few fragments are live at once.
-  // rank = (longest path from any op) - (this op's longest path to the end).
-  void compute_ranks() {
-    std::vector<int> pending(preds_), topo;
-    topo.reserve(order_.size());
-    for (int i = 0; i < int(order_.size()); ++i)
-      if (pending[size_t(i)] == 0) topo.push_back(i);
-    for (size_t k = 0; k < topo.size(); ++k)
-      for (size_t e = succ_begin_[size_t(topo[k])]; e < succ_begin_[size_t(topo[k]) + 1]; ++e)
-        if (--pending[size_t(succ_[e])] == 0) topo.push_back(succ_[e]);
-    std::vector<int> height(order_.size(), 0);
-    int most = 0;
-    for (size_t k = topo.size(); k-- > 0;) {
-      int i = topo[k];
-      for (size_t e = succ_begin_[size_t(i)]; e < succ_begin_[size_t(i) + 1]; ++e)
-        height[size_t(i)] = std::max(height[size_t(i)], height[size_t(succ_[e])] + 1);
-      most = std::max(most, height[size_t(i)]);
-    }
-    rank_.resize(order_.size());
-    for (size_t i = 0; i < order_.size(); ++i) rank_[i] = most - height[i];
-  }
-
   void emit_all() {
     program_.reserve(order_.size());
     ready_.assign(order_.size(), false);
@@ -341,9 +315,7 @@ class Linearizer {
   void make_ready(int i) {
     ready_[size_t(i)] = true;
     Op op = op_[size_t(i)];
-    if (!closes(op))
-      (opens(op) ? ranges_ready_ : plain_)[size_t(scope_[size_t(i)])].push(
-          (int64_t(rank_[size_t(i)]) << 32) | i);
+    if (!closes(op)) (opens(op) ? ranges_ready_ : plain_)[size_t(scope_[size_t(i)])].push(i);
   }
   // The op to emit next, or -1 when none is emittable.
   int next() {
@@ -359,7 +331,7 @@ class Linearizer {
     return -1;
   }
   static int pop(MinHeap& heap) {
-    int i = int(heap.top() & 0xffffffff);
+    int i = heap.top();
     heap.pop();
     return i;
   }
@@ -413,9 +385,8 @@ class Linearizer {
   std::vector<int> succ_, preds_;
   std::vector<bool> ready_;                    // ready and not yet emitted
   std::vector<MinHeap> plain_, ranges_ready_;  // ready ops by scope, but ENDs
-  std::vector<int> rank_;
-  std::vector<int> open_;        // open ranges, outermost first
-  std::vector<int> open_scope_;  // scope ids of open_'s prefixes
+  std::vector<int> open_;                      // open ranges, outermost first
+  std::vector<int> open_scope_;                // scope ids of open_'s prefixes
   std::vector<UOp> program_;
 };
 

@@ -472,17 +472,19 @@ std::vector<OpSpec> core_specs() {
                    "still in flight, the oldest landing first (cp.async.wait_group N): the "
                    "groups are ASYNC_COMMITs, or each copy in a kernel without them; the "
                    "tokens are the groups it orders after, oldest first, so all but the "
-                   "youngest N of them have landed.");
-  wg.rest = w.rest;
+                   "youngest N of them have landed; effects among the sources only order it "
+                   "after them (a second loop's wait after the first loop).");
+  wg.rest = src("tokens", "a token, or an effect to order after",
+                [](const UOp&, const UOp& s) { return s.dtype().is_token() || is_effect(s); });
   wg.rest_min = 1;
   wg.rest_max = -1;
   wg.dtype = fixed_dtype(dtypes::void_);
   wg.arg = ArgKind::Int;
   wg.rules = {rule("N is at least 0 and less than the number of tokens", [](const UOp& u) {
-    int64_t n = u.int_arg();
-    return fails_if(
-        n < 0 || n >= int64_t(u.src().size()),
-        "N = " + std::to_string(n) + " with " + std::to_string(u.src().size()) + " tokens");
+    int64_t n = u.int_arg(), tokens = 0;
+    for (const UOp& s : u.src()) tokens += s.dtype().is_token();
+    return fails_if(n < 0 || n >= tokens,
+                    "N = " + std::to_string(n) + " with " + std::to_string(tokens) + " tokens");
   })};
   wg.flags = kOpMemory | kOpEffect | kOpCooperative;
   add(wg);

@@ -148,6 +148,10 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   bool causal = p.mask == AttentionMask::Causal;
   UOp end = causal ? alu(Op::MIN, keys, q0 + c.bq + Nkv - Nq) : keys;
   UOp steps = alu(Op::MAX, end + (c.bkv - 1), i32(0)) / c.bkv;
+  // The first `whole` steps see every key of their block from every row: no mask there.
+  UOp whole = keys / c.bkv;
+  if (causal) whole = alu(Op::MIN, whole, alu(Op::MAX, q0 + Nkv - Nq + 1, i32(0)) / c.bkv);
+  whole = alu(Op::MIN, whole, steps);
 
   // Q stays in registers; K and V stream through a pipeline of shared stages.
   Swizzle sw = swizzle_for(p.d * p.in.itemsize());
@@ -161,16 +165,12 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   Carried l = k.carried(fill(row_vector_of(S), 0));
   Ring ks = k.ring(p.in, c.bkv, p.d, sw, c.stages), vs = k.ring(p.in, c.bkv, p.d, sw, c.stages);
   UOp scale = f(p.softmax_scale() * M_LOG2E);  // scores in log2 units
-  k.pipeline(
-      steps, c.stages,
-      [&](const UOp& j, const UOp& s) {
-        return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
-                                k.copy(vs[s], V, j * c.bkv, i32(0))};
-      },
-      [&](const UOp& j, const UOp& s) {
-        Tile q = c.qreg ? q_held : load(q_shared, q_type);
-        Tile scores =
-            mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+  auto step = [&](bool edge) {
+    return [&, edge](const UOp& j, const UOp& s) {
+      Tile q = c.qreg ? q_held : load(q_shared, q_type);
+      Tile scores =
+          mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+      if (edge)
         scores = mask(
             scores,
             [&](const UOp& row, const UOp& col) {
@@ -178,15 +178,21 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
               return causal ? alu(Op::AND, seen, key < q0 + row + Nkv - Nq + 1) : seen;
             },
             -INFINITY);
-        // Online softmax: the running maximum m, the running sum l, O rescaled by alpha.
-        Tile m_new = map(Op::MAX, m, map(Op::MUL, row_max(scores), scale));
-        Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
-        Tile alpha = exp2(map(Op::SUB, m, m_new));
-        l = map(Op::ADD, map(Op::MUL, l, alpha), row_sum(pr));
-        o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
-                   load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
-        m = m_new;
-      });
+      // Online softmax: the running maximum m, the running sum l, O rescaled by alpha.
+      Tile m_new = map(Op::MAX, m, map(Op::MUL, row_max(scores), scale));
+      Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
+      Tile alpha = exp2(map(Op::SUB, m, m_new));
+      l = map(Op::ADD, map(Op::MUL, l, alpha), row_sum(pr));
+      o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
+                 load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
+      m = m_new;
+    };
+  };
+  k.pipeline({{whole, step(false)}, {steps - whole, step(true)}}, c.stages,
+             [&](const UOp& j, const UOp& s) {
+               return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
+                                       k.copy(vs[s], V, j * c.bkv, i32(0))};
+             });
   // Rows that saw no key: O = 0 and LSE = +inf.
   Tile seen = map(Op::CMPNE, l, f(0));
   Tile out = div_row(o, where(seen, l, f(1)));

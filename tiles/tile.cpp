@@ -793,15 +793,18 @@ void Kernel::loop(const UOp& n, const std::function<void(const UOp& i)>& body) {
     }
 }
 
-void Kernel::pipeline(const UOp& n, int stages,
-                      const std::function<std::vector<UOp>(const UOp&, const UOp&)>& load,
-                      const std::function<void(const UOp&, const UOp&)>& body) {
+void Kernel::pipeline(const UOp& n, int stages, const Load& load, const Body& body) {
+  pipeline(std::vector<Part>{{n, body}}, stages, load);
+}
+
+void Kernel::pipeline(const std::vector<Part>& parts, int stages, const Load& load) {
   if (stages < 2) throw TileError("pipeline: at least 2 stages, not " + std::to_string(stages));
   for (auto& r : rings_)
     if (tile_type(r->alloc.dtype())->stages != stages)
       throw TileError("pipeline of " + std::to_string(stages) + " stages over the ring " +
                       std::string(r->alloc.dtype().name()));
-  DType it = n.dtype();
+  if (parts.empty()) throw TileError("pipeline: no parts");
+  DType it = parts[0].n.dtype();
   // The prologue: stages 0 .. stages-2 in flight before the loop (a copy past the end
   // reads nothing: its window leaves the view and it zero-fills).
   // Each stage's copies are one commit group (cp.async.commit_group): a wait counts stages.
@@ -819,20 +822,32 @@ void Kernel::pipeline(const UOp& n, int stages,
     for (auto& r : rings_) r->place = UOp::make(Op::AFTER, {r->alloc, prologue.back()});
   }
   for (size_t k = 0; k < rings_.size(); ++k) rings_[k]->place = places[k];
-  loop(n, [&](const UOp& i) {
-    // Iteration i: at most stages-2 stages still in flight, so stage i has landed; the
-    // barrier publishes it and ends every read of the slot the next copy reuses.
-    UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, prologue, int64_t(stages - 2));
-    UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {landed});
-    record(landed);
-    std::vector<UOp> saved;
-    for (auto& r : rings_)
-      saved.push_back(r->place), r->place = UOp::make(Op::AFTER, {r->alloc, bar});
-    UOp ahead = i + const_int(it, stages - 1);
-    record(stage(ahead, ahead % const_int(it, stages)));
-    body(i, i % const_int(it, stages));
-    for (size_t k = 0; k < rings_.size(); ++k) rings_[k]->place = saved[k];
-  });
+  UOp before = const_int(it, 0);  // iterations of the parts already run
+  UOp previous;                   // the END of the part before
+  for (const Part& part : parts) {
+    loop(part.n, [&](const UOp& local) {
+      // Iteration i: at most stages-2 stages still in flight, so stage i has landed; the
+      // barrier publishes it and ends every read of the slot the next copy reuses.
+      UOp i = before + local;
+      std::vector<UOp> after = prologue;  // and, in a later part, the loop before
+      if (previous) after.push_back(previous);
+      UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, after, int64_t(stages - 2));
+      UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {landed});
+      record(landed);
+      std::vector<UOp> saved;
+      for (auto& r : rings_) {
+        saved.push_back(r->place);
+        r->place = previous ? UOp::make(Op::AFTER, {r->alloc, previous, bar})
+                            : UOp::make(Op::AFTER, {r->alloc, bar});
+      }
+      UOp ahead = i + const_int(it, stages - 1);
+      record(stage(ahead, ahead % const_int(it, stages)));
+      part.body(i, i % const_int(it, stages));
+      for (size_t k = 0; k < rings_.size(); ++k) rings_[k]->place = saved[k];
+    });
+    before = before + part.n;
+    previous = frames_.back().effects.back();  // the loop's END (its body has effects)
+  }
 }
 
 UOp Kernel::copy(const Tile& dst, const View& src, const UOp& row0, const UOp& col0) {

@@ -235,9 +235,17 @@ class Kernel {
   // A software pipeline over n iterations with `stages` slots in every ring: `load`
   // issues the copies of iteration i into slot s and returns their tokens; `body` computes
   // iteration i from slot s. The copies of iteration i+stages-1 fly while i computes.
-  void pipeline(const UOp& n, int stages,
-                const std::function<std::vector<UOp>(const UOp& i, const UOp& slot)>& load,
-                const std::function<void(const UOp& i, const UOp& slot)>& body);
+  using Load = std::function<std::vector<UOp>(const UOp& i, const UOp& slot)>;
+  using Body = std::function<void(const UOp& i, const UOp& slot)>;
+  void pipeline(const UOp& n, int stages, const Load& load, const Body& body);
+  // One pipeline whose iterations run as consecutive loops of n iterations each, each with
+  // its own body (an interior without masks, then the masked edge): i counts on across
+  // them and the copies run ahead from one into the next.
+  struct Part {
+    UOp n;
+    Body body;
+  };
+  void pipeline(const std::vector<Part>& parts, int stages, const Load& load);
 
   UOp copy(const Tile& dst, const View& src, const UOp& row0, const UOp& col0);  // async
   // Makes an effect or a copy's token part of the current loop's body (what `pipeline`

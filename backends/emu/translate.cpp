@@ -265,7 +265,8 @@ class Translator {
       case Op::WAIT_GROUP: {
         needs(kFeatureAsyncCopy, u);
         EmuInstr& in = push(EmuKind::WaitGroup, u);
-        for (const UOp& s : u.src()) in.src.push_back(slot(s));
+        for (const UOp& s : u.src())  // effects among them only order it
+          if (s.dtype().is_token()) in.src.push_back(slot(s));
         in.imm_i = u.int_arg();
         return;
       }

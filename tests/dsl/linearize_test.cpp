@@ -43,9 +43,9 @@ std::vector<int> depths(const LinearProgram& p) {
 }
 
 // The linearizer as first written (plus the rule that an END's body effects sit inside its
-// ranges, and the critical-path order among ready ops): every scope a sorted vector and the open
-// ranges compared at every step against every ready op. Slow, but short enough to check by eye; the
-// fast linearizer must match it, program and errors alike.
+// ranges): every scope a sorted vector and the open ranges compared at every step against
+// every ready op. Slow, but short enough
+// to check by eye; the fast linearizer must match it, program and errors alike.
 namespace reference {
 
 using Scope = std::vector<int>;
@@ -218,41 +218,8 @@ class Linearizer {
     return true;
   }
 
-  // The longest path from each op to the end of the program, over the edges: an op gets
-  // its height once every successor has one (ops on a cycle keep 0).
-  std::vector<int> heights() const {
-    std::vector<int> h(order_.size(), 0);
-    std::vector<bool> done(order_.size(), false);
-    for (bool more = true; more;) {
-      more = false;
-      for (size_t i = 0; i < order_.size(); ++i) {
-        if (done[i]) continue;
-        bool ready = true;
-        for (int s : succ_[i]) ready = ready && done[size_t(s)];
-        if (!ready) continue;
-        for (int s : succ_[i]) h[i] = std::max(h[i], h[size_t(s)] + 1);
-        done[i] = more = true;
-      }
-    }
-    return h;
-  }
-
-  // Of the emittable ready ops: a plain op, else an END, else a RANGE; within each, the one
-  // whose longest path to the end is longest, then the first in graph order.
   void emit_all() {
-    std::vector<int> memo = heights();
-    int most = order_.empty() ? 0 : *std::max_element(memo.begin(), memo.end());
-    struct ByRank {
-      const std::vector<int>* h;
-      int most;
-      bool operator()(int a, int b) const {
-        int ra = most - (*h)[size_t(a)], rb = most - (*h)[size_t(b)];
-        return ra != rb ? ra < rb : a < b;
-      }
-    };
-    std::set<int, ByRank> ready[3] = {std::set<int, ByRank>(ByRank{&memo, most}),
-                                      std::set<int, ByRank>(ByRank{&memo, most}),
-                                      std::set<int, ByRank>(ByRank{&memo, most})};
+    std::set<int> ready[3];
     auto kind = [&](int i) {
       Op op = order_[size_t(i)].op();
       return op == Op::END ? 1 : op == Op::RANGE ? 2 : 0;
@@ -274,12 +241,10 @@ class Linearizer {
       }
       if (pick < 0) {
         for (const auto& set : ready)
-          if (!set.empty()) {  // the first in graph order
-            int i = *std::min_element(set.begin(), set.end());
+          for (int i : set)
             fail(order_[size_t(i)], "every op can be placed inside the ranges it depends on",
                  "it needs " + range_names(scope_[size_t(i)]) +
                      " open, which the ENDs do not allow");
-          }
         fail(sink_, "the graph has a schedule", "no op is ready: the ordering is circular");
       }
       const UOp& u = order_[size_t(pick)];
