@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -203,6 +204,16 @@ struct DeviceBuffer {
       }
   }
 };
+
+// The message of what f throws ("" when it throws nothing).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // Kernel arguments from device buffers, in order.
 inline std::vector<KernelArg> args(std::initializer_list<const DeviceBuffer*> bufs) {

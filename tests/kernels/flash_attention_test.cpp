@@ -202,15 +202,6 @@ INSTANTIATE_TEST_SUITE_P(Devices, FlashAttention, testing::ValuesIn(block_device
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(FlashAttentionProblem, BadShapesAndSchedulesAreRefusedWithTheirReason) {
   AttentionProblem p;
   AttentionShape s = AttentionShape::contiguous(1, 6, 4, 10, 10, 128);

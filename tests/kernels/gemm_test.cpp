@@ -94,15 +94,6 @@ namespace {
 
 using namespace tiles;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(TileDsl, TileDtypesNameTheirShapeLayoutAndSplit) {
   Owner o{Unit::Warp, 2, 4};
   EXPECT_EQ(register_tile(dtypes::float32, 128, 256, Layout::Row, o).name(),
