@@ -26,7 +26,8 @@ struct Call {
   std::vector<int32_t> lengths;  // with p.key_lengths
 };
 
-void check_attention(Device& dev, const Call& r, uint64_t seed) {
+// Checks one call; with `kernel`, through that compiled kernel (else one compiled here).
+void check_attention(Device& dev, const Call& r, uint64_t seed, CompiledKernel* kernel = nullptr) {
   const AttentionProblem& p = r.p;
   const AttentionShape& s = r.s;
   SCOPED_TRACE(p.to_string() + " shape " + s.to_string() + " schedule '" + r.schedule.to_string() +
@@ -91,8 +92,10 @@ void check_attention(Device& dev, const Call& r, uint64_t seed) {
 
   DeviceBuffer dq(dev, q), dk(dev, k), dv(dev, v), dout(dev, o), dlse(dev, lse), dlen(dev, lens);
   try {
-    CompiledKernel ck =
-        compile_kernel(dev, flash_attention_fwd_kernel(p, r.schedule, dev.props().target));
+    CompiledKernel own;
+    if (!kernel)
+      own = compile_kernel(dev, flash_attention_fwd_kernel(p, r.schedule, dev.props().target));
+    CompiledKernel& ck = kernel ? *kernel : own;
     std::vector<KernelArg> params = args({&dout, &dlse, &dq, &dk, &dv});
     if (p.key_lengths) params.push_back(dlen.buf);
     ck.run(bind_args(ck.rendered.info, params, flash_attention_fwd_vars(p, s)));
@@ -188,6 +191,25 @@ TEST_P(FlashAttention, StridedQAndO) {
   r.schedule = kSmall;
   (void)b;
   check_attention(*dev, r, 500);
+}
+
+// Sizes, strides and key lengths are kernel arguments: one compiled kernel serves a
+// prefill, a decode step and another batch and head count, and its grid follows them.
+TEST_P(FlashAttention, OneCompiledKernelServesEveryShape) {
+  Call r = call(1, 1, 1, 1, 1, 64, true);
+  r.p.key_lengths = true;
+  r.schedule = kSmall;
+  CompiledKernel k =
+      compile_kernel(*dev, flash_attention_fwd_kernel(r.p, r.schedule, dev->props().target));
+  uint64_t seed = 700;
+  for (auto [b, h, hkv, nq, nkv] : std::vector<std::array<int64_t, 5>>{
+           {2, 4, 2, 70, 70}, {2, 4, 2, 1, 71}, {3, 2, 1, 33, 90}}) {
+    Call c = r;
+    c.s = AttentionShape::contiguous(b, h, hkv, nq, nkv, 64);
+    c.lengths.assign(size_t(b), int32_t(nkv));
+    c.lengths[0] = int32_t(nkv / 2);
+    check_attention(*dev, c, seed += 3, &k);
+  }
 }
 
 TEST_P(FlashAttention, ScheduleWithMoreStagesAndWarps) {
