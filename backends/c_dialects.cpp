@@ -11,11 +11,20 @@ constexpr const char* kCPrelude = R"(typedef _Bool bool;
 KT_FN unsigned int kt_f2u(float f) { unsigned int x; __builtin_memcpy(&x, &f, 4); return x; }
 KT_FN float kt_u2f(unsigned int x) { float f; __builtin_memcpy(&f, &x, 4); return f; }
 KT_FN float kt_rint(float x) { return __builtin_rintf(x); }
+KT_FN float kt_exp2_ftz(float x) {
+  float r = __builtin_exp2f(__builtin_fabsf(x) < 1.17549435e-38f ? 0.0f : x);
+  return r < 1.17549435e-38f ? 0.0f : r;
+}
 )";
 constexpr const char* kCudaPrelude = R"(#define KT_FN static __device__ __forceinline__
 KT_FN unsigned int kt_f2u(float f) { return __float_as_uint(f); }
 KT_FN float kt_u2f(unsigned int x) { return __uint_as_float(x); }
 KT_FN float kt_rint(float x) { return rintf(x); }
+KT_FN float kt_exp2_ftz(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
 )";
 constexpr const char* kHalfPrelude = R"(typedef unsigned short kt_half;
 typedef unsigned short kt_bf16;
@@ -101,6 +110,8 @@ AluSyntax syntax(Op op) {
       return {"{fn:sqrt}({0})", nullptr};
     case Op::EXP2:
       return {"{fn:exp2}({0})", nullptr};
+    case Op::EXP2_FTZ:
+      return {"kt_exp2_ftz({0})", nullptr};
     case Op::LOG2:
       return {"{fn:log2}({0})", nullptr};
     case Op::SIN:

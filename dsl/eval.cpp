@@ -1,6 +1,7 @@
 #include "dsl/eval.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -111,6 +112,11 @@ EvalResult eval_alu(Op op, DType in, DType out, std::span<const Scalar> args) {
       return floating(std::sqrt(a.f), out);
     case Op::EXP2:
       return floating(std::exp2(a.f), out);
+    case Op::EXP2_FTZ: {  // float32 only: flush subnormal inputs and results
+      double x = std::abs(a.f) < double(FLT_MIN) ? 0.0 : a.f;
+      float r = float(std::exp2(x));
+      return floating(r < FLT_MIN ? 0.0 : double(r), out);
+    }
     case Op::LOG2:
       return floating(std::log2(a.f), out);
     case Op::SIN:

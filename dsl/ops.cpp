@@ -133,6 +133,7 @@ OpSpec compare(Op op, std::string meaning, std::string doc, bool (*ok)(DType), b
   return s;
 }
 bool float_value(DType d) { return d.is_float(); }
+bool float32_value(DType d) { return d.element() == dtypes::float32; }
 bool int_value(DType d) { return d.is_int(); }
 bool numeric_value(DType d) { return is_numeric(d); }
 bool any_value(DType d) { return d.is_value(); }
@@ -633,6 +634,11 @@ std::vector<OpSpec> core_specs() {
   add(unary(Op::RECIP, "1/x.", "a float", float_value));
   add(unary(Op::SQRT, "The square root of x.", "a float", float_value));
   add(unary(Op::EXP2, "2 to the power x.", "a float", float_value));
+  add(unary(Op::EXP2_FTZ,
+            "2 to the power x, with subnormal inputs read as 0 and subnormal results "
+            "written as 0 (one MUFU.EX2 on a GPU, where EXP2 keeps subnormals at a few "
+            "instructions more): exponents of a softmax, whose tiny terms are 0 anyway.",
+            "a float32", float32_value));
   add(unary(Op::LOG2, "The base-2 logarithm of x.", "a float", float_value));
   add(unary(Op::SIN, "The sine of x (radians).", "a float", float_value));
   add(unary(Op::TRUNC, "x rounded toward zero.", "a float", float_value));

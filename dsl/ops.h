@@ -48,6 +48,7 @@ class UOp;
   X(RECIP)                                                                                  \
   X(SQRT)                                                                                   \
   X(EXP2)                                                                                   \
+  X(EXP2_FTZ)                                                                               \
   X(LOG2)                                                                                   \
   X(SIN)                                                                                    \
   X(TRUNC)                                                                                  \

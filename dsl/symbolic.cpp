@@ -215,6 +215,7 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::RECIP:
     case Op::SQRT:
     case Op::EXP2:
+    case Op::EXP2_FTZ:
     case Op::LOG2:
     case Op::SIN:
     case Op::TRUNC:

@@ -599,7 +599,9 @@ Tile where(const Tile& cond, const Tile& a, const UOp& b) {
   return {make(tile_ops().map, a.node.dtype(), {cond.node, a.node, b}, op_name(Op::WHERE))};
 }
 
-Tile exp2(const Tile& a) { return map(Op::EXP2, a); }
+Tile exp2(const Tile& a) {
+  return map(a.type().elem == dtypes::float32 ? Op::EXP2_FTZ : Op::EXP2, a);
+}
 Tile log2(const Tile& a) { return map(Op::LOG2, a); }
 Tile exp(const Tile& a) { return exp2(map(Op::MUL, a, const_(a.type().elem, 1.4426950408889634))); }
 Tile log(const Tile& a) { return map(Op::MUL, log2(a), const_(a.type().elem, 0.6931471805599453)); }

@@ -132,8 +132,8 @@ Tile map(Op op, const Tile& a, const Tile& b);      // binary, same shape and ow
 Tile map(Op op, const Tile& a, const UOp& scalar);  // binary with a scalar of a's element
 // Comparisons (CMPLT, CMPEQ, CMPNE) give bool tiles; where picks a[i] where cond[i], else b.
 Tile where(const Tile& cond, const Tile& a, const UOp& b);
-Tile exp2(const Tile& a);
-Tile exp(const Tile& a);  // exp2(a * log2(e))
+Tile exp2(const Tile& a);  // float32: EXP2_FTZ (subnormals are 0), one MUFU.EX2 on a GPU
+Tile exp(const Tile& a);   // exp2(a * log2(e))
 Tile log2(const Tile& a);
 Tile log(const Tile& a);  // log2(a) * ln(2)
 // Row and column reductions (float32 tiles; the rows, or columns, whole in each warp):

@@ -134,6 +134,8 @@ UOp example(Op op) {
     case Op::SIN:
     case Op::TRUNC:
       return elementwise(UOp::make(op, {xi}));
+    case Op::EXP2_FTZ:  // float32 only
+      return elementwise(UOp::make(op, {cast(xi, dtypes::float32)}));
     case Op::ADD:
     case Op::SUB:
     case Op::MUL:

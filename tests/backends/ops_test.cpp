@@ -3,6 +3,7 @@
 // exact for the correctly rounded ops, within the ulps of docs/testing.md for exp2, log2
 // and sin; float32 -> float16/bfloat16/float8 conversions and bitcasts of random bit
 // patterns.
+#include <cfloat>
 #include <cstring>
 
 #include "test_device.h"
@@ -100,10 +101,11 @@ void run_on(Device& dev, const UOp& k, std::vector<Raw*> params) {
 }
 
 bool is_float_op(Op op) {
-  return op == Op::RECIP || op == Op::SQRT || op == Op::EXP2 || op == Op::LOG2 || op == Op::SIN ||
-         op == Op::TRUNC || op == Op::FDIV;
+  return op == Op::RECIP || op == Op::SQRT || op == Op::EXP2 || op == Op::EXP2_FTZ ||
+         op == Op::LOG2 || op == Op::SIN || op == Op::TRUNC || op == Op::FDIV;
 }
 bool takes(Op op, DType d) {
+  if (op == Op::EXP2_FTZ) return d == dtypes::float32;
   if (d.is_bool())
     return op == Op::AND || op == Op::OR || op == Op::XOR || op == Op::CMPEQ || op == Op::CMPNE ||
            op == Op::CMPLT || op == Op::WHERE;
@@ -128,6 +130,10 @@ double float_ref(Op op, DType d, double a, double b, double c) {
       return f64 ? std::sqrt(a) : double(std::sqrt(fa));
     case Op::EXP2:
       return f64 ? std::exp2(a) : double(std::exp2(fa));
+    case Op::EXP2_FTZ: {  // float32: subnormal inputs and results are 0
+      float r = std::exp2(std::abs(fa) < FLT_MIN ? 0.0f : fa);
+      return r < FLT_MIN ? 0.0 : double(r);
+    }
     case Op::LOG2:
       return f64 ? std::log2(a) : double(std::log2(fa));
     case Op::SIN:
@@ -209,7 +215,7 @@ int64_t int_ref(Op op, DType d, int64_t a, int64_t b, int64_t c) {
 // (CUDA's documented bounds; libm is within 1), 1 in the narrow formats (the float32
 // result may sit on the other side of a narrow rounding boundary).
 int ulps(Op op, DType d) {
-  if (op != Op::EXP2 && op != Op::LOG2 && op != Op::SIN) return 0;
+  if (op != Op::EXP2 && op != Op::EXP2_FTZ && op != Op::LOG2 && op != Op::SIN) return 0;
   return d.narrow_float() ? 1 : 2;
 }
 

@@ -81,6 +81,7 @@ std::vector<UOp> valid_nodes() {
       UOp::make(Op::RECIP, {f}),
       UOp::make(Op::SQRT, {f}),
       UOp::make(Op::EXP2, {f}),
+      UOp::make(Op::EXP2_FTZ, {f}),
       UOp::make(Op::LOG2, {f}),
       UOp::make(Op::SIN, {f}),
       UOp::make(Op::TRUNC, {f}),
