@@ -199,7 +199,7 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
              });
   // Rows that saw no key: O = 0 and LSE = +inf.
   Tile seen = map(Op::CMPNE, l, f(0));
-  Tile out = div_row(o, where(seen, l, f(1)));
+  Tile out = mul_row(o, map(Op::RECIP, where(seen, l, f(1))));  // one division a row
   k.store(O, q0, i32(0), p.out == f32 ? out : cast(out, p.out));
   Tile lse = map(Op::MUL, map(Op::ADD, m, log2(l)), f(M_LN2));
   k.store(LSE, q0, i32(0), where(seen, lse, f(INFINITY)));
