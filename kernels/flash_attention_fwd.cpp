@@ -157,7 +157,8 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   if (causal) whole = alu(Op::MIN, whole, alu(Op::MAX, q0 + Nkv - Nq + 1, i32(0)) / c.bkv);
   whole = alu(Op::MIN, whole, steps);
 
-  // Q stays in registers; K and V stream through a pipeline of shared stages.
+  // Q lands in shared memory once (and stays in registers with QREG); K and V stream
+  // through a pipeline of shared stages.
   Swizzle sw = swizzle_for(p.d * p.in.itemsize());
   Tile q_shared = k.shared(p.in, c.bq, p.d, sw);
   q_shared = k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))});
