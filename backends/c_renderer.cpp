@@ -192,17 +192,8 @@ class CRenderer {
   void map_grid() {
     for (const UOp& u : p_.ops) {
       if (u.op() != Op::SPECIAL) continue;
-      SpecialArg s = std::get<SpecialArg>(u.arg());
-      LaunchDims& d = s.kind == SpecialKind::BlockIdx ? grid_ : block_;
-      int64_t& dim = s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z;
-      if (u.src(0).op() == Op::CONST) {
-        dim = u.src(0).const_int();
-      } else if (s.kind == SpecialKind::BlockIdx) {
-        dim = 0;  // launch_grid evaluates it from the launch's variables
-        grid_extent_[size_t(s.dim)] = u.src(0);
-      } else {
+      if (!place_special(u, grid_, block_, grid_extent_))
         refuse(dialect_, p_, "has a thread index whose extent is not a constant");
-      }
     }
   }
 

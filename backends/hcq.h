@@ -169,6 +169,11 @@ LaunchDims resolve_grid(LaunchDims fixed, const std::array<UOp, 3>& extent,
 inline LaunchDims launch_grid(const KernelInfo& k, std::span<const KernelArg> args) {
   return resolve_grid(k.global, k.global_extent, k.vars, k.num_params, args);
 }
+// Records a SPECIAL's extent in the launch shape a renderer builds: a constant into grid or
+// block, a block index's expression of variables into grid_extent (grid 0 there). False for
+// a thread index whose extent is not a constant (a block's shape is fixed at compile time).
+bool place_special(const UOp& special, LaunchDims& grid, LaunchDims& block,
+                   std::array<UOp, 3>& grid_extent);
 
 // A launch's arguments: the parameters by slot, then the value of each of the kernel's
 // variables by name (BackendError naming a variable that `vars` lacks).

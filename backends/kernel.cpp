@@ -4,10 +4,9 @@
 #include <regex>
 #include <sstream>
 
+#include "dsl/eval.h"
 #include "dsl/lower.h"
 #include "dsl/printer.h"
-#include "dsl/rewrite.h"
-#include "dsl/symbolic.h"
 
 namespace kitten {
 
@@ -22,29 +21,45 @@ std::string Compiler::compile(const std::string& source) {
 LaunchDims resolve_grid(LaunchDims fixed, const std::array<UOp, 3>& extent,
                         const std::vector<std::string>& vars, int num_params,
                         std::span<const KernelArg> args) {
+  if (!extent[0] && !extent[1] && !extent[2]) return fixed;
+  std::map<std::string, int64_t> values;
+  for (size_t i = 0; i < vars.size(); ++i) {
+    size_t at = size_t(num_params) + i;
+    if (at < args.size() && std::holds_alternative<int64_t>(args[at]))
+      values[vars[i]] = std::get<int64_t>(args[at]);
+  }
   int64_t* dims[3] = {&fixed.x, &fixed.y, &fixed.z};
   for (int d = 0; d < 3; ++d) {
     if (!extent[size_t(d)]) continue;
-    std::vector<std::pair<UOp, UOp>> values;
-    for (const UOp& u : toposort(extent[size_t(d)])) {
-      if (u.op() != Op::DEFINE_VAR) continue;
-      const std::string& name = std::get<VarArg>(u.arg()).name;
-      size_t i = size_t(std::find(vars.begin(), vars.end(), name) - vars.begin());
-      size_t at = size_t(num_params) + i;
-      if (i == vars.size() || at >= args.size() || !std::holds_alternative<int64_t>(args[at]))
-        throw BackendError("the grid's extent reads the variable " + name +
-                           ", which the launch does not pass as an integer");
-      values.push_back({u, const_int(u.dtype(), std::get<int64_t>(args[at]))});
-    }
-    UOp v = simplify(substitute(extent[size_t(d)], values));
     std::string axis = std::string("the grid's extent along ") + "xyz"[d];
-    if (v.op() != Op::CONST) throw BackendError(axis + " reads more than the launch's variables");
-    if (v.const_int() < 1)
-      throw BackendError(axis + " is " + std::to_string(v.const_int()) +
+    for (const UOp& u : toposort(extent[size_t(d)]))
+      if (u.op() == Op::DEFINE_VAR && !values.count(std::get<VarArg>(u.arg()).name))
+        throw BackendError(axis + " reads the variable " + std::get<VarArg>(u.arg()).name +
+                           ", which the launch does not pass as an integer");
+    std::optional<int64_t> v = eval_int(extent[size_t(d)], values);
+    if (!v) throw BackendError(axis + " is undefined for these arguments (overflow or / 0)");
+    if (*v < 1)
+      throw BackendError(axis + " is " + std::to_string(*v) +
                          " for these arguments (at least 1 block)");
-    *dims[d] = v.const_int();
+    *dims[d] = *v;
   }
   return fixed;
+}
+
+bool place_special(const UOp& special, LaunchDims& grid, LaunchDims& block,
+                   std::array<UOp, 3>& grid_extent) {
+  SpecialArg s = std::get<SpecialArg>(special.arg());
+  bool is_block = s.kind == SpecialKind::BlockIdx;
+  LaunchDims& d = is_block ? grid : block;
+  int64_t& dim = s.dim == 0 ? d.x : s.dim == 1 ? d.y : d.z;
+  if (special.src(0).op() == Op::CONST) {
+    dim = special.src(0).const_int();
+  } else {
+    if (!is_block) return false;
+    dim = 0;  // resolve_grid evaluates it from a launch's variables
+    grid_extent[size_t(s.dim)] = special.src(0);
+  }
+  return true;
 }
 
 std::vector<KernelArg> bind_args(const KernelInfo& k, std::vector<KernelArg> params,

@@ -163,17 +163,8 @@ class Translator {
         EmuInstr& in = push(EmuKind::Special, u);
         in.special = std::get<SpecialArg>(u.arg());
         in.src = {slot(u.src(0))};
-        bool block = in.special.kind == SpecialKind::BlockIdx;
-        LaunchDims& d = block ? k_->grid : k_->block;
-        int64_t& dim = in.special.dim == 0 ? d.x : in.special.dim == 1 ? d.y : d.z;
-        if (u.src(0).op() == Op::CONST) {
-          dim = u.src(0).const_int();
-        } else if (block) {
-          dim = 0;  // from the launch's variables (resolve_grid)
-          k_->grid_extent[size_t(in.special.dim)] = u.src(0);
-        } else {
+        if (!place_special(u, k_->grid, k_->block, k_->grid_extent))
           refuse(p_, "has a thread index whose extent is not a constant");
-        }
         value(in, u);
         return;
       }

@@ -16,6 +16,29 @@
 namespace kitten {
 namespace {
 
+// A grid extent that reads variables is evaluated from each launch's integer arguments;
+// a launch that lacks one, or makes the extent less than a block, is refused with why.
+TEST(LaunchGrid, ExtentsOfVariablesComeFromTheLaunchsArguments) {
+  UOp n = define_var("n", 1, 1 << 20), h = define_var("h", 1, 64);
+  std::array<UOp, 3> extent = {(n + 63) / 64, UOp(), h};
+  std::vector<std::string> vars = {"h", "n"};
+  std::vector<KernelArg> args = {Buffer{}, int64_t(3), int64_t(130)};
+  LaunchDims g = resolve_grid({0, 5, 0}, extent, vars, 1, args);
+  EXPECT_EQ(g.x, 3);
+  EXPECT_EQ(g.y, 5);  // constant
+  EXPECT_EQ(g.z, 3);
+  args[2] = int64_t(-100);
+  EXPECT_NE(error_of([&] {
+              resolve_grid({}, extent, vars, 1, args);
+            }).find("along x is 0 for these arguments (at least 1 block)"),
+            std::string::npos);
+  args.pop_back();
+  EXPECT_NE(error_of([&] {
+              resolve_grid({}, extent, vars, 1, args);
+            }).find("reads the variable n, which the launch does not pass"),
+            std::string::npos);
+}
+
 class Hcq : public DeviceTest {};
 
 std::vector<double> add_ref(const HostData& a, const HostData& b) {
