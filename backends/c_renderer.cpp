@@ -96,8 +96,10 @@ class CRenderer {
       for (const std::string& v : vars_)
         params += (params.empty() ? "" : ", ") + std::string("long long kt_var_") + v;
       int64_t threads = block_.x * block_.y * block_.z;
-      src += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads) + ") " +
-             out.info.symbol + "(" + params + ") {\n" + body_ + "}\n";
+      // setmaxnreg needs the kernel's register cap fixed at entry: one block per SM.
+      std::string bounds = std::to_string(threads) + (setmaxnreg_ ? ", 1" : "");
+      src += "extern \"C\" __global__ void __launch_bounds__(" + bounds + ") " + out.info.symbol +
+             "(" + params + ") {\n" + body_ + "}\n";
     } else {
       // The thread pool runs blocks lo..hi of the grid, one thread each.
       out.info.global.x = cpu_blocks_;
@@ -139,10 +141,21 @@ class CRenderer {
       if (op == Op::MMA && dialect_.blocks && target_ && !target_->has_mma(u.name_arg()))
         refuse(dialect_, p_,
                "uses MMA " + u.name_arg() + ", which " + target_->arch + " does not have");
+      if (dialect_.blocks && target_) {
+        std::optional<TargetFeature> needs;
+        if (op == Op::MBARRIER_INIT || op == Op::MBARRIER_ARRIVE || op == Op::MBARRIER_WAIT)
+          needs = kFeatureMbarrier;
+        if (op == Op::FENCE) needs = u.name_arg() == "wgmma" ? kFeatureWgmma : kFeatureMbarrier;
+        if (op == Op::SETMAXNREG) needs = kFeatureSetmaxnreg;
+        if (needs && !target_->has(*needs))
+          refuse(dialect_, p_,
+                 "uses " + op_name(op) + ", which " + target_->arch + " does not have");
+      }
       if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
         refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
       if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
       explicit_groups_ |= op == Op::ASYNC_COMMIT;  // then copies join the open group
+      setmaxnreg_ |= op == Op::SETMAXNREG;
       if (op == Op::DEFINE_VAR) vars_.insert(std::get<VarArg>(u.arg()).name);
       DType d = u.dtype().is_pointer() ? u.dtype().pointee() : u.dtype();
       uses_narrow_ |= d.is_value() && narrow(d);
@@ -265,6 +278,10 @@ class CRenderer {
   }
   std::string element(const UOp& idx) const {
     return buffer(idx.src(0)) + "[" + name(idx.src(1)) + "]";
+  }
+  // The 32-bit shared-memory address of an INDEX into shared memory, as PTX takes it.
+  std::string shared_address(const UOp& idx) const {
+    return "(unsigned int)__cvta_generic_to_shared(&" + element(idx) + ")";
   }
 
   void line(const std::string& s) { body_ += std::string(2 * size_t(depth_ + 1), ' ') + s + "\n"; }
@@ -552,6 +569,49 @@ class CRenderer {
       case Op::BARRIER:
         line("__syncthreads();");
         return;
+      case Op::MBARRIER_INIT:
+        line("asm volatile(\"mbarrier.init.shared::cta.b64 [%0], %1;\" :: \"r\"(" +
+             shared_address(u.src(0)) + "), \"r\"(" + name(u.src(1)) + ") : \"memory\");");
+        return;
+      case Op::MBARRIER_ARRIVE:
+        if (u.src(1).op() == Op::CONST && u.src(1).const_int() == 0)
+          line("asm volatile(\"mbarrier.arrive.shared::cta.b64 _, [%0];\" :: \"r\"(" +
+               shared_address(u.src(0)) + ") : \"memory\");");
+        else
+          line("asm volatile(\"mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\" :: \"r\"(" +
+               shared_address(u.src(0)) + "), \"r\"(" + name(u.src(1)) + ") : \"memory\");");
+        return;
+      case Op::MBARRIER_WAIT: {  // try_wait may time out: retried until the phase completed
+        std::string done = fresh();
+        line("{ unsigned int " + done +
+             " = 0; do { asm volatile(\"{ .reg .pred p; "
+             "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\" : "
+             "\"=r\"(" +
+             done + ") : \"r\"(" + shared_address(u.src(0)) + "), \"r\"(" + name(u.src(1)) +
+             ") : \"memory\"); } while (!" + done + "); }");
+        return;
+      }
+      case Op::FENCE: {
+        const std::string& kind = u.name_arg();
+        line(std::string("asm volatile(\"") +
+             (kind == "mbarrier_init" ? "fence.mbarrier_init.release.cluster;"
+              : kind == "proxy_async" ? "fence.proxy.async.shared::cta;"
+                                      : "wgmma.fence.sync.aligned;") +
+             "\" ::: \"memory\");");
+        return;
+      }
+      case Op::NAMED_BARRIER: {
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        line("asm volatile(\"bar.sync " + std::to_string(v[0]) + ", " + std::to_string(v[1]) +
+             ";\" ::: \"memory\");");
+        return;
+      }
+      case Op::SETMAXNREG: {
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        line(std::string("asm volatile(\"setmaxnreg.") + (v[1] ? "inc" : "dec") +
+             ".sync.aligned.u32 " + std::to_string(v[0]) + ";\");");
+        return;
+      }
       case Op::SHUFFLE: {
         static constexpr const char* fns[] = {"__shfl_sync", "__shfl_xor_sync", "__shfl_up_sync",
                                               "__shfl_down_sync"};
@@ -731,6 +791,7 @@ class CRenderer {
   const Target* target_;
   int num_params_ = 0;
   bool explicit_groups_ = false;  // the kernel commits its async copies in groups itself
+  bool setmaxnreg_ = false;
   bool uses_narrow_ = false;
   std::set<std::string> vars_;
   std::map<std::string, int> var_slot_;

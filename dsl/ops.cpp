@@ -572,6 +572,90 @@ std::vector<OpSpec> core_specs() {
   sm.flags = kOpEffect | kOpMemory | kOpCooperative;
   add(sm);
 
+  // asynchronous barriers
+  // An mbarrier is a 64-bit word of shared memory: a phase completes when its expected
+  // arrivals have arrived and its expected transaction bytes have landed.
+  SourceRule mbarrier = src("mbarrier", "an ungated INDEX into shared memory of a 64-bit integer",
+                            [](const UOp&, const UOp& s) {
+                              return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Local &&
+                                     s.dtype().pointee().is_scalar() &&
+                                     s.dtype().pointee().is_int() &&
+                                     s.dtype().pointee().bits() == 64 && s.src().size() == 2;
+                            });
+  SourceRule int32_scalar = src(
+      "n", "an int32 scalar", [](const UOp&, const UOp& s) { return s.dtype() == dtypes::int32; });
+  auto barrier_op = [&](Op op, std::string meaning, std::vector<SourceRule> sources) {
+    OpSpec b = spec(op, std::move(meaning), kOpEffect | kOpMemory | kOpCooperative);
+    b.sources = std::move(sources);
+    b.rest = effect("deps");
+    b.rest_max = -1;
+    b.dtype = fixed_dtype(dtypes::void_);
+    return b;
+  };
+  SourceRule count = int32_scalar, tx = int32_scalar, parity = int32_scalar;
+  count.name = "count", tx.name = "tx_bytes", parity.name = "parity";
+  add(barrier_op(Op::MBARRIER_INIT,
+                 "Initialises an mbarrier for `count` arrivals per phase, in phase 0 "
+                 "(mbarrier.init); other threads and the async proxy may use it after a "
+                 "FENCE mbarrier_init and a barrier.",
+                 {mbarrier, count}));
+  add(barrier_op(Op::MBARRIER_ARRIVE,
+                 "Arrives once per thread on an mbarrier, first adding tx_bytes to the "
+                 "transaction bytes its phase waits for (mbarrier.arrive, .expect_tx where "
+                 "tx_bytes is not the constant 0).",
+                 {mbarrier, tx}));
+  add(barrier_op(Op::MBARRIER_WAIT,
+                 "Waits until the phase of the given parity (0 or 1) of an mbarrier has "
+                 "completed (a try_wait.parity loop): the phase before the current one when "
+                 "parity differs from the current phase's.",
+                 {mbarrier, parity}));
+  OpSpec fe = spec(Op::FENCE,
+                   "A fence, by its arg: mbarrier_init (this thread's mbarrier inits become "
+                   "visible), proxy_async (this thread's ordinary shared-memory writes become "
+                   "visible to wgmma and TMA) or wgmma (registers written before it are ready "
+                   "for the wgmmas after it; warpgroup-wide).",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  fe.rest = effect("deps");
+  fe.rest_max = -1;
+  fe.dtype = fixed_dtype(dtypes::void_);
+  fe.arg = ArgKind::Name;
+  fe.rules = {rule("the kind is mbarrier_init, proxy_async or wgmma", [](const UOp& u) {
+    const std::string& k = u.name_arg();
+    return fails_if(k != "mbarrier_init" && k != "proxy_async" && k != "wgmma", "kind '" + k + "'");
+  })};
+  add(fe);
+  OpSpec nb = spec(Op::NAMED_BARRIER,
+                   "Waits until `threads` (the arg's second int) threads, whole warps, have "
+                   "reached named barrier `id` (the first int, 1 to 15; 0 is BARRIER's), making "
+                   "their earlier writes visible to each other (bar.sync id, threads).",
+                   kOpEffect | kOpCooperative);
+  nb.rest = effect("writes");
+  nb.rest_max = -1;
+  nb.dtype = fixed_dtype(dtypes::void_);
+  nb.arg = ArgKind::Ints;
+  nb.rules = {rule("id in 1..15, threads a positive multiple of 32", [](const UOp& u) {
+    const auto& v = std::get<std::vector<int64_t>>(u.arg());
+    bool ok = v.size() == 2 && v[0] >= 1 && v[0] <= 15 && v[1] > 0 && v[1] % 32 == 0;
+    return fails_if(!ok, "id and threads");
+  })};
+  add(nb);
+  OpSpec mr = spec(Op::SETMAXNREG,
+                   "Raises (the arg's second int 1) or lowers (0) this warpgroup's register "
+                   "budget per thread to the first int, a multiple of 8 in 24..256; every warp "
+                   "of the warpgroup runs it (setmaxnreg.inc/dec.sync.aligned).",
+                   kOpEffect | kOpCooperative);
+  mr.rest = effect("deps");
+  mr.rest_max = -1;
+  mr.dtype = fixed_dtype(dtypes::void_);
+  mr.arg = ArgKind::Ints;
+  mr.rules = {rule("registers a multiple of 8 in 24..256, inc 0 or 1", [](const UOp& u) {
+    const auto& v = std::get<std::vector<int64_t>>(u.arg());
+    bool ok =
+        v.size() == 2 && v[0] >= 24 && v[0] <= 256 && v[0] % 8 == 0 && (v[1] == 0 || v[1] == 1);
+    return fails_if(!ok, "registers and inc");
+  })};
+  add(mr);
+
   // types and vectors
   OpSpec cs = spec(Op::CAST,
                    "Converts a value to another dtype of the same lane count "

@@ -209,6 +209,12 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::MMA:
     case Op::LDMATRIX:
     case Op::STMATRIX:
+    case Op::MBARRIER_INIT:
+    case Op::MBARRIER_ARRIVE:
+    case Op::MBARRIER_WAIT:
+    case Op::FENCE:
+    case Op::NAMED_BARRIER:
+    case Op::SETMAXNREG:
     case Op::BITCAST:
     case Op::VECTORIZE:
     case Op::EXTRACT:

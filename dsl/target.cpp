@@ -16,6 +16,7 @@ std::string Target::feature_names() const {
       {kFeatureMmaSync, "mma.sync"},  {kFeatureAsyncCopy, "cp.async"},
       {kFeatureLdmatrix, "ldmatrix"}, {kFeatureWgmma, "wgmma"},
       {kFeatureTma, "tma"},           {kFeatureStmatrix, "stmatrix"},
+      {kFeatureMbarrier, "mbarrier"}, {kFeatureSetmaxnreg, "setmaxnreg"},
   };
   std::string out;
   for (auto [f, name] : names)
@@ -44,7 +45,8 @@ Target h100_target() {
   t.registers_per_thread = 255;
   t.registers_per_block = 64 * 1024;
   t.features = kFeatureBlocks | kFeatureShuffle | kFeatureMmaSync | kFeatureAsyncCopy |
-               kFeatureLdmatrix | kFeatureWgmma | kFeatureTma | kFeatureStmatrix;
+               kFeatureLdmatrix | kFeatureWgmma | kFeatureTma | kFeatureStmatrix |
+               kFeatureMbarrier | kFeatureSetmaxnreg;
   t.atomics = common_atomics();
   t.global_vector_bytes = t.shared_vector_bytes = 16;
   t.narrow_vectors = true;

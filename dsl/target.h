@@ -24,6 +24,8 @@ enum TargetFeature : uint32_t {
   kFeatureWgmma = 1u << 5,      // warpgroup MMA (sm_90a)
   kFeatureTma = 1u << 6,        // tensor memory accelerator copies (sm_90)
   kFeatureStmatrix = 1u << 7,   // stmatrix (sm_90)
+  kFeatureMbarrier = 1u << 8,   // mbarriers with transaction counts, try_wait, proxy fences (sm_90)
+  kFeatureSetmaxnreg = 1u << 9,  // setmaxnreg: warpgroups hand registers to each other (sm_90a)
 };
 
 struct Target {

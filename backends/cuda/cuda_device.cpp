@@ -65,6 +65,10 @@ class NvrtcCompiler : public Compiler {
     n.DestroyProgram(&prog);
     if (r != 0)
       throw BackendError(compile_error_message("cuda: NVRTC (" + arch_ + ")", log, source));
+    // ptxas drops a setmaxnreg it cannot honour (the register count at entry unknown) with
+    // only a warning: the kernel would run with registers it does not have.
+    if (log.find("setmaxnreg") != std::string::npos)
+      throw BackendError("cuda: NVRTC (" + arch_ + ") ignored setmaxnreg: " + log);
     return cubin;
   }
 
@@ -407,7 +411,9 @@ class CudaDevice : public Device {
     int cc = major * 10 + minor;
     t.features = kFeatureBlocks | kFeatureShuffle | (cc >= 75 ? kFeatureLdmatrix : 0u) |
                  (cc >= 80 ? kFeatureMmaSync | kFeatureAsyncCopy : 0u) |
-                 (major >= 9 ? kFeatureWgmma | kFeatureTma | kFeatureStmatrix : 0u);
+                 (major >= 9 ? kFeatureWgmma | kFeatureTma | kFeatureStmatrix | kFeatureMbarrier |
+                                   kFeatureSetmaxnreg
+                             : 0u);
     t.global_vector_bytes = t.shared_vector_bytes = 16;
     t.narrow_vectors = true;
     if (cc >= 80) t.mma = mma_sync_layouts();

@@ -53,7 +53,16 @@ enum class EmuKind {
   Wait,
   WaitGroup,
   Barrier,
+  MbarrierInit,
+  MbarrierArrive,
+  MbarrierWait,
+  Fence,
+  NamedBarrier,
+  Setmaxnreg,
 };
+
+// FENCE's kinds (EmuInstr::imm_i).
+enum class EmuFence { MbarrierInit, ProxyAsync, Wgmma };
 
 // Where each lane's fragment elements of one MMA operand sit: row * cols + col, for
 // element i of lane l at [l * count + i].
@@ -82,7 +91,7 @@ struct EmuInstr {
   AtomicOp atomic = AtomicOp::Add;
   EmuFragment mma_a, mma_b, mma_c;  // MMA: the layout's fragments
   int mma_k = 0;
-  std::vector<int64_t> lanes;  // EXTRACT; LDMATRIX: count and trans
+  std::vector<int64_t> lanes;  // EXTRACT; LDMATRIX: count and trans; NAMED_BARRIER: id, threads
 };
 
 struct EmuKernel {
@@ -98,6 +107,7 @@ struct EmuKernel {
   std::array<UOp, 3> grid_extent;  // extents read from variables (null where constant)
   Target target;
   bool explicit_groups = false;  // ASYNC_COMMIT groups the copies; else each is its own group
+  bool setmaxnreg = false;       // SETMAXNREG appears: warpgroups must run the same ones
 };
 
 }  // namespace kitten

@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "backends/emu/emulator.h"
 #include "backends/emu/program.h"
@@ -137,8 +138,21 @@ struct Warp {
   std::vector<MaskFrame> masks;
   std::vector<Scalar> regs;
   std::vector<std::vector<unsigned char>> reg_bytes, reg_init;  // per reg buffer: 32 threads
-  bool done = false, at_barrier = false;
-  int end_level = -1;  // set when a RANGE with no iterations jumps to its END
+  bool done = false;
+  // What the warp waits for: nothing (it runs), the block's BARRIER, a named barrier, or an
+  // mbarrier phase (it retries the wait when the scheduler comes back to it).
+  enum class Waits { Nothing, Barrier, Named, Mbarrier } waits = Waits::Nothing;
+  int end_level = -1;            // set when a RANGE with no iterations jumps to its END
+  std::vector<int64_t> maxnreg;  // the SETMAXNREG budgets it ran (dec negative), in order
+};
+
+// An mbarrier's state (PTX: the expected arrivals, the pending arrivals and transaction
+// bytes of the current phase, and the phase).
+struct Mbarrier {
+  int64_t count = 0, pending = 0, tx = 0, phase = 0;
+  int init_thread = -1;
+  bool fenced = false;      // a FENCE mbarrier_init by the initialising thread followed
+  uint32_t init_epoch = 0;  // the barrier epoch it was initialised in
 };
 
 class Runner {
@@ -230,16 +244,79 @@ class Runner {
           warps[w].reg_init[b].assign(n, 0);
         }
     }
+    warps_ = &warps;
+    mbarriers_.clear();
+    named_ = {};
+    // Each warp runs until it ends or waits; the round repeats while some warp moved. When
+    // none can, either every warp waits at the block's BARRIER (it opens) or the block is
+    // stuck: a wait that nothing left can satisfy is an error naming it.
     for (;;) {
+      uint64_t before = advanced_;
       for (size_t w = 0; w < warps.size(); ++w) {
         warp_id_ = int(w);
         Warp& wp = warps[w];
-        while (!wp.done && !wp.at_barrier) step(wp);
+        if (wp.waits == Warp::Waits::Mbarrier) wp.waits = Warp::Waits::Nothing;  // retry
+        while (!wp.done && wp.waits == Warp::Waits::Nothing) step(wp);
       }
-      if (!all_at_one_barrier(warps)) return;
+      if (advanced_ != before) continue;
+      for (size_t w = 0; w < warps.size(); ++w)
+        if (warps[w].waits == Warp::Waits::Mbarrier || warps[w].waits == Warp::Waits::Named)
+          stuck(warps, int(w));
+      if (!all_at_one_barrier(warps)) break;
       ++epoch_;
-      for (Warp& wp : warps) wp.at_barrier = false, ++wp.pc;
+      for (Warp& wp : warps) wp.waits = Warp::Waits::Nothing, ++wp.pc;
     }
+    if (k_.setmaxnreg) same_setmaxnreg(warps);
+  }
+
+  // Every warp of a warpgroup must run the same SETMAXNREG instructions.
+  void same_setmaxnreg(const std::vector<Warp>& warps) const {
+    for (size_t w = 0; w < warps.size(); ++w)
+      if (warps[w].maxnreg != warps[w - w % 4].maxnreg) {
+        auto list = [](const std::vector<int64_t>& v) {
+          std::string out;
+          for (int64_t r : v)
+            out += (out.empty() ? "" : ", ") + std::string(r < 0 ? "dec " : "inc ") +
+                   std::to_string(std::abs(r));
+          return "[" + out + "]";
+        };
+        fail("warps " + std::to_string(w - w % 4) + " and " + std::to_string(w) + " of warpgroup " +
+             std::to_string(w / 4) + " ran different SETMAXNREG sequences (" +
+             list(warps[w - w % 4].maxnreg) + " and " + list(warps[w].maxnreg) + " in block (" +
+             std::to_string(bid_.x) + "," + std::to_string(bid_.y) + "," + std::to_string(bid_.z) +
+             ")): setmaxnreg is warpgroup-wide");
+      }
+  }
+
+  // No warp can move and warp `w` waits on an mbarrier or a named barrier: nothing left can
+  // satisfy it. Names the wait and where the first other unfinished warp is.
+  [[noreturn]] void stuck(const std::vector<Warp>& warps, int w) {
+    warp_id_ = w;
+    const Warp& wp = warps[size_t(w)];
+    const EmuInstr& in = k_.code[size_t(wp.pc)];
+    int lane = std::countr_zero(wp.mask);
+    std::string others = "every other thread has finished";
+    for (size_t o = 0; o < warps.size(); ++o)
+      if (int(o) != w && !warps[o].done) {
+        others = thread_text(int(o) * kWarp) + " waits at " + place(warps[o].pc);
+        break;
+      }
+    if (wp.waits == Warp::Waits::Named) {
+      const NamedBarrier& nb = named_[size_t(in.lanes[0])];
+      fail(place(wp.pc) + " (named barrier " + std::to_string(in.lanes[0]) + " for " +
+           std::to_string(in.lanes[1]) + " threads) is reached by " + thread_text(thread_of(lane)) +
+           " and only " + std::to_string(nb.arrived) + " threads in all, and can never open (" +
+           others + ")");
+    }
+    Warp& mw = const_cast<Warp&>(wp);
+    int64_t index = reg(mw, in.idx)[lane].i, parity = reg(mw, in.src[0])[lane].i;
+    const Mbarrier& m = mbarriers_.at({in.buf, index});
+    fail(place(wp.pc) + ": " + thread_text(thread_of(lane)) + " waits for the phase of parity " +
+         std::to_string(parity) + " of the mbarrier in " + k_.buffers[size_t(in.buf)].name +
+         " at index " + std::to_string(index) + ", which is in phase " + std::to_string(m.phase) +
+         " with " + std::to_string(m.pending) + " of " + std::to_string(m.count) +
+         " arrivals and " + std::to_string(m.tx) +
+         " transaction bytes outstanding; that phase can never complete (" + others + ")");
   }
 
   // After every warp ran as far as it can: true when all wait at one barrier, false when
@@ -698,7 +775,7 @@ class Runner {
       return;
     }
     const EmuInstr& in = k_.code[size_t(w.pc)];
-    ++issued_;
+    ++issued_, ++advanced_;
     int count = in.dtype.is_value() ? in.dtype.count() : 1;
     switch (in.kind) {
       case EmuKind::Nop:
@@ -770,8 +847,32 @@ class Runner {
         break;
       case EmuKind::Barrier:
         check_barrier_lanes(w, in);
-        w.at_barrier = true;
+        w.waits = Warp::Waits::Barrier;
         return;  // the block scheduler moves it past the barrier
+      case EmuKind::NamedBarrier:
+        check_barrier_lanes(w, in);
+        named_barrier(w, in);
+        return;  // moved past it when the last thread arrives
+      case EmuKind::MbarrierInit:
+        mbarrier_init(w, in);
+        break;
+      case EmuKind::MbarrierArrive:
+        mbarrier_arrive(w, in);
+        break;
+      case EmuKind::MbarrierWait:
+        if (!mbarrier_ready(w, in)) {
+          --advanced_, --issued_;
+          w.waits = Warp::Waits::Mbarrier;
+          return;
+        }
+        break;
+      case EmuKind::Fence:
+        fence(w, in);
+        break;
+      case EmuKind::Setmaxnreg:
+        whole_warp(w, "SETMAXNREG");
+        w.maxnreg.push_back(in.lanes[1] ? in.lanes[0] : -in.lanes[0]);
+        break;
       case EmuKind::Shuffle:
         shuffle(w, in);
         break;
@@ -819,6 +920,133 @@ class Runner {
     });
   }
 
+  // ---- asynchronous barriers ----
+  struct NamedBarrier {
+    int64_t threads = 0, arrived = 0;
+    std::vector<int> warps;
+  };
+
+  // bar.sync id, threads: the warp waits until `threads` threads have arrived; the last
+  // arrival releases them all (an epoch for the race checks, as a BARRIER is).
+  void named_barrier(Warp& w, const EmuInstr& in) {
+    NamedBarrier& nb = named_[size_t(in.lanes[0])];
+    int64_t threads = in.lanes[1];
+    if (nb.arrived > 0 && nb.threads != threads)
+      fault(place(w.pc) + " waits for " + std::to_string(threads) + " threads at named barrier " +
+                std::to_string(in.lanes[0]) + ", which others entered expecting " +
+                std::to_string(nb.threads) + ",",
+            -1, 0, thread_of(0));
+    nb.threads = threads;
+    nb.arrived += std::popcount(w.exists);
+    nb.warps.push_back(warp_id_);
+    w.waits = Warp::Waits::Named;
+    if (nb.arrived < threads) return;
+    if (nb.arrived > threads)
+      fault(place(w.pc) + " is reached by " + std::to_string(nb.arrived) +
+                " threads, more than the " + std::to_string(threads) + " it is for,",
+            -1, 0, thread_of(0));
+    for (int id : nb.warps) {
+      Warp& o = (*warps_)[size_t(id)];
+      o.waits = Warp::Waits::Nothing;
+      ++o.pc;
+    }
+    nb = NamedBarrier{};
+    ++epoch_;
+  }
+
+  std::string mbarrier_text(int buf, int64_t index) const {
+    return "the mbarrier in " + k_.buffers[size_t(buf)].name + " at index " + std::to_string(index);
+  }
+  // The mbarrier lane l addresses, checked: in bounds, initialised, and for a thread other
+  // than the one that initialised it, fenced (FENCE mbarrier_init) and synchronised since.
+  Mbarrier& mbarrier(Warp& w, const EmuInstr& in, int l) {
+    int64_t index = reg(w, in.idx)[l].i;
+    check_access(in.buf, index, 8, l, false);
+    auto it = mbarriers_.find({in.buf, index});
+    if (it == mbarriers_.end())
+      fault(place(w.pc) + " uses " + mbarrier_text(in.buf, index) + " before any MBARRIER_INIT,",
+            -1, 0, thread_of(l));
+    Mbarrier& m = it->second;
+    if (m.init_thread != thread_of(l) && (!m.fenced || m.init_epoch == epoch_))
+      fault(place(w.pc) + " uses " + mbarrier_text(in.buf, index) + ", initialised by " +
+                thread_text(m.init_thread) +
+                (m.fenced ? " with no barrier since," : " with no FENCE mbarrier_init after it,"),
+            -1, 0, thread_of(l));
+    return m;
+  }
+
+  void mbarrier_init(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      int64_t index = reg(w, in.idx)[l].i, count = reg(w, in.src[0])[l].i;
+      check_access(in.buf, index, 8, l, true);
+      if (count < 1 || count >= (1 << 20))
+        fault("MBARRIER_INIT for " + std::to_string(count) +
+                  " arrivals (an mbarrier counts 1 to 2^20-1)",
+              in.buf, index, thread_of(l));
+      Mbarrier m;
+      m.count = m.pending = count;
+      m.init_thread = thread_of(l);
+      m.init_epoch = epoch_;
+      mbarriers_[{in.buf, index}] = m;
+    });
+  }
+
+  // The current phase of `m` completes once its arrivals are in and its bytes landed.
+  void maybe_complete(Mbarrier& m) {
+    if (m.pending > 0 || m.tx != 0) return;
+    ++m.phase;
+    m.pending = m.count;
+    m.tx = 0;
+    ++epoch_;  // what its waiters read after it is ordered after what came before it
+  }
+
+  void mbarrier_arrive(Warp& w, const EmuInstr& in) {
+    // The lanes arriving on each barrier, counted together: more than its phase has left
+    // is an error (an arrival that would count toward the next phase).
+    std::map<std::pair<int, int64_t>, std::pair<int64_t, int64_t>> arrivals;  // lanes, bytes
+    each(w.mask, [&](int l) {
+      mbarrier(w, in, l);
+      auto& [lanes, bytes] = arrivals[{in.buf, reg(w, in.idx)[l].i}];
+      ++lanes;
+      bytes += reg(w, in.src[0])[l].i;
+    });
+    for (auto& [key, arrival] : arrivals) {
+      Mbarrier& m = mbarriers_.at(key);
+      if (arrival.first > m.pending)
+        fault(place(w.pc) + ": " + std::to_string(arrival.first) + " threads arrive on " +
+                  mbarrier_text(key.first, key.second) + ", whose phase " +
+                  std::to_string(m.phase) + " has " + std::to_string(m.pending) +
+                  " arrivals left (initialised for " + std::to_string(m.count) + "),",
+              -1, 0, thread_of(std::countr_zero(w.mask)));
+      m.tx += arrival.second;
+      m.pending -= arrival.first;
+      maybe_complete(m);
+    }
+  }
+
+  // try_wait.parity: the phase of that parity has completed when the current phase's
+  // parity differs.
+  bool mbarrier_ready(Warp& w, const EmuInstr& in) {
+    bool ready = true;
+    each(w.mask, [&](int l) {
+      const Mbarrier& m = mbarrier(w, in, l);
+      int64_t parity = reg(w, in.src[0])[l].i;
+      if (parity != 0 && parity != 1)
+        fault("MBARRIER_WAIT on parity " + std::to_string(parity) + " (0 or 1)", in.buf,
+              reg(w, in.idx)[l].i, thread_of(l));
+      ready &= (m.phase & 1) != parity;
+    });
+    return ready;
+  }
+
+  void fence(Warp& w, const EmuInstr& in) {
+    if (EmuFence(in.imm_i) == EmuFence::MbarrierInit)
+      each(w.mask, [&](int l) {
+        for (auto& [key, m] : mbarriers_)
+          if (m.init_thread == thread_of(l)) m.fenced = true;
+      });
+  }
+
   const EmuKernel& k_;
   LaunchDims grid_, block_, bid_;
   std::span<const KernelArg> args_;
@@ -828,7 +1056,11 @@ class Runner {
   int64_t next_token_ = 1;
   int warp_id_ = 0;
   uint64_t issued_ = 0;
+  uint64_t advanced_ = 0;  // instructions that completed (a wait that must retry does not)
   EmuStats stats_;
+  std::vector<Warp>* warps_ = nullptr;
+  std::map<std::pair<int, int64_t>, Mbarrier> mbarriers_;  // by (buffer, index)
+  std::array<NamedBarrier, 16> named_;
   std::array<int64_t, 32> lane_offset_;  // a shared access's byte offset per lane (-1: off)
 };
 

@@ -70,6 +70,9 @@ class Translator {
     if (threads > target_.max_threads_per_block)
       refuse(p_, "needs " + std::to_string(threads) + " threads per block; the " + target_.arch +
                      " profile allows " + std::to_string(target_.max_threads_per_block));
+    if (k_->setmaxnreg && threads % 128 != 0)
+      refuse(p_, "uses SETMAXNREG with " + std::to_string(threads) +
+                     " threads per block, which is not whole warpgroups of 128");
   }
 
   int new_slot(DType d) {
@@ -265,6 +268,40 @@ class Translator {
         needs(kFeatureBlocks, u);
         push(EmuKind::Barrier, u);
         return;
+      case Op::MBARRIER_INIT:
+      case Op::MBARRIER_ARRIVE:
+      case Op::MBARRIER_WAIT: {
+        needs(kFeatureMbarrier, u);
+        EmuKind kind = u.op() == Op::MBARRIER_INIT     ? EmuKind::MbarrierInit
+                       : u.op() == Op::MBARRIER_ARRIVE ? EmuKind::MbarrierArrive
+                                                       : EmuKind::MbarrierWait;
+        EmuInstr& in = push(kind, u);
+        address(in, u.src(0));
+        in.src = {slot(u.src(1))};
+        return;
+      }
+      case Op::FENCE: {
+        const std::string& kind = u.name_arg();
+        needs(kind == "wgmma" ? kFeatureWgmma : kFeatureMbarrier, u);
+        EmuInstr& in = push(EmuKind::Fence, u);
+        in.imm_i = int64_t(kind == "mbarrier_init" ? EmuFence::MbarrierInit
+                           : kind == "proxy_async" ? EmuFence::ProxyAsync
+                                                   : EmuFence::Wgmma);
+        return;
+      }
+      case Op::NAMED_BARRIER: {
+        needs(kFeatureBlocks, u);
+        EmuInstr& in = push(EmuKind::NamedBarrier, u);
+        in.lanes = std::get<std::vector<int64_t>>(u.arg());
+        return;
+      }
+      case Op::SETMAXNREG: {
+        needs(kFeatureSetmaxnreg, u);
+        EmuInstr& in = push(EmuKind::Setmaxnreg, u);
+        in.lanes = std::get<std::vector<int64_t>>(u.arg());
+        k_->setmaxnreg = true;
+        return;
+      }
       case Op::SHUFFLE: {
         needs(kFeatureShuffle, u);
         EmuInstr& in = push(EmuKind::Shuffle, u);

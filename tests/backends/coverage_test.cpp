@@ -118,6 +118,27 @@ UOp example(Op op) {
           {store(index(out, t), cast(UOp::make(Op::EXTRACT, {m}, std::vector<int64_t>{1}), f))},
           "cover");
     }
+    case Op::MBARRIER_INIT:
+    case Op::MBARRIER_ARRIVE:
+    case Op::MBARRIER_WAIT:
+    case Op::FENCE:
+    case Op::NAMED_BARRIER:
+    case Op::SETMAXNREG: {  // a warpgroup meets on an mbarrier, then on named barrier 1
+      UOp w = special(SpecialKind::ThreadIdx, 0, 128);
+      UOp bar = define_local(dtypes::int64, 1, 1, 8);
+      UOp first = UOp::make(Op::IF, {w < 1});
+      UOp init = UOp::make(Op::MBARRIER_INIT, dtypes::void_,
+                           {index(after(bar, {first}), i32(0)), i32(128)});
+      UOp fenced = UOp::make(Op::FENCE, dtypes::void_, {init}, std::string("mbarrier_init"));
+      UOp ready = after(
+          bar, {UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::ENDIF, {first, fenced})})});
+      UOp arrived = UOp::make(Op::MBARRIER_ARRIVE, dtypes::void_, {index(ready, i32(0)), i32(0)});
+      UOp waited =
+          UOp::make(Op::MBARRIER_WAIT, dtypes::void_, {index(ready, i32(0)), i32(0), arrived});
+      UOp met = UOp::make(Op::NAMED_BARRIER, dtypes::void_, {waited}, std::vector<int64_t>{1, 128});
+      UOp regs = UOp::make(Op::SETMAXNREG, dtypes::void_, {met}, std::vector<int64_t>{40, 0});
+      return sink({store(index(after(out, {regs}), w), load(index(x, w)))}, "cover");
+    }
     case Op::CAST:
       return elementwise(cast(xi, dtypes::float16));
     case Op::BITCAST:

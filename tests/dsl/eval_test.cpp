@@ -146,7 +146,8 @@ TEST(Target, H100ProfileAndAtomics) {
   EXPECT_TRUE(t.has_atomic(AtomicOp::Add, dtypes::bfloat16.vec(2)));
   EXPECT_FALSE(t.has_atomic(AtomicOp::Max, dtypes::float32));
   EXPECT_EQ(t.feature_names(),
-            "blocks, shuffle, mma.sync, cp.async, ldmatrix, wgmma, tma, stmatrix");
+            "blocks, shuffle, mma.sync, cp.async, ldmatrix, wgmma, tma, stmatrix, mbarrier, "
+            "setmaxnreg");
   EXPECT_EQ(host_target("x86_64", 2).feature_names(), "none");
 }
 

@@ -28,6 +28,8 @@ UOp mk(Op op, DType d, std::initializer_list<UOp> s, Arg a = {}) {
   return UOp::make(op, d, s, std::move(a));
 }
 
+UOp mbar() { return index(define_local(dtypes::int64, 4, 1, 8), i_(2)); }
+
 // One valid node of every core op.
 std::vector<UOp> valid_nodes() {
   UOp x = define_var("x", 0, 63), r = range(16, 0, AxisKind::Loop);
@@ -73,6 +75,12 @@ std::vector<UOp> valid_nodes() {
              {define_local(dtypes::bfloat16, 64, 0), x}),
           UOp::make(Op::VECTORIZE, {const_(dtypes::bfloat16, 1.0), const_(dtypes::bfloat16, 2.0)})},
          V{1, 0}),
+      mk(Op::MBARRIER_INIT, dtypes::void_, {mbar(), i_(32)}),
+      mk(Op::MBARRIER_ARRIVE, dtypes::void_, {mbar(), i_(1024), eff()}),
+      mk(Op::MBARRIER_WAIT, dtypes::void_, {mbar(), i_(1)}),
+      mk(Op::FENCE, dtypes::void_, {eff()}, std::string("proxy_async")),
+      mk(Op::NAMED_BARRIER, dtypes::void_, {eff()}, V{1, 256}),
+      mk(Op::SETMAXNREG, dtypes::void_, {}, V{240, 1}),
       cast(f, dtypes::float16),
       mk(Op::BITCAST, i32, {f}),
       v4(),
@@ -335,6 +343,43 @@ std::vector<BadCase> bad_cases() {
          UOp::make(Op::MMA, {v4(), v4(), v4()}, std::string("m16n8k16_bf16_f32"));
        },
        "MMA", "takes bfloat16x8"},
+      {"MbarrierInFloats",
+       [] {
+         mk(Op::MBARRIER_INIT, dtypes::void_, {index(lbuf(), i_(0)), i_(1)});
+       },
+       "MBARRIER_INIT", "64-bit integer"},
+      {"MbarrierInGlobalMemory",
+       [] {
+         mk(Op::MBARRIER_WAIT, dtypes::void_, {index(gbuf(3, dtypes::int64), i_(0)), i_(0)});
+       },
+       "MBARRIER_WAIT", "shared memory"},
+      {"MbarrierArriveInt64Bytes",
+       [] {
+         mk(Op::MBARRIER_ARRIVE, dtypes::void_, {mbar(), const_int(dtypes::int64, 8)});
+       },
+       "MBARRIER_ARRIVE", "int32"},
+      {"FenceUnknownKind", [] { mk(Op::FENCE, dtypes::void_, {}, std::string("all")); }, "FENCE",
+       "mbarrier_init, proxy_async or wgmma"},
+      {"NamedBarrierZero",
+       [] {
+         mk(Op::NAMED_BARRIER, dtypes::void_, {}, V{0, 64});
+       },
+       "NAMED_BARRIER", "id in 1..15"},
+      {"NamedBarrierPartWarp",
+       [] {
+         mk(Op::NAMED_BARRIER, dtypes::void_, {}, V{2, 48});
+       },
+       "NAMED_BARRIER", "multiple of 32"},
+      {"SetmaxnregOdd",
+       [] {
+         mk(Op::SETMAXNREG, dtypes::void_, {}, V{100, 1});
+       },
+       "SETMAXNREG", "multiple of 8 in 24..256"},
+      {"SetmaxnregTooMany",
+       [] {
+         mk(Op::SETMAXNREG, dtypes::void_, {}, V{264, 1});
+       },
+       "SETMAXNREG", "multiple of 8 in 24..256"},
       {"CastChangesLanes", [] { cast(v4(), f32); }, "CAST", "lane count is kept"},
       {"CastToPointer", [] { cast(f_(1), f32.ptr()); }, "CAST", "dtype: a value"},
       {"BitcastChangesSize", [] { mk(Op::BITCAST, dtypes::int16, {f_(1)}); }, "BITCAST",

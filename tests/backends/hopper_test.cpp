@@ -1,0 +1,272 @@
+// The Hopper primitives (sm_90a) in hand-built kernels, on every device that has them
+// (emu, and cuda through the GPU script), and the emulator's checks of their faults: each
+// fault names the barrier, the phase and the thread.
+#include <cstdio>
+#include <fstream>
+
+#include "backends/c_renderer.h"
+#include "backends/emu/emulator.h"
+#include "dsl/linearize.h"
+#include "dsl/lower.h"
+#include "test_device.h"
+
+namespace kitten {
+namespace {
+
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+UOp not_(UOp c) { return UOp::make(Op::XOR, {c, const_bool(true)}); }
+UOp make_effect(Op op, std::vector<UOp> src, Arg arg = {}) {
+  return UOp::make(op, dtypes::void_, std::span<const UOp>(src), std::move(arg));
+}
+UOp fence(const char* kind, std::vector<UOp> deps) {
+  return make_effect(Op::FENCE, std::move(deps), std::string(kind));
+}
+
+// Thread 0 initialises `count` mbarriers in `bars` (each for `arrivals[i]` arrivals) and
+// fences the inits; the block's barrier then publishes them. Returns the buffer, usable
+// after that barrier.
+UOp init_mbarriers(const UOp& t, const UOp& bars, const std::vector<int64_t>& arrivals,
+                   bool fenced = true) {
+  UOp first = UOp::make(Op::IF, {t < 1});
+  std::vector<UOp> inits;
+  for (size_t i = 0; i < arrivals.size(); ++i)
+    inits.push_back(make_effect(Op::MBARRIER_INIT,
+                                {index(after(bars, {first}), i32(int64_t(i))), i32(arrivals[i])}));
+  UOp body = inits.size() == 1 ? inits[0] : UOp::make(Op::GROUP, std::span<const UOp>(inits));
+  if (fenced) body = fence("mbarrier_init", {body});
+  return after(bars, {make_effect(Op::BARRIER, {UOp::make(Op::ENDIF, {first, body})})});
+}
+
+// A producer warp and a consumer warp pass `items` rows of 32 floats through a ring of
+// `stages` shared slots: the producer waits until a slot is empty, fills it with ordinary
+// stores and arrives on its full barrier; the consumer waits until it is full, reads it
+// (out = 2 x) and arrives on its empty barrier. Phases alternate parity every `stages`
+// items. `consumer_frees` false: the consumer never frees a slot (a deadlock).
+UOp ring_kernel(int64_t items, int64_t stages, bool consumer_frees = true) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 64), lane = t % 32;
+  UOp ring = define_local(f, stages * 32, 0);
+  std::vector<int64_t> arrivals(size_t(2 * stages), 32);  // full[s], then empty[s]
+  UOp bars = init_mbarriers(t, define_local(dtypes::int64, 2 * stages, 1, 8), arrivals);
+
+  UOp producer = UOp::make(Op::IF, {t < 32});
+  UOp i = range(items, 0, AxisKind::Loop);
+  UOp s = i % stages, parity = (i / stages) % 2;
+  UOp pbars = after(bars, {producer});
+  UOp empty = make_effect(Op::MBARRIER_WAIT, {index(pbars, s + stages), i32(1) - parity});
+  UOp wrote = store(index(after(ring, {empty}), s * 32 + lane), load(index(x, i * 32 + lane)));
+  UOp full = make_effect(Op::MBARRIER_ARRIVE, {index(pbars, s), i32(0), wrote});
+  UOp produced = UOp::make(Op::ENDIF, {producer, end(full, {i})});
+
+  UOp consumer = UOp::make(Op::IF, {not_(t < 32)});
+  UOp j = range(items, 1, AxisKind::Loop);
+  UOp cs = j % stages, cparity = (j / stages) % 2;
+  UOp cbars = after(bars, {consumer});
+  UOp filled = make_effect(Op::MBARRIER_WAIT, {index(cbars, cs), cparity});
+  UOp v = load(index(after(ring, {filled}), cs * 32 + lane));
+  UOp put = store(index(out, j * 32 + lane), v * const_(f, 2.0));
+  UOp body = consumer_frees
+                 ? make_effect(Op::MBARRIER_ARRIVE, {index(cbars, cs + stages), i32(0), put})
+                 : put;
+  UOp consumed = UOp::make(Op::ENDIF, {consumer, end(body, {j})});
+  return sink({produced, consumed}, "ring");
+}
+
+class Hopper : public DeviceTest {
+ protected:
+  void SetUp() override {
+    DeviceTest::SetUp();
+    if (!dev) return;
+    if (!dev->props().target.has(kFeatureMbarrier))
+      GTEST_SKIP() << GetParam() << " (" << dev->props().target.arch << ") has no mbarriers";
+  }
+};
+
+TEST_P(Hopper, ProducerAndConsumerPassRowsThroughAnMbarrierRing) {
+  for (auto [items, stages] : std::vector<std::pair<int64_t, int64_t>>{{7, 2}, {9, 3}, {1, 2}}) {
+    SCOPED_TRACE(std::to_string(items) + " items, " + std::to_string(stages) + " stages");
+    HostData x = HostData::random(dtypes::float32, size_t(items * 32), 41),
+             out = HostData::poisoned(dtypes::float32, size_t(items * 32));
+    DeviceBuffer dx(*dev, x), dout(*dev, out);
+    compile_kernel(*dev, ring_kernel(items, stages)).run(args({&dout, &dx}));
+    dout.read(out);
+    std::vector<double> want(x.values.size());
+    for (size_t k = 0; k < want.size(); ++k) want[k] = 2 * x.values[k];
+    expect_exact(out, want);
+  }
+}
+
+// Warps 0-1 and warps 2-3 each meet on their own named barrier and read each other's
+// rows: out[t] = x[t ^ 32] + 1 for every thread of the pair.
+UOp named_pairs_kernel(int64_t expected_threads = 64) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 128);
+  UOp sm = define_local(f, 128, 0);
+  UOp wrote = store(index(sm, t), load(index(x, t)) + const_(f, 1.0));
+  std::vector<UOp> halves;
+  for (int64_t half : {0, 1}) {
+    UOp mine = UOp::make(Op::IF, {half == 0 ? t < 64 : not_(t < 64), wrote});
+    UOp met =
+        make_effect(Op::NAMED_BARRIER, {mine}, std::vector<int64_t>{1 + half, expected_threads});
+    UOp v = load(index(after(sm, {met}), UOp::make(Op::XOR, {t, i32(32)})));
+    halves.push_back(UOp::make(Op::ENDIF, {mine, store(index(out, t), v)}));
+  }
+  return sink({halves[0], halves[1]}, "named_pairs");
+}
+
+TEST_P(Hopper, NamedBarriersSynchroniseSubsetsOfWarps) {
+  HostData x = HostData::random(dtypes::float32, 128, 43),
+           out = HostData::poisoned(dtypes::float32, 128);
+  DeviceBuffer dx(*dev, x), dout(*dev, out);
+  compile_kernel(*dev, named_pairs_kernel()).run(args({&dout, &dx}));
+  dout.read(out);
+  std::vector<double> want(128);
+  for (size_t k = 0; k < 128; ++k) want[k] = double(float(x.values[k ^ 32] + 1.0));
+  expect_exact(out, want);
+}
+
+// Two warpgroups: the first lowers its register budget, the second raises it (as a
+// producer and its consumers do); both then copy x to out.
+UOp setmaxnreg_kernel(bool uniform = true) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 256);
+  UOp producer = UOp::make(Op::IF, {uniform ? t < 128 : t < 32});
+  UOp dec = make_effect(Op::SETMAXNREG, {producer}, std::vector<int64_t>{40, 0});
+  UOp lowered = UOp::make(Op::ENDIF, {producer, dec});
+  UOp consumer = UOp::make(Op::IF, {not_(t < 128), lowered});
+  UOp inc = make_effect(Op::SETMAXNREG, {consumer}, std::vector<int64_t>{232, 1});
+  UOp raised = UOp::make(Op::ENDIF, {consumer, inc});
+  return sink({store(index(after(out, {raised}), t), load(index(x, t)))}, "setmaxnreg");
+}
+
+TEST_P(Hopper, SetmaxnregMovesRegistersBetweenWarpgroups) {
+  if (!dev->props().target.has(kFeatureSetmaxnreg)) GTEST_SKIP() << "no setmaxnreg here";
+  HostData x = HostData::random(dtypes::float32, 256, 47),
+           out = HostData::poisoned(dtypes::float32, 256);
+  DeviceBuffer dx(*dev, x), dout(*dev, out);
+  compile_kernel(*dev, setmaxnreg_kernel()).run(args({&dout, &dx}));
+  dout.read(out);
+  expect_exact(out, x.values);
+}
+
+#ifdef KITTEN_CUDA_TESTS
+// The SASS of the kernel must hold USETMAXREG (ptxas drops setmaxnreg, with a warning
+// that the compiler turns into an error, when it cannot fix the register count at entry).
+TEST_P(Hopper, SetmaxnregReachesTheSass) {
+  FILE* probe = popen("cuobjdump --version 2>/dev/null", "r");
+  std::string version;
+  char buf[256];
+  while (probe && fgets(buf, sizeof buf, probe)) version += buf;
+  if (probe) pclose(probe);
+  if (version.empty()) GTEST_SKIP() << "cuobjdump is not on PATH";
+  RenderedKernel r = dev->render(
+      linearize(lower_kernels(setmaxnreg_kernel(), dev->props().target, {}).kernels[0]));
+  std::string cubin = dev->compiler().compile(r.source);
+  std::string path = testing::TempDir() + "kitten_setmaxnreg.cubin";
+  std::ofstream(path, std::ios::binary) << cubin;
+  FILE* sass = popen(("cuobjdump -sass " + path + " 2>&1").c_str(), "r");
+  std::string text;
+  while (sass && fgets(buf, sizeof buf, sass)) text += buf;
+  if (sass) pclose(sass);
+  EXPECT_NE(text.find("USETMAXREG"), std::string::npos) << text.substr(0, 2000);
+}
+#endif
+
+INSTANTIATE_TEST_SUITE_P(Devices, Hopper, testing::ValuesIn(block_devices()), test_name);
+
+#ifndef KITTEN_CUDA_TESTS
+// ---- the emulator's checks ------------------------------------------------------------
+
+TEST(EmuHopperChecks, AWaitOnAPhaseThatCanNeverCompleteIsNamed) {
+  // The consumer never frees a slot: the producer waits forever for slot 0 to empty.
+  std::string e = emu_fault(ring_kernel(3, 2, false), {96, 96});
+  EXPECT_NE(e.find("MBARRIER_WAIT %"), std::string::npos) << e;
+  EXPECT_NE(e.find("thread (0,0,0) of block (0,0,0) waits for the phase of parity 0 of the "
+                   "mbarrier in shared 1 at index 2, which is in phase 0 with 32 of 32 arrivals "
+                   "and 0 transaction bytes outstanding; that phase can never complete (thread "
+                   "(32,0,0) of block (0,0,0) waits at MBARRIER_WAIT %"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(ring_kernel(3, 2), {96, 96}), "");
+}
+
+// Every lane of a warp arrives on a barrier initialised for one arrival.
+UOp over_arrival_kernel(int64_t count) {
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp bars = init_mbarriers(t, define_local(dtypes::int64, 1, 1, 8), {count});
+  UOp arrived = make_effect(Op::MBARRIER_ARRIVE, {index(bars, i32(0)), i32(0)});
+  UOp waited = make_effect(Op::MBARRIER_WAIT, {index(bars, i32(0)), i32(0), arrived});
+  UOp out = param(0, dtypes::float32.ptr());
+  return sink({store(index(after(out, {waited}), t), const_(dtypes::float32, 1.0))}, "over");
+}
+
+TEST(EmuHopperChecks, ArrivingMoreTimesThanInitialisedIsAnError) {
+  std::string e = emu_fault(over_arrival_kernel(1), {32});
+  EXPECT_NE(e.find(": 32 threads arrive on the mbarrier in shared 1 at index 0, whose phase 0 has "
+                   "1 arrivals left (initialised for 1), by thread (0,0,0) of block (0,0,0)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(over_arrival_kernel(32), {32}), "");
+}
+
+TEST(EmuHopperChecks, AnMbarrierUsedBeforeItsInitIsFencedIsAnError) {
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp bars = init_mbarriers(t, define_local(dtypes::int64, 1, 1, 8), {32}, false);
+  UOp arrived = make_effect(Op::MBARRIER_ARRIVE, {index(bars, i32(0)), i32(0)});
+  UOp out = param(0, dtypes::float32.ptr());
+  std::string e = emu_fault(
+      sink({store(index(after(out, {arrived}), t), const_(dtypes::float32, 1.0))}, "unfenced"),
+      {32});
+  EXPECT_NE(e.find("uses the mbarrier in shared 1 at index 0, initialised by thread (0,0,0) of "
+                   "block (0,0,0) with no FENCE mbarrier_init after it, by thread (1,0,0)"),
+            std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, ANamedBarrierThatTooFewThreadsReachIsNamed) {
+  std::string e = emu_fault(named_pairs_kernel(96), {128, 128});
+  EXPECT_NE(e.find("(named barrier 1 for 96 threads) is reached by thread (0,0,0) of block "
+                   "(0,0,0) and only 64 threads in all, and can never open"),
+            std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, SetmaxnregMustBeWarpgroupWide) {
+  std::string e = emu_fault(setmaxnreg_kernel(false), {256, 256});
+  EXPECT_NE(e.find("warps 0 and 1 of warpgroup 0 ran different SETMAXNREG sequences ([dec 40] and "
+                   "[]"),
+            std::string::npos)
+      << e;
+  // A block that is not whole warpgroups is refused before it runs.
+  UOp t = special(SpecialKind::ThreadIdx, 0, 96);
+  UOp out = param(0, dtypes::float32.ptr());
+  UOp dec = make_effect(Op::SETMAXNREG, {}, std::vector<int64_t>{40, 0});
+  e = emu_fault(sink({store(index(after(out, {dec}), t), const_(dtypes::float32, 1.0))}, "odd"),
+                {96});
+  EXPECT_NE(e.find("uses SETMAXNREG with 96 threads per block, which is not whole warpgroups"),
+            std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, ATargetWithoutMbarriersRefusesThem) {
+  Target ampere = h100_target();
+  ampere.arch = "sm_80";
+  ampere.features &= ~uint32_t(kFeatureMbarrier);
+  std::string e = emu_fault(ring_kernel(2, 2), {64, 64}, ampere);
+  EXPECT_NE(e.find("uses MBARRIER_INIT, which the sm_80 profile lacks"), std::string::npos) << e;
+  try {
+    render_cuda(linearize(ring_kernel(2, 2)), &ampere);
+    ADD_FAILURE() << "rendered";
+  } catch (const BackendError& err) {
+    EXPECT_NE(std::string(err.what()).find("uses MBARRIER_INIT, which sm_80 does not have"),
+              std::string::npos)
+        << err.what();
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace kitten
