@@ -147,6 +147,9 @@ class CRenderer {
           needs = kFeatureMbarrier;
         if (op == Op::FENCE) needs = u.name_arg() == "wgmma" ? kFeatureWgmma : kFeatureMbarrier;
         if (op == Op::SETMAXNREG) needs = kFeatureSetmaxnreg;
+        if (op == Op::MATRIX_DESC || op == Op::WGMMA || op == Op::WGMMA_COMMIT ||
+            op == Op::WGMMA_WAIT)
+          needs = kFeatureWgmma;
         if (needs && !target_->has(*needs))
           refuse(dialect_, p_,
                  "uses " + op_name(op) + ", which " + target_->arch + " does not have");
@@ -156,6 +159,19 @@ class CRenderer {
       if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
       explicit_groups_ |= op == Op::ASYNC_COMMIT;  // then copies join the open group
       setmaxnreg_ |= op == Op::SETMAXNREG;
+      for (const UOp& s : u.src()) ++uses_[s.id()];
+      if (op == Op::MATRIX_DESC) {  // the hardware applies the swizzle the descriptor names
+        UOp b = u.src(0).src(0);
+        while (b.op() == Op::AFTER) b = b.src(0);
+        static constexpr Swizzle modes[] = {Swizzle::None, Swizzle::B32, Swizzle::B64,
+                                            Swizzle::B128};
+        Swizzle named = modes[std::get<std::vector<int64_t>>(u.arg())[0]];
+        if (b.op() == Op::DEFINE_LOCAL && std::get<AllocArg>(b.arg()).swizzle != named)
+          refuse(dialect_, p_,
+                 "has a MATRIX_DESC naming swizzle " + std::string(swizzle_name(named)) +
+                     " into shared memory laid out with " +
+                     std::string(swizzle_name(std::get<AllocArg>(b.arg()).swizzle)));
+      }
       if (op == Op::DEFINE_VAR) vars_.insert(std::get<VarArg>(u.arg()).name);
       DType d = u.dtype().is_pointer() ? u.dtype().pointee() : u.dtype();
       uses_narrow_ |= d.is_value() && narrow(d);
@@ -408,6 +424,58 @@ class CRenderer {
          ", " + al + ", " + bl + ", " + cl + ";\" : " + join(outs) + " : " + join(ins) + ");");
   }
 
+  // wgmma.mma_async as inline PTX: the accumulator's registers read and written in place
+  // ("+f"; a chain of WGMMAs on one accumulator shares its registers), A as four packed
+  // registers or a descriptor, B a descriptor; scale-d 1 (D = A*B + C).
+  void emit_wgmma(const UOp& u) {
+    const MmaLayout& L = *find_mma_layout(u.name_arg());
+    DType in = L.name.find("_bf16_") != std::string::npos ? dtypes::bfloat16 : dtypes::float16;
+    std::string type = in == dtypes::bfloat16 ? "bf16" : "f16";
+    const UOp& c = u.src(2);
+    int n = c.dtype().count();
+    std::string d;
+    if (c.op() == Op::WGMMA && uses_[c.id()] == 1) {
+      d = name(c);
+    } else {
+      d = fresh();
+      line("float " + d + "[" + std::to_string(n) + "];");
+      line("for (int k = 0; k < " + std::to_string(n) + "; ++k) " + d + "[k] = " + name(c) +
+           "[k];");
+    }
+    names_[u.id()] = d;
+    std::string outs, list;
+    for (int i = 0; i < n; ++i) {
+      outs += std::string(i ? ", " : "") + "\"+f\"(" + d + "[" + std::to_string(i) + "])";
+      list += std::string(i ? ", " : "") + "%" + std::to_string(i);
+    }
+    int next = n;
+    std::string ins, a_operand;
+    auto trans = [](const UOp& desc) { return std::get<std::vector<int64_t>>(desc.arg())[1]; };
+    if (L.a.home == OperandHome::Registers) {
+      a_operand = "{";
+      for (int i = 0; i < 8; i += 2) {
+        std::string r = fresh();
+        line("unsigned int " + r + " = (unsigned int)" + name(u.src(0)) + "[" + std::to_string(i) +
+             "] | ((unsigned int)" + name(u.src(0)) + "[" + std::to_string(i + 1) + "] << 16);");
+        a_operand += std::string(i ? ", " : "") + "%" + std::to_string(next++);
+        ins += ", \"r\"(" + r + ")";
+      }
+      a_operand += "}";
+    } else {
+      a_operand = "%" + std::to_string(next++);
+      ins += ", \"l\"(" + name(u.src(0)) + ")";
+    }
+    std::string b_operand = "%" + std::to_string(next++), scale = "%" + std::to_string(next++);
+    ins += ", \"l\"(" + name(u.src(1)) + "), \"r\"(1)";
+    std::string transposes =
+        (L.a.home == OperandHome::Registers ? "" : std::to_string(trans(u.src(0))) + ", ") +
+        std::to_string(trans(u.src(1)));
+    line("asm volatile(\"{ .reg .pred p; setp.ne.b32 p, " + scale +
+         ", 0; wgmma.mma_async.sync.aligned.m64n" + std::to_string(L.n) + "k16.f32." + type + "." +
+         type + " {" + list + "}, " + a_operand + ", " + b_operand + ", p, 1, 1, " + transposes +
+         "; }\" : " + outs + " : " + ins.substr(2) + " : \"memory\");");
+  }
+
   // ATOMIC: CUDA issues `red` on the generic address; C runs a compare-and-swap loop over
   // the element's bytes (integer add uses __atomic_fetch_add), so that the cpu thread
   // pool's threads combine correctly.
@@ -606,6 +674,32 @@ class CRenderer {
              ";\" ::: \"memory\");");
         return;
       }
+      case Op::MATRIX_DESC: {  // the address bits 4..17, then the arg's fixed fields
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        static constexpr uint64_t mode_bits[] = {0, 3, 2, 1};  // none, 32B, 64B, 128B
+        uint64_t fixed =
+            (uint64_t(v[2]) >> 4 << 16) | (uint64_t(v[3]) >> 4 << 32) | (mode_bits[v[0]] << 62);
+        define(u, "(unsigned long long)((" + shared_address(u.src(0)) + " & 0x3FFFFu) >> 4) | " +
+                      std::to_string(fixed) + "ULL");
+        return;
+      }
+      case Op::WGMMA:
+        emit_wgmma(u);
+        return;
+      case Op::WGMMA_COMMIT:
+        line("asm volatile(\"wgmma.commit_group.sync.aligned;\" ::: \"memory\");");
+        return;
+      case Op::WGMMA_WAIT: {  // the accumulator's registers are tied to the wait
+        const UOp& acc = u.src(0);
+        std::string outs;
+        for (int i = 0; i < acc.dtype().count(); ++i)
+          outs +=
+              std::string(i ? ", " : "") + "\"+f\"(" + name(acc) + "[" + std::to_string(i) + "])";
+        line("asm volatile(\"wgmma.wait_group.sync.aligned " + std::to_string(u.int_arg()) +
+             ";\" : " + outs + " :: \"memory\");");
+        names_[u.id()] = name(acc);
+        return;
+      }
       case Op::SETMAXNREG: {
         const auto& v = std::get<std::vector<int64_t>>(u.arg());
         line(std::string("asm volatile(\"setmaxnreg.") + (v[1] ? "inc" : "dec") +
@@ -792,6 +886,7 @@ class CRenderer {
   int num_params_ = 0;
   bool explicit_groups_ = false;  // the kernel commits its async copies in groups itself
   bool setmaxnreg_ = false;
+  std::unordered_map<const void*, int> uses_;  // how many ops read each node
   bool uses_narrow_ = false;
   std::set<std::string> vars_;
   std::map<std::string, int> var_slot_;

@@ -71,7 +71,10 @@ uint64_t arg_stable_hash(const Arg& a) {
       return hash_combine(h, fnv1a(shuffle_mode_name(m)));
     }
     uint64_t operator()(AtomicOp o) const { return hash_combine(h, fnv1a(atomic_op_name(o))); }
-    uint64_t operator()(AllocArg a) const { return hash_int(hash_int(h, a.slot), a.align); }
+    uint64_t operator()(AllocArg a) const {
+      uint64_t out = hash_int(hash_int(h, a.slot), a.align);
+      return a.swizzle == Swizzle::None ? out : hash_int(out, int64_t(a.swizzle));
+    }
     uint64_t operator()(const ExtArg& e) const {
       return hash_combine(hash_combine(h, fnv1a(e.value->kind())), e.value->stable_hash());
     }
@@ -127,7 +130,9 @@ std::string arg_to_string(const Arg& a, DType dtype) {
     std::string operator()(ShuffleMode m) const { return std::string(shuffle_mode_name(m)); }
     std::string operator()(AtomicOp o) const { return std::string(atomic_op_name(o)); }
     std::string operator()(AllocArg a) const {
-      return "slot " + std::to_string(a.slot) + ", align " + std::to_string(a.align);
+      static constexpr const char* modes[] = {"none", "32B", "64B", "128B"};
+      return "slot " + std::to_string(a.slot) + ", align " + std::to_string(a.align) +
+             (a.swizzle == Swizzle::None ? "" : ", swizzle " + std::string(modes[int(a.swizzle)]));
     }
     std::string operator()(const ExtArg& e) const { return e.value->to_string(); }
   };

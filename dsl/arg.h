@@ -40,11 +40,17 @@ struct VarArg {  // a bounded run-time integer: name and inclusive bounds
   friend bool operator==(const VarArg&, const VarArg&) = default;
 };
 
-// A shared-memory allocation: its slot and the alignment of its start in bytes (what a
-// swizzle needs: dsl/swizzle.h).
+// The XOR swizzle a shared allocation is laid out with (dsl/swizzle.h): none, or the 32-,
+// 64- and 128-byte modes that tensor maps and wgmma descriptors name.
+enum class Swizzle : uint8_t { None, B32, B64, B128 };
+
+// A shared-memory allocation: its slot, the alignment of its start in bytes (what a
+// swizzle needs: dsl/swizzle.h) and the swizzle its contents are laid out with, which the
+// tensor maps and matrix descriptors that point into it must name.
 struct AllocArg {
   int64_t slot;
   int64_t align;
+  Swizzle swizzle = Swizzle::None;
   friend bool operator==(const AllocArg&, const AllocArg&) = default;
 };
 

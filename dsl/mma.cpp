@@ -1,8 +1,10 @@
 #include "dsl/mma.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "dsl/eval.h"
@@ -77,6 +79,41 @@ std::vector<MmaLayout> mma_sync_layouts() {
   return v;
 }
 
+// ---- wgmma layouts (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16") ---------
+// Warp w of the warpgroup holds rows 16w..16w+15 of A and D, laid out within them as
+// mma.sync's m16n8k16 A and C fragments: D's elements come four per 8-column block.
+// B (and A in the "ss" form) is read from shared memory through a MATRIX_DESC.
+std::optional<MmaLayout> wgmma_layout(std::string_view name) {
+  int n = 0;
+  char type[8] = {}, form[4] = {};
+  std::string text(name);
+  if (std::sscanf(text.c_str(), "wgmma_m64n%dk16_%4[bf16]_%2[rs]", &n, type, form) != 3)
+    return std::nullopt;
+  std::string t(type), f(form);
+  if (n < 8 || n > 256 || n % 8 || (t != "bf16" && t != "f16") || (f != "rs" && f != "ss") ||
+      "wgmma_m64n" + std::to_string(n) + "k16_" + t + "_" + f != text)
+    return std::nullopt;
+  DType in = t == "bf16" ? dtypes::bfloat16 : dtypes::float16;
+  UOp th = mma_thread_var(), i = mma_element_var();
+  UOp warp_rows = th / 32 * 16 + th % 32 / 4 + i / 2 % 2 * 8, pair = th % 4 * 2 + i % 2;
+  FragmentLayout shared;
+  shared.home = OperandHome::SharedDescriptor;
+  shared.fragment = dtypes::uint64;
+  FragmentLayout a = shared, b = shared;
+  a.rows = 64, a.cols = 16, b.rows = 16, b.cols = n;
+  if (f == "rs") a = registers(in.vec(8), 64, 16, warp_rows, pair + i / 4 * 8);
+  return MmaLayout{text,
+                   "wgmma.mma_async.m64n" + std::to_string(n) + "k16, " + t + " in" +
+                       (f == "rs" ? " (A in registers)" : "") + ", f32 accumulate",
+                   64,
+                   n,
+                   16,
+                   128,
+                   a,
+                   b,
+                   registers(dtypes::float32.vec(n / 2), 64, n, warp_rows, i / 4 * 8 + pair)};
+}
+
 // The register fragments of a group's threads hold every element of the matrix once.
 void check_fragment(const MmaLayout& l, const FragmentLayout& f, const char* which) {
   if (f.home != OperandHome::Registers) return;
@@ -133,6 +170,12 @@ const MmaLayout* find_mma_layout(std::string_view name) {
   std::lock_guard lock(l.mu);
   for (auto& have : l.all)
     if (have->name == name) return have.get();
+  // The wgmma layouts (N a multiple of 8 up to 256, bf16 or f16, A in registers or
+  // shared memory) are made when first named.
+  if (std::optional<MmaLayout> w = wgmma_layout(name)) {
+    l.add(std::move(*w));
+    return l.all.back().get();
+  }
   return nullptr;
 }
 

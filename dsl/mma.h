@@ -49,8 +49,10 @@ UOp mma_thread_var();
 UOp mma_element_var();
 
 // The registry of layouts; the mma.sync m16n8k16 and m16n8k8 layouts (bf16 and f16 in,
-// f32 accumulate) are built in. register_mma_layout throws std::invalid_argument when the
-// name is taken or a register fragment's expressions leave its matrix.
+// f32 accumulate) are built in, and the warpgroup layouts wgmma_m64n<N>k16_<bf16|f16>_<rs|ss>
+// (N a multiple of 8 up to 256; A in registers or shared memory, B in shared memory) are
+// made when find_mma_layout first names them. register_mma_layout throws std::invalid_argument when
+// the name is taken or a register fragment's expressions leave its matrix.
 void register_mma_layout(MmaLayout layout);
 const MmaLayout* find_mma_layout(std::string_view name);
 std::vector<const MmaLayout*> mma_layouts();

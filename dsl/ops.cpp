@@ -227,10 +227,16 @@ std::vector<OpSpec> core_specs() {
     d.arg = space == AddrSpace::Local ? ArgKind::Alloc : ArgKind::Int;
     d.rules = {rule("the slot is not negative", slot_nonnegative)};
     if (space == AddrSpace::Local)
-      d.rules.push_back(rule("the alignment is a power of two up to 1024 bytes", [](const UOp& u) {
-        int64_t a = std::get<AllocArg>(u.arg()).align;
-        return fails_if(a < 1 || a > 1024 || (a & (a - 1)), "alignment " + std::to_string(a));
-      }));
+      d.rules.push_back(
+          rule("the alignment is a power of two up to 1024 bytes, at least what "
+               "its swizzle's pattern needs (256, 512, 1024 bytes)",
+               [](const UOp& u) {
+                 const AllocArg& a = std::get<AllocArg>(u.arg());
+                 int64_t need =
+                     a.swizzle == Swizzle::None ? 1 : 128 << int(a.swizzle);  // 256, 512, 1024
+                 return fails_if(a.align < need || a.align > 1024 || (a.align & (a.align - 1)),
+                                 "alignment " + std::to_string(a.align));
+               }));
     d.flags = kOpDefinition | kOpMemory | (space == AddrSpace::Local ? kOpCooperative : 0u);
     add(d);
   }
@@ -613,16 +619,24 @@ std::vector<OpSpec> core_specs() {
                    "A fence, by its arg: mbarrier_init (this thread's mbarrier inits become "
                    "visible), proxy_async (this thread's ordinary shared-memory writes become "
                    "visible to wgmma and TMA) or wgmma (registers written before it are ready "
-                   "for the wgmmas after it; warpgroup-wide).",
+                   "for the wgmmas after it; warpgroup-wide); the sources are effects it comes "
+                   "after and, for wgmma, the register values it makes ready.",
                    kOpEffect | kOpMemory | kOpCooperative);
-  fe.rest = effect("deps");
+  fe.rest = any_node("deps");
   fe.rest_max = -1;
   fe.dtype = fixed_dtype(dtypes::void_);
   fe.arg = ArgKind::Name;
-  fe.rules = {rule("the kind is mbarrier_init, proxy_async or wgmma", [](const UOp& u) {
-    const std::string& k = u.name_arg();
-    return fails_if(k != "mbarrier_init" && k != "proxy_async" && k != "wgmma", "kind '" + k + "'");
-  })};
+  fe.rules = {rule("the kind is mbarrier_init, proxy_async or wgmma",
+                   [](const UOp& u) {
+                     const std::string& k = u.name_arg();
+                     return fails_if(k != "mbarrier_init" && k != "proxy_async" && k != "wgmma",
+                                     "kind '" + k + "'");
+                   }),
+              rule("only a wgmma fence takes values", [](const UOp& u) {
+                bool values = false;
+                for (const UOp& s : u.src()) values |= !is_effect(s);
+                return fails_if(values && u.name_arg() != "wgmma", "values");
+              })};
   add(fe);
   OpSpec nb = spec(Op::NAMED_BARRIER,
                    "Waits until `threads` (the arg's second int) threads, whole warps, have "
@@ -655,6 +669,88 @@ std::vector<OpSpec> core_specs() {
     return fails_if(!ok, "registers and inc");
   })};
   add(mr);
+
+  // warpgroup MMA
+  OpSpec md = spec(Op::MATRIX_DESC,
+                   "The 64-bit matrix descriptor (wgmma) of the 16-bit matrix that starts at a "
+                   "shared-memory address: the arg is the swizzle mode its allocation is laid "
+                   "out with (0 none, 1 32B, 2 64B, 3 128B), whether it is MN-major (1) or "
+                   "K-major (0), and the leading and stride byte offsets of the PTX canonical "
+                   "layouts.",
+                   kOpCooperative);
+  md.sources = {src("address", "an ungated INDEX into shared memory of a 16-bit element",
+                    [](const UOp&, const UOp& s) {
+                      return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Local &&
+                             s.dtype().pointee().is_scalar() && s.dtype().pointee().bits() == 16 &&
+                             s.src().size() == 2;
+                    })};
+  md.dtype = fixed_dtype(dtypes::uint64);
+  md.arg = ArgKind::Ints;
+  md.rules = {
+      rule("swizzle 0..3, major 0 or 1, byte offsets multiples of 16 below 2^18", [](const UOp& u) {
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        bool ok = v.size() == 4 && v[0] >= 0 && v[0] <= 3 && (v[1] == 0 || v[1] == 1);
+        for (size_t i = 2; ok && i < 4; ++i) ok = v[i] >= 0 && v[i] < (1 << 18) && v[i] % 16 == 0;
+        return fails_if(!ok, "swizzle, major and offsets");
+      })};
+  add(md);
+
+  OpSpec wm = spec(Op::WGMMA,
+                   "Starts a warpgroup MMA c + a*b (wgmma.mma_async): the arg names a "
+                   "warpgroup layout; a is its register fragment or a MATRIX_DESC, b a "
+                   "MATRIX_DESC; the result may be read only through a WGMMA_WAIT after a "
+                   "WGMMA_COMMIT of it; the deps are effects it comes after (a FENCE wgmma).",
+                   kOpMemory | kOpCooperative);
+  wm.sources = {any_node("a"), any_node("b"), any_node("c")};
+  wm.rest = effect("deps");
+  wm.rest_max = -1;
+  wm.dtype = same_as_src(2);
+  wm.arg = ArgKind::Name;
+  wm.rules = {rule(
+      "the layout is a registered warpgroup layout and a, b, c its operands, "
+      "descriptors from MATRIX_DESC",
+      [](const UOp& u) {
+        const MmaLayout* l = find_mma_layout(u.name_arg());
+        if (!l || l->group_threads != 128)
+          return "no warpgroup MMA layout is named '" + u.name_arg() + "'";
+        auto operand = [](const FragmentLayout& f, const UOp& s) {
+          return f.home == OperandHome::Registers ? s.dtype() == f.fragment
+                                                  : s.op() == Op::MATRIX_DESC;
+        };
+        return fails_if(!operand(l->a, u.src(0)) || !operand(l->b, u.src(1)) ||
+                            u.src(2).dtype() != l->c.fragment,
+                        l->name + " takes " +
+                            (l->a.home == OperandHome::Registers ? std::string(l->a.fragment.name())
+                                                                 : "a MATRIX_DESC") +
+                            ", a MATRIX_DESC, " + std::string(l->c.fragment.name()));
+      })};
+  add(wm);
+
+  OpSpec wc = spec(Op::WGMMA_COMMIT,
+                   "Closes this warpgroup's WGMMAs issued since its last commit into one group "
+                   "(wgmma.commit_group); the sources are those WGMMAs and effects to come after.",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  wc.rest = src("wgmmas", "a WGMMA or an effect",
+                [](const UOp&, const UOp& s) { return s.op() == Op::WGMMA || is_effect(s); });
+  wc.rest_min = 1;
+  wc.rest_max = -1;
+  wc.dtype = fixed_dtype(dtypes::void_);
+  add(wc);
+
+  OpSpec ww = spec(Op::WGMMA_WAIT,
+                   "The accumulator of a WGMMA, once at most N (the arg) of this warpgroup's "
+                   "committed WGMMA groups are still in flight (wgmma.wait_group N); the deps "
+                   "are effects it comes after (the commit).",
+                   kOpMemory | kOpCooperative);
+  ww.sources = {op_is("wgmma", Op::WGMMA, "a WGMMA")};
+  ww.rest = effect("deps");
+  ww.rest_max = -1;
+  ww.dtype = same_as_src(0);
+  ww.arg = ArgKind::Int;
+  ww.rules = {rule("N is 0 to 7", [](const UOp& u) {
+    return fails_if(u.int_arg() < 0 || u.int_arg() > 7, "N = " + std::to_string(u.int_arg()));
+  })};
+  add(ww);
 
   // types and vectors
   OpSpec cs = spec(Op::CAST,

@@ -22,46 +22,47 @@ class UOp;
 // The core ops, listed once: the enum, the names the registry checks its specs against,
 // and the case lists below all come from these lists. Ops registered later get ids after
 // these; an Op is only a number, its identity for hashing and printing is its name.
-#define KITTEN_STRUCTURE_OPS(X)                                                      \
-  /* definitions */                                                                  \
-  X(CONST)                                                                           \
-  X(PARAM)                                                                           \
-  X(DEFINE_VAR)                                                                      \
-  X(DEFINE_LOCAL)                                                                    \
-  X(DEFINE_REG)                                                                      \
-  X(SPECIAL) /* structure and ordering */                                            \
-  X(RANGE)                                                                           \
-  X(END)                                                                             \
-  X(AFTER)                                                                           \
-  X(GROUP)                                                                           \
-  X(IF)                                                                              \
-  X(ENDIF)                                                                           \
-  X(BARRIER)                                                                         \
-  X(SINK) /* memory */                                                               \
-      X(INDEX) X(LOAD) X(STORE) X(ATOMIC) X(ASYNC_COPY) X(ASYNC_COMMIT) X(WAIT)      \
-          X(WAIT_GROUP)                         /* warp-level */                     \
-      X(SHUFFLE) X(MMA) X(LDMATRIX) X(STMATRIX) /* asynchronous barriers */          \
-      X(MBARRIER_INIT) X(MBARRIER_ARRIVE) X(MBARRIER_WAIT) X(FENCE) X(NAMED_BARRIER) \
-          X(SETMAXNREG) /* types and vectors */                                      \
+#define KITTEN_STRUCTURE_OPS(X)                                                                   \
+  /* definitions */                                                                               \
+  X(CONST)                                                                                        \
+  X(PARAM)                                                                                        \
+  X(DEFINE_VAR)                                                                                   \
+  X(DEFINE_LOCAL)                                                                                 \
+  X(DEFINE_REG)                                                                                   \
+  X(SPECIAL) /* structure and ordering */                                                         \
+  X(RANGE)                                                                                        \
+  X(END)                                                                                          \
+  X(AFTER)                                                                                        \
+  X(GROUP)                                                                                        \
+  X(IF)                                                                                           \
+  X(ENDIF)                                                                                        \
+  X(BARRIER)                                                                                      \
+  X(SINK) /* memory */                                                                            \
+  X(INDEX)                                                                                        \
+  X(LOAD) X(STORE) X(ATOMIC) X(ASYNC_COPY) X(ASYNC_COMMIT) X(WAIT) X(WAIT_GROUP) /* warp-level */ \
+      X(SHUFFLE) X(MMA) X(LDMATRIX) X(STMATRIX) /* asynchronous barriers */                       \
+      X(MBARRIER_INIT) X(MBARRIER_ARRIVE) X(MBARRIER_WAIT) X(FENCE) X(NAMED_BARRIER)              \
+          X(SETMAXNREG)                                     /* warpgroup MMA */                   \
+      X(MATRIX_DESC) X(WGMMA) X(WGMMA_COMMIT) X(WGMMA_WAIT) /* types and vectors */               \
       X(CAST) X(BITCAST) X(VECTORIZE) X(EXTRACT)
 // The ALU ops: pure functions of their sources, lane by lane, whose meaning is the one
 // evaluation table (dsl/eval.h).
-#define KITTEN_ALU_OPS(X)                                                                    \
-  X(NEG)                                                                                     \
-  X(RECIP)                                                                                   \
-  X(SQRT)                                                                                    \
-  X(EXP2)                                                                                    \
-  X(EXP2_FTZ)                                                                                \
-  X(LOG2)                                                                                    \
-  X(SIN)                                                                                     \
-  X(TRUNC)                                                                                   \
-  X(ADD)                                                                                     \
-  X(SUB)                                                                                     \
-  X(MUL)                                                                                     \
-  X(FDIV)                                                                                    \
-  X(IDIV)                                                                                    \
-  X(MOD) X(MAX) X(MIN) X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) X(SHR) X(WHERE) \
-      X(MULACC)
+#define KITTEN_ALU_OPS(X) \
+  X(NEG)                  \
+  X(RECIP)                \
+  X(SQRT)                 \
+  X(EXP2)                 \
+  X(EXP2_FTZ)             \
+  X(LOG2)                 \
+  X(SIN)                  \
+  X(TRUNC)                \
+  X(ADD)                  \
+  X(SUB)                  \
+  X(MUL)                  \
+  X(FDIV)                 \
+  X(IDIV)                 \
+  X(MOD)                  \
+  X(MAX) X(MIN) X(CMPLT) X(CMPEQ) X(CMPNE) X(AND) X(OR) X(XOR) X(SHL) X(SHR) X(WHERE) X(MULACC)
 
 enum class Op : uint16_t {
 #define KITTEN_OP_ENUMERATOR(name) name,

@@ -12,8 +12,6 @@
 
 namespace kitten {
 
-enum class Swizzle : uint8_t { None, B32, B64, B128 };
-
 std::string_view swizzle_name(Swizzle s);  // "none", "32B", "64B", "128B"
 int swizzle_width(Swizzle s);              // bytes per row: 0 (none), 32, 64, 128
 // What a buffer swizzled this way must be aligned to: the whole pattern, 8 rows of 128

@@ -215,6 +215,10 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::FENCE:
     case Op::NAMED_BARRIER:
     case Op::SETMAXNREG:
+    case Op::MATRIX_DESC:
+    case Op::WGMMA:
+    case Op::WGMMA_COMMIT:
+    case Op::WGMMA_WAIT:
     case Op::BITCAST:
     case Op::VECTORIZE:
     case Op::EXTRACT:

@@ -336,9 +336,9 @@ UOp special(SpecialKind kind, int dim, int64_t extent) {
 UOp define_reg(DType element, int64_t size, int64_t slot) {
   return UOp::make(Op::DEFINE_REG, element.ptr(AddrSpace::Reg, size), {}, slot);
 }
-UOp define_local(DType element, int64_t size, int64_t slot, int64_t align) {
+UOp define_local(DType element, int64_t size, int64_t slot, int64_t align, Swizzle swizzle) {
   return UOp::make(Op::DEFINE_LOCAL, element.ptr(AddrSpace::Local, size), {},
-                   AllocArg{slot, align});
+                   AllocArg{slot, align, swizzle});
 }
 UOp index(UOp buffer, UOp idx, UOp gate) {
   if (!buffer) throw IrError("index: the buffer is null");

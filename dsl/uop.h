@@ -108,7 +108,9 @@ UOp range(int64_t end, int64_t id, AxisKind kind);
 UOp special(SpecialKind kind, int dim, int64_t extent);
 UOp define_reg(DType element, int64_t size, int64_t slot);
 // `align`: bytes the start is aligned to (a power of two up to 1024; swizzle_alignment()).
-UOp define_local(DType element, int64_t size, int64_t slot, int64_t align = 16);
+// `swizzle`: the layout its contents follow, which tensor maps and descriptors must name.
+UOp define_local(DType element, int64_t size, int64_t slot, int64_t align = 16,
+                 Swizzle swizzle = Swizzle::None);
 UOp index(UOp buffer, UOp idx, UOp gate = {});
 UOp load(UOp address, UOp alt = {});
 UOp store(UOp address, UOp value);

@@ -240,6 +240,121 @@ UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k) {
   return sink({UOp::make(Op::GROUP, std::span<const UOp>(outs))}, "mma_matmul");
 }
 
+namespace {
+
+// Byte offsets of element (mn, k) of a 16-bit tile staged for wgmma, and its descriptor's
+// leading and stride byte offsets (PTX, "Shared Memory Matrix Layout"). K-major: with no
+// swizzle, 8x16-byte core matrices, K's next one 128 bytes on and MN's next 8 rows
+// (k/8)*128; swizzled, lines of the swizzle's width W, k beyond W/2 elements in the next
+// block of `rows` lines, 8-row groups 8W apart. MN-major: MN contiguous; with no swizzle,
+// core matrices of 8 k-rows by 8 mn, MN's next 128 bytes on and K's next (mn/8)*128;
+// swizzled, lines of W bytes of mn, one per k, the next W/2 of mn K lines on.
+struct StagedTile {
+  Swizzle s;
+  bool mn_major;
+  int64_t rows, k;  // the MN extent and K
+  int64_t width() const { return swizzle_width(s); }
+  int64_t elems() const {  // the allocation, in 16-bit elements
+    if (!mn_major || s == Swizzle::None) return rows * k;
+    int64_t e = width() / 2;
+    return (rows + e - 1) / e * k * width() / 2;
+  }
+  UOp offset(const UOp& mn, const UOp& kk) const {
+    if (s == Swizzle::None)
+      return mn_major ? kk / 8 * (rows / 8 * 128) + mn / 8 * 128 + kk % 8 * 16 + mn % 8 * 2
+                      : mn / 8 * (k / 8 * 128) + kk / 8 * 128 + mn % 8 * 16 + kk % 8 * 2;
+    int64_t e = width() / 2;
+    return mn_major ? swizzled_offset(s, mn / e * k + kk, mn % e * 2)
+                    : swizzled_offset(s, kk / e * rows + mn, kk % e * 2);
+  }
+  int64_t lbo() const {
+    if (s == Swizzle::None) return mn_major ? rows / 8 * 128 : 128;
+    return mn_major ? k * width() : 16;  // K-major swizzled: unused (1 in 16-byte units)
+  }
+  int64_t sbo() const {
+    if (s == Swizzle::None) return mn_major ? 128 : k / 8 * 128;
+    return 8 * width();
+  }
+  // The descriptor of the k-step starting at k0 (row 0 of a pattern: no XOR applies).
+  UOp desc(const UOp& buffer, int64_t k0) const {
+    int64_t start;
+    if (s == Swizzle::None)
+      start = mn_major ? k0 / 8 * (rows / 8 * 128) : k0 / 8 * 128;
+    else
+      start =
+          mn_major ? k0 * width() : k0 / (width() / 2) * rows * width() + k0 % (width() / 2) * 2;
+    return UOp::make(Op::MATRIX_DESC, dtypes::uint64, {index(buffer, i32(start / 2))},
+                     std::vector<int64_t>{int64_t(s), mn_major ? 1 : 0, lbo(), sbo()});
+  }
+};
+
+}  // namespace
+
+UOp wgmma_tile_kernel(const WgmmaTile& o) {
+  int64_t e = o.swizzle == Swizzle::None ? 8 : swizzle_width(o.swizzle) / 2;
+  if (o.n % 8 || o.n < 8 || o.n > 256 || o.k % 16 || o.k % e)
+    throw std::invalid_argument(
+        "wgmma_tile_kernel: n must be a multiple of 8 up to 256, k of 16 "
+        "and of the swizzle's width in elements");
+  std::string type = o.in == dtypes::bfloat16 ? "bf16" : "f16";
+  const MmaLayout& L = *find_mma_layout("wgmma_m64n" + std::to_string(o.n) + "k16_" + type + "_" +
+                                        (o.a_in_registers ? "rs" : "ss"));
+  DType f = dtypes::float32;
+  UOp c = param(0, f.ptr()), a = param(1, o.in.ptr()), b = param(2, o.in.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 128);
+  int64_t align = swizzle_alignment(o.swizzle);
+  StagedTile ta{o.swizzle, false, 64, o.k}, tb{o.swizzle, o.b_mn_major, o.n, o.k};
+  // Ordinary stores stage a tile: element (mn, k) of a row-major source whose rows run
+  // along `mn` (a, b^T) or along k (b as stored).
+  std::vector<UOp> fills;
+  auto stage = [&](const StagedTile& tile, const UOp& buf, const UOp& src, bool src_k_rows,
+                   int64_t axis) {
+    int64_t total = tile.rows * tile.k;
+    UOp r = range((total + 127) / 128, axis, AxisKind::Loop);
+    UOp idx = r * 128 + t, in_range = idx < total;
+    UOp mn = src_k_rows ? idx % tile.rows : idx / tile.k,
+        kk = src_k_rows ? idx / tile.rows : idx % tile.k;
+    UOp v = load(index(src, idx, in_range), const_(o.in, 0.0));
+    UOp at = tile.offset(mn, kk) / 2;
+    fills.push_back(end(store(index(buf, at, in_range), v), {r}));
+  };
+  UOp sb = define_local(o.in, tb.elems(), 1, align, o.swizzle), sa;
+  if (!o.a_in_registers) {
+    sa = define_local(o.in, ta.elems(), 0, align, o.swizzle);
+    stage(ta, sa, a, false, 0);
+  }
+  stage(tb, sb, b, true, 1);
+  UOp fenced =
+      UOp::make(Op::FENCE, dtypes::void_, std::span<const UOp>(fills), std::string("proxy_async"));
+  UOp staged = UOp::make(Op::BARRIER, dtypes::void_, {fenced});
+  int nc = L.c.fragment.count();
+  UOp acc = UOp::make(Op::VECTORIZE, std::vector<UOp>(size_t(nc), const_(f, 0.0)));
+  std::vector<UOp> ready = {staged, acc}, frags;
+  for (int64_t k0 = 0; o.a_in_registers && k0 < o.k; k0 += 16) {
+    std::vector<UOp> elems;
+    for (int i = 0; i < 8; ++i) {
+      UOp row = L.a.row_of(t, i32(i)), col = L.a.col_of(t, i32(i)) + k0;
+      elems.push_back(load(index(a, row * o.k + col)));
+    }
+    frags.push_back(UOp::make(Op::VECTORIZE, std::span<const UOp>(elems)));
+    ready.push_back(frags.back());
+  }
+  UOp wfence =
+      UOp::make(Op::FENCE, dtypes::void_, std::span<const UOp>(ready), std::string("wgmma"));
+  UOp sb_ready = after(sb, {staged});
+  for (int64_t k0 = 0; k0 < o.k; k0 += 16) {
+    UOp av = o.a_in_registers ? frags[size_t(k0 / 16)] : ta.desc(after(sa, {staged}), k0);
+    acc = UOp::make(Op::WGMMA, acc.dtype(), {av, tb.desc(sb_ready, k0), acc, wfence}, L.name);
+  }
+  UOp commit = UOp::make(Op::WGMMA_COMMIT, dtypes::void_, {acc});
+  UOp result = UOp::make(Op::WGMMA_WAIT, acc.dtype(), {acc, commit}, int64_t(0));
+  std::vector<UOp> outs;
+  for (int i = 0; i < nc; ++i)
+    outs.push_back(store(index(c, L.c.row_of(t, i32(i)) * o.n + L.c.col_of(t, i32(i))),
+                         UOp::make(Op::EXTRACT, {result}, std::vector<int64_t>{i})));
+  return sink({UOp::make(Op::GROUP, std::span<const UOp>(outs))}, "wgmma_tile");
+}
+
 std::vector<std::string> builtin_kernel_names() {
   return {"add", "sum", "matmul", "multi", "softmax", "tiled_matmul", "block_sum", "mma_matmul"};
 }

@@ -59,6 +59,21 @@ UOp block_sum_kernel(int64_t n);
 // 1 a, 2 b (bfloat16).
 UOp mma_matmul_kernel(int64_t m, int64_t n, int64_t k);
 
+// c = a * b for one warpgroup with one wgmma chain (m64nNk16, sm_90a): a (64 x k) and b
+// (k x n) row-major in `in`, c (64 x n) float32. b is staged in shared memory K-major (as
+// b^T) or MN-major, laid out with `swizzle` as the PTX canonical layouts want; a is staged
+// K-major too or, with a_in_registers, read straight into the wgmma's register fragments.
+// Ordinary stores fill the tiles, so a FENCE proxy_async precedes the wgmmas; n a multiple
+// of 8 up to 256, k a multiple of 16 and of the swizzle's width in elements.
+// Buffers: 0 c, 1 a, 2 b.
+struct WgmmaTile {
+  int64_t n = 64, k = 64;
+  Swizzle swizzle = Swizzle::B128;
+  bool a_in_registers = false, b_mn_major = false;
+  DType in = dtypes::bfloat16;
+};
+UOp wgmma_tile_kernel(const WgmmaTile& o);
+
 std::vector<std::string> builtin_kernel_names();
 // The named kernel at a default size. Throws std::invalid_argument naming the known ones.
 UOp builtin_kernel(const std::string& name);

@@ -242,7 +242,7 @@ class TileLowering {
       if (!target_.has(kFeatureBlocks))
         throw IrError("lower_tiles: shared tiles need a target with blocks (" + target_.arch + ")");
       l.buf = define_local(t.elem, int64_t(t.rows) * t.cols * t.stages, u.int_arg(),
-                           std::max<int64_t>(16, swizzle_alignment(t.swizzle)));
+                           std::max<int64_t>(16, swizzle_alignment(t.swizzle)), t.swizzle);
       l.base = i32(0);
     }
     return l;

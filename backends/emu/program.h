@@ -23,6 +23,8 @@ struct EmuBuffer {
   DType elem;    // the buffer's element dtype
   int64_t size;  // elements (shared, reg)
   std::string name;
+  int64_t base = 0;                 // shared: its address, laid out as the CUDA renderer does
+  Swizzle swizzle = Swizzle::None;  // shared: the layout its allocation declares
 };
 
 enum class EmuKind {
@@ -59,6 +61,10 @@ enum class EmuKind {
   Fence,
   NamedBarrier,
   Setmaxnreg,
+  MatrixDesc,
+  Wgmma,
+  WgmmaCommit,
+  WgmmaWait,
 };
 
 // FENCE's kinds (EmuInstr::imm_i).
@@ -91,6 +97,8 @@ struct EmuInstr {
   AtomicOp atomic = AtomicOp::Add;
   EmuFragment mma_a, mma_b, mma_c;  // MMA: the layout's fragments
   int mma_k = 0;
+  bool mma_a_shared = false;                // WGMMA: A through a descriptor (else registers)
+  bool mma_a_mn = false, mma_b_mn = false;  // WGMMA: the descriptors' majors
   std::vector<int64_t> lanes;  // EXTRACT; LDMATRIX: count and trans; NAMED_BARRIER: id, threads
 };
 
@@ -108,6 +116,7 @@ struct EmuKernel {
   Target target;
   bool explicit_groups = false;  // ASYNC_COMMIT groups the copies; else each is its own group
   bool setmaxnreg = false;       // SETMAXNREG appears: warpgroups must run the same ones
+  bool warpgroups = false;       // WGMMA appears: the block is whole warpgroups
 };
 
 }  // namespace kitten

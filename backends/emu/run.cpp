@@ -11,6 +11,7 @@
 #include "backends/emu/program.h"
 #include "backends/emu/shadow.h"
 #include "dsl/eval.h"
+#include "dsl/swizzle.h"
 
 namespace kitten {
 
@@ -144,6 +145,16 @@ struct Warp {
   enum class Waits { Nothing, Barrier, Named, Mbarrier } waits = Waits::Nothing;
   int end_level = -1;            // set when a RANGE with no iterations jumps to its END
   std::vector<int64_t> maxnreg;  // the SETMAXNREG budgets it ran (dec negative), in order
+  // wgmma: when each register slot was last written by an ordinary instruction (0: by a
+  // WGMMA), the clock at the last FENCE wgmma, and the WGMMAs whose results are in flight.
+  std::vector<uint64_t> written;
+  uint64_t clock = 0, wgmma_fence = 0;
+  struct InFlight {
+    int slot, count;
+    int64_t group;  // -1: not committed yet
+    int pc;
+  };
+  std::vector<InFlight> wgmmas;
 };
 
 // An mbarrier's state (PTX: the expected arrivals, the pending arrivals and transaction
@@ -235,6 +246,7 @@ class Runner {
       warps[w].exists = live == kWarp ? 0xFFFFFFFFu : (1u << live) - 1;
       warps[w].mask = warps[w].exists;
       warps[w].regs.assign(size_t(k_.slots) * kWarp, Scalar{0});
+      if (k_.warpgroups) warps[w].written.assign(size_t(k_.slots), 0);
       warps[w].reg_bytes.resize(k_.buffers.size());
       warps[w].reg_init.resize(k_.buffers.size());
       for (size_t b = 0; b < k_.buffers.size(); ++b)
@@ -245,6 +257,7 @@ class Runner {
         }
     }
     warps_ = &warps;
+    proxy_fences_.assign(size_t(threads), 0);
     mbarriers_.clear();
     named_ = {};
     // Each warp runs until it ends or waits; the round repeats while some warp moved. When
@@ -437,6 +450,8 @@ class Runner {
       std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
       fault(f->what + (f->other != -1 ? other + " with no barrier between," : ""), b, index, t);
     }
+    if (a == Access::Write)
+      shared_[size_t(b)].generic_write(offset, bytes, t, proxy_fences_[size_t(t)]);
   }
 
   // The bank passes of one warp-level shared access (EmuStats): lane_offset_ holds each
@@ -776,6 +791,10 @@ class Runner {
     }
     const EmuInstr& in = k_.code[size_t(w.pc)];
     ++issued_, ++advanced_;
+    if (!w.wgmmas.empty()) check_settled(w, in);
+    if (k_.warpgroups && in.out >= 0)
+      w.written[size_t(in.out)] =
+          in.kind == EmuKind::Wgmma || in.kind == EmuKind::WgmmaWait ? 0 : ++w.clock;
     int count = in.dtype.is_value() ? in.dtype.count() : 1;
     switch (in.kind) {
       case EmuKind::Nop:
@@ -868,6 +887,21 @@ class Runner {
         break;
       case EmuKind::Fence:
         fence(w, in);
+        break;
+      case EmuKind::MatrixDesc:
+        matrix_desc(w, in);
+        break;
+      case EmuKind::Wgmma:
+        wgmma(w, in);
+        break;
+      case EmuKind::WgmmaCommit:
+        whole_warp(w, "WGMMA_COMMIT");
+        ++wgmma_groups_;
+        for (Warp::InFlight& f : w.wgmmas)
+          if (f.group < 0) f.group = wgmma_groups_;
+        break;
+      case EmuKind::WgmmaWait:
+        wgmma_wait(w, in);
         break;
       case EmuKind::Setmaxnreg:
         whole_warp(w, "SETMAXNREG");
@@ -1040,11 +1074,189 @@ class Runner {
   }
 
   void fence(Warp& w, const EmuInstr& in) {
-    if (EmuFence(in.imm_i) == EmuFence::MbarrierInit)
+    switch (EmuFence(in.imm_i)) {
+      case EmuFence::MbarrierInit:
+        each(w.mask, [&](int l) {
+          for (auto& [key, m] : mbarriers_)
+            if (m.init_thread == thread_of(l)) m.fenced = true;
+        });
+        return;
+      case EmuFence::ProxyAsync:
+        each(w.mask, [&](int l) { ++proxy_fences_[size_t(thread_of(l))]; });
+        return;
+      case EmuFence::Wgmma:
+        whole_warp(w, "FENCE wgmma");
+        w.wgmma_fence = w.clock;
+        return;
+    }
+  }
+
+  // ---- warpgroup MMA ----
+  // The shared address of lane l's INDEX (the buffer's base plus the byte offset).
+  void matrix_desc(Warp& w, const EmuInstr& in) {
+    const EmuBuffer& b = k_.buffers[size_t(in.buf)];
+    static constexpr uint64_t mode_bits[] = {0, 3, 2, 1};  // none, 32B, 64B, 128B
+    uint64_t fixed = (uint64_t(in.lanes[2]) >> 4 << 16) | (uint64_t(in.lanes[3]) >> 4 << 32) |
+                     (mode_bits[in.lanes[0]] << 62);
+    each(w.mask, [&](int l) {
+      int64_t index = reg(w, in.idx)[l].i;
+      int64_t off = check_access(in.buf, index, 2, l, false);
+      uint64_t address = uint64_t(b.base + off);
+      reg(w, in.out)[l].i = int64_t(((address & 0x3FFFF) >> 4) | fixed);
+    });
+  }
+
+  // Element (mn, k) of the 16-bit matrix a descriptor points to, read from shared memory as
+  // the PTX canonical layouts place it (K-major: rows of the swizzle's width, 8-row groups
+  // SBO apart; MN-major: MN contiguous, 8-deep K groups SBO apart; with no swizzle, 8x16-byte
+  // core matrices LBO and SBO apart), the swizzle XOR applied to the address. The
+  // allocation it lands in must be laid out with the descriptor's swizzle.
+  double desc_element(Warp& w, uint64_t d, bool mn_major, int mn, int k, const char* which,
+                      DType elem) {
+    int64_t start = int64_t(d & 0x3FFF) << 4, lbo = int64_t((d >> 16) & 0x3FFF) << 4,
+            sbo = int64_t((d >> 32) & 0x3FFF) << 4;
+    static constexpr Swizzle modes[] = {Swizzle::None, Swizzle::B128, Swizzle::B64, Swizzle::B32};
+    Swizzle mode = modes[d >> 62];
+    int64_t width = swizzle_width(mode), off;
+    if (!mn_major)
+      off = mode == Swizzle::None ? mn % 8 * 16 + mn / 8 * sbo + k % 8 * 2 + k / 8 * lbo
+                                  : mn % 8 * width + mn / 8 * sbo + k * 2;
+    else
+      off = mode == Swizzle::None
+                ? mn % 8 * 2 + mn / 8 * sbo + k % 8 * 16 + k / 8 * lbo
+                : mn % (width / 2) * 2 + mn / (width / 2) * lbo + k % 8 * width + k / 8 * sbo;
+    int64_t address = start + off;
+    if (mode != Swizzle::None) address ^= ((address >> 7) & (width / 16 - 1)) << 4;
+    int b = -1;
+    for (size_t i = 0; i < k_.buffers.size(); ++i) {
+      const EmuBuffer& buf = k_.buffers[i];
+      if (buf.kind == EmuBufKind::Shared && start >= buf.base &&
+          start < buf.base + buf.size * buf.elem.itemsize())
+        b = int(i);
+    }
+    int lane = std::countr_zero(w.mask);
+    if (b < 0)
+      fault(place(w.pc) + "'s " + which + " descriptor points at shared address " +
+                std::to_string(start) + ", which no shared allocation holds,",
+            -1, 0, thread_of(lane));
+    const EmuBuffer& buf = k_.buffers[size_t(b)];
+    if (buf.swizzle != mode)
+      fault(place(w.pc) + "'s " + which + " descriptor names swizzle " +
+                std::string(swizzle_name(mode)) + " but " + buf.name + " is laid out with " +
+                std::string(swizzle_name(buf.swizzle)) + ",",
+            -1, 0, thread_of(lane));
+    int64_t offset = address - buf.base, index = offset / buf.elem.itemsize();
+    if (offset < 0 || offset + 2 > buf.size * buf.elem.itemsize())
+      fault(place(w.pc) + " reads its " + which + " operand (row " + std::to_string(mn) + ", k " +
+                std::to_string(k) + ") past the end of its allocation",
+            b, index, thread_of(lane));
+    track(w, b, index, offset, 2, lane, Access::Read);
+    if (auto t = shared_[size_t(b)].unfenced(offset, 2, proxy_fences_))
+      fault(place(w.pc) + " reads through the async proxy what " + thread_text(*t) +
+                " wrote with ordinary stores and no FENCE proxy_async since",
+            b, index, thread_of(lane));
+    return decode(shared_[size_t(b)].bytes().data() + offset, elem).f;
+  }
+
+  // A warp's part of a warpgroup MMA: rows 16q..16q+15 of D for warp q of its warpgroup,
+  // computed at the issue in double and rounded to float32; the result is in flight until
+  // a WGMMA_WAIT lets it land.
+  void wgmma(Warp& w, const EmuInstr& in) {
+    whole_warp(w, "WGMMA");
+    int q = warp_id_ % 4;
+    std::vector<int> regs = {in.src[2]};
+    if (!in.mma_a_shared) regs.push_back(in.src[0]);
+    for (int s : regs)
+      if (w.written[size_t(s)] > w.wgmma_fence)
+        fault(place(w.pc) +
+                  " reads registers written by ordinary instructions with no FENCE "
+                  "wgmma between,",
+              -1, 0, thread_of(0));
+    const EmuFragment& fc = in.mma_c;
+    int n = fc.cols, kk = in.mma_k;
+    DType elem = in.in;
+    std::vector<double> A(size_t(16 * kk)), B(size_t(kk * n)), C(size_t(16 * n));
+    auto descriptor = [&](int s, const char* which) {
+      int64_t d = reg(w, s)[0].i;
       each(w.mask, [&](int l) {
-        for (auto& [key, m] : mbarriers_)
-          if (m.init_thread == thread_of(l)) m.fenced = true;
+        if (reg(w, s)[l].i != d)
+          fault(place(w.pc) + "'s " + which + " descriptor differs between lanes 0 and " +
+                    std::to_string(l) + ",",
+                -1, 0, thread_of(l));
       });
+      return uint64_t(d);
+    };
+    if (in.mma_a_shared) {
+      uint64_t da = descriptor(in.src[0], "A");
+      for (int r = 0; r < 16; ++r)
+        for (int c = 0; c < kk; ++c)
+          A[size_t(r * kk + c)] = desc_element(w, da, in.mma_a_mn, 16 * q + r, c, "A", elem);
+    } else {
+      const EmuFragment& fa = in.mma_a;
+      for (int l = 0; l < kWarp; ++l)
+        for (int i = 0; i < fa.count; ++i) {
+          int at = fa.at[size_t((32 * q + l) * fa.count + i)];
+          A[size_t((at / fa.cols - 16 * q) * kk + at % fa.cols)] = reg(w, in.src[0], i)[l].f;
+        }
+    }
+    uint64_t db = descriptor(in.src[1], "B");
+    for (int c = 0; c < kk; ++c)
+      for (int j = 0; j < n; ++j)
+        B[size_t(c * n + j)] = desc_element(w, db, in.mma_b_mn, j, c, "B", elem);
+    for (int l = 0; l < kWarp; ++l)
+      for (int i = 0; i < fc.count; ++i) {
+        int at = fc.at[size_t((32 * q + l) * fc.count + i)];
+        C[size_t((at / n - 16 * q) * n + at % n)] = reg(w, in.src[2], i)[l].f;
+      }
+    for (int l = 0; l < kWarp; ++l)
+      for (int i = 0; i < fc.count; ++i) {
+        int at = fc.at[size_t((32 * q + l) * fc.count + i)], r = at / n - 16 * q, c = at % n;
+        double acc = C[size_t(r * n + c)];
+        for (int x = 0; x < kk; ++x) acc += A[size_t(r * kk + x)] * B[size_t(x * n + c)];
+        reg(w, in.out, i)[l].f = double(float(acc));
+      }
+    w.wgmmas.push_back({in.out, fc.count, -1, w.pc});
+  }
+
+  // wgmma.wait_group N: the warp's oldest committed groups land until at most N are in
+  // flight; the accumulator it returns must have landed.
+  void wgmma_wait(Warp& w, const EmuInstr& in) {
+    whole_warp(w, "WGMMA_WAIT");
+    std::vector<int64_t> groups;
+    for (const Warp::InFlight& f : w.wgmmas)
+      if (f.group >= 0) groups.push_back(f.group);
+    std::sort(groups.begin(), groups.end());
+    groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+    if (int64_t(groups.size()) > in.imm_i) {
+      int64_t last = groups[groups.size() - size_t(in.imm_i) - 1];
+      std::erase_if(w.wgmmas,
+                    [&](const Warp::InFlight& f) { return f.group >= 0 && f.group <= last; });
+    }
+    for (const Warp::InFlight& f : w.wgmmas)
+      if (f.slot == in.src[0])
+        fault(place(w.pc) + " (N = " + std::to_string(in.imm_i) + ") leaves " + place(f.pc) +
+                  (f.group < 0 ? ", which is not committed," : " in flight,") +
+                  " whose accumulator it returns",
+              -1, 0, thread_of(0));
+    for (int v = 0; v < in.dtype.count(); ++v)
+      each(w.mask, [&](int l) { reg(w, in.out, v)[l] = reg(w, in.src[0], v)[l]; });
+  }
+
+  // An instruction may not read a WGMMA's result before a WGMMA_WAIT lets it land (a WGMMA
+  // may take an in-flight accumulator as its own: the hardware chains them).
+  void check_settled(Warp& w, const EmuInstr& in) {
+    if (in.kind == EmuKind::WgmmaWait) return;
+    auto check = [&](int s) {
+      if (s < 0) return;
+      for (const Warp::InFlight& f : w.wgmmas)
+        if (s >= f.slot && s < f.slot + f.count)
+          fault(place(w.pc) + " reads the result of " + place(f.pc) +
+                    " before a WGMMA_WAIT lets it land,",
+                -1, 0, thread_of(std::countr_zero(w.mask | 1u)));
+    };
+    for (size_t i = 0; i < in.src.size(); ++i)
+      if (!(in.kind == EmuKind::Wgmma && i == 2)) check(in.src[i]);
+    for (int s : {in.value, in.alt, in.gate, in.idx, in.src_idx}) check(s);
   }
 
   const EmuKernel& k_;
@@ -1061,6 +1273,8 @@ class Runner {
   std::vector<Warp>* warps_ = nullptr;
   std::map<std::pair<int, int64_t>, Mbarrier> mbarriers_;  // by (buffer, index)
   std::array<NamedBarrier, 16> named_;
+  std::vector<uint32_t> proxy_fences_;  // per thread: the FENCE proxy_async it ran
+  int64_t wgmma_groups_ = 0;
   std::array<int64_t, 32> lane_offset_;  // a shared access's byte offset per lane (-1: off)
 };
 

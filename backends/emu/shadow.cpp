@@ -12,6 +12,25 @@ void SharedShadow::reset(size_t n) {
   r_epoch_.assign(n, 0);
   a_epoch_.assign(n, 0);
   pending_.assign(n, 0);
+  generic_.assign(n, 0);
+  generic_fences_.assign(n, 0);
+}
+
+void SharedShadow::generic_write(int64_t offset, int n, int thread, uint32_t fences) {
+  for (int64_t i = offset; i < offset + n; ++i)
+    generic_[size_t(i)] = thread + 1, generic_fences_[size_t(i)] = fences;
+}
+
+void SharedShadow::async_write(int64_t offset, int n) {
+  for (int64_t i = offset; i < offset + n; ++i) generic_[size_t(i)] = 0;
+}
+
+std::optional<int> SharedShadow::unfenced(int64_t offset, int n,
+                                          const std::vector<uint32_t>& fences) const {
+  for (int64_t i = offset; i < offset + n; ++i)
+    if (int32_t t = generic_[size_t(i)]; t && fences[size_t(t - 1)] == generic_fences_[size_t(i)])
+      return t - 1;
+  return std::nullopt;
 }
 
 void SharedShadow::set_pending(int64_t offset, int n, int thread) {

@@ -28,12 +28,21 @@ class SharedShadow {
   std::optional<ShadowFault> access(int64_t offset, int n, int thread, uint32_t epoch, Access a);
   // An async copy by `thread` is in flight to [offset, offset + n) (thread < 0: it landed).
   void set_pending(int64_t offset, int n, int thread);
+  // Proxies: ordinary stores (the generic proxy) by `thread`, which had run `fences` FENCE
+  // proxy_async before them; writes by the async proxy (TMA) need no fence.
+  void generic_write(int64_t offset, int n, int thread, uint32_t fences);
+  void async_write(int64_t offset, int n);
+  // The thread whose ordinary store to [offset, offset + n) has no FENCE proxy_async after
+  // it yet (`fences`: each thread's count now), for a read through the async proxy.
+  std::optional<int> unfenced(int64_t offset, int n, const std::vector<uint32_t>& fences) const;
 
  private:
   std::vector<unsigned char> bytes_, init_;
   std::vector<int32_t> writer_, reader_, atomic_;  // thread ids; -2: several threads
   std::vector<uint32_t> w_epoch_, r_epoch_, a_epoch_;
-  std::vector<int32_t> pending_;  // thread+1 whose async copy has not landed, else 0
+  std::vector<int32_t> pending_;          // thread+1 whose async copy has not landed, else 0
+  std::vector<int32_t> generic_;          // thread+1 of the last ordinary store, else 0
+  std::vector<uint32_t> generic_fences_;  // that thread's FENCE proxy_async count then
 };
 
 }  // namespace kitten

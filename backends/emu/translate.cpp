@@ -70,8 +70,9 @@ class Translator {
     if (threads > target_.max_threads_per_block)
       refuse(p_, "needs " + std::to_string(threads) + " threads per block; the " + target_.arch +
                      " profile allows " + std::to_string(target_.max_threads_per_block));
-    if (k_->setmaxnreg && threads % 128 != 0)
-      refuse(p_, "uses SETMAXNREG with " + std::to_string(threads) +
+    if ((k_->setmaxnreg || k_->warpgroups) && threads % 128 != 0)
+      refuse(p_, std::string("uses ") + (k_->setmaxnreg ? "SETMAXNREG" : "WGMMA") + " with " +
+                     std::to_string(threads) +
                      " threads per block, which is not whole warpgroups of 128");
   }
 
@@ -98,6 +99,14 @@ class Translator {
     buffers_[u.id()] = int(k_->buffers.size());
     k_->buffers.push_back({kind, u.slot(), u.dtype().pointee(), u.dtype().size(),
                            what + " " + std::to_string(u.slot())});
+    if (kind == EmuBufKind::Shared) {  // carved one after another, each start aligned
+      const AllocArg& a = std::get<AllocArg>(u.arg());
+      int64_t align = std::max<int64_t>(16, a.align);
+      EmuBuffer& b = k_->buffers.back();
+      b.base = (shared_end_ + align - 1) / align * align;
+      b.swizzle = a.swizzle;
+      shared_end_ = b.base + b.size * b.elem.itemsize();
+    }
   }
   EmuInstr& push(EmuKind kind, const UOp& u) {
     EmuInstr in;
@@ -302,6 +311,42 @@ class Translator {
         k_->setmaxnreg = true;
         return;
       }
+      case Op::MATRIX_DESC: {
+        needs(kFeatureWgmma, u);
+        EmuInstr& in = push(EmuKind::MatrixDesc, u);
+        address(in, u.src(0));
+        in.lanes = std::get<std::vector<int64_t>>(u.arg());
+        value(in, u);
+        return;
+      }
+      case Op::WGMMA: {
+        needs(kFeatureWgmma, u);
+        const MmaLayout& l = *find_mma_layout(u.name_arg());
+        EmuInstr& in = push(EmuKind::Wgmma, u);
+        in.src = {slot(u.src(0)), slot(u.src(1)), slot(u.src(2))};
+        in.mma_a_shared = l.a.home == OperandHome::SharedDescriptor;
+        if (!in.mma_a_shared) in.mma_a = fragment(l.a, 128);
+        in.mma_a_mn = in.mma_a_shared && std::get<std::vector<int64_t>>(u.src(0).arg())[1] != 0;
+        in.mma_b_mn = std::get<std::vector<int64_t>>(u.src(1).arg())[1] != 0;
+        in.mma_c = fragment(l.c, 128);
+        in.mma_k = l.k;
+        in.in = l.name.find("_bf16_") != std::string::npos ? dtypes::bfloat16 : dtypes::float16;
+        value(in, u);
+        k_->warpgroups = true;
+        return;
+      }
+      case Op::WGMMA_COMMIT:
+        needs(kFeatureWgmma, u);
+        push(EmuKind::WgmmaCommit, u);
+        return;
+      case Op::WGMMA_WAIT: {
+        needs(kFeatureWgmma, u);
+        EmuInstr& in = push(EmuKind::WgmmaWait, u);
+        in.src = {slot(u.src(0))};
+        in.imm_i = u.int_arg();
+        value(in, u);
+        return;
+      }
       case Op::SHUFFLE: {
         needs(kFeatureShuffle, u);
         EmuInstr& in = push(EmuKind::Shuffle, u);
@@ -389,6 +434,7 @@ class Translator {
   std::set<std::string> vars_;
   std::unordered_map<const void*, int> slots_, buffers_, opener_pc_, index_;
   int line_ = 0;
+  int64_t shared_end_ = 1024;  // shared addresses start here (0 stays unused)
 };
 
 }  // namespace

@@ -332,16 +332,39 @@ TEST(MmaLayouts, FragmentMapsMatchThePtxTables) {
   for (int i = 0; i < 4; ++i) EXPECT_EQ(k8.a.at(31, i), a31[size_t(i)]) << i;
   EXPECT_EQ(k8.b.at(31, 0), (std::pair<int, int>{6, 7}));
   EXPECT_EQ(k8.b.at(31, 1), (std::pair<int, int>{7, 7}));
-  // Every element of every matrix is held by exactly one (lane, i).
+  // wgmma m64nNk16 (PTX figures "WGMMA .m64nNk16 register fragment layout"): warp w of
+  // the warpgroup holds rows 16w..16w+15; thread 37 is warp 1, lane 5 (group 1, tig 1).
+  const MmaLayout& w = *find_mma_layout("wgmma_m64n24k16_bf16_rs");
+  std::vector<std::pair<int, int>> wa37 = {{17, 2},  {17, 3},  {25, 2},  {25, 3},
+                                           {17, 10}, {17, 11}, {25, 10}, {25, 11}};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(w.a.at(37, i), wa37[size_t(i)]) << i;
+  // D: four elements per 8-column block, d4..d7 in columns 8..15; thread 127 is warp 3,
+  // lane 31 (group 7, tig 3): rows 55 and 63.
+  std::vector<std::pair<int, int>> wd127 = {{55, 6},  {55, 7},  {63, 6},  {63, 7},
+                                            {55, 14}, {55, 15}, {63, 14}, {63, 15},
+                                            {55, 22}, {55, 23}, {63, 22}, {63, 23}};
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(w.c.at(127, i), wd127[size_t(i)]) << i;
+  EXPECT_EQ(w.c.at(0, 2), (std::pair<int, int>{8, 0}));
+  EXPECT_EQ(find_mma_layout("wgmma_m64n12k16_bf16_rs"), nullptr);  // N a multiple of 8
+  EXPECT_EQ(find_mma_layout("wgmma_m64n264k16_bf16_ss"), nullptr);
+  EXPECT_EQ(find_mma_layout("wgmma_m64n64k16_bf16_sr"), nullptr);
+  EXPECT_EQ(find_mma_layout("wgmma_m64n256k16_f16_ss")->c.fragment, dtypes::float32.vec(128));
+  // Every element of every register matrix is held by exactly one (thread, i).
   for (const MmaLayout* L : mma_layouts()) {
     std::set<std::pair<int, int>> a, b, c;
-    for (int l = 0; l < 32; ++l) {
-      for (int i = 0; i < L->a.fragment.count(); ++i) a.insert(L->a.at(l, i));
-      for (int i = 0; i < L->b.fragment.count(); ++i) b.insert(L->b.at(l, i));
+    for (int l = 0; l < L->group_threads; ++l) {
+      for (int i = 0; L->a.home == OperandHome::Registers && i < L->a.fragment.count(); ++i)
+        a.insert(L->a.at(l, i));
+      for (int i = 0; L->b.home == OperandHome::Registers && i < L->b.fragment.count(); ++i)
+        b.insert(L->b.at(l, i));
       for (int i = 0; i < L->c.fragment.count(); ++i) c.insert(L->c.at(l, i));
     }
-    EXPECT_EQ(a.size(), size_t(L->m * L->k)) << L->name;
-    EXPECT_EQ(b.size(), size_t(L->k * L->n)) << L->name;
+    if (L->a.home == OperandHome::Registers) {
+      EXPECT_EQ(a.size(), size_t(L->m * L->k)) << L->name;
+    }
+    if (L->b.home == OperandHome::Registers) {
+      EXPECT_EQ(b.size(), size_t(L->k * L->n)) << L->name;
+    }
     EXPECT_EQ(c.size(), size_t(L->m * L->n)) << L->name;
   }
 }

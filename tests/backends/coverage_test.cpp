@@ -139,6 +139,11 @@ UOp example(Op op) {
       UOp regs = UOp::make(Op::SETMAXNREG, dtypes::void_, {met}, std::vector<int64_t>{40, 0});
       return sink({store(index(after(out, {regs}), w), load(index(x, w)))}, "cover");
     }
+    case Op::MATRIX_DESC:
+    case Op::WGMMA:
+    case Op::WGMMA_COMMIT:
+    case Op::WGMMA_WAIT:
+      return wgmma_tile_kernel({.n = 8, .k = 16, .swizzle = Swizzle::None});
     case Op::CAST:
       return elementwise(cast(xi, dtypes::float16));
     case Op::BITCAST:

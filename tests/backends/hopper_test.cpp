@@ -8,6 +8,10 @@
 #include "backends/emu/emulator.h"
 #include "dsl/linearize.h"
 #include "dsl/lower.h"
+#include "dsl/printer.h"
+#include "dsl/rewrite.h"
+#include "dsl/swizzle.h"
+#include "kernels/examples.h"
 #include "test_device.h"
 
 namespace kitten {
@@ -175,6 +179,39 @@ TEST_P(Hopper, SetmaxnregReachesTheSass) {
 }
 #endif
 
+std::string tile_text(const WgmmaTile& o) {
+  return "n " + std::to_string(o.n) + ", k " + std::to_string(o.k) + ", swizzle " +
+         std::string(swizzle_name(o.swizzle)) + (o.a_in_registers ? ", A in registers" : "") +
+         (o.b_mn_major ? ", B MN-major" : ", B K-major") + ", " + std::string(o.in.name());
+}
+
+// One warpgroup's wgmma chain against float64: every swizzle mode, both majors of B, A from
+// shared memory or registers, N from 8 to 256, bf16 and f16.
+TEST_P(Hopper, WgmmaTileMatchesFloat64) {
+  if (!dev->props().target.has(kFeatureWgmma)) GTEST_SKIP() << "no wgmma here";
+  std::vector<WgmmaTile> cases;
+  for (Swizzle s : {Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128})
+    for (bool mn : {false, true})
+      cases.push_back({.n = 64, .k = 64, .swizzle = s, .b_mn_major = mn});
+  cases.push_back({.n = 8, .k = 16, .swizzle = Swizzle::B32, .a_in_registers = true});
+  cases.push_back(
+      {.n = 256, .k = 64, .swizzle = Swizzle::B128, .a_in_registers = true, .b_mn_major = true});
+  cases.push_back({.n = 136, .k = 32, .swizzle = Swizzle::B64, .in = dtypes::float16});
+  cases.push_back(
+      {.n = 24, .k = 128, .swizzle = Swizzle::B128, .b_mn_major = true, .in = dtypes::float16});
+  for (const WgmmaTile& o : cases) {
+    SCOPED_TRACE(tile_text(o));
+    HostData a = HostData::random(o.in, size_t(64 * o.k), 51),
+             b = HostData::random(o.in, size_t(o.k * o.n), 52);
+    std::vector<double> scale, want = matmul_reference(a, b, 64, o.n, o.k, &scale);
+    HostData c = HostData::poisoned(dtypes::float32, size_t(64 * o.n));
+    DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+    compile_kernel(*dev, wgmma_tile_kernel(o)).run(args({&dc, &da, &db}));
+    dc.read(c);
+    expect_accumulated(c, want, scale, o.k);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, Hopper, testing::ValuesIn(block_devices()), test_name);
 
 #ifndef KITTEN_CUDA_TESTS
@@ -249,6 +286,74 @@ TEST(EmuHopperChecks, SetmaxnregMustBeWarpgroupWide) {
   EXPECT_NE(e.find("uses SETMAXNREG with 96 threads per block, which is not whole warpgroups"),
             std::string::npos)
       << e;
+}
+
+// The first node of `root` with this op (and kind, for FENCE).
+UOp find_node(const UOp& root, Op op, const std::string& kind = "") {
+  for (const UOp& u : toposort(root))
+    if (u.op() == op && (kind.empty() || u.name_arg() == kind)) return u;
+  ADD_FAILURE() << "no " << op_name(op);
+  return {};
+}
+std::vector<size_t> tile_sizes(const WgmmaTile& o) {
+  return {size_t(64 * o.n), size_t(32 * o.k), size_t(o.k * o.n / 2)};  // in float32 words
+}
+
+TEST(EmuHopperChecks, AWgmmaWithoutItsFenceIsAnError) {
+  WgmmaTile o{.n = 16, .k = 32, .swizzle = Swizzle::B64, .a_in_registers = true};
+  UOp k = wgmma_tile_kernel(o);
+  UOp fence = find_node(k, Op::FENCE, "wgmma");
+  std::string e = emu_fault(substitute(k, {{fence, find_node(k, Op::BARRIER)}}), tile_sizes(o));
+  EXPECT_NE(e.find("reads registers written by ordinary instructions with no FENCE wgmma "
+                   "between, by thread (0,0,0)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(k, tile_sizes(o)), "");
+}
+
+TEST(EmuHopperChecks, ReadingAnAccumulatorBeforeItsWaitIsAnError) {
+  WgmmaTile o{.n = 16, .k = 32, .swizzle = Swizzle::B64};
+  UOp k = wgmma_tile_kernel(o);
+  UOp wait = find_node(k, Op::WGMMA_WAIT);
+  std::string e = emu_fault(substitute(k, {{wait, wait.src(0)}}), tile_sizes(o));
+  EXPECT_NE(e.find("reads the result of WGMMA %"), std::string::npos) << e;
+  EXPECT_NE(e.find("before a WGMMA_WAIT lets it land, by thread (0,0,0)"), std::string::npos) << e;
+  // A wait for a group that was never committed leaves it in flight.
+  UOp commit = find_node(k, Op::WGMMA_COMMIT);
+  UOp uncommitted = substitute(k, {{commit, find_node(k, Op::FENCE, "wgmma")}});
+  e = emu_fault(uncommitted, tile_sizes(o));
+  EXPECT_NE(e.find(", which is not committed, whose accumulator it returns"), std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, OrdinaryStoresReadByWgmmaNeedTheProxyFence) {
+  WgmmaTile o{.n = 16, .k = 32, .swizzle = Swizzle::B32};
+  UOp k = wgmma_tile_kernel(o);
+  UOp fence = find_node(k, Op::FENCE, "proxy_async");
+  UOp unfenced = substitute(k, {{fence, UOp::make(Op::GROUP, fence.src())}});
+  std::string e = emu_fault(unfenced, tile_sizes(o));
+  EXPECT_NE(e.find("reads through the async proxy what thread ("), std::string::npos) << e;
+  EXPECT_NE(e.find("wrote with ordinary stores and no FENCE proxy_async since"), std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, ADescriptorMustNameItsAllocationsSwizzle) {
+  WgmmaTile o{.n = 16, .k = 64, .swizzle = Swizzle::B128};
+  UOp k = wgmma_tile_kernel(o);
+  UOp sb;
+  for (const UOp& u : toposort(k))
+    if (u.op() == Op::DEFINE_LOCAL && u.slot() == 1) sb = u;
+  UOp plain = define_local(o.in, sb.dtype().size(), 1, 1024, Swizzle::None);
+  UOp wrong = substitute(k, {{sb, plain}});
+  std::string e = emu_fault(wrong, tile_sizes(o));
+  EXPECT_NE(e.find("'s B descriptor names swizzle 128B but shared 1 is laid out with none"),
+            std::string::npos)
+      << e;
+  // The CUDA renderer refuses it before anything runs.
+  EXPECT_NE(error_of([&] {
+              render_cuda(linearize(wrong), nullptr);
+            }).find("has a MATRIX_DESC naming swizzle 128B into shared memory laid out with none"),
+            std::string::npos);
 }
 
 TEST(EmuHopperChecks, ATargetWithoutMbarriersRefusesThem) {

@@ -30,6 +30,15 @@ UOp mk(Op op, DType d, std::initializer_list<UOp> s, Arg a = {}) {
 
 UOp mbar() { return index(define_local(dtypes::int64, 4, 1, 8), i_(2)); }
 
+UOp desc(int64_t swizzle = 3) {
+  return mk(Op::MATRIX_DESC, dtypes::uint64,
+            {index(define_local(dtypes::bfloat16, 4096, 2, 1024, Swizzle::B128), i_(64))},
+            V{swizzle, 0, 16, 1024});
+}
+UOp wgmma() {
+  return mk(Op::WGMMA, f32.vec(4), {desc(), desc(), v4()}, std::string("wgmma_m64n8k16_bf16_ss"));
+}
+
 // One valid node of every core op.
 std::vector<UOp> valid_nodes() {
   UOp x = define_var("x", 0, 63), r = range(16, 0, AxisKind::Loop);
@@ -81,6 +90,10 @@ std::vector<UOp> valid_nodes() {
       mk(Op::FENCE, dtypes::void_, {eff()}, std::string("proxy_async")),
       mk(Op::NAMED_BARRIER, dtypes::void_, {eff()}, V{1, 256}),
       mk(Op::SETMAXNREG, dtypes::void_, {}, V{240, 1}),
+      desc(),
+      wgmma(),
+      mk(Op::WGMMA_COMMIT, dtypes::void_, {wgmma()}),
+      mk(Op::WGMMA_WAIT, f32.vec(4), {wgmma()}, int64_t(1)),
       cast(f, dtypes::float16),
       mk(Op::BITCAST, i32, {f}),
       v4(),
@@ -380,6 +393,44 @@ std::vector<BadCase> bad_cases() {
          mk(Op::SETMAXNREG, dtypes::void_, {}, V{264, 1});
        },
        "SETMAXNREG", "multiple of 8 in 24..256"},
+      {"DescOfFloats",
+       [] {
+         mk(Op::MATRIX_DESC, dtypes::uint64, {index(lbuf(), i_(0))}, V{0, 0, 16, 128});
+       },
+       "MATRIX_DESC", "16-bit element"},
+      {"DescOffsetNotMultipleOf16",
+       [] {
+         mk(Op::MATRIX_DESC, dtypes::uint64, {index(lbuf(dtypes::bfloat16), i_(0))},
+            V{0, 0, 8, 128});
+       },
+       "MATRIX_DESC", "multiples of 16"},
+      {"WgmmaOfAWarpLayout",
+       [] {
+         mk(Op::WGMMA, f32.vec(4), {desc(), desc(), v4()}, std::string("m16n8k16_bf16_f32"));
+       },
+       "WGMMA", "no warpgroup MMA layout"},
+      {"WgmmaWrongAccumulator",
+       [] {
+         mk(Op::WGMMA, f32.vec(4), {desc(), desc(), v4()}, std::string("wgmma_m64n16k16_bf16_ss"));
+       },
+       "WGMMA", "takes a MATRIX_DESC, a MATRIX_DESC, float32x8"},
+      {"WgmmaDescriptorFromArithmetic",
+       [] {
+         UOp d = desc();
+         mk(Op::WGMMA, f32.vec(4), {d, d + const_int(dtypes::uint64, 2), v4()},
+            std::string("wgmma_m64n8k16_bf16_ss"));
+       },
+       "WGMMA", "descriptors from MATRIX_DESC"},
+      {"WgmmaWaitOfAValue", [] { mk(Op::WGMMA_WAIT, f32.vec(4), {v4()}, int64_t(0)); },
+       "WGMMA_WAIT", "a WGMMA"},
+      {"WgmmaWaitTooDeep", [] { mk(Op::WGMMA_WAIT, f32.vec(4), {wgmma()}, int64_t(8)); },
+       "WGMMA_WAIT", "N is 0 to 7"},
+      {"ProxyFenceOfAValue",
+       [] { mk(Op::FENCE, dtypes::void_, {f_(1)}, std::string("proxy_async")); }, "FENCE",
+       "only a wgmma fence takes values"},
+      {"SwizzledAllocUnderaligned",
+       [] { define_local(dtypes::bfloat16, 64, 0, 256, Swizzle::B128); }, "DEFINE_LOCAL",
+       "at least what its swizzle's pattern needs"},
       {"CastChangesLanes", [] { cast(v4(), f32); }, "CAST", "lane count is kept"},
       {"CastToPointer", [] { cast(f_(1), f32.ptr()); }, "CAST", "dtype: a value"},
       {"BitcastChangesSize", [] { mk(Op::BITCAST, dtypes::int16, {f_(1)}); }, "BITCAST",
