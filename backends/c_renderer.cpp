@@ -81,7 +81,14 @@ class CRenderer {
       if (u.op() == Op::PARAM) {
         out.info.buffer_params[size_t(u.int_arg())] = u.dtype().is_pointer();
         out.info.unused_params[size_t(u.int_arg())] = false;
+      } else if (u.op() == Op::TENSOR_MAP) {
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        out.info.unused_params[size_t(v[0])] = false;
+        out.info.tensor_maps[int(v[0])] = {
+            u.dtype().pointee(), std::vector<int64_t>(v.begin() + 2, v.end()), Swizzle(v[1])};
       }
+    for (const UOp& u : p_.ops)
+      if (u.op() == Op::TMA_STORE) out.info.tensor_maps[int(u.src(0).slot())].stored = true;
     out.info.vars.assign(vars_.begin(), vars_.end());
     std::string src = dialect_.prelude;
     if (uses_narrow_) src += narrow_float_prelude();
@@ -150,13 +157,17 @@ class CRenderer {
         if (op == Op::MATRIX_DESC || op == Op::WGMMA || op == Op::WGMMA_COMMIT ||
             op == Op::WGMMA_WAIT)
           needs = kFeatureWgmma;
+        if (op == Op::TENSOR_MAP || op == Op::TMA_LOAD || op == Op::TMA_STORE ||
+            op == Op::BULK_REDUCE_ADD || op == Op::BULK_COMMIT || op == Op::BULK_WAIT)
+          needs = kFeatureTma;
         if (needs && !target_->has(*needs))
           refuse(dialect_, p_,
                  "uses " + op_name(op) + ", which " + target_->arch + " does not have");
       }
       if (op == Op::RANGE && u.axis().kind == AxisKind::Local)
         refuse(dialect_, p_, "uses a local range; write threads as SPECIALs");
-      if (op == Op::PARAM) num_params_ = std::max<int>(num_params_, int(u.int_arg()) + 1);
+      if (op == Op::PARAM || op == Op::TENSOR_MAP)
+        num_params_ = std::max<int>(num_params_, int(u.slot()) + 1);
       explicit_groups_ |= op == Op::ASYNC_COMMIT;  // then copies join the open group
       setmaxnreg_ |= op == Op::SETMAXNREG;
       for (const UOp& s : u.src()) ++uses_[s.id()];
@@ -685,6 +696,50 @@ class CRenderer {
       }
       case Op::WGMMA:
         emit_wgmma(u);
+        return;
+      case Op::TENSOR_MAP: {  // passed by value in the parameter space, addressed generically
+        std::string slot = std::to_string(u.slot());
+        vector_types_["kt_tensor_map"] =
+            "struct __align__(64) kt_tensor_map { unsigned long long v[16]; };\n";
+        param_decl_[size_t(u.slot())] = "const __grid_constant__ kt_tensor_map tm" + slot;
+        names_[u.id()] = "(unsigned long long)&tm" + slot;
+        return;
+      }
+      case Op::TMA_LOAD:
+      case Op::TMA_STORE: {
+        bool load = u.op() == Op::TMA_LOAD;
+        size_t first = load ? 3 : 2, rank = u.src().size() - first;
+        std::string coords, ins;
+        for (size_t i = 0; i < rank; ++i) {
+          coords += std::string(i ? ", " : "") + "%" + std::to_string(first + i);
+          ins += ", \"r\"(" + name(u.src(first + i)) + ")";
+        }
+        std::string nd = std::to_string(rank) + "d";
+        if (load)
+          line("asm volatile(\"cp.async.bulk.tensor." + nd +
+               ".shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {" + coords +
+               "}], [%2];\" :: \"r\"(" + shared_address(u.src(1)) + "), \"l\"(" + name(u.src(0)) +
+               "), \"r\"(" + shared_address(u.src(2)) + ")" + ins + " : \"memory\");");
+        else
+          line("asm volatile(\"cp.async.bulk.tensor." + nd +
+               ".global.shared::cta.bulk_group [%0, {" + coords + "}], [%1];\" :: \"l\"(" +
+               name(u.src(0)) + "), \"r\"(" + shared_address(u.src(1)) + ")" + ins +
+               " : \"memory\");");
+        return;
+      }
+      case Op::BULK_REDUCE_ADD:
+        line(
+            "asm volatile(\"cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], "
+            "[%1], %2;\" :: \"l\"(&" +
+            element(u.src(0)) + "), \"r\"(" + shared_address(u.src(1)) + "), \"r\"(" +
+            name(u.src(2)) + ") : \"memory\");");
+        return;
+      case Op::BULK_COMMIT:
+        line("asm volatile(\"cp.async.bulk.commit_group;\" ::: \"memory\");");
+        return;
+      case Op::BULK_WAIT:
+        line("asm volatile(\"cp.async.bulk.wait_group.read " + std::to_string(u.int_arg()) +
+             ";\" ::: \"memory\");");
         return;
       case Op::WGMMA_COMMIT:
         line("asm volatile(\"wgmma.commit_group.sync.aligned;\" ::: \"memory\");");

@@ -41,8 +41,31 @@ struct Buffer {
   friend bool operator==(const Buffer&, const Buffer&) = default;
 };
 
-// A kernel argument, in parameter-slot order then variables by name: a buffer or an integer.
-using KernelArg = std::variant<Buffer, int64_t>;
+// A TMA tensor map: a tensor of `dtype` in `buffer` with up to 5 dimensions (innermost
+// first), the byte strides of dimensions 1 and up, the box one TMA copy moves and the
+// swizzle of the shared tiles it fills. Made by make_tensor_map, which checks what the
+// hardware needs; cuda encodes it (cuTensorMapEncodeTiled) when a launch passes it.
+struct TensorMap {
+  Buffer buffer;
+  DType dtype;
+  std::vector<int64_t> dims, strides, box;
+  Swizzle swizzle = Swizzle::None;
+  friend bool operator==(const TensorMap&, const TensorMap&) = default;
+};
+// Throws BackendError saying what the hardware refuses: a rank outside 1..5, strides that
+// are not multiples of 16 bytes (a row of 4095 bfloat16 is 8190 bytes: such a tensor
+// takes another path), a start not 16-byte aligned, a box entry outside 1..256 or whose
+// inner extent is not a multiple of 16 bytes or (swizzled) not the swizzle's width, a tensor
+// larger than its buffer.
+TensorMap make_tensor_map(Buffer buffer, DType dtype, std::vector<int64_t> dims,
+                          std::vector<int64_t> strides, std::vector<int64_t> box,
+                          Swizzle swizzle = Swizzle::None);
+
+// A kernel argument, in parameter-slot order then variables by name: a buffer, an integer
+// or a tensor map.
+using KernelArg = std::variant<Buffer, int64_t, TensorMap>;
+// Replaces a buffer of `rebind` (old, new) in an argument (a tensor map's too).
+void rebind_arg(KernelArg& a, std::span<const std::pair<Buffer, Buffer>> rebind);
 
 struct LaunchDims {
   int64_t x = 1, y = 1, z = 1;
@@ -132,6 +155,15 @@ struct KernelInfo {
   std::vector<bool> buffer_params;  // per slot: a buffer (else an integer)
   std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
   std::vector<std::string> vars;    // DEFINE_VARs, by name, passed after the parameters
+  // The slots that take a tensor map (TENSOR_MAP), with the element, box and swizzle the
+  // kernel was built for: a launch's map must agree (check_tensor_map).
+  struct MapSlot {
+    DType dtype;
+    std::vector<int64_t> box;
+    Swizzle swizzle = Swizzle::None;
+    bool stored = false;  // a TMA_STORE writes through it
+  };
+  std::map<int, MapSlot> tensor_maps;
   LaunchDims global, local;
   // Grid extents that depend on variables (a block per 64 query rows of a run-time Nq),
   // null where the extent is the constant in `global`: see launch_grid.
@@ -174,6 +206,11 @@ inline LaunchDims launch_grid(const KernelInfo& k, std::span<const KernelArg> ar
 // a thread index whose extent is not a constant (a block's shape is fixed at compile time).
 bool place_special(const UOp& special, LaunchDims& grid, LaunchDims& block,
                    std::array<UOp, 3>& grid_extent);
+
+// Checks argument `slot` of a launch against what the kernel takes there (a buffer, an
+// integer, or a tensor map of its element, box and swizzle); throws BackendError naming the
+// kernel, the argument and both.
+void check_arg(const KernelInfo& k, size_t slot, const KernelArg& a, const std::string& device);
 
 // A launch's arguments: the parameters by slot, then the value of each of the kernel's
 // variables by name (BackendError naming a variable that `vars` lacks).

@@ -154,10 +154,7 @@ class HostGraph : public Graph {
     if (!cq) throw BackendError("graph: replay needs a queue of the same kind of device");
     std::vector<Launch> ls = launches_;
     for (Launch& l : ls)
-      for (KernelArg& a : l.args)
-        if (auto* b = std::get_if<Buffer>(&a))
-          for (const auto& [from, to] : rebind)
-            if (*b == from) *b = to;
+      for (KernelArg& a : l.args) rebind_arg(a, rebind);
     cq->enqueue([ls = std::move(ls)] {
       for (const Launch& l : ls) l.program->launch(l.global, l.local, l.args);
     });

@@ -7,6 +7,7 @@
 #include "dsl/eval.h"
 #include "dsl/lower.h"
 #include "dsl/printer.h"
+#include "dsl/swizzle.h"
 
 namespace kitten {
 
@@ -60,6 +61,90 @@ bool place_special(const UOp& special, LaunchDims& grid, LaunchDims& block,
     grid_extent[size_t(s.dim)] = special.src(0);
   }
   return true;
+}
+
+TensorMap make_tensor_map(Buffer buffer, DType dtype, std::vector<int64_t> dims,
+                          std::vector<int64_t> strides, std::vector<int64_t> box, Swizzle swizzle) {
+  auto refuse = [](const std::string& what) { throw BackendError("tensor map: " + what); };
+  size_t rank = dims.size();
+  int64_t item = dtype.itemsize();
+  if (rank < 1 || rank > 5) refuse("rank " + std::to_string(rank) + " (TMA takes 1 to 5)");
+  if (strides.size() != rank - 1 || box.size() != rank)
+    refuse("needs " + std::to_string(rank - 1) + " strides and " + std::to_string(rank) +
+           " box extents for " + std::to_string(rank) + " dimensions");
+  if (reinterpret_cast<uintptr_t>(buffer.ptr) % 16) refuse("the tensor must start 16-byte aligned");
+  int64_t end = item;  // one past the last byte the tensor reaches
+  for (size_t d = 0; d < rank; ++d) {
+    int64_t stride = d == 0 ? item : strides[d - 1];
+    if (dims[d] < 1 || dims[d] > (int64_t(1) << 32))
+      refuse("dimension " + std::to_string(d) + " has " + std::to_string(dims[d]) + " elements");
+    if (d > 0 && (stride % 16 || stride <= 0))
+      refuse("the stride of dimension " + std::to_string(d) + " is " + std::to_string(stride) +
+             " bytes; TMA needs multiples of 16 (rows of " + std::to_string(dims[0]) + " " +
+             std::string(dtype.name()) + " take another path, or a padded copy)");
+    if (box[d] < 1 || box[d] > 256)
+      refuse("box extent " + std::to_string(box[d]) + " in dimension " + std::to_string(d) +
+             " (1 to 256)");
+    end += (dims[d] - 1) * stride;
+  }
+  if (box[0] * item % 16)
+    refuse("the box's inner extent is " + std::to_string(box[0] * item) +
+           " bytes; TMA needs a multiple of 16");
+  if (swizzle != Swizzle::None && box[0] * item != swizzle_width(swizzle))
+    refuse("the box's inner extent is " + std::to_string(box[0] * item) + " bytes; a " +
+           std::string(swizzle_name(swizzle)) + " swizzled box must be exactly that wide");
+  if (size_t(end) > buffer.bytes)
+    refuse("the tensor reaches byte " + std::to_string(end) + " of a buffer of " +
+           std::to_string(buffer.bytes));
+  return {buffer, dtype, std::move(dims), std::move(strides), std::move(box), swizzle};
+}
+
+void rebind_arg(KernelArg& a, std::span<const std::pair<Buffer, Buffer>> rebind) {
+  Buffer* b = std::get_if<Buffer>(&a);
+  if (auto* m = std::get_if<TensorMap>(&a)) b = &m->buffer;
+  if (b)
+    for (const auto& [from, to] : rebind)
+      if (*b == from) {
+        *b = to;
+        return;
+      }
+}
+
+void check_arg(const KernelInfo& k, size_t slot, const KernelArg& a, const std::string& device) {
+  auto kind = [](const KernelArg& x) {
+    return std::holds_alternative<Buffer>(x)    ? "a buffer"
+           : std::holds_alternative<int64_t>(x) ? "an integer"
+                                                : "a tensor map";
+  };
+  std::string where = device + ": kernel '" + k.name + "' argument " + std::to_string(slot);
+  auto map = k.tensor_maps.find(int(slot));
+  if (slot < k.unused_params.size() && k.unused_params[slot]) return;  // unread: either kind
+  std::string want = map != k.tensor_maps.end()                               ? "a tensor map"
+                     : slot < k.buffer_params.size() && k.buffer_params[slot] ? "a buffer"
+                                                                              : "an integer";
+  if (want != kind(a)) throw BackendError(where + " is " + want + ", got " + kind(a));
+  if (map == k.tensor_maps.end()) return;
+  const TensorMap& m = std::get<TensorMap>(a);
+  auto text = [](DType d, const std::vector<int64_t>& box, Swizzle s) {
+    std::string b;
+    for (int64_t x : box) b += (b.empty() ? "" : "x") + std::to_string(x);
+    return std::string(d.name()) + " box " + b + " swizzle " + std::string(swizzle_name(s));
+  };
+  const KernelInfo::MapSlot& want_map = map->second;
+  if (m.dtype != want_map.dtype || m.box != want_map.box || m.swizzle != want_map.swizzle)
+    throw BackendError(where + " is a tensor map of " + text(m.dtype, m.box, m.swizzle) +
+                       "; the kernel was built for " +
+                       text(want_map.dtype, want_map.box, want_map.swizzle));
+  try {  // a map rebound to another buffer must still fit it
+    make_tensor_map(m.buffer, m.dtype, m.dims, m.strides, m.box, m.swizzle);
+  } catch (const BackendError& e) {
+    throw BackendError(where + ": " + e.what());
+  }
+  int64_t row = m.dims[0] * m.dtype.itemsize();
+  if (want_map.stored && row % 16)
+    throw BackendError(where + " is stored through with rows of " + std::to_string(row) +
+                       " bytes; the H100's TMA stores write whole 16-byte units, past such a "
+                       "row's end: store through a map of whole units (or another path)");
 }
 
 std::vector<KernelArg> bind_args(const KernelInfo& k, std::vector<KernelArg> params,

@@ -752,6 +752,121 @@ std::vector<OpSpec> core_specs() {
   })};
   add(ww);
 
+  // bulk copies
+  OpSpec tm = spec(Op::TENSOR_MAP,
+                   "A kernel parameter that is a TMA tensor map of the pointer's element: the "
+                   "arg is its slot, the swizzle of the shared tiles it fills (0 none, 1 32B, 2 "
+                   "64B, 3 128B) and the box one copy moves, innermost dimension first.",
+                   kOpDefinition | kOpMemory | kOpCooperative);
+  tm.dtype = checked_dtype("a pointer into global memory", [](DType d) {
+    return d.is_pointer() && d.space() == AddrSpace::Global;
+  });
+  tm.arg = ArgKind::Ints;
+  tm.rules = {
+      rule("slot >= 0, swizzle 0..3, 1 to 5 box extents of 1..256, the inner one a "
+           "multiple of 16 bytes, the swizzle's width when swizzled",
+           [](const UOp& u) {
+             const auto& v = std::get<std::vector<int64_t>>(u.arg());
+             bool ok = v.size() >= 3 && v.size() <= 7 && v[0] >= 0 && v[1] >= 0 && v[1] <= 3;
+             for (size_t i = 2; ok && i < v.size(); ++i) ok = v[i] >= 1 && v[i] <= 256;
+             if (ok) {
+               int64_t inner = v[2] * u.dtype().pointee().itemsize();
+               ok = inner % 16 == 0 && (v[1] == 0 || inner == (int64_t(16) << v[1]));
+             }
+             return fails_if(!ok, "slot, swizzle and box");
+           })};
+  add(tm);
+  SourceRule map = op_is("map", Op::TENSOR_MAP, "a TENSOR_MAP");
+  SourceRule tile = src("tile", "an ungated INDEX into shared memory of the map's element",
+                        [](const UOp& n, const UOp& s) {
+                          return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Local &&
+                                 s.src().size() == 2 &&
+                                 s.dtype().pointee() == n.src(0).dtype().pointee();
+                        });
+  auto coords_rule = [] {
+    return rule("one int32 coordinate per dimension of the map's box", [](const UOp& u) {
+      size_t fixed = u.op() == Op::TMA_LOAD ? 3 : 2;
+      size_t rank = std::get<std::vector<int64_t>>(u.src(0).arg()).size() - 2;
+      bool ok = u.src().size() == fixed + rank;
+      for (size_t i = fixed; ok && i < u.src().size(); ++i) ok = u.src(i).dtype() == dtypes::int32;
+      return fails_if(!ok, std::to_string(u.src().size() - fixed) + " coordinates for rank " +
+                               std::to_string(rank));
+    });
+  };
+  OpSpec tl = spec(Op::TMA_LOAD,
+                   "Starts a TMA copy of the box at the coordinates (the innermost a multiple of "
+                   "16 bytes; elements outside the tensor read as zeros) into a shared tile laid "
+                   "out with the map's swizzle; its bytes "
+                   "complete a transaction of the mbarrier, and land when that phase completes "
+                   "(cp.async.bulk.tensor ... mbarrier::complete_tx::bytes).",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  tl.sources = {map, tile, mbarrier};
+  tl.rest = int_scalar("coords");
+  tl.rest_min = 1;
+  tl.rest_max = 5;
+  tl.dtype = fixed_dtype(dtypes::void_);
+  tl.rules = {coords_rule()};
+  add(tl);
+  OpSpec ts = spec(Op::TMA_STORE,
+                   "Starts a TMA copy of a shared tile to the box at the coordinates, which may "
+                   "not be negative (elements past the tensor's end are not written), in this "
+                   "thread's bulk group "
+                   "(cp.async.bulk.tensor ... bulk_group); the tile may be rewritten after a "
+                   "BULK_WAIT.",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  ts.sources = {map, tile};
+  ts.rest = int_scalar("coords");
+  ts.rest_min = 1;
+  ts.rest_max = 5;
+  ts.dtype = fixed_dtype(dtypes::void_);
+  ts.rules = {coords_rule()};
+  add(ts);
+  OpSpec br = spec(Op::BULK_REDUCE_ADD,
+                   "Adds `bytes` bytes of float32 from shared memory into global memory, "
+                   "element by element and atomically, in this thread's bulk group "
+                   "(cp.reduce.async.bulk .add.f32).",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  br.sources = {
+      src("dst", "an ungated INDEX into global memory of float32",
+          [](const UOp&, const UOp& s) {
+            return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Global &&
+                   s.dtype().pointee() == dtypes::float32 && s.src().size() == 2;
+          }),
+      src("src", "an ungated INDEX into shared memory of float32",
+          [](const UOp&, const UOp& s) {
+            return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Local &&
+                   s.dtype().pointee() == dtypes::float32 && s.src().size() == 2;
+          }),
+      src("bytes", "an int32 CONST, a positive multiple of 16", [](const UOp&, const UOp& s) {
+        return s.op() == Op::CONST && s.dtype() == dtypes::int32 && s.const_int() > 0 &&
+               s.const_int() % 16 == 0;
+      })};
+  br.rest = effect("deps");
+  br.rest_max = -1;
+  br.dtype = fixed_dtype(dtypes::void_);
+  add(br);
+  OpSpec bk = spec(Op::BULK_COMMIT,
+                   "Closes this thread's bulk copies (TMA stores, bulk reductions) since its "
+                   "last commit into one bulk group (cp.async.bulk.commit_group).",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  bk.rest = effect("copies");
+  bk.rest_min = 1;
+  bk.rest_max = -1;
+  bk.dtype = fixed_dtype(dtypes::void_);
+  add(bk);
+  OpSpec bw = spec(Op::BULK_WAIT,
+                   "Waits until at most N (the arg) of this thread's bulk groups still read "
+                   "shared memory (cp.async.bulk.wait_group.read N).",
+                   kOpEffect | kOpMemory | kOpCooperative);
+  bw.rest = effect("deps");
+  bw.rest_max = -1;
+  bw.dtype = fixed_dtype(dtypes::void_);
+  bw.arg = ArgKind::Int;
+  bw.rules = {rule("N is 0 to 7", [](const UOp& u) {
+    return fails_if(u.int_arg() < 0 || u.int_arg() > 7, "N = " + std::to_string(u.int_arg()));
+  })};
+  add(bw);
+
   // types and vectors
   OpSpec cs = spec(Op::CAST,
                    "Converts a value to another dtype of the same lane count "

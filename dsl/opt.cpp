@@ -424,7 +424,7 @@ KernelParts split_reduction(const UOp& sink, const UOp& r, const ScheduleEntry& 
       if (end_r || u.src().size() != 2) refuse("needs a reduce range closed alone by one END");
       end_r = u;
     }
-    if (u.op() == Op::PARAM) slot = std::max(slot, u.slot() + 1);
+    if (u.op() == Op::PARAM || u.op() == Op::TENSOR_MAP) slot = std::max(slot, u.slot() + 1);
     if (u.op() == Op::RANGE) id = std::max(id, u.axis().id + 1);
   }
   if (!end_r) refuse("needs a reduce range closed by an END");

@@ -219,6 +219,12 @@ std::pair<int64_t, int64_t> compute_bounds(const UOp& u) {
     case Op::WGMMA:
     case Op::WGMMA_COMMIT:
     case Op::WGMMA_WAIT:
+    case Op::TENSOR_MAP:
+    case Op::TMA_LOAD:
+    case Op::TMA_STORE:
+    case Op::BULK_REDUCE_ADD:
+    case Op::BULK_COMMIT:
+    case Op::BULK_WAIT:
     case Op::BITCAST:
     case Op::VECTORIZE:
     case Op::EXTRACT:

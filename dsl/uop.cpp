@@ -276,6 +276,8 @@ int64_t UOp::const_int() const { return const_as_int(arg_as<ConstArg>(*this, "co
 int64_t UOp::int_arg() const { return arg_as<int64_t>(*this, "int"); }
 int64_t UOp::slot() const {
   if (const auto* a = std::get_if<AllocArg>(&arg())) return a->slot;
+  if (const auto* v = std::get_if<std::vector<int64_t>>(&arg()); v && op() == Op::TENSOR_MAP)
+    return v->at(0);
   return arg_as<int64_t>(*this, "slot");
 }
 const std::string& UOp::name_arg() const { return arg_as<std::string>(*this, "name"); }

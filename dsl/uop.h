@@ -69,7 +69,8 @@ class UOp {
   double const_value() const;  // a CONST as a double
   int64_t const_int() const;   // an integer or bool CONST
   int64_t int_arg() const;
-  int64_t slot() const;  // PARAM, DEFINE_REG (an int arg) and DEFINE_LOCAL (an alloc arg)
+  // PARAM, DEFINE_REG (an int arg), DEFINE_LOCAL (an alloc arg), TENSOR_MAP (its first int)
+  int64_t slot() const;
   const std::string& name_arg() const;
   AxisArg axis() const;
 

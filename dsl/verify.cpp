@@ -73,7 +73,8 @@ const std::vector<GraphRule>& graph_rules() {
       {"sink-is-root", "SINK is only ever the root of a graph, never a source"},
       {"one-range-per-axis", "distinct RANGEs have distinct axis ids"},
       {"one-buffer-per-slot",
-       "distinct PARAMs, DEFINE_LOCALs or DEFINE_REGs (each op on its own) have distinct slots"},
+       "distinct PARAMs (with TENSOR_MAPs), DEFINE_LOCALs or DEFINE_REGs (each op on its own) "
+       "have distinct slots"},
       {"one-var-per-name", "distinct DEFINE_VARs have distinct names"},
       {"one-extent-per-special",
        "all SPECIALs of one launch dimension (e.g. threadIdx.x) have the same extent"},
@@ -102,9 +103,11 @@ void verify(const UOp& root, const std::vector<UOp>& order) {
     for (const UOp& s : u.src())
       if (s.op() == Op::SINK) throw ir_error(s, rule(0).doc, std::string(rule(0).name), root);
     Op op = u.op();
-    if (op == Op::RANGE || op == Op::PARAM || op == Op::DEFINE_LOCAL || op == Op::DEFINE_REG) {
+    if (op == Op::RANGE || op == Op::PARAM || op == Op::TENSOR_MAP || op == Op::DEFINE_LOCAL ||
+        op == Op::DEFINE_REG) {
       int64_t id = op == Op::RANGE ? u.axis().id : u.slot();
-      auto [it, fresh] = ranges_and_slots.emplace(std::pair{id, int(op)}, u);
+      Op kind = op == Op::TENSOR_MAP ? Op::PARAM : op;  // one parameter slot, either kind
+      auto [it, fresh] = ranges_and_slots.emplace(std::pair{id, int(kind)}, u);
       if (!fresh) throw fail(u, rule(op == Op::RANGE ? 1 : 2), it->second);
     } else if (op == Op::DEFINE_VAR) {
       auto [it, fresh] = vars.emplace(std::get<VarArg>(u.arg()).name, u);

@@ -355,6 +355,63 @@ UOp wgmma_tile_kernel(const WgmmaTile& o) {
   return sink({UOp::make(Op::GROUP, std::span<const UOp>(outs))}, "wgmma_tile");
 }
 
+UOp tma_round_trip_kernel(DType dtype, const std::vector<int64_t>& box, Swizzle swizzle) {
+  int64_t count = 1, item = dtype.itemsize();
+  for (int64_t b : box) count *= b;
+  std::vector<int64_t> map_arg = {1, int64_t(swizzle)};
+  map_arg.insert(map_arg.end(), box.begin(), box.end());
+  UOp in = UOp::make(Op::TENSOR_MAP, dtype.ptr(), {}, map_arg);
+  map_arg[0] = 2;
+  UOp out_map = UOp::make(Op::TENSOR_MAP, dtype.ptr(), {}, map_arg);
+  UOp dense = param(0, dtype.ptr());
+  std::vector<UOp> load_at, store_at;
+  for (size_t d = 0; d < box.size(); ++d) {
+    load_at.push_back(define_var("load" + std::to_string(d), -65536, 65536));
+    store_at.push_back(define_var("store" + std::to_string(d), -65536, 65536));
+  }
+  UOp t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp tile =
+      define_local(dtype, count, 0, std::max<int64_t>(128, swizzle_alignment(swizzle)), swizzle);
+  UOp bar = define_local(dtypes::int64, 1, 1, 8);
+  UOp first = UOp::make(Op::IF, {t < 1});
+  UOp init =
+      UOp::make(Op::MBARRIER_INIT, dtypes::void_, {index(after(bar, {first}), i32(0)), i32(1)});
+  UOp fenced = UOp::make(Op::FENCE, dtypes::void_, {init}, std::string("mbarrier_init"));
+  UOp published = UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::ENDIF, {first, fenced})});
+  UOp ready = after(bar, {published});
+  // Thread 0 expects the box's bytes and starts the copy.
+  UOp issuer = UOp::make(Op::IF, {t < 1, published});
+  UOp at = index(after(ready, {issuer}), i32(0));
+  UOp expect = UOp::make(Op::MBARRIER_ARRIVE, dtypes::void_, {at, i32(count * item)});
+  std::vector<UOp> load_src = {in, index(after(tile, {issuer}), i32(0)),
+                               index(after(ready, {expect}), i32(0))};
+  load_src.insert(load_src.end(), load_at.begin(), load_at.end());
+  UOp copy = UOp::make(Op::TMA_LOAD, dtypes::void_, std::span<const UOp>(load_src));
+  UOp issued = UOp::make(Op::ENDIF, {issuer, copy});
+  UOp landed =
+      UOp::make(Op::MBARRIER_WAIT, dtypes::void_, {index(after(ready, {issued}), i32(0)), i32(0)});
+  UOp full = after(tile, {landed});
+  // Every thread reads elements of the box where the swizzle put them.
+  UOp r = range((count + 31) / 32, 0, AxisKind::Loop);
+  UOp e = r * 32 + t, live = e < count;
+  UOp place = e;
+  if (swizzle != Swizzle::None) {
+    int64_t per_row = swizzle_width(swizzle) / item;
+    place = swizzled_offset(swizzle, e / per_row, e % per_row * item) / item;
+  }
+  UOp copied =
+      end(store(index(dense, e, live), load(index(full, place, live), const_(dtype, 0))), {r});
+  // Thread 0 stores the tile back through the second map, once everyone has read it.
+  UOp read = UOp::make(Op::BARRIER, dtypes::void_, {copied});
+  UOp storer = UOp::make(Op::IF, {t < 1, read});
+  std::vector<UOp> store_src = {out_map, index(after(full, {storer}), i32(0))};
+  store_src.insert(store_src.end(), store_at.begin(), store_at.end());
+  UOp stored = UOp::make(Op::TMA_STORE, dtypes::void_, std::span<const UOp>(store_src));
+  UOp committed = UOp::make(Op::BULK_COMMIT, dtypes::void_, {stored});
+  UOp drained = UOp::make(Op::BULK_WAIT, dtypes::void_, {committed}, int64_t(0));
+  return sink({UOp::make(Op::ENDIF, {storer, drained})}, "tma_round_trip");
+}
+
 std::vector<std::string> builtin_kernel_names() {
   return {"add", "sum", "matmul", "multi", "softmax", "tiled_matmul", "block_sum", "mma_matmul"};
 }

@@ -74,6 +74,14 @@ struct WgmmaTile {
 };
 UOp wgmma_tile_kernel(const WgmmaTile& o);
 
+// A TMA round trip for one warp (sm_90): thread 0 loads the box at (load0, load1, ...) of
+// the tensor behind map 1 into shared memory laid out with `swizzle` (zeros outside the
+// tensor), completing an mbarrier's transaction; every thread waits on it and copies the
+// box densely to buffer 0; thread 0 then stores the box at (store0, ...) through map 2
+// (elements outside that tensor are dropped) and waits for the store to read the tile.
+// `box` innermost first, 1 to 5 dimensions. Variables load<d>, store<d>: int32 coordinates.
+UOp tma_round_trip_kernel(DType dtype, const std::vector<int64_t>& box, Swizzle swizzle);
+
 std::vector<std::string> builtin_kernel_names();
 // The named kernel at a default size. Throws std::invalid_argument naming the known ones.
 UOp builtin_kernel(const std::string& name);

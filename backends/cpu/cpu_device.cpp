@@ -233,20 +233,14 @@ void run_cpu_kernel(void (*fn)(void* const*, long long, long long), const Kernel
                        "index of one global dimension");
   std::vector<void*> raw(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
-    bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
-    if (i < info.unused_params.size() && info.unused_params[i])
-      is_buffer = std::holds_alternative<Buffer>(args[i]);  // unread: passed as given
-    if (auto* b = std::get_if<Buffer>(&args[i])) {
-      if (!is_buffer)
-        throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) +
-                           " is an integer, got a buffer");
+    if (i < size_t(info.num_params)) check_arg(info, i, args[i], "cpu");
+    if (auto* b = std::get_if<Buffer>(&args[i]))
       raw[i] = b->ptr;
-    } else {
-      if (is_buffer)
-        throw BackendError("cpu: kernel '" + info.name + "' argument " + std::to_string(i) +
-                           " is a buffer, got an integer");
-      raw[i] = reinterpret_cast<void*>(intptr_t(std::get<int64_t>(args[i])));
-    }
+    else if (auto* v = std::get_if<int64_t>(&args[i]))
+      raw[i] = reinterpret_cast<void*>(intptr_t(*v));
+    else if (i >= size_t(info.num_params))
+      throw BackendError("cpu: kernel '" + info.name + "' variable argument " + std::to_string(i) +
+                         " is a tensor map");
   }
   int64_t n = global.x;
   if (n <= 1) {

@@ -74,6 +74,8 @@ Driver load_driver() {
     d.why = "libcuda.so.1 is too old: " + why;
     return d;
   }
+  std::string optional;
+  bind(lib, d.TensorMapEncodeTiled, {"cuTensorMapEncodeTiled"}, optional);
   d.loaded = true;
   return d;
 }

@@ -83,6 +83,12 @@ struct Driver {
   Result (*GraphLaunch)(GraphExec, Stream);
   Result (*GraphExecDestroy)(GraphExec);
   Result (*GraphDestroy)(GraphT);
+  // CUDA 12+: null where the driver lacks it (a launch with a tensor map then says so).
+  Result (*TensorMapEncodeTiled)(void* map, int dtype, unsigned rank, void* address,
+                                 const unsigned long long* dims, const unsigned long long* strides,
+                                 const unsigned* box, const unsigned* element_strides,
+                                 int interleave, int swizzle, int l2_promotion,
+                                 int oob_fill) = nullptr;
   Result (*GetErrorName)(Result, const char**);
   Result (*GetErrorString)(Result, const char**);
 };

@@ -137,6 +137,10 @@ struct Params {
   std::array<void*, kInline> inline_pointers;
   std::vector<unsigned long long> heap_values;
   std::vector<void*> heap_pointers;
+  struct alignas(64) EncodedMap {  // CUtensorMap: 128 opaque bytes
+    unsigned long long bits[16];
+  };
+  std::vector<EncodedMap> maps;
   void** pointers_data = nullptr;
   Params(const KernelInfo& info, std::span<const KernelArg> args) {
     size_t want = size_t(info.num_params) + info.vars.size();
@@ -151,18 +155,83 @@ struct Params {
       values = heap_values.data();
       pointers = heap_pointers.data();
     }
+    maps.reserve(info.tensor_maps.size());  // no reallocation: pointers point into it
     for (size_t i = 0; i < args.size(); ++i) {
-      bool is_buffer = i < info.buffer_params.size() && info.buffer_params[i];
-      if (i < info.unused_params.size() && info.unused_params[i])
-        is_buffer = std::holds_alternative<Buffer>(args[i]);  // unread: passed as given
-      if (is_buffer != std::holds_alternative<Buffer>(args[i]))
-        throw BackendError("cuda: kernel '" + info.name + "' argument " + std::to_string(i) +
-                           " is " + (is_buffer ? "a buffer" : "an integer") + ", got the other");
-      values[i] = is_buffer ? reinterpret_cast<unsigned long long>(std::get<Buffer>(args[i]).ptr)
-                            : static_cast<unsigned long long>(std::get<int64_t>(args[i]));
+      if (i < size_t(info.num_params)) check_arg(info, i, args[i], "cuda");
       pointers[i] = &values[i];
+      if (const auto* b = std::get_if<Buffer>(&args[i])) {
+        values[i] = reinterpret_cast<unsigned long long>(b->ptr);
+      } else if (const auto* v = std::get_if<int64_t>(&args[i])) {
+        values[i] = static_cast<unsigned long long>(*v);
+      } else if (info.tensor_maps.count(int(i))) {
+        maps.push_back(encode(info, std::get<TensorMap>(args[i])));
+        pointers[i] = &maps.back();
+      } else {  // a tensor map where the kernel reads nothing
+        values[i] = 0;
+      }
     }
     pointers_data = pointers;
+  }
+  // cuTensorMapEncodeTiled with the map's dtype, dims, strides, box and swizzle;
+  // elements outside the tensor read as zeros.
+  static EncodedMap encode(const KernelInfo& info, const TensorMap& m) {
+    const cu::Driver& d = cu::driver();
+    if (!d.TensorMapEncodeTiled)
+      throw BackendError("cuda: kernel '" + info.name +
+                         "' takes a tensor map and this driver has no cuTensorMapEncodeTiled");
+    int type = -1;
+    switch (m.dtype.scalar_type()) {
+      case ScalarType::UInt8:
+      case ScalarType::Int8:
+      case ScalarType::Float8E4M3:
+      case ScalarType::Float8E5M2:
+        type = 0;
+        break;
+      case ScalarType::UInt16:
+      case ScalarType::Int16:
+        type = 1;
+        break;
+      case ScalarType::UInt32:
+        type = 2;
+        break;
+      case ScalarType::Int32:
+        type = 3;
+        break;
+      case ScalarType::UInt64:
+        type = 4;
+        break;
+      case ScalarType::Int64:
+        type = 5;
+        break;
+      case ScalarType::Float16:
+        type = 6;
+        break;
+      case ScalarType::Float32:
+        type = 7;
+        break;
+      case ScalarType::Float64:
+        type = 8;
+        break;
+      case ScalarType::BFloat16:
+        type = 9;
+        break;
+      default:
+        throw BackendError("cuda: a tensor map of " + std::string(m.dtype.name()));
+    }
+    std::array<unsigned long long, 5> dims{}, strides{};
+    std::array<unsigned, 5> box{}, ones{1, 1, 1, 1, 1};
+    for (size_t i = 0; i < m.dims.size(); ++i) {
+      dims[i] = static_cast<unsigned long long>(m.dims[i]);
+      box[i] = unsigned(m.box[i]);
+      if (i > 0) strides[i - 1] = static_cast<unsigned long long>(m.strides[i - 1]);
+    }
+    static constexpr int swizzles[] = {0, 1, 2, 3};  // none, 32B, 64B, 128B
+    EncodedMap out{};
+    check(d.TensorMapEncodeTiled(&out, type, unsigned(m.dims.size()), m.buffer.ptr, dims.data(),
+                                 strides.data(), box.data(), ones.data(), 0,
+                                 swizzles[int(m.swizzle)], 2, 0),
+          "kernel '" + info.name + "': encoding a tensor map");
+    return out;
   }
   Params(const Params&) = delete;
   void** data() { return pointers_data; }
@@ -329,11 +398,8 @@ class CudaGraph : public Graph {
     if (!exec_) build();
     for (size_t i = 0; i < launches_.size(); ++i) {
       std::vector<KernelArg> args = launches_[i].args;
-      for (KernelArg& a : args)
-        if (auto* b = std::get_if<Buffer>(&a))
-          for (const auto& [from, to] : rebind)
-            if (*b == from) *b = to;
-      if (args != bound_[i]) {  // only changed nodes are updated
+      for (KernelArg& a : args) rebind_arg(a, rebind);
+      if (args != bound_[i]) {  // only changed nodes are updated (a map is encoded afresh)
         Params p(launches_[i].program->info(), args);
         cu::KernelNodeParams np = node_params(launches_[i], p);
         check(c_->d.GraphExecKernelNodeSetParams(exec_, nodes_[i], &np), "rebinding a graph node");

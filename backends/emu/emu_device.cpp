@@ -52,6 +52,9 @@ class EmuDevice : public HostDevice {
     r.info.global_extent = k->grid_extent;
     r.info.vars = k->vars;
     r.info.num_params = k->num_params;
+    r.info.buffer_params = k->info.buffer_params;
+    r.info.unused_params = k->info.unused_params;
+    r.info.tensor_maps = k->info.tensor_maps;
     r.source = print_program(p);
     return r;
   }

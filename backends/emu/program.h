@@ -65,6 +65,9 @@ enum class EmuKind {
   Wgmma,
   WgmmaCommit,
   WgmmaWait,
+  TmaLoad,
+  TmaStore,
+  BulkReduceAdd,
 };
 
 // FENCE's kinds (EmuInstr::imm_i).
@@ -109,8 +112,9 @@ struct EmuKernel {
   int slots = 0;  // register rows of 32 lanes
   int num_params = 0;
   std::vector<std::string> vars;
-  std::vector<bool> buffer_params;
-  std::vector<bool> unused_params;  // per slot: no PARAM reads it (either kind is taken)
+  // The parameters' kinds as a launch checks them (check_arg): name, num_params, buffer,
+  // unused and tensor-map slots.
+  KernelInfo info;
   LaunchDims grid, block;
   std::array<UOp, 3> grid_extent;  // extents read from variables (null where constant)
   Target target;

@@ -211,11 +211,11 @@ class Runner {
       refuse_launch("takes " + std::to_string(want) + " arguments, got " +
                     std::to_string(args_.size()));
     for (size_t i = 0; i < args_.size(); ++i) {
-      bool is_buffer = i < k_.buffer_params.size() && k_.buffer_params[i];
-      if (i < k_.unused_params.size() && k_.unused_params[i]) continue;  // unread: either kind
-      if (is_buffer != std::holds_alternative<Buffer>(args_[i]))
-        refuse_launch("argument " + std::to_string(i) + " is " +
-                      (is_buffer ? "a buffer" : "an integer") + ", got the other");
+      if (i < size_t(k_.num_params)) {
+        check_arg(k_.info, i, args_[i], "emu");
+      } else if (!std::holds_alternative<int64_t>(args_[i])) {
+        refuse_launch("argument " + std::to_string(i) + " is a variable, an integer");
+      }
     }
     auto same = [](LaunchDims a, LaunchDims b) { return a.x == b.x && a.y == b.y && a.z == b.z; };
     LaunchDims grid = resolve_grid(k_.grid, k_.grid_extent, k_.vars, k_.num_params, args_);
@@ -258,6 +258,7 @@ class Runner {
     }
     warps_ = &warps;
     proxy_fences_.assign(size_t(threads), 0);
+    tma_.clear();
     mbarriers_.clear();
     named_ = {};
     // Each warp runs until it ends or waits; the round repeats while some warp moved. When
@@ -271,7 +272,7 @@ class Runner {
         if (wp.waits == Warp::Waits::Mbarrier) wp.waits = Warp::Waits::Nothing;  // retry
         while (!wp.done && wp.waits == Warp::Waits::Nothing) step(wp);
       }
-      if (advanced_ != before) continue;
+      if (advanced_ != before || deliver(nullptr)) continue;
       for (size_t w = 0; w < warps.size(); ++w)
         if (warps[w].waits == Warp::Waits::Mbarrier || warps[w].waits == Warp::Waits::Named)
           stuck(warps, int(w));
@@ -888,6 +889,15 @@ class Runner {
       case EmuKind::Fence:
         fence(w, in);
         break;
+      case EmuKind::TmaLoad:
+        tma_load(w, in);
+        break;
+      case EmuKind::TmaStore:
+        tma_store(w, in);
+        break;
+      case EmuKind::BulkReduceAdd:
+        bulk_reduce_add(w, in);
+        break;
       case EmuKind::MatrixDesc:
         matrix_desc(w, in);
         break;
@@ -994,15 +1004,17 @@ class Runner {
   // The mbarrier lane l addresses, checked: in bounds, initialised, and for a thread other
   // than the one that initialised it, fenced (FENCE mbarrier_init) and synchronised since.
   Mbarrier& mbarrier(Warp& w, const EmuInstr& in, int l) {
-    int64_t index = reg(w, in.idx)[l].i;
-    check_access(in.buf, index, 8, l, false);
-    auto it = mbarriers_.find({in.buf, index});
+    return mbarrier_at(w, in.buf, reg(w, in.idx)[l].i, l);
+  }
+  Mbarrier& mbarrier_at(Warp& w, int buf, int64_t index, int l) {
+    check_access(buf, index, 8, l, false);
+    auto it = mbarriers_.find({buf, index});
     if (it == mbarriers_.end())
-      fault(place(w.pc) + " uses " + mbarrier_text(in.buf, index) + " before any MBARRIER_INIT,",
-            -1, 0, thread_of(l));
+      fault(place(w.pc) + " uses " + mbarrier_text(buf, index) + " before any MBARRIER_INIT,", -1,
+            0, thread_of(l));
     Mbarrier& m = it->second;
     if (m.init_thread != thread_of(l) && (!m.fenced || m.init_epoch == epoch_))
-      fault(place(w.pc) + " uses " + mbarrier_text(in.buf, index) + ", initialised by " +
+      fault(place(w.pc) + " uses " + mbarrier_text(buf, index) + ", initialised by " +
                 thread_text(m.init_thread) +
                 (m.fenced ? " with no barrier since," : " with no FENCE mbarrier_init after it,"),
             -1, 0, thread_of(l));
@@ -1025,9 +1037,25 @@ class Runner {
     });
   }
 
-  // The current phase of `m` completes once its arrivals are in and its bytes landed.
-  void maybe_complete(Mbarrier& m) {
-    if (m.pending > 0 || m.tx != 0) return;
+  // The current phase of `m` completes once its arrivals are in and its transaction bytes
+  // counted down to zero: the TMA copies it waited for land, and a new race epoch starts.
+  void maybe_complete(std::pair<int, int64_t> key, Mbarrier& m, int thread) {
+    if (m.pending > 0 || m.tx > 0) return;
+    if (m.tx < 0)
+      fail(mbarrier_text(key.first, key.second) + " completed phase " + std::to_string(m.phase) +
+           "'s arrivals with " + std::to_string(-m.tx) +
+           " more transaction bytes landed than expected (by " + thread_text(thread) + ")");
+    for (auto it = tma_.begin(); it != tma_.end();) {
+      if (it->mbarrier != key || it->phase != m.phase) {  // not delivered to this phase
+        ++it;
+        continue;
+      }
+      SharedShadow& sb = shared_[size_t(it->buf)];
+      sb.set_pending(it->offset, int(it->data.size()), -1);
+      std::memcpy(sb.bytes().data() + it->offset, it->data.data(), it->data.size());
+      sb.async_write(it->offset, int(it->data.size()));
+      it = tma_.erase(it);
+    }
     ++m.phase;
     m.pending = m.count;
     m.tx = 0;
@@ -1054,7 +1082,7 @@ class Runner {
               -1, 0, thread_of(std::countr_zero(w.mask)));
       m.tx += arrival.second;
       m.pending -= arrival.first;
-      maybe_complete(m);
+      maybe_complete(key, m, thread_of(std::countr_zero(w.mask)));
     }
   }
 
@@ -1063,6 +1091,8 @@ class Runner {
   bool mbarrier_ready(Warp& w, const EmuInstr& in) {
     bool ready = true;
     each(w.mask, [&](int l) {
+      std::pair<int, int64_t> key{in.buf, reg(w, in.idx)[l].i};
+      if (!tma_.empty()) deliver(&key);
       const Mbarrier& m = mbarrier(w, in, l);
       int64_t parity = reg(w, in.src[0])[l].i;
       if (parity != 0 && parity != 1)
@@ -1089,6 +1119,185 @@ class Runner {
         w.wgmma_fence = w.clock;
         return;
     }
+  }
+
+  // ---- TMA and bulk copies ----
+  // A TMA load in flight: its bytes count toward its mbarrier's phase only once delivered
+  // (when a thread waits on that barrier, or when nothing else can move), and land when
+  // that phase completes, so a read of the tile that waits for nothing is caught.
+  struct TmaCopy {
+    int buf;
+    int64_t offset;
+    std::vector<unsigned char> data;
+    std::pair<int, int64_t> mbarrier;
+    int64_t phase = -1;  // the phase it was delivered to (-1: not yet)
+    int thread;
+  };
+
+  // Delivers the TMA copies in flight to `key` (every barrier when null); true if any.
+  bool deliver(const std::pair<int, int64_t>* key) {
+    bool any = false;
+    for (size_t i = 0; i < tma_.size(); ++i) {
+      TmaCopy& c = tma_[i];
+      if (c.phase >= 0 || (key && c.mbarrier != *key)) continue;
+      Mbarrier& m = mbarriers_.at(c.mbarrier);
+      c.phase = m.phase;
+      m.tx -= int64_t(c.data.size());
+      any = true;
+      std::pair<int, int64_t> at = c.mbarrier;
+      int thread = c.thread;
+      maybe_complete(at, m, thread);  // may erase copies: start over
+      i = size_t(-1);
+    }
+    return any;
+  }
+
+  // Calls f(element's byte offset in the box, its byte offset in the tensor or -1 when it
+  // lies outside) for every element of the box at `coords`.
+  template <class F>
+  static void each_box_element(const TensorMap& m, const std::vector<int64_t>& coords, F f) {
+    size_t rank = m.dims.size();
+    int64_t item = m.dtype.itemsize(), count = 1;
+    for (int64_t b : m.box) count *= b;
+    for (int64_t e = 0; e < count; ++e) {
+      int64_t rest = e, global = 0;
+      bool inside = true;
+      for (size_t d = 0; d < rank; ++d) {
+        int64_t c = coords[d] + rest % m.box[d];
+        rest /= m.box[d];
+        inside &= c >= 0 && c < m.dims[d];
+        global += c * (d == 0 ? item : m.strides[d - 1]);
+      }
+      f(e * item, inside ? global : -1);
+    }
+  }
+
+  // The shared byte offset (in buffer b, from `start`) of byte `logical` of a dense box:
+  // the tensor map's swizzle is applied to the address, as the hardware does.
+  int64_t swizzled(int b, int64_t start, int64_t logical, Swizzle s) const {
+    if (s == Swizzle::None) return start + logical;
+    int64_t address = k_.buffers[size_t(b)].base + start + logical, width = swizzle_width(s);
+    address ^= ((address >> 7) & (width / 16 - 1)) << 4;
+    return address - k_.buffers[size_t(b)].base;
+  }
+
+  // The tile of a TMA op: its byte offset, checked against the allocation (bounds, 128-byte
+  // alignment, the map's swizzle).
+  int64_t tma_tile(Warp& w, const EmuInstr& in, int l, int64_t bytes, Swizzle s) {
+    const EmuBuffer& b = k_.buffers[size_t(in.buf)];
+    int64_t index = reg(w, in.idx)[l].i, off = index * b.elem.itemsize();
+    if (b.swizzle != s)
+      fault(place(w.pc) + " moves a tensor map's box swizzled " + std::string(swizzle_name(s)) +
+                " through " + b.name + ", laid out with " + std::string(swizzle_name(b.swizzle)) +
+                ",",
+            in.buf, index, thread_of(l));
+    if (off < 0 || off + bytes > b.size * b.elem.itemsize())
+      fault(place(w.pc) + "'s box of " + std::to_string(bytes) + " bytes does not fit", in.buf,
+            index, thread_of(l));
+    if ((b.base + off) % 128)
+      fault(place(w.pc) + "'s tile is not 128-byte aligned", in.buf, index, thread_of(l));
+    return off;
+  }
+
+  // The coordinates of lane l's box; the innermost must be a multiple of 16 bytes (the
+  // H100 raises an illegal instruction otherwise).
+  std::vector<int64_t> coords(Warp& w, const EmuInstr& in, int l) {
+    std::vector<int64_t> c;
+    for (int s : in.src) c.push_back(reg(w, s)[l].i);
+    int64_t bytes = c[0] * in.dtype.itemsize();
+    if (bytes % 16)
+      fault(place(w.pc) + "'s innermost coordinate " + std::to_string(c[0]) + " is " +
+                std::to_string(bytes) + " bytes: the H100 takes multiples of 16,",
+            -1, 0, thread_of(l));
+    return c;
+  }
+
+  // cp.async.bulk.tensor to shared memory: the box is read now (zeros outside the tensor)
+  // and lands when the mbarrier phase it was issued in completes; its bytes count down the
+  // phase's transaction bytes.
+  void tma_load(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      const TensorMap& m = std::get<TensorMap>(args_[size_t(in.imm_i)]);
+      Swizzle s = Swizzle(in.lanes[0]);
+      int64_t bytes = m.dtype.itemsize();
+      for (int64_t b : m.box) bytes *= b;
+      int64_t off = tma_tile(w, in, l, bytes, s);
+      int t = thread_of(l);
+      if (auto f = shared_[size_t(in.buf)].access(off, int(bytes), t, epoch_, Access::Write)) {
+        std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
+        fault("TMA copy into shared memory: " + f->what +
+                  (f->other != -1 ? other + " with no barrier between," : ""),
+              in.buf, off / k_.buffers[size_t(in.buf)].elem.itemsize(), t);
+      }
+      std::vector<unsigned char> data(size_t(bytes), 0);  // at the tile's swizzled places
+      const auto* src = static_cast<const unsigned char*>(m.buffer.ptr);
+      each_box_element(m, coords(w, in, l), [&](int64_t logical, int64_t global) {
+        if (global >= 0)
+          std::memcpy(data.data() + (swizzled(in.buf, off, logical, s) - off), src + global,
+                      size_t(m.dtype.itemsize()));
+      });
+      int64_t mindex = reg(w, in.src_idx)[l].i;
+      Mbarrier& mb = mbarrier_at(w, in.src_buf, mindex, l);
+      shared_[size_t(in.buf)].set_pending(off, int(bytes), t, true);
+      (void)mb;  // checked: initialised and published
+      tma_.push_back({in.buf, off, std::move(data), {in.src_buf, mindex}, -1, t});
+    });
+  }
+
+  // The shared bytes a bulk copy reads must have no ordinary store that its writer has not
+  // fenced with FENCE proxy_async.
+  void async_read(Warp& w, int buf, int64_t off, int n, int l) {
+    int64_t index = off / k_.buffers[size_t(buf)].elem.itemsize();
+    track(w, buf, index, off, n, l, Access::Read);
+    if (auto t = shared_[size_t(buf)].unfenced(off, n, proxy_fences_))
+      fault(place(w.pc) + " reads through the async proxy what " + thread_text(*t) +
+                " wrote with ordinary stores and no FENCE proxy_async since",
+            buf, index, thread_of(l));
+  }
+
+  // cp.async.bulk.tensor to global memory: the elements of the box inside the tensor are
+  // written (at the issue in the emulator).
+  void tma_store(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      const TensorMap& m = std::get<TensorMap>(args_[size_t(in.imm_i)]);
+      Swizzle s = Swizzle(in.lanes[0]);
+      int64_t item = m.dtype.itemsize(), bytes = item;
+      for (int64_t b : m.box) bytes *= b;
+      int64_t off = tma_tile(w, in, l, bytes, s);
+      std::vector<int64_t> at = coords(w, in, l);
+      for (size_t d = 0; d < at.size(); ++d)
+        if (at[d] < 0)  // the H100 raises an illegal instruction
+          fault(place(w.pc) + " stores at coordinate " + std::to_string(at[d]) + " in dimension " +
+                    std::to_string(d) +
+                    ": a TMA store's box may run past the tensor's end but not start before it,",
+                -1, 0, thread_of(l));
+      auto* dst = static_cast<unsigned char*>(m.buffer.ptr);
+      each_box_element(m, at, [&](int64_t logical, int64_t global) {
+        if (global < 0) return;
+        int64_t at = swizzled(in.buf, off, logical, s);
+        async_read(w, in.buf, at, int(item), l);
+        std::memcpy(dst + global, shared_[size_t(in.buf)].bytes().data() + at, size_t(item));
+      });
+    });
+  }
+
+  // cp.reduce.async.bulk .add.f32: global[i] += shared[i] for `bytes` bytes of float32.
+  void bulk_reduce_add(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      int64_t dst = reg(w, in.idx)[l].i, src = reg(w, in.src_idx)[l].i;
+      int64_t soff = src * 4;
+      for (int64_t i = 0; i < in.imm_i / 4; ++i) {
+        int64_t doff = check_access(in.buf, dst + i, 4, l, true);
+        check_access(in.src_buf, src + i, 4, l, false);
+        async_read(w, in.src_buf, soff + 4 * i, 4, l);
+        unsigned char* g = memory(w, in.buf, doff, l);
+        Scalar sum;
+        sum.f = double(float(
+            decode(g, dtypes::float32).f +
+            decode(shared_[size_t(in.src_buf)].bytes().data() + soff + 4 * i, dtypes::float32).f));
+        encode(g, dtypes::float32, sum);
+      }
+    });
   }
 
   // ---- warpgroup MMA ----
@@ -1274,6 +1483,7 @@ class Runner {
   std::map<std::pair<int, int64_t>, Mbarrier> mbarriers_;  // by (buffer, index)
   std::array<NamedBarrier, 16> named_;
   std::vector<uint32_t> proxy_fences_;  // per thread: the FENCE proxy_async it ran
+  std::vector<TmaCopy> tma_;            // TMA loads waiting for their mbarrier phase
   int64_t wgmma_groups_ = 0;
   std::array<int64_t, 32> lane_offset_;  // a shared access's byte offset per lane (-1: off)
 };

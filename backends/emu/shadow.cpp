@@ -33,8 +33,9 @@ std::optional<int> SharedShadow::unfenced(int64_t offset, int n,
   return std::nullopt;
 }
 
-void SharedShadow::set_pending(int64_t offset, int n, int thread) {
-  for (int64_t i = offset; i < offset + n; ++i) pending_[size_t(i)] = thread + 1;
+void SharedShadow::set_pending(int64_t offset, int n, int thread, bool tma) {
+  int32_t mark = thread < 0 ? 0 : tma ? -(thread + 1) : thread + 1;
+  for (int64_t i = offset; i < offset + n; ++i) pending_[size_t(i)] = mark;
 }
 
 std::optional<ShadowFault> SharedShadow::access(int64_t offset, int n, int t, uint32_t epoch,
@@ -45,6 +46,10 @@ std::optional<ShadowFault> SharedShadow::access(int64_t offset, int n, int t, ui
     bool read = r_epoch_[i] == epoch && other(reader_[i]);
     bool atomic = a_epoch_[i] == epoch && other(atomic_[i]);
     auto who = [](int32_t id) { return id; };
+    if (pending_[i] < 0)
+      return ShadowFault{std::string(a == Access::Read ? "read of" : "write to") +
+                             " a TMA copy's destination before its mbarrier phase completed",
+                         -1};
     if (pending_[i])
       return ShadowFault{a == Access::Read ? "read of an async copy's destination before its WAIT"
                                            : "write to an async copy's destination before its WAIT",

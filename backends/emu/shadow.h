@@ -26,8 +26,9 @@ class SharedShadow {
   std::vector<unsigned char>& bytes() { return bytes_; }
   // Checks and records an access of [offset, offset + n) by `thread` in `epoch`.
   std::optional<ShadowFault> access(int64_t offset, int n, int thread, uint32_t epoch, Access a);
-  // An async copy by `thread` is in flight to [offset, offset + n) (thread < 0: it landed).
-  void set_pending(int64_t offset, int n, int thread);
+  // An async copy by `thread` is in flight to [offset, offset + n) (thread < 0: it landed);
+  // `tma`: a TMA copy, which lands when its mbarrier phase completes.
+  void set_pending(int64_t offset, int n, int thread, bool tma = false);
   // Proxies: ordinary stores (the generic proxy) by `thread`, which had run `fences` FENCE
   // proxy_async before them; writes by the async proxy (TMA) need no fence.
   void generic_write(int64_t offset, int n, int thread, uint32_t fences);
@@ -40,7 +41,7 @@ class SharedShadow {
   std::vector<unsigned char> bytes_, init_;
   std::vector<int32_t> writer_, reader_, atomic_;  // thread ids; -2: several threads
   std::vector<uint32_t> w_epoch_, r_epoch_, a_epoch_;
-  std::vector<int32_t> pending_;          // thread+1 whose async copy has not landed, else 0
+  std::vector<int32_t> pending_;          // thread+1 whose async copy has not landed (negated: TMA)
   std::vector<int32_t> generic_;          // thread+1 of the last ordinary store, else 0
   std::vector<uint32_t> generic_fences_;  // that thread's FENCE proxy_async count then
 };

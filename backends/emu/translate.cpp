@@ -39,11 +39,14 @@ class Translator {
     k_->target = target_;
     for (const UOp& u : p_.ops) {
       if (u.op() == Op::DEFINE_VAR) vars_.insert(std::get<VarArg>(u.arg()).name);
-      if (u.op() == Op::PARAM) k_->num_params = std::max<int>(k_->num_params, int(u.int_arg()) + 1);
+      if (u.op() == Op::PARAM || u.op() == Op::TENSOR_MAP)
+        k_->num_params = std::max<int>(k_->num_params, int(u.slot()) + 1);
     }
     k_->vars.assign(vars_.begin(), vars_.end());
-    k_->buffer_params.assign(size_t(k_->num_params), false);
-    k_->unused_params.assign(size_t(k_->num_params), true);
+    k_->info.name = k_->name;
+    k_->info.num_params = k_->num_params;
+    k_->info.buffer_params.assign(size_t(k_->num_params), false);
+    k_->info.unused_params.assign(size_t(k_->num_params), true);
     for (size_t i = 0; i < p_.ops.size(); ++i) {
       line_ = int(i);
       emit(p_.ops[i]);
@@ -135,10 +138,10 @@ class Translator {
   void emit(const UOp& u) {
     switch (u.op()) {
       case Op::PARAM:
-        k_->unused_params[size_t(u.slot())] = false;
+        k_->info.unused_params[size_t(u.slot())] = false;
         if (u.dtype().is_pointer()) {
           add_buffer(u, EmuBufKind::Global, "param");
-          k_->buffer_params[size_t(u.slot())] = true;
+          k_->info.buffer_params[size_t(u.slot())] = true;
         } else {
           EmuInstr& in = push(EmuKind::IntParam, u);
           in.imm_i = u.int_arg();
@@ -335,6 +338,50 @@ class Translator {
         k_->warpgroups = true;
         return;
       }
+      case Op::TENSOR_MAP: {
+        needs(kFeatureTma, u);
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        k_->info.unused_params[size_t(v[0])] = false;
+        k_->info.tensor_maps[int(v[0])] = {
+            u.dtype().pointee(), std::vector<int64_t>(v.begin() + 2, v.end()), Swizzle(v[1])};
+        maps_[u.id()] = v;
+        return;
+      }
+      case Op::TMA_LOAD:
+      case Op::TMA_STORE: {
+        needs(kFeatureTma, u);
+        bool load = u.op() == Op::TMA_LOAD;
+        int mbuf = -1, midx = -1;
+        if (load) {
+          const EmuInstr& m = k_->code[size_t(index_.at(u.src(2).id()))];
+          mbuf = m.buf, midx = m.out;
+        }
+        EmuInstr& in = push(load ? EmuKind::TmaLoad : EmuKind::TmaStore, u);
+        address(in, u.src(1));
+        in.dtype = u.src(0).dtype().pointee();
+        const std::vector<int64_t>& v = maps_.at(u.src(0).id());
+        in.imm_i = v[0];
+        in.lanes.assign(v.begin() + 1, v.end());  // swizzle, then the box
+        in.src_buf = mbuf, in.src_idx = midx;
+        for (size_t i = load ? 3 : 2; i < u.src().size(); ++i) in.src.push_back(slot(u.src(i)));
+        if (!load) k_->info.tensor_maps[int(v[0])].stored = true;
+        return;
+      }
+      case Op::BULK_REDUCE_ADD: {
+        needs(kFeatureTma, u);
+        const EmuInstr& s = k_->code[size_t(index_.at(u.src(1).id()))];
+        int sbuf = s.buf, sidx = s.out;
+        EmuInstr& in = push(EmuKind::BulkReduceAdd, u);
+        address(in, u.src(0));
+        in.src_buf = sbuf, in.src_idx = sidx;
+        in.imm_i = u.src(2).const_int();
+        return;
+      }
+      case Op::BULK_COMMIT:
+      case Op::BULK_WAIT:  // the emulator's bulk copies complete at their issue
+        needs(kFeatureTma, u);
+        push(EmuKind::Nop, u);
+        return;
       case Op::WGMMA_COMMIT:
         needs(kFeatureWgmma, u);
         push(EmuKind::WgmmaCommit, u);
@@ -433,6 +480,7 @@ class Translator {
   std::shared_ptr<EmuKernel> k_;
   std::set<std::string> vars_;
   std::unordered_map<const void*, int> slots_, buffers_, opener_pc_, index_;
+  std::unordered_map<const void*, std::vector<int64_t>> maps_;  // TENSOR_MAP args
   int line_ = 0;
   int64_t shared_end_ = 1024;  // shared addresses start here (0 stays unused)
 };

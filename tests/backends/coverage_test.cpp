@@ -144,6 +144,25 @@ UOp example(Op op) {
     case Op::WGMMA_COMMIT:
     case Op::WGMMA_WAIT:
       return wgmma_tile_kernel({.n = 8, .k = 16, .swizzle = Swizzle::None});
+    case Op::TENSOR_MAP:
+    case Op::TMA_LOAD:
+    case Op::TMA_STORE:
+    case Op::BULK_COMMIT:
+    case Op::BULK_WAIT:
+      return tma_round_trip_kernel(f, {8, 4}, Swizzle::None);
+    case Op::BULK_REDUCE_ADD: {  // a warp's row of x, fenced for the async proxy, added to out
+      UOp row = define_local(f, 32, 0, 128);
+      UOp fenced = UOp::make(Op::FENCE, dtypes::void_, {store(index(row, t), load(index(x, t)))},
+                             std::string("proxy_async"));
+      UOp first = UOp::make(Op::IF, {t < 1, UOp::make(Op::BARRIER, dtypes::void_, {fenced})});
+      UOp added = UOp::make(
+          Op::BULK_REDUCE_ADD, dtypes::void_,
+          {index(after(out, {first}), i32(0)), index(after(row, {first}), i32(0)), i32(128)});
+      UOp committed = UOp::make(Op::BULK_COMMIT, dtypes::void_, {added});
+      return sink({UOp::make(Op::ENDIF, {first, UOp::make(Op::BULK_WAIT, dtypes::void_, {committed},
+                                                          int64_t(0))})},
+                  "cover");
+    }
     case Op::CAST:
       return elementwise(cast(xi, dtypes::float16));
     case Op::BITCAST:
@@ -210,8 +229,18 @@ std::string try_target(const std::string& target, const UOp& k) {
       std::vector<Buffer> bufs;
       std::vector<KernelArg> a;
       for (const UOp& u : ck.linear.ops) {
-        if (u.op() == Op::PARAM && size_t(u.int_arg()) >= a.size())
-          a.resize(size_t(u.int_arg()) + 1);
+        if ((u.op() == Op::PARAM || u.op() == Op::TENSOR_MAP) && size_t(u.slot()) >= a.size())
+          a.resize(size_t(u.slot()) + 1);
+        if (u.op() == Op::TENSOR_MAP) {  // a tensor of exactly one box over 4 KiB
+          const auto& v = std::get<std::vector<int64_t>>(u.arg());
+          std::vector<int64_t> box(v.begin() + 2, v.end()), strides;
+          int64_t stride = box[0] * u.dtype().pointee().itemsize();
+          for (size_t d = 1; d < box.size(); ++d) strides.push_back(stride), stride *= box[d];
+          bufs.push_back(dev->allocator().alloc(4096));
+          a[size_t(u.slot())] =
+              make_tensor_map(bufs.back(), u.dtype().pointee(), box, strides, box, Swizzle(v[1]));
+          continue;
+        }
         if (u.op() != Op::PARAM) continue;
         if (!u.dtype().is_pointer()) {
           a[size_t(u.int_arg())] = int64_t(8);

@@ -3,6 +3,7 @@
 // fault names the barrier, the phase and the thread.
 #include <cstdio>
 #include <fstream>
+#include <map>
 
 #include "backends/c_renderer.h"
 #include "backends/emu/emulator.h"
@@ -212,6 +213,205 @@ TEST_P(Hopper, WgmmaTileMatchesFloat64) {
   }
 }
 
+// A tensor of `dims` (innermost first) with rows padded to `pitch` elements, random values
+// in its elements and a poisoned pad; the layout's byte strides.
+struct Tensor {
+  DType dtype;
+  std::vector<int64_t> dims, strides;
+  HostData data;
+  Tensor(DType d, std::vector<int64_t> dims_, int64_t pitch, uint64_t stream, bool poison = false)
+      : dtype(d), dims(std::move(dims_)), data(d, 0) {
+    int64_t stride = pitch * d.itemsize(), total = pitch;
+    for (size_t i = 1; i < dims.size(); ++i) {
+      strides.push_back(stride);
+      stride *= dims[i];
+      total *= dims[i];
+    }
+    data =
+        poison ? HostData::poisoned(d, size_t(total)) : HostData::random(d, size_t(total), stream);
+  }
+  // The element index of coordinates c, or -1 outside the tensor.
+  int64_t at(const std::vector<int64_t>& c) const {
+    int64_t i = 0;
+    for (size_t d = 0; d < dims.size(); ++d) {
+      if (c[d] < 0 || c[d] >= dims[d]) return -1;
+      i += c[d] * (d == 0 ? 1 : strides[d - 1] / dtype.itemsize());
+    }
+    return i;
+  }
+};
+
+// The coordinates of element e of a box at `origin`.
+std::vector<int64_t> box_coords(const std::vector<int64_t>& box, const std::vector<int64_t>& origin,
+                                int64_t e) {
+  std::vector<int64_t> c;
+  for (size_t d = 0; d < box.size(); ++d) {
+    c.push_back(origin[d] + e % box[d]);
+    e /= box[d];
+  }
+  return c;
+}
+
+struct RoundTrip {
+  DType dtype;
+  std::vector<int64_t> dims;
+  int64_t pitch;
+  std::vector<int64_t> box;
+  Swizzle swizzle;
+  std::vector<int64_t> load, store;
+  std::vector<int64_t> out_dims;  // a map stored through spans whole 16-byte units of a row
+};
+
+std::map<std::string, int64_t> round_trip_vars(const RoundTrip& c) {
+  std::map<std::string, int64_t> v;
+  for (size_t d = 0; d < c.box.size(); ++d) {
+    v["load" + std::to_string(d)] = c.load[d];
+    v["store" + std::to_string(d)] = c.store[d];
+  }
+  return v;
+}
+
+std::vector<RoundTrip> round_trips() {
+  return {
+      // 3-D float32: the load's box out of bounds in every dimension on both sides, the
+      // store's past the end (the H100 refuses a store at a negative coordinate, and any
+      // innermost coordinate that is not a multiple of 16 bytes).
+      {dtypes::float32,
+       {40, 7, 3},
+       48,
+       {8, 4, 2},
+       Swizzle::None,
+       {36, -2, 2},
+       {36, 5, 1},
+       {40, 7, 3}},
+      {dtypes::bfloat16, {100, 20}, 128, {64, 8}, Swizzle::B128, {-16, -3}, {48, 15}, {96, 20}},
+      {dtypes::bfloat16, {70, 9}, 80, {32, 4}, Swizzle::B64, {56, 7}, {40, 7}, {64, 9}},
+      {dtypes::float16,
+       {16, 5, 2, 3},
+       16,
+       {16, 2, 2, 2},
+       Swizzle::B32,
+       {0, 4, -1, 2},
+       {0, 0, 1, 1},
+       {16, 5, 2, 3}},
+  };
+}
+
+void check_round_trip(const RoundTrip& c, const Tensor& in, const HostData& dense,
+                      const Tensor& out) {
+  int64_t count = dense.values.size();
+  std::vector<double> want(static_cast<size_t>(count));
+  for (int64_t e = 0; e < count; ++e) {
+    int64_t i = in.at(box_coords(c.box, c.load, e));
+    want[size_t(e)] = i < 0 ? 0.0 : in.data.values[size_t(i)];
+  }
+  expect_exact(dense, want);
+  // The stored box: inside the out tensor, the box's element; elsewhere untouched (poison).
+  std::vector<double> stored(out.data.values.size(), std::nan(""));
+  for (int64_t e = 0; e < count; ++e)
+    if (int64_t i = out.at(box_coords(c.box, c.store, e)); i >= 0)
+      stored[size_t(i)] = want[size_t(e)];
+  std::vector<std::string> bad;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    double g = out.data.get(i);
+    bool same = std::isnan(stored[i]) ? std::isnan(g) : g == stored[i];
+    if (!same) bad.push_back("out[" + std::to_string(i) + "] = " + std::to_string(g));
+  }
+  report_elements(bad, stored.size());
+}
+
+TEST_P(Hopper, TmaRoundTripOfABoxPartlyOutOfBounds) {
+  if (!dev->props().target.has(kFeatureTma)) GTEST_SKIP() << "no TMA here";
+  for (const RoundTrip& c : round_trips()) {
+    SCOPED_TRACE(std::string(c.dtype.name()) + " box rank " + std::to_string(c.box.size()) +
+                 ", swizzle " + std::string(swizzle_name(c.swizzle)));
+    Tensor in(c.dtype, c.dims, c.pitch, 61), out(c.dtype, c.out_dims, c.pitch, 0, true);
+    int64_t count = 1;
+    for (int64_t b : c.box) count *= b;
+    HostData dense = HostData::poisoned(c.dtype, size_t(count));
+    DeviceBuffer din(*dev, in.data), dout(*dev, out.data), ddense(*dev, dense);
+    CompiledKernel k = compile_kernel(*dev, tma_round_trip_kernel(c.dtype, c.box, c.swizzle));
+    std::vector<KernelArg> a = {
+        ddense.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
+        make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+    k.run(bind_args(k.rendered.info, a, round_trip_vars(c)));
+    ddense.read(dense);
+    dout.read(out.data);
+    check_round_trip(c, in, dense, out);
+  }
+}
+
+// A graph records the round trip with one input; replayed with that buffer rebound, the
+// tensor map is encoded afresh for the new buffer and the TMA load reads it.
+TEST_P(Hopper, GraphReplayRebindsATensorMapsBuffer) {
+  if (!dev->props().target.has(kFeatureTma)) GTEST_SKIP() << "no TMA here";
+  RoundTrip c = round_trips()[1];
+  Tensor first(c.dtype, c.dims, c.pitch, 62), second(c.dtype, c.dims, c.pitch, 63),
+      out(c.dtype, c.out_dims, c.pitch, 0, true);
+  HostData dense = HostData::poisoned(c.dtype, 64 * 8);
+  DeviceBuffer d1(*dev, first.data), d2(*dev, second.data), dout(*dev, out.data),
+      ddense(*dev, dense);
+  CompiledKernel k = compile_kernel(*dev, tma_round_trip_kernel(c.dtype, c.box, c.swizzle));
+  std::vector<KernelArg> a = {
+      ddense.buf, make_tensor_map(d1.buf, c.dtype, c.dims, first.strides, c.box, c.swizzle),
+      make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+  auto g = dev->new_graph();
+  k.record(*g, bind_args(k.rendered.info, a, round_trip_vars(c)));
+  auto q = dev->new_queue();
+  auto s = dev->new_signal(0);
+  g->replay(*q);
+  q->signal(*s, 1);
+  q->submit();
+  s->wait(1);
+  ddense.read(dense);
+  dout.read(out.data);
+  check_round_trip(c, first, dense, out);
+  std::vector<std::pair<Buffer, Buffer>> rebind = {{d1.buf, d2.buf}};
+  g->replay(*q, rebind);
+  q->signal(*s, 2);
+  q->submit();
+  s->wait(2);
+  ddense.read(dense);
+  dout.read(out.data);
+  check_round_trip(c, second, dense, out);
+}
+
+// Each of three blocks writes its multiple of x into shared memory, fences it for the async
+// proxy, and thread 0 adds it into out with one bulk reduction: out = y + 6x.
+UOp bulk_reduce_kernel(int64_t n, bool fenced = true) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp b = special(SpecialKind::BlockIdx, 0, 3), t = special(SpecialKind::ThreadIdx, 0, 64);
+  UOp row = define_local(f, n, 0, 128);
+  UOp r = range((n + 63) / 64, 0, AxisKind::Loop);
+  UOp i = r * 64 + t, live = i < n;
+  UOp wrote = end(
+      store(index(row, i, live), load(index(x, i, live), const_(f, 0.0)) * cast(b + 1, f)), {r});
+  UOp published = fenced ? make_effect(Op::FENCE, {wrote}, std::string("proxy_async")) : wrote;
+  UOp ready = make_effect(Op::BARRIER, {published});
+  UOp first = UOp::make(Op::IF, {t < 1, ready});
+  UOp added = make_effect(Op::BULK_REDUCE_ADD, {index(after(out, {first}), i32(0)),
+                                                index(after(row, {first}), i32(0)), i32(n * 4)});
+  UOp drained = make_effect(Op::BULK_WAIT, {make_effect(Op::BULK_COMMIT, {added})}, int64_t(0));
+  return sink({UOp::make(Op::ENDIF, {first, drained})}, "bulk_reduce");
+}
+
+TEST_P(Hopper, BulkReduceAddAccumulatesIntoGlobalMemory) {
+  if (!dev->props().target.has(kFeatureTma)) GTEST_SKIP() << "no bulk copies here";
+  int64_t n = 100;
+  HostData x = HostData::random(dtypes::float32, size_t(n), 65),
+           y = HostData::random(dtypes::float32, size_t(n), 66);
+  std::vector<double> want(static_cast<size_t>(n)), scale(static_cast<size_t>(n));
+  for (size_t i = 0; i < want.size(); ++i) {
+    want[i] = y.values[i] + 6 * x.values[i];
+    scale[i] = std::fabs(y.values[i]) + 6 * std::fabs(x.values[i]);
+  }
+  DeviceBuffer dy(*dev, y), dx(*dev, x);
+  compile_kernel(*dev, bulk_reduce_kernel(n)).run(args({&dy, &dx}));
+  dy.read(y);
+  expect_accumulated(y, want, scale, 4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, Hopper, testing::ValuesIn(block_devices()), test_name);
 
 #ifndef KITTEN_CUDA_TESTS
@@ -354,6 +554,170 @@ TEST(EmuHopperChecks, ADescriptorMustNameItsAllocationsSwizzle) {
               render_cuda(linearize(wrong), nullptr);
             }).find("has a MATRIX_DESC naming swizzle 128B into shared memory laid out with none"),
             std::string::npos);
+}
+
+TEST(TensorMaps, WhatTheHardwareRefusesIsNamed) {
+  std::vector<unsigned char> storage(1 << 16);
+  Buffer b{storage.data() + (16 - reinterpret_cast<uintptr_t>(storage.data()) % 16) % 16, 60000};
+  EXPECT_NE(error_of([&] {
+              make_tensor_map(b, dtypes::bfloat16, {4095, 4}, {8190}, {64, 4}, Swizzle::B128);
+            })
+                .find("the stride of dimension 1 is 8190 bytes; TMA needs multiples of 16 (rows of "
+                      "4095 bfloat16 take another path, or a padded copy)"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_tensor_map(b, dtypes::bfloat16, {4096, 4}, {8192}, {32, 4}, Swizzle::B128);
+            }).find("a 128B swizzled box must be exactly that wide"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_tensor_map(b, dtypes::float32, {100, 200}, {400}, {8, 8});
+            }).find("reaches byte 80000 of a buffer of 60000"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_tensor_map(b, dtypes::float32, {6}, {}, {6});
+            }).find("inner extent is 24 bytes; TMA needs a multiple of 16"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              make_tensor_map({b.ptr, 64}, dtypes::float32, {1, 1, 1, 1, 1, 1},
+                              {16, 16, 16, 16, 16}, {1, 1, 1, 1, 1, 1});
+            }).find("rank 6 (TMA takes 1 to 5)"),
+            std::string::npos);
+  EXPECT_EQ(error_of([&] {
+              make_tensor_map(b, dtypes::bfloat16, {4096, 4}, {8192}, {64, 4}, Swizzle::B128);
+            }),
+            "");
+}
+
+// The round trip's launch on the emulator, with one node of the kernel replaced.
+std::string round_trip_fault(const std::vector<std::pair<UOp, UOp>>& replace,
+                             std::function<UOp(const UOp&)> pick = {}) {
+  RoundTrip c = round_trips()[1];
+  UOp k = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
+  std::vector<std::pair<UOp, UOp>> r = replace;
+  if (pick) r.push_back({pick(k), UOp()});
+  auto dev = make_emu_device();
+  Tensor in(c.dtype, c.dims, c.pitch, 61), out(c.dtype, c.out_dims, c.pitch, 0, true);
+  HostData dense = HostData::poisoned(c.dtype, 64 * 8);
+  DeviceBuffer din(*dev, in.data), dout(*dev, out.data), ddense(*dev, dense);
+  return error_of([&] {
+    CompiledKernel ck = compile_kernel(*dev, replace.empty() ? k : substitute(k, replace));
+    std::vector<KernelArg> a = {
+        ddense.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
+        make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+    ck.run(bind_args(ck.rendered.info, a, round_trip_vars(c)));
+  });
+}
+
+TEST(EmuHopperChecks, ReadingATmaTileBeforeItsPhaseCompletedIsAnError) {
+  RoundTrip c = round_trips()[1];
+  UOp k = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
+  UOp wait = find_node(k, Op::MBARRIER_WAIT);
+  // The readers order themselves after the issue, not after the wait.
+  UOp issued = wait.src(0).src(0).src(1);  // the wait's barrier is after(ready, {issued})
+  ASSERT_EQ(issued.op(), Op::ENDIF);
+  std::string e = round_trip_fault({{wait, issued}});
+  EXPECT_NE(e.find("read of a TMA copy's destination before its mbarrier phase completed in "
+                   "shared 0 at index"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(round_trip_fault({}), "");
+}
+
+TEST(EmuHopperChecks, TransactionBytesMustMatchWhatLands) {
+  RoundTrip c = round_trips()[1];
+  UOp k = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
+  UOp arrive = find_node(k, Op::MBARRIER_ARRIVE);
+  auto with_bytes = [&](int64_t bytes) {
+    std::vector<UOp> src(arrive.src().begin(), arrive.src().end());
+    src[1] = i32(bytes);
+    return UOp::make(Op::MBARRIER_ARRIVE, dtypes::void_, std::span<const UOp>(src));
+  };
+  std::string e = round_trip_fault({{arrive, with_bytes(64 * 8 * 2 - 16)}});
+  EXPECT_NE(e.find("completed phase 0's arrivals with 16 more transaction bytes landed than "
+                   "expected (by thread (0,0,0)"),
+            std::string::npos)
+      << e;
+  e = round_trip_fault({{arrive, with_bytes(64 * 8 * 2 + 16)}});
+  EXPECT_NE(e.find("which is in phase 0 with 0 of 1 arrivals and 16 transaction bytes "
+                   "outstanding; that phase can never complete"),
+            std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, ATmaStoreAtANegativeCoordinateIsAnError) {
+  // The H100 raises an illegal instruction for it (loads take negative coordinates).
+  RoundTrip c = round_trips()[1];
+  c.store = {-16, 3};
+  UOp k = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
+  auto dev = make_emu_device();
+  Tensor in(c.dtype, c.dims, c.pitch, 61), out(c.dtype, c.out_dims, c.pitch, 0, true);
+  HostData dense = HostData::poisoned(c.dtype, 64 * 8);
+  DeviceBuffer din(*dev, in.data), dout(*dev, out.data), ddense(*dev, dense);
+  CompiledKernel ck = compile_kernel(*dev, k);
+  std::vector<KernelArg> a = {
+      ddense.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
+      make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+  std::string e = error_of([&] { ck.run(bind_args(ck.rendered.info, a, round_trip_vars(c))); });
+  EXPECT_NE(e.find("stores at coordinate -16 in dimension 0: a TMA store's box may run past the "
+                   "tensor's end but not start before it"),
+            std::string::npos)
+      << e;
+  // An innermost coordinate must be a multiple of 16 bytes, for loads too.
+  c = round_trips()[1];
+  c.load = {-10, -3};
+  CompiledKernel again = compile_kernel(*dev, k);
+  e = error_of([&] { again.run(bind_args(again.rendered.info, a, round_trip_vars(c))); });
+  EXPECT_NE(e.find("TMA_LOAD %"), std::string::npos) << e;
+  EXPECT_NE(e.find("'s innermost coordinate -10 is -20 bytes: the H100 takes multiples of 16"),
+            std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, ATmaBoxMustLandInAnAllocationOfItsSwizzle) {
+  RoundTrip c = round_trips()[1];
+  UOp k = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
+  UOp tile;
+  for (const UOp& u : toposort(k))
+    if (u.op() == Op::DEFINE_LOCAL && u.slot() == 0) tile = u;
+  UOp plain = define_local(c.dtype, tile.dtype().size(), 0, 1024, Swizzle::None);
+  std::string e = round_trip_fault({{tile, plain}});
+  EXPECT_NE(e.find("moves a tensor map's box swizzled 128B through shared 0, laid out with none"),
+            std::string::npos)
+      << e;
+}
+
+TEST(EmuHopperChecks, ABulkCopyOfUnfencedStoresIsAnError) {
+  std::string e = emu_fault(bulk_reduce_kernel(100, false), {100, 100});
+  EXPECT_NE(e.find("BULK_REDUCE_ADD %"), std::string::npos) << e;
+  EXPECT_NE(e.find("reads through the async proxy what thread (0,0,0) of block (0,0,0) wrote with "
+                   "ordinary stores and no FENCE proxy_async since"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(emu_fault(bulk_reduce_kernel(100), {100, 100}), "");
+}
+
+TEST(EmuHopperChecks, ATensorMapArgumentMustMatchTheKernel) {
+  RoundTrip c = round_trips()[1];
+  auto dev = make_emu_device();
+  Tensor in(c.dtype, c.dims, c.pitch, 61);
+  DeviceBuffer din(*dev, in.data);
+  CompiledKernel k = compile_kernel(*dev, tma_round_trip_kernel(c.dtype, c.box, c.swizzle));
+  std::vector<KernelArg> a = {
+      din.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, {64, 4}, c.swizzle), din.buf};
+  std::string e = error_of([&] { k.run(bind_args(k.rendered.info, a, round_trip_vars(c))); });
+  EXPECT_NE(e.find("argument 1 is a tensor map of bfloat16 box 64x4 swizzle 128B; the kernel was "
+                   "built for bfloat16 box 64x8 swizzle 128B"),
+            std::string::npos)
+      << e;
+  // A map stored through must span whole 16-byte units of each row (rows of 100 bfloat16
+  // are 200 bytes: the H100 writes up to byte 208 of each).
+  a = {din.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
+       make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle)};
+  e = error_of([&] { k.run(bind_args(k.rendered.info, a, round_trip_vars(c))); });
+  EXPECT_NE(e.find("argument 2 is stored through with rows of 200 bytes; the H100's TMA stores "
+                   "write whole 16-byte units"),
+            std::string::npos)
+      << e;
 }
 
 TEST(EmuHopperChecks, ATargetWithoutMbarriersRefusesThem) {

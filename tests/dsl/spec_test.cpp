@@ -39,6 +39,11 @@ UOp wgmma() {
   return mk(Op::WGMMA, f32.vec(4), {desc(), desc(), v4()}, std::string("wgmma_m64n8k16_bf16_ss"));
 }
 
+UOp tmap(int64_t inner = 64, int64_t swizzle = 3) {
+  return mk(Op::TENSOR_MAP, dtypes::bfloat16.ptr(), {}, V{4, swizzle, inner, 8});
+}
+UOp tile() { return index(define_local(dtypes::bfloat16, 512, 3, 1024, Swizzle::B128), i_(0)); }
+
 // One valid node of every core op.
 std::vector<UOp> valid_nodes() {
   UOp x = define_var("x", 0, 63), r = range(16, 0, AxisKind::Loop);
@@ -94,6 +99,12 @@ std::vector<UOp> valid_nodes() {
       wgmma(),
       mk(Op::WGMMA_COMMIT, dtypes::void_, {wgmma()}),
       mk(Op::WGMMA_WAIT, f32.vec(4), {wgmma()}, int64_t(1)),
+      tmap(),
+      mk(Op::TMA_LOAD, dtypes::void_, {tmap(), tile(), mbar(), i_(0), i_(-3)}),
+      mk(Op::TMA_STORE, dtypes::void_, {tmap(), tile(), i_(64), x}),
+      mk(Op::BULK_REDUCE_ADD, dtypes::void_, {gidx, index(lbuf(), x), i_(64)}),
+      mk(Op::BULK_COMMIT, dtypes::void_, {eff()}),
+      mk(Op::BULK_WAIT, dtypes::void_, {eff()}, int64_t(0)),
       cast(f, dtypes::float16),
       mk(Op::BITCAST, i32, {f}),
       v4(),
@@ -431,6 +442,32 @@ std::vector<BadCase> bad_cases() {
       {"SwizzledAllocUnderaligned",
        [] { define_local(dtypes::bfloat16, 64, 0, 256, Swizzle::B128); }, "DEFINE_LOCAL",
        "at least what its swizzle's pattern needs"},
+      {"TensorMapBoxNotSwizzleWide", [] { tmap(32, 3); }, "TENSOR_MAP",
+       "the swizzle's width when swizzled"},
+      {"TensorMapBoxTooLong", [] { tmap(512, 0); }, "TENSOR_MAP", "1 to 5 box extents of 1..256"},
+      {"TmaLoadMissingCoordinate",
+       [] {
+         mk(Op::TMA_LOAD, dtypes::void_, {tmap(), tile(), mbar(), i_(0)});
+       },
+       "TMA_LOAD", "one int32 coordinate per dimension"},
+      {"TmaStoreIntoFloats",
+       [] {
+         mk(Op::TMA_STORE, dtypes::void_, {tmap(), index(lbuf(), i_(0)), i_(0), i_(0)});
+       },
+       "TMA_STORE", "shared memory of the map's element"},
+      {"BulkReduceOddBytes",
+       [] {
+         mk(Op::BULK_REDUCE_ADD, dtypes::void_, {idx(), index(lbuf(), i_(0)), i_(12)});
+       },
+       "BULK_REDUCE_ADD", "a positive multiple of 16"},
+      {"TensorMapSharesAParamSlot",
+       [] {
+         verify(sink({mk(Op::TMA_STORE, dtypes::void_,
+                         {mk(Op::TENSOR_MAP, dtypes::bfloat16.ptr(), {}, V{0, 3, 64, 8}), tile(),
+                          i_(0), i_(0)}),
+                      store(index(param(0, f32.ptr()), i_(0)), f_(1))}));
+       },
+       "PARAM", "distinct slots"},
       {"CastChangesLanes", [] { cast(v4(), f32); }, "CAST", "lane count is kept"},
       {"CastToPointer", [] { cast(f_(1), f32.ptr()); }, "CAST", "dtype: a value"},
       {"BitcastChangesSize", [] { mk(Op::BITCAST, dtypes::int16, {f_(1)}); }, "BITCAST",
