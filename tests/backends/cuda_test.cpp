@@ -206,7 +206,7 @@ TEST(CudaDevice, EmulatorAndGpuAgreeBitForBit) {
       for (const auto& bytes : init) {
         bufs.push_back(dev->allocator().alloc(bytes.size()));
         dev->allocator().copy_in(bufs.back(), bytes.data(), bytes.size());
-        kargs.push_back(bufs.back());
+        kargs.emplace_back(std::in_place_type<Buffer>, bufs.back());
       }
       compile_kernel(*dev, k).run(kargs);
       for (size_t s = 0; s < bufs.size(); ++s) {
