@@ -412,6 +412,220 @@ UOp tma_round_trip_kernel(DType dtype, const std::vector<int64_t>& box, Swizzle 
   return sink({UOp::make(Op::ENDIF, {storer, drained})}, "tma_round_trip");
 }
 
+UOp wgmma_peak_kernel(int64_t blocks, int64_t iterations) {
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  const MmaLayout& L = *find_mma_layout("wgmma_m64n256k16_bf16_ss");
+  UOp out = param(0, f.ptr());
+  UOp b = special(SpecialKind::BlockIdx, 0, blocks), t = special(SpecialKind::ThreadIdx, 0, 256);
+  StagedTile ta{Swizzle::B128, false, 64, 64}, tb{Swizzle::B128, false, 256, 64};
+  // Two copies of each tile, so that each iteration's descriptors depend on it.
+  UOp sa = define_local(bf, 2 * ta.elems(), 0, 1024, Swizzle::B128),
+      sb = define_local(bf, 2 * tb.elems(), 1, 1024, Swizzle::B128);
+  std::vector<UOp> fills;
+  int64_t axis = 0;
+  for (const auto& [buf, n] : {std::pair{sa, 2 * ta.elems()}, std::pair{sb, 2 * tb.elems()}}) {
+    UOp r = range(n / 256, axis++, AxisKind::Loop);
+    UOp e = r * 256 + t;
+    fills.push_back(end(store(index(buf, e), cast(cast(e % 7 - i32(3), f), bf)), {r}));
+  }
+  UOp staged = UOp::make(Op::BARRIER, dtypes::void_,
+                         {UOp::make(Op::FENCE, dtypes::void_, std::span<const UOp>(fills),
+                                    std::string("proxy_async"))});
+  // The accumulator is carried from iteration to iteration in registers, so that every
+  // wgmma's result is used (ptxas drops wgmmas whose results are dead).
+  UOp keep = define_reg(f, 128, 0);
+  std::vector<UOp> zeroes;
+  for (int e = 0; e < 128; ++e) zeroes.push_back(store(index(keep, i32(e)), const_(f, 0.0)));
+  UOp zeroed = group({UOp::make(Op::GROUP, std::span<const UOp>(zeroes)), staged});
+  UOp i = range(iterations, axis, AxisKind::Loop);
+  UOp carried = after(keep, {zeroed, i});
+  std::vector<UOp> in_regs;
+  for (int e = 0; e < 128; ++e) in_regs.push_back(load(index(carried, i32(e))));
+  UOp acc = UOp::make(Op::VECTORIZE, std::span<const UOp>(in_regs));
+  UOp fence = UOp::make(Op::FENCE, dtypes::void_, {staged, acc}, std::string("wgmma"));
+  UOp copy = i % 2;
+  for (int c = 0; c < 16; ++c) {
+    int64_t k0 = c % 4 * 16;
+    UOp da =
+        UOp::make(Op::MATRIX_DESC, dtypes::uint64,
+                  {index(after(sa, {staged}), copy * ta.elems() + ta.desc(sa, k0).src(0).src(1))},
+                  ta.desc(sa, k0).arg());
+    UOp db =
+        UOp::make(Op::MATRIX_DESC, dtypes::uint64,
+                  {index(after(sb, {staged}), copy * tb.elems() + tb.desc(sb, k0).src(0).src(1))},
+                  tb.desc(sb, k0).arg());
+    acc = UOp::make(Op::WGMMA, acc.dtype(), {da, db, acc, fence}, L.name);
+  }
+  UOp done = UOp::make(Op::WGMMA_WAIT, acc.dtype(),
+                       {acc, UOp::make(Op::WGMMA_COMMIT, dtypes::void_, {acc})}, int64_t(0));
+  std::vector<UOp> back;
+  for (int e = 0; e < 128; ++e)
+    back.push_back(
+        store(index(carried, i32(e)), UOp::make(Op::EXTRACT, {done}, std::vector<int64_t>{e})));
+  UOp kept = end(UOp::make(Op::GROUP, std::span<const UOp>(back)), {i});
+  UOp final = after(keep, {kept});
+  UOp total = load(index(final, i32(0)));
+  for (int e = 1; e < 128; e *= 2) total = total + load(index(final, i32(e)));
+  return sink({store(index(out, b * 256 + t), total)}, "wgmma_peak");
+}
+
+UOp mma_sync_peak_kernel(int64_t blocks, int64_t iterations) {
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  const MmaLayout& L = *find_mma_layout("m16n8k16_bf16_f32");
+  UOp out = param(0, f.ptr());
+  UOp b = special(SpecialKind::BlockIdx, 0, blocks), t = special(SpecialKind::ThreadIdx, 0, 256);
+  UOp keep = define_reg(f, 1, 0);
+  UOp i = range(iterations, 0, AxisKind::Loop);
+  UOp x = cast(cast(i % 2, f), bf);  // the operands change with the iteration: nothing hoists
+  UOp a = UOp::make(Op::VECTORIZE, std::vector<UOp>(8, x));
+  UOp bv = UOp::make(Op::VECTORIZE, std::vector<UOp>(4, const_(bf, 1.0)));
+  UOp total = const_(f, 0.0);
+  for (int j = 0; j < 8; ++j) {  // independent chains (distinct starts: none is merged)
+    UOp acc = UOp::make(Op::VECTORIZE, std::vector<UOp>(4, const_(f, double(j))));
+    for (int s = 0; s < 4; ++s) acc = UOp::make(Op::MMA, {a, bv, acc}, L.name);
+    total = total + UOp::make(Op::EXTRACT, {acc}, std::vector<int64_t>{0});
+  }
+  UOp zeroed = store(index(keep, i32(0)), const_(f, 0.0));
+  UOp acc = after(keep, {zeroed, i});  // summed over the iterations: every one is used
+  UOp kept = end(store(index(acc, i32(0)), load(index(acc, i32(0))) + total), {i});
+  return sink({store(index(out, b * 256 + t), load(index(after(keep, {kept}), i32(0))))},
+              "mma_sync_peak");
+}
+
+namespace {
+// Tile g of the streamed tensor: 64 rows by 256 bf16 columns of 8192.
+constexpr int64_t kStreamCols = 8192, kTileCols = 256, kTileRows = 64;
+UOp tile_col(const UOp& g) { return g % (kStreamCols / kTileCols) * kTileCols; }
+UOp tile_row(const UOp& g) { return g / (kStreamCols / kTileCols) * kTileRows; }
+}  // namespace
+
+UOp tma_stream_kernel(int64_t blocks, int64_t tiles, int64_t stages) {
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  int64_t tile = kTileRows * kTileCols;
+  UOp map =
+      UOp::make(Op::TENSOR_MAP, bf.ptr(), {}, std::vector<int64_t>{1, 0, kTileCols, kTileRows});
+  UOp out = param(0, f.ptr());
+  UOp b = special(SpecialKind::BlockIdx, 0, blocks), t = special(SpecialKind::ThreadIdx, 0, 32);
+  UOp ring = define_local(bf, stages * tile, 0, 128),
+      bars = define_local(dtypes::int64, stages, 1, 8);
+  UOp first = UOp::make(Op::IF, {t < 1});
+  std::vector<UOp> inits;
+  for (int64_t s = 0; s < stages; ++s)
+    inits.push_back(
+        UOp::make(Op::MBARRIER_INIT, dtypes::void_, {index(after(bars, {first}), i32(s)), i32(1)}));
+  UOp fenced = UOp::make(Op::FENCE, dtypes::void_, std::span<const UOp>(inits),
+                         std::string("mbarrier_init"));
+  UOp published = UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::ENDIF, {first, fenced})});
+  UOp issuer = UOp::make(Op::IF, {t < 1, published});
+  UOp ready = after(bars, {issuer}), keep = define_reg(f, 1, 0);
+  UOp zeroed = store(index(after(keep, {issuer}), i32(0)), const_(f, 0.0));
+  UOp j = range(tiles, 0, AxisKind::Loop);
+  UOp s = j % stages, parity = j / stages % 2;
+  // The slot's previous load (a parity-1 wait passes at once the first time round).
+  UOp freed = UOp::make(Op::MBARRIER_WAIT, dtypes::void_, {index(ready, s), i32(1) - parity});
+  UOp slot = after(ring, {freed});
+  UOp acc = after(keep, {zeroed, j});
+  UOp sum = store(index(acc, i32(0)),
+                  load(index(acc, i32(0))) +
+                      cast(load(index(slot, s * tile, i32(stages - 1) < j), const_(bf, 0.0)), f));
+  UOp expect = UOp::make(Op::MBARRIER_ARRIVE, dtypes::void_,
+                         {index(after(ready, {freed}), s), i32(tile * 2), sum});
+  UOp g = b + j * blocks;
+  UOp copy = UOp::make(
+      Op::TMA_LOAD, dtypes::void_,
+      {map, index(slot, s * tile), index(after(ready, {expect}), s), tile_col(g), tile_row(g)});
+  UOp streamed = end(copy, {j});
+  // The last load of each slot, waited for and counted.
+  UOp total = load(index(after(keep, {streamed}), i32(0)));
+  std::vector<UOp> drains;
+  for (int64_t st = 0; st < stages && st < tiles; ++st) {
+    int64_t last = st + (tiles - 1 - st) / stages * stages;
+    UOp landed = UOp::make(Op::MBARRIER_WAIT, dtypes::void_,
+                           {index(after(ready, {streamed}), i32(st)), i32(last / stages % 2)});
+    drains.push_back(landed);
+    total = total + cast(load(index(after(ring, {landed}), i32(st * tile))), f);
+  }
+  std::vector<UOp> done = drains;
+  done.push_back(store(index(out, b), total));
+  return sink({UOp::make(Op::ENDIF, {issuer, UOp::make(Op::GROUP, std::span<const UOp>(done))})},
+              "tma_stream");
+}
+
+UOp cp_async_stream_kernel(int64_t blocks, int64_t tiles) {
+  DType bf = dtypes::bfloat16, f = dtypes::float32, v8 = bf.vec(8);
+  int64_t tile = kTileRows * kTileCols;
+  UOp out = param(0, f.ptr()), in = param(1, bf.ptr());
+  UOp b = special(SpecialKind::BlockIdx, 0, blocks), t = special(SpecialKind::ThreadIdx, 0, 256);
+  UOp buf = define_local(bf, tile, 0, 128), keep = define_reg(f, 1, 0);
+  UOp zeroed = store(index(keep, i32(0)), const_(f, 0.0));
+  UOp j = range(tiles, 0, AxisKind::Loop);
+  UOp g = b + j * blocks;
+  std::vector<UOp> copies;
+  for (int64_t c = 0; c < tile / 8 / 256; ++c) {  // 16-byte chunks: 8 per thread
+    UOp chunk = t + c * 256, row = chunk / (kTileCols / 8), col = chunk % (kTileCols / 8) * 8;
+    UOp src =
+        UOp::make(Op::INDEX, v8.ptr(), {in, (tile_row(g) + row) * kStreamCols + tile_col(g) + col});
+    UOp dst = UOp::make(Op::INDEX, v8.ptr(AddrSpace::Local), {buf, chunk * 8});
+    copies.push_back(UOp::make(Op::ASYNC_COPY, dtypes::token, {dst, src}));
+  }
+  UOp group = UOp::make(Op::ASYNC_COMMIT, dtypes::token, std::span<const UOp>(copies));
+  UOp landed = UOp::make(Op::WAIT_GROUP, dtypes::void_, {group}, int64_t(0));
+  UOp acc = after(keep, {zeroed, j});
+  UOp sum = store(index(acc, i32(0)),
+                  load(index(acc, i32(0))) + cast(load(index(after(buf, {landed}), t * 8)), f));
+  UOp streamed = end(sum, {j});
+  return sink({store(index(out, b * 256 + t), load(index(after(keep, {streamed}), i32(0))))},
+              "cp_async_stream");
+}
+
+namespace {
+UOp ping_pong(int64_t iterations, bool mbarriers) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 64);
+  UOp j = range(iterations, 0, AxisKind::Loop);
+  UOp turn;
+  if (!mbarriers) {  // two block barriers per turn
+    UOp tick = store(index(define_reg(f, 1, 0), i32(0)), cast(j, f));
+    UOp first = UOp::make(Op::BARRIER, dtypes::void_, {tick});
+    turn = end(UOp::make(Op::BARRIER, dtypes::void_, {first}), {j});
+    return sink({store(index(after(out, {turn}), t), const_(f, 1.0))}, "barrier_ping_pong");
+  }
+  UOp bars = define_local(dtypes::int64, 2, 0, 8);
+  UOp first = UOp::make(Op::IF, {t < 1});
+  UOp inits = UOp::make(Op::GROUP, {UOp::make(Op::MBARRIER_INIT, dtypes::void_,
+                                              {index(after(bars, {first}), i32(0)), i32(32)}),
+                                    UOp::make(Op::MBARRIER_INIT, dtypes::void_,
+                                              {index(after(bars, {first}), i32(1)), i32(32)})});
+  UOp fenced = UOp::make(Op::FENCE, dtypes::void_, {inits}, std::string("mbarrier_init"));
+  UOp published = UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::ENDIF, {first, fenced})});
+  std::vector<UOp> sides;
+  for (int64_t w : {0, 1}) {  // warp w arrives on barrier w and waits on the other
+    UOp mine = UOp::make(Op::IF, {w == 0 ? t < 32 : UOp::make(Op::CMPLT, {i32(31), t}), published});
+    UOp ready = after(bars, {mine});
+    UOp k = range(iterations, 1 + w, AxisKind::Loop), par = k % 2;
+    // Both effects are the loop's body (a GROUP under its END): the arrive reads nothing of
+    // the loop, and would otherwise run once, before it.
+    UOp body;
+    if (w == 0) {
+      UOp arrived = UOp::make(Op::MBARRIER_ARRIVE, dtypes::void_, {index(ready, i32(0)), i32(0)});
+      body = group({arrived, UOp::make(Op::MBARRIER_WAIT, dtypes::void_,
+                                       {index(ready, i32(1)), par, arrived})});
+    } else {
+      UOp waited = UOp::make(Op::MBARRIER_WAIT, dtypes::void_, {index(ready, i32(0)), par});
+      body = group({waited, UOp::make(Op::MBARRIER_ARRIVE, dtypes::void_,
+                                      {index(ready, i32(1)), i32(0), waited})});
+    }
+    sides.push_back(UOp::make(Op::ENDIF, {mine, end(body, {k})}));
+  }
+  return sink({store(index(after(out, {sides[0], sides[1]}), t), const_(f, 1.0))},
+              "mbarrier_ping_pong");
+}
+}  // namespace
+
+UOp mbarrier_ping_pong_kernel(int64_t iterations) { return ping_pong(iterations, true); }
+UOp barrier_ping_pong_kernel(int64_t iterations) { return ping_pong(iterations, false); }
+
 std::vector<std::string> builtin_kernel_names() {
   return {"add", "sum", "matmul", "multi", "softmax", "tiled_matmul", "block_sum", "mma_matmul"};
 }

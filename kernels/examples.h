@@ -82,6 +82,30 @@ UOp wgmma_tile_kernel(const WgmmaTile& o);
 // `box` innermost first, 1 to 5 dimensions. Variables load<d>, store<d>: int32 coordinates.
 UOp tma_round_trip_kernel(DType dtype, const std::vector<int64_t>& box, Swizzle swizzle);
 
+// The ceilings of a Hopper GPU, measured by `kitten bench ceilings`. Each has its work
+// counted in its comment; all keep a result so that nothing is dead.
+// wgmma from shared memory with no global traffic: `blocks` blocks of two warpgroups, each
+// issuing `iterations` chains of 16 wgmma m64n256k16 (bf16, 128B-swizzled K-major tiles);
+// 2*64*256*16 flops each. Buffer 0: one float32 per thread.
+UOp wgmma_peak_kernel(int64_t blocks, int64_t iterations);
+// mma.sync from registers: `blocks` blocks of 8 warps, each issuing `iterations` x 8
+// independent chains of 4 mma.sync m16n8k16 (bf16); 2*16*8*16 flops each. Buffer 0: one
+// float32 per thread, the sum over the iterations i of 28 + 512 * (i % 2).
+UOp mma_sync_peak_kernel(int64_t blocks, int64_t iterations);
+// A persistent grid streaming tiles of 64 rows x 256 bf16 (32 KiB) from HBM into shared
+// memory: block b loads tiles b, b + blocks, ... (`tiles` each) of the tensor behind the
+// tensor map in slot 1 (8192 columns) into a ring of `stages` slots, one thread issuing TMA
+// loads on mbarriers; buffer 0 gets, per block, the sum of its tiles' first elements.
+UOp tma_stream_kernel(int64_t blocks, int64_t tiles, int64_t stages);
+// The same stream by cp.async (256 threads, 16 bytes each, a commit and wait per tile) from
+// the tensor in buffer 1 (8192 columns, rows contiguous); buffer 0 as above.
+UOp cp_async_stream_kernel(int64_t blocks, int64_t tiles);
+// Two warps pass the turn `iterations` times: on a pair of mbarriers (warp 0 arrives on
+// one and waits on the other, warp 1 the reverse), or with two block barriers per turn.
+// Buffer 0: one float32 per thread.
+UOp mbarrier_ping_pong_kernel(int64_t iterations);
+UOp barrier_ping_pong_kernel(int64_t iterations);
+
 std::vector<std::string> builtin_kernel_names();
 // The named kernel at a default size. Throws std::invalid_argument naming the known ones.
 UOp builtin_kernel(const std::string& name);

@@ -10,6 +10,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/emu/emulator.h"
 #include "dsl/float_format.h"
+#include "kernels/examples.h"
 #include "kernels/flash_attention_fwd.h"
 #include "kernels/gemm.h"
 #include "tools/cli.h"
@@ -377,10 +378,130 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
 
 }  // namespace
 
+// The Hopper ceilings (sm_90): wgmma and mma.sync peaks, TMA and cp.async streams from HBM,
+// mbarrier and block-barrier round trips; each result checked, each time the median of
+// --reps runs after 5 warm-up runs.
+int bench_ceilings(const std::vector<std::string>& args) {
+  Bench b;
+  for (size_t i = 1; i < args.size(); ++i)
+    if (std::optional<int> s = b.common_option(args, i); !s || *s >= 0)
+      return s ? *s : usage_error("bench: unknown option " + escape_controls(args[i], false));
+  if (int status = b.open("ceilings"); status >= 0) return status;
+  const Target& t = b.dev->props().target;
+  if (b.device != "cuda" || !t.has(kFeatureWgmma) || !t.has(kFeatureTma))
+    return work_failed("bench", "ceilings measures a Hopper GPU (sm_90: wgmma, TMA); " + b.device +
+                                    " (" + t.arch + ") is not one");
+  int64_t sms = t.multiprocessors;
+  auto q = b.dev->new_queue();
+  auto time = [&](CompiledKernel& k, const std::vector<KernelArg>& a) {
+    std::vector<double> ms;
+    for (int r = 0; r < b.reps + 5; ++r) {
+      double x = cuda_elapsed_ms(*q, [&] { k.enqueue(*q, a); });
+      if (r >= 5) ms.push_back(x);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  auto floats = [&](Buffer buf) {
+    std::vector<unsigned char> bytes = b.download(buf);
+    std::vector<float> v(bytes.size() / 4);
+    std::memcpy(v.data(), bytes.data(), v.size() * 4);
+    return v;
+  };
+  int bad = 0;
+  auto expect = [&](bool ok, const char* what) {
+    if (!ok) std::printf("CHECK FAILED: %s\n", what), ++bad;
+  };
+  std::printf("ceilings on %s (%s, %lld SMs), median of %d runs\n", b.device.c_str(),
+              t.arch.c_str(), (long long)sms, b.reps);
+  {  // wgmma: every thread keeps an element of its last chain; both warpgroups alike
+    int64_t iters = 2000;
+    CompiledKernel k = compile_kernel(*b.dev, wgmma_peak_kernel(sms, iters));
+    Buffer out = b.alloc(size_t(sms * 256 * 4));
+    double ms = time(k, {out});
+    std::vector<float> v = floats(out);
+    bool same = true;
+    for (size_t i = 0; i < 128; ++i) same &= v[i] == v[i + 128] && std::isfinite(v[i]);
+    expect(same, "wgmma: the two warpgroups' results differ");
+    double flops = double(sms) * 2 * double(iters) * 16 * 2 * 64 * 256 * 16;
+    std::printf("wgmma m64n256k16 bf16 from shared memory: %.1f TFLOP/s (%.3f ms; %s)\n",
+                flops / (ms * 1e9), ms, k.program->resources().c_str());
+  }
+  {  // mma.sync: each thread's total is iters * 28 + 512 * iters / 2
+    int64_t iters = 4000, blocks = 2 * sms;
+    CompiledKernel k = compile_kernel(*b.dev, mma_sync_peak_kernel(blocks, iters));
+    Buffer out = b.alloc(size_t(blocks * 256 * 4));
+    double ms = time(k, {out});
+    std::vector<float> v = floats(out);
+    float want = float(iters * 28 + 512 * iters / 2);
+    expect(std::all_of(v.begin(), v.end(), [&](float x) { return x == want; }),
+           "mma.sync: a total is wrong");
+    double flops = double(blocks) * 8 * double(iters) * 32 * 2 * 16 * 8 * 16;
+    std::printf("mma.sync m16n8k16 bf16 from registers: %.1f TFLOP/s (%.3f ms)\n",
+                flops / (ms * 1e9), ms);
+  }
+  {  // streams: the same 64-tiles-per-SM of a 8192-column bf16 tensor, by TMA and cp.async
+    int64_t per_sm = 128, tiles = per_sm * sms, rows = (tiles + 31) / 32 * 64;
+    std::vector<double> v;
+    Buffer in = b.random(dtypes::bfloat16, rows * 8192, v);
+    double bytes = double(tiles) * 64 * 256 * 2;
+    auto first_sum = [&](int64_t blocks, int64_t block, int64_t n, int64_t elem) {
+      double s = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t g = block + j * blocks;
+        s += v[size_t((g / 32 * 64 + elem / 256) * 8192 + g % 32 * 256 + elem % 256)];
+      }
+      return s;
+    };
+    CompiledKernel tk = compile_kernel(*b.dev, tma_stream_kernel(sms, per_sm, 4));
+    Buffer out = b.alloc(size_t(sms * 4));
+    std::vector<KernelArg> ta = {
+        out, make_tensor_map(in, dtypes::bfloat16, {8192, rows}, {8192 * 2}, {256, 64})};
+    double tms = time(tk, ta);
+    std::vector<float> got = floats(out);
+    bool ok = true;
+    for (int64_t blk = 0; blk < sms; ++blk)
+      ok &= std::fabs(got[size_t(blk)] - first_sum(sms, blk, per_sm, 0)) < 1e-3 * per_sm;
+    expect(ok, "TMA stream: a block's sum of first elements is wrong");
+    int64_t cblocks = 4 * sms, cper = per_sm / 4;
+    CompiledKernel ck = compile_kernel(*b.dev, cp_async_stream_kernel(cblocks, cper));
+    Buffer cout = b.alloc(size_t(cblocks * 256 * 4));
+    double cms = time(ck, {cout, in});
+    got = floats(cout);
+    ok = true;
+    for (int64_t blk = 0; blk < cblocks; blk += 37)
+      ok &= std::fabs(got[size_t(blk * 256 + 5)] - first_sum(cblocks, blk, cper, 40)) < 1e-3 * cper;
+    expect(ok, "cp.async stream: a thread's sum is wrong");
+    std::printf(
+        "TMA loads HBM -> shared, persistent grid of %lld blocks, 4 stages of 32 KiB: "
+        "%.0f GB/s (%.3f ms)\n",
+        (long long)sms, bytes / (tms * 1e6), tms);
+    std::printf("cp.async loads HBM -> shared, %lld blocks of 256 threads: %.0f GB/s (%.3f ms)\n",
+                (long long)cblocks, bytes / (cms * 1e6), cms);
+    std::printf("stream bytes: %.0f\n", bytes);
+  }
+  {  // round trips: both warps must finish every turn
+    int64_t iters = 100000;
+    for (bool mb : {true, false}) {
+      CompiledKernel k = compile_kernel(
+          *b.dev, mb ? mbarrier_ping_pong_kernel(iters) : barrier_ping_pong_kernel(iters));
+      Buffer out = b.alloc(64 * 4);
+      double ms = time(k, {out});
+      std::vector<float> v = floats(out);
+      expect(std::all_of(v.begin(), v.end(), [](float x) { return x == 1.0f; }),
+             "ping-pong: a thread did not finish");
+      std::printf("%s round trip between two warps: %.1f ns\n",
+                  mb ? "mbarrier arrive/wait" : "two __syncthreads", ms * 1e6 / double(iters));
+    }
+  }
+  return bad ? work_failed("bench", std::to_string(bad) + " ceiling checks failed") : 0;
+}
+
 int cmd_bench(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "gemm") return bench_gemm(args);
   if (!args.empty() && args[0] == "flash_attention_fwd") return bench_flash_attention_fwd(args);
-  return usage_error("bench: expected a library kernel: gemm or flash_attention_fwd");
+  if (!args.empty() && args[0] == "ceilings") return bench_ceilings(args);
+  return usage_error("bench: expected a library kernel (gemm or flash_attention_fwd) or ceilings");
 }
 
 }  // namespace kitten

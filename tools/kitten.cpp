@@ -81,6 +81,11 @@ commands:
                     every row checked (64 sampled rows of large problems), TFLOP/s
                     counting 4*Nq*Nkv*D per head (the visible pairs where causal).
                     Knobs: BQ BKV WARPS STAGES
+  bench ceilings --device cuda [--reps N]
+                    a Hopper GPU's ceilings, each result checked: wgmma m64n256k16 from
+                    shared memory and mma.sync from registers (TFLOP/s), a persistent
+                    grid streaming HBM to shared memory by TMA and by cp.async (GB/s),
+                    the round trip of two warps on mbarriers and on __syncthreads (ns)
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess

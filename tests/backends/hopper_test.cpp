@@ -415,6 +415,74 @@ TEST_P(Hopper, BulkReduceAddAccumulatesIntoGlobalMemory) {
 INSTANTIATE_TEST_SUITE_P(Devices, Hopper, testing::ValuesIn(block_devices()), test_name);
 
 #ifndef KITTEN_CUDA_TESTS
+// ---- the ceilings' kernels (timed by `kitten bench ceilings` on the GPU) ----------------
+
+TEST(Ceilings, TheirKernelsComputeWhatTheBenchChecks) {
+  auto dev = make_emu_device();
+  auto floats = [&](Buffer buf, size_t n) {
+    std::vector<float> v(n);
+    dev->allocator().copy_out(v.data(), buf, n * 4);
+    return v;
+  };
+  {  // mma.sync: per iteration i, 8 chains of j + 4 * 16 products of i % 2
+    Buffer out = dev->allocator().alloc(2 * 256 * 4);
+    compile_kernel(*dev, mma_sync_peak_kernel(2, 3)).run(std::vector<KernelArg>{out});
+    for (float x : floats(out, 512)) ASSERT_EQ(x, 3 * 28 + 512.0f);
+    dev->allocator().free(out);
+  }
+  {  // wgmma: both warpgroups run the same chains
+    Buffer out = dev->allocator().alloc(256 * 4);
+    compile_kernel(*dev, wgmma_peak_kernel(1, 2)).run(std::vector<KernelArg>{out});
+    std::vector<float> v = floats(out, 256);
+    for (size_t i = 0; i < 128; ++i) ASSERT_EQ(v[i], v[i + 128]) << i;
+    dev->allocator().free(out);
+  }
+  for (bool mb : {true, false}) {  // both warps finish every turn
+    Buffer out = dev->allocator().alloc(64 * 4);
+    compile_kernel(*dev, mb ? mbarrier_ping_pong_kernel(5) : barrier_ping_pong_kernel(5))
+        .run(std::vector<KernelArg>{out});
+    for (float x : floats(out, 64)) ASSERT_EQ(x, 1.0f);
+    dev->allocator().free(out);
+  }
+}
+
+// A persistent grid: one block per SM of the target, each looping over its share of tiles
+// (b, b + blocks, ...), streamed by TMA through a ring of mbarrier-guarded slots, or by
+// cp.async; each block sums its tiles' first elements.
+TEST(Ceilings, PersistentStreamsVisitEveryTileOfTheirBlock) {
+  auto dev = make_emu_device();
+  int64_t sms = dev->props().target.multiprocessors, per = 3, tiles = per * sms;
+  int64_t rows = (tiles + 31) / 32 * 64;
+  HostData in = HostData::random(dtypes::bfloat16, size_t(rows * 8192), 71);
+  DeviceBuffer din(*dev, in);
+  auto first = [&](int64_t blocks, int64_t b, int64_t n, int64_t elem) {
+    double s = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t g = b + j * blocks;
+      s += in.values[size_t((g / 32 * 64 + elem / 256) * 8192 + g % 32 * 256 + elem % 256)];
+    }
+    return s;
+  };
+  HostData sums = HostData::poisoned(dtypes::float32, size_t(sms));
+  DeviceBuffer dsums(*dev, sums);
+  compile_kernel(*dev, tma_stream_kernel(sms, per, 2))
+      .run(std::vector<KernelArg>{
+          dsums.buf, make_tensor_map(din.buf, dtypes::bfloat16, {8192, rows}, {16384}, {256, 64})});
+  dsums.read(sums);
+  for (int64_t b = 0; b < sms; ++b)
+    ASSERT_NEAR(sums.get(size_t(b)), first(sms, b, per, 0), 1e-4) << "block " << b;
+  int64_t blocks = 4;
+  HostData per_thread = HostData::poisoned(dtypes::float32, size_t(blocks * 256));
+  DeviceBuffer dper(*dev, per_thread);
+  compile_kernel(*dev, cp_async_stream_kernel(blocks, 2))
+      .run(std::vector<KernelArg>{dper.buf, din.buf});
+  dper.read(per_thread);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t t : {0, 5, 255})
+      ASSERT_NEAR(per_thread.get(size_t(b * 256 + t)), first(blocks, b, 2, t * 8), 1e-4)
+          << "block " << b << " thread " << t;
+}
+
 // ---- the emulator's checks ------------------------------------------------------------
 
 TEST(EmuHopperChecks, AWaitOnAPhaseThatCanNeverCompleteIsNamed) {
