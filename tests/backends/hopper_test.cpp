@@ -271,6 +271,14 @@ std::map<std::string, int64_t> round_trip_vars(const RoundTrip& c) {
   return v;
 }
 
+// The round trip's parameters: the dense box, the map it loads through and the one it
+// stores through.
+std::vector<KernelArg> round_trip_args(const RoundTrip& c, Buffer dense, Buffer in,
+                                       const Tensor& tin, Buffer out, const Tensor& tout) {
+  return {dense, make_tensor_map(in, c.dtype, c.dims, tin.strides, c.box, c.swizzle),
+          make_tensor_map(out, c.dtype, c.out_dims, tout.strides, c.box, c.swizzle)};
+}
+
 std::vector<RoundTrip> round_trips() {
   return {
       // 3-D float32: the load's box out of bounds in every dimension on both sides, the
@@ -331,9 +339,7 @@ TEST_P(Hopper, TmaRoundTripOfABoxPartlyOutOfBounds) {
     HostData dense = HostData::poisoned(c.dtype, size_t(count));
     DeviceBuffer din(*dev, in.data), dout(*dev, out.data), ddense(*dev, dense);
     CompiledKernel k = compile_kernel(*dev, tma_round_trip_kernel(c.dtype, c.box, c.swizzle));
-    std::vector<KernelArg> a = {
-        ddense.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
-        make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+    std::vector<KernelArg> a = round_trip_args(c, ddense.buf, din.buf, in, dout.buf, out);
     k.run(bind_args(k.rendered.info, a, round_trip_vars(c)));
     ddense.read(dense);
     dout.read(out.data);
@@ -352,9 +358,7 @@ TEST_P(Hopper, GraphReplayRebindsATensorMapsBuffer) {
   DeviceBuffer d1(*dev, first.data), d2(*dev, second.data), dout(*dev, out.data),
       ddense(*dev, dense);
   CompiledKernel k = compile_kernel(*dev, tma_round_trip_kernel(c.dtype, c.box, c.swizzle));
-  std::vector<KernelArg> a = {
-      ddense.buf, make_tensor_map(d1.buf, c.dtype, c.dims, first.strides, c.box, c.swizzle),
-      make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+  std::vector<KernelArg> a = round_trip_args(c, ddense.buf, d1.buf, first, dout.buf, out);
   auto g = dev->new_graph();
   k.record(*g, bind_args(k.rendered.info, a, round_trip_vars(c)));
   auto q = dev->new_queue();
@@ -669,9 +673,7 @@ std::string round_trip_fault(const std::vector<std::pair<UOp, UOp>>& replace,
   DeviceBuffer din(*dev, in.data), dout(*dev, out.data), ddense(*dev, dense);
   return error_of([&] {
     CompiledKernel ck = compile_kernel(*dev, replace.empty() ? k : substitute(k, replace));
-    std::vector<KernelArg> a = {
-        ddense.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
-        make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+    std::vector<KernelArg> a = round_trip_args(c, ddense.buf, din.buf, in, dout.buf, out);
     ck.run(bind_args(ck.rendered.info, a, round_trip_vars(c)));
   });
 }
@@ -722,9 +724,7 @@ TEST(EmuHopperChecks, ATmaStoreAtANegativeCoordinateIsAnError) {
   HostData dense = HostData::poisoned(c.dtype, 64 * 8);
   DeviceBuffer din(*dev, in.data), dout(*dev, out.data), ddense(*dev, dense);
   CompiledKernel ck = compile_kernel(*dev, k);
-  std::vector<KernelArg> a = {
-      ddense.buf, make_tensor_map(din.buf, c.dtype, c.dims, in.strides, c.box, c.swizzle),
-      make_tensor_map(dout.buf, c.dtype, c.out_dims, out.strides, c.box, c.swizzle)};
+  std::vector<KernelArg> a = round_trip_args(c, ddense.buf, din.buf, in, dout.buf, out);
   std::string e = error_of([&] { ck.run(bind_args(ck.rendered.info, a, round_trip_vars(c))); });
   EXPECT_NE(e.find("stores at coordinate -16 in dimension 0: a TMA store's box may run past the "
                    "tensor's end but not start before it"),
