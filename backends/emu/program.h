@@ -68,6 +68,8 @@ enum class EmuKind {
   TmaLoad,
   TmaStore,
   BulkReduceAdd,
+  BulkCommit,
+  BulkWait,
 };
 
 // FENCE's kinds (EmuInstr::imm_i).

@@ -133,6 +133,13 @@ struct MaskFrame {
   int pc;
 };
 
+// Bytes of a shared buffer.
+struct SharedRange {
+  int buf;
+  int64_t offset;
+  int n;
+};
+
 struct Warp {
   int pc = 0;
   uint32_t exists = 0, mask = 0;
@@ -153,6 +160,7 @@ struct Warp {
     int slot, count;
     int64_t group;  // -1: not committed yet
     int pc;
+    std::vector<SharedRange> reads;  // the shared bytes of its operands
   };
   std::vector<InFlight> wgmmas;
 };
@@ -259,6 +267,7 @@ class Runner {
     warps_ = &warps;
     proxy_fences_.assign(size_t(threads), 0);
     tma_.clear();
+    bulk_.clear();
     mbarriers_.clear();
     named_ = {};
     // Each warp runs until it ends or waits; the round repeats while some warp moved. When
@@ -449,7 +458,7 @@ class Runner {
     if (d.kind != EmuBufKind::Shared) return;
     if (auto f = shared_[size_t(b)].access(offset, bytes, t, epoch_, a)) {
       std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
-      fault(f->what + (f->other != -1 ? other + " with no barrier between," : ""), b, index, t);
+      fault(f->what + (f->other != -1 ? other + f->then : ""), b, index, t);
     }
     if (a == Access::Write)
       shared_[size_t(b)].generic_write(offset, bytes, t, proxy_fences_[size_t(t)]);
@@ -562,8 +571,7 @@ class Runner {
       if (auto f =
               shared_[size_t(in.buf)].access(doff, bytes, thread_of(l), epoch_, Access::Write)) {
         std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
-        fault("async copy into shared memory: " + f->what +
-                  (f->other != -1 ? other + " with no barrier between," : ""),
+        fault("async copy into shared memory: " + f->what + (f->other != -1 ? other + f->then : ""),
               in.buf, di, thread_of(l));
       }
       std::vector<unsigned char> data(size_t(bytes), 0);
@@ -888,6 +896,16 @@ class Runner {
         break;
       case EmuKind::Fence:
         fence(w, in);
+        break;
+      case EmuKind::BulkCommit:
+        each(w.mask, [&](int l) {
+          BulkReads& r = bulk_[thread_of(l)];
+          r.groups.push_back(std::move(r.open));
+          r.open.clear();
+        });
+        break;
+      case EmuKind::BulkWait:
+        bulk_wait(w, in);
         break;
       case EmuKind::TmaLoad:
         tma_load(w, in);
@@ -1225,8 +1243,7 @@ class Runner {
       int t = thread_of(l);
       if (auto f = shared_[size_t(in.buf)].access(off, int(bytes), t, epoch_, Access::Write)) {
         std::string other = f->other >= 0 ? " " + thread_text(f->other) : " several threads";
-        fault("TMA copy into shared memory: " + f->what +
-                  (f->other != -1 ? other + " with no barrier between," : ""),
+        fault("TMA copy into shared memory: " + f->what + (f->other != -1 ? other + f->then : ""),
               in.buf, off / k_.buffers[size_t(in.buf)].elem.itemsize(), t);
       }
       std::vector<unsigned char> data(size_t(bytes), 0);  // at the tile's swizzled places
@@ -1246,13 +1263,34 @@ class Runner {
 
   // The shared bytes a bulk copy reads must have no ordinary store that its writer has not
   // fenced with FENCE proxy_async.
-  void async_read(Warp& w, int buf, int64_t off, int n, int l) {
+  void async_read(Warp& w, int buf, int64_t off, int n, int l, int32_t reader) {
     int64_t index = off / k_.buffers[size_t(buf)].elem.itemsize();
     track(w, buf, index, off, n, l, Access::Read);
+    shared_[size_t(buf)].async_read(off, n, reader);
+    if (reader > 0) bulk_[reader - 1].open.push_back({buf, off, n});
     if (auto t = shared_[size_t(buf)].unfenced(off, n, proxy_fences_))
       fault(place(w.pc) + " reads through the async proxy what " + thread_text(*t) +
                 " wrote with ordinary stores and no FENCE proxy_async since",
             buf, index, thread_of(l));
+  }
+
+  // A thread's bulk copies: the shared bytes each group still reads, oldest first.
+  struct BulkReads {
+    std::vector<SharedRange> open;                 // not committed yet
+    std::vector<std::vector<SharedRange>> groups;  // committed, oldest first
+  };
+
+  // cp.async.bulk.wait_group.read N: the thread's committed groups but the youngest N
+  // stop reading shared memory.
+  void bulk_wait(Warp& w, const EmuInstr& in) {
+    each(w.mask, [&](int l) {
+      BulkReads& r = bulk_[thread_of(l)];
+      while (int64_t(r.groups.size()) > in.imm_i) {
+        for (const SharedRange& s : r.groups.front())
+          shared_[size_t(s.buf)].end_reads(thread_of(l) + 1, s.offset, s.n);
+        r.groups.erase(r.groups.begin());
+      }
+    });
   }
 
   // cp.async.bulk.tensor to global memory: the elements of the box inside the tensor are
@@ -1275,7 +1313,7 @@ class Runner {
       each_box_element(m, at, [&](int64_t logical, int64_t global) {
         if (global < 0) return;
         int64_t at = swizzled(in.buf, off, logical, s);
-        async_read(w, in.buf, at, int(item), l);
+        async_read(w, in.buf, at, int(item), l, thread_of(l) + 1);
         std::memcpy(dst + global, shared_[size_t(in.buf)].bytes().data() + at, size_t(item));
       });
     });
@@ -1289,7 +1327,7 @@ class Runner {
       for (int64_t i = 0; i < in.imm_i / 4; ++i) {
         int64_t doff = check_access(in.buf, dst + i, 4, l, true);
         check_access(in.src_buf, src + i, 4, l, false);
-        async_read(w, in.src_buf, soff + 4 * i, 4, l);
+        async_read(w, in.src_buf, soff + 4 * i, 4, l, thread_of(l) + 1);
         unsigned char* g = memory(w, in.buf, doff, l);
         Scalar sum;
         sum.f = double(float(
@@ -1321,7 +1359,7 @@ class Runner {
   // core matrices LBO and SBO apart), the swizzle XOR applied to the address. The
   // allocation it lands in must be laid out with the descriptor's swizzle.
   double desc_element(Warp& w, uint64_t d, bool mn_major, int mn, int k, const char* which,
-                      DType elem) {
+                      DType elem, std::vector<SharedRange>& reads) {
     int64_t start = int64_t(d & 0x3FFF) << 4, lbo = int64_t((d >> 16) & 0x3FFF) << 4,
             sbo = int64_t((d >> 32) & 0x3FFF) << 4;
     static constexpr Swizzle modes[] = {Swizzle::None, Swizzle::B128, Swizzle::B64, Swizzle::B32};
@@ -1360,6 +1398,8 @@ class Runner {
                 std::to_string(k) + ") past the end of its allocation",
             b, index, thread_of(lane));
     track(w, b, index, offset, 2, lane, Access::Read);
+    shared_[size_t(b)].async_read(offset, 2, -(thread_of(0) + 1));  // until its WGMMA_WAIT
+    reads.push_back({b, offset, 2});
     if (auto t = shared_[size_t(b)].unfenced(offset, 2, proxy_fences_))
       fault(place(w.pc) + " reads through the async proxy what " + thread_text(*t) +
                 " wrote with ordinary stores and no FENCE proxy_async since",
@@ -1385,6 +1425,7 @@ class Runner {
     int n = fc.cols, kk = in.mma_k;
     DType elem = in.in;
     std::vector<double> A(size_t(16 * kk)), B(size_t(kk * n)), C(size_t(16 * n));
+    std::vector<SharedRange> reads;  // the operands' shared bytes, read until the wait
     auto descriptor = [&](int s, const char* which) {
       int64_t d = reg(w, s)[0].i;
       each(w.mask, [&](int l) {
@@ -1399,7 +1440,7 @@ class Runner {
       uint64_t da = descriptor(in.src[0], "A");
       for (int r = 0; r < 16; ++r)
         for (int c = 0; c < kk; ++c)
-          A[size_t(r * kk + c)] = desc_element(w, da, in.mma_a_mn, 16 * q + r, c, "A", elem);
+          A[size_t(r * kk + c)] = desc_element(w, da, in.mma_a_mn, 16 * q + r, c, "A", elem, reads);
     } else {
       const EmuFragment& fa = in.mma_a;
       for (int l = 0; l < kWarp; ++l)
@@ -1411,7 +1452,7 @@ class Runner {
     uint64_t db = descriptor(in.src[1], "B");
     for (int c = 0; c < kk; ++c)
       for (int j = 0; j < n; ++j)
-        B[size_t(c * n + j)] = desc_element(w, db, in.mma_b_mn, j, c, "B", elem);
+        B[size_t(c * n + j)] = desc_element(w, db, in.mma_b_mn, j, c, "B", elem, reads);
     for (int l = 0; l < kWarp; ++l)
       for (int i = 0; i < fc.count; ++i) {
         int at = fc.at[size_t((32 * q + l) * fc.count + i)];
@@ -1424,7 +1465,7 @@ class Runner {
         for (int x = 0; x < kk; ++x) acc += A[size_t(r * kk + x)] * B[size_t(x * n + c)];
         reg(w, in.out, i)[l].f = double(float(acc));
       }
-    w.wgmmas.push_back({in.out, fc.count, -1, w.pc});
+    w.wgmmas.push_back({in.out, fc.count, -1, w.pc, std::move(reads)});
   }
 
   // wgmma.wait_group N: the warp's oldest committed groups land until at most N are in
@@ -1438,8 +1479,13 @@ class Runner {
     groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
     if (int64_t(groups.size()) > in.imm_i) {
       int64_t last = groups[groups.size() - size_t(in.imm_i) - 1];
-      std::erase_if(w.wgmmas,
-                    [&](const Warp::InFlight& f) { return f.group >= 0 && f.group <= last; });
+      std::erase_if(w.wgmmas, [&](const Warp::InFlight& f) {
+        bool landed = f.group >= 0 && f.group <= last;
+        if (landed)  // its operands are read no more
+          for (const SharedRange& r : f.reads)
+            shared_[size_t(r.buf)].end_reads(-(thread_of(0) + 1), r.offset, r.n);
+        return landed;
+      });
     }
     for (const Warp::InFlight& f : w.wgmmas)
       if (f.slot == in.src[0])
@@ -1484,6 +1530,7 @@ class Runner {
   std::array<NamedBarrier, 16> named_;
   std::vector<uint32_t> proxy_fences_;  // per thread: the FENCE proxy_async it ran
   std::vector<TmaCopy> tma_;            // TMA loads waiting for their mbarrier phase
+  std::map<int, BulkReads> bulk_;       // by thread
   int64_t wgmma_groups_ = 0;
   std::array<int64_t, 32> lane_offset_;  // a shared access's byte offset per lane (-1: off)
 };

@@ -14,6 +14,18 @@ void SharedShadow::reset(size_t n) {
   pending_.assign(n, 0);
   generic_.assign(n, 0);
   generic_fences_.assign(n, 0);
+  async_reader_.assign(n, 0);
+}
+
+void SharedShadow::async_read(int64_t offset, int n, int32_t reader) {
+  for (int64_t i = offset; i < offset + n; ++i) async_reader_[size_t(i)] = reader;
+}
+
+void SharedShadow::end_reads(int32_t reader, int64_t offset, int n) {
+  size_t from = offset < 0 ? 0 : size_t(offset),
+         to = offset < 0 ? async_reader_.size() : size_t(offset + n);
+  for (size_t i = from; i < to; ++i)
+    if (async_reader_[i] == reader) async_reader_[i] = 0;
 }
 
 void SharedShadow::generic_write(int64_t offset, int n, int thread, uint32_t fences) {
@@ -46,6 +58,12 @@ std::optional<ShadowFault> SharedShadow::access(int64_t offset, int n, int t, ui
     bool read = r_epoch_[i] == epoch && other(reader_[i]);
     bool atomic = a_epoch_[i] == epoch && other(atomic_[i]);
     auto who = [](int32_t id) { return id; };
+    if (a != Access::Read && async_reader_[i] > 0)
+      return ShadowFault{"write to shared memory a bulk copy (TMA store or reduction) by",
+                         async_reader_[i] - 1, " still reads (before its BULK_WAIT),"};
+    if (a != Access::Read && async_reader_[i] < 0)
+      return ShadowFault{"write to shared memory a WGMMA of the warp of", -async_reader_[i] - 1,
+                         " still reads (before its WGMMA_WAIT),"};
     if (pending_[i] < 0)
       return ShadowFault{std::string(a == Access::Read ? "read of" : "write to") +
                              " a TMA copy's destination before its mbarrier phase completed",

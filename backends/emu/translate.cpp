@@ -377,10 +377,13 @@ class Translator {
         in.imm_i = u.src(2).const_int();
         return;
       }
-      case Op::BULK_COMMIT:
-      case Op::BULK_WAIT:  // the emulator's bulk copies complete at their issue
+      case Op::BULK_COMMIT:  // the copies complete at their issue; their reads end at a wait
         needs(kFeatureTma, u);
-        push(EmuKind::Nop, u);
+        push(EmuKind::BulkCommit, u);
+        return;
+      case Op::BULK_WAIT:
+        needs(kFeatureTma, u);
+        push(EmuKind::BulkWait, u).imm_i = u.int_arg();
         return;
       case Op::WGMMA_COMMIT:
         needs(kFeatureWgmma, u);

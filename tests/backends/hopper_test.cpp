@@ -678,6 +678,38 @@ std::string round_trip_fault(const std::vector<std::pair<UOp, UOp>>& replace,
   });
 }
 
+// Shared memory an asynchronous read still reads may not be written: a WGMMA's operands
+// until its WGMMA_WAIT, a TMA store's tile until its BULK_WAIT.
+TEST(EmuHopperChecks, OverwritingWhatAnAsyncReadStillReadsIsAnError) {
+  WgmmaTile o{.n = 16, .k = 32, .swizzle = Swizzle::B64};
+  UOp k = wgmma_tile_kernel(o);
+  UOp wait = find_node(k, Op::WGMMA_WAIT), commit = find_node(k, Op::WGMMA_COMMIT), sb;
+  for (const UOp& u : toposort(k))
+    if (u.op() == Op::DEFINE_LOCAL && u.slot() == 1) sb = u;
+  UOp early = store(index(after(sb, {commit}), i32(0)), const_(o.in, 1.0));
+  UOp waited = UOp::make(Op::WGMMA_WAIT, wait.dtype(), {wait.src(0), early}, int64_t(0));
+  std::string e = emu_fault(substitute(k, {{wait, waited}}), tile_sizes(o));
+  EXPECT_NE(e.find("write to shared memory a WGMMA of the warp of thread (0,0,0) of block (0,0,0) "
+                   "still reads (before its WGMMA_WAIT), in shared 1 at index 0 by thread (0,0,0)"),
+            std::string::npos)
+      << e;
+
+  RoundTrip c = round_trips()[1];
+  UOp rt = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
+  UOp drained = find_node(rt, Op::BULK_WAIT), tile;
+  for (const UOp& u : toposort(rt))
+    if (u.op() == Op::DEFINE_LOCAL && u.slot() == 0) tile = u;
+  UOp committed = drained.src(0);
+  UOp rewrite = store(index(after(tile, {committed}), i32(0)), const_(c.dtype, 1.0));
+  e = round_trip_fault({{drained, rewrite}});
+  EXPECT_NE(e.find("write to shared memory a bulk copy (TMA store or reduction) by thread (0,0,0) "
+                   "of block (0,0,0) still reads (before its BULK_WAIT), in shared 0 at index 0"),
+            std::string::npos)
+      << e;
+  UOp after_wait = store(index(after(tile, {drained}), i32(0)), const_(c.dtype, 1.0));
+  EXPECT_EQ(round_trip_fault({{drained, after_wait}}), "");
+}
+
 TEST(EmuHopperChecks, ReadingATmaTileBeforeItsPhaseCompletedIsAnError) {
   RoundTrip c = round_trips()[1];
   UOp k = tma_round_trip_kernel(c.dtype, c.box, c.swizzle);
