@@ -313,9 +313,9 @@ class Runner {
 
   // No warp can move and warp `w` waits on an mbarrier or a named barrier: nothing left can
   // satisfy it. Names the wait and where the first other unfinished warp is.
-  [[noreturn]] void stuck(const std::vector<Warp>& warps, int w) {
+  [[noreturn]] void stuck(std::vector<Warp>& warps, int w) {
     warp_id_ = w;
-    const Warp& wp = warps[size_t(w)];
+    Warp& wp = warps[size_t(w)];
     const EmuInstr& in = k_.code[size_t(wp.pc)];
     int lane = std::countr_zero(wp.mask);
     std::string others = "every other thread has finished";
@@ -331,8 +331,7 @@ class Runner {
            " and only " + std::to_string(nb.arrived) + " threads in all, and can never open (" +
            others + ")");
     }
-    Warp& mw = const_cast<Warp&>(wp);
-    int64_t index = reg(mw, in.idx)[lane].i, parity = reg(mw, in.src[0])[lane].i;
+    int64_t index = reg(wp, in.idx)[lane].i, parity = reg(wp, in.src[0])[lane].i;
     const Mbarrier& m = mbarriers_.at({in.buf, index});
     fail(place(wp.pc) + ": " + thread_text(thread_of(lane)) + " waits for the phase of parity " +
          std::to_string(parity) + " of the mbarrier in " + k_.buffers[size_t(in.buf)].name +
