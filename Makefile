@@ -28,11 +28,15 @@ run: build
 	$(BUILD)/bin/kitten simplify '((x*4 + k)/4)*4 + (x*4 + k)%4 < 512' --var x=0..1000 --var k=0..3
 	$(BUILD)/bin/kitten simplify 'row*128 + ((col ^ (row & 7)) << 4)' --var row=0..63 --var col=0..7 --dtype int32
 	@# The tile-DSL GEMM and attention on the best device present: the GPU at the
-	@# benchmark shapes, else the emulator at small awkward ones.
+	@# benchmark shapes (and a Hopper GPU's own ceilings), else the emulator at small
+	@# awkward ones.
 	if $(BUILD)/bin/kitten devices | grep -q '^cuda: arch'; then \
 	  $(BUILD)/bin/kitten bench gemm --device cuda --shape 4096,4096,4096 && \
 	  $(BUILD)/bin/kitten bench flash_attention_fwd --device cuda --shape 4,16,16,4096,4096,128 && \
-	  $(BUILD)/bin/kitten bench flash_attention_fwd --device cuda --shape 1,32,8,1,4095,128; \
+	  $(BUILD)/bin/kitten bench flash_attention_fwd --device cuda --shape 1,32,8,1,4095,128 && \
+	  if $(BUILD)/bin/kitten devices | grep -A1 '^cuda: arch' | grep -q wgmma; then \
+	    $(BUILD)/bin/kitten bench ceilings --device cuda; \
+	  fi; \
 	else \
 	  $(BUILD)/bin/kitten bench gemm --device emu --shape 256,192,320 && \
 	  $(BUILD)/bin/kitten bench flash_attention_fwd --device emu --shape 2,4,2,100,130,64 --causal; \
