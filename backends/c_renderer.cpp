@@ -174,9 +174,7 @@ class CRenderer {
       if (op == Op::MATRIX_DESC) {  // the hardware applies the swizzle the descriptor names
         UOp b = u.src(0).src(0);
         while (b.op() == Op::AFTER) b = b.src(0);
-        static constexpr Swizzle modes[] = {Swizzle::None, Swizzle::B32, Swizzle::B64,
-                                            Swizzle::B128};
-        Swizzle named = modes[std::get<std::vector<int64_t>>(u.arg())[0]];
+        Swizzle named = Swizzle(std::get<std::vector<int64_t>>(u.arg())[0]);
         if (b.op() == Op::DEFINE_LOCAL && std::get<AllocArg>(b.arg()).swizzle != named)
           refuse(dialect_, p_,
                  "has a MATRIX_DESC naming swizzle " + std::string(swizzle_name(named)) +
@@ -687,9 +685,7 @@ class CRenderer {
       }
       case Op::MATRIX_DESC: {  // the address bits 4..17, then the arg's fixed fields
         const auto& v = std::get<std::vector<int64_t>>(u.arg());
-        static constexpr uint64_t mode_bits[] = {0, 3, 2, 1};  // none, 32B, 64B, 128B
-        uint64_t fixed =
-            (uint64_t(v[2]) >> 4 << 16) | (uint64_t(v[3]) >> 4 << 32) | (mode_bits[v[0]] << 62);
+        uint64_t fixed = descriptor_fields(Swizzle(v[0]), v[2], v[3]);
         define(u, "(unsigned long long)((" + shared_address(u.src(0)) + " & 0x3FFFFu) >> 4) | " +
                       std::to_string(fixed) + "ULL");
         return;

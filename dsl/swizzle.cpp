@@ -28,4 +28,19 @@ UOp swizzled_offset(Swizzle s, const UOp& row, const UOp& byte) {
   return row * width + chunk;
 }
 
+int64_t swizzle_address(Swizzle s, int64_t address) {
+  if (s == Swizzle::None) return address;
+  return address ^ (((address >> 7) & (swizzle_width(s) / 16 - 1)) << 4);
+}
+
+uint64_t descriptor_fields(Swizzle s, int64_t lbo, int64_t sbo) {
+  static constexpr uint64_t codes[] = {0, 3, 2, 1};  // none, 32B, 64B, 128B
+  return (uint64_t(lbo) >> 4 << 16) | (uint64_t(sbo) >> 4 << 32) | (codes[int(s)] << 62);
+}
+
+Swizzle descriptor_swizzle(uint64_t descriptor) {
+  static constexpr Swizzle modes[] = {Swizzle::None, Swizzle::B128, Swizzle::B64, Swizzle::B32};
+  return modes[descriptor >> 62];
+}
+
 }  // namespace kitten

@@ -24,4 +24,15 @@ int64_t swizzle_alignment(Swizzle s);
 // with no permutation needs a width, so it is refused (std::invalid_argument).
 UOp swizzled_offset(Swizzle s, const UOp& row, const UOp& byte);
 
+// The same permutation as the hardware applies it to an absolute shared-memory address
+// (wgmma descriptors, TMA): bits 4.. of the address XORed with its line bits 7.. (None:
+// the address unchanged).
+int64_t swizzle_address(Swizzle s, int64_t address);
+
+// A wgmma matrix descriptor's fields other than the start address: the leading and stride
+// byte offsets and the swizzle mode in its 2-bit code (0 none, 1 128B, 2 64B, 3 32B); and
+// the mode a descriptor names.
+uint64_t descriptor_fields(Swizzle s, int64_t lbo, int64_t sbo);
+Swizzle descriptor_swizzle(uint64_t descriptor);
+
 }  // namespace kitten

@@ -1192,10 +1192,8 @@ class Runner {
   // The shared byte offset (in buffer b, from `start`) of byte `logical` of a dense box:
   // the tensor map's swizzle is applied to the address, as the hardware does.
   int64_t swizzled(int b, int64_t start, int64_t logical, Swizzle s) const {
-    if (s == Swizzle::None) return start + logical;
-    int64_t address = k_.buffers[size_t(b)].base + start + logical, width = swizzle_width(s);
-    address ^= ((address >> 7) & (width / 16 - 1)) << 4;
-    return address - k_.buffers[size_t(b)].base;
+    int64_t base = k_.buffers[size_t(b)].base;
+    return swizzle_address(s, base + start + logical) - base;
   }
 
   // The tile of a TMA op: its byte offset, checked against the allocation (bounds, 128-byte
@@ -1341,9 +1339,7 @@ class Runner {
   // The shared address of lane l's INDEX (the buffer's base plus the byte offset).
   void matrix_desc(Warp& w, const EmuInstr& in) {
     const EmuBuffer& b = k_.buffers[size_t(in.buf)];
-    static constexpr uint64_t mode_bits[] = {0, 3, 2, 1};  // none, 32B, 64B, 128B
-    uint64_t fixed = (uint64_t(in.lanes[2]) >> 4 << 16) | (uint64_t(in.lanes[3]) >> 4 << 32) |
-                     (mode_bits[in.lanes[0]] << 62);
+    uint64_t fixed = descriptor_fields(Swizzle(in.lanes[0]), in.lanes[2], in.lanes[3]);
     each(w.mask, [&](int l) {
       int64_t index = reg(w, in.idx)[l].i;
       int64_t off = check_access(in.buf, index, 2, l, false);
@@ -1361,8 +1357,7 @@ class Runner {
                       DType elem, std::vector<SharedRange>& reads) {
     int64_t start = int64_t(d & 0x3FFF) << 4, lbo = int64_t((d >> 16) & 0x3FFF) << 4,
             sbo = int64_t((d >> 32) & 0x3FFF) << 4;
-    static constexpr Swizzle modes[] = {Swizzle::None, Swizzle::B128, Swizzle::B64, Swizzle::B32};
-    Swizzle mode = modes[d >> 62];
+    Swizzle mode = descriptor_swizzle(d);
     int64_t width = swizzle_width(mode), off;
     if (!mn_major)
       off = mode == Swizzle::None ? mn % 8 * 16 + mn / 8 * sbo + k % 8 * 2 + k / 8 * lbo
@@ -1372,7 +1367,7 @@ class Runner {
                 ? mn % 8 * 2 + mn / 8 * sbo + k % 8 * 16 + k / 8 * lbo
                 : mn % (width / 2) * 2 + mn / (width / 2) * lbo + k % 8 * width + k / 8 * sbo;
     int64_t address = start + off;
-    if (mode != Swizzle::None) address ^= ((address >> 7) & (width / 16 - 1)) << 4;
+    address = swizzle_address(mode, address);
     int b = -1;
     for (size_t i = 0; i < k_.buffers.size(); ++i) {
       const EmuBuffer& buf = k_.buffers[i];

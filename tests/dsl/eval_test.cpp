@@ -125,6 +125,7 @@ TEST(Swizzle, MatchesTheBitFormulaAndPermutesEachAtom) {
         int64_t a = r * width + b, mask = (1 << bits) - 1;
         int64_t want = a ^ (((a >> 7) & mask) << 4);
         ASSERT_EQ(eval_int(off, {{"row", r}, {"byte", b}}), want) << r << " " << b;
+        ASSERT_EQ(swizzle_address(mode, a), want) << r << " " << b;  // the hardware's form
         if (a < swizzle_alignment(mode)) atom.insert(want);
       }
     EXPECT_EQ(int64_t(atom.size()), swizzle_alignment(mode));  // a permutation of the atom
@@ -133,6 +134,12 @@ TEST(Swizzle, MatchesTheBitFormulaAndPermutesEachAtom) {
   // Literal values: in 128B mode, row 1's first chunk moves to chunk 1 (byte 16 of the row).
   EXPECT_EQ(eval_int(swizzled_offset(Swizzle::B128, row, byte), {{"row", 1}, {"byte", 0}}), 144);
   EXPECT_EQ(eval_int(swizzled_offset(Swizzle::B128, row, byte), {{"row", 7}, {"byte", 112}}), 896);
+  EXPECT_EQ(swizzle_address(Swizzle::None, 4100), 4100);
+  // Descriptor codes (PTX: 0 none, 1 128B, 2 64B, 3 32B) and the offsets in 16-byte units.
+  EXPECT_EQ(descriptor_fields(Swizzle::B128, 16, 1024),
+            (1ull << 16) | (64ull << 32) | (1ull << 62));
+  for (Swizzle m : {Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128})
+    EXPECT_EQ(descriptor_swizzle(descriptor_fields(m, 0, 0) | 0x1234), m);
   EXPECT_EQ(swizzle_alignment(Swizzle::B32), 256);
   EXPECT_EQ(swizzle_alignment(Swizzle::B64), 512);
   EXPECT_EQ(swizzle_alignment(Swizzle::B128), 1024);
