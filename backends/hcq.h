@@ -178,6 +178,12 @@ struct RenderedKernel {
   std::string source;
 };
 
+// The argument at `slot` for a buffer that holds a tensor of `dims` (innermost first) with
+// the byte strides of its outer dimensions: a tensor map with the box and swizzle the kernel
+// names where it takes one at that slot (KernelInfo::tensor_maps), else the buffer.
+KernelArg tensor_arg(const KernelInfo& info, int slot, Buffer buffer, std::vector<int64_t> dims,
+                     std::vector<int64_t> strides);
+
 class Device {
  public:
   virtual ~Device() = default;

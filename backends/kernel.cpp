@@ -63,6 +63,16 @@ bool place_special(const UOp& special, LaunchDims& grid, LaunchDims& block,
   return true;
 }
 
+KernelArg tensor_arg(const KernelInfo& info, int slot, Buffer buffer, std::vector<int64_t> dims,
+                     std::vector<int64_t> strides) {
+  auto it = info.tensor_maps.find(slot);
+  if (it == info.tensor_maps.end()) return KernelArg(std::in_place_type<Buffer>, buffer);
+  const KernelInfo::MapSlot& m = it->second;
+  return KernelArg(std::in_place_type<TensorMap>,
+                   make_tensor_map(buffer, m.dtype, std::move(dims), std::move(strides), m.box,
+                                   m.swizzle));
+}
+
 TensorMap make_tensor_map(Buffer buffer, DType dtype, std::vector<int64_t> dims,
                           std::vector<int64_t> strides, std::vector<int64_t> box, Swizzle swizzle) {
   auto refuse = [](const std::string& what) { throw BackendError("tensor map: " + what); };

@@ -14,18 +14,40 @@ std::string GemmProblem::to_string() const {
          (b_transposed ? " B^T" : "");
 }
 
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const char* const kHopper = "BM=128 BN=256 BK=64 WM=2 WN=1 STAGES=4 SWIZZLE=128 GROUP=8 WGMMA=1";
+const char* const kMmaSync = "BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1 WGMMA=0";
+
+bool hopper(const Target& t) {
+  return t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
+         t.has(kFeatureSetmaxnreg);
+}
+
+}  // namespace
+
+MatrixLayout gemm_operand_layout(const GemmProblem& p, int slot) {
+  int64_t e = p.in.itemsize();
+  bool t = slot == 1 ? p.a_transposed : p.b_transposed;
+  int64_t rows = slot == 1 ? p.m : p.k, cols = slot == 1 ? p.k : p.n;  // as A and B multiply
+  if (slot == 2 && t) std::swap(rows, cols);  // B stored N x K
+  if (slot == 1 && t) std::swap(rows, cols);  // A stored K x M
+  return {{cols, rows}, {cols * e}};
+}
+
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
-  (void)p, (void)target;
-  return Schedule::parse("BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1");
+  bool tma = gemm_operand_layout(p, 1).strides[0] % 16 == 0 &&
+             gemm_operand_layout(p, 2).strides[0] % 16 == 0;
+  return Schedule::parse(hopper(target) && tma ? kHopper : kMmaSync);
 }
 
 namespace {
 
 struct Config {
-  int bm, bn, bk, wm, wn, stages, swizzle, group;
+  int bm, bn, bk, wm, wn, stages, swizzle, group, wgmma, blocks;
 };
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The widest swizzle up to `most` bytes whose lines a row of `bytes` holds whole.
 Swizzle swizzle_for(int most, int64_t bytes) {
@@ -35,28 +57,48 @@ Swizzle swizzle_for(int most, int64_t bytes) {
 }
 
 Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
+  // The defaults of the path the schedule names (WGMMA), else of the target's best.
   Schedule d = gemm_default_schedule(p, t);
+  if (s.knob_or("WGMMA", d.knob_or("WGMMA", 0)) != d.knob_or("WGMMA", 0))
+    d = Schedule::parse(s.knob_or("WGMMA", 0) ? kHopper : kMmaSync);
   for (const ScheduleEntry& e : s.entries())
-    if (e.axis ||
-        (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" && e.name != "WN" &&
-         e.name != "STAGES" && e.name != "SWIZZLE" && e.name != "GROUP"))
+    if (e.axis || (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" &&
+                   e.name != "WN" && e.name != "STAGES" && e.name != "SWIZZLE" &&
+                   e.name != "GROUP" && e.name != "WGMMA" && e.name != "BLOCKS"))
       throw ScheduleError("gemm: '" + Schedule({e}).to_string() +
-                          "' is not a knob of the GEMM (BM BN BK WM WN STAGES SWIZZLE GROUP)");
+                          "' is not a knob of the GEMM (BM BN BK WM WN STAGES SWIZZLE GROUP "
+                          "WGMMA BLOCKS)");
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
-  Config c{knob("BM"), knob("BN"),     knob("BK"),      knob("WM"),
-           knob("WN"), knob("STAGES"), knob("SWIZZLE"), knob("GROUP")};
+  int tiles = int(ceil_div(p.m, knob("BM") > 0 ? knob("BM") : 1) *
+                  ceil_div(p.n, knob("BN") > 0 ? knob("BN") : 1));
+  Config c{knob("BM"),      knob("BN"),    knob("BK"),    knob("WM"),
+           knob("WN"),      knob("STAGES"), knob("SWIZZLE"), knob("GROUP"),
+           knob("WGMMA"),   int(s.knob_or("BLOCKS", std::min(t.multiprocessors, tiles)))};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("gemm schedule '" + s.to_string() + "': " + why);
   };
   if (c.wm < 1 || c.wn < 1) refuse("WM and WN must be at least 1");
-  if (c.bm % (16 * c.wm) || c.bn % (16 * c.wn) || c.bm <= 0 || c.bn <= 0)
+  // The Hopper schedule: WM x WN consumer warpgroups of 64 rows each and a producer.
+  int unit = c.wgmma ? 64 : 16, per_unit = c.wgmma ? 128 : 32;
+  if (c.wgmma != 0 && c.wgmma != 1) refuse("WGMMA is 0 (mma.sync) or 1 (wgmma, TMA)");
+  if (c.wgmma && !hopper(t))
+    refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
+  if (c.wgmma && (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16))
+    refuse("WGMMA=1 loads by TMA, which needs rows of whole 16-byte units (" + p.to_string() +
+           " has not: WGMMA=0, or the autotuner's repack)");
+  if (c.wgmma && (c.bm != 64 * c.wm || c.bn % (16 * c.wn) || c.bn / c.wn > 256 || c.bm > 256 ||
+                  c.bk > 256 || c.swizzle != 128 || c.bk % 64))
+    refuse("WGMMA=1: BM is 64*WM (a warpgroup's 64 rows), BN/WN a multiple of 16 up to 256, "
+           "BM and BK at most 256 (a TMA box), BK a multiple of 64 and SWIZZLE 128");
+  if (c.blocks < 1) refuse("BLOCKS must be at least 1");
+  if (c.bm % (unit * c.wm) || c.bn % (16 * c.wn) || c.bm <= 0 || c.bn <= 0)
     refuse("BM must be a multiple of 16*WM and BN of 16*WN (each warp holds whole 16x16 tiles)");
   if (c.bk <= 0 || c.bk % 16) refuse("BK must be a positive multiple of 16");
   if (c.stages < 2) refuse("STAGES must be at least 2");
   if (c.group < 1) refuse("GROUP must be at least 1");
   if (c.swizzle != 0 && c.swizzle != 32 && c.swizzle != 64 && c.swizzle != 128)
     refuse("SWIZZLE is 0, 32, 64 or 128");
-  int threads = c.wm * c.wn * 32;
+  int threads = c.wm * c.wn * per_unit + (c.wgmma ? 128 : 0);
   if (threads > t.max_threads_per_block)
     refuse(std::to_string(threads) + " threads, more than the target's " +
            std::to_string(t.max_threads_per_block));
@@ -64,8 +106,9 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   if (shared > t.shared_per_block_optin)
     refuse(std::to_string(shared) + " bytes of shared memory, more than the target's " +
            std::to_string(t.shared_per_block_optin));
-  if (int64_t(c.bm) * c.bn / threads > 128)
-    refuse("more than 128 accumulators per thread (" + std::to_string(c.bm * c.bn / threads) +
+  int consumers = c.wm * c.wn * per_unit;
+  if (int64_t(c.bm) * c.bn / consumers > 128)
+    refuse("more than 128 accumulators per thread (" + std::to_string(c.bm * c.bn / consumers) +
            "): they would spill");
   return c;
 }
@@ -77,24 +120,48 @@ Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, cons
   Schedule out;
   out.knob("BM", c.bm).knob("BN", c.bn).knob("BK", c.bk).knob("WM", c.wm).knob("WN", c.wn);
   out.knob("STAGES", c.stages).knob("SWIZZLE", c.swizzle).knob("GROUP", c.group);
+  out.knob("WGMMA", c.wgmma);
+  if (c.wgmma) out.knob("BLOCKS", c.blocks);
   return out;
 }
+
+namespace {
+// acc + the stage's A tile times its B tile (B stored N x K where bt): mma.sync from
+// registers, or on warpgroup tiles wgmma reading the shared tiles in place.
+Tile stage_product(const Tile& acc, const Tile& sa, const Tile& sb, bool bt) {
+  const char* product = bt ? "ABt" : "AB";
+  Tile a = load(sa, operand_tile(acc, sa, 'a', product));
+  Tile b = load(sb, operand_tile(acc, sb, 'b', product));
+  return bt ? mma_ABt(acc, a, b) : mma_AB(acc, a, b);
+}
+
+// The shared tiles of one stage: A as BM x BK (column-major when A is stored transposed, so
+// that its lines run along the stored rows), B as BK x BN or BN x BK.
+DType a_tile(const GemmProblem& p, int bm, int bk, int swizzle) {
+  int64_t e = p.in.itemsize();
+  return shared_tile(p.in, bm, bk, p.a_transposed ? Layout::Col : Layout::Row,
+                     swizzle_for(swizzle, (p.a_transposed ? bm : bk) * e));
+}
+DType b_tile(const GemmProblem& p, int bn, int bk, int swizzle) {
+  int64_t e = p.in.itemsize();
+  return p.b_transposed ? shared_tile(p.in, bn, bk, Layout::Row, swizzle_for(swizzle, bk * e))
+                        : shared_tile(p.in, bk, bn, Layout::Row, swizzle_for(swizzle, bn * e));
+}
+Ring ring_of(Kernel& k, DType tile, int stages) {
+  const TileType& t = *tile_type(tile);
+  return k.ring(t.elem, t.rows, t.cols, t.swizzle, stages, t.layout);
+}
+}  // namespace
 
 void gemm_mainloop(Kernel& k, const GemmOperands& o, const Schedule& tiles, Carried& acc) {
   int bk = int(tiles.knob_or("BK", 0)), stages = int(tiles.knob_or("STAGES", 0));
   int swizzle = int(tiles.knob_or("SWIZZLE", 0));
   const TileType& t = acc.type();
-  DType in = view_type(o.a.node.dtype())->elem;
+  GemmProblem p{0, 0, 0, view_type(o.a.node.dtype())->elem};
+  p.a_transposed = o.a_transposed, p.b_transposed = o.b_transposed;
   auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
-  // Shared rings: A as BM x BK (column-major when A is stored transposed, so copies run
-  // along its contiguous dimension), B as BK x BN or BN x BK.
-  int64_t e = in.itemsize();
-  Layout al = o.a_transposed ? Layout::Col : Layout::Row;
-  Ring sa =
-      k.ring(in, t.rows, bk, swizzle_for(swizzle, (o.a_transposed ? t.rows : bk) * e), stages, al);
-  Ring sb = o.b_transposed ? k.ring(in, t.cols, bk, swizzle_for(swizzle, bk * e), stages)
-                           : k.ring(in, bk, t.cols, swizzle_for(swizzle, t.cols * e), stages);
-  const char* product = o.b_transposed ? "ABt" : "AB";
+  Ring sa = ring_of(k, a_tile(p, t.rows, bk, swizzle), stages);
+  Ring sb = ring_of(k, b_tile(p, t.cols, bk, swizzle), stages);
   k.pipeline(
       i32(ceil_div(o.k, bk)), stages,
       [&](const UOp& kt, const UOp& s) {
@@ -103,11 +170,7 @@ void gemm_mainloop(Kernel& k, const GemmOperands& o, const Schedule& tiles, Carr
             k.copy(sa[s], o.a, o.row0, kk),
             o.b_transposed ? k.copy(sb[s], o.b, o.col0, kk) : k.copy(sb[s], o.b, kk, o.col0)};
       },
-      [&](const UOp&, const UOp& s) {
-        Tile a = load(sa[s], operand_tile(acc, sa[s], 'a', product));
-        Tile b = load(sb[s], operand_tile(acc, sb[s], 'b', product));
-        acc = o.b_transposed ? mma_ABt(acc, a, b) : mma_AB(acc, a, b);
-      });
+      [&](const UOp&, const UOp& s) { acc = stage_product(acc, sa[s], sb[s], o.b_transposed); });
 }
 
 UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& target) {
@@ -121,23 +184,69 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   Config c = config(p, schedule, target);
   auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
   UOp M = i32(p.m), N = i32(p.n), K = i32(p.k), one = i32(1);
-  Kernel k("gemm", c.wm, c.wn);
-  View C = k.view(0, p.out, M, N, N, one);
-  View A = p.a_transposed ? k.view(1, p.in, M, K, one, M) : k.view(1, p.in, M, K, K, one);
-  View B = p.b_transposed ? k.view(2, p.in, N, K, K, one) : k.view(2, p.in, K, N, N, one);
-  // Blocks run in groups of GROUP block rows, column by column within a group, so that
-  // the blocks running at once share their A and B panels in L2.
+  // Tiles run in groups of GROUP tile rows, column by column within a group, so that the
+  // tiles running at once share their A and B panels in L2.
   int64_t nbm = ceil_div(p.m, c.bm), nbn = ceil_div(p.n, c.bn);
-  UOp pid = k.block_index(1, i32(nbm)) * nbn + k.block_index(0, i32(nbn));
-  int64_t per_group = int64_t(c.group) * nbn;
-  UOp first = (pid / per_group) * c.group;
-  UOp rows = alu(Op::MIN, i32(nbm) - first, i32(c.group));
-  UOp bm = (first + (pid % per_group) % rows) * c.bm, bn = ((pid % per_group) / rows) * c.bn;
-  Carried acc = k.carried(fill(k.reg(dtypes::float32, c.bm, c.bn), 0.0));
-  gemm_mainloop(k, {A, p.a_transposed, B, p.b_transposed, bm, bn, p.k},
-                gemm_full_schedule(p, schedule, target), acc);
-  Tile result = acc;
-  k.store(C, bm, bn, p.out == dtypes::float32 ? result : cast(result, p.out));
+  auto origin = [&](const UOp& pid) {
+    int64_t per_group = int64_t(c.group) * nbn;
+    UOp first = (pid / per_group) * c.group;
+    UOp rows = alu(Op::MIN, i32(nbm) - first, i32(c.group));
+    return std::pair{(first + (pid % per_group) % rows) * c.bm, ((pid % per_group) / rows) * c.bn};
+  };
+  auto result = [&](const Tile& acc) { return p.out == dtypes::float32 ? acc : cast(acc, p.out); };
+  if (!c.wgmma) {
+    Kernel k("gemm", c.wm, c.wn);
+    View C = k.view(0, p.out, M, N, N, one);
+    View A = p.a_transposed ? k.view(1, p.in, M, K, one, M) : k.view(1, p.in, M, K, K, one);
+    View B = p.b_transposed ? k.view(2, p.in, N, K, K, one) : k.view(2, p.in, K, N, N, one);
+    auto [bm, bn] = origin(k.block_index(1, i32(nbm)) * nbn + k.block_index(0, i32(nbn)));
+    Carried acc = k.carried(fill(k.reg(dtypes::float32, c.bm, c.bn), 0.0));
+    gemm_mainloop(k, {A, p.a_transposed, B, p.b_transposed, bm, bn, p.k},
+                  gemm_full_schedule(p, schedule, target), acc);
+    k.store(C, bm, bn, result(acc));
+    return k.finish();
+  }
+  // Hopper: a producer warpgroup loads the stages of a ring by TMA; WM x WN consumer
+  // warpgroups multiply them with wgmma and free each stage; every block loops over tiles.
+  Kernel k("gemm", Unit::Warpgroup, c.wm, c.wn, 1);
+  View C = k.view(0, p.out, M, N, N, one);
+  DType ta = a_tile(p, c.bm, c.bk, c.swizzle), tb = b_tile(p, c.bn, c.bk, c.swizzle);
+  TensorMap A = k.tensor_map(1, ta), B = k.tensor_map(2, tb);
+  Ring sa = ring_of(k, ta, c.stages), sb = ring_of(k, tb, c.stages);
+  Semaphores full = k.semaphores(c.stages, 1), empty = k.semaphores(c.stages, c.wm * c.wn * 4);
+  int64_t steps = ceil_div(p.k, c.bk), bytes = int64_t(c.bm + c.bn) * c.bk * p.in.itemsize();
+  UOp tiles = i32(nbm * nbn);
+  // Step kk of the block's j-th tile uses ring stage (j*steps + kk) % STAGES in its round.
+  auto stage = [&](const UOp& j, const UOp& kk) { return (j * steps + kk) % c.stages; };
+  auto round = [&](const UOp& j, const UOp& kk) { return (j * steps + kk) / c.stages % 2; };
+  k.specialise(
+      40, 232,
+      [&] {  // the producer: wait for a free stage, expect its bytes, load it
+        k.persistent(tiles, c.blocks, [&](const UOp& tile, const UOp& j) {
+          auto [bm, bn] = origin(tile);
+          k.loop(i32(steps), [&](const UOp& kk) {
+            UOp s = stage(j, kk), kc = kk * c.bk;
+            k.wait(empty, s, i32(1) - round(j, kk));  // passes at once in the first round
+            k.arrive(full, s, bytes);
+            k.tma_load(sa[s], A, bm, kc, full, s);
+            if (p.b_transposed) k.tma_load(sb[s], B, bn, kc, full, s);
+            else k.tma_load(sb[s], B, kc, bn, full, s);
+          });
+        });
+      },
+      [&] {  // the consumers: wait for a loaded stage, multiply, free it (one arrival a warp)
+        k.persistent(tiles, c.blocks, [&](const UOp& tile, const UOp& j) {
+          auto [bm, bn] = origin(tile);
+          Carried acc = k.carried(fill(k.reg(dtypes::float32, c.bm, c.bn), 0.0));
+          k.loop(i32(steps), [&](const UOp& kk) {
+            UOp s = stage(j, kk);
+            k.wait(full, s, round(j, kk));
+            acc = stage_product(acc, sa[s], sb[s], p.b_transposed);
+            k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)), [&] { k.arrive(empty, s); });
+          });
+          k.store(C, bm, bn, result(acc));
+        });
+      });
   return k.finish();
 }
 

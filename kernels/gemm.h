@@ -4,10 +4,14 @@
 // gated (zero-filled copies, skipped stores). The schedule's knobs (docs/dsl.md):
 //   BM, BN, BK  the block's tile; WM x WN  its warps; STAGES  the pipeline's depth;
 //   SWIZZLE     the widest shared-memory swizzle in bytes (0, 32, 64, 128);
-//   GROUP       block rows per group of the launch order (L2 reuse).
+//   GROUP       block rows per group of the launch order (L2 reuse);
+//   WGMMA       1: the Hopper schedule (a TMA ring filled by a producer warpgroup, WM x WN
+//               consumer warpgroups of 64 rows multiplying with wgmma, a persistent loop
+//               over tiles on BLOCKS blocks); 0: mma.sync and cp.async.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "dsl/schedule.h"
 #include "dsl/target.h"
@@ -23,6 +27,15 @@ struct GemmProblem {
   bool b_transposed = false;  // B stored N x K
   std::string to_string() const;
 };
+
+// How operand `slot` (1: A, 2: B) is stored, as a TMA tensor map describes it: extents
+// innermost first and the byte stride of the outer one. The Hopper schedule (WGMMA=1)
+// takes tensor maps of A and B at slots 1 and 2, with the box and swizzle its KernelInfo
+// names.
+struct MatrixLayout {
+  std::vector<int64_t> dims, strides;
+};
+MatrixLayout gemm_operand_layout(const GemmProblem& p, int slot);
 
 // The knobs' values where the schedule sets none: the tuned default for the target.
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target);

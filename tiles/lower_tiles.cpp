@@ -17,11 +17,14 @@ namespace {
 
 // What a node of the tile graph became.
 struct Lowered {
-  enum Kind { Single, Values, Place, Slot, View, Token } kind = Single;
+  // Operand: a shared tile loaded only as a wgmma operand (read through descriptors):
+  // its slot (buf, base) and the origin of the warpgroup's window (row0, col0).
+  enum Kind { Single, Values, Place, Slot, View, Token, Operand } kind = Single;
   std::vector<UOp> v;     // Single: [node]; Values: a lane's elements; Token: its copies' tokens
   std::vector<UOp> sync;  // Token: the stores of a copy that could not go async
   UOp buf, base;          // Place: the buffer (through AFTERs); Slot: buffer, first element
   UOp ptr, rows, cols, rs, cs, off;  // View
+  UOp row0, col0;                    // Operand
   int64_t align = 0;
 };
 
@@ -117,17 +120,35 @@ class TileLowering {
     }
     if (!any) return sink;
     threads_ = 32;
-    for (const UOp& u : order)  // tile_warps made the block's threads
+    for (const UOp& u : order)
+      if (const TileType* t = tile_type(u.dtype()); t && t->owner.unit == Unit::Warpgroup)
+        threads_ = 128;
+    for (const UOp& u : order)  // tile_warps (or the kernel) made the block's threads
       if (u.op() == Op::SPECIAL &&
           std::get<SpecialArg>(u.arg()) == SpecialArg{SpecialKind::ThreadIdx, 0})
         threads_ = u.src(0).const_int();
     if (threads_ > target_.max_threads_per_block)
       throw IrError("lower_tiles: " + std::to_string(threads_) + " threads, the target has " +
                     std::to_string(target_.max_threads_per_block));
-    for (const UOp& u : order)  // the tiles loaded as a product's B operand
-      if (u.op() == ops.mma && u.src(2).op() == ops.load) b_operands_.insert(u.src(2).id());
+    for (const UOp& u : order) {  // the tiles loaded as a product's B operand
+      if (u.op() != ops.mma) continue;
+      if (tile_type(u.dtype())->owner.unit == Unit::Warpgroup) {  // wgmma reads them in place
+        for (int i : {1, 2})
+          if (u.src(i).op() == ops.load) operands_.insert(u.src(i).id());
+      } else if (u.src(2).op() == ops.load) {
+        b_operands_.insert(u.src(2).id());
+      }
+    }
+    for (const UOp& u : order)
+      if (const TileType* t = tile_type(u.dtype());
+          t && t->memory == Memory::Register && t->owner.unit == Unit::Warpgroup &&
+          t->vector == Vector::None && t->unit_rows() != 64 && !operands_.count(u.id()))
+        throw IrError("lower_tiles: " + std::string(u.dtype().name()) +
+                      ": a warpgroup holds 64 rows of a register tile (wgmma's M), one 16-row "
+                      "strip per warp");
     tid_ = special(SpecialKind::ThreadIdx, 0, threads_);
     lane_ = tid_ % 32;
+    strip_ = simplify(tid_ / 32 % 4 * 16);
     for (const UOp& u : order) low_[u.id()] = lower(u);
     return low_.at(sink.id()).v.at(0);
   }
@@ -166,7 +187,9 @@ class TileLowering {
     if (op == ops.load) return load(u);
     if (op == ops.copy) return copy(u);
     if (op == ops.store) return store(u);
-    if (op == ops.mma) return mma(u);
+    if (op == ops.mma)
+      return tile_type(u.dtype())->owner.unit == Unit::Warpgroup ? wgmma(u) : mma(u);
+    if (op == ops.tma) return tma(u);
     if (op == ops.map) return map(u);
     if (op == ops.reduce) return reduce(u);
     if (op == ops.bcast) return bcast(u);
@@ -252,6 +275,9 @@ class TileLowering {
   std::vector<UOp> values(const UOp& u) {
     const Lowered& l = of(u);
     if (l.kind == Lowered::Values) return l.v;
+    if (l.kind == Lowered::Operand)
+      throw IrError("lower_tiles: " + std::string(u.dtype().name()) +
+                    " is loaded as a wgmma operand and read in place; load it again for other uses");
     if (l.kind != Lowered::Place)
       throw IrError("lower_tiles: " + std::string(u.dtype().name()) + " is not a register tile");
     auto it = reads_.find(l.buf.id());
@@ -284,15 +310,16 @@ class TileLowering {
   std::pair<UOp, UOp> position(const TileType& t, int k,
                                const std::pair<UOp, UOp>& origin = {i32(0), i32(0)}) {
     const Fragments& f = frag(dtypes::bfloat16);
+    UOp strip = t.owner.unit == Unit::Warpgroup ? strip_ : i32(0);  // the warp's 16 rows
     if (t.vector == Vector::PerRow)
-      return {simplify(f.rows[size_t(k % 2)] + int64_t(k / 2) * 16 + origin.first), i32(0)};
+      return {simplify(f.rows[size_t(k % 2)] + int64_t(k / 2) * 16 + origin.first + strip), i32(0)};
     if (t.vector == Vector::PerCol)
       return {i32(0), simplify(f.cols[size_t(k % 4)] + int64_t(k / 4) * 16 + origin.second)};
     int bc = t.unit_cols() / 16, b = k / 8, e = k % 8;
     auto [ar, ac] = frag(dtypes::bfloat16).at[size_t(e)];
     UOp r = t.layout == Layout::Row ? ar : ac, c = t.layout == Layout::Row ? ac : ar;
     UOp row = r + int64_t(b / bc) * 16, col = c + int64_t(b % bc) * 16;
-    row = row + origin.first;
+    row = row + origin.first + strip;
     col = col + origin.second;
     return {simplify(row), simplify(col)};
   }
@@ -325,8 +352,14 @@ class TileLowering {
     Lowered l;
     l.kind = Lowered::Values;
     bool ldm = matrices(r, s, kFeatureLdmatrix);
-    int bases = r.unit_rows() / 16 * (r.unit_cols() / 16);
+    int bases = r.warp_rows() / 16 * (r.unit_cols() / 16);
     auto origin = origin_of(u, 1);
+    if (operands_.count(u.id())) {
+      Lowered o = slot;
+      o.kind = Lowered::Operand;
+      o.row0 = origin.first, o.col0 = origin.second;
+      return o;
+    }
     if (!ldm) {
       for (int k = 0; k < r.per_thread(); ++k) {
         auto [row, col] = position(r, k, origin);
@@ -364,6 +397,7 @@ class TileLowering {
     UOp p = b_order ? (q % 2) * 2 + q / 2 : q;  // the pair matrix q holds
     UOp qr = r.layout == Layout::Row ? (p % 2) * 8 : (p / 2) * 8;
     UOp qc = r.layout == Layout::Row ? (p / 2) * 8 : (p % 2) * 8;
+    if (r.owner.unit == Unit::Warpgroup) qr = qr + strip_;
     UOp row = qr + int64_t(b / bc) * 16 + origin.first,
         col = qc + int64_t(b % bc) * 16 + origin.second;
     if (s.layout == Layout::Row)
@@ -540,6 +574,125 @@ class TileLowering {
     return l;
   }
 
+  // The wgmma descriptor of the k16 step at k0 of an operand read in place from shared tile
+  // s: mn0 is the first row (A) or column (B) of the instruction's window, `mn_rows` whether
+  // the tile's rows run along M or N (else along K). The tile DSL lays shared tiles out as
+  // wgmma's canonical swizzled layouts: K-major when its lines run along K (8-line groups
+  // 8*width bytes apart), else MN-major (panels of the swizzle's width, lines*width apart).
+  UOp descriptor(const UOp& load, const Lowered& o, bool mn_rows, const UOp& mn0, int64_t k0) {
+    const TileType& s = *tile_type(load.src(0).dtype());
+    if (s.swizzle == Swizzle::None || s.elem.itemsize() != 2)
+      throw IrError("lower_tiles: wgmma reads 16-bit shared tiles laid out with a swizzle, not " +
+                    std::string(load.src(0).dtype().name()));
+    bool k_major = (s.layout == Layout::Row) == mn_rows;
+    int64_t width = swizzle_width(s.swizzle), lines = s.layout == Layout::Row ? s.rows : s.cols;
+    UOp row = mn_rows ? mn0 : i32(k0), col = mn_rows ? i32(k0) : mn0;
+    UOp start = shared_offset(s, o, simplify(row + o.row0), simplify(col + o.col0));
+    int64_t lbo = k_major ? 16 : lines * width, sbo = 8 * width;
+    return UOp::make(Op::MATRIX_DESC, dtypes::uint64, {index(o.buf, start)},
+                     std::vector<int64_t>{int64_t(s.swizzle), k_major ? 0 : 1, lbo, sbo});
+  }
+
+  // Throws unless the wgmma layout puts element e of thread t where this lowering keeps
+  // the warpgroup tile's element e: warp t/32's strip, the base tile's place.
+  void check_places(const MmaLayout& L, const FragmentLayout& F, int n) {
+    const Fragments& f = frag(dtypes::bfloat16);
+    for (int t = 0; t < 128; ++t)
+      for (int k = 0; k < F.fragment.count(); ++k) {
+        int bc = n / 16, b = k / 8, e = k % 8;
+        auto [r, c] = f.mma->a.at(t % 32, e);
+        std::pair<int, int> want{16 * (t / 32) + r + 16 * (b / bc), c + 16 * (b % bc)};
+        if (F.at(t, k) != want)
+          throw IrError("lower_tiles: " + L.name +
+                        " keeps its elements elsewhere than the warpgroup tiles do");
+      }
+  }
+
+  // A product on warpgroup tiles: wgmma chains of m64nNk16 (N up to 256 a chain), A from
+  // registers or read in place from shared memory, B in place; fenced, committed and
+  // waited for at once.
+  Lowered wgmma(const UOp& u) {
+    const TileType& c = *tile_type(u.dtype());
+    const std::string& p = u.name_arg();
+    const UOp &ua = u.src(1), &ub = u.src(2);
+    const TileType& a = *tile_type(ua.dtype());
+    if (!target_.has(kFeatureWgmma))
+      throw IrError("lower_tiles: a warpgroup's product needs wgmma, which " + target_.arch +
+                    " does not have");
+    bool rs = of(ua).kind != Lowered::Operand;
+    if (of(ub).kind != Lowered::Operand)
+      throw IrError("lower_tiles: wgmma reads b from shared memory: b must be a shared tile's load");
+    if (rs && p == "AtB")
+      throw IrError("lower_tiles: wgmma reads a transposed a only from shared memory");
+    std::vector<UOp> acc = values(u.src(0)), va = rs ? values(ua) : std::vector<UOp>{};
+    int k = p == "AtB" ? a.rows : a.cols, n = c.unit_cols();
+    std::string type = a.elem == dtypes::float16 ? "f16" : "bf16";
+    // The chains (N of at most 256 each) and their accumulators, fenced together.
+    std::vector<std::pair<int, int>> chains;  // (first column, columns)
+    for (int n0 = 0; n0 < n; n0 += 256) chains.push_back({n0, std::min(256, n - n0)});
+    std::vector<UOp> ready, accs;
+    for (auto [n0, nn] : chains) {
+      accs.push_back(UOp::make(Op::VECTORIZE, std::vector<UOp>(acc.begin() + n0 / 2,
+                                                               acc.begin() + (n0 + nn) / 2)));
+      ready.push_back(accs.back());
+    }
+    std::vector<UOp> frags;
+    for (int kk = 0; rs && kk < k / 16; ++kk) {
+      frags.push_back(UOp::make(Op::VECTORIZE, std::vector<UOp>(va.begin() + 8 * kk,
+                                                                va.begin() + 8 * kk + 8)));
+      ready.push_back(frags.back());
+    }
+    UOp fence = UOp::make(Op::FENCE, dtypes::void_, ready, std::string("wgmma"));
+    std::vector<UOp> last;
+    for (size_t ch = 0; ch < chains.size(); ++ch) {
+      auto [n0, nn] = chains[ch];
+      std::string name =
+          "wgmma_m64n" + std::to_string(nn) + "k16_" + type + (rs ? "_rs" : "_ss");
+      const MmaLayout& L = *find_mma_layout(name);
+      check_places(L, L.c, nn);
+      if (rs) check_places(L, L.a, 16);
+      UOp d = accs[ch];
+      for (int kk = 0; kk < k / 16; ++kk) {
+        UOp da = rs ? frags[size_t(kk)] : descriptor(ua, of(ua), p != "AtB", i32(0), 16 * kk);
+        UOp db = descriptor(ub, of(ub), p == "ABt", i32(n0), 16 * kk);
+        d = UOp::make(Op::WGMMA, d.dtype(), {da, db, d, fence}, L.name);
+      }
+      last.push_back(d);
+    }
+    UOp commit = UOp::make(Op::WGMMA_COMMIT, dtypes::void_, last);
+    Lowered l;
+    l.kind = Lowered::Values;
+    for (size_t ch = 0; ch < chains.size(); ++ch) {
+      UOp done = UOp::make(Op::WGMMA_WAIT, last[ch].dtype(), {last[ch], commit}, int64_t(0));
+      for (int i = 0; i < chains[ch].second / 2; ++i)
+        l.v.push_back(UOp::make(Op::EXTRACT, {done}, std::vector<int64_t>{i}));
+    }
+    return l;
+  }
+
+  // TMA loads of a shared tile, one per panel of the swizzle's width: panel p holds columns
+  // (of a row-layout tile; rows of a column-layout one) p*per .. p*per+per-1.
+  Lowered tma(const UOp& u) {
+    if (!target_.has(kFeatureTma))
+      throw IrError("lower_tiles: a TMA load needs a target with TMA (" + target_.arch + ")");
+    const TileType& s = *tile_type(u.src(0).dtype());
+    const Lowered& slot = of(u.src(0));
+    UOp map = of(u.src(1)).v[0], bar = of(u.src(2)).v[0];
+    UOp r0 = of(u.src(3)).v[0], c0 = of(u.src(4)).v[0];
+    bool row = s.layout == Layout::Row;
+    const auto& box = std::get<std::vector<int64_t>>(u.src(1).arg());
+    int64_t per = box[2], lines = box[3], line = row ? s.cols : s.rows;
+    UOp base = slot.kind == Lowered::Place ? i32(0) : slot.base;
+    std::vector<UOp> out;
+    for (int64_t p = 0; p < line / per; ++p) {
+      UOp inner = simplify((row ? c0 : r0) + p * per), outer = row ? r0 : c0;
+      out.push_back(UOp::make(
+          Op::TMA_LOAD, dtypes::void_,
+          {map, index(slot.buf, simplify(base + p * per * lines)), bar, inner, outer}));
+    }
+    return single(all_of(out));
+  }
+
   Lowered map(const UOp& u) {
     const TileType& t = *tile_type(u.dtype());
     std::vector<std::vector<UOp>> src;
@@ -567,7 +720,7 @@ class TileLowering {
     const Fragments& f = frag(dtypes::bfloat16);
     Op op = u.name_arg() == "ADD" ? Op::ADD : Op::MAX;
     std::vector<UOp> x = values(u.src(0));
-    int br = t.unit_rows() / 16, bc = t.unit_cols() / 16;
+    int br = t.warp_rows() / 16, bc = t.unit_cols() / 16;
     bool rows = v.vector == Vector::PerRow;
     Lowered l;
     l.kind = Lowered::Values;
@@ -636,6 +789,8 @@ class TileLowering {
   std::unordered_map<const void*, Lowered> low_;
   std::unordered_map<const void*, std::vector<UOp>> reads_;
   std::unordered_set<const void*> b_operands_;
+  std::unordered_set<const void*> operands_;  // loads that wgmma reads in place
+  UOp strip_;  // a warpgroup tile's first row in this warp: 16 * (warp % 4)
   std::unordered_map<std::string, Fragments> frags_;
 };
 
@@ -665,8 +820,16 @@ UOp tile_warps(const UOp& sink) {
       first = t;
   if (!first || (first->owner.rows == 1 && first->owner.cols == 1)) return sink;
   Owner grid = first->owner;
-  UOp tid = special(SpecialKind::ThreadIdx, 0, int64_t(grid.rows) * grid.cols * 32);
-  UOp warp = tid / 32, wr = simplify(warp / grid.cols), wc = simplify(warp % grid.cols);
+  // A unit is a warp or a warpgroup; the block may have more threads than its units (a
+  // producer warpgroup after the consumers'): the kernel's threadIdx says how many.
+  int64_t per_unit = grid.unit == Unit::Warpgroup ? 128 : 32,
+          threads = int64_t(grid.rows) * grid.cols * per_unit;
+  for (const UOp& u : order)
+    if (u.op() == Op::SPECIAL &&
+        std::get<SpecialArg>(u.arg()) == SpecialArg{SpecialKind::ThreadIdx, 0})
+      threads = std::max(threads, u.src(0).const_int());
+  UOp tid = special(SpecialKind::ThreadIdx, 0, threads);
+  UOp unit = tid / per_unit, wr = simplify(unit / grid.cols), wc = simplify(unit % grid.cols);
   // Where a warp's part of tile t starts in the block's tile.
   auto origin = [&](const TileType& t) {
     auto at = [&](Split s, int size) {
@@ -683,7 +846,7 @@ UOp tile_warps(const UOp& sink) {
     DType dtype = u.dtype();
     const TileType* t = tile_type(dtype);
     if (t && t->memory == Memory::Register) {
-      if (t->owner.rows != grid.rows || t->owner.cols != grid.cols)
+      if (t->owner.rows != grid.rows || t->owner.cols != grid.cols || t->owner.unit != grid.unit)
         throw IrError(
             "tile_warps: register tiles over different warp grids: " + std::string(dtype.name()) +
             " and a " + std::to_string(grid.rows) + "x" + std::to_string(grid.cols) + " grid");

@@ -35,8 +35,6 @@ DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) 
   if (!elem.is_scalar() || !(elem.is_float() || elem.is_bool()))
     throw TileError("register tile: the element must be a float or bool scalar, not " +
                     std::string(elem.name()));
-  if (owner.unit != Unit::Warp)
-    throw TileError("register tile: warpgroup owners are not lowered yet (the Hopper issue)");
   if (owner.rows < 1 || owner.cols < 1)
     throw TileError("register tile: the warp grid must be at least 1x1");
   owner = canonical(owner);
@@ -44,13 +42,15 @@ DType register_tile(DType elem, int rows, int cols, Layout layout, Owner owner) 
   t->memory = Memory::Register;
   t->elem = elem, t->rows = rows, t->cols = cols, t->layout = layout, t->owner = owner;
   int ur = owner.parts(owner.row_split), uc = owner.parts(owner.col_split);
+  bool group = owner.unit == Unit::Warpgroup;
   if (rows <= 0 || cols <= 0 || rows % (16 * ur) || cols % (16 * uc))
     throw TileError("register tile " + t->shape() + " over " + std::to_string(owner.rows) + "x" +
-                    std::to_string(owner.cols) +
-                    " warps: each warp's part must be whole 16x16 tiles");
+                    std::to_string(owner.cols) + (group ? " warpgroups" : " warps") +
+                    ": each unit's part must be whole 16x16 tiles");
   std::string name = "rt<" + std::string(elem.name()) + "," + std::to_string(rows) + "," +
-                     std::to_string(cols) + "," + std::string(layout_name(layout)) + ",w" +
-                     std::to_string(owner.rows) + "x" + std::to_string(owner.cols);
+                     std::to_string(cols) + "," + std::string(layout_name(layout)) +
+                     (group ? ",g" : ",w") + std::to_string(owner.rows) + "x" +
+                     std::to_string(owner.cols);
   if ((owner.row_split != Split::GridRows || owner.col_split != Split::GridCols) &&
       owner.rows * owner.cols > 1)
     name += std::string(":") + split_code(owner.row_split) + split_code(owner.col_split);
@@ -101,7 +101,9 @@ DType vector_dtype(DType elem, int length, Owner owner, Vector v) {
     throw TileError("register vector of " + std::to_string(length) +
                     ": each warp's part must be whole 16s");
   std::string name = std::string(v == Vector::PerRow ? "rv<" : "cv<") + std::string(elem.name()) +
-                     "," + std::to_string(length) + ",w" + std::to_string(owner.rows) + "x" +
+                     "," + std::to_string(length) +
+                     (owner.unit == Unit::Warpgroup ? ",g" : ",w") + std::to_string(owner.rows) +
+                     "x" +
                      std::to_string(owner.cols) + ":" + split_code(t->owner.row_split) +
                      split_code(t->owner.col_split) + ">";
   return DType::extension(name, std::move(t));
@@ -126,6 +128,9 @@ DType vector_of(DType tile, Vector v) {
   if (!t || t->memory != Memory::Register || t->vector != Vector::None || t->layout != Layout::Row)
     throw TileError(what + ": only row-layout register tiles have " +
                     (rows ? "row vectors" : "column vectors"));
+  if (!rows && t->owner.unit == Unit::Warpgroup)
+    throw TileError(what + ": a warpgroup's columns span its four warps; a reduction stays "
+                           "inside a warp");
   if (t->owner.parts(rows ? t->owner.col_split : t->owner.row_split) != 1)
     throw TileError(what +
                     (rows ? ": its rows are spread over several warps (columns split)"
@@ -277,6 +282,19 @@ std::string vector_problem(const UOp& tile, DType vector) {
     return e.what();
   }
 }
+
+}  // namespace
+
+// The TENSOR_MAP arg (slot, swizzle, box innermost first) of a map that fills shared tile t:
+// the box is one panel, the swizzle's width (or the whole line) by the tile's lines.
+std::vector<int64_t> tma_box_arg(int64_t slot, const TileType& t) {
+  int64_t line = t.layout == Layout::Row ? t.cols : t.rows,
+          lines = t.layout == Layout::Row ? t.rows : t.cols;
+  int64_t per = t.swizzle == Swizzle::None ? line : swizzle_width(t.swizzle) / t.elem.itemsize();
+  return {slot, int64_t(t.swizzle), per, lines};
+}
+
+namespace {
 
 TileOps register_tile_ops() {
   TileOps ops;
@@ -527,6 +545,33 @@ TileOps register_tile_ops() {
                : "masking " + name_of(u.src(0));
   })};
   ops.mask = register_op(mk);
+
+  OpSpec tm;
+  tm.name = "TILE_TMA";
+  tm.meaning =
+      "Starts TMA loads of the window at (row0, col0) of a tensor map's matrix into a shared "
+      "tile, one per panel of the swizzle's width (zeros outside the matrix), completing a "
+      "transaction of the mbarrier.";
+  tm.sources = {shared_stage("dst"),
+                src("map", "a TENSOR_MAP", [](const UOp& s) { return s.op() == Op::TENSOR_MAP; }),
+                src("mbarrier", "an INDEX into shared memory of int64",
+                    [](const UOp& s) {
+                      return s.op() == Op::INDEX && s.dtype().space() == AddrSpace::Local &&
+                             s.dtype().pointee() == dtypes::int64;
+                    }),
+                int_src("row0"), int_src("col0")};
+  tm.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  tm.rules = {rule("the map's element, swizzle and box are the tile's panel", [](const UOp& u) {
+    const TileType& t = *shared_of(u.src(0));
+    const UOp& m = u.src(1);
+    const auto& box = std::get<std::vector<int64_t>>(m.arg());
+    return m.dtype().pointee() == t.elem && box == tma_box_arg(box[0], t)
+               ? ""
+               : "a map of " + std::string(m.dtype().name()) + " (" +
+                     arg_to_string(m.arg(), m.dtype()) + ") for " + name_of(u.src(0));
+  })};
+  tm.flags = kOpEffect | kOpMemory | kOpCooperative;
+  ops.tma = register_op(tm);
   register_tile_passes();
   return ops;
 }
@@ -715,13 +760,23 @@ Tile Ring::operator[](const UOp& stage) const {
 // ---- the kernel builder ----------------------------------------------------------------
 
 Kernel::Kernel(std::string name, int warp_rows, int warp_cols)
-    : name_(std::move(name)), warp_rows_(warp_rows), warp_cols_(warp_cols) {
+    : Kernel(std::move(name), Unit::Warp, warp_rows, warp_cols) {}
+
+Kernel::Kernel(std::string name, Unit unit, int rows, int cols, int producers)
+    : name_(std::move(name)), unit_(unit), producers_(producers), warp_rows_(rows),
+      warp_cols_(cols) {
   tile_ops();
-  if (warp_rows < 1 || warp_cols < 1 || warp_rows * warp_cols > 32)
-    throw TileError("kernel " + name_ + ": " + std::to_string(warp_rows) + "x" +
-                    std::to_string(warp_cols) + " warps (1 to 32 warps per block)");
+  if (rows < 1 || cols < 1 || producers < 0 || producers > 1 ||
+      (unit == Unit::Warp && producers) || threads() > 1024)
+    throw TileError("kernel " + name_ + ": " + std::to_string(rows) + "x" + std::to_string(cols) +
+                    (unit == Unit::Warp ? " warps" : " warpgroups") + " and " +
+                    std::to_string(producers) +
+                    " producers (1 to 32 warps per block; one producer warpgroup at most, after "
+                    "the consumer warpgroups)");
   frames_.push_back({});
 }
+
+UOp Kernel::thread_index() const { return special(SpecialKind::ThreadIdx, 0, threads()); }
 
 UOp Kernel::block_index(int dim, const UOp& extent) {
   return UOp::make(Op::SPECIAL, dtypes::int32, {extent}, SpecialArg{SpecialKind::BlockIdx, dim});
@@ -778,14 +833,21 @@ Tile Kernel::landed(const Tile& shared, const std::vector<UOp>& copies) {
 void Kernel::loop(const UOp& n, const std::function<void(const UOp& i)>& body) {
   // The extent simplified now: simplifying an index that reads i later must not remake it.
   UOp i = range(simplify(n), next_axis_++, AxisKind::Loop);
+  std::vector<UOp> places;
+  for (auto& r : rings_) places.push_back(r->place);
   frames_.push_back({i, {}});
   body(i);
   Frame f = std::move(frames_.back());
   frames_.pop_back();
+  for (size_t k = 0; k < places.size(); ++k) rings_[k]->place = places[k];
   if (f.effects.empty()) return;
   UOp all = f.effects.size() == 1 ? f.effects[0] : UOp::make(Op::GROUP, dtypes::void_, f.effects);
   UOp done = end(all, {i});
   record(done);
+  close_frame(done);
+}
+
+void Kernel::close_frame(const UOp& done) {
   size_t depth = frames_.size() - 1;
   for (auto& c : carried_)  // reads after the loop see its last update
     if (c->frame > depth) {
@@ -862,6 +924,127 @@ void Kernel::store(const View& dst, const UOp& row0, const UOp& col0, const Tile
     throw TileError("store: " + std::string(value.node.dtype().name()) + " into a view of " +
                     std::string(v->elem.name()) + " (cast it first)");
   record(make(tile_ops().store, dtypes::void_, {dst.node, value.node, row0, col0}));
+}
+
+std::vector<UOp> Kernel::recorded() const {
+  std::vector<UOp> out;
+  for (const UOp& e : frames_.back().effects)
+    if (e.dtype() == dtypes::void_) out.push_back(e);
+  return out;
+}
+
+void Kernel::ordered(const UOp& verb) {
+  record(verb);
+  for (auto& r : rings_) r->place = UOp::make(Op::AFTER, {r->alloc, verb});
+}
+
+namespace {
+// Sources then deps: a core op's fixed sources followed by effects it comes after.
+std::vector<UOp> with_deps(std::vector<UOp> src, const std::vector<UOp>& deps) {
+  src.insert(src.end(), deps.begin(), deps.end());
+  return src;
+}
+}  // namespace
+
+Semaphores Kernel::semaphores(int stages, int arrivals) {
+  if (stages < 1 || arrivals < 1)
+    throw TileError("semaphores: " + std::to_string(stages) + " stages of " +
+                    std::to_string(arrivals) + " arrivals");
+  Semaphores sem;
+  sem.stages = stages;
+  sem.buf = define_local(dtypes::int64, stages, next_shared_++, 8);
+  // After what came before (two semaphores' IFs would otherwise be one node).
+  UOp first = UOp::make(
+      Op::IF, with_deps({alu(Op::CMPEQ, thread_index(), const_int(dtypes::int32, 0))}, recorded()));
+  std::vector<UOp> inits;
+  for (int s = 0; s < stages; ++s)
+    inits.push_back(UOp::make(
+        Op::MBARRIER_INIT, dtypes::void_,
+        {index(after(sem.buf, {first}), const_int(dtypes::int32, s)), const_int(dtypes::int32, arrivals)}));
+  UOp fenced = UOp::make(Op::FENCE, dtypes::void_, inits, std::string("mbarrier_init"));
+  sem.ready = UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::ENDIF, {first, fenced})});
+  record(sem.ready);
+  return sem;
+}
+
+namespace {
+UOp semaphore_at(const Semaphores& sem, const UOp& stage, const std::vector<UOp>& deps) {
+  std::vector<UOp> d = {sem.ready};
+  d.insert(d.end(), deps.begin(), deps.end());
+  return index(UOp::make(Op::AFTER, with_deps({sem.buf}, d)), stage);
+}
+}  // namespace
+
+void Kernel::wait(const Semaphores& sem, const UOp& stage, const UOp& parity) {
+  std::vector<UOp> deps = recorded();
+  ordered(UOp::make(Op::MBARRIER_WAIT, dtypes::void_,
+                    with_deps({semaphore_at(sem, stage, deps), parity}, deps)));
+}
+
+void Kernel::arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes) {
+  std::vector<UOp> deps = recorded();
+  ordered(UOp::make(
+      Op::MBARRIER_ARRIVE, dtypes::void_,
+      with_deps({semaphore_at(sem, stage, deps), const_int(dtypes::int32, tx_bytes)}, deps)));
+}
+
+TensorMap Kernel::tensor_map(int64_t slot, DType tile) {
+  const TileType* t = tile_type(tile);
+  if (!t || t->memory != Memory::Shared || t->stages != 1)
+    throw TileError("tensor_map: " + std::string(tile.name()) + " is not a shared tile of one stage");
+  return {UOp::make(Op::TENSOR_MAP, t->elem.ptr(), {}, tma_box_arg(slot, *t)), tile};
+}
+
+void Kernel::tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, const UOp& col0,
+                      const Semaphores& sem, const UOp& stage) {
+  if (dst.node.dtype() != src.tile)
+    throw TileError("tma_load: a map for " + std::string(src.tile.name()) + " fills " +
+                    std::string(dst.node.dtype().name()));
+  ordered(make(tile_ops().tma, dtypes::void_,
+               {dst.node, src.node, semaphore_at(sem, stage, recorded()), row0, col0}));
+}
+
+void Kernel::when(const UOp& cond, const std::function<void()>& body) {
+  UOp open = UOp::make(Op::IF, with_deps({cond}, recorded()));
+  std::vector<UOp> places;
+  for (auto& r : rings_) {
+    places.push_back(r->place);
+    r->place = UOp::make(Op::AFTER, {r->place, open});
+  }
+  frames_.push_back({open, {}});
+  body();
+  Frame f = std::move(frames_.back());
+  frames_.pop_back();
+  for (size_t k = 0; k < places.size(); ++k) rings_[k]->place = places[k];
+  if (f.effects.empty()) return;
+  UOp done = UOp::make(Op::ENDIF, with_deps({open}, f.effects));
+  record(done);
+  close_frame(done);
+}
+
+void Kernel::specialise(int producer_regs, int consumer_regs, const std::function<void()>& producer,
+                        const std::function<void()>& consumers) {
+  if (unit_ != Unit::Warpgroup || producers_ != 1)
+    throw TileError("specialise: the kernel needs consumer warpgroups and a producer warpgroup");
+  UOp tid = thread_index();
+  int64_t first = int64_t(warp_rows_) * warp_cols_ * 128;  // the producer's first thread
+  auto budget = [&](int regs, bool inc) {
+    record(UOp::make(Op::SETMAXNREG, dtypes::void_, recorded(), std::vector<int64_t>{regs, inc}));
+  };
+  when(alu(Op::CMPLT, const_int(dtypes::int32, first - 1), tid), [&] {
+    budget(producer_regs, false);
+    when(alu(Op::CMPEQ, tid, const_int(dtypes::int32, first)), producer);
+  });
+  when(tid < first, [&] {
+    budget(consumer_regs, true);
+    consumers();
+  });
+}
+
+void Kernel::persistent(const UOp& tiles, int64_t blocks,
+                        const std::function<void(const UOp&, const UOp&)>& body) {
+  UOp b = block_index(0, const_int(dtypes::int32, blocks));
+  loop((tiles - b + (blocks - 1)) / blocks, [&](const UOp& j) { body(b + j * blocks, j); });
 }
 
 UOp Kernel::finish() {

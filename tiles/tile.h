@@ -67,12 +67,15 @@ struct TileType : DTypeExtension {
   // Register tiles: the part one unit holds, and how many 16x16 base tiles it has.
   int unit_rows() const { return rows / owner.parts(owner.row_split); }
   int unit_cols() const { return cols / owner.parts(owner.col_split); }
+  // The rows one warp holds of its unit's part: all of them, or in a warpgroup (whose part
+  // is one 64-row strip, the M of wgmma) the 16 of warp w%4 starting at row 16*(w%4).
+  int warp_rows() const { return owner.unit == Unit::Warpgroup ? unit_rows() / 4 : unit_rows(); }
   // Elements per lane: a base tile's 8; a vector's 2 rows per 16 (rows g and g+8 of the
   // fragment) or 4 columns per 16.
   int per_thread() const {
-    if (vector == Vector::PerRow) return unit_rows() / 16 * 2;
+    if (vector == Vector::PerRow) return warp_rows() / 16 * 2;
     if (vector == Vector::PerCol) return unit_cols() / 16 * 4;
-    return unit_rows() * unit_cols() / 32;
+    return warp_rows() * unit_cols() / 32;
   }
   std::string shape() const;  // "128x32"
 };
@@ -100,11 +103,14 @@ DType row_vector_of(DType tile);
 DType col_vector_of(DType tile);
 DType view_dtype(DType elem);
 const TileType* tile_type(DType d);  // nullptr for other dtypes
+// The TENSOR_MAP arg (slot, swizzle, box innermost first) of a map filling shared tile t:
+// one panel, the swizzle's width (or the whole line) by the tile's lines.
+std::vector<int64_t> tma_box_arg(int64_t slot, const TileType& t);
 const ViewType* view_type(DType d);
 
 // The tile ops' ids (registered on first use).
 struct TileOps {
-  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask;
+  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask, tma;
 };
 const TileOps& tile_ops();
 
@@ -173,6 +179,21 @@ DType operand_tile(const Tile& acc, const Tile& shared, char which, const char* 
 
 class Kernel;
 
+// A ring of mbarriers in shared memory, one per stage: the semaphores of a producer/consumer
+// pipeline (Kernel::semaphores makes them; wait, arrive and tma_load use them).
+struct Semaphores {
+  UOp buf;    // the DEFINE_LOCAL of int64
+  UOp ready;  // the barrier after their initialisation
+  int stages = 0;
+};
+
+// A TMA tensor map parameter that fills shared tiles of one type (Kernel::tensor_map): the
+// caller passes a map of the global matrix with the box and swizzle the kernel's info names.
+struct TensorMap {
+  UOp node;  // the TENSOR_MAP
+  DType tile;
+};
+
 // A register tile carried across the iterations of kernel loops (an accumulator): its
 // reads give the current value, and assigning records the update (STORE, END, AFTER).
 class Carried {
@@ -209,13 +230,20 @@ class Ring {
   std::shared_ptr<State> state_;
 };
 
-// Builds one kernel for one thread block of warp_rows x warp_cols warps.
+// Builds one kernel for one thread block of warp_rows x warp_cols warps, or (Hopper) of
+// rows x cols consumer warpgroups that own the register tiles and `producers` (0 or 1)
+// producer warpgroups after them.
 class Kernel {
  public:
   Kernel(std::string name, int warp_rows, int warp_cols);
+  Kernel(std::string name, Unit unit, int rows, int cols, int producers = 0);
 
-  Owner owner() const { return {Unit::Warp, warp_rows_, warp_cols_}; }
-  int threads() const { return warp_rows_ * warp_cols_ * 32; }
+  Owner owner() const { return {unit_, warp_rows_, warp_cols_}; }
+  int threads() const {
+    return unit_ == Unit::Warpgroup ? (warp_rows_ * warp_cols_ + producers_) * 128
+                                    : warp_rows_ * warp_cols_ * 32;
+  }
+  UOp thread_index() const;  // threadIdx.x over threads()
   UOp block_index(int dim, const UOp& extent);  // blockIdx along x (0), y (1) or z (2)
   // Parameter `slot` seen as rows x cols elements, (r, c) at offset + r*row_stride +
   // c*col_stride (offset 0 when null); the buffer's start is base_align-byte aligned.
@@ -252,16 +280,55 @@ class Kernel {
   // does for its copies and waits; a hand-written loop says it itself).
   void issue(const UOp& effect_or_token) { record(effect_or_token); }
   void store(const View& dst, const UOp& row0, const UOp& col0, const Tile& value);
+
+  // ---- Hopper: semaphores, TMA, warp specialisation, persistent loops ----------------
+  // The synchronising verbs (wait, arrive, tma_load, when) run in the order written: each
+  // comes AFTER every effect recorded before it in the current loop or block, and shared
+  // tiles read after a verb are read after it (their rings are placed after it).
+  //
+  // `stages` mbarriers of `arrivals` arrivals per phase, initialised by thread 0 and
+  // published by a block barrier before any use.
+  Semaphores semaphores(int stages, int arrivals);
+  // Waits until the phase of the given parity of sem[stage] has completed.
+  void wait(const Semaphores& sem, const UOp& stage, const UOp& parity);
+  // Arrives on sem[stage] (each thread that runs it), first adding tx_bytes to the bytes its
+  // phase waits for (the producer's expect before its TMA loads).
+  void arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes = 0);
+  // A tensor map parameter at `slot` for filling shared tiles of type `tile` (one stage):
+  // its box is the tile's panel (the swizzle's width, or the whole line, by its lines).
+  TensorMap tensor_map(int64_t slot, DType tile);
+  // Starts TMA loads of the window at (row0, col0) of the map's matrix into a shared tile
+  // (one per panel; zeros outside the matrix), completing on sem[stage]: the tile's bytes
+  // are what an arrive must expect.
+  void tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, const UOp& col0,
+                const Semaphores& sem, const UOp& stage);
+  // A block that only the threads where cond holds run.
+  void when(const UOp& cond, const std::function<void()>& body);
+  // Warp specialisation: the producer warpgroup (the last) lowers its register budget to
+  // producer_regs and runs `producer` on its first thread; the consumer warpgroups raise
+  // theirs to consumer_regs and run `consumers`.
+  void specialise(int producer_regs, int consumer_regs, const std::function<void()>& producer,
+                  const std::function<void()>& consumers);
+  // A persistent loop: `blocks` blocks take the tiles 0 .. tiles-1 in turn, block b the
+  // tiles b, b + blocks, ...; body runs with the tile's index and the block's iteration.
+  void persistent(const UOp& tiles, int64_t blocks,
+                  const std::function<void(const UOp& tile, const UOp& iteration)>& body);
+
   UOp finish();  // the SINK
 
  private:
   friend class Carried;
   struct Frame {
-    UOp range;
+    UOp range;  // the RANGE, or the IF of a block
     std::vector<UOp> effects;
   };
   void record(const UOp& effect) { frames_.back().effects.push_back(effect); }
+  std::vector<UOp> recorded() const;  // the current frame's effects (void ones)
+  void ordered(const UOp& verb);      // records a verb and places the rings after it
+  void close_frame(const UOp& done);  // carried tiles read after a loop or block see its end
   std::string name_;
+  Unit unit_ = Unit::Warp;
+  int producers_ = 0;
   int warp_rows_, warp_cols_;
   int64_t next_reg_ = 0, next_shared_ = 0, next_axis_ = 0;
   std::vector<Frame> frames_;

@@ -15,6 +15,15 @@ namespace {
 
 class Gemm : public DeviceTest {};
 
+// C, A and B as the kernel takes them: A and B as tensor maps where it loads them by TMA.
+std::vector<KernelArg> gemm_args(const CompiledKernel& k, const GemmProblem& p,
+                                 const DeviceBuffer& c, const DeviceBuffer& a,
+                                 const DeviceBuffer& b) {
+  MatrixLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
+  return {c.buf, tensor_arg(k.rendered.info, 1, a.buf, la.dims, la.strides),
+          tensor_arg(k.rendered.info, 2, b.buf, lb.dims, lb.strides)};
+}
+
 // C = A*B with A element (i, r) and B element (r, j) wherever the problem stores them.
 void check_gemm(Device& dev, const GemmProblem& p, const Schedule& s, uint64_t seed) {
   SCOPED_TRACE(p.to_string() + " schedule '" + s.to_string() + "'");
@@ -33,7 +42,8 @@ void check_gemm(Device& dev, const GemmProblem& p, const Schedule& s, uint64_t s
   HostData c = HostData::poisoned(p.out, want.size());
   DeviceBuffer da(dev, a), db(dev, b), dc(dev, c);
   try {
-    compile_kernel(dev, gemm_kernel(p, s, dev.props().target)).run(args({&dc, &da, &db}));
+    CompiledKernel k = compile_kernel(dev, gemm_kernel(p, s, dev.props().target));
+    k.run(gemm_args(k, p, dc, da, db));
   } catch (const std::exception& e) {
     FAIL() << e.what();
   }
@@ -41,7 +51,7 @@ void check_gemm(Device& dev, const GemmProblem& p, const Schedule& s, uint64_t s
   expect_accumulated(c, want, scale, p.k);
 }
 
-const Schedule kSmall = Schedule::parse("BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=3 SWIZZLE=64");
+const Schedule kSmall = Schedule::parse("BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=3 SWIZZLE=64 WGMMA=0");
 
 TEST_P(Gemm, AwkwardSizesAgainstTheReference) {
   uint64_t seed = 100;
@@ -67,11 +77,11 @@ TEST_P(Gemm, EveryLayoutAndDtype) {
 TEST_P(Gemm, SeveralSchedulesAtLargerSizes) {
   uint64_t seed = 300;
   check_gemm(*dev, {128, 96, 200},
-             Schedule::parse("BM=64 BN=32 BK=16 WM=2 WN=2 STAGES=2 SWIZZLE=32"), seed += 2);
+             Schedule::parse("BM=64 BN=32 BK=16 WM=2 WN=2 STAGES=2 SWIZZLE=32 WGMMA=0"), seed += 2);
   check_gemm(*dev, {257, 129, 511}, {}, seed += 2);  // the default schedule
   GemmProblem t{130, 190, 96};
   t.b_transposed = true;
-  check_gemm(*dev, t, Schedule::parse("BM=64 BN=64 BK=32 WM=1 WN=2 STAGES=4 SWIZZLE=0"), seed += 2);
+  check_gemm(*dev, t, Schedule::parse("BM=64 BN=64 BK=32 WM=1 WN=2 STAGES=4 SWIZZLE=0 WGMMA=0"), seed += 2);
 }
 
 // Rows of an odd length cannot be copied 4 bytes at a time: the copies of A and B go the
@@ -81,6 +91,26 @@ TEST_P(Gemm, UnalignedRowsTakeTheSynchronousCopies) {
   GemmProblem p{37, 41, 255};
   p.b_transposed = true;
   check_gemm(*dev, p, kSmall, 402);
+}
+
+// The Hopper schedule: a producer warpgroup fills a ring by TMA (zeros past the edges),
+// consumer warpgroups multiply with wgmma, a persistent loop visits several tiles per
+// block, stage phases wrapping many times.
+TEST_P(Gemm, HopperScheduleTmaRingWgmmaPersistent) {
+  const Target& t = dev->props().target;
+  if (!t.has(kFeatureWgmma) || !t.has(kFeatureTma))
+    GTEST_SKIP() << dev->props().name << " has no wgmma and TMA (" << t.arch << ")";
+  uint64_t seed = 500;
+  Schedule one = Schedule::parse("BM=64 BN=64 BK=64 WM=1 WN=1 STAGES=2 WGMMA=1 BLOCKS=1");
+  check_gemm(*dev, {100, 120, 200}, one, seed += 2);
+  check_gemm(*dev, {200, 296, 136}, Schedule::parse("WGMMA=1 BLOCKS=2"), seed += 2);
+  GemmProblem bt{72, 136, 256, dtypes::bfloat16, dtypes::bfloat16};
+  bt.b_transposed = true;
+  check_gemm(*dev, bt, Schedule::parse("BM=128 BN=128 WM=2 WN=1 STAGES=3 WGMMA=1 BLOCKS=1"),
+             seed += 2);
+  GemmProblem at{128, 64, 64, dtypes::float16, dtypes::float32};
+  at.a_transposed = true;
+  check_gemm(*dev, at, Schedule::parse("BM=128 BN=64 WM=2 WN=1 STAGES=2 WGMMA=1"), seed += 2);
 }
 
 }  // namespace
@@ -142,19 +172,32 @@ TEST(TileDsl, RefusedSchedulesNameTheConstraintBeforeCompiling) {
   auto refused = [&](const char* s) {
     return error_of([&] { gemm_kernel({256, 256, 256}, Schedule::parse(s), t); });
   };
-  EXPECT_NE(refused("BM=48 WM=2").find("multiple of 16*WM"), std::string::npos);
-  EXPECT_NE(refused("BM=512 BN=512").find("bytes of shared memory, more than the target's 232448"),
+  EXPECT_NE(refused("BM=48 WM=2 WGMMA=0").find("multiple of 16*WM"), std::string::npos);
+  EXPECT_NE(refused("BM=512 BN=512 WGMMA=0")
+                .find("bytes of shared memory, more than the target's 232448"),
             std::string::npos);
-  EXPECT_NE(refused("BM=256 BN=256 WM=1 WN=1").find("accumulators per thread"), std::string::npos);
+  EXPECT_NE(refused("BM=256 BN=256 WM=1 WN=1 WGMMA=0").find("accumulators per thread"),
+            std::string::npos);
   EXPECT_NE(refused("BX=1").find("not a knob of the GEMM"), std::string::npos);
   EXPECT_NE(refused("STAGES=1").find("STAGES must be at least 2"), std::string::npos);
-  EXPECT_NE(refused("WM=8 WN=8").find("threads, more than the target's 1024"), std::string::npos);
+  EXPECT_NE(refused("WM=8 WN=8 WGMMA=0").find("threads, more than the target's 1024"),
+            std::string::npos);
+  // The Hopper schedule: a warpgroup's 64 rows, TMA's 16-byte rows, the target's features.
+  EXPECT_NE(refused("WGMMA=1 BM=192 WM=2").find("BM is 64*WM"), std::string::npos);
+  EXPECT_NE(refused("WGMMA=1 STAGES=6").find("bytes of shared memory"), std::string::npos);
+  std::string odd =
+      error_of([&] { gemm_kernel({4096, 4096, 4095}, Schedule::parse("WGMMA=1"), t); });
+  EXPECT_NE(odd.find("rows of whole 16-byte units"), std::string::npos) << odd;
+  Target old = t;
+  old.features &= ~kFeatureWgmma;
+  std::string no = error_of([&] { gemm_kernel({256, 256, 256}, Schedule::parse("WGMMA=1"), old); });
+  EXPECT_NE(no.find("WGMMA=1 needs wgmma"), std::string::npos) << no;
 }
 
 // The lowering leaves no tile op; aligned copies are cp.async, fragment loads ldmatrix.
 TEST(TileDsl, LoweringLeavesPerThreadOpsOnly) {
   Target t = h100_target();
-  UOp lowered = lower(gemm_kernel({256, 256, 256}, {}, t), t);
+  UOp lowered = lower(gemm_kernel({256, 256, 256}, Schedule::parse("WGMMA=0"), t), t);
   std::map<std::string, int> count;
   for (const UOp& u : toposort(lowered)) {
     ++count[op_name(u.op())];
@@ -166,12 +209,22 @@ TEST(TileDsl, LoweringLeavesPerThreadOpsOnly) {
   EXPECT_GT(count["MMA"], 0);
   EXPECT_EQ(count["WAIT_GROUP"], 1);
   // A's rows of 1023 elements: no 4-byte copy of A is provably aligned (B's rows of 64 are).
-  UOp odd = lower(gemm_kernel({64, 64, 1023}, {}, t), t);
+  UOp odd = lower(gemm_kernel({64, 64, 1023}, {}, t), t);  // the default: mma.sync here
   int of_a = 0, of_b = 0;
   for (const UOp& u : toposort(odd))
     if (u.op() == Op::ASYNC_COPY) ++(u.src(1).src(0).slot() == 1 ? of_a : of_b);
   EXPECT_EQ(of_a, 0);
   EXPECT_GT(of_b, 0);
+  // On Hopper the default: TMA loads on mbarriers, wgmma reading shared memory in place (no
+  // fragment loads), a producer and consumers with their register budgets.
+  std::map<std::string, int> hopper;
+  for (const UOp& u : toposort(lower(gemm_kernel({256, 256, 256}, {}, t), t)))
+    ++hopper[op_name(u.op())];
+  EXPECT_EQ(hopper["LDMATRIX"] + hopper["ASYNC_COPY"] + hopper["MMA"], 0);
+  EXPECT_EQ(hopper["WGMMA"], 4);    // m64n256k16 over BK = 64
+  EXPECT_EQ(hopper["TMA_LOAD"], 5);  // A in one 128-byte panel, B (256 wide) in four
+  EXPECT_EQ(hopper["MBARRIER_WAIT"], 2);
+  EXPECT_EQ(hopper["SETMAXNREG"], 2);
 }
 
 // tile_warps leaves only warps' tiles (a grid of one warp, the warp's part) whose loads
@@ -226,8 +279,8 @@ EmuStats gemm_emu_stats(Device& dev, const GemmProblem& p, const Schedule& s) {
 
 TEST(TileDsl, GemmSharedAccessesAreConflictFree) {
   auto dev = make_emu_device();
-  for (const char* s : {"", "BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128",
-                        "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=3 SWIZZLE=64"}) {
+  for (const char* s : {"WGMMA=0", "BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 WGMMA=0",
+                        "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=3 SWIZZLE=64 WGMMA=0"}) {
     SCOPED_TRACE(s);
     EmuStats stats = gemm_emu_stats(*dev, {128, 128, 128}, Schedule::parse(s));
     EXPECT_GT(stats.shared_accesses, 0u);
@@ -235,7 +288,7 @@ TEST(TileDsl, GemmSharedAccessesAreConflictFree) {
   }
   // Without a swizzle the same fragment loads conflict.
   EmuStats plain = gemm_emu_stats(
-      *dev, {64, 64, 64}, Schedule::parse("BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=2 SWIZZLE=0"));
+      *dev, {64, 64, 64}, Schedule::parse("BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=2 SWIZZLE=0 WGMMA=0"));
   EXPECT_GT(plain.bank_conflicts, 0u);
 }
 

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# On the GPU machine, after tools/gpu/check.sh built build-gpu: the tile-DSL GEMM against
-# torch.matmul (cuBLAS) at the issue's shapes, in the same run, every output checked.
-#   tools/gpu/gemm_figures.sh [SCHEDULE]
+# On the GPU machine, after build-gpu is built: the tile-DSL GEMM against torch.matmul
+# (cuBLAS) at the issue's shapes, in the same run, every output checked, bf16 in and out;
+# then the SASS of the 4096^3 kernel counted for HGMMA (wgmma) instructions.
+#   tools/gpu/gemm_figures.sh [SCHEDULE]   (default: the kernel's own for the H100)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-s=${1:-BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1}
-shapes="4096,4096,4096 8192,8192,8192 4095,4095,4095 1,4096,4096"
+s=${1:-}
+shapes="4096,4096,4096 8192,8192,8192 4096,4096,4000 4095,4095,4095"
 python3 tools/gpu/gemm_peer.py $shapes
+src=$(mktemp --suffix=.cu)
 for shape in $shapes; do
-  build-gpu/bin/kitten bench gemm --device cuda --shape "$shape" --schedule "$s" --reps 20
+  build-gpu/bin/kitten bench gemm --device cuda --shape "$shape" --schedule "$s" --out bfloat16 \
+    --reps 20 --source "$src"
+  if [ "$shape" = 4096,4096,4096 ]; then
+    nvcc -arch=sm_90a -cubin -o "$src.cubin" "$src" &&
+      echo "SASS: $(cuobjdump -sass "$src.cubin" | grep -c HGMMA) HGMMA instructions"
+  fi
 done
