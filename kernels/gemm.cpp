@@ -18,8 +18,10 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-const char* const kHopper = "BM=128 BN=256 BK=64 WM=2 WN=1 STAGES=4 SWIZZLE=128 GROUP=8 WGMMA=1";
-const char* const kMmaSync = "BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1 WGMMA=0";
+const char* const kHopper =
+    "BM=128 BN=256 BK=64 WM=2 WN=1 STAGES=3 SWIZZLE=128 GROUP=16 WGMMA=1 EPILOGUE=1";
+const char* const kMmaSync =
+    "BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1 WGMMA=0 EPILOGUE=0";
 
 bool hopper(const Target& t) {
   return t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
@@ -40,13 +42,16 @@ MatrixLayout gemm_operand_layout(const GemmProblem& p, int slot) {
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
   bool tma = gemm_operand_layout(p, 1).strides[0] % 16 == 0 &&
              gemm_operand_layout(p, 2).strides[0] % 16 == 0;
-  return Schedule::parse(hopper(target) && tma ? kHopper : kMmaSync);
+  if (!hopper(target) || !tma) return Schedule::parse(kMmaSync);
+  Schedule s = Schedule::parse(kHopper);  // C through shared memory where it can go by TMA
+  if (p.out.itemsize() != 2 || (p.n * 2) % 16) s.knob("STAGES", 4).knob("EPILOGUE", 0);
+  return s;
 }
 
 namespace {
 
 struct Config {
-  int bm, bn, bk, wm, wn, stages, swizzle, group, wgmma, blocks;
+  int bm, bn, bk, wm, wn, stages, swizzle, group, wgmma, blocks, epilogue;
 };
 
 // The widest swizzle up to `most` bytes whose lines a row of `bytes` holds whole.
@@ -64,16 +69,18 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   for (const ScheduleEntry& e : s.entries())
     if (e.axis || (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" &&
                    e.name != "WN" && e.name != "STAGES" && e.name != "SWIZZLE" &&
-                   e.name != "GROUP" && e.name != "WGMMA" && e.name != "BLOCKS"))
+                   e.name != "GROUP" && e.name != "WGMMA" && e.name != "BLOCKS" &&
+                   e.name != "EPILOGUE"))
       throw ScheduleError("gemm: '" + Schedule({e}).to_string() +
                           "' is not a knob of the GEMM (BM BN BK WM WN STAGES SWIZZLE GROUP "
-                          "WGMMA BLOCKS)");
+                          "WGMMA BLOCKS EPILOGUE)");
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
   int tiles = int(ceil_div(p.m, knob("BM") > 0 ? knob("BM") : 1) *
                   ceil_div(p.n, knob("BN") > 0 ? knob("BN") : 1));
   Config c{knob("BM"),      knob("BN"),    knob("BK"),    knob("WM"),
            knob("WN"),      knob("STAGES"), knob("SWIZZLE"), knob("GROUP"),
-           knob("WGMMA"),   int(s.knob_or("BLOCKS", std::min(t.multiprocessors, tiles)))};
+           knob("WGMMA"),   int(s.knob_or("BLOCKS", std::min(t.multiprocessors, tiles))),
+           knob("EPILOGUE")};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("gemm schedule '" + s.to_string() + "': " + why);
   };
@@ -91,6 +98,9 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
     refuse("WGMMA=1: BM is 64*WM (a warpgroup's 64 rows), BN/WN a multiple of 16 up to 256, "
            "BM and BK at most 256 (a TMA box), BK a multiple of 64 and SWIZZLE 128");
   if (c.blocks < 1) refuse("BLOCKS must be at least 1");
+  if (c.epilogue && (!c.wgmma || p.out.itemsize() != 2 || (p.n * 2) % 16))
+    refuse("EPILOGUE=1 (through shared memory and a TMA store) needs WGMMA=1, a 16-bit C and "
+           "rows of C of whole 16-byte units");
   if (c.bm % (unit * c.wm) || c.bn % (16 * c.wn) || c.bm <= 0 || c.bn <= 0)
     refuse("BM must be a multiple of 16*WM and BN of 16*WN (each warp holds whole 16x16 tiles)");
   if (c.bk <= 0 || c.bk % 16) refuse("BK must be a positive multiple of 16");
@@ -102,7 +112,8 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   if (threads > t.max_threads_per_block)
     refuse(std::to_string(threads) + " threads, more than the target's " +
            std::to_string(t.max_threads_per_block));
-  int64_t shared = int64_t(c.bm + c.bn) * c.bk * p.in.itemsize() * c.stages;
+  int64_t shared = int64_t(c.bm + c.bn) * c.bk * p.in.itemsize() * c.stages +
+                   (c.epilogue ? int64_t(c.bm) * c.bn * p.out.itemsize() : 0);
   if (shared > t.shared_per_block_optin)
     refuse(std::to_string(shared) + " bytes of shared memory, more than the target's " +
            std::to_string(t.shared_per_block_optin));
@@ -121,7 +132,7 @@ Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, cons
   out.knob("BM", c.bm).knob("BN", c.bn).knob("BK", c.bk).knob("WM", c.wm).knob("WN", c.wn);
   out.knob("STAGES", c.stages).knob("SWIZZLE", c.swizzle).knob("GROUP", c.group);
   out.knob("WGMMA", c.wgmma);
-  if (c.wgmma) out.knob("BLOCKS", c.blocks);
+  if (c.wgmma) out.knob("BLOCKS", c.blocks).knob("EPILOGUE", c.epilogue);
   return out;
 }
 
@@ -212,6 +223,9 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   View C = k.view(0, p.out, M, N, N, one);
   DType ta = a_tile(p, c.bm, c.bk, c.swizzle), tb = b_tile(p, c.bn, c.bk, c.swizzle);
   TensorMap A = k.tensor_map(1, ta), B = k.tensor_map(2, tb);
+  DType tc = shared_tile(p.out, c.bm, c.bn, Layout::Row, Swizzle::B128);
+  TensorMap Cmap = c.epilogue ? k.tensor_map(0, tc) : TensorMap{};
+  Tile sc = c.epilogue ? k.shared(p.out, c.bm, c.bn, Swizzle::B128) : Tile{};
   Ring sa = ring_of(k, ta, c.stages), sb = ring_of(k, tb, c.stages);
   Semaphores full = k.semaphores(c.stages, 1), empty = k.semaphores(c.stages, c.wm * c.wn * 4);
   int64_t steps = ceil_div(p.k, c.bk), bytes = int64_t(c.bm + c.bn) * c.bk * p.in.itemsize();
@@ -219,8 +233,9 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   // Step kk of the block's j-th tile uses ring stage (j*steps + kk) % STAGES in its round.
   auto stage = [&](const UOp& j, const UOp& kk) { return (j * steps + kk) % c.stages; };
   auto round = [&](const UOp& j, const UOp& kk) { return (j * steps + kk) / c.stages % 2; };
+  int consumer_regs = std::min(232, (65536 / 128 - 40) / (c.wm * c.wn) / 8 * 8);
   k.specialise(
-      40, 232,
+      40, consumer_regs,
       [&] {  // the producer: wait for a free stage, expect its bytes, load it
         k.persistent(tiles, c.blocks, [&](const UOp& tile, const UOp& j) {
           auto [bm, bn] = origin(tile);
@@ -244,8 +259,18 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
             acc = stage_product(acc, sa[s], sb[s], p.b_transposed);
             k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)), [&] { k.arrive(empty, s); });
           });
-          k.store(C, bm, bn, result(acc));
+          if (!c.epilogue) return k.store(C, bm, bn, result(acc));
+          // C through shared memory: once the last tile's store has read it, the consumers
+          // write it, fence it for TMA and meet; thread 0 stores it by TMA.
+          UOp first = alu(Op::CMPEQ, k.thread_index(), i32(0));
+          k.when(first, [&] { k.store_wait(0); });
+          k.sync(1, c.wm * c.wn * 128);
+          k.store(sc, result(acc));
+          k.fence_async();
+          k.sync(1, c.wm * c.wn * 128);
+          k.when(first, [&] { k.tma_store(Cmap, sc, bm, bn); });
         });
+        if (c.epilogue) k.when(alu(Op::CMPEQ, k.thread_index(), i32(0)), [&] { k.store_wait(0); });
       });
   return k.finish();
 }

@@ -189,7 +189,7 @@ class TileLowering {
     if (op == ops.store) return store(u);
     if (op == ops.mma)
       return tile_type(u.dtype())->owner.unit == Unit::Warpgroup ? wgmma(u) : mma(u);
-    if (op == ops.tma) return tma(u);
+    if (op == ops.tma || op == ops.tma_store) return tma(u);
     if (op == ops.map) return map(u);
     if (op == ops.reduce) return reduce(u);
     if (op == ops.bcast) return bcast(u);
@@ -677,8 +677,9 @@ class TileLowering {
       throw IrError("lower_tiles: a TMA load needs a target with TMA (" + target_.arch + ")");
     const TileType& s = *tile_type(u.src(0).dtype());
     const Lowered& slot = of(u.src(0));
-    UOp map = of(u.src(1)).v[0], bar = of(u.src(2)).v[0];
-    UOp r0 = of(u.src(3)).v[0], c0 = of(u.src(4)).v[0];
+    bool load = u.op() == tile_ops().tma;  // else a store: no mbarrier
+    UOp map = of(u.src(1)).v[0], bar = load ? of(u.src(2)).v[0] : UOp();
+    UOp r0 = of(u.src(load ? 3 : 2)).v[0], c0 = of(u.src(load ? 4 : 3)).v[0];
     bool row = s.layout == Layout::Row;
     const auto& box = std::get<std::vector<int64_t>>(u.src(1).arg());
     int64_t per = box[2], lines = box[3], line = row ? s.cols : s.rows;
@@ -686,9 +687,9 @@ class TileLowering {
     std::vector<UOp> out;
     for (int64_t p = 0; p < line / per; ++p) {
       UOp inner = simplify((row ? c0 : r0) + p * per), outer = row ? r0 : c0;
-      out.push_back(UOp::make(
-          Op::TMA_LOAD, dtypes::void_,
-          {map, index(slot.buf, simplify(base + p * per * lines)), bar, inner, outer}));
+      UOp tile = index(slot.buf, simplify(base + p * per * lines));
+      out.push_back(load ? UOp::make(Op::TMA_LOAD, dtypes::void_, {map, tile, bar, inner, outer})
+                         : UOp::make(Op::TMA_STORE, dtypes::void_, {map, tile, inner, outer}));
     }
     return single(all_of(out));
   }

@@ -572,6 +572,20 @@ TileOps register_tile_ops() {
   })};
   tm.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma = register_op(tm);
+
+  OpSpec ts;
+  ts.name = "TILE_TMA_STORE";
+  ts.meaning =
+      "Starts TMA stores of a shared tile to the window at (row0, col0) of a tensor map's "
+      "matrix (nothing past its end), one per panel of the swizzle's width, closed into one "
+      "bulk group of the issuing thread.";
+  ts.sources = {shared_stage("src"),
+                src("map", "a TENSOR_MAP", [](const UOp& s) { return s.op() == Op::TENSOR_MAP; }),
+                int_src("row0"), int_src("col0")};
+  ts.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  ts.rules = {tm.rules[0]};
+  ts.flags = kOpEffect | kOpMemory | kOpCooperative;
+  ops.tma_store = register_op(ts);
   register_tile_passes();
   return ops;
 }
@@ -928,6 +942,9 @@ void Kernel::store(const View& dst, const UOp& row0, const UOp& col0, const Tile
 
 std::vector<UOp> Kernel::recorded() const {
   std::vector<UOp> out;
+  // In a block, its IF: a verb there is that block's (equal verbs of two blocks would
+  // otherwise be one node).
+  if (const UOp& r = frames_.back().range; r && r.op() == Op::IF) out.push_back(r);
   for (const UOp& e : frames_.back().effects)
     if (e.dtype() == dtypes::void_) out.push_back(e);
   return out;
@@ -943,6 +960,10 @@ namespace {
 std::vector<UOp> with_deps(std::vector<UOp> src, const std::vector<UOp>& deps) {
   src.insert(src.end(), deps.begin(), deps.end());
   return src;
+}
+// x after the deps (x itself when there are none).
+UOp after_all(const UOp& x, const std::vector<UOp>& deps) {
+  return deps.empty() ? x : UOp::make(Op::AFTER, with_deps({x}, deps));
 }
 }  // namespace
 
@@ -1004,6 +1025,35 @@ void Kernel::tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, co
                {dst.node, src.node, semaphore_at(sem, stage, recorded()), row0, col0}));
 }
 
+void Kernel::store(const Tile& dst, const Tile& value) {
+  if (dst.type().memory != Memory::Shared)
+    throw TileError("store: " + std::string(dst.node.dtype().name()) + " is not a shared tile");
+  ordered(make(tile_ops().store, dtypes::void_,
+               {after_all(dst.node, recorded()), value.node}));
+}
+
+void Kernel::fence_async() {
+  ordered(UOp::make(Op::FENCE, dtypes::void_, recorded(), std::string("proxy_async")));
+}
+
+void Kernel::sync(int id, int threads) {
+  ordered(UOp::make(Op::NAMED_BARRIER, dtypes::void_, recorded(),
+                    std::vector<int64_t>{id, threads}));
+}
+
+void Kernel::tma_store(const TensorMap& dst, const Tile& src, const UOp& row0, const UOp& col0) {
+  if (src.node.dtype() != dst.tile)
+    throw TileError("tma_store: a map for " + std::string(dst.tile.name()) + " stores " +
+                    std::string(src.node.dtype().name()));
+  UOp stores = make(tile_ops().tma_store, dtypes::void_,
+                    {after_all(src.node, recorded()), dst.node, row0, col0});
+  ordered(UOp::make(Op::BULK_COMMIT, dtypes::void_, {stores}));
+}
+
+void Kernel::store_wait(int n) {
+  ordered(UOp::make(Op::BULK_WAIT, dtypes::void_, recorded(), int64_t(n)));
+}
+
 void Kernel::when(const UOp& cond, const std::function<void()>& body) {
   UOp open = UOp::make(Op::IF, with_deps({cond}, recorded()));
   std::vector<UOp> places;
@@ -1028,6 +1078,13 @@ void Kernel::specialise(int producer_regs, int consumer_regs, const std::functio
     throw TileError("specialise: the kernel needs consumer warpgroups and a producer warpgroup");
   UOp tid = thread_index();
   int64_t first = int64_t(warp_rows_) * warp_cols_ * 128;  // the producer's first thread
+  // setmaxnreg.inc waits until the registers are free: budgets beyond the register file
+  // would wait forever.
+  if (first * consumer_regs + 128 * producer_regs > 65536)
+    throw TileError("specialise: " + std::to_string(warp_rows_ * warp_cols_) + " consumer " +
+                    "warpgroups of " + std::to_string(consumer_regs) +
+                    " registers and a producer of " + std::to_string(producer_regs) +
+                    " need more than the 65536 registers of a multiprocessor");
   auto budget = [&](int regs, bool inc) {
     record(UOp::make(Op::SETMAXNREG, dtypes::void_, recorded(), std::vector<int64_t>{regs, inc}));
   };

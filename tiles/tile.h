@@ -110,7 +110,7 @@ const ViewType* view_type(DType d);
 
 // The tile ops' ids (registered on first use).
 struct TileOps {
-  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask, tma;
+  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask, tma, tma_store;
 };
 const TileOps& tile_ops();
 
@@ -302,6 +302,18 @@ class Kernel {
   // are what an arrive must expect.
   void tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, const UOp& col0,
                 const Semaphores& sem, const UOp& stage);
+  // Writes a register tile into a shared tile (stmatrix where the target has it).
+  void store(const Tile& dst, const Tile& value);
+  // Makes this thread's shared-memory writes so far visible to TMA and wgmma (a FENCE
+  // proxy_async; the threads that wrote each run it).
+  void fence_async();
+  // A barrier of the first `threads` threads (whole warps; named barrier `id` 1..15).
+  void sync(int id, int threads);
+  // Starts TMA stores of a shared tile to the window at (row0, col0) of the map's matrix
+  // (nothing past its end), one per panel, closed into one bulk group; store_wait(n) waits
+  // until at most n of this thread's groups still read shared memory.
+  void tma_store(const TensorMap& dst, const Tile& src, const UOp& row0, const UOp& col0);
+  void store_wait(int n);
   // A block that only the threads where cond holds run.
   void when(const UOp& cond, const std::function<void()>& body);
   // Warp specialisation: the producer warpgroup (the last) lowers its register budget to

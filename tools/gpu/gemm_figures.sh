@@ -10,10 +10,10 @@ shapes="4096,4096,4096 8192,8192,8192 4096,4096,4000 4095,4095,4095"
 python3 tools/gpu/gemm_peer.py $shapes
 src=$(mktemp --suffix=.cu)
 for shape in $shapes; do
-  build-gpu/bin/kitten bench gemm --device cuda --shape "$shape" --schedule "$s" --out bfloat16 \
-    --reps 20 --source "$src"
+  timeout 120 build-gpu/bin/kitten bench gemm --device cuda --shape "$shape" --schedule "$s" \
+    --out bfloat16 --reps 20 --source "$src"
   if [ "$shape" = 4096,4096,4096 ]; then
-    nvcc -arch=sm_90a -cubin -o "$src.cubin" "$src" &&
+    nvcc -w -arch=sm_90a -cubin -o "$src.cubin" "$src" &&
       echo "SASS: $(cuobjdump -sass "$src.cubin" | grep -c HGMMA) HGMMA instructions"
   fi
 done
