@@ -68,9 +68,9 @@ KernelArg tensor_arg(const KernelInfo& info, int slot, Buffer buffer, std::vecto
   auto it = info.tensor_maps.find(slot);
   if (it == info.tensor_maps.end()) return KernelArg(std::in_place_type<Buffer>, buffer);
   const KernelInfo::MapSlot& m = it->second;
-  return KernelArg(std::in_place_type<TensorMap>,
-                   make_tensor_map(buffer, m.dtype, std::move(dims), std::move(strides), m.box,
-                                   m.swizzle));
+  return KernelArg(
+      std::in_place_type<TensorMap>,
+      make_tensor_map(buffer, m.dtype, std::move(dims), std::move(strides), m.box, m.swizzle));
 }
 
 TensorMap make_tensor_map(Buffer buffer, DType dtype, std::vector<int64_t> dims,

@@ -34,8 +34,8 @@ MatrixLayout gemm_operand_layout(const GemmProblem& p, int slot) {
   int64_t e = p.in.itemsize();
   bool t = slot == 1 ? p.a_transposed : p.b_transposed;
   int64_t rows = slot == 1 ? p.m : p.k, cols = slot == 1 ? p.k : p.n;  // as A and B multiply
-  if (slot == 2 && t) std::swap(rows, cols);  // B stored N x K
-  if (slot == 1 && t) std::swap(rows, cols);  // A stored K x M
+  if (slot == 2 && t) std::swap(rows, cols);                           // B stored N x K
+  if (slot == 1 && t) std::swap(rows, cols);                           // A stored K x M
   return {{cols, rows}, {cols * e}};
 }
 
@@ -67,18 +67,20 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   if (s.knob_or("WGMMA", d.knob_or("WGMMA", 0)) != d.knob_or("WGMMA", 0))
     d = Schedule::parse(s.knob_or("WGMMA", 0) ? kHopper : kMmaSync);
   for (const ScheduleEntry& e : s.entries())
-    if (e.axis || (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" &&
-                   e.name != "WN" && e.name != "STAGES" && e.name != "SWIZZLE" &&
-                   e.name != "GROUP" && e.name != "WGMMA" && e.name != "BLOCKS" &&
-                   e.name != "EPILOGUE"))
+    if (e.axis ||
+        (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" && e.name != "WN" &&
+         e.name != "STAGES" && e.name != "SWIZZLE" && e.name != "GROUP" && e.name != "WGMMA" &&
+         e.name != "BLOCKS" && e.name != "EPILOGUE"))
       throw ScheduleError("gemm: '" + Schedule({e}).to_string() +
                           "' is not a knob of the GEMM (BM BN BK WM WN STAGES SWIZZLE GROUP "
                           "WGMMA BLOCKS EPILOGUE)");
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
   int tiles = int(ceil_div(p.m, knob("BM") > 0 ? knob("BM") : 1) *
                   ceil_div(p.n, knob("BN") > 0 ? knob("BN") : 1));
-  Config c{knob("BM"),      knob("BN"),    knob("BK"),    knob("WM"),
-           knob("WN"),      knob("STAGES"), knob("SWIZZLE"), knob("GROUP"),
+  Config c{knob("BM"),      knob("BN"),
+           knob("BK"),      knob("WM"),
+           knob("WN"),      knob("STAGES"),
+           knob("SWIZZLE"), knob("GROUP"),
            knob("WGMMA"),   int(s.knob_or("BLOCKS", std::min(t.multiprocessors, tiles))),
            knob("EPILOGUE")};
   auto refuse = [&](const std::string& why) {
@@ -90,17 +92,20 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   if (c.wgmma != 0 && c.wgmma != 1) refuse("WGMMA is 0 (mma.sync) or 1 (wgmma, TMA)");
   if (c.wgmma && !hopper(t))
     refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
-  if (c.wgmma && (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16))
+  if (c.wgmma &&
+      (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16))
     refuse("WGMMA=1 loads by TMA, which needs rows of whole 16-byte units (" + p.to_string() +
            " has not: WGMMA=0, or the autotuner's repack)");
   if (c.wgmma && (c.bm != 64 * c.wm || c.bn % (16 * c.wn) || c.bn / c.wn > 256 || c.bm > 256 ||
                   c.bk > 256 || c.swizzle != 128 || c.bk % 64))
-    refuse("WGMMA=1: BM is 64*WM (a warpgroup's 64 rows), BN/WN a multiple of 16 up to 256, "
-           "BM and BK at most 256 (a TMA box), BK a multiple of 64 and SWIZZLE 128");
+    refuse(
+        "WGMMA=1: BM is 64*WM (a warpgroup's 64 rows), BN/WN a multiple of 16 up to 256, "
+        "BM and BK at most 256 (a TMA box), BK a multiple of 64 and SWIZZLE 128");
   if (c.blocks < 1) refuse("BLOCKS must be at least 1");
   if (c.epilogue && (!c.wgmma || p.out.itemsize() != 2 || (p.n * 2) % 16))
-    refuse("EPILOGUE=1 (through shared memory and a TMA store) needs WGMMA=1, a 16-bit C and "
-           "rows of C of whole 16-byte units");
+    refuse(
+        "EPILOGUE=1 (through shared memory and a TMA store) needs WGMMA=1, a 16-bit C and "
+        "rows of C of whole 16-byte units");
   if (c.bm % (unit * c.wm) || c.bn % (16 * c.wn) || c.bm <= 0 || c.bn <= 0)
     refuse("BM must be a multiple of 16*WM and BN of 16*WN (each warp holds whole 16x16 tiles)");
   if (c.bk <= 0 || c.bk % 16) refuse("BK must be a positive multiple of 16");
@@ -222,9 +227,9 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   Kernel k("gemm", Unit::Warpgroup, c.wm, c.wn, 1);
   View C = k.view(0, p.out, M, N, N, one);
   DType ta = a_tile(p, c.bm, c.bk, c.swizzle), tb = b_tile(p, c.bn, c.bk, c.swizzle);
-  TensorMap A = k.tensor_map(1, ta), B = k.tensor_map(2, tb);
+  TmaMap A = k.tensor_map(1, ta), B = k.tensor_map(2, tb);
   DType tc = shared_tile(p.out, c.bm, c.bn, Layout::Row, Swizzle::B128);
-  TensorMap Cmap = c.epilogue ? k.tensor_map(0, tc) : TensorMap{};
+  TmaMap Cmap = c.epilogue ? k.tensor_map(0, tc) : TmaMap{};
   Tile sc = c.epilogue ? k.shared(p.out, c.bm, c.bn, Swizzle::B128) : Tile{};
   Ring sa = ring_of(k, ta, c.stages), sb = ring_of(k, tb, c.stages);
   Semaphores full = k.semaphores(c.stages, 1), empty = k.semaphores(c.stages, c.wm * c.wn * 4);
@@ -244,8 +249,10 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
             k.wait(empty, s, i32(1) - round(j, kk));  // passes at once in the first round
             k.arrive(full, s, bytes);
             k.tma_load(sa[s], A, bm, kc, full, s);
-            if (p.b_transposed) k.tma_load(sb[s], B, bn, kc, full, s);
-            else k.tma_load(sb[s], B, kc, bn, full, s);
+            if (p.b_transposed)
+              k.tma_load(sb[s], B, bn, kc, full, s);
+            else
+              k.tma_load(sb[s], B, kc, bn, full, s);
           });
         });
       },

@@ -276,8 +276,9 @@ class TileLowering {
     const Lowered& l = of(u);
     if (l.kind == Lowered::Values) return l.v;
     if (l.kind == Lowered::Operand)
-      throw IrError("lower_tiles: " + std::string(u.dtype().name()) +
-                    " is loaded as a wgmma operand and read in place; load it again for other uses");
+      throw IrError(
+          "lower_tiles: " + std::string(u.dtype().name()) +
+          " is loaded as a wgmma operand and read in place; load it again for other uses");
     if (l.kind != Lowered::Place)
       throw IrError("lower_tiles: " + std::string(u.dtype().name()) + " is not a register tile");
     auto it = reads_.find(l.buf.id());
@@ -621,7 +622,8 @@ class TileLowering {
                     " does not have");
     bool rs = of(ua).kind != Lowered::Operand;
     if (of(ub).kind != Lowered::Operand)
-      throw IrError("lower_tiles: wgmma reads b from shared memory: b must be a shared tile's load");
+      throw IrError(
+          "lower_tiles: wgmma reads b from shared memory: b must be a shared tile's load");
     if (rs && p == "AtB")
       throw IrError("lower_tiles: wgmma reads a transposed a only from shared memory");
     std::vector<UOp> acc = values(u.src(0)), va = rs ? values(ua) : std::vector<UOp>{};
@@ -632,22 +634,21 @@ class TileLowering {
     for (int n0 = 0; n0 < n; n0 += 256) chains.push_back({n0, std::min(256, n - n0)});
     std::vector<UOp> ready, accs;
     for (auto [n0, nn] : chains) {
-      accs.push_back(UOp::make(Op::VECTORIZE, std::vector<UOp>(acc.begin() + n0 / 2,
-                                                               acc.begin() + (n0 + nn) / 2)));
+      accs.push_back(UOp::make(
+          Op::VECTORIZE, std::vector<UOp>(acc.begin() + n0 / 2, acc.begin() + (n0 + nn) / 2)));
       ready.push_back(accs.back());
     }
     std::vector<UOp> frags;
     for (int kk = 0; rs && kk < k / 16; ++kk) {
-      frags.push_back(UOp::make(Op::VECTORIZE, std::vector<UOp>(va.begin() + 8 * kk,
-                                                                va.begin() + 8 * kk + 8)));
+      frags.push_back(
+          UOp::make(Op::VECTORIZE, std::vector<UOp>(va.begin() + 8 * kk, va.begin() + 8 * kk + 8)));
       ready.push_back(frags.back());
     }
     UOp fence = UOp::make(Op::FENCE, dtypes::void_, ready, std::string("wgmma"));
     std::vector<UOp> last;
     for (size_t ch = 0; ch < chains.size(); ++ch) {
       auto [n0, nn] = chains[ch];
-      std::string name =
-          "wgmma_m64n" + std::to_string(nn) + "k16_" + type + (rs ? "_rs" : "_ss");
+      std::string name = "wgmma_m64n" + std::to_string(nn) + "k16_" + type + (rs ? "_rs" : "_ss");
       const MmaLayout& L = *find_mma_layout(name);
       check_places(L, L.c, nn);
       if (rs) check_places(L, L.a, 16);

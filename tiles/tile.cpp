@@ -101,11 +101,9 @@ DType vector_dtype(DType elem, int length, Owner owner, Vector v) {
     throw TileError("register vector of " + std::to_string(length) +
                     ": each warp's part must be whole 16s");
   std::string name = std::string(v == Vector::PerRow ? "rv<" : "cv<") + std::string(elem.name()) +
-                     "," + std::to_string(length) +
-                     (owner.unit == Unit::Warpgroup ? ",g" : ",w") + std::to_string(owner.rows) +
-                     "x" +
-                     std::to_string(owner.cols) + ":" + split_code(t->owner.row_split) +
-                     split_code(t->owner.col_split) + ">";
+                     "," + std::to_string(length) + (owner.unit == Unit::Warpgroup ? ",g" : ",w") +
+                     std::to_string(owner.rows) + "x" + std::to_string(owner.cols) + ":" +
+                     split_code(t->owner.row_split) + split_code(t->owner.col_split) + ">";
   return DType::extension(name, std::move(t));
 }
 }  // namespace
@@ -129,8 +127,9 @@ DType vector_of(DType tile, Vector v) {
     throw TileError(what + ": only row-layout register tiles have " +
                     (rows ? "row vectors" : "column vectors"));
   if (!rows && t->owner.unit == Unit::Warpgroup)
-    throw TileError(what + ": a warpgroup's columns span its four warps; a reduction stays "
-                           "inside a warp");
+    throw TileError(what +
+                    ": a warpgroup's columns span its four warps; a reduction stays "
+                    "inside a warp");
   if (t->owner.parts(rows ? t->owner.col_split : t->owner.row_split) != 1)
     throw TileError(what +
                     (rows ? ": its rows are spread over several warps (columns split)"
@@ -777,11 +776,14 @@ Kernel::Kernel(std::string name, int warp_rows, int warp_cols)
     : Kernel(std::move(name), Unit::Warp, warp_rows, warp_cols) {}
 
 Kernel::Kernel(std::string name, Unit unit, int rows, int cols, int producers)
-    : name_(std::move(name)), unit_(unit), producers_(producers), warp_rows_(rows),
+    : name_(std::move(name)),
+      unit_(unit),
+      producers_(producers),
+      warp_rows_(rows),
       warp_cols_(cols) {
   tile_ops();
-  if (rows < 1 || cols < 1 || producers < 0 || producers > 1 ||
-      (unit == Unit::Warp && producers) || threads() > 1024)
+  if (rows < 1 || cols < 1 || producers < 0 || producers > 1 || (unit == Unit::Warp && producers) ||
+      threads() > 1024)
     throw TileError("kernel " + name_ + ": " + std::to_string(rows) + "x" + std::to_string(cols) +
                     (unit == Unit::Warp ? " warps" : " warpgroups") + " and " +
                     std::to_string(producers) +
@@ -979,9 +981,9 @@ Semaphores Kernel::semaphores(int stages, int arrivals) {
       Op::IF, with_deps({alu(Op::CMPEQ, thread_index(), const_int(dtypes::int32, 0))}, recorded()));
   std::vector<UOp> inits;
   for (int s = 0; s < stages; ++s)
-    inits.push_back(UOp::make(
-        Op::MBARRIER_INIT, dtypes::void_,
-        {index(after(sem.buf, {first}), const_int(dtypes::int32, s)), const_int(dtypes::int32, arrivals)}));
+    inits.push_back(UOp::make(Op::MBARRIER_INIT, dtypes::void_,
+                              {index(after(sem.buf, {first}), const_int(dtypes::int32, s)),
+                               const_int(dtypes::int32, arrivals)}));
   UOp fenced = UOp::make(Op::FENCE, dtypes::void_, inits, std::string("mbarrier_init"));
   sem.ready = UOp::make(Op::BARRIER, dtypes::void_, {UOp::make(Op::ENDIF, {first, fenced})});
   record(sem.ready);
@@ -1009,14 +1011,15 @@ void Kernel::arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes) {
       with_deps({semaphore_at(sem, stage, deps), const_int(dtypes::int32, tx_bytes)}, deps)));
 }
 
-TensorMap Kernel::tensor_map(int64_t slot, DType tile) {
+TmaMap Kernel::tensor_map(int64_t slot, DType tile) {
   const TileType* t = tile_type(tile);
   if (!t || t->memory != Memory::Shared || t->stages != 1)
-    throw TileError("tensor_map: " + std::string(tile.name()) + " is not a shared tile of one stage");
+    throw TileError("tensor_map: " + std::string(tile.name()) +
+                    " is not a shared tile of one stage");
   return {UOp::make(Op::TENSOR_MAP, t->elem.ptr(), {}, tma_box_arg(slot, *t)), tile};
 }
 
-void Kernel::tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, const UOp& col0,
+void Kernel::tma_load(const Tile& dst, const TmaMap& src, const UOp& row0, const UOp& col0,
                       const Semaphores& sem, const UOp& stage) {
   if (dst.node.dtype() != src.tile)
     throw TileError("tma_load: a map for " + std::string(src.tile.name()) + " fills " +
@@ -1028,8 +1031,7 @@ void Kernel::tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, co
 void Kernel::store(const Tile& dst, const Tile& value) {
   if (dst.type().memory != Memory::Shared)
     throw TileError("store: " + std::string(dst.node.dtype().name()) + " is not a shared tile");
-  ordered(make(tile_ops().store, dtypes::void_,
-               {after_all(dst.node, recorded()), value.node}));
+  ordered(make(tile_ops().store, dtypes::void_, {after_all(dst.node, recorded()), value.node}));
 }
 
 void Kernel::fence_async() {
@@ -1037,11 +1039,11 @@ void Kernel::fence_async() {
 }
 
 void Kernel::sync(int id, int threads) {
-  ordered(UOp::make(Op::NAMED_BARRIER, dtypes::void_, recorded(),
-                    std::vector<int64_t>{id, threads}));
+  ordered(
+      UOp::make(Op::NAMED_BARRIER, dtypes::void_, recorded(), std::vector<int64_t>{id, threads}));
 }
 
-void Kernel::tma_store(const TensorMap& dst, const Tile& src, const UOp& row0, const UOp& col0) {
+void Kernel::tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0) {
   if (src.node.dtype() != dst.tile)
     throw TileError("tma_store: a map for " + std::string(dst.tile.name()) + " stores " +
                     std::string(src.node.dtype().name()));

@@ -189,7 +189,7 @@ struct Semaphores {
 
 // A TMA tensor map parameter that fills shared tiles of one type (Kernel::tensor_map): the
 // caller passes a map of the global matrix with the box and swizzle the kernel's info names.
-struct TensorMap {
+struct TmaMap {
   UOp node;  // the TENSOR_MAP
   DType tile;
 };
@@ -243,7 +243,7 @@ class Kernel {
     return unit_ == Unit::Warpgroup ? (warp_rows_ * warp_cols_ + producers_) * 128
                                     : warp_rows_ * warp_cols_ * 32;
   }
-  UOp thread_index() const;  // threadIdx.x over threads()
+  UOp thread_index() const;                     // threadIdx.x over threads()
   UOp block_index(int dim, const UOp& extent);  // blockIdx along x (0), y (1) or z (2)
   // Parameter `slot` seen as rows x cols elements, (r, c) at offset + r*row_stride +
   // c*col_stride (offset 0 when null); the buffer's start is base_align-byte aligned.
@@ -296,11 +296,11 @@ class Kernel {
   void arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes = 0);
   // A tensor map parameter at `slot` for filling shared tiles of type `tile` (one stage):
   // its box is the tile's panel (the swizzle's width, or the whole line, by its lines).
-  TensorMap tensor_map(int64_t slot, DType tile);
+  TmaMap tensor_map(int64_t slot, DType tile);
   // Starts TMA loads of the window at (row0, col0) of the map's matrix into a shared tile
   // (one per panel; zeros outside the matrix), completing on sem[stage]: the tile's bytes
   // are what an arrive must expect.
-  void tma_load(const Tile& dst, const TensorMap& src, const UOp& row0, const UOp& col0,
+  void tma_load(const Tile& dst, const TmaMap& src, const UOp& row0, const UOp& col0,
                 const Semaphores& sem, const UOp& stage);
   // Writes a register tile into a shared tile (stmatrix where the target has it).
   void store(const Tile& dst, const Tile& value);
@@ -312,7 +312,7 @@ class Kernel {
   // Starts TMA stores of a shared tile to the window at (row0, col0) of the map's matrix
   // (nothing past its end), one per panel, closed into one bulk group; store_wait(n) waits
   // until at most n of this thread's groups still read shared memory.
-  void tma_store(const TensorMap& dst, const Tile& src, const UOp& row0, const UOp& col0);
+  void tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0);
   void store_wait(int n);
   // A block that only the threads where cond holds run.
   void when(const UOp& cond, const std::function<void()>& body);

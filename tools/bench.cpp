@@ -219,10 +219,10 @@ int bench_gemm(const std::vector<std::string>& args) {
   Buffer da = bench.random(p.in, p.m * p.k, a), db = bench.random(p.in, p.k * p.n, b);
   Buffer dc = bench.alloc(size_t(p.m * p.n * p.out.itemsize()));
   MatrixLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
-  std::vector<KernelArg> kargs = {tensor_arg(k->rendered.info, 0, dc, {p.n, p.m},
-                                             {p.n * p.out.itemsize()}),
-                                  tensor_arg(k->rendered.info, 1, da, la.dims, la.strides),
-                                  tensor_arg(k->rendered.info, 2, db, lb.dims, lb.strides)};
+  std::vector<KernelArg> kargs = {
+      tensor_arg(k->rendered.info, 0, dc, {p.n, p.m}, {p.n * p.out.itemsize()}),
+      tensor_arg(k->rendered.info, 1, da, la.dims, la.strides),
+      tensor_arg(k->rendered.info, 2, db, lb.dims, lb.strides)};
   bench.run(*k, kargs);
   // Check: every element for small problems, else 512 sampled ones.
   std::vector<unsigned char> out = bench.download(dc);

@@ -73,7 +73,7 @@ commands:
                     sampled), print the schedule, time and TFLOP/s (cuda: median of N
                     runs, with registers and spills; emu: instruction and bank-conflict
                     counts instead of a time); --source writes the rendered kernel.
-                    Knobs: BM BN BK WM WN STAGES SWIZZLE GROUP
+                    Knobs: BM BN BK WM WN STAGES SWIZZLE GROUP WGMMA BLOCKS EPILOGUE
   bench flash_attention_fwd --device emu|cuda --shape B,H,Hkv,Nq,Nkv,D [--causal]
         [--schedule S] [--dtype bfloat16|float16] [--out float32] [--reps N] [--seed S]
         [--source FILE]

@@ -82,7 +82,8 @@ TEST_P(Gemm, SeveralSchedulesAtLargerSizes) {
   check_gemm(*dev, {257, 129, 511}, {}, seed += 2);  // the default schedule
   GemmProblem t{130, 190, 96};
   t.b_transposed = true;
-  check_gemm(*dev, t, Schedule::parse("BM=64 BN=64 BK=32 WM=1 WN=2 STAGES=4 SWIZZLE=0 WGMMA=0"), seed += 2);
+  check_gemm(*dev, t, Schedule::parse("BM=64 BN=64 BK=32 WM=1 WN=2 STAGES=4 SWIZZLE=0 WGMMA=0"),
+             seed += 2);
 }
 
 // Rows of an odd length cannot be copied 4 bytes at a time: the copies of A and B go the
@@ -189,8 +190,9 @@ TEST(TileDsl, RefusedSchedulesNameTheConstraintBeforeCompiling) {
   // The Hopper schedule: a warpgroup's 64 rows, TMA's 16-byte rows, the target's features.
   EXPECT_NE(refused("WGMMA=1 BM=192 WM=2").find("BM is 64*WM"), std::string::npos);
   EXPECT_NE(refused("WGMMA=1 STAGES=6").find("bytes of shared memory"), std::string::npos);
-  std::string odd =
-      error_of([&] { gemm_kernel({4096, 4096, 4095}, Schedule::parse("WGMMA=1"), t); });
+  std::string odd = error_of([&] {
+    gemm_kernel({4096, 4096, 4095}, Schedule::parse("WGMMA=1"), t);
+  });
   EXPECT_NE(odd.find("rows of whole 16-byte units"), std::string::npos) << odd;
   Target old = t;
   old.features &= ~kFeatureWgmma;
@@ -225,7 +227,7 @@ TEST(TileDsl, LoweringLeavesPerThreadOpsOnly) {
   for (const UOp& u : toposort(lower(gemm_kernel({256, 256, 256}, {}, t), t)))
     ++hopper[op_name(u.op())];
   EXPECT_EQ(hopper["LDMATRIX"] + hopper["ASYNC_COPY"] + hopper["MMA"], 0);
-  EXPECT_EQ(hopper["WGMMA"], 4);    // m64n256k16 over BK = 64
+  EXPECT_EQ(hopper["WGMMA"], 4);     // m64n256k16 over BK = 64
   EXPECT_EQ(hopper["TMA_LOAD"], 5);  // A in one 128-byte panel, B (256 wide) in four
   EXPECT_EQ(hopper["MBARRIER_WAIT"], 2);
   EXPECT_EQ(hopper["SETMAXNREG"], 2);
@@ -291,9 +293,83 @@ TEST(TileDsl, GemmSharedAccessesAreConflictFree) {
     EXPECT_EQ(stats.bank_conflicts, 0u);
   }
   // Without a swizzle the same fragment loads conflict.
-  EmuStats plain = gemm_emu_stats(
-      *dev, {64, 64, 64}, Schedule::parse("BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=2 SWIZZLE=0 WGMMA=0"));
+  EmuStats plain =
+      gemm_emu_stats(*dev, {64, 64, 64},
+                     Schedule::parse("BM=64 BN=64 BK=64 WM=2 WN=2 STAGES=2 SWIZZLE=0 WGMMA=0"));
   EXPECT_GT(plain.bank_conflicts, 0u);
+}
+
+}  // namespace
+}  // namespace kitten
+
+namespace kitten {
+namespace {
+
+using namespace tiles;
+
+// A DSL-built Hopper kernel: the producer loads two 64x64 bf16 tiles by TMA onto a
+// semaphore, one consumer warpgroup multiplies them with wgmma and stores C (f32). With
+// `wait` false the consumer skips its wait, with parity 1 it waits on the wrong phase:
+// either way wgmma reads shared memory the TMA has not yet filled (the emulator lands a
+// TMA load only when a wait sees its phase complete).
+UOp hopper_product_kernel(bool wait, int parity) {
+  DType bf = dtypes::bfloat16;
+  auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
+  Kernel k("hopper_product", Unit::Warpgroup, 1, 1, 1);
+  DType st = shared_tile(bf, 64, 64, Layout::Row, Swizzle::B128);
+  TmaMap A = k.tensor_map(1, st), B = k.tensor_map(2, st);
+  Ring sa = k.ring(bf, 64, 64, Swizzle::B128, 2), sb = k.ring(bf, 64, 64, Swizzle::B128, 2);
+  View C = k.view(0, dtypes::float32, i32(64), i32(64), i32(64), i32(1));
+  Semaphores full = k.semaphores(1, 1);
+  k.specialise(
+      40, 232,
+      [&] {
+        k.arrive(full, i32(0), 2 * 64 * 64 * 2);
+        k.tma_load(sa[i32(0)], A, i32(0), i32(0), full, i32(0));
+        k.tma_load(sb[i32(0)], B, i32(0), i32(0), full, i32(0));
+      },
+      [&] {
+        Tile acc = fill(k.reg(dtypes::float32, 64, 64), 0.0);
+        if (wait) k.wait(full, i32(0), i32(parity));
+        Tile a = load(sa[i32(0)], operand_tile(acc, sa[i32(0)], 'a', "ABt"));
+        Tile b = load(sb[i32(0)], operand_tile(acc, sb[i32(0)], 'b', "ABt"));
+        k.store(C, i32(0), i32(0), mma_ABt(acc, a, b));
+      });
+  return k.finish();
+}
+
+TEST(HopperTiles, TheEmulatorCatchesAMissingOrWrongWaitInADslKernel) {
+  auto dev = make_emu_device();
+  HostData a = HostData::random(dtypes::bfloat16, 64 * 64, 31),
+           b = HostData::random(dtypes::bfloat16, 64 * 64, 32);
+  auto run = [&](bool wait, int parity) {
+    HostData c = HostData::poisoned(dtypes::float32, 64 * 64);
+    DeviceBuffer da(*dev, a), db(*dev, b), dc(*dev, c);
+    std::string e = error_of([&] {
+      CompiledKernel k = compile_kernel(*dev, hopper_product_kernel(wait, parity));
+      const KernelInfo& info = k.rendered.info;
+      k.run(std::vector<KernelArg>{dc.buf, tensor_arg(info, 1, da.buf, {64, 64}, {128}),
+                                   tensor_arg(info, 2, db.buf, {64, 64}, {128})});
+    });
+    if (e.empty()) {  // C = A * B^T against float64
+      dc.read(c);
+      std::vector<double> want(64 * 64, 0.0), scale(want.size(), 0.0);
+      for (int i = 0; i < 64; ++i)
+        for (int j = 0; j < 64; ++j)
+          for (int r = 0; r < 64; ++r) {
+            double t = a.values[size_t(i * 64 + r)] * b.values[size_t(j * 64 + r)];
+            want[size_t(i * 64 + j)] += t, scale[size_t(i * 64 + j)] += std::fabs(t);
+          }
+      expect_accumulated(c, want, scale, 64);
+    }
+    return e;
+  };
+  EXPECT_EQ(run(true, 0), "");
+  for (auto [wait, parity] : {std::pair{false, 0}, std::pair{true, 1}}) {
+    std::string e = run(wait, parity);
+    SCOPED_TRACE(e);
+    EXPECT_NE(e.find("read of shared memory never written"), std::string::npos);
+  }
 }
 
 }  // namespace
