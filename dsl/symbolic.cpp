@@ -909,7 +909,8 @@ std::optional<UOp> fold_div_mod(const Match& m) {
   for (int64_t g : steps) {
     std::vector<Term> q_terms, r_terms;
     for (const Term& t : terms) (t.coeff % g == 0 ? q_terms : r_terms).push_back(t);
-    int64_t qk = floor_div(k, g), rk = k - qk * g;
+    // In 128 bits: qk*g may lie below the dtype's minimum when k is near it (rk does not).
+    int64_t qk = floor_div(k, g), rk = int64_t(i128(k) - i128(qk) * g);
     if (q_terms.empty() && qk == 0) continue;
     for (Term& t : q_terms) t.coeff /= g;
     i128 rlo = rk, rhi = rk;  // R's interval before any node is made

@@ -1,6 +1,7 @@
 #include "kernels/flash_attention_fwd.h"
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 
@@ -39,27 +40,35 @@ std::string AttentionShape::to_string() const {
 // D64 four warps of 32 rows (half the shared-memory reads per product) with Q read again
 // every step fit the registers and win by 8%.
 Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const Target& target) {
-  (void)target;
-  return Schedule::parse(p.d == 128 ? "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=1"
-                                    : "BQ=128 BKV=64 WARPS=4 STAGES=2 QREG=0");
+  if (target.has(kFeatureWgmma) && target.has(kFeatureTma) && target.has(kFeatureMbarrier) &&
+      target.has(kFeatureSetmaxnreg))
+    return Schedule::parse("BQ=128 BKV=128 WARPS=8 STAGES=2 QREG=0 WGMMA=1");
+  return Schedule::parse(p.d == 128 ? "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=1 WGMMA=0"
+                                    : "BQ=128 BKV=64 WARPS=4 STAGES=2 QREG=0 WGMMA=0");
 }
 
 namespace {
 
 struct Config {
-  int bq, bkv, warps, stages, qreg;
+  int bq, bkv, warps, stages, qreg, wgmma;
 };
 
-const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG"};
+const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG", "WGMMA"};
 
 Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   Schedule d = flash_attention_fwd_default_schedule(p, t);
   for (const ScheduleEntry& e : s.entries())
     if (e.axis || std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
       throw ScheduleError("flash_attention_fwd: '" + Schedule({e}).to_string() +
-                          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG)");
+                          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG WGMMA)");
+  if (int w = int(s.knob_or("WGMMA", d.knob_or("WGMMA", 0))); w != d.knob_or("WGMMA", 0)) {
+    Target other = t;  // the defaults of the path the schedule names
+    if (!w) other.features &= ~kFeatureWgmma;
+    d = w ? Schedule::parse("BQ=128 BKV=128 WARPS=8 STAGES=2 QREG=0 WGMMA=1")
+          : flash_attention_fwd_default_schedule(p, other);
+  }
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
-  Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES"), knob("QREG")};
+  Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES"), knob("QREG"), knob("WGMMA")};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("flash_attention_fwd schedule '" + s.to_string() + "': " + why);
   };
@@ -75,6 +84,15 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
     refuse(std::to_string(shared) + " bytes of shared memory, more than the target's " +
            std::to_string(t.shared_per_block_optin));
   if (c.qreg != 0 && c.qreg != 1) refuse("QREG is 0 (Q read from shared memory every step) or 1");
+  if (c.wgmma != 0 && c.wgmma != 1) refuse("WGMMA is 0 (mma.sync) or 1 (wgmma, TMA)");
+  if (c.wgmma && !(t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
+                   t.has(kFeatureSetmaxnreg)))
+    refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
+  if (c.wgmma && (c.warps % 4 || c.bq != 16 * c.warps || c.qreg || c.bkv > 256 ||
+                  (c.warps / 4 + 1) * 128 > t.max_threads_per_block))
+    refuse(
+        "WGMMA=1: WARPS a multiple of 4 (consumer warpgroups of 64 rows), BQ = 16*WARPS, "
+        "BKV at most 256, QREG=0 (wgmma reads Q in shared memory)");
   // Registers per thread for O and S in f32 and, with QREG, Q in pairs of 16-bit values.
   int rows = c.bq / c.warps, held = rows * (p.d + c.bkv) / 32 + c.qreg * rows * p.d / 64;
   if (held > 200)
@@ -110,7 +128,7 @@ Schedule flash_attention_fwd_full_schedule(const AttentionProblem& p, const Sche
   Config c = config(p, schedule, target);
   Schedule out;
   out.knob("BQ", c.bq).knob("BKV", c.bkv).knob("WARPS", c.warps).knob("STAGES", c.stages);
-  out.knob("QREG", c.qreg);
+  out.knob("QREG", c.qreg).knob("WGMMA", c.wgmma);
   return out;
 }
 
@@ -138,7 +156,8 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   for (int t = 0; t < 4; ++t)
     for (int d = 0; d < 3; ++d) st[t][d] = stride(stride_name(t, d));
 
-  Kernel k("flash_attention_fwd", c.warps, 1);
+  Kernel k = c.wgmma ? Kernel("flash_attention_fwd", Unit::Warpgroup, c.warps / 4, 1, 1)
+                     : Kernel("flash_attention_fwd", c.warps, 1);
   UOp qt = k.block_index(0, (Nq + (c.bq - 1)) / c.bq);
   UOp h = k.block_index(1, H), b = k.block_index(2, B);
   UOp hkv = h / (H / Hkv), q0 = qt * c.bq, D = i32(p.d), one = i32(1);
@@ -159,54 +178,115 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   whole = alu(Op::MIN, whole, steps);
 
   // Q lands in shared memory once (and stays in registers with QREG); K and V stream
-  // through a pipeline of shared stages.
+  // through a ring of shared stages.
   Swizzle sw = swizzle_for(p.d * p.in.itemsize());
   Tile q_shared = k.shared(p.in, c.bq, p.d, sw);
-  q_shared = k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))});
+  Ring ks = k.ring(p.in, c.bkv, p.d, sw, c.stages), vs = k.ring(p.in, c.bkv, p.d, sw, c.stages);
   DType S = k.reg(f32, c.bq, c.bkv);
   DType q_type = operand_tile(fill(S, 0), q_shared, 'a', "ABt");
-  Tile q_held = c.qreg ? load(q_shared, q_type) : Tile{};
-  Carried o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
-  Carried m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
-  Carried l = k.carried(fill(row_vector_of(S), 0));
-  Ring ks = k.ring(p.in, c.bkv, p.d, sw, c.stages), vs = k.ring(p.in, c.bkv, p.d, sw, c.stages);
   UOp scale = f(p.softmax_scale() * M_LOG2E);  // scores in log2 units
-  auto step = [&](bool edge) {
-    return [&, edge](const UOp& j, const UOp& s) {
-      // QREG=0: Q read again every step (ordered in the loop, so not hoisted out of it).
-      Tile q = c.qreg ? q_held : load({UOp::make(Op::AFTER, {q_shared.node, j})}, q_type);
-      Tile scores =
-          mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
-      if (edge)
-        scores = mask(
-            scores,
-            [&](const UOp& row, const UOp& col) {
-              UOp key = j * c.bkv + col, seen = key < keys;
-              return causal ? alu(Op::AND, seen, key < q0 + row + Nkv - Nq + 1) : seen;
-            },
-            -INFINITY);
-      // Online softmax: the running maximum m, the running sum l, O rescaled by alpha.
-      Tile m_new = map(Op::MAX, m, map(Op::MUL, row_max(scores), scale));
-      Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
-      Tile alpha = exp2(map(Op::SUB, m, m_new));
-      l = map(Op::ADD, map(Op::MUL, l, alpha), row_sum(pr));
-      o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
-                 load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
-      m = m_new;
+  // The consumers' work, from Q in shared memory: `run` runs the interior and the edge
+  // steps over the key blocks (j, the block; s, its ring slot).
+  using Steps = std::function<void(const Kernel::Body& interior, const Kernel::Body& edge)>;
+  auto attend = [&](const Tile& q_ready, const Steps& run) {
+    Tile q_held = c.qreg ? load(q_ready, q_type) : Tile{};
+    Carried o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
+    Carried m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
+    Carried l = k.carried(fill(row_vector_of(S), 0));
+    auto step = [&](bool edge) {
+      return [&, edge](const UOp& j, const UOp& s) {
+        // QREG=0: Q read again every step (ordered in the loop, so not hoisted out of it);
+        // wgmma reads it in place.
+        Tile q = c.qreg ? q_held : load({UOp::make(Op::AFTER, {q_ready.node, j})}, q_type);
+        Tile scores =
+            mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+        if (edge)
+          scores = mask(
+              scores,
+              [&](const UOp& row, const UOp& col) {
+                UOp key = j * c.bkv + col, seen = key < keys;
+                return causal ? alu(Op::AND, seen, key < q0 + row + Nkv - Nq + 1) : seen;
+              },
+              -INFINITY);
+        // Online softmax: the running maximum m, the running sum l, O rescaled by alpha.
+        Tile m_new = map(Op::MAX, m, map(Op::MUL, row_max(scores), scale));
+        Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
+        Tile alpha = exp2(map(Op::SUB, m, m_new));
+        l = map(Op::ADD, map(Op::MUL, l, alpha), row_sum(pr));
+        o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
+                   load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
+        m = m_new;
+      };
     };
+    run(step(false), step(true));
+    // Rows that saw no key: O = 0 and LSE = +inf.
+    Tile seen = map(Op::CMPNE, l, f(0));
+    Tile out = mul_row(o, map(Op::RECIP, where(seen, l, f(1))));  // one division a row
+    k.store(O, q0, i32(0), p.out == f32 ? out : cast(out, p.out));
+    Tile lse = map(Op::MUL, map(Op::ADD, m, log2(l)), f(M_LN2));
+    k.store(LSE, q0, i32(0), where(seen, lse, f(INFINITY)));
   };
-  k.pipeline({{whole, step(false)}, {steps - whole, step(true)}}, c.stages,
-             [&](const UOp& j, const UOp& s) {
-               return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
-                                       k.copy(vs[s], V, j * c.bkv, i32(0))};
-             });
-  // Rows that saw no key: O = 0 and LSE = +inf.
-  Tile seen = map(Op::CMPNE, l, f(0));
-  Tile out = mul_row(o, map(Op::RECIP, where(seen, l, f(1))));  // one division a row
-  k.store(O, q0, i32(0), p.out == f32 ? out : cast(out, p.out));
-  Tile lse = map(Op::MUL, map(Op::ADD, m, log2(l)), f(M_LN2));
-  k.store(LSE, q0, i32(0), where(seen, lse, f(INFINITY)));
+  if (!c.wgmma) {  // a cp.async pipeline: the copies of step j+STAGES-1 fly while j computes
+    attend(k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))}),
+           [&](const Kernel::Body& interior, const Kernel::Body& edge) {
+             k.pipeline({{whole, interior}, {steps - whole, edge}}, c.stages,
+                        [&](const UOp& j, const UOp& s) {
+                          return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
+                                                  k.copy(vs[s], V, j * c.bkv, i32(0))};
+                        });
+           });
+    return k.finish();
+  }
+  // Hopper: a producer warpgroup loads Q once and K and V into a ring by TMA (4-D maps of
+  // B, H, N, D: rows past N read as zeros); the consumer warpgroups, 64 query rows each,
+  // wait for a stage, compute with wgmma and free it (one arrival per warp).
+  DType kv_tile = shared_tile(p.in, c.bkv, p.d, Layout::Row, sw);
+  TmaMap Qm = k.tensor_map(2, q_shared.node.dtype(), 2), Km = k.tensor_map(3, kv_tile, 2),
+         Vm = k.tensor_map(4, kv_tile, 2);
+  Semaphores q_full = k.semaphores(1, 1), full = k.semaphores(c.stages, 1),
+             empty = k.semaphores(c.stages, c.warps);
+  int64_t e = p.in.itemsize();
+  auto slot = [&](const UOp& j) { return j % c.stages; };
+  auto round = [&](const UOp& j) { return j / c.stages % 2; };
+  k.specialise(
+      40, std::min(232, (65536 / 128 - 40) / (c.warps / 4) / 8 * 8),
+      [&] {
+        k.arrive(q_full, i32(0), int64_t(c.bq) * p.d * e);
+        k.tma_load(q_shared, Qm, q0, i32(0), q_full, i32(0), {h, b});
+        k.loop(steps, [&](const UOp& j) {
+          k.wait(empty, slot(j), i32(1) - round(j));  // passes at once in the first round
+          k.arrive(full, slot(j), 2 * int64_t(c.bkv) * p.d * e);
+          k.tma_load(ks[slot(j)], Km, j * c.bkv, i32(0), full, slot(j), {hkv, b});
+          k.tma_load(vs[slot(j)], Vm, j * c.bkv, i32(0), full, slot(j), {hkv, b});
+        });
+      },
+      [&] {
+        UOp landed = k.wait(q_full, i32(0), i32(0));
+        attend({UOp::make(Op::AFTER, {q_shared.node, landed})},
+               [&](const Kernel::Body& interior, const Kernel::Body& edge) {
+                 auto part = [&](const UOp& n, const UOp& first, const Kernel::Body& body) {
+                   k.loop(n, [&](const UOp& i) {
+                     UOp j = first + i;
+                     k.wait(full, slot(j), round(j));
+                     body(j, slot(j));
+                     k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)),
+                            [&] { k.arrive(empty, slot(j)); });
+                   });
+                 };
+                 part(whole, i32(0), interior);
+                 part(steps - whole, whole, edge);
+               });
+      });
   return k.finish();
+}
+
+tiles::TensorLayout flash_attention_operand_layout(const AttentionProblem& p,
+                                                   const AttentionShape& s, int slot) {
+  int64_t e = p.in.itemsize();
+  if (slot == 2)
+    return {{p.d, s.nq, s.h, s.b}, {s.q_stride[2] * e, s.q_stride[1] * e, s.q_stride[0] * e}};
+  const int64_t* st = slot == 3 ? s.k_stride : s.v_stride;
+  return {{p.d, s.nkv, s.hkv, s.b}, {st[2] * e, st[1] * e, st[0] * e}};
 }
 
 std::map<std::string, int64_t> flash_attention_fwd_vars(const AttentionProblem& p,

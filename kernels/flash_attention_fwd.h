@@ -15,6 +15,7 @@
 #include "dsl/schedule.h"
 #include "dsl/target.h"
 #include "dsl/uop.h"
+#include "tiles/tile.h"
 
 namespace kitten {
 
@@ -59,6 +60,11 @@ Schedule flash_attention_fwd_full_schedule(const AttentionProblem& p, const Sche
 // std::invalid_argument for a problem it does not support.
 UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedule,
                                const Target& target);
+// The Hopper schedule (WGMMA=1) takes Q, K and V (slots 2, 3, 4) as tensor maps of
+// 4-D tensors (B, heads, N, D), with the box and swizzle its KernelInfo names: how each is
+// stored (extents innermost first, byte strides).
+tiles::TensorLayout flash_attention_operand_layout(const AttentionProblem& p,
+                                                   const AttentionShape& s, int slot);
 // The kernel's variables for a call of this shape, by name; std::invalid_argument naming
 // what is wrong with a shape the kernel cannot take (sizes, GQA ratio, strides).
 std::map<std::string, int64_t> flash_attention_fwd_vars(const AttentionProblem& p,

@@ -30,7 +30,7 @@ bool hopper(const Target& t) {
 
 }  // namespace
 
-MatrixLayout gemm_operand_layout(const GemmProblem& p, int slot) {
+tiles::TensorLayout gemm_operand_layout(const GemmProblem& p, int slot) {
   int64_t e = p.in.itemsize();
   bool t = slot == 1 ? p.a_transposed : p.b_transposed;
   int64_t rows = slot == 1 ? p.m : p.k, cols = slot == 1 ? p.k : p.n;  // as A and B multiply

@@ -32,10 +32,7 @@ struct GemmProblem {
 // innermost first and the byte stride of the outer one. The Hopper schedule (WGMMA=1)
 // takes tensor maps of A and B at slots 1 and 2, with the box and swizzle its KernelInfo
 // names.
-struct MatrixLayout {
-  std::vector<int64_t> dims, strides;
-};
-MatrixLayout gemm_operand_layout(const GemmProblem& p, int slot);
+tiles::TensorLayout gemm_operand_layout(const GemmProblem& p, int slot);
 
 // The knobs' values where the schedule sets none: the tuned default for the target.
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target);

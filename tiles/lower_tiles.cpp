@@ -689,8 +689,10 @@ class TileLowering {
     for (int64_t p = 0; p < line / per; ++p) {
       UOp inner = simplify((row ? c0 : r0) + p * per), outer = row ? r0 : c0;
       UOp tile = index(slot.buf, simplify(base + p * per * lines));
-      out.push_back(load ? UOp::make(Op::TMA_LOAD, dtypes::void_, {map, tile, bar, inner, outer})
-                         : UOp::make(Op::TMA_STORE, dtypes::void_, {map, tile, inner, outer}));
+      std::vector<UOp> src = load ? std::vector<UOp>{map, tile, bar, inner, outer}
+                                  : std::vector<UOp>{map, tile, inner, outer};
+      for (size_t i = load ? 5 : 4; i < u.src().size(); ++i) src.push_back(of(u.src(i)).v[0]);
+      out.push_back(UOp::make(load ? Op::TMA_LOAD : Op::TMA_STORE, dtypes::void_, src));
     }
     return single(all_of(out));
   }

@@ -286,14 +286,33 @@ std::string vector_problem(const UOp& tile, DType vector) {
 
 // The TENSOR_MAP arg (slot, swizzle, box innermost first) of a map that fills shared tile t:
 // the box is one panel, the swizzle's width (or the whole line) by the tile's lines.
-std::vector<int64_t> tma_box_arg(int64_t slot, const TileType& t) {
+std::vector<int64_t> tma_box_arg(int64_t slot, const TileType& t, int outer) {
   int64_t line = t.layout == Layout::Row ? t.cols : t.rows,
           lines = t.layout == Layout::Row ? t.rows : t.cols;
   int64_t per = t.swizzle == Swizzle::None ? line : swizzle_width(t.swizzle) / t.elem.itemsize();
-  return {slot, int64_t(t.swizzle), per, lines};
+  std::vector<int64_t> arg = {slot, int64_t(t.swizzle), per, lines};
+  arg.resize(size_t(4 + outer), 1);  // one element of each outer dimension
+  return arg;
 }
 
 namespace {
+
+// The rule of TILE_TMA (5 fixed sources) and TILE_TMA_STORE (4): the map (source 1) fills
+// the tile (source 0) and has one dimension per coordinate (row0, col0 and the outer ones).
+NodeRule tma_rule(size_t fixed) {
+  return rule("the map's element, swizzle and box are the tile's panel, a coordinate each",
+              [fixed](const UOp& u) {
+                const TileType& t = *shared_of(u.src(0));
+                const UOp& m = u.src(1);
+                const auto& box = std::get<std::vector<int64_t>>(m.arg());
+                int outer = int(u.src().size() - fixed);
+                return m.dtype().pointee() == t.elem && box == tma_box_arg(box[0], t, outer)
+                           ? ""
+                           : "a map of " + std::string(m.dtype().name()) + " (" +
+                                 arg_to_string(m.arg(), m.dtype()) + ") for " + name_of(u.src(0)) +
+                                 " with " + std::to_string(outer) + " outer coordinates";
+              });
+}
 
 TileOps register_tile_ops() {
   TileOps ops;
@@ -559,16 +578,11 @@ TileOps register_tile_ops() {
                              s.dtype().pointee() == dtypes::int64;
                     }),
                 int_src("row0"), int_src("col0")};
+  tm.rest = int_src("outer");  // coordinates of the map's outer dimensions (a head, a batch)
+  tm.rest_min = 0;
+  tm.rest_max = 3;
   tm.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
-  tm.rules = {rule("the map's element, swizzle and box are the tile's panel", [](const UOp& u) {
-    const TileType& t = *shared_of(u.src(0));
-    const UOp& m = u.src(1);
-    const auto& box = std::get<std::vector<int64_t>>(m.arg());
-    return m.dtype().pointee() == t.elem && box == tma_box_arg(box[0], t)
-               ? ""
-               : "a map of " + std::string(m.dtype().name()) + " (" +
-                     arg_to_string(m.arg(), m.dtype()) + ") for " + name_of(u.src(0));
-  })};
+  tm.rules = {tma_rule(5)};
   tm.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma = register_op(tm);
 
@@ -581,8 +595,11 @@ TileOps register_tile_ops() {
   ts.sources = {shared_stage("src"),
                 src("map", "a TENSOR_MAP", [](const UOp& s) { return s.op() == Op::TENSOR_MAP; }),
                 int_src("row0"), int_src("col0")};
+  ts.rest = int_src("outer");
+  ts.rest_min = 0;
+  ts.rest_max = 3;
   ts.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
-  ts.rules = {tm.rules[0]};
+  ts.rules = {tma_rule(4)};
   ts.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma_store = register_op(ts);
   register_tile_passes();
@@ -952,9 +969,10 @@ std::vector<UOp> Kernel::recorded() const {
   return out;
 }
 
-void Kernel::ordered(const UOp& verb) {
+UOp Kernel::ordered(const UOp& verb) {
   record(verb);
   for (auto& r : rings_) r->place = UOp::make(Op::AFTER, {r->alloc, verb});
+  return verb;
 }
 
 namespace {
@@ -998,10 +1016,10 @@ UOp semaphore_at(const Semaphores& sem, const UOp& stage, const std::vector<UOp>
 }
 }  // namespace
 
-void Kernel::wait(const Semaphores& sem, const UOp& stage, const UOp& parity) {
+UOp Kernel::wait(const Semaphores& sem, const UOp& stage, const UOp& parity) {
   std::vector<UOp> deps = recorded();
-  ordered(UOp::make(Op::MBARRIER_WAIT, dtypes::void_,
-                    with_deps({semaphore_at(sem, stage, deps), parity}, deps)));
+  return ordered(UOp::make(Op::MBARRIER_WAIT, dtypes::void_,
+                           with_deps({semaphore_at(sem, stage, deps), parity}, deps)));
 }
 
 void Kernel::arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes) {
@@ -1011,21 +1029,24 @@ void Kernel::arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes) {
       with_deps({semaphore_at(sem, stage, deps), const_int(dtypes::int32, tx_bytes)}, deps)));
 }
 
-TmaMap Kernel::tensor_map(int64_t slot, DType tile) {
+TmaMap Kernel::tensor_map(int64_t slot, DType tile, int outer) {
   const TileType* t = tile_type(tile);
   if (!t || t->memory != Memory::Shared || t->stages != 1)
     throw TileError("tensor_map: " + std::string(tile.name()) +
                     " is not a shared tile of one stage");
-  return {UOp::make(Op::TENSOR_MAP, t->elem.ptr(), {}, tma_box_arg(slot, *t)), tile};
+  if (outer < 0 || outer > 3)
+    throw TileError("tensor_map: 0 to 3 outer dimensions, not " + std::to_string(outer));
+  return {UOp::make(Op::TENSOR_MAP, t->elem.ptr(), {}, tma_box_arg(slot, *t, outer)), tile};
 }
 
-void Kernel::tma_load(const Tile& dst, const TmaMap& src, const UOp& row0, const UOp& col0,
-                      const Semaphores& sem, const UOp& stage) {
+UOp Kernel::tma_load(const Tile& dst, const TmaMap& src, const UOp& row0, const UOp& col0,
+                     const Semaphores& sem, const UOp& stage, const std::vector<UOp>& outer) {
   if (dst.node.dtype() != src.tile)
     throw TileError("tma_load: a map for " + std::string(src.tile.name()) + " fills " +
                     std::string(dst.node.dtype().name()));
-  ordered(make(tile_ops().tma, dtypes::void_,
-               {dst.node, src.node, semaphore_at(sem, stage, recorded()), row0, col0}));
+  return ordered(UOp::make(
+      tile_ops().tma, dtypes::void_,
+      with_deps({dst.node, src.node, semaphore_at(sem, stage, recorded()), row0, col0}, outer)));
 }
 
 void Kernel::store(const Tile& dst, const Tile& value) {
@@ -1043,12 +1064,13 @@ void Kernel::sync(int id, int threads) {
       UOp::make(Op::NAMED_BARRIER, dtypes::void_, recorded(), std::vector<int64_t>{id, threads}));
 }
 
-void Kernel::tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0) {
+void Kernel::tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0,
+                       const std::vector<UOp>& outer) {
   if (src.node.dtype() != dst.tile)
     throw TileError("tma_store: a map for " + std::string(dst.tile.name()) + " stores " +
                     std::string(src.node.dtype().name()));
-  UOp stores = make(tile_ops().tma_store, dtypes::void_,
-                    {after_all(src.node, recorded()), dst.node, row0, col0});
+  UOp stores = UOp::make(tile_ops().tma_store, dtypes::void_,
+                         with_deps({after_all(src.node, recorded()), dst.node, row0, col0}, outer));
   ordered(UOp::make(Op::BULK_COMMIT, dtypes::void_, {stores}));
 }
 

@@ -104,8 +104,9 @@ DType col_vector_of(DType tile);
 DType view_dtype(DType elem);
 const TileType* tile_type(DType d);  // nullptr for other dtypes
 // The TENSOR_MAP arg (slot, swizzle, box innermost first) of a map filling shared tile t:
-// one panel, the swizzle's width (or the whole line) by the tile's lines.
-std::vector<int64_t> tma_box_arg(int64_t slot, const TileType& t);
+// one panel, the swizzle's width (or the whole line) by the tile's lines, and one element of
+// each of `outer` outer dimensions (a head, a batch).
+std::vector<int64_t> tma_box_arg(int64_t slot, const TileType& t, int outer = 0);
 const ViewType* view_type(DType d);
 
 // The tile ops' ids (registered on first use).
@@ -192,6 +193,12 @@ struct Semaphores {
 struct TmaMap {
   UOp node;  // the TENSOR_MAP
   DType tile;
+};
+
+// How the caller describes a tensor that a TmaMap reads, to make the launch's tensor map:
+// extents innermost first and the byte strides of the outer dimensions.
+struct TensorLayout {
+  std::vector<int64_t> dims, strides;
 };
 
 // A register tile carried across the iterations of kernel loops (an accumulator): its
@@ -290,18 +297,19 @@ class Kernel {
   // published by a block barrier before any use.
   Semaphores semaphores(int stages, int arrivals);
   // Waits until the phase of the given parity of sem[stage] has completed.
-  void wait(const Semaphores& sem, const UOp& stage, const UOp& parity);
+  UOp wait(const Semaphores& sem, const UOp& stage, const UOp& parity);  // returns the wait
   // Arrives on sem[stage] (each thread that runs it), first adding tx_bytes to the bytes its
   // phase waits for (the producer's expect before its TMA loads).
   void arrive(const Semaphores& sem, const UOp& stage, int64_t tx_bytes = 0);
   // A tensor map parameter at `slot` for filling shared tiles of type `tile` (one stage):
-  // its box is the tile's panel (the swizzle's width, or the whole line, by its lines).
-  TmaMap tensor_map(int64_t slot, DType tile);
+  // its box is the tile's panel (the swizzle's width, or the whole line, by its lines) and
+  // one element of each of `outer` outer dimensions (a 4-D map of B, H, N, D: 2).
+  TmaMap tensor_map(int64_t slot, DType tile, int outer = 0);
   // Starts TMA loads of the window at (row0, col0) of the map's matrix into a shared tile
   // (one per panel; zeros outside the matrix), completing on sem[stage]: the tile's bytes
   // are what an arrive must expect.
-  void tma_load(const Tile& dst, const TmaMap& src, const UOp& row0, const UOp& col0,
-                const Semaphores& sem, const UOp& stage);
+  UOp tma_load(const Tile& dst, const TmaMap& src, const UOp& row0, const UOp& col0,
+               const Semaphores& sem, const UOp& stage, const std::vector<UOp>& outer = {});
   // Writes a register tile into a shared tile (stmatrix where the target has it).
   void store(const Tile& dst, const Tile& value);
   // Makes this thread's shared-memory writes so far visible to TMA and wgmma (a FENCE
@@ -312,7 +320,8 @@ class Kernel {
   // Starts TMA stores of a shared tile to the window at (row0, col0) of the map's matrix
   // (nothing past its end), one per panel, closed into one bulk group; store_wait(n) waits
   // until at most n of this thread's groups still read shared memory.
-  void tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0);
+  void tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0,
+                 const std::vector<UOp>& outer = {});
   void store_wait(int n);
   // A block that only the threads where cond holds run.
   void when(const UOp& cond, const std::function<void()>& body);
@@ -336,7 +345,7 @@ class Kernel {
   };
   void record(const UOp& effect) { frames_.back().effects.push_back(effect); }
   std::vector<UOp> recorded() const;  // the current frame's effects (void ones)
-  void ordered(const UOp& verb);      // records a verb and places the rings after it
+  UOp ordered(const UOp& verb);       // records a verb and places the rings after it
   void close_frame(const UOp& done);  // carried tiles read after a loop or block see its end
   std::string name_;
   Unit unit_ = Unit::Warp;

@@ -218,7 +218,7 @@ int bench_gemm(const std::vector<std::string>& args) {
   std::vector<double> a, b;
   Buffer da = bench.random(p.in, p.m * p.k, a), db = bench.random(p.in, p.k * p.n, b);
   Buffer dc = bench.alloc(size_t(p.m * p.n * p.out.itemsize()));
-  MatrixLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
+  tiles::TensorLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
   std::vector<KernelArg> kargs = {
       tensor_arg(k->rendered.info, 0, dc, {p.n, p.m}, {p.n * p.out.itemsize()}),
       tensor_arg(k->rendered.info, 1, da, la.dims, la.strides),
@@ -314,7 +314,12 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
   Buffer dv = bench.random(p.in, s.b * s.hkv * s.nkv * p.d, v);
   Buffer dout = bench.alloc(size_t(s.b * s.h * s.nq * p.d * p.out.itemsize()));
   Buffer dlse = bench.alloc(size_t(s.b * s.h * s.nq * 4));
-  std::vector<KernelArg> kargs = bind_args(k->rendered.info, {dout, dlse, dq, dk, dv}, vars);
+  std::vector<KernelArg> params = {dout, dlse};
+  for (auto [slot, buf] : {std::pair{2, dq}, std::pair{3, dk}, std::pair{4, dv}}) {
+    tiles::TensorLayout l = flash_attention_operand_layout(p, s, slot);  // maps for TMA
+    params.push_back(tensor_arg(k->rendered.info, slot, buf, l.dims, l.strides));
+  }
+  std::vector<KernelArg> kargs = bind_args(k->rendered.info, params, vars);
   bench.run(*k, kargs);
   // Check whole rows of O and their LSE: every row of small problems, else 64 sampled.
   std::vector<unsigned char> out = bench.download(dout), lse = bench.download(dlse);

@@ -96,7 +96,11 @@ void check_attention(Device& dev, const Call& r, uint64_t seed, CompiledKernel* 
     if (!kernel)
       own = compile_kernel(dev, flash_attention_fwd_kernel(p, r.schedule, dev.props().target));
     CompiledKernel& ck = kernel ? *kernel : own;
-    std::vector<KernelArg> params = args({&dout, &dlse, &dq, &dk, &dv});
+    std::vector<KernelArg> params = args({&dout, &dlse});
+    for (auto [slot, buf] : {std::pair{2, &dq}, std::pair{3, &dk}, std::pair{4, &dv}}) {
+      tiles::TensorLayout l = flash_attention_operand_layout(p, s, slot);  // maps for TMA
+      params.push_back(tensor_arg(ck.rendered.info, slot, buf->buf, l.dims, l.strides));
+    }
     if (p.key_lengths) params.push_back(dlen.buf);
     ck.run(bind_args(ck.rendered.info, params, flash_attention_fwd_vars(p, s)));
   } catch (const std::exception& e) {
@@ -130,7 +134,7 @@ Call call(int64_t b, int64_t h, int64_t hkv, int64_t nq, int64_t nkv, int d, boo
   return r;
 }
 
-const Schedule kSmall = Schedule::parse("BQ=32 BKV=32 WARPS=2 STAGES=2");
+const Schedule kSmall = Schedule::parse("BQ=32 BKV=32 WARPS=2 STAGES=2 WGMMA=0");
 
 TEST_P(FlashAttention, SquareSizesCausalAndNot) {
   uint64_t seed = 100;
@@ -214,8 +218,45 @@ TEST_P(FlashAttention, OneCompiledKernelServesEveryShape) {
 
 TEST_P(FlashAttention, ScheduleWithMoreStagesAndWarps) {
   Call r = call(1, 1, 1, 130, 200, 64, true);
-  r.schedule = Schedule::parse("BQ=64 BKV=32 WARPS=4 STAGES=3");
+  r.schedule = Schedule::parse("BQ=64 BKV=32 WARPS=4 STAGES=3 WGMMA=0");
   check_attention(*dev, r, 600);
+}
+
+// The Hopper schedule (TMA ring, producer and consumer warpgroups, wgmma) takes everything
+// the mma.sync kernel does: GQA, key lengths, causal, Nq != Nkv, strided views, a small
+// BKV and more stages, and one compiled kernel for several shapes.
+TEST_P(FlashAttention, HopperScheduleTakesEveryCase) {
+  const Target& t = dev->props().target;
+  if (!t.has(kFeatureWgmma) || !t.has(kFeatureTma))
+    GTEST_SKIP() << dev->props().name << " has no wgmma and TMA (" << t.arch << ")";
+  uint64_t seed = 800;
+  Schedule one = Schedule::parse("BQ=64 BKV=64 WARPS=4 STAGES=3 WGMMA=1");
+  Call g = call(2, 4, 1, 20, 45, 64, true);  // H/Hkv = 4
+  g.schedule = one;
+  check_attention(*dev, g, seed += 3);
+  Call k = call(3, 2, 2, 24, 40, 32);
+  k.p.key_lengths = true;
+  k.lengths = {40, 0, 13};
+  k.schedule = one;
+  check_attention(*dev, k, seed += 3);
+  Call r = call(2, 3, 3, 30, 41, 64);  // Q and O as (B, N, H, D); K rows with gaps
+  int64_t h = 3, n = 30, d = 64;
+  int64_t bnhd[3] = {n * h * d, d, h * d};
+  std::copy(bnhd, bnhd + 3, r.s.q_stride);
+  std::copy(bnhd, bnhd + 3, r.s.o_stride);
+  r.s.k_stride[2] = 2 * d;
+  r.s.k_stride[1] = 41 * 2 * d, r.s.k_stride[0] = 3 * 41 * 2 * d;
+  r.schedule = Schedule::parse("WGMMA=1 BKV=32 STAGES=4");
+  check_attention(*dev, r, seed += 3);
+  Call c = call(1, 1, 1, 1, 1, 128, true);
+  c.schedule = Schedule::parse("WGMMA=1");
+  CompiledKernel ck =
+      compile_kernel(*dev, flash_attention_fwd_kernel(c.p, c.schedule, dev->props().target));
+  for (auto [nq, nkv] :
+       std::vector<std::pair<int64_t, int64_t>>{{100, 300}, {300, 100}, {1, 129}}) {
+    c.s = AttentionShape::contiguous(1, 2, 2, nq, nkv, 128);
+    check_attention(*dev, c, seed += 3, &ck);
+  }
 }
 
 }  // namespace

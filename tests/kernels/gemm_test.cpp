@@ -19,7 +19,7 @@ class Gemm : public DeviceTest {};
 std::vector<KernelArg> gemm_args(const CompiledKernel& k, const GemmProblem& p,
                                  const DeviceBuffer& c, const DeviceBuffer& a,
                                  const DeviceBuffer& b) {
-  MatrixLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
+  tiles::TensorLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
   return {tensor_arg(k.rendered.info, 0, c.buf, {p.n, p.m}, {p.n * p.out.itemsize()}),
           tensor_arg(k.rendered.info, 1, a.buf, la.dims, la.strides),
           tensor_arg(k.rendered.info, 2, b.buf, lb.dims, lb.strides)};

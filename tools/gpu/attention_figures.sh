@@ -10,6 +10,6 @@ cases="4,16,4096,128 1,16,16384,128 4,16,4096,128,causal 1,16,16384,128,causal 4
 python3 tools/gpu/attention_peer.py $cases
 for c in $cases; do
   IFS=, read -r b h n d causal <<<"$c"
-  build-gpu/bin/kitten bench flash_attention_fwd --device cuda --shape "$b,$h,$h,$n,$n,$d" \
+  timeout 120 build-gpu/bin/kitten bench flash_attention_fwd --device cuda --shape "$b,$h,$h,$n,$n,$d" \
     ${causal:+--causal} ${s:+--schedule "$s"} --reps 20
 done
