@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 
 #include "tiles/tile.h"
@@ -42,7 +43,8 @@ std::string AttentionShape::to_string() const {
 Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const Target& target) {
   if (target.has(kFeatureWgmma) && target.has(kFeatureTma) && target.has(kFeatureMbarrier) &&
       target.has(kFeatureSetmaxnreg))
-    return Schedule::parse("BQ=128 BKV=128 WARPS=8 STAGES=2 QREG=0 WGMMA=1");
+    return Schedule::parse(p.d == 64 ? "BQ=128 BKV=192 WARPS=8 STAGES=3 QREG=0 WGMMA=1"
+                                     : "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=0 WGMMA=1");
   return Schedule::parse(p.d == 128 ? "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=1 WGMMA=0"
                                     : "BQ=128 BKV=64 WARPS=4 STAGES=2 QREG=0 WGMMA=0");
 }
@@ -64,8 +66,7 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   if (int w = int(s.knob_or("WGMMA", d.knob_or("WGMMA", 0))); w != d.knob_or("WGMMA", 0)) {
     Target other = t;  // the defaults of the path the schedule names
     if (!w) other.features &= ~kFeatureWgmma;
-    d = w ? Schedule::parse("BQ=128 BKV=128 WARPS=8 STAGES=2 QREG=0 WGMMA=1")
-          : flash_attention_fwd_default_schedule(p, other);
+    d = flash_attention_fwd_default_schedule(p, other);
   }
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
   Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES"), knob("QREG"), knob("WGMMA")};
@@ -186,20 +187,29 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   DType q_type = operand_tile(fill(S, 0), q_shared, 'a', "ABt");
   UOp scale = f(p.softmax_scale() * M_LOG2E);  // scores in log2 units
   // The consumers' work, from Q in shared memory: `run` runs the interior and the edge
-  // steps over the key blocks (j, the block; s, its ring slot).
+  // steps over the key blocks (j, the block; s, its ring slot). With `ahead` (wgmma) the
+  // scores of block j+1 are started before the softmax of block j, which overlaps them:
+  // `first` makes block 0's slot ready for the scores computed before the loops.
   using Steps = std::function<void(const Kernel::Body& interior, const Kernel::Body& edge)>;
-  auto attend = [&](const Tile& q_ready, const Steps& run) {
+  auto attend = [&](const Tile& q_ready, bool ahead, const std::function<void()>& first,
+                    const Steps& run) {
     Tile q_held = c.qreg ? load(q_ready, q_type) : Tile{};
     Carried o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
     Carried m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
     Carried l = k.carried(fill(row_vector_of(S), 0));
+    auto block_scores = [&](const UOp& j, const UOp& s) {
+      // QREG=0: Q read again every step (ordered in the loop, so not hoisted out of it);
+      // wgmma reads it in place.
+      Tile q = c.qreg ? q_held : load({UOp::make(Op::AFTER, {q_ready.node, j})}, q_type);
+      return mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+    };
+    if (ahead) first();
+    std::optional<Carried> next;  // the scores of the block to come
+    if (ahead) next = k.carried(block_scores(i32(0), i32(0)));
     auto step = [&](bool edge) {
       return [&, edge](const UOp& j, const UOp& s) {
-        // QREG=0: Q read again every step (ordered in the loop, so not hoisted out of it);
-        // wgmma reads it in place.
-        Tile q = c.qreg ? q_held : load({UOp::make(Op::AFTER, {q_ready.node, j})}, q_type);
-        Tile scores =
-            mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+        Tile scores = ahead ? Tile(*next) : block_scores(j, s), later;
+        if (ahead) k.start(later = block_scores(j + 1, (j + 1) % c.stages));
         if (edge)
           scores = mask(
               scores,
@@ -216,9 +226,11 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
         o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
                    load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
         m = m_new;
+        if (ahead) *next = later;  // waited for here, after this block's softmax
       };
     };
     run(step(false), step(true));
+    (void)first;
     // Rows that saw no key: O = 0 and LSE = +inf.
     Tile seen = map(Op::CMPNE, l, f(0));
     Tile out = mul_row(o, map(Op::RECIP, where(seen, l, f(1))));  // one division a row
@@ -227,7 +239,7 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
     k.store(LSE, q0, i32(0), where(seen, lse, f(INFINITY)));
   };
   if (!c.wgmma) {  // a cp.async pipeline: the copies of step j+STAGES-1 fly while j computes
-    attend(k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))}),
+    attend(k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))}), false, {},
            [&](const Kernel::Body& interior, const Kernel::Body& edge) {
              k.pipeline({{whole, interior}, {steps - whole, edge}}, c.stages,
                         [&](const UOp& j, const UOp& s) {
@@ -249,11 +261,11 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   auto slot = [&](const UOp& j) { return j % c.stages; };
   auto round = [&](const UOp& j) { return j / c.stages % 2; };
   k.specialise(
-      40, std::min(232, (65536 / 128 - 40) / (c.warps / 4) / 8 * 8),
+      24, std::min(240, (65536 / 128 - 24) / (c.warps / 4) / 8 * 8),
       [&] {
         k.arrive(q_full, i32(0), int64_t(c.bq) * p.d * e);
         k.tma_load(q_shared, Qm, q0, i32(0), q_full, i32(0), {h, b});
-        k.loop(steps, [&](const UOp& j) {
+        k.loop(steps + 1, [&](const UOp& j) {         // one block more: the consumers run ahead
           k.wait(empty, slot(j), i32(1) - round(j));  // passes at once in the first round
           k.arrive(full, slot(j), 2 * int64_t(c.bkv) * p.d * e);
           k.tma_load(ks[slot(j)], Km, j * c.bkv, i32(0), full, slot(j), {hkv, b});
@@ -262,20 +274,22 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
       },
       [&] {
         UOp landed = k.wait(q_full, i32(0), i32(0));
-        attend({UOp::make(Op::AFTER, {q_shared.node, landed})},
-               [&](const Kernel::Body& interior, const Kernel::Body& edge) {
-                 auto part = [&](const UOp& n, const UOp& first, const Kernel::Body& body) {
-                   k.loop(n, [&](const UOp& i) {
-                     UOp j = first + i;
-                     k.wait(full, slot(j), round(j));
-                     body(j, slot(j));
-                     k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)),
-                            [&] { k.arrive(empty, slot(j)); });
-                   });
-                 };
-                 part(whole, i32(0), interior);
-                 part(steps - whole, whole, edge);
-               });
+        attend(
+            {UOp::make(Op::AFTER, {q_shared.node, landed})}, true,
+            [&] { k.wait(full, i32(0), i32(0)); },
+            [&](const Kernel::Body& interior, const Kernel::Body& edge) {
+              auto part = [&](const UOp& n, const UOp& first, const Kernel::Body& body) {
+                k.loop(n, [&](const UOp& i) {
+                  UOp j = first + i;
+                  k.wait(full, slot(j + 1), round(j + 1));  // the block after j
+                  body(j, slot(j));
+                  k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)),
+                         [&] { k.arrive(empty, slot(j)); });
+                });
+              };
+              part(whole, i32(0), interior);
+              part(steps - whole, whole, edge);
+            });
       });
   return k.finish();
 }

@@ -21,7 +21,8 @@ struct Lowered {
   // its slot (buf, base) and the origin of the warpgroup's window (row0, col0).
   enum Kind { Single, Values, Place, Slot, View, Token, Operand } kind = Single;
   std::vector<UOp> v;     // Single: [node]; Values: a lane's elements; Token: its copies' tokens
-  std::vector<UOp> sync;  // Token: the stores of a copy that could not go async
+  std::vector<UOp> sync;  // Token: the stores of a copy that could not go async; Values of
+                          // a wgmma product: its commit
   UOp buf, base;          // Place: the buffer (through AFTERs); Slot: buffer, first element
   UOp ptr, rows, cols, rs, cs, off;  // View
   UOp row0, col0;                    // Operand
@@ -190,6 +191,7 @@ class TileLowering {
     if (op == ops.mma)
       return tile_type(u.dtype())->owner.unit == Unit::Warpgroup ? wgmma(u) : mma(u);
     if (op == ops.tma || op == ops.tma_store) return tma(u);
+    if (op == ops.start) return single(of(u.src(0)).sync.at(0));  // the product's commit
     if (op == ops.map) return map(u);
     if (op == ops.reduce) return reduce(u);
     if (op == ops.bcast) return bcast(u);
@@ -644,6 +646,10 @@ class TileLowering {
           UOp::make(Op::VECTORIZE, std::vector<UOp>(va.begin() + 8 * kk, va.begin() + 8 * kk + 8)));
       ready.push_back(frags.back());
     }
+    // The fence also reads the first step's descriptors, so that it stays with the product
+    // (inside its loop) even when the accumulator is a constant.
+    ready.push_back(descriptor(ub, of(ub), p == "ABt", i32(0), 0));
+    if (!rs) ready.push_back(descriptor(ua, of(ua), p != "AtB", i32(0), 0));
     UOp fence = UOp::make(Op::FENCE, dtypes::void_, ready, std::string("wgmma"));
     std::vector<UOp> last;
     for (size_t ch = 0; ch < chains.size(); ++ch) {
@@ -663,6 +669,7 @@ class TileLowering {
     UOp commit = UOp::make(Op::WGMMA_COMMIT, dtypes::void_, last);
     Lowered l;
     l.kind = Lowered::Values;
+    l.sync = {commit};  // what a TILE_START of it issues
     for (size_t ch = 0; ch < chains.size(); ++ch) {
       UOp done = UOp::make(Op::WGMMA_WAIT, last[ch].dtype(), {last[ch], commit}, int64_t(0));
       for (int i = 0; i < chains[ch].second / 2; ++i)

@@ -602,6 +602,20 @@ TileOps register_tile_ops() {
   ts.rules = {tma_rule(4)};
   ts.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma_store = register_op(ts);
+
+  OpSpec sa;
+  sa.name = "TILE_START";
+  sa.meaning =
+      "Issues a warpgroup's product (a TILE_MMA lowered to wgmma) at this point of the "
+      "program; its result is waited for where it is used.";
+  Op mma_op = ops.mma;
+  sa.sources = {src("product", "a TILE_MMA of warpgroup tiles", [mma_op](const UOp& s) {
+    const TileType* t = reg_of(s);
+    return s.op() == mma_op && t && t->owner.unit == Unit::Warpgroup;
+  })};
+  sa.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  sa.flags = kOpEffect | kOpCooperative;
+  ops.start = register_op(sa);
   register_tile_passes();
   return ops;
 }
@@ -1076,6 +1090,13 @@ void Kernel::tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, cons
 
 void Kernel::store_wait(int n) {
   ordered(UOp::make(Op::BULK_WAIT, dtypes::void_, recorded(), int64_t(n)));
+}
+
+void Kernel::start(const Tile& product) {
+  if (product.node.op() != tile_ops().mma)
+    throw TileError("start: " + std::string(product.node.dtype().name()) + " is not a product");
+  if (product.type().owner.unit != Unit::Warpgroup) return;  // mma.sync: synchronous
+  ordered(UOp::make(tile_ops().start, dtypes::void_, {product.node}));
 }
 
 void Kernel::when(const UOp& cond, const std::function<void()>& body) {

@@ -111,7 +111,8 @@ const ViewType* view_type(DType d);
 
 // The tile ops' ids (registered on first use).
 struct TileOps {
-  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask, tma, tma_store;
+  Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask, tma, tma_store,
+      start;
 };
 const TileOps& tile_ops();
 
@@ -323,6 +324,10 @@ class Kernel {
   void tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0,
                  const std::vector<UOp>& outer = {});
   void store_wait(int n);
+  // Starts an asynchronous product here (wgmma: a warpgroup's product is issued where
+  // `start` stands and waited for where its result is first used, so that the work between
+  // overlaps it); a product of warps is synchronous and needs no start.
+  void start(const Tile& product);
   // A block that only the threads where cond holds run.
   void when(const UOp& cond, const std::function<void()>& body);
   // Warp specialisation: the producer warpgroup (the last) lowers its register budget to
