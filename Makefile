@@ -31,7 +31,7 @@ run: build
 	@# benchmark shapes (and a Hopper GPU's own ceilings), else the emulator at small
 	@# awkward ones.
 	if $(BUILD)/bin/kitten devices | grep -q '^cuda: arch'; then \
-	  $(BUILD)/bin/kitten bench gemm --device cuda --shape 4096,4096,4096 && \
+	  $(BUILD)/bin/kitten bench gemm --device cuda --shape 4096,4096,4096 --out bfloat16 && \
 	  $(BUILD)/bin/kitten bench flash_attention_fwd --device cuda --shape 4,16,16,4096,4096,128 && \
 	  $(BUILD)/bin/kitten bench flash_attention_fwd --device cuda --shape 1,32,8,1,4095,128 && \
 	  if $(BUILD)/bin/kitten devices | grep -A1 '^cuda: arch' | grep -q wgmma; then \
