@@ -187,67 +187,65 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   DType S = k.reg(f32, c.bq, c.bkv);
   DType q_type = operand_tile(fill(S, 0), q_shared, 'a', "ABt");
   UOp scale = f(p.softmax_scale() * M_LOG2E);  // scores in log2 units
-  // The consumers' work, from Q in shared memory: `run` runs the interior and the edge
-  // steps over the key blocks (j, the block; s, its ring slot). With `ahead` (wgmma) the
-  // scores of block j+1 are started before the softmax of block j, which overlaps them:
-  // `first` makes block 0's slot ready for the scores computed before the loops.
-  using Steps = std::function<void(const Kernel::Body& interior, const Kernel::Body& edge)>;
-  auto attend = [&](const Tile& q_ready, bool ahead, const std::function<void()>& first,
-                    const Steps& run) {
-    Tile q_held = c.qreg ? load(q_ready, q_type) : Tile{};
-    Carried o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
-    Carried m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
-    Carried l = k.carried(fill(row_vector_of(S), 0));
-    auto block_scores = [&](const UOp& j, const UOp& s) {
-      // QREG=0: Q read again every step (ordered in the loop, so not hoisted out of it);
-      // wgmma reads it in place.
-      Tile q = c.qreg ? q_held : load({UOp::make(Op::AFTER, {q_ready.node, j})}, q_type);
-      return mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
-    };
-    if (ahead) first();
-    std::optional<Carried> next;  // the scores of the block to come
-    if (ahead) next = k.carried(block_scores(i32(0), i32(0)));
-    auto step = [&](bool edge) {
-      return [&, edge](const UOp& j, const UOp& s) {
-        Tile scores = ahead ? Tile(*next) : block_scores(j, s), later;
-        if (ahead) k.start(later = block_scores(j + 1, (j + 1) % c.stages));
-        if (edge)
-          scores = mask(
-              scores,
-              [&](const UOp& row, const UOp& col) {
-                UOp key = j * c.bkv + col, seen = key < keys;
-                return causal ? alu(Op::AND, seen, key < q0 + row + Nkv - Nq + 1) : seen;
-              },
-              -INFINITY);
-        // Online softmax: the running maximum m, the running sum l, O rescaled by alpha.
-        Tile m_new = map(Op::MAX, m, map(Op::MUL, row_max(scores), scale));
-        Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
-        Tile alpha = exp2(map(Op::SUB, m, m_new));
-        l = map(Op::ADD, map(Op::MUL, l, alpha), row_sum(pr));
-        o = mma_AB(mul_row(o, alpha), to_operand(pr, p.in),
-                   load(vs[s], operand_tile(o, vs[s], 'b', "AB")));
-        m = m_new;
-        if (ahead) *next = later;  // waited for here, after this block's softmax
-      };
-    };
-    run(step(false), step(true));
-    (void)first;
-    // Rows that saw no key: O = 0 and LSE = +inf.
-    Tile seen = map(Op::CMPNE, l, f(0));
-    Tile out = mul_row(o, map(Op::RECIP, where(seen, l, f(1))));  // one division a row
+  // The pieces of a step on either path, in the consumers: the scores of block j (in slot
+  // s), from Q in shared memory (q_ready; with QREG in registers); the online softmax of a
+  // block's scores (masked at the edge), which updates the running maximum m and sum l and
+  // gives P and the factor alpha that rescales O; and O + P V.
+  Tile q_ready, q_held;
+  std::optional<Carried> o, m, l;
+  auto begin = [&](const Tile& q) {
+    q_ready = q;
+    if (c.qreg) q_held = load(q, q_type);
+    o = k.carried(fill(k.reg(f32, c.bq, p.d), 0));
+    m = k.carried(fill(row_vector_of(S), -std::numeric_limits<float>::max()));
+    l = k.carried(fill(row_vector_of(S), 0));
+  };
+  auto scores_of = [&](const UOp& j, const UOp& s) {
+    // QREG=0: Q read again every step (ordered in the loop, so not hoisted out of it);
+    // wgmma reads it in place.
+    Tile q = c.qreg ? q_held : load({UOp::make(Op::AFTER, {q_ready.node, j})}, q_type);
+    return mma_ABt(fill(S, 0), q, load(ks[s], operand_tile(fill(S, 0), ks[s], 'b', "ABt")));
+  };
+  auto softmax = [&](Tile scores, const UOp& j, bool edge) {
+    if (edge)
+      scores = mask(
+          scores,
+          [&](const UOp& row, const UOp& col) {
+            UOp key = j * c.bkv + col, seen = key < keys;
+            return causal ? alu(Op::AND, seen, key < q0 + row + Nkv - Nq + 1) : seen;
+          },
+          -INFINITY);
+    Tile m_new = map(Op::MAX, *m, map(Op::MUL, row_max(scores), scale));  // log2 units
+    Tile pr = exp2(sub_row(map(Op::MUL, scores, scale), m_new));
+    Tile alpha = exp2(map(Op::SUB, *m, m_new));
+    *l = map(Op::ADD, map(Op::MUL, *l, alpha), row_sum(pr));
+    *m = m_new;
+    return std::pair{to_operand(pr, p.in), alpha};
+  };
+  auto plus_pv = [&](const Tile& acc, const Tile& pj, const UOp& s) {
+    return mma_AB(acc, pj, load(vs[s], operand_tile(*o, vs[s], 'b', "AB")));
+  };
+  auto finish_rows = [&] {  // rows that saw no key: O = 0 and LSE = +inf
+    Tile seen = map(Op::CMPNE, *l, f(0));
+    Tile out = mul_row(*o, map(Op::RECIP, where(seen, *l, f(1))));  // one division a row
     k.store(O, q0, i32(0), p.out == f32 ? out : cast(out, p.out));
-    Tile lse = map(Op::MUL, map(Op::ADD, m, log2(l)), f(M_LN2));
+    Tile lse = map(Op::MUL, map(Op::ADD, *m, log2(*l)), f(M_LN2));
     k.store(LSE, q0, i32(0), where(seen, lse, f(INFINITY)));
   };
   if (!c.wgmma) {  // a cp.async pipeline: the copies of step j+STAGES-1 fly while j computes
-    attend(k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))}), false, {},
-           [&](const Kernel::Body& interior, const Kernel::Body& edge) {
-             k.pipeline({{whole, interior}, {steps - whole, edge}}, c.stages,
-                        [&](const UOp& j, const UOp& s) {
-                          return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
-                                                  k.copy(vs[s], V, j * c.bkv, i32(0))};
-                        });
-           });
+    begin(k.landed(q_shared, {k.copy(q_shared, Q, q0, i32(0))}));
+    auto step = [&](bool edge) {
+      return [&, edge](const UOp& j, const UOp& s) {
+        auto [pj, alpha] = softmax(scores_of(j, s), j, edge);
+        *o = plus_pv(mul_row(*o, alpha), pj, s);
+      };
+    };
+    k.pipeline({{whole, step(false)}, {steps - whole, step(true)}}, c.stages,
+               [&](const UOp& j, const UOp& s) {
+                 return std::vector<UOp>{k.copy(ks[s], K, j * c.bkv, i32(0)),
+                                         k.copy(vs[s], V, j * c.bkv, i32(0))};
+               });
+    finish_rows();
     return k.finish();
   }
   // Hopper: a producer warpgroup loads Q once and K and V into a ring by TMA (4-D maps of
@@ -273,24 +271,29 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
           k.tma_load(vs[slot(j)], Vm, j * c.bkv, i32(0), full, slot(j), {hkv, b});
         });
       },
-      [&] {
-        UOp landed = k.wait(q_full, i32(0), i32(0));
-        attend(
-            {UOp::make(Op::AFTER, {q_shared.node, landed})}, true,
-            [&] { k.wait(full, i32(0), i32(0)); },
-            [&](const Kernel::Body& interior, const Kernel::Body& edge) {
-              auto part = [&](const UOp& n, const UOp& first, const Kernel::Body& body) {
-                k.loop(n, [&](const UOp& i) {
-                  UOp j = first + i;
-                  k.wait(full, slot(j + 1), round(j + 1));  // the block after j
-                  body(j, slot(j));
-                  k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)),
-                         [&] { k.arrive(empty, slot(j)); });
-                });
-              };
-              part(whole, i32(0), interior);
-              part(steps - whole, whole, edge);
-            });
+      [&] {  // FlashAttention-3's order: step j runs P_j V_j under the softmax of block j+1
+        begin({UOp::make(Op::AFTER, {q_shared.node, k.wait(q_full, i32(0), i32(0))})});
+        k.wait(full, i32(0), i32(0));
+        Carried pc = k.carried(softmax(scores_of(i32(0), i32(0)), i32(0), true).first);
+        auto part = [&](const UOp& n, const UOp& first, bool edge) {  // edge: of block j+1
+          k.loop(n, [&](const UOp& i) {
+            UOp j = first + i;
+            k.wait(full, slot(j + 1), round(j + 1));
+            Tile next = scores_of(j + 1, slot(j + 1));
+            k.start(next);
+            Tile pv = plus_pv(*o, pc, slot(j));
+            k.start(pv);
+            auto [pn, alpha] = softmax(k.await(next, 1), j + 1, edge);  // P_j V_j in flight
+            *o = mul_row(pv, alpha);
+            pc = pn;
+            k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)),
+                   [&] { k.arrive(empty, slot(j)); });
+          });
+        };
+        UOp inner = alu(Op::MAX, whole - i32(1), i32(0));  // steps whose next block is interior
+        part(inner, i32(0), false);
+        part(steps - inner, inner, true);  // the last softmax sees the extra block: all masked
+        finish_rows();
       });
   return k.finish();
 }

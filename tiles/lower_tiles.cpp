@@ -192,6 +192,7 @@ class TileLowering {
       return tile_type(u.dtype())->owner.unit == Unit::Warpgroup ? wgmma(u) : mma(u);
     if (op == ops.tma || op == ops.tma_store) return tma(u);
     if (op == ops.start) return single(of(u.src(0)).sync.at(0));  // the product's commit
+    if (op == ops.await) return await(u);
     if (op == ops.map) return map(u);
     if (op == ops.reduce) return reduce(u);
     if (op == ops.bcast) return bcast(u);
@@ -669,10 +670,28 @@ class TileLowering {
     UOp commit = UOp::make(Op::WGMMA_COMMIT, dtypes::void_, last);
     Lowered l;
     l.kind = Lowered::Values;
-    l.sync = {commit};  // what a TILE_START of it issues
+    l.sync = {commit};  // what a TILE_START of it issues; then each chain's last wgmma
+    l.sync.insert(l.sync.end(), last.begin(), last.end());
     for (size_t ch = 0; ch < chains.size(); ++ch) {
       UOp done = UOp::make(Op::WGMMA_WAIT, last[ch].dtype(), {last[ch], commit}, int64_t(0));
       for (int i = 0; i < chains[ch].second / 2; ++i)
+        l.v.push_back(UOp::make(Op::EXTRACT, {done}, std::vector<int64_t>{i}));
+    }
+    return l;
+  }
+
+  // A started product's values after wgmma.wait_group N, itself after the given effects.
+  Lowered await(const UOp& u) {
+    const Lowered& product = of(u.src(0));
+    std::vector<UOp> deps;
+    for (size_t i = 1; i < u.src().size(); ++i) deps.push_back(of(u.src(i)).v.at(0));
+    Lowered l;
+    l.kind = Lowered::Values;
+    for (size_t ch = 1; ch < product.sync.size(); ++ch) {
+      std::vector<UOp> src = {product.sync[ch], product.sync[0]};
+      src.insert(src.end(), deps.begin(), deps.end());
+      UOp done = UOp::make(Op::WGMMA_WAIT, product.sync[ch].dtype(), src, u.int_arg());
+      for (int i = 0; i < done.dtype().count(); ++i)
         l.v.push_back(UOp::make(Op::EXTRACT, {done}, std::vector<int64_t>{i}));
     }
     return l;

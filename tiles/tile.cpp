@@ -616,6 +616,23 @@ TileOps register_tile_ops() {
   sa.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
   sa.flags = kOpEffect | kOpCooperative;
   ops.start = register_op(sa);
+
+  OpSpec aw;
+  aw.name = "TILE_AWAIT";
+  aw.meaning =
+      "A warpgroup's started product once at most N (the arg) products started after it are "
+      "still in flight, after the given effects.";
+  aw.sources = {sa.sources[0]};
+  aw.rest = src("deps", "an effect", [](const UOp& s) { return s.dtype() == dtypes::void_; });
+  aw.rest_min = 0;
+  aw.rest_max = 1 << 20;
+  aw.arg = ArgKind::Int;
+  aw.dtype = dtype_of_src0("the product's");
+  aw.rules = {rule("N is 0 to 7", [](const UOp& u) {
+    return u.int_arg() >= 0 && u.int_arg() <= 7 ? "" : "N " + std::to_string(u.int_arg());
+  })};
+  aw.flags = kOpCooperative;
+  ops.await = register_op(aw);
   register_tile_passes();
   return ops;
 }
@@ -775,8 +792,9 @@ Tile Carried::get() const {
   State& s = *state_;
   size_t depth = s.kernel->frames_.size() - 1;
   if (s.frame != depth) {  // first read in a loop entered since: after the init, per iteration
-    s.outer = s.value;
-    s.value = UOp::make(Op::AFTER, {s.value, s.kernel->frames_.back().range});
+    // (a value assigned before the loop is read back from the tile's storage)
+    s.outer = s.assigned ? UOp::make(Op::AFTER, {s.alloc, s.stored}) : s.value;
+    s.value = UOp::make(Op::AFTER, {s.outer, s.kernel->frames_.back().range});
     s.frame = depth;
     s.assigned = false;
   }
@@ -791,7 +809,8 @@ Carried& Carried::operator=(const Tile& v) {
   Tile place = get();  // orders the update inside the current loop
   UOp at = place.node;
   if (s.assigned) throw TileError("a carried tile is assigned once per loop iteration");
-  s.kernel->record(make(tile_ops().store, dtypes::void_, {at, v.node}));
+  s.stored = make(tile_ops().store, dtypes::void_, {at, v.node});
+  s.kernel->record(s.stored);
   s.value = v.node;
   s.assigned = true;
   return *this;
@@ -1097,6 +1116,14 @@ void Kernel::start(const Tile& product) {
     throw TileError("start: " + std::string(product.node.dtype().name()) + " is not a product");
   if (product.type().owner.unit != Unit::Warpgroup) return;  // mma.sync: synchronous
   ordered(UOp::make(tile_ops().start, dtypes::void_, {product.node}));
+}
+
+Tile Kernel::await(const Tile& product, int pending) {
+  if (product.node.op() != tile_ops().mma)
+    throw TileError("await: " + std::string(product.node.dtype().name()) + " is not a product");
+  if (product.type().owner.unit != Unit::Warpgroup) return product;
+  return {UOp::make(tile_ops().await, product.node.dtype(), with_deps({product.node}, recorded()),
+                    int64_t(pending))};
 }
 
 void Kernel::when(const UOp& cond, const std::function<void()>& body) {

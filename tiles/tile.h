@@ -112,7 +112,7 @@ const ViewType* view_type(DType d);
 // The tile ops' ids (registered on first use).
 struct TileOps {
   Op view, alloc, slot, fill, copy, load, store, mma, map, reduce, bcast, mask, tma, tma_store,
-      start;
+      start, await;
 };
 const TileOps& tile_ops();
 
@@ -220,6 +220,7 @@ class Carried {
     UOp outer;        // what it gave in the enclosing frame
     size_t frame = 0;
     bool assigned = false;  // assigned in `frame`
+    UOp stored;             // the store of the last assignment
   };
   std::shared_ptr<State> state_;
 };
@@ -328,6 +329,10 @@ class Kernel {
   // `start` stands and waited for where its result is first used, so that the work between
   // overlaps it); a product of warps is synchronous and needs no start.
   void start(const Tile& product);
+  // A started product's result once at most `pending` products started after it are still
+  // in flight (wgmma.wait_group pending), ordered after every effect recorded so far; a
+  // product of warps is returned as it is.
+  Tile await(const Tile& product, int pending);
   // A block that only the threads where cond holds run.
   void when(const UOp& cond, const std::function<void()>& body);
   // Warp specialisation: the producer warpgroup (the last) lowers its register budget to
