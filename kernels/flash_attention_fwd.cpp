@@ -53,24 +53,25 @@ Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const T
 namespace {
 
 struct Config {
-  int bq, bkv, warps, stages, qreg, wgmma;
+  int bq, bkv, warps, stages, qreg, wgmma, pv;
 };
 
-const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG", "WGMMA"};
+const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG", "WGMMA", "PV"};
 
 Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   Schedule d = flash_attention_fwd_default_schedule(p, t);
   for (const ScheduleEntry& e : s.entries())
     if (e.axis || std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
       throw ScheduleError("flash_attention_fwd: '" + Schedule({e}).to_string() +
-                          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG WGMMA)");
+                          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG WGMMA PV)");
   if (int w = int(s.knob_or("WGMMA", d.knob_or("WGMMA", 0))); w != d.knob_or("WGMMA", 0)) {
     Target other = t;  // the defaults of the path the schedule names
     if (!w) other.features &= ~kFeatureWgmma;
     d = flash_attention_fwd_default_schedule(p, other);
   }
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
-  Config c{knob("BQ"), knob("BKV"), knob("WARPS"), knob("STAGES"), knob("QREG"), knob("WGMMA")};
+  Config c{knob("BQ"),   knob("BKV"),   knob("WARPS"), knob("STAGES"),
+           knob("QREG"), knob("WGMMA"), knob("PV")};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("flash_attention_fwd schedule '" + s.to_string() + "': " + why);
   };
@@ -87,6 +88,8 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
            std::to_string(t.shared_per_block_optin));
   if (c.qreg != 0 && c.qreg != 1) refuse("QREG is 0 (Q read from shared memory every step) or 1");
   if (c.wgmma != 0 && c.wgmma != 1) refuse("WGMMA is 0 (mma.sync) or 1 (wgmma, TMA)");
+  if (c.pv != 0 && (c.pv != 1 || !c.wgmma))
+    refuse("PV is 0, or 1 with WGMMA=1 (P V under the next block's softmax)");
   if (c.wgmma && !(t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
                    t.has(kFeatureSetmaxnreg)))
     refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
@@ -131,6 +134,7 @@ Schedule flash_attention_fwd_full_schedule(const AttentionProblem& p, const Sche
   Schedule out;
   out.knob("BQ", c.bq).knob("BKV", c.bkv).knob("WARPS", c.warps).knob("STAGES", c.stages);
   out.knob("QREG", c.qreg).knob("WGMMA", c.wgmma);
+  if (c.wgmma) out.knob("PV", c.pv);
   return out;
 }
 
@@ -271,28 +275,39 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
           k.tma_load(vs[slot(j)], Vm, j * c.bkv, i32(0), full, slot(j), {hkv, b});
         });
       },
-      [&] {  // FlashAttention-3's order: step j runs P_j V_j under the softmax of block j+1
+      [&] {
+        // Block j's softmax runs under the scores of block j+1 (started first); with PV=1
+        // (FlashAttention-3's order) P_j V_j also runs under the softmax of block j+1.
         begin({UOp::make(Op::AFTER, {q_shared.node, k.wait(q_full, i32(0), i32(0))})});
         k.wait(full, i32(0), i32(0));
-        Carried pc = k.carried(softmax(scores_of(i32(0), i32(0)), i32(0), true).first);
-        auto part = [&](const UOp& n, const UOp& first, bool edge) {  // edge: of block j+1
+        Tile first = scores_of(i32(0), i32(0));
+        Carried ahead = k.carried(c.pv ? softmax(first, i32(0), true).first : first);
+        auto part = [&](const UOp& n, const UOp& from, bool edge) {  // edge: of the softmax
           k.loop(n, [&](const UOp& i) {
-            UOp j = first + i;
+            UOp j = from + i;
             k.wait(full, slot(j + 1), round(j + 1));
             Tile next = scores_of(j + 1, slot(j + 1));
             k.start(next);
-            Tile pv = plus_pv(*o, pc, slot(j));
-            k.start(pv);
-            auto [pn, alpha] = softmax(k.await(next, 1), j + 1, edge);  // P_j V_j in flight
-            *o = mul_row(pv, alpha);
-            pc = pn;
+            if (c.pv) {  // ahead: P_j
+              Tile pv = plus_pv(*o, ahead, slot(j));
+              k.start(pv);
+              auto [pn, alpha] = softmax(k.await(next, 1), j + 1, edge);  // P_j V_j in flight
+              *o = mul_row(pv, alpha);
+              ahead = pn;
+            } else {  // ahead: the scores of block j
+              auto [pj, alpha] = softmax(ahead, j, edge);
+              *o = plus_pv(mul_row(*o, alpha), pj, slot(j));
+              ahead = next;  // waited for here, after the softmax
+            }
             k.when(alu(Op::CMPEQ, k.thread_index() % 32, i32(0)),
                    [&] { k.arrive(empty, slot(j)); });
           });
         };
-        UOp inner = alu(Op::MAX, whole - i32(1), i32(0));  // steps whose next block is interior
+        // PV=1 masks the softmax of block j+1, PV=0 that of block j; the last PV=1 softmax
+        // sees the extra block, all masked.
+        UOp inner = c.pv ? alu(Op::MAX, whole - i32(1), i32(0)) : whole;
         part(inner, i32(0), false);
-        part(steps - inner, inner, true);  // the last softmax sees the extra block: all masked
+        part(steps - inner, inner, true);
         finish_rows();
       });
   return k.finish();

@@ -246,8 +246,11 @@ TEST_P(FlashAttention, HopperScheduleTakesEveryCase) {
   std::copy(bnhd, bnhd + 3, r.s.o_stride);
   r.s.k_stride[2] = 2 * d;
   r.s.k_stride[1] = 41 * 2 * d, r.s.k_stride[0] = 3 * 41 * 2 * d;
-  r.schedule = Schedule::parse("WGMMA=1 BKV=32 STAGES=4");
+  r.schedule = Schedule::parse("WGMMA=1 BKV=32 STAGES=4 PV=1");
   check_attention(*dev, r, seed += 3);
+  Call pv = call(2, 4, 2, 33, 100, 64, true);  // P V under the next softmax: causal, GQA
+  pv.schedule = Schedule::parse("WGMMA=1 BKV=32 PV=1");
+  check_attention(*dev, pv, seed += 3);
   Call c = call(1, 1, 1, 1, 1, 128, true);
   c.schedule = Schedule::parse("WGMMA=1");
   CompiledKernel ck =
