@@ -80,7 +80,7 @@ commands:
                     the same for attention (contiguous B,H,N,D tensors): O and LSE of
                     every row checked (64 sampled rows of large problems), TFLOP/s
                     counting 4*Nq*Nkv*D per head (the visible pairs where causal).
-                    Knobs: BQ BKV WARPS STAGES QREG WGMMA
+                    Knobs: BQ BKV WARPS STAGES QREG WGMMA PV
   bench ceilings --device cuda [--reps N]
                     a Hopper GPU's ceilings, each result checked: wgmma m64n256k16 from
                     shared memory and mma.sync from registers (TFLOP/s), a persistent
