@@ -679,8 +679,9 @@ class CRenderer {
       }
       case Op::NAMED_BARRIER: {
         const auto& v = std::get<std::vector<int64_t>>(u.arg());
-        line("asm volatile(\"bar.sync " + std::to_string(v[0]) + ", " + std::to_string(v[1]) +
-             ";\" ::: \"memory\");");
+        bool arrive = v.size() > 2 && v[2];
+        line(std::string("asm volatile(\"") + (arrive ? "bar.arrive " : "bar.sync ") +
+             std::to_string(v[0]) + ", " + std::to_string(v[1]) + ";\" ::: \"memory\");");
         return;
       }
       case Op::MATRIX_DESC: {  // the address bits 4..17, then the arg's fixed fields

@@ -641,17 +641,20 @@ std::vector<OpSpec> core_specs() {
   OpSpec nb = spec(Op::NAMED_BARRIER,
                    "Waits until `threads` (the arg's second int) threads, whole warps, have "
                    "reached named barrier `id` (the first int, 1 to 15; 0 is BARRIER's), making "
-                   "their earlier writes visible to each other (bar.sync id, threads).",
+                   "their earlier writes visible to each other (bar.sync id, threads); with a "
+                   "third int 1 the threads only arrive and go on (bar.arrive).",
                    kOpEffect | kOpCooperative);
   nb.rest = effect("writes");
   nb.rest_max = -1;
   nb.dtype = fixed_dtype(dtypes::void_);
   nb.arg = ArgKind::Ints;
-  nb.rules = {rule("id in 1..15, threads a positive multiple of 32", [](const UOp& u) {
-    const auto& v = std::get<std::vector<int64_t>>(u.arg());
-    bool ok = v.size() == 2 && v[0] >= 1 && v[0] <= 15 && v[1] > 0 && v[1] % 32 == 0;
-    return fails_if(!ok, "id and threads");
-  })};
+  nb.rules = {
+      rule("id in 1..15, threads a positive multiple of 32, arrive 0 or 1", [](const UOp& u) {
+        const auto& v = std::get<std::vector<int64_t>>(u.arg());
+        bool ok = (v.size() == 2 || (v.size() == 3 && (v[2] == 0 || v[2] == 1))) && v[0] >= 1 &&
+                  v[0] <= 15 && v[1] > 0 && v[1] % 32 == 0;
+        return fails_if(!ok, "id and threads");
+      })};
   add(nb);
   OpSpec mr = spec(Op::SETMAXNREG,
                    "Raises (the arg's second int 1) or lowers (0) this warpgroup's register "

@@ -53,17 +53,18 @@ Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const T
 namespace {
 
 struct Config {
-  int bq, bkv, warps, stages, qreg, wgmma, pv;
+  int bq, bkv, warps, stages, qreg, wgmma, pv, pingpong;
 };
 
-const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG", "WGMMA", "PV"};
+const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG", "WGMMA", "PV", "PINGPONG"};
 
 Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   Schedule d = flash_attention_fwd_default_schedule(p, t);
   for (const ScheduleEntry& e : s.entries())
     if (e.axis || std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
-      throw ScheduleError("flash_attention_fwd: '" + Schedule({e}).to_string() +
-                          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG WGMMA PV)");
+      throw ScheduleError(
+          "flash_attention_fwd: '" + Schedule({e}).to_string() +
+          "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG WGMMA PV PINGPONG)");
   if (int w = int(s.knob_or("WGMMA", d.knob_or("WGMMA", 0))); w != d.knob_or("WGMMA", 0)) {
     Target other = t;  // the defaults of the path the schedule names
     if (!w) other.features &= ~kFeatureWgmma;
@@ -71,7 +72,7 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   }
   auto knob = [&](const char* n) { return int(s.knob_or(n, d.knob_or(n, 0))); };
   Config c{knob("BQ"),   knob("BKV"),   knob("WARPS"), knob("STAGES"),
-           knob("QREG"), knob("WGMMA"), knob("PV")};
+           knob("QREG"), knob("WGMMA"), knob("PV"),    knob("PINGPONG")};
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("flash_attention_fwd schedule '" + s.to_string() + "': " + why);
   };
@@ -90,6 +91,8 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   if (c.wgmma != 0 && c.wgmma != 1) refuse("WGMMA is 0 (mma.sync) or 1 (wgmma, TMA)");
   if (c.pv != 0 && (c.pv != 1 || !c.wgmma))
     refuse("PV is 0, or 1 with WGMMA=1 (P V under the next block's softmax)");
+  if (c.pingpong != 0 && (c.pingpong != 1 || !c.pv || c.warps != 8))
+    refuse("PINGPONG is 0, or 1 with PV=1 and WARPS=8 (two consumer warpgroups take turns)");
   if (c.wgmma && !(t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
                    t.has(kFeatureSetmaxnreg)))
     refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
@@ -134,7 +137,7 @@ Schedule flash_attention_fwd_full_schedule(const AttentionProblem& p, const Sche
   Schedule out;
   out.knob("BQ", c.bq).knob("BKV", c.bkv).knob("WARPS", c.warps).knob("STAGES", c.stages);
   out.knob("QREG", c.qreg).knob("WGMMA", c.wgmma);
-  if (c.wgmma) out.knob("PV", c.pv);
+  if (c.wgmma) out.knob("PV", c.pv).knob("PINGPONG", c.pingpong);
   return out;
 }
 
@@ -282,15 +285,28 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
         k.wait(full, i32(0), i32(0));
         Tile first = scores_of(i32(0), i32(0));
         Carried ahead = k.carried(c.pv ? softmax(first, i32(0), true).first : first);
+        // PINGPONG: the two warpgroups take turns issuing their products (named barriers 1
+        // and 2, each a warpgroup's turn), so that one's softmax runs under the other's.
+        UOp group = k.thread_index() / 128;
+        auto turns = [&](bool mine) {
+          for (int g : {0, 1})
+            k.when(alu(Op::CMPEQ, group, i32(g)),
+                   [&] { mine ? k.sync(1 + g, 256) : k.signal(2 - g, 256); });
+        };
+        if (c.pingpong)  // the second warpgroup lets the first go first
+          k.when(alu(Op::CMPEQ, group, i32(1)), [&] { k.signal(1, 256); });
         auto part = [&](const UOp& n, const UOp& from, bool edge) {  // edge: of the softmax
           k.loop(n, [&](const UOp& i) {
             UOp j = from + i;
             k.wait(full, slot(j + 1), round(j + 1));
             Tile next = scores_of(j + 1, slot(j + 1));
-            k.start(next);
+            if (!c.pv) k.start(next);
             if (c.pv) {  // ahead: P_j
+              if (c.pingpong) turns(true);
+              k.start(next);
               Tile pv = plus_pv(*o, ahead, slot(j));
               k.start(pv);
+              if (c.pingpong) turns(false);
               auto [pn, alpha] = softmax(k.await(next, 1), j + 1, edge);  // P_j V_j in flight
               *o = mul_row(pv, alpha);
               ahead = pn;

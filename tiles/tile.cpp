@@ -1097,6 +1097,11 @@ void Kernel::sync(int id, int threads) {
       UOp::make(Op::NAMED_BARRIER, dtypes::void_, recorded(), std::vector<int64_t>{id, threads}));
 }
 
+void Kernel::signal(int id, int threads) {
+  ordered(UOp::make(Op::NAMED_BARRIER, dtypes::void_, recorded(),
+                    std::vector<int64_t>{id, threads, 1}));
+}
+
 void Kernel::tma_store(const TmaMap& dst, const Tile& src, const UOp& row0, const UOp& col0,
                        const std::vector<UOp>& outer) {
   if (src.node.dtype() != dst.tile)

@@ -317,8 +317,10 @@ class Kernel {
   // Makes this thread's shared-memory writes so far visible to TMA and wgmma (a FENCE
   // proxy_async; the threads that wrote each run it).
   void fence_async();
-  // A barrier of the first `threads` threads (whole warps; named barrier `id` 1..15).
+  // Named barrier `id` (1..15) of `threads` threads, whole warps: sync waits there until
+  // they have all come (by sync or signal); signal counts this thread's arrival and goes on.
   void sync(int id, int threads);
+  void signal(int id, int threads);
   // Starts TMA stores of a shared tile to the window at (row0, col0) of the map's matrix
   // (nothing past its end), one per panel, closed into one bulk group; store_wait(n) waits
   // until at most n of this thread's groups still read shared memory.

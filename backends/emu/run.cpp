@@ -988,8 +988,10 @@ class Runner {
   };
 
   // bar.sync id, threads: the warp waits until `threads` threads have arrived; the last
-  // arrival releases them all (an epoch for the race checks, as a BARRIER is).
+  // arrival releases them all (an epoch for the race checks, as a BARRIER is). bar.arrive
+  // (a third int 1) counts the warp's threads and goes on.
   void named_barrier(Warp& w, const EmuInstr& in) {
+    bool arrive = in.lanes.size() > 2 && in.lanes[2];
     NamedBarrier& nb = named_[size_t(in.lanes[0])];
     int64_t threads = in.lanes[1];
     if (nb.arrived > 0 && nb.threads != threads)
@@ -999,8 +1001,12 @@ class Runner {
             -1, 0, thread_of(0));
     nb.threads = threads;
     nb.arrived += std::popcount(w.exists);
-    nb.warps.push_back(warp_id_);
-    w.waits = Warp::Waits::Named;
+    if (arrive) {
+      ++w.pc;
+    } else {
+      nb.warps.push_back(warp_id_);
+      w.waits = Warp::Waits::Named;
+    }
     if (nb.arrived < threads) return;
     if (nb.arrived > threads)
       fault(place(w.pc) + " is reached by " + std::to_string(nb.arrived) +

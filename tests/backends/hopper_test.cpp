@@ -132,6 +132,36 @@ TEST_P(Hopper, NamedBarriersSynchroniseSubsetsOfWarps) {
   expect_exact(out, want);
 }
 
+// Warps 0-1 write rows and arrive at named barrier 1 without waiting (bar.arrive); warps
+// 2-3 wait there (bar.sync) and read the rows: out[t] = x[t] + 1 for t < 64.
+UOp handoff_kernel() {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr());
+  UOp t = special(SpecialKind::ThreadIdx, 0, 128);
+  UOp sm = define_local(f, 64, 0);
+  UOp producer = UOp::make(Op::IF, {t < 64});
+  UOp row = t % i32(64);  // t itself in the first two warps, t - 64 in the others
+  UOp wrote = store(index(after(sm, {producer}), row), load(index(x, row)) + const_(f, 1.0));
+  UOp arrived = make_effect(Op::NAMED_BARRIER, {wrote}, std::vector<int64_t>{1, 128, 1});
+  UOp produced = UOp::make(Op::ENDIF, {producer, arrived});
+  UOp consumer = UOp::make(Op::IF, {not_(t < 64)});
+  UOp met = make_effect(Op::NAMED_BARRIER, {consumer}, std::vector<int64_t>{1, 128});
+  UOp v = load(index(after(sm, {met}), row));
+  UOp consumed = UOp::make(Op::ENDIF, {consumer, store(index(out, row), v)});
+  return sink({produced, consumed}, "handoff");
+}
+
+TEST_P(Hopper, ANamedBarrierArriveHandsRowsToTheWaitingWarps) {
+  HostData x = HostData::random(dtypes::float32, 64, 47),
+           out = HostData::poisoned(dtypes::float32, 64);
+  DeviceBuffer dx(*dev, x), dout(*dev, out);
+  compile_kernel(*dev, handoff_kernel()).run(args({&dout, &dx}));
+  dout.read(out);
+  std::vector<double> want(64);
+  for (size_t k = 0; k < 64; ++k) want[k] = double(float(x.values[k] + 1.0));
+  expect_exact(out, want);
+}
+
 // Two warpgroups: the first lowers its register budget, the second raises it (as a
 // producer and its consumers do); both then copy x to out.
 UOp setmaxnreg_kernel(bool uniform = true) {

@@ -94,6 +94,7 @@ std::vector<UOp> valid_nodes() {
       mk(Op::MBARRIER_WAIT, dtypes::void_, {mbar(), i_(1)}),
       mk(Op::FENCE, dtypes::void_, {eff()}, std::string("proxy_async")),
       mk(Op::NAMED_BARRIER, dtypes::void_, {eff()}, V{1, 256}),
+      mk(Op::NAMED_BARRIER, dtypes::void_, {eff()}, V{2, 256, 1}),
       mk(Op::SETMAXNREG, dtypes::void_, {}, V{240, 1}),
       desc(),
       wgmma(),
@@ -394,6 +395,11 @@ std::vector<BadCase> bad_cases() {
          mk(Op::NAMED_BARRIER, dtypes::void_, {}, V{2, 48});
        },
        "NAMED_BARRIER", "multiple of 32"},
+      {"NamedBarrierArriveTwo",
+       [] {
+         mk(Op::NAMED_BARRIER, dtypes::void_, {}, V{2, 64, 2});
+       },
+       "NAMED_BARRIER", "arrive 0 or 1"},
       {"SetmaxnregOdd",
        [] {
          mk(Op::SETMAXNREG, dtypes::void_, {}, V{100, 1});

@@ -251,6 +251,8 @@ TEST_P(FlashAttention, HopperScheduleTakesEveryCase) {
   Call pv = call(2, 4, 2, 33, 100, 64, true);  // P V under the next softmax: causal, GQA
   pv.schedule = Schedule::parse("WGMMA=1 BKV=32 PV=1");
   check_attention(*dev, pv, seed += 3);
+  pv.schedule = Schedule::parse("WGMMA=1 BKV=32 PV=1 PINGPONG=1");  // the warpgroups take turns
+  check_attention(*dev, pv, seed += 3);
   Call c = call(1, 1, 1, 1, 1, 128, true);
   c.schedule = Schedule::parse("WGMMA=1");
   CompiledKernel ck =
