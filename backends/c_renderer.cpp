@@ -436,6 +436,31 @@ class CRenderer {
   // wgmma.mma_async as inline PTX: the accumulator's registers read and written in place
   // ("+f"; a chain of WGMMAs on one accumulator shares its registers), A as four packed
   // registers or a descriptor, B a descriptor; scale-d 1 (D = A*B + C).
+  // A register fragment of eight 16-bit values as four 32-bit registers; pinned (an empty
+  // asm that reads and writes them) so that the compiler computes them where they are
+  // packed and not between the wgmmas that read them, where ptxas would have to serialise
+  // the wgmmas (it reports C7519, an injected warpgroup.arrive).
+  std::vector<std::string> pack(const UOp& frag, bool pin) {
+    std::vector<std::string> regs;
+    std::string pins;
+    for (int i = 0; i < 8; i += 2) {
+      std::string r = fresh();
+      line("unsigned int " + r + " = (unsigned int)" + name(frag) + "[" + std::to_string(i) +
+           "] | ((unsigned int)" + name(frag) + "[" + std::to_string(i + 1) + "] << 16);");
+      pins += std::string(pins.empty() ? "" : ", ") + "\"+r\"(" + r + ")";
+      regs.push_back(r);
+    }
+    if (pin) line("asm volatile(\"\" : " + pins + ");");
+    return regs;
+  }
+  // Before a wgmma fence: the A fragments it makes ready, packed and pinned there.
+  void pack_fragments(const UOp& fence) {
+    for (const UOp& s : fence.src())
+      if (s.dtype() != dtypes::void_ && s.dtype().count() == 8 &&
+          s.dtype().element().itemsize() == 2 && !packed_.count(s.id()))
+        packed_[s.id()] = pack(s, true);
+  }
+
   void emit_wgmma(const UOp& u) {
     const MmaLayout& L = *find_mma_layout(u.name_arg());
     DType in = L.name.find("_bf16_") != std::string::npos ? dtypes::bfloat16 : dtypes::float16;
@@ -462,11 +487,11 @@ class CRenderer {
     auto trans = [](const UOp& desc) { return std::get<std::vector<int64_t>>(desc.arg())[1]; };
     if (L.a.home == OperandHome::Registers) {
       a_operand = "{";
-      for (int i = 0; i < 8; i += 2) {
-        std::string r = fresh();
-        line("unsigned int " + r + " = (unsigned int)" + name(u.src(0)) + "[" + std::to_string(i) +
-             "] | ((unsigned int)" + name(u.src(0)) + "[" + std::to_string(i + 1) + "] << 16);");
-        a_operand += std::string(i ? ", " : "") + "%" + std::to_string(next++);
+      auto packed = packed_.find(u.src(0).id());
+      std::vector<std::string> regs =
+          packed != packed_.end() ? packed->second : pack(u.src(0), false);
+      for (const std::string& r : regs) {
+        a_operand += std::string(a_operand.size() > 1 ? ", " : "") + "%" + std::to_string(next++);
         ins += ", \"r\"(" + r + ")";
       }
       a_operand += "}";
@@ -670,6 +695,7 @@ class CRenderer {
       }
       case Op::FENCE: {
         const std::string& kind = u.name_arg();
+        if (kind == "wgmma") pack_fragments(u);
         line(std::string("asm volatile(\"") +
              (kind == "mbarrier_init" ? "fence.mbarrier_init.release.cluster;"
               : kind == "proxy_async" ? "fence.proxy.async.shared::cta;"
@@ -945,6 +971,7 @@ class CRenderer {
   std::vector<std::string> param_decl_;
   std::map<std::string, std::string> vector_types_;
   std::unordered_map<const void*, std::string> names_;
+  std::unordered_map<const void*, std::vector<std::string>> packed_;  // pinned A fragments
   int64_t cpu_blocks_ = 1;
   bool has_block_ = false;
   LaunchDims grid_, block_;
