@@ -586,21 +586,15 @@ TileOps register_tile_ops() {
   tm.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma = register_op(tm);
 
-  OpSpec ts;
+  OpSpec ts = tm;  // the load's spec without the mbarrier
   ts.name = "TILE_TMA_STORE";
   ts.meaning =
       "Starts TMA stores of a shared tile to the window at (row0, col0) of a tensor map's "
       "matrix (nothing past its end), one per panel of the swizzle's width, closed into one "
       "bulk group of the issuing thread.";
-  ts.sources = {shared_stage("src"),
-                src("map", "a TENSOR_MAP", [](const UOp& s) { return s.op() == Op::TENSOR_MAP; }),
-                int_src("row0"), int_src("col0")};
-  ts.rest = int_src("outer");
-  ts.rest_min = 0;
-  ts.rest_max = 3;
-  ts.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  ts.sources.erase(ts.sources.begin() + 2);
+  ts.sources[0].name = "src";
   ts.rules = {tma_rule(4)};
-  ts.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma_store = register_op(ts);
 
   OpSpec sa;

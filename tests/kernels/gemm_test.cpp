@@ -338,6 +338,34 @@ UOp hopper_product_kernel(bool wait, int parity) {
   return k.finish();
 }
 
+// The Hopper verbs refuse what cannot work, naming it: a map for another tile, a TILE_TMA
+// made directly with a map of another box, register budgets beyond the register file.
+TEST(HopperTiles, VerbsAndSpecsRefuseWhatCannotWork) {
+  DType bf = dtypes::bfloat16;
+  auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
+  Kernel k("refusals", Unit::Warpgroup, 1, 1, 1);
+  Ring sa = k.ring(bf, 64, 64, Swizzle::B128, 2);
+  TmaMap wide = k.tensor_map(1, shared_tile(bf, 64, 128, Layout::Row, Swizzle::B128));
+  Semaphores full = k.semaphores(2, 1);
+  std::string e = error_of([&] { k.tma_load(sa[i32(0)], wide, i32(0), i32(0), full, i32(0)); });
+  EXPECT_NE(e.find("a map for st<bfloat16,64,128,row,128B> fills st<bfloat16,64,64,row,128B>"),
+            std::string::npos)
+      << e;
+  UOp other = UOp::make(Op::TENSOR_MAP, bf.ptr(), {}, std::vector<int64_t>{2, 3, 64, 32});
+  e = error_of([&] {
+    UOp::make(tile_ops().tma, dtypes::void_,
+              {sa[i32(0)].node, other, index(full.buf, i32(0)), i32(0), i32(0)});
+  });
+  EXPECT_NE(e.find("the map's element, swizzle and box are the tile's panel"), std::string::npos)
+      << e;
+  Kernel big("budgets", Unit::Warpgroup, 3, 1, 1);
+  e = error_of([&] {
+    big.specialise(
+        40, 232, [] {}, [] {});
+  });
+  EXPECT_NE(e.find("more than the 65536 registers"), std::string::npos) << e;
+}
+
 TEST(HopperTiles, TheEmulatorCatchesAMissingOrWrongWaitInADslKernel) {
   auto dev = make_emu_device();
   HostData a = HostData::random(dtypes::bfloat16, 64 * 64, 31),
