@@ -72,9 +72,6 @@ SourceRule value_where(std::string name, std::string doc, bool (*ok)(DType)) {
 }
 
 // ---- dtype rules -----------------------------------------------------------------------
-DTypeRule fixed_dtype(DType d) {
-  return {std::string(d.name()), [d](std::span<const UOp>, const Arg&) { return d; }, {}};
-}
 DTypeRule same_as_src(size_t i) {
   return {"the dtype of source " + std::to_string(i),
           [i](std::span<const UOp> s, const Arg&) -> std::optional<DType> {
@@ -817,12 +814,10 @@ std::vector<OpSpec> core_specs() {
                    "(cp.async.bulk.tensor ... bulk_group); the tile may be rewritten after a "
                    "BULK_WAIT.",
                    kOpEffect | kOpMemory | kOpCooperative);
-  ts.sources = {map, tile};
-  ts.rest = int_scalar("coords");
-  ts.rest_min = 1;
-  ts.rest_max = 5;
-  ts.dtype = fixed_dtype(dtypes::void_);
-  ts.rules = {coords_rule()};
+  ts.sources = {map, tile};  // the rest as TMA_LOAD's: coordinates, no mbarrier
+  ts.rest = tl.rest, ts.rest_min = tl.rest_min, ts.rest_max = tl.rest_max;
+  ts.dtype = tl.dtype;
+  ts.rules = tl.rules;
   add(ts);
   OpSpec br = spec(Op::BULK_REDUCE_ADD,
                    "Adds `bytes` bytes of float32 from shared memory into global memory, "
@@ -1051,6 +1046,10 @@ Registry& registry() {
 }
 
 }  // namespace
+
+DTypeRule fixed_dtype(DType d) {
+  return {std::string(d.name()), [d](std::span<const UOp>, const Arg&) { return d; }, {}};
+}
 
 std::string_view core_op_name(Op op) {
   static constexpr std::string_view names[] = {

@@ -22,31 +22,32 @@ class UOp;
 // The core ops, listed once: the enum, the names the registry checks its specs against,
 // and the case lists below all come from these lists. Ops registered later get ids after
 // these; an Op is only a number, its identity for hashing and printing is its name.
-#define KITTEN_STRUCTURE_OPS(X)                                                           \
-  /* definitions */                                                                       \
-  X(CONST)                                                                                \
-  X(PARAM)                                                                                \
-  X(DEFINE_VAR)                                                                           \
-  X(DEFINE_LOCAL)                                                                         \
-  X(DEFINE_REG)                                                                           \
-  X(SPECIAL) /* structure and ordering */                                                 \
-  X(RANGE)                                                                                \
-  X(END)                                                                                  \
-  X(AFTER)                                                                                \
-  X(GROUP)                                                                                \
-  X(IF)                                                                                   \
-  X(ENDIF)                                                                                \
-  X(BARRIER)                                                                              \
-  X(SINK) /* memory */                                                                    \
-  X(INDEX)                                                                                \
-  X(LOAD)                                                                                 \
-  X(STORE) X(ATOMIC) X(ASYNC_COPY) X(ASYNC_COMMIT) X(WAIT) X(WAIT_GROUP) /* warp-level */ \
-      X(SHUFFLE) X(MMA) X(LDMATRIX) X(STMATRIX) /* asynchronous barriers */               \
-      X(MBARRIER_INIT) X(MBARRIER_ARRIVE) X(MBARRIER_WAIT) X(FENCE) X(NAMED_BARRIER)      \
-          X(SETMAXNREG)                                     /* warpgroup MMA */           \
-      X(MATRIX_DESC) X(WGMMA) X(WGMMA_COMMIT) X(WGMMA_WAIT) /* bulk copies */             \
-      X(TENSOR_MAP) X(TMA_LOAD) X(TMA_STORE) X(BULK_REDUCE_ADD) X(BULK_COMMIT)            \
-          X(BULK_WAIT) /* types and vectors */                                            \
+#define KITTEN_STRUCTURE_OPS(X)                                                             \
+  /* definitions */                                                                         \
+  X(CONST)                                                                                  \
+  X(PARAM)                                                                                  \
+  X(DEFINE_VAR)                                                                             \
+  X(DEFINE_LOCAL)                                                                           \
+  X(DEFINE_REG)                                                                             \
+  X(SPECIAL) /* structure and ordering */                                                   \
+  X(RANGE)                                                                                  \
+  X(END)                                                                                    \
+  X(AFTER)                                                                                  \
+  X(GROUP)                                                                                  \
+  X(IF)                                                                                     \
+  X(ENDIF)                                                                                  \
+  X(BARRIER)                                                                                \
+  X(SINK) /* memory */                                                                      \
+  X(INDEX)                                                                                  \
+  X(LOAD)                                                                                   \
+  X(STORE)                                                                                  \
+  X(ATOMIC) X(ASYNC_COPY) X(ASYNC_COMMIT) X(WAIT) X(WAIT_GROUP) /* warp-level */            \
+      X(SHUFFLE) X(MMA) X(LDMATRIX) X(STMATRIX)                 /* asynchronous barriers */ \
+      X(MBARRIER_INIT) X(MBARRIER_ARRIVE) X(MBARRIER_WAIT) X(FENCE) X(NAMED_BARRIER)        \
+          X(SETMAXNREG)                                     /* warpgroup MMA */             \
+      X(MATRIX_DESC) X(WGMMA) X(WGMMA_COMMIT) X(WGMMA_WAIT) /* bulk copies */               \
+      X(TENSOR_MAP) X(TMA_LOAD) X(TMA_STORE) X(BULK_REDUCE_ADD) X(BULK_COMMIT)              \
+          X(BULK_WAIT) /* types and vectors */                                              \
       X(CAST) X(BITCAST) X(VECTORIZE) X(EXTRACT)
 // The ALU ops: pure functions of their sources, lane by lane, whose meaning is the one
 // evaluation table (dsl/eval.h).
@@ -110,6 +111,8 @@ struct DTypeRule {
   std::function<std::optional<DType>(std::span<const UOp> src, const Arg& arg)> infer;
   std::function<bool(DType dtype)> check;
 };
+// The rule of an op whose result is always `d` (an effect's void, a copy's token).
+DTypeRule fixed_dtype(DType d);
 
 struct OpSpec {
   std::string name;

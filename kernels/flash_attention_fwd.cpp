@@ -43,8 +43,7 @@ std::string AttentionShape::to_string() const {
 // beat four warps over 64 keys by 4-6%; at D64 four warps of 32 rows (half the shared-memory reads
 // per product) with Q read again every step fit the registers and win by 8%.
 Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const Target& target) {
-  if (target.has(kFeatureWgmma) && target.has(kFeatureTma) && target.has(kFeatureMbarrier) &&
-      target.has(kFeatureSetmaxnreg))
+  if (hopper_target(target))
     return Schedule::parse("BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=0 WGMMA=1");
   return Schedule::parse(p.d == 128 ? "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=1 WGMMA=0"
                                     : "BQ=128 BKV=64 WARPS=4 STAGES=2 QREG=0 WGMMA=0");
@@ -93,8 +92,7 @@ Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
     refuse("PV is 0, or 1 with WGMMA=1 (P V under the next block's softmax)");
   if (c.pingpong != 0 && (c.pingpong != 1 || !c.pv || c.warps != 8))
     refuse("PINGPONG is 0, or 1 with PV=1 and WARPS=8 (two consumer warpgroups take turns)");
-  if (c.wgmma && !(t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
-                   t.has(kFeatureSetmaxnreg)))
+  if (c.wgmma && !hopper_target(t))
     refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
   if (c.wgmma && (c.warps % 4 || c.bq != 16 * c.warps || c.qreg || c.bkv > 256 ||
                   (c.warps / 4 + 1) * 128 > t.max_threads_per_block))
@@ -267,7 +265,7 @@ UOp flash_attention_fwd_kernel(const AttentionProblem& p, const Schedule& schedu
   auto slot = [&](const UOp& j) { return j % c.stages; };
   auto round = [&](const UOp& j) { return j / c.stages % 2; };
   k.specialise(
-      24, std::min(240, (65536 / 128 - 24) / (c.warps / 4) / 8 * 8),
+      24, 0,
       [&] {
         k.arrive(q_full, i32(0), int64_t(c.bq) * p.d * e);
         k.tma_load(q_shared, Qm, q0, i32(0), q_full, i32(0), {h, b});

@@ -23,26 +23,20 @@ const char* const kHopper =
 const char* const kMmaSync =
     "BM=128 BN=128 BK=64 WM=2 WN=2 STAGES=3 SWIZZLE=128 GROUP=1 WGMMA=0 EPILOGUE=0";
 
-bool hopper(const Target& t) {
-  return t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
-         t.has(kFeatureSetmaxnreg);
-}
-
 }  // namespace
 
 tiles::TensorLayout gemm_operand_layout(const GemmProblem& p, int slot) {
   int64_t e = p.in.itemsize();
   bool t = slot == 1 ? p.a_transposed : p.b_transposed;
   int64_t rows = slot == 1 ? p.m : p.k, cols = slot == 1 ? p.k : p.n;  // as A and B multiply
-  if (slot == 2 && t) std::swap(rows, cols);                           // B stored N x K
-  if (slot == 1 && t) std::swap(rows, cols);                           // A stored K x M
+  if (t) std::swap(rows, cols);  // A stored K x M, B stored N x K
   return {{cols, rows}, {cols * e}};
 }
 
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
   bool tma = gemm_operand_layout(p, 1).strides[0] % 16 == 0 &&
              gemm_operand_layout(p, 2).strides[0] % 16 == 0;
-  if (!hopper(target) || !tma) return Schedule::parse(kMmaSync);
+  if (!hopper_target(target) || !tma) return Schedule::parse(kMmaSync);
   Schedule s = Schedule::parse(kHopper);  // C through shared memory where it can go by TMA
   if (p.out.itemsize() != 2 || (p.n * 2) % 16) s.knob("STAGES", 4).knob("EPILOGUE", 0);
   return s;
@@ -90,7 +84,7 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   // The Hopper schedule: WM x WN consumer warpgroups of 64 rows each and a producer.
   int unit = c.wgmma ? 64 : 16, per_unit = c.wgmma ? 128 : 32;
   if (c.wgmma != 0 && c.wgmma != 1) refuse("WGMMA is 0 (mma.sync) or 1 (wgmma, TMA)");
-  if (c.wgmma && !hopper(t))
+  if (c.wgmma && !hopper_target(t))
     refuse("WGMMA=1 needs wgmma, TMA, mbarriers and setmaxnreg, which " + t.arch + " lacks");
   if (c.wgmma &&
       (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16))
@@ -238,9 +232,8 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   // Step kk of the block's j-th tile uses ring stage (j*steps + kk) % STAGES in its round.
   auto stage = [&](const UOp& j, const UOp& kk) { return (j * steps + kk) % c.stages; };
   auto round = [&](const UOp& j, const UOp& kk) { return (j * steps + kk) / c.stages % 2; };
-  int consumer_regs = std::min(232, (65536 / 128 - 40) / (c.wm * c.wn) / 8 * 8);
   k.specialise(
-      40, consumer_regs,
+      40, 0,
       [&] {  // the producer: wait for a free stage, expect its bytes, load it
         k.persistent(tiles, c.blocks, [&](const UOp& tile, const UOp& j) {
           auto [bm, bn] = origin(tile);

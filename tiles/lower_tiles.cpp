@@ -20,10 +20,10 @@ struct Lowered {
   // Operand: a shared tile loaded only as a wgmma operand (read through descriptors):
   // its slot (buf, base) and the origin of the warpgroup's window (row0, col0).
   enum Kind { Single, Values, Place, Slot, View, Token, Operand } kind = Single;
-  std::vector<UOp> v;     // Single: [node]; Values: a lane's elements; Token: its copies' tokens
-  std::vector<UOp> sync;  // Token: the stores of a copy that could not go async; Values of
-                          // a wgmma product: its commit
-  UOp buf, base;          // Place: the buffer (through AFTERs); Slot: buffer, first element
+  std::vector<UOp> v;        // Single: [node]; Values: a lane's elements; Token: its copies' tokens
+  std::vector<UOp> sync;     // Token: the stores of a copy that could not go async
+  std::vector<UOp> started;  // Values of a wgmma product: its commit, each chain's last wgmma
+  UOp buf, base;             // Place: the buffer (through AFTERs); Slot: buffer, first element
   UOp ptr, rows, cols, rs, cs, off;  // View
   UOp row0, col0;                    // Operand
   int64_t align = 0;
@@ -191,7 +191,7 @@ class TileLowering {
     if (op == ops.mma)
       return tile_type(u.dtype())->owner.unit == Unit::Warpgroup ? wgmma(u) : mma(u);
     if (op == ops.tma || op == ops.tma_store) return tma(u);
-    if (op == ops.start) return single(of(u.src(0)).sync.at(0));  // the product's commit
+    if (op == ops.start) return single(of(u.src(0)).started.at(0));  // the product's commit
     if (op == ops.await) return await(u);
     if (op == ops.map) return map(u);
     if (op == ops.reduce) return reduce(u);
@@ -670,8 +670,8 @@ class TileLowering {
     UOp commit = UOp::make(Op::WGMMA_COMMIT, dtypes::void_, last);
     Lowered l;
     l.kind = Lowered::Values;
-    l.sync = {commit};  // what a TILE_START of it issues; then each chain's last wgmma
-    l.sync.insert(l.sync.end(), last.begin(), last.end());
+    l.started = {commit};  // what a TILE_START of it issues; then each chain's last wgmma
+    l.started.insert(l.started.end(), last.begin(), last.end());
     for (size_t ch = 0; ch < chains.size(); ++ch) {
       UOp done = UOp::make(Op::WGMMA_WAIT, last[ch].dtype(), {last[ch], commit}, int64_t(0));
       for (int i = 0; i < chains[ch].second / 2; ++i)
@@ -687,10 +687,10 @@ class TileLowering {
     for (size_t i = 1; i < u.src().size(); ++i) deps.push_back(of(u.src(i)).v.at(0));
     Lowered l;
     l.kind = Lowered::Values;
-    for (size_t ch = 1; ch < product.sync.size(); ++ch) {
-      std::vector<UOp> src = {product.sync[ch], product.sync[0]};
+    for (size_t ch = 1; ch < product.started.size(); ++ch) {
+      std::vector<UOp> src = {product.started[ch], product.started[0]};
       src.insert(src.end(), deps.begin(), deps.end());
-      UOp done = UOp::make(Op::WGMMA_WAIT, product.sync[ch].dtype(), src, u.int_arg());
+      UOp done = UOp::make(Op::WGMMA_WAIT, product.started[ch].dtype(), src, u.int_arg());
       for (int i = 0; i < done.dtype().count(); ++i)
         l.v.push_back(UOp::make(Op::EXTRACT, {done}, std::vector<int64_t>{i}));
     }

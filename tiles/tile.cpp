@@ -389,7 +389,7 @@ TileOps register_tile_ops() {
       "the window leaves the view); the tile is ready after a WAIT_GROUP on the token and a "
       "BARRIER.";
   cp.sources = {shared_stage("dst"), view_src("src"), int_src("row0"), int_src("col0")};
-  cp.dtype = {"token", [](std::span<const UOp>, const Arg&) { return dtypes::token; }, {}};
+  cp.dtype = fixed_dtype(dtypes::token);
   cp.rules = {rule("dst and src hold the same element", [](const UOp& u) {
     return shared_of(u.src(0))->elem == view_type(u.src(1).dtype())->elem
                ? ""
@@ -431,7 +431,7 @@ TileOps register_tile_ops() {
   st.rest = int_src("origin");
   st.rest_min = 0;
   st.rest_max = 4;
-  st.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  st.dtype = fixed_dtype(dtypes::void_);
   st.rules = {
       rule("a view takes (row0, col0) and the value's element; a tile the value's type; "
            "a warp's tile also its origin in the block's tile",
@@ -581,7 +581,7 @@ TileOps register_tile_ops() {
   tm.rest = int_src("outer");  // coordinates of the map's outer dimensions (a head, a batch)
   tm.rest_min = 0;
   tm.rest_max = 3;
-  tm.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  tm.dtype = fixed_dtype(dtypes::void_);
   tm.rules = {tma_rule(5)};
   tm.flags = kOpEffect | kOpMemory | kOpCooperative;
   ops.tma = register_op(tm);
@@ -607,7 +607,7 @@ TileOps register_tile_ops() {
     const TileType* t = reg_of(s);
     return s.op() == mma_op && t && t->owner.unit == Unit::Warpgroup;
   })};
-  sa.dtype = {"void", [](std::span<const UOp>, const Arg&) { return dtypes::void_; }, {}};
+  sa.dtype = fixed_dtype(dtypes::void_);
   sa.flags = kOpEffect | kOpCooperative;
   ops.start = register_op(sa);
 
@@ -632,6 +632,11 @@ TileOps register_tile_ops() {
 }
 
 }  // namespace
+
+bool hopper_target(const Target& t) {
+  return t.has(kFeatureWgmma) && t.has(kFeatureTma) && t.has(kFeatureMbarrier) &&
+         t.has(kFeatureSetmaxnreg);
+}
 
 const TileOps& tile_ops() {
   static const TileOps ops = register_tile_ops();
@@ -1149,6 +1154,8 @@ void Kernel::specialise(int producer_regs, int consumer_regs, const std::functio
     throw TileError("specialise: the kernel needs consumer warpgroups and a producer warpgroup");
   UOp tid = thread_index();
   int64_t first = int64_t(warp_rows_) * warp_cols_ * 128;  // the producer's first thread
+  if (consumer_regs == 0)  // the register file less the producer's, over the consumers
+    consumer_regs = int(std::min<int64_t>(240, (65536 - 128 * producer_regs) / first / 8 * 8));
   // setmaxnreg.inc waits until the registers are free: budgets beyond the register file
   // would wait forever.
   if (first * consumer_regs + 128 * producer_regs > 65536)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dsl/swizzle.h"
+#include "dsl/target.h"
 #include "dsl/uop.h"
 
 namespace kitten::tiles {
@@ -115,6 +116,10 @@ struct TileOps {
       start, await;
 };
 const TileOps& tile_ops();
+
+// Whether a target runs the Hopper verbs and wgmma products: wgmma, TMA, mbarriers and
+// setmaxnreg.
+bool hopper_target(const Target& t);
 
 // ---- the author's surface ------------------------------------------------------------
 
@@ -339,7 +344,8 @@ class Kernel {
   void when(const UOp& cond, const std::function<void()>& body);
   // Warp specialisation: the producer warpgroup (the last) lowers its register budget to
   // producer_regs and runs `producer` on its first thread; the consumer warpgroups raise
-  // theirs to consumer_regs and run `consumers`.
+  // theirs to consumer_regs (0: what the register file leaves them, at most 240) and run
+  // `consumers`.
   void specialise(int producer_regs, int consumer_regs, const std::function<void()>& producer,
                   const std::function<void()>& consumers);
   // A persistent loop: `blocks` blocks take the tiles 0 .. tiles-1 in turn, block b the
