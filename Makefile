@@ -37,10 +37,15 @@ run: build
 	  if $(BUILD)/bin/kitten devices | grep -A1 '^cuda: arch' | grep -q wgmma; then \
 	    $(BUILD)/bin/kitten bench ceilings --device cuda; \
 	  fi; \
+	  $(BUILD)/bin/kitten search gemm --device cuda --shape 4095,4095,4095 --budget 60 && \
+	  $(BUILD)/bin/kitten search sum --device cuda --shape 32768,1024 --budget 30; \
 	else \
 	  $(BUILD)/bin/kitten bench gemm --device emu --shape 256,192,320 && \
-	  $(BUILD)/bin/kitten bench flash_attention_fwd --device emu --shape 2,4,2,100,130,64 --causal; \
+	  $(BUILD)/bin/kitten bench flash_attention_fwd --device emu --shape 2,4,2,100,130,64 --causal && \
+	  $(BUILD)/bin/kitten search sum --device emu --shape 64,300; \
 	fi
+	@# The autotuner on this machine's cpu: a BEAM search over a generated matmul's schedules.
+	$(BUILD)/bin/kitten search matmul --device cpu --shape 256,256,256 --budget 60
 
 test: test-main test-asan test-tsan
 

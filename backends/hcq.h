@@ -19,6 +19,7 @@
 
 #include "backends/compile_cache.h"
 #include "dsl/linearize.h"
+#include "dsl/lower.h"
 #include "dsl/schedule.h"
 #include "dsl/target.h"
 
@@ -251,7 +252,11 @@ struct CompiledKernel : KernelLaunch {
   // Every part in order on a queue, or into a graph.
   void enqueue(Queue& q, std::span<const KernelArg> args) const;
   void record(Graph& g, std::span<const KernelArg> args) const;
+  // What each part is launched with: the caller's arguments with the temporaries inserted.
+  std::vector<KernelArg> with_temps(std::span<const KernelArg> args) const;
 };
+// Kernels already lowered (lower_kernels), linearized, rendered, compiled and loaded.
+CompiledKernel compile_lowered(Device& d, const LoweredKernels& parts);
 // Lowered for the device's target with `schedule` (ScheduleError before anything compiles
 // when it names an axis the kernel lacks), linearized, rendered, compiled, loaded.
 CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule = {});

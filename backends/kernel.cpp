@@ -178,7 +178,10 @@ void build(Device& d, const UOp& lowered, KernelLaunch& k) {
 }  // namespace
 
 CompiledKernel compile_kernel(Device& d, const UOp& sink, const Schedule& schedule) {
-  LoweredKernels parts = lower_kernels(sink, d.props().target, schedule);
+  return compile_lowered(d, lower_kernels(sink, d.props().target, schedule));
+}
+
+CompiledKernel compile_lowered(Device& d, const LoweredKernels& parts) {
   CompiledKernel k;
   build(d, parts.kernels[0], k);
   k.then.resize(parts.kernels.size() - 1);
@@ -208,15 +211,13 @@ CompiledKernel::~CompiledKernel() {
   for (Buffer b : temps) temps_from->free(b);
 }
 
-namespace {
 // The caller's buffers, the temporaries (the parameter slots after them), then variables.
-std::vector<KernelArg> with_temps(std::span<const KernelArg> args, const std::vector<Buffer>& t,
-                                  size_t at) {
+std::vector<KernelArg> CompiledKernel::with_temps(std::span<const KernelArg> args) const {
   std::vector<KernelArg> all(args.begin(), args.end());
-  all.insert(all.begin() + std::ptrdiff_t(std::min(at, all.size())), t.begin(), t.end());
+  all.insert(all.begin() + std::ptrdiff_t(std::min(temps_at, all.size())), temps.begin(),
+             temps.end());
   return all;
 }
-}  // namespace
 
 void KernelLaunch::enqueue(Queue& q, std::span<const KernelArg> args) const {
   q.exec(*program, launch_grid(rendered.info, args), rendered.info.local, args);
@@ -232,7 +233,7 @@ void CompiledKernel::run(std::span<const KernelArg> args) {
     program->launch(launch_grid(rendered.info, args), rendered.info.local, args);
     return;
   }
-  std::vector<KernelArg> all = with_temps(args, temps, temps_at);
+  std::vector<KernelArg> all = with_temps(args);
   program->launch(launch_grid(rendered.info, all), rendered.info.local, all);
   for (const KernelLaunch& k : then)
     k.program->launch(launch_grid(k.rendered.info, all), k.rendered.info.local, all);
@@ -240,14 +241,14 @@ void CompiledKernel::run(std::span<const KernelArg> args) {
 
 void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {
   if (temps.empty() && then.empty()) return KernelLaunch::enqueue(q, args);
-  std::vector<KernelArg> all = with_temps(args, temps, temps_at);
+  std::vector<KernelArg> all = with_temps(args);
   KernelLaunch::enqueue(q, all);
   for (const KernelLaunch& k : then) k.enqueue(q, all);
 }
 
 void CompiledKernel::record(Graph& g, std::span<const KernelArg> args) const {
   if (temps.empty() && then.empty()) return KernelLaunch::record(g, args);
-  std::vector<KernelArg> all = with_temps(args, temps, temps_at);
+  std::vector<KernelArg> all = with_temps(args);
   KernelLaunch::record(g, all);
   for (const KernelLaunch& k : then) k.record(g, all);
 }

@@ -222,7 +222,16 @@ class Expander {
       std::vector<int64_t> prev = asg;
       --prev[size_t(ax)];
       const UOp& body = unroll_body_.at(ax);
-      each(mask_.at(body.id()) & ~mask_.at(u.id()), prev,
+      // The unroll axes the AFTER names that split the same loop inside this one (lower
+      // ids: a range unrolled twice, copy (1, 0) comes after (0, 0) and (0, 1)): copy k
+      // waits for every copy of theirs in copy k - 1.
+      Mask inner = 0;
+      for (size_t j = 1; j < u.src().size(); ++j)
+        if (auto q = pos_.find(u.src(j).id()); q != pos_.end() && q->second < ax &&
+                                               unroll_body_.count(q->second) &&
+                                               unroll_body_.at(q->second) == body)
+          inner |= bit(q->second);
+      each((mask_.at(body.id()) & ~mask_.at(u.id())) | inner, prev,
            [&](const std::vector<int64_t>& a) { src.push_back(build(body, a)); });
     }
     if (src.size() == 1) return src[0];

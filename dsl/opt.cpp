@@ -136,24 +136,41 @@ UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid, const Targe
       target.has(kFeatureShuffle) && warp > 1 && (warp & (warp - 1)) == 0 && a % warp == 0;
   int64_t slots = shuffle ? a / warp : a;
   DType it = tid.dtype();
+  // Each copy of an UPCAST or UNROLL range around the reduction (the expander makes them)
+  // stages its partials in its own part of the shared memory: copies that shared one
+  // would overwrite partials that another copy's threads are still folding.
+  std::set<const void*> closed;
+  std::vector<UOp> inner = toposort(end_r);
+  for (const UOp& u : inner)
+    if (u.op() == Op::END)
+      for (size_t k = 1; k < u.src().size(); ++k) closed.insert(u.src(k).id());
+  UOp copy = const_int(it, 0);
+  int64_t copies = 1;
+  for (const UOp& u : inner)
+    if (u.op() == Op::RANGE && !closed.count(u.id()) &&
+        (u.axis().kind == AxisKind::Upcast || u.axis().kind == AxisKind::Unroll)) {
+      copy = copy + (u.dtype() == it ? u : cast(u, it)) * const_int(it, copies);
+      copies *= u.src(0).const_int();
+    }
+  UOp base = copy * const_int(it, slots);
   std::vector<UOp> stage, smem;
   for (const Update& u : updates) {
-    smem.push_back(define_local(u.reg.dtype().pointee(), slots, slot++));
+    smem.push_back(define_local(u.reg.dtype().pointee(), slots * copies, slot++));
     UOp part = load(index(after(u.reg, {end_r}), u.k));
     if (!shuffle) {
-      stage.push_back(store(index(smem.back(), tid), part));
+      stage.push_back(store(index(smem.back(), base + tid), part));
       continue;
     }
     for (int64_t m = warp / 2; m >= 1; m /= 2)
       part = alu(u.op, part, UOp::make(Op::SHUFFLE, {part, const_int(it, m)}, ShuffleMode::Xor));
     UOp lane0 = UOp::make(Op::CMPEQ, {tid % const_int(it, warp), const_int(it, 0)});
-    stage.push_back(store(index(smem.back(), tid / const_int(it, warp), lane0), part));
+    stage.push_back(store(index(smem.back(), base + tid / const_int(it, warp), lane0), part));
   }
   UOp staged = UOp::make(Op::BARRIER, dtypes::void_, stage);
   std::vector<UOp> init, fold;
   for (size_t i = 0; i < updates.size(); ++i)
     init.push_back(store(index(after(updates[i].reg, {staged}), updates[i].k),
-                         load(index(after(smem[i], {staged}), const_int(tid.dtype(), 0)))));
+                         load(index(after(smem[i], {staged}), base))));
   UOp inited = init.size() == 1 ? init[0] : UOp::make(Op::GROUP, dtypes::void_, init);
   UOp folded = inited;
   if (slots > 1) {
@@ -161,7 +178,7 @@ UOp combine_group(const UOp& sink, const UOp& outer, const UOp& tid, const Targe
     for (size_t i = 0; i < updates.size(); ++i) {
       const Update& u = updates[i];
       UOp acc = UOp::make(Op::AFTER, {u.reg, inited, c});
-      UOp other = load(index(after(smem[i], {staged}), c + 1));
+      UOp other = load(index(after(smem[i], {staged}), base + c + 1));
       fold.push_back(store(index(acc, u.k), alu(u.op, load(index(acc, u.k)), other)));
     }
     folded = end(fold.size() == 1 ? fold[0] : UOp::make(Op::GROUP, dtypes::void_, fold), {c});
@@ -213,6 +230,23 @@ std::optional<int64_t> axis_stride(const UOp& idx, const UOp& r) {
   return d.const_int();
 }
 
+// Whether `outer` runs around the loop of range `inner`: the END that closes `inner` is
+// inside `outer` (it depends on it and closes it nowhere below).
+static bool encloses(const UOp& sink, const UOp& outer, const UOp& inner) {
+  for (const UOp& u : toposort(sink)) {
+    if (u.op() != Op::END || std::find(u.src().begin() + 1, u.src().end(), inner) == u.src().end())
+      continue;
+    bool uses = false, closed = false;
+    for (const UOp& v : toposort(u)) {
+      uses = uses || v == outer;
+      if (v.op() == Op::END)
+        closed = closed || std::find(v.src().begin() + 1, v.src().end(), outer) != v.src().end();
+    }
+    return uses && !closed;
+  }
+  return false;
+}
+
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given) {
   bool any_action = std::any_of(given.entries().begin(), given.entries().end(), is_action);
   Schedule schedule = given;
@@ -230,6 +264,7 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   std::map<int64_t, std::vector<Split>> plan;
   std::map<int64_t, int64_t> left;  // each split axis's remaining (outer) extent
   int64_t copies = 1, threads = 1, group_threads = 0;
+  std::set<int64_t> thread_axes;  // beside a GROUP: the axes split over the threads
   bool grouped = std::any_of(schedule.entries().begin(), schedule.entries().end(),
                              [](const ScheduleEntry& e) { return e.axis && e.name == "GROUP"; });
   for (const ScheduleEntry& e : schedule.entries()) {
@@ -266,7 +301,16 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
       refuse("needs an amount from 1 to the axis's extent " + std::to_string(rest));
     rest = (rest + e.amount - 1) / e.amount;
     bool thread = grouped && (e.name == "GROUP" || e.name == "LOCAL");
+    if (thread && e.name == "LOCAL")
+      for (const ScheduleEntry& g : schedule.entries())
+        if (g.axis && g.name == "GROUP" && encloses(sink, r, ranges.at(*g.axis)))
+          refuse("splits a range that holds the reduction of GROUP:" + std::to_string(*g.axis) +
+                 " over the threads that share that reduction: beside a GROUP, LOCAL splits "
+                 "loops inside the reduced row");
     if (thread) {
+      if (!thread_axes.insert(*e.axis).second)
+        refuse("splits the axis over the block's threads a second time: beside a GROUP the "
+               "threads are the block's, one split per axis");
       if (group_threads && e.amount != group_threads)
         refuse("needs the amount of the schedule's other GROUP and LOCAL entries (" +
                std::to_string(group_threads) + "): beside a GROUP they share the block's threads");

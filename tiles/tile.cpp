@@ -1154,15 +1154,21 @@ void Kernel::specialise(int producer_regs, int consumer_regs, const std::functio
     throw TileError("specialise: the kernel needs consumer warpgroups and a producer warpgroup");
   UOp tid = thread_index();
   int64_t first = int64_t(warp_rows_) * warp_cols_ * 128;  // the producer's first thread
-  if (consumer_regs == 0)  // the register file less the producer's, over the consumers
-    consumer_regs = int(std::min<int64_t>(240, (65536 - 128 * producer_regs) / first / 8 * 8));
-  // setmaxnreg.inc waits until the registers are free: budgets beyond the register file
-  // would wait forever.
-  if (first * consumer_regs + 128 * producer_regs > 65536)
+  // setmaxnreg moves registers through a pool of the block's own: the registers it was
+  // launched with (the most the block's threads allow, which the compiler gives a kernel
+  // that moves registers) less what the consumers take beyond that, plus what the producer
+  // gives back. setmaxnreg.inc waits until its registers are in the pool: budgets that
+  // need more would wait forever (four consumers of 112 beside a producer of 40 did).
+  int64_t launch = std::min<int64_t>(248, 65536 / (first + 128) / 8 * 8);
+  int64_t pool = 128 * (launch - producer_regs);
+  if (consumer_regs == 0)
+    consumer_regs = int(std::min<int64_t>(240, (launch + pool / first) / 8 * 8));
+  if (producer_regs > launch || first * (consumer_regs - launch) > pool)
     throw TileError("specialise: " + std::to_string(warp_rows_ * warp_cols_) + " consumer " +
                     "warpgroups of " + std::to_string(consumer_regs) +
                     " registers and a producer of " + std::to_string(producer_regs) +
-                    " need more than the 65536 registers of a multiprocessor");
+                    " need more than the block's " + std::to_string(launch) +
+                    " registers per thread at launch can give them");
   auto budget = [&](int regs, bool inc) {
     record(UOp::make(Op::SETMAXNREG, dtypes::void_, recorded(), std::vector<int64_t>{regs, inc}));
   };

@@ -344,8 +344,9 @@ class Kernel {
   void when(const UOp& cond, const std::function<void()>& body);
   // Warp specialisation: the producer warpgroup (the last) lowers its register budget to
   // producer_regs and runs `producer` on its first thread; the consumer warpgroups raise
-  // theirs to consumer_regs (0: what the register file leaves them, at most 240) and run
-  // `consumers`.
+  // theirs to consumer_regs (0: what the block's launch registers and the producer's
+  // leave them, at most 240) and run `consumers`. Budgets the block's registers cannot
+  // give are refused: setmaxnreg.inc would wait forever.
   void specialise(int producer_regs, int consumer_regs, const std::function<void()>& producer,
                   const std::function<void()>& consumers);
   // A persistent loop: `blocks` blocks take the tiles 0 .. tiles-1 in turn, block b the

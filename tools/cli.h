@@ -24,5 +24,8 @@ int open_named_device(const std::string& cmd, const std::string& name,
 
 // `kitten bench <kernel> ...` (tools/bench.cpp).
 int cmd_bench(const std::vector<std::string>& args);
+// `kitten search <kernel> ...` and `kitten compile-worker --device D` (tools/search.cpp).
+int cmd_search(const std::vector<std::string>& args);
+int cmd_compile_worker(const std::vector<std::string>& args);
 
 }  // namespace kitten

@@ -86,6 +86,25 @@ commands:
                     shared memory and mma.sync from registers (TFLOP/s), a persistent
                     grid streaming HBM to shared memory by TMA and by cp.async (GB/s),
                     the round trip of two warps on mbarriers and on __syncthreads (ns)
+  search <kernel> --device cpu|emu|cuda [--shape S] [--dtype D] [--beam N]
+        [--rounds R] [--measured M] [--budget SECONDS] [--jobs J] [--reps N]
+        [--no-validate] [--in-process] [--verbose]
+                    the autotuner's BEAM search over a kernel's schedules: generated
+                    kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS) by actions
+                    (UPCAST UNROLL LOCAL GROUP SPLIT), the DSL gemm (M,N,K, bfloat16) by
+                    its knobs. Each round lowers the new schedules, drops repeats and
+                    kernels already seen, lets the M (16) the cost model ranks best be
+                    compiled by J worker processes (a deadline each) and measured (cuda,
+                    cpu: median of N runs after an L2 flush, stopped at 2x the best; emu:
+                    a deterministic cost), keeps the best N (4); it ends when a round
+                    gains under 1%, after R rounds (10) or the budget. The winner is
+                    checked against the unoptimised kernel on fresh inputs (unless
+                    --no-validate). Prints the best schedule and the report that counts
+                    every candidate (docs/autotune.md); --verbose: each candidate's
+                    measurement on stderr as it happens; --in-process: no workers
+  compile-worker --device D
+                    compile the kernel source on stdin into the compile cache (the
+                    search's worker process); exit 1 with the compiler's error
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
@@ -341,6 +360,8 @@ int run_command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "render") return cmd_render(args);
     if (cmd == "lower") return cmd_lower(args);
     if (cmd == "bench") return cmd_bench(args);
+    if (cmd == "search") return cmd_search(args);
+    if (cmd == "compile-worker") return cmd_compile_worker(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     return work_failed(cmd, e.what());

@@ -47,6 +47,7 @@ const std::vector<std::vector<Action>> kMatmulSchedules = {
     {{"UPCAST", 1, 4}, {"UPCAST", 0, 3}},  // a register tile, 3 not dividing
     {{"UNROLL", 2, 4}},                    // the reduction unrolled
     {{"UPCAST", 1, 8}, {"UNROLL", 2, 3}},  // both
+    {{"UNROLL", 2, 2}, {"UNROLL", 2, 2}},  // the reduction unrolled twice (found by the search)
     {{"UPCAST", 1, 2}, {"LOCAL", 1, 8}, {"LOCAL", 0, 4}, {"UPCAST", 0, 2}},  // threads
 };
 
@@ -77,6 +78,10 @@ const std::vector<std::vector<Action>> kReduceSchedules = {
     {{"LOCAL", 0, 32}, {"UNROLL", 1, 2}},
     {{"GROUP", 1, 32}},                    // the block's threads share each reduction
     {{"GROUP", 1, 16}, {"UNROLL", 1, 3}},  // and each thread's part unrolled
+    // Rows side by side, each row's partials staged apart (the search found copies
+    // sharing the staging memory: a race)
+    {{"GROUP", 1, 64}, {"UPCAST", 0, 2}},
+    {{"GROUP", 1, 32}, {"UPCAST", 0, 3}},
 };
 
 TEST_P(Scheduled, ReductionSchedulesEqualTheReference) {

@@ -164,7 +164,15 @@ TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
   expect_refused(mm, cpu(), "UPCAST:7:2", "names axis 7");
   expect_refused(mm, cpu(), "GROUP:2:32", "needs threads that form blocks");
   expect_refused(mm, h100_target(), "GROUP:0:32", "needs a reduce axis; axis is global");
-  expect_refused(mm, h100_target(), "GROUP:2:32 LOCAL:1:16", "share the block's threads");
+  expect_refused(softmax_kernel(4, 100), h100_target(), "GROUP:1:32 GROUP:2:32 LOCAL:3:16",
+                 "share the block's threads");
+  // The threads that share a row's reduction cannot also take rows of their own (the
+  // search found this giving wrong sums).
+  expect_refused(mm, h100_target(), "GROUP:2:32 LOCAL:1:32", "holds the reduction of GROUP:2");
+  expect_refused(reduce_kernel(5, 4096, 1, Op::ADD, dtypes::float32), h100_target(),
+                 "GROUP:1:32 GROUP:1:32", "over the block's threads a second time");
+  expect_refused(softmax_kernel(64, 100), h100_target(),
+                 "GROUP:1:32 GROUP:2:32 LOCAL:3:32 LOCAL:0:32", "holds the reduction of GROUP:1");
   UOp sq = sum_and_squares_kernel(4, 64);  // two updates in one loop: both combined
   EXPECT_NO_THROW(lower(sq, h100_target(), Schedule::parse("GROUP:1:16")));
   // A reduce loop whose body writes memory is no register update to combine.

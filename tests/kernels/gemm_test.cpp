@@ -363,7 +363,24 @@ TEST(HopperTiles, VerbsAndSpecsRefuseWhatCannotWork) {
     big.specialise(
         40, 232, [] {}, [] {});
   });
-  EXPECT_NE(e.find("more than the 65536 registers"), std::string::npos) << e;
+  EXPECT_NE(e.find("need more than the block's 128 registers per thread at launch"),
+            std::string::npos)
+      << e;
+  // Four consumers of 112 beside a producer of 40 hung an H100: the block launches with 96
+  // registers a thread, and the producer's 56 x 128 pay for 14 more per consumer thread.
+  Kernel four("four", Unit::Warpgroup, 4, 1, 1);
+  e = error_of([&] {
+    four.specialise(
+        40, 112, [] {}, [] {});
+  });
+  EXPECT_NE(e.find("need more than the block's 96 registers"), std::string::npos) << e;
+  four.specialise(
+      40, 0, [] {}, [] {});
+  std::vector<int64_t> budgets;
+  for (const UOp& u : toposort(four.finish()))
+    if (u.op() == Op::SETMAXNREG) budgets.push_back(std::get<std::vector<int64_t>>(u.arg())[0]);
+  std::sort(budgets.begin(), budgets.end());
+  EXPECT_EQ(budgets, (std::vector<int64_t>{40, 104}));
 }
 
 TEST(HopperTiles, TheEmulatorCatchesAMissingOrWrongWaitInADslKernel) {

@@ -1,0 +1,397 @@
+#include "autotune/measure.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "backends/cuda/cuda_device.h"
+#include "backends/emu/emulator.h"
+#include "dsl/eval.h"
+#include "dsl/float_format.h"
+#include "dsl/linearize.h"
+
+extern char** environ;
+
+namespace kitten::autotune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One running worker: its pid, the read end of its output, its deadline.
+struct Running {
+  size_t input;
+  pid_t pid;
+  int out;
+  Clock::time_point deadline;
+  std::string output;
+};
+
+// Starts argv with `input` on its stdin (written by a thread, so a worker that never reads
+// cannot block us) and stdout + stderr on a pipe.
+bool start_worker(const std::vector<std::string>& argv, const std::string& input, Running& r,
+                  std::string& why) {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return why = std::strerror(errno), false;
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    close(in[0]), close(in[1]);
+    return why = std::strerror(errno), false;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int err = posix_spawnp(&r.pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(in[0]);
+  close(out[1]);
+  if (err != 0) {
+    close(in[1]), close(out[0]);
+    why = "cannot start the compile worker '" + argv[0] + "': " + std::strerror(err);
+    return false;
+  }
+  r.out = out[0];
+  std::thread([fd = in[1], input] {
+    signal(SIGPIPE, SIG_IGN);  // a worker that exits without reading must not kill us
+    for (size_t at = 0; at < input.size();) {
+      ssize_t n = write(fd, input.data() + at, input.size() - at);
+      if (n > 0)
+        at += size_t(n);
+      else if (errno != EINTR)
+        break;
+    }
+    close(fd);
+  }).detach();
+  return true;
+}
+
+WorkerRun::End wait_end(pid_t pid, bool killed) {
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (killed) return WorkerRun::End::TimedOut;
+  if (WIFSIGNALED(st)) return WorkerRun::End::Crashed;
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? WorkerRun::End::Ok : WorkerRun::End::Failed;
+}
+
+// The host bytes of `values` as `dtype` (floats rounded to nearest, integers wrapped).
+std::vector<unsigned char> encode(const std::vector<double>& values, DType dtype) {
+  size_t w = size_t(dtype.itemsize());
+  std::vector<unsigned char> out(values.size() * w);
+  for (size_t i = 0; i < values.size(); ++i) {
+    unsigned char* p = &out[i * w];
+    double v = values[i];
+    if (dtype == dtypes::float64) {
+      std::memcpy(p, &v, 8);
+    } else if (dtype == dtypes::float32) {
+      float f = float(v);
+      std::memcpy(p, &f, 4);
+    } else if (const FloatFormat* f = dtype.narrow_float()) {
+      uint32_t code = encode_float(*f, v);
+      std::memcpy(p, &code, w);  // little-endian: the low bytes
+    } else {
+      int64_t x = wrap_to(int64_t(v), dtype);
+      std::memcpy(p, &x, w);
+    }
+  }
+  return out;
+}
+
+double decode(const unsigned char* p, DType dtype) {
+  if (dtype == dtypes::float64) {
+    double v;
+    std::memcpy(&v, p, 8);
+    return v;
+  }
+  if (dtype == dtypes::float32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+  if (const FloatFormat* f = dtype.narrow_float()) {
+    uint32_t code = 0;
+    std::memcpy(&code, p, size_t(dtype.itemsize()));
+    return decode_float(*f, code);
+  }
+  int64_t x = 0;
+  std::memcpy(&x, p, size_t(dtype.itemsize()));
+  return double(wrap_to(x, dtype));
+}
+
+// The validator's tolerance for a written buffer of `dtype`, relative to the largest
+// magnitude in the reference's buffer (docs/testing.md): reassociated sums in the
+// candidate change low bits, a wrong index or a lost term does not stay below it.
+double tolerance(DType dtype) {
+  if (dtype == dtypes::float64) return std::ldexp(1.0, -40);
+  if (dtype == dtypes::float32) return std::ldexp(1.0, -14);
+  if (const FloatFormat* f = dtype.narrow_float()) return std::ldexp(1.0, 2 - f->man_bits);
+  return 0;  // integers and bool: exact
+}
+
+}  // namespace
+
+std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
+                                   const std::vector<std::string>& inputs, int jobs,
+                                   double timeout_s) {
+  std::vector<WorkerRun> results(inputs.size());
+  std::vector<Running> running;
+  size_t next = 0;
+  auto timeout =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  while (next < inputs.size() || !running.empty()) {
+    while (next < inputs.size() && running.size() < size_t(std::max(1, jobs))) {
+      Running r{next, 0, -1, Clock::now() + timeout, {}};
+      std::string why;
+      if (start_worker(argv, inputs[next], r, why))
+        running.push_back(std::move(r));
+      else
+        results[next] = {WorkerRun::End::NotStarted, why};
+      ++next;
+    }
+    if (running.empty()) continue;
+    std::vector<pollfd> fds;
+    for (const Running& r : running) fds.push_back({r.out, POLLIN, 0});
+    Clock::time_point soonest = running[0].deadline;
+    for (const Running& r : running) soonest = std::min(soonest, r.deadline);
+    auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(soonest - Clock::now());
+    int n = poll(fds.data(), fds.size(), int(std::clamp<int64_t>(wait_ms.count() + 1, 0, 1000)));
+    if (n < 0 && errno != EINTR)
+      throw std::runtime_error(std::string("poll: ") + std::strerror(errno));
+    for (size_t i = running.size(); i-- > 0;) {
+      Running& r = running[i];
+      bool ended = false, killed = false;
+      if (n > 0 && fds[i].revents) {
+        char buf[4096];
+        ssize_t got = read(r.out, buf, sizeof buf);
+        if (got > 0)
+          r.output.append(buf, size_t(got));
+        else if (got == 0 || errno != EINTR)
+          ended = true;
+      }
+      if (!ended && Clock::now() > r.deadline) {
+        kill(r.pid, SIGKILL);
+        ended = killed = true;
+        r.output += "\n(killed after " + std::to_string(int(timeout_s)) + " s)";
+      }
+      if (!ended) continue;
+      close(r.out);
+      results[r.input] = {wait_end(r.pid, killed), std::move(r.output)};
+      running.erase(running.begin() + std::ptrdiff_t(i));
+    }
+  }
+  return results;
+}
+
+// The buffers of one run, by the space's order, and their initial host bytes.
+struct DeviceMeasure::Inputs {
+  std::vector<Buffer> buffers;
+  std::vector<std::vector<unsigned char>> initial;
+};
+
+DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptions options)
+    : dev_(dev), space_(space), opts_(std::move(options)), inputs_(std::make_unique<Inputs>()) {
+  std::mt19937_64 rng(opts_.seed);
+  std::uniform_real_distribution<double> uni(-1.0, 1.0);
+  for (const BufferSpec& b : space_.buffers) {
+    std::vector<double> v(size_t(b.count));
+    for (double& x : v) x = b.dtype.is_float() ? uni(rng) : std::floor(uni(rng) * 8);
+    inputs_->initial.push_back(encode(v, b.dtype));
+    Buffer buf = dev_.allocator().alloc(size_t(b.count * b.dtype.itemsize()));
+    dev_.allocator().copy_in(buf, inputs_->initial.back().data(), buf.bytes);
+    inputs_->buffers.push_back(buf);
+  }
+  if (opts_.flush_l2 && timed()) {
+    size_t bytes = size_t(dev_.props().target.has(kFeatureBlocks) ? 256 : 64) << 20;
+    for (Buffer& b : flush_) b = dev_.allocator().alloc(bytes);
+  }
+}
+
+DeviceMeasure::~DeviceMeasure() {
+  in_process_.clear();
+  for (Buffer b : inputs_->buffers) dev_.allocator().free(b);
+  for (Buffer b : flush_)
+    if (b.ptr) dev_.allocator().free(b);
+}
+
+bool DeviceMeasure::timed() const { return dev_.props().name != "emu"; }
+
+std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
+                                               const std::vector<Buffer>& bufs) const {
+  std::vector<KernelArg> args;
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    int64_t slot = space_.buffers[i].slot;
+    if (int64_t(args.size()) != slot)
+      throw std::invalid_argument("autotune: the buffers of '" + space_.name +
+                                  "' do not fill the parameter slots in order");
+    args.push_back(space_.arg ? space_.arg(k.rendered.info, slot, bufs[i]) : KernelArg(bufs[i]));
+  }
+  return args;
+}
+
+std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>& round) {
+  std::vector<Measured> out(round.size());
+  bool workers = !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
+  if (!workers) {
+    for (size_t i = 0; i < round.size(); ++i) try {
+        in_process_.emplace(std::pair(round[i]->key.lo, round[i]->key.hi),
+                            compile_lowered(dev_, round[i]->lowered));
+      } catch (const std::exception& e) {
+        out[i] = {Measured::Status::CompileFailed, 0, e.what()};
+      }
+    return out;
+  }
+  // Render in this process (fast, cannot hang); the workers compile into the cache, so
+  // that loading them here is a cache hit.
+  std::vector<std::string> sources;
+  std::vector<size_t> owner;
+  for (size_t i = 0; i < round.size(); ++i) try {
+      for (const UOp& k : round[i]->lowered.kernels) {
+        sources.push_back(dev_.render(linearize(k)).source);
+        owner.push_back(i);
+      }
+    } catch (const std::exception& e) {
+      out[i] = {Measured::Status::CompileFailed, 0, e.what()};
+    }
+  int jobs = opts_.jobs > 0 ? opts_.jobs : int(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<WorkerRun> runs = run_workers(opts_.worker, sources, jobs, opts_.compile_timeout_s);
+  for (size_t j = 0; j < runs.size(); ++j) {
+    Measured& m = out[owner[j]];
+    if (m.status != Measured::Status::Ok || runs[j].end == WorkerRun::End::Ok) continue;
+    m.status = runs[j].end == WorkerRun::End::TimedOut  ? Measured::Status::TimedOut
+               : runs[j].end == WorkerRun::End::Crashed ? Measured::Status::Crashed
+                                                        : Measured::Status::CompileFailed;
+    m.error = runs[j].output.empty() ? "the worker said nothing" : runs[j].output;
+  }
+  return out;
+}
+
+CompiledKernel DeviceMeasure::compiled(const Candidate& c) {
+  auto it = in_process_.find({c.key.lo, c.key.hi});
+  if (it == in_process_.end()) return compile_lowered(dev_, c.lowered);
+  CompiledKernel k = std::move(it->second);
+  in_process_.erase(it);
+  return k;
+}
+
+Measured DeviceMeasure::measure(const Candidate& c, double best) {
+  CompiledKernel k = compiled(c);
+  std::vector<KernelArg> args = args_for(k, inputs_->buffers);
+  Measured m;
+  if (!timed()) {
+    m.cost = emu_cost(k, args, dev_.props().target);
+    return m;
+  }
+  bool cuda = dev_.props().name == "cuda";
+  std::unique_ptr<Queue> q = dev_.new_queue();
+  auto run_once = [&]() -> double {
+    if (flush_[0].ptr) {
+      q->copy(flush_[1], flush_[0], flush_[0].bytes);
+      q->submit();
+    }
+    if (cuda) return cuda_elapsed_ms(*q, [&] { k.enqueue(*q, args); }) * 1e-3;
+    std::unique_ptr<Signal> done = dev_.new_signal(0);
+    q->signal(*done, 1);
+    q->submit();
+    done->wait(1);  // the flush is over before the clock starts
+    Clock::time_point t0 = Clock::now();
+    k.run(args);
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  run_once();  // warm: first-launch costs, caches of the binary
+  std::vector<double> times;
+  for (int i = 0; i < std::max(1, opts_.reps); ++i) {
+    times.push_back(run_once());
+    if (times.back() > 2 * best) {
+      m.status = Measured::Status::EarlyStop;
+      break;
+    }
+  }
+  std::sort(times.begin(), times.end());
+  m.cost = times[times.size() / 2];
+  return m;
+}
+
+std::string DeviceMeasure::validate(const Candidate& c, const Candidate& reference) {
+  // Fresh inputs: another seed than the timing runs used.
+  std::mt19937_64 rng(opts_.seed ^ 0x5eed5eed5eedull);
+  std::uniform_real_distribution<double> uni(-1.0, 1.0);
+  std::vector<std::vector<unsigned char>> fresh;
+  for (const BufferSpec& b : space_.buffers) {
+    std::vector<double> v(size_t(b.count));
+    for (double& x : v) x = b.dtype.is_float() ? uni(rng) : std::floor(uni(rng) * 8);
+    fresh.push_back(encode(v, b.dtype));
+  }
+  auto run = [&](const Candidate& which) {
+    CompiledKernel k = compile_lowered(dev_, which.lowered);
+    std::vector<Buffer> bufs;
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      bufs.push_back(dev_.allocator().alloc(fresh[i].size()));
+      // A buffer only written starts at zero in both runs (a kernel may accumulate into it).
+      std::vector<unsigned char> init = fresh[i];
+      if (!space_.buffers[i].read) std::fill(init.begin(), init.end(), 0);
+      dev_.allocator().copy_in(bufs.back(), init.data(), init.size());
+    }
+    k.run(args_for(k, bufs));
+    std::vector<std::vector<unsigned char>> out;
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      out.emplace_back(fresh[i].size());
+      dev_.allocator().copy_out(out.back().data(), bufs[i], fresh[i].size());
+      dev_.allocator().free(bufs[i]);
+    }
+    return out;
+  };
+  std::vector<std::vector<unsigned char>> want = run(reference), got = run(c);
+  for (size_t i = 0; i < space_.buffers.size(); ++i) {
+    const BufferSpec& b = space_.buffers[i];
+    if (!b.written) continue;
+    size_t w = size_t(b.dtype.itemsize());
+    double scale = 0;
+    for (size_t e = 0; e * w < want[i].size(); ++e)
+      scale = std::max(scale, std::abs(decode(&want[i][e * w], b.dtype)));
+    double tol = tolerance(b.dtype) * std::max(scale, 1e-30);
+    for (size_t e = 0; e * w < want[i].size(); ++e) {
+      double x = decode(&got[i][e * w], b.dtype), y = decode(&want[i][e * w], b.dtype);
+      bool same = (std::isnan(x) && std::isnan(y)) || std::abs(x - y) <= tol;
+      if (!same) {
+        char msg[256];
+        std::snprintf(msg, sizeof msg,
+                      "buffer %lld element %zu is %.9g, the reference gives %.9g (tolerance %.3g)",
+                      (long long)b.slot, e, x, y, tol);
+        return msg;
+      }
+    }
+  }
+  return "";
+}
+
+double emu_cost(const CompiledKernel& k, std::span<const KernelArg> args, const Target& target) {
+  std::vector<KernelArg> all = k.with_temps(args);
+  double cost = 0;
+  auto part = [&](const KernelLaunch& l) {
+    EmuStats stats;
+    LaunchDims grid = launch_grid(l.rendered.info, all), block = l.rendered.info.local;
+    emu_run(*emu_compile(l.linear, target), grid, block, all, &stats);
+    double warps = double(grid.x * grid.y * grid.z) *
+                   std::ceil(double(block.x * block.y * block.z) / std::max(1, target.warp_size));
+    double schedulers = std::min(warps, double(target.multiprocessors) * 4);
+    cost += double(stats.warp_instructions + stats.shared_wavefronts) / std::max(1.0, schedulers);
+  };
+  part(k);
+  for (const KernelLaunch& l : k.then) part(l);
+  return cost;
+}
+
+}  // namespace kitten::autotune

@@ -1,0 +1,69 @@
+// Measuring candidates on a device: compiled in parallel worker processes (each with a
+// deadline: a compiler stuck or crashed costs one candidate, never the search), then timed
+// on the device (median of several runs, the L2 flushed before each, stopped early at 2x
+// the best), or counted on the emulator (a deterministic cost, never a time). The winner's
+// validation runs it and the reference on the same fresh random inputs.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autotune/search.h"
+#include "backends/hcq.h"
+
+namespace kitten::autotune {
+
+// How one compile worker process ended.
+struct WorkerRun {
+  enum class End { Ok, Failed, TimedOut, Crashed, NotStarted } end = End::Ok;
+  std::string output;  // what it wrote to stdout and stderr
+};
+
+// Runs `argv` once per input (fed on its standard input), at most `jobs` at a time, each
+// killed after `timeout_s`; the results in input order. Never through a shell.
+std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
+                                   const std::vector<std::string>& inputs, int jobs,
+                                   double timeout_s);
+
+struct MeasureOptions {
+  int reps = 10;         // timed runs; the median counts
+  bool flush_l2 = true;  // a 256 MiB copy (GPUs; 64 MiB on cpus) before each timed run
+  int jobs = 0;          // compile workers at once (0: the machine's cores)
+  double compile_timeout_s = 120;
+  // A compile worker: a program that reads one kernel source on its standard input and
+  // compiles it for the device into the compile cache (`kitten compile-worker --device D`),
+  // exiting 0, or non-zero with the error on stderr. Empty, or with the compile cache off,
+  // candidates compile in this process (no deadline).
+  std::vector<std::string> worker;
+  uint64_t seed = 1;  // the inputs' random values
+};
+
+class DeviceMeasure : public Measure {
+ public:
+  DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptions options = {});
+  ~DeviceMeasure() override;
+  std::vector<Measured> prepare(const std::vector<const Candidate*>& round) override;
+  Measured measure(const Candidate& c, double best) override;
+  std::string validate(const Candidate& c, const Candidate& reference) override;
+  bool timed() const override;
+
+ private:
+  struct Inputs;
+  std::vector<KernelArg> args_for(const CompiledKernel& k, const std::vector<Buffer>& bufs) const;
+  CompiledKernel compiled(const Candidate& c);
+  Device& dev_;
+  const SearchSpace& space_;
+  MeasureOptions opts_;
+  std::unique_ptr<Inputs> inputs_;
+  std::map<std::pair<uint64_t, uint64_t>, CompiledKernel> in_process_;
+  Buffer flush_[2]{};
+};
+
+// The emulator's deterministic cost of one run: issue slots (warp instructions and shared
+// wavefronts) spread over the warp schedulers the grid can occupy (4 per multiprocessor).
+double emu_cost(const CompiledKernel& k, std::span<const KernelArg> args, const Target& target);
+
+}  // namespace kitten::autotune

@@ -1,0 +1,545 @@
+#include "autotune/search.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+
+#include "dsl/linearize.h"
+#include "dsl/opt.h"
+#include "dsl/printer.h"
+#include "dsl/symbolic.h"
+
+namespace kitten::autotune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// The buffer an access reads or writes through AFTERs.
+UOp base_buffer(UOp u) {
+  while (u.op() == Op::AFTER) u = u.src(0);
+  return u;
+}
+
+// A refusal's rule without the entry, the kernel and the numbers that differ between
+// candidates ("UPCAST:1:512 makes 512 copies ..." -> "makes N copies ..."), so that the
+// report counts candidates per rule.
+std::string rule_of(const std::string& message) {
+  std::string m = message.substr(0, message.find('\n'));
+  if (m.rfind("schedule: ", 0) == 0) {
+    m = m.substr(10);
+    if (size_t sp = m.find(' '); sp != std::string::npos) m = m.substr(sp + 1);
+  }
+  if (size_t k = m.find(" (kernel '"); k != std::string::npos) m.erase(k);
+  if (size_t k = m.find(" (  %"); k != std::string::npos) m.erase(k);  // a printed graph
+  std::string out;
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (m[i] == '\'' && m.find('\'', i + 1) != std::string::npos) {  // a quoted schedule
+      i = m.find('\'', i + 1);
+      continue;
+    }
+    if (std::isdigit(static_cast<unsigned char>(m[i]))) {
+      out += 'N';
+      while (i + 1 < m.size() && std::isdigit(static_cast<unsigned char>(m[i + 1]))) ++i;
+    } else {
+      out += m[i];
+    }
+  }
+  return out.size() > 120 ? out.substr(0, 117) + "..." : out;
+}
+
+StableKey key_of(const LoweredKernels& l) {
+  StableKey k{0x6b657973, 0};
+  for (const UOp& u : l.kernels) {
+    StableKey x = u.key();
+    k.lo = (k.lo ^ x.lo) * 0x100000001b3ull + 0x9e3779b97f4a7c15ull;
+    k.hi = (k.hi ^ x.hi) * 0x100000001b3ull + (k.lo >> 17);
+  }
+  for (const TempBuffer& t : l.temps) k.lo ^= uint64_t(t.count) * 0x9e3779b97f4a7c15ull;
+  return k;
+}
+
+struct KeyLess {
+  bool operator()(const StableKey& a, const StableKey& b) const {
+    return a.lo != b.lo ? a.lo < b.lo : a.hi < b.hi;
+  }
+};
+
+// Spearman's rank correlation of two equally long series (ties get their mean rank).
+std::optional<double> spearman(const std::vector<double>& x, const std::vector<double>& y) {
+  size_t n = x.size();
+  if (n < 3) return std::nullopt;
+  auto ranks = [n](const std::vector<double>& v) {
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
+    std::vector<double> r(n);
+    for (size_t i = 0; i < n;) {
+      size_t j = i;
+      while (j + 1 < n && v[order[j + 1]] == v[order[i]]) ++j;
+      for (size_t k = i; k <= j; ++k) r[order[k]] = double(i + j) / 2;
+      i = j + 1;
+    }
+    return r;
+  };
+  std::vector<double> rx = ranks(x), ry = ranks(y);
+  double mx = std::accumulate(rx.begin(), rx.end(), 0.0) / double(n);
+  double my = std::accumulate(ry.begin(), ry.end(), 0.0) / double(n);
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < n; ++i) {
+    sxy += (rx[i] - mx) * (ry[i] - my);
+    sxx += (rx[i] - mx) * (rx[i] - mx);
+    syy += (ry[i] - my) * (ry[i] - my);
+  }
+  if (sxx == 0 || syy == 0) return std::nullopt;
+  return sxy / std::sqrt(sxx * syy);
+}
+
+std::string seconds_text(double s, bool timed) {
+  char b[64];
+  if (!timed)
+    std::snprintf(b, sizeof b, "%.6g", s);
+  else if (s < 1e-3)
+    std::snprintf(b, sizeof b, "%.2f us", s * 1e6);
+  else
+    std::snprintf(b, sizeof b, "%.3f ms", s * 1e3);
+  return b;
+}
+
+}  // namespace
+
+std::vector<BufferSpec> kernel_buffers(const UOp& kernel) {
+  std::map<int64_t, BufferSpec> out;
+  std::set<const void*> written, read;
+  for (const UOp& u : toposort(kernel)) {
+    if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && u.src(0).op() == Op::INDEX)
+      written.insert(base_buffer(u.src(0).src(0)).id());
+    if ((u.op() == Op::LOAD || u.op() == Op::ATOMIC) && u.src(0).op() == Op::INDEX)
+      read.insert(base_buffer(u.src(0).src(0)).id());
+    if (u.op() == Op::PARAM && !u.dtype().is_pointer())
+      throw std::invalid_argument("kernel '" + kernel.name_arg() + "' takes an integer at slot " +
+                                  std::to_string(u.slot()) + ": its buffers must be given");
+    if (u.op() != Op::INDEX) continue;
+    UOp buf = base_buffer(u.src(0));
+    if (buf.op() != Op::PARAM) continue;
+    auto [lo, hi] = bounds(u.src(1));
+    bool gated = u.src().size() == 3;  // a gated access may name indices it never touches
+    if (hi >= (int64_t(1) << 40) || (lo < 0 && !gated))
+      throw std::invalid_argument("kernel '" + kernel.name_arg() + "' indexes buffer " +
+                                  std::to_string(buf.slot()) + " from " + std::to_string(lo) +
+                                  " to " + std::to_string(hi) + ": its buffers must be given");
+    DType element = buf.dtype().pointee();
+    int64_t lanes = u.dtype().is_pointer() ? u.dtype().pointee().count() : 1;
+    BufferSpec& b =
+        out.try_emplace(buf.slot(), BufferSpec{buf.slot(), element, 0, false, false}).first->second;
+    b.count = std::max(b.count, hi + lanes);
+  }
+  std::vector<BufferSpec> specs;
+  for (auto& [slot, b] : out) specs.push_back(b);
+  for (const UOp& u : toposort(kernel))
+    if (u.op() == Op::PARAM)
+      for (BufferSpec& b : specs) {
+        b.written |= b.slot == u.slot() && written.count(u.id());
+        b.read |= b.slot == u.slot() && read.count(u.id());
+      }
+  return specs;
+}
+
+// ---- the spaces ---------------------------------------------------------------------------
+
+SearchSpace action_space(const UOp& kernel, const Target& target) {
+  struct Axis {
+    int64_t id, extent;
+    AxisKind kind;
+  };
+  std::vector<Axis> axes;
+  for (const UOp& u : toposort(kernel))
+    if (u.op() == Op::RANGE && u.src(0).op() == Op::CONST)
+      axes.push_back({u.axis().id, u.src(0).const_int(), u.axis().kind});
+  bool blocks = target.has(kFeatureBlocks);
+  SearchSpace s;
+  s.name = kernel.name_arg();
+  s.build = [kernel](const Schedule&) { return kernel; };
+  s.reference = Schedule().knob("NOOPT", 1);
+  s.start = {Schedule(), s.reference};
+  s.buffers = kernel_buffers(kernel);
+  s.neighbours = [kernel, target, axes, blocks](const Schedule& from) {
+    // The heuristic's actions, made explicit, are the first steps' base.
+    bool any = std::any_of(from.entries().begin(), from.entries().end(),
+                           [](const ScheduleEntry& e) { return e.axis.has_value(); });
+    Schedule base;
+    if (any)
+      base = from;
+    else if (from.knob_or("NOOPT", 0) == 0)
+      base = heuristic_schedule(kernel, target);
+    std::map<int64_t, int64_t> left;
+    bool split = false;
+    for (const Axis& a : axes) left[a.id] = a.extent;
+    for (const ScheduleEntry& e : base.entries())
+      if (e.axis && left.count(*e.axis)) {
+        if (e.name == "SPLIT" || e.name == "CUT") split = true;
+        int64_t& l = left[*e.axis];
+        l = (l + e.amount - 1) / e.amount;
+      }
+    std::vector<Schedule> out;
+    auto add = [&](const char* name, const Axis& a, std::initializer_list<int64_t> amounts) {
+      for (int64_t n : amounts)
+        if (n <= left[a.id]) {
+          Schedule next = base;
+          out.push_back(next.action(name, a.id, n));
+        }
+    };
+    for (const Axis& a : axes) {
+      if (left[a.id] < 2) continue;
+      if (a.kind == AxisKind::Global) add("UPCAST", a, {2, 3, 4, 8});
+      if (a.kind == AxisKind::Global || a.kind == AxisKind::Reduce || a.kind == AxisKind::Loop)
+        add("UNROLL", a, {2, 4, 8});
+      if (blocks && a.kind == AxisKind::Global) add("LOCAL", a, {2, 4, 8, 16, 32, 64, 128, 256});
+      bool grouped = std::any_of(base.entries().begin(), base.entries().end(),
+                                 [&](const ScheduleEntry& e) { return e.name == "GROUP"; });
+      if (blocks && a.kind == AxisKind::Reduce && !grouped)
+        add("GROUP", a, {16, 32, 64, 128, 256});
+      if (blocks && a.kind == AxisKind::Reduce && !split && left[a.id] == a.extent)
+        add("SPLIT", a, {8, 32, 128});
+    }
+    return out;
+  };
+  return s;
+}
+
+SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> build, Schedule start,
+                       std::vector<Knob> knobs, std::vector<BufferSpec> buffers) {
+  SearchSpace s;
+  s.name = std::move(name);
+  s.build = std::move(build);
+  s.start = {start};
+  s.reference = start;
+  s.buffers = std::move(buffers);
+  s.neighbours = [knobs](const Schedule& from) {
+    std::vector<Schedule> out;
+    for (const Knob& k : knobs) {
+      int64_t now = from.knob_or(k.name, std::numeric_limits<int64_t>::min());
+      for (int64_t v : k.values) {
+        if (v == now) continue;
+        std::vector<ScheduleEntry> entries;
+        bool set = false;
+        for (ScheduleEntry e : from.entries()) {
+          if (!e.axis && e.name == k.name) e.amount = v, set = true;
+          entries.push_back(e);
+        }
+        if (!set) entries.push_back({k.name, std::nullopt, v});
+        out.emplace_back(std::move(entries));
+      }
+    }
+    return out;
+  };
+  return s;
+}
+
+// ---- the cost model -------------------------------------------------------------------------
+
+double estimate_seconds(const Candidate& c, const Target& target) {
+  // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per
+  // multiprocessor at 1.7 GHz, 3 TB/s; cpus: one operation per cycle per core at 3 GHz,
+  // 20 GB/s. Requested bytes stand for moved bytes (caches are not modelled).
+  bool gpu = target.has(kFeatureBlocks);
+  double total = 0;
+  for (const UOp& k : c.lowered.kernels) {
+    LinearProgram p = linearize(k);
+    std::vector<double> mult{1.0};
+    double ops = 0, bytes = 0, shared = 0, blocks = 1, threads = 1;
+    for (const UOp& u : p.ops) {
+      double m = mult.back();
+      switch (u.op()) {
+        case Op::RANGE:
+          mult.push_back(m * double(u.src(0).op() == Op::CONST ? u.src(0).const_int() : 16));
+          continue;
+        case Op::END:
+          if (mult.size() > 1) mult.pop_back();
+          continue;
+        case Op::SPECIAL:
+          (std::get<SpecialArg>(u.arg()).kind == SpecialKind::BlockIdx ? blocks : threads) *=
+              double(u.src(0).op() == Op::CONST ? u.src(0).const_int() : 1);
+          continue;
+        default:
+          break;
+      }
+      if (u.op() == Op::LOAD || u.op() == Op::STORE || u.op() == Op::ATOMIC) {
+        UOp buf = base_buffer(u.src(0).op() == Op::INDEX ? u.src(0).src(0) : u.src(0));
+        DType v = u.op() == Op::LOAD ? u.dtype() : u.src(1).dtype();
+        if (buf.op() == Op::PARAM)
+          bytes += m * v.itemsize();
+        else if (buf.op() == Op::DEFINE_LOCAL)
+          shared += m;
+        ops += m;
+      } else if (is_alu(u.op()) || u.op() == Op::MMA) {
+        ops += m;
+      }
+    }
+    double seconds;
+    if (gpu) {
+      double warps = blocks * std::ceil(threads / std::max(1, target.warp_size));
+      double slots = double(target.multiprocessors) * 4 * 1.7e9;
+      double issue = (ops + 2 * shared) * warps / slots;
+      double memory = bytes * blocks * threads / 3e12;
+      double fill = std::min(1.0, warps / (double(target.multiprocessors) * 16));
+      seconds = std::max(issue, memory) / fill + 3e-6;
+    } else {
+      double cores = std::min(blocks, double(std::max(1, target.multiprocessors)));
+      seconds = std::max(ops * blocks / (cores * 3e9), bytes * blocks / 2e10) + 2e-6;
+    }
+    total += seconds;
+  }
+  return total;
+}
+
+// ---- the report ---------------------------------------------------------------------------
+
+int64_t SearchReport::rejected_total() const {
+  int64_t n = 0;
+  for (const auto& [rule, count] : rejected) n += count;
+  return n;
+}
+
+std::string SearchReport::to_string() const {
+  std::string s;
+  auto line = [&s](const std::string& l) { s += l + "\n"; };
+  auto num = [](int64_t n) { return std::to_string(n); };
+  line("candidates: " + num(generated) + " generated, " + num(duplicate_schedules) +
+       " repeated schedules, " + num(duplicate_kernels) + " lowered to a kernel already seen, " +
+       num(rejected_total()) + " refused, " + num(not_measured) + " left by the cost model, " +
+       num(compile_failed) + " failed to compile, " + num(timed_out) + " timed out, " +
+       num(crashed) + " crashed a worker, " + num(run_failed) + " failed to run, " + num(measured) +
+       " measured (" + num(early_stopped) + " stopped early at 2x the best)");
+  for (const auto& [rule, count] : rejected) line("  refused " + num(count) + ": " + rule);
+  if (!first_error.empty()) line("  first failure: " + first_error.substr(0, 400));
+  std::string rounds;
+  for (size_t i = 0; i < best_per_round.size(); ++i)
+    rounds += (i ? ", " : "") + seconds_text(best_per_round[i], timed);
+  line(std::string("best per round") + (timed ? "" : " (deterministic cost)") + ": " + rounds);
+  char b[256];
+  std::snprintf(b, sizeof b,
+                "time: %.2f s searching (%.2f s compiling, %.2f s measuring, %.2f s validating)",
+                search_s, compile_s, measure_s, validate_s);
+  line(b);
+  if (rank_correlation) {
+    std::snprintf(b, sizeof b, "cost model: rank correlation %.2f with the measured costs",
+                  *rank_correlation);
+    line(b);
+  }
+  line("stopped: " + stop);
+  line("validation: " + validation);
+  return s;
+}
+
+// ---- the search ---------------------------------------------------------------------------
+
+SearchResult beam_search(const SearchSpace& space, const Target& target, Measure& measure,
+                         const SearchOptions& opts) {
+  Clock::time_point t0 = Clock::now();
+  SearchResult result;
+  SearchReport& r = result.report;
+  r.timed = measure.timed();
+  auto estimate = opts.estimate ? opts.estimate : [&target](const Candidate& c) {
+    return estimate_seconds(c, target);
+  };
+  auto say = [&](const std::string& l) {
+    if (opts.progress) opts.progress(l);
+  };
+  auto over_budget = [&] { return opts.budget_s > 0 && since(t0) > opts.budget_s; };
+
+  std::set<std::string> seen;
+  std::set<StableKey, KeyLess> seen_kernels;
+  std::vector<std::pair<double, Candidate>> done;  // every measured candidate, with its cost
+  std::vector<double> estimates, costs;
+  // Lowers the schedules into new candidates; counts what it drops.
+  auto lower_all = [&](const std::vector<Schedule>& schedules, int round) {
+    std::vector<Candidate> out;
+    for (const Schedule& s : schedules) {
+      ++r.generated;
+      if (!seen.insert(s.to_string()).second) {
+        ++r.duplicate_schedules;
+        continue;
+      }
+      Candidate c;
+      c.schedule = s;
+      c.round = round;
+      try {
+        c.kernel = space.build(s);
+        c.lowered = lower_kernels(c.kernel, target, s);
+      } catch (const ScheduleError& e) {
+        ++r.rejected[rule_of(e.what())];
+        continue;
+      } catch (const IrError& e) {
+        ++r.rejected["lowering: " + rule_of(e.what())];
+        continue;
+      } catch (const std::invalid_argument& e) {
+        ++r.rejected[rule_of(e.what())];
+        continue;
+      }
+      c.key = key_of(c.lowered);
+      if (!seen_kernels.insert(c.key).second) {
+        ++r.duplicate_kernels;
+        continue;
+      }
+      c.estimate = estimate(c);
+      out.push_back(std::move(c));
+    }
+    return out;
+  };
+  // Measures the most promising of a round's candidates; returns those measured.
+  auto measure_round = [&](std::vector<Candidate> cands) {
+    std::stable_sort(cands.begin(), cands.end(), [](const Candidate& a, const Candidate& b) {
+      return a.estimate < b.estimate;
+    });
+    if (cands.size() > size_t(opts.measured_per_round)) {
+      r.not_measured += int64_t(cands.size()) - opts.measured_per_round;
+      cands.resize(size_t(opts.measured_per_round));
+    }
+    std::vector<const Candidate*> ptrs;
+    for (const Candidate& c : cands) ptrs.push_back(&c);
+    Clock::time_point tc = Clock::now();
+    std::vector<Measured> prepared = measure.prepare(ptrs);
+    r.compile_s += since(tc);
+    std::vector<std::pair<double, Candidate>> out;
+    double best = done.empty() ? std::numeric_limits<double>::infinity() : done.front().first;
+    for (const auto& d : done) best = std::min(best, d.first);
+    for (size_t i = 0; i < cands.size(); ++i) {
+      Measured m = prepared[i];
+      if (m.status == Measured::Status::Ok) {
+        if (over_budget()) {
+          ++r.not_measured;
+          continue;
+        }
+        Clock::time_point tm = Clock::now();
+        if (opts.verbose) say("measuring '" + cands[i].schedule.to_string() + "'");
+        try {
+          m = measure.measure(cands[i], best);
+        } catch (const std::exception& e) {
+          m.status = Measured::Status::RunFailed;
+          m.error = e.what();
+        }
+        r.measure_s += since(tm);
+      }
+      if (opts.verbose)
+        say("  '" + cands[i].schedule.to_string() + "': " +
+            (m.status == Measured::Status::Ok || m.status == Measured::Status::EarlyStop
+                 ? seconds_text(m.cost, r.timed)
+                 : m.error.substr(0, 200)));
+      switch (m.status) {
+        case Measured::Status::CompileFailed:
+          ++r.compile_failed;
+          break;
+        case Measured::Status::TimedOut:
+          ++r.timed_out;
+          break;
+        case Measured::Status::Crashed:
+          ++r.crashed;
+          break;
+        case Measured::Status::RunFailed:
+          ++r.run_failed;
+          break;
+        case Measured::Status::EarlyStop:
+          ++r.early_stopped;
+          [[fallthrough]];
+        case Measured::Status::Ok:
+          ++r.measured;
+          best = std::min(best, m.cost);
+          estimates.push_back(cands[i].estimate);
+          costs.push_back(m.cost);
+          out.emplace_back(m.cost, std::move(cands[i]));
+          continue;
+      }
+      if (r.first_error.empty())
+        r.first_error = "'" + cands[i].schedule.to_string() + "': " + m.error;
+    }
+    return out;
+  };
+
+  auto by_cost = [](const auto& a, const auto& b) { return a.first < b.first; };
+  std::vector<std::pair<double, Candidate>> fresh = measure_round(lower_all(space.start, 0));
+  if (fresh.empty())
+    throw std::runtime_error("autotune: no start schedule of '" + space.name +
+                             "' could be measured\n" + r.to_string());
+  done = fresh;
+  double best = std::min_element(done.begin(), done.end(), by_cost)->first;
+  result.start_cost = best;
+  r.best_per_round.push_back(best);
+  say("start: " + std::to_string(fresh.size()) + " measured, best " + seconds_text(best, r.timed));
+  r.stop = "after " + std::to_string(opts.max_rounds) + " rounds";
+  for (int round = 1; round <= opts.max_rounds; ++round) {
+    if (over_budget()) {
+      r.stop = "the time budget";
+      break;
+    }
+    // The beam: the best `beam` measured so far; the new ones among them are expanded.
+    std::vector<std::pair<double, Candidate>> ranked = done;
+    std::stable_sort(ranked.begin(), ranked.end(), by_cost);
+    if (ranked.size() > size_t(opts.beam)) ranked.resize(size_t(opts.beam));
+    std::vector<Schedule> next;
+    for (const auto& [cost, c] : ranked)
+      if (c.round == round - 1)
+        for (Schedule& s : space.neighbours(c.schedule)) next.push_back(std::move(s));
+    if (next.empty()) {
+      r.stop = "no new schedules";
+      break;
+    }
+    fresh = measure_round(lower_all(next, round));
+    for (auto& f : fresh) done.push_back(std::move(f));
+    double now = std::min_element(done.begin(), done.end(), by_cost)->first;
+    r.best_per_round.push_back(now);
+    say("round " + std::to_string(round) + ": " + std::to_string(fresh.size()) +
+        " measured, best " + seconds_text(now, r.timed));
+    bool gained = now < best * (1 - opts.min_gain);
+    best = std::min(best, now);
+    if (!gained) {
+      r.stop = "a round gained less than " + std::to_string(int(opts.min_gain * 100 + 0.5)) + "%";
+      break;
+    }
+  }
+  r.rank_correlation = spearman(estimates, costs);
+
+  // The winner: the best measured candidate that agrees with the reference.
+  std::stable_sort(done.begin(), done.end(), by_cost);
+  Clock::time_point tv = Clock::now();
+  if (!opts.validate) {
+    r.validation = "off (the winner was not checked against the reference)";
+  } else {
+    std::vector<Candidate> ref = [&] {
+      Candidate c;
+      c.schedule = space.reference;
+      c.kernel = space.build(space.reference);
+      c.lowered = lower_kernels(c.kernel, target, space.reference);
+      return std::vector<Candidate>{std::move(c)};
+    }();
+    std::string rejected;
+    size_t i = 0;
+    for (; i < done.size(); ++i) {
+      std::string why = measure.validate(done[i].second, ref[0]);
+      if (why.empty()) break;
+      rejected += "; rejected '" + done[i].second.schedule.to_string() + "': " + why;
+      if (rejected.size() > 2000 || i >= 4) {
+        i = done.size();
+        break;
+      }
+    }
+    r.validate_s = since(tv);
+    if (i == done.size())
+      throw std::runtime_error("autotune: no winner of '" + space.name +
+                               "' agrees with its reference" + rejected);
+    done.erase(done.begin(), done.begin() + std::ptrdiff_t(i));
+    r.validation =
+        "passed (fresh inputs, against '" + space.reference.to_string() + "')" + rejected;
+  }
+  result.best = done.front().second.schedule;
+  result.cost = done.front().first;
+  r.search_s = since(t0);
+  return result;
+}
+
+}  // namespace kitten::autotune

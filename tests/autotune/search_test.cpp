@@ -1,0 +1,233 @@
+// The autotuner's search: every action keeps the kernel's results, BEAM finds what a
+// greedy search cannot (an injected cost), the validator rejects a wrong winner, the
+// report accounts for every candidate, and compile workers that hang or crash cost one
+// candidate each, never the search.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+
+#include "../backends/test_device.h"
+#include "autotune/measure.h"
+#include "autotune/search.h"
+#include "dsl/printer.h"
+#include "kernels/examples.h"
+
+namespace kitten::autotune {
+namespace {
+
+int64_t accounted(const SearchReport& r) {
+  return r.duplicate_schedules + r.duplicate_kernels + r.rejected_total() + r.not_measured +
+         r.compile_failed + r.timed_out + r.crashed + r.run_failed + r.measured;
+}
+
+// The kernel `k` under another name: a distinct kernel for every schedule of a synthetic
+// space (the search drops kernels it has already seen).
+UOp named(const UOp& k, const std::string& name) {
+  return UOp::make(Op::SINK, k.dtype(), k.src(), name);
+}
+
+// Costs from a table by schedule text; validation by a device measure where one is given.
+class TableMeasure : public Measure {
+ public:
+  std::map<std::string, double> cost;
+  Measure* validator = nullptr;
+  int measured = 0;
+  Measured measure(const Candidate& c, double) override {
+    ++measured;
+    auto it = cost.find(c.schedule.to_string());
+    return {Measured::Status::Ok, it == cost.end() ? 100.0 : it->second, ""};
+  }
+  std::string validate(const Candidate& c, const Candidate& ref) override {
+    return validator ? validator->validate(c, ref) : "";
+  }
+  bool timed() const override { return false; }
+};
+
+// Two knobs A and B of 0..2, each schedule its own kernel.
+SearchSpace two_knobs() {
+  UOp k = elementwise_add_kernel(3, 5, dtypes::float32, false);
+  return knob_space(
+      "two", [k](const Schedule& s) { return named(k, "k" + s.to_string()); },
+      Schedule().knob("A", 0).knob("B", 0), {{"A", {0, 1, 2}}, {"B", {0, 1, 2}}},
+      kernel_buffers(k));
+}
+
+TEST(Beam, FindsTheBestBehindAWorseFirstStep) {
+  // The first step's best (A=1) leads to 4.8 at most; the worse A=2 leads to 1.
+  TableMeasure m;
+  m.cost = {{"A=0 B=0", 10},  {"A=1 B=0", 5},   {"A=2 B=0", 6},   {"A=0 B=1", 8}, {"A=0 B=2", 9},
+            {"A=1 B=1", 4.8}, {"A=1 B=2", 4.9}, {"A=2 B=1", 5.5}, {"A=2 B=2", 1}};
+  SearchSpace space = two_knobs();
+  SearchOptions o;
+  o.estimate = [](const Candidate&) { return 0.0; };
+  o.beam = 1;
+  SearchResult greedy = beam_search(space, h100_target(), m, o);
+  EXPECT_EQ(greedy.best.to_string(), "A=1 B=1");
+  EXPECT_DOUBLE_EQ(greedy.cost, 4.8);
+  o.beam = 2;
+  SearchResult beam = beam_search(space, h100_target(), m, o);
+  EXPECT_EQ(beam.best.to_string(), "A=2 B=2");
+  EXPECT_DOUBLE_EQ(beam.cost, 1.0);
+  EXPECT_DOUBLE_EQ(beam.start_cost, 10.0);
+  EXPECT_EQ(beam.report.generated, accounted(beam.report)) << beam.report.to_string();
+  EXPECT_GT(beam.report.duplicate_schedules, 0);  // A=0 B=0 comes back as a neighbour
+}
+
+TEST(Beam, TheCostModelDecidesWhatIsMeasured) {
+  TableMeasure m;
+  m.cost = {{"A=0 B=0", 10}, {"A=2 B=0", 1}};
+  SearchOptions o;
+  o.measured_per_round = 1;
+  o.max_rounds = 1;
+  // The model ranks A=2 B=0 first of the four neighbours: only it is measured.
+  o.estimate = [](const Candidate& c) { return c.schedule.to_string() == "A=2 B=0" ? 0.0 : 1.0; };
+  SearchResult r = beam_search(two_knobs(), h100_target(), m, o);
+  EXPECT_EQ(m.measured, 2);
+  EXPECT_EQ(r.report.not_measured, 3);
+  EXPECT_EQ(r.best.to_string(), "A=2 B=0");
+  EXPECT_EQ(r.report.generated, accounted(r.report));
+}
+
+TEST(Beam, TheValidatorRejectsAWrongWinner) {
+  std::string why;
+  std::unique_ptr<Device> dev = open_test_device("emu", why);
+  UOp right = elementwise_add_kernel(5, 33, dtypes::float32, false);
+  UOp wrong = elementwise_add_kernel(5, 33, dtypes::float32, true);  // b read as one row
+  SearchSpace space = knob_space(
+      "add", [&](const Schedule& s) { return s.knob_or("W", 0) ? wrong : right; },
+      Schedule().knob("W", 0), {{"W", {0, 1}}}, kernel_buffers(right));
+  DeviceMeasure device(*dev, space);
+  TableMeasure m;
+  m.cost = {{"W=0", 2}, {"W=1", 1}};
+  m.validator = &device;
+  SearchResult r = beam_search(space, dev->props().target, m, {});
+  EXPECT_EQ(r.best.to_string(), "W=0");
+  EXPECT_NE(r.report.validation.find("rejected 'W=1': buffer 0 element"), std::string::npos)
+      << r.report.validation;
+}
+
+// Every action the search takes, one step from the heuristic and from the kernel as
+// written, keeps the results of the kernel as written (the validator's check, on fresh
+// random inputs) at awkward sizes on the cpu and the emulator.
+TEST(Actions, KeepTheUnoptimisedResults) {
+  for (std::string device : {"cpu-jit", "emu"}) {
+    std::string why;
+    std::unique_ptr<Device> dev = open_test_device(device, why);
+    if (!dev) {
+      std::printf("skipping %s: %s\n", device.c_str(), why.c_str());
+      continue;
+    }
+    bool emu = device == "emu";
+    std::vector<UOp> kernels = {
+        elementwise_add_kernel(1, 31, dtypes::float32, false),
+        elementwise_add_kernel(3, emu ? 100 : 4095, dtypes::bfloat16, false),
+        reduce_kernel(emu ? 7 : 31, emu ? 100 : 1023, 1, Op::ADD, dtypes::float32),
+        reduce_kernel(emu ? 33 : 1000, 5, 0, Op::ADD, dtypes::float32),
+        softmax_kernel(emu ? 3 : 31, emu ? 33 : 1000),
+        matmul_kernel(emu ? 7 : 31, emu ? 9 : 31, emu ? 16 : 31, dtypes::float32),
+        matmul_kernel(1, emu ? 33 : 1000, 3, dtypes::float32)};
+    const Target& target = dev->props().target;
+    for (const UOp& k : kernels) {
+      SearchSpace space = action_space(k, target);
+      DeviceMeasure m(*dev, space);
+      Candidate ref;
+      ref.schedule = space.reference;
+      ref.lowered = lower_kernels(k, target, ref.schedule);
+      int checked = 0;
+      for (const Schedule& from : space.start)
+        for (const Schedule& s : space.neighbours(from)) {
+          SCOPED_TRACE(device + " " + k.name_arg() + " '" + s.to_string() + "'");
+          Candidate c;
+          c.schedule = s;
+          try {
+            c.lowered = lower_kernels(k, target, s);
+          } catch (const ScheduleError&) {
+            continue;  // refused before anything runs: the search counts it
+          } catch (const IrError&) {
+            continue;
+          }
+          EXPECT_EQ(m.validate(c, ref), "");
+          ++checked;
+        }
+      EXPECT_GT(checked, 3) << device << " " << k.name_arg() << " " << print_graph(k);
+    }
+  }
+}
+
+TEST(Search, AccountsForEveryCandidateOnTheEmulator) {
+  std::unique_ptr<Device> dev = make_emu_device();
+  SearchSpace space =
+      action_space(reduce_kernel(8, 300, 1, Op::ADD, dtypes::float32), dev->props().target);
+  DeviceMeasure m(*dev, space);
+  SearchResult r = beam_search(space, dev->props().target, m, {});
+  const SearchReport& rep = r.report;
+  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
+  EXPECT_GT(rep.measured, 5);
+  EXPECT_GT(rep.rejected_total(), 0);  // e.g. GROUP beside a GROUP of another amount
+  EXPECT_LE(r.cost, r.start_cost);
+  EXPECT_EQ(rep.run_failed, 0) << rep.first_error;
+  EXPECT_FALSE(rep.timed);
+  EXPECT_EQ(rep.validation.rfind("passed", 0), 0u) << rep.validation;
+  // The emulator's cost is deterministic: the same search finds the same winner.
+  DeviceMeasure again(*dev, space);
+  EXPECT_EQ(beam_search(space, dev->props().target, again, {}).best, r.best);
+}
+
+// Workers: the input decides what the stand-in worker does.
+const std::vector<std::string> kStandIn = {
+    "sh", "-c",
+    "read what; case $what in hang) sleep 30;; crash) kill -SEGV $$;; "
+    "fail) echo 'error: no' >&2; exit 1;; *) exit 0;; esac"};
+
+TEST(Workers, EachEndIsReportedAndAHangIsKilledAtItsDeadline) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<WorkerRun> runs =
+      run_workers(kStandIn, {"ok\n", "hang\n", "crash\n", "fail\n", "ok\n"}, 2, 1.0);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(runs.size(), 5u);
+  EXPECT_EQ(runs[0].end, WorkerRun::End::Ok);
+  EXPECT_EQ(runs[1].end, WorkerRun::End::TimedOut);
+  EXPECT_EQ(runs[2].end, WorkerRun::End::Crashed);
+  EXPECT_EQ(runs[3].end, WorkerRun::End::Failed);
+  EXPECT_NE(runs[3].output.find("error: no"), std::string::npos);
+  EXPECT_EQ(runs[4].end, WorkerRun::End::Ok);
+  EXPECT_LT(s, 10.0);
+  EXPECT_EQ(run_workers({"/nonexistent/worker"}, {"x"}, 1, 1.0)[0].end, WorkerRun::End::NotStarted);
+}
+
+// A search whose compile worker hangs on some kernels and crashes on others: those
+// candidates are counted, the rest are compiled by the real worker and measured.
+TEST(Search, GoesOnWhenWorkersHangOrCrash) {
+  std::string cache = test_cache_dir();
+  ASSERT_FALSE(cache.empty());
+  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);  // the worker's cache: the device's
+  std::string why;
+  std::unique_ptr<Device> dev = open_test_device("cpu-jit", why);
+  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
+  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
+  MeasureOptions mo;
+  mo.reps = 2;
+  mo.compile_timeout_s = 1;
+  mo.jobs = 2;
+  // By the source's checksum: a third hang, a third crash, a third compile.
+  mo.worker = {"sh", "-c",
+               std::string("src=$(cat); case $(printf %s \"$src\" | cksum | cut -c1-3) in "
+                           "*[0-2]) sleep 30;; *[3-5]) kill -SEGV $$;; *) printf %s \"$src\" | "
+                           "exec ") +
+                   KITTEN_BIN + " compile-worker --device cpu;; esac"};
+  DeviceMeasure m(*dev, space, mo);
+  SearchOptions o;
+  o.max_rounds = 2;
+  o.measured_per_round = 8;
+  SearchResult r = beam_search(space, dev->props().target, m, o);
+  const SearchReport& rep = r.report;
+  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
+  EXPECT_GT(rep.timed_out, 0) << rep.to_string();
+  EXPECT_GT(rep.crashed, 0) << rep.to_string();
+  EXPECT_GT(rep.measured, 0) << rep.to_string();
+  EXPECT_NE(rep.to_string().find("timed out"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kitten::autotune

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# On the GPU machine, after build-gpu is built: the autotuner's search from cold (an empty
+# compile cache, no stored results) on the DSL GEMM and on generated reductions, with the
+# torch peers in the same run (tools/gpu/search_peer.py); each GEMM winner then benched
+# against the default schedule with `kitten bench` (every output checked).
+#   tools/gpu/search_figures.sh [BUDGET_SECONDS]   (default 60)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+budget=${1:-60}
+k=build-gpu/bin/kitten
+python3 tools/gpu/search_peer.py --gemm 4096,4096,4096 4095,4095,4095 --rows 4096,4096 32768,1024
+export KITTEN_CACHE_DIR=$(mktemp -d)  # cold
+for shape in 4096,4096,4096 4095,4095,4095; do
+  t0=$(date +%s%N)
+  timeout $((budget + 120)) $k search gemm --device cuda --shape "$shape" --budget "$budget" \
+    2> /tmp/search.err | tee /tmp/search.out
+  echo "search wall time: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  tail -3 /tmp/search.err
+  best=$(sed -n "s/^best: '\([^']*\)'.*/\1/p" /tmp/search.out)
+  for s in "" "$best"; do
+    timeout 60 $k bench gemm --device cuda --shape "$shape" --schedule "$s" --out bfloat16 --reps 20 |
+      grep -E "^schedule|^time|^check|error" || true
+  done
+done
+for kernel in sum softmax; do
+  for shape in 4096,4096 32768,1024; do
+    timeout $((budget + 120)) $k search $kernel --device cuda --shape "$shape" --budget $((budget / 2)) \
+      2> /tmp/search.err | grep -vE "^  refused"
+    tail -2 /tmp/search.err
+  done
+done

@@ -1,0 +1,61 @@
+"""The peers for tools/gpu/search_figures.sh, in the same run: torch.matmul (cuBLAS) bf16
+at the GEMM shapes (medians of 20 runs by CUDA events, as gemm_peer.py), and torch's row
+sum and row softmax of float32 ROWSxCOLS, timed as `kitten search` times its candidates:
+a 256 MiB copy before each run flushes the L2. Each output checked.
+  python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ..."""
+import statistics
+import sys
+
+import torch
+
+from torch_peer import timed_ms
+
+
+def flushed_ms(fn, reps=10):
+    a = torch.empty(64 << 20, device="cuda")
+    b = torch.empty_like(a)
+    fn()
+    times = []
+    for _ in range(reps):
+        b.copy_(a)
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def main():
+    print("device:", torch.cuda.get_device_name())
+    mode = None
+    for arg in sys.argv[1:]:
+        if arg.startswith("--"):
+            mode = arg
+            continue
+        dims = [int(x) for x in arg.split(",")]
+        if mode == "--gemm":
+            m, n, k = dims
+            a = torch.randn(m, k, device="cuda").bfloat16()
+            b = torch.randn(k, n, device="cuda").bfloat16()
+            c = torch.matmul(a, b)
+            err = (c.double() - a.double() @ b.double()).abs().max().item()
+            ms = timed_ms(lambda: torch.matmul(a, b))
+            print(f"peer torch.matmul bf16 {m}x{n}x{k}: {ms:.4f} ms "
+                  f"{2 * m * n * k / (ms * 1e9):.1f} TFLOP/s (max error {err:.2e})")
+        else:
+            r, c = dims
+            x = torch.randn(r, c, device="cuda")
+            s = torch.sum(x, dim=1)
+            assert torch.allclose(s.double(), x.double().sum(1), atol=1e-3)
+            ms = flushed_ms(lambda: torch.sum(x, dim=1))
+            print(f"peer torch.sum rows {r}x{c}: {ms:.4f} ms {x.numel() * 4 / (ms * 1e6):.0f} GB/s")
+            sm = torch.softmax(x, dim=1)
+            assert torch.allclose(sm.double(), torch.softmax(x.double(), 1), atol=1e-6)
+            ms = flushed_ms(lambda: torch.softmax(x, dim=1))
+            print(f"peer torch.softmax rows {r}x{c}: {ms:.4f} ms "
+                  f"{2 * x.numel() * 4 / (ms * 1e6):.0f} GB/s")
+
+
+main()
