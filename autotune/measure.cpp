@@ -236,7 +236,7 @@ std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
     if (int64_t(args.size()) != slot)
       throw std::invalid_argument("autotune: the buffers of '" + space_.name +
                                   "' do not fill the parameter slots in order");
-    args.push_back(space_.arg ? space_.arg(k.rendered.info, slot, bufs[i]) : KernelArg(bufs[i]));
+    args.push_back(space_.arg ? space_.arg(k, slot, bufs[i]) : KernelArg(bufs[i]));
   }
   return args;
 }
@@ -378,9 +378,9 @@ std::string DeviceMeasure::validate(const Candidate& c, const Candidate& referen
 }
 
 double emu_cost(const CompiledKernel& k, std::span<const KernelArg> args, const Target& target) {
-  std::vector<KernelArg> all = k.with_temps(args);
   double cost = 0;
   auto part = [&](const KernelLaunch& l) {
+    std::vector<KernelArg> all = k.part_args(l, args);
     EmuStats stats;
     LaunchDims grid = launch_grid(l.rendered.info, all), block = l.rendered.info.local;
     emu_run(*emu_compile(l.linear, target), grid, block, all, &stats);

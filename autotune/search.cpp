@@ -202,8 +202,7 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       if (blocks && a.kind == AxisKind::Global) add("LOCAL", a, {2, 4, 8, 16, 32, 64, 128, 256});
       bool grouped = std::any_of(base.entries().begin(), base.entries().end(),
                                  [&](const ScheduleEntry& e) { return e.name == "GROUP"; });
-      if (blocks && a.kind == AxisKind::Reduce && !grouped)
-        add("GROUP", a, {16, 32, 64, 128, 256});
+      if (blocks && a.kind == AxisKind::Reduce && !grouped) add("GROUP", a, {16, 32, 64, 128, 256});
       if (blocks && a.kind == AxisKind::Reduce && !split && left[a.id] == a.extent)
         add("SPLIT", a, {8, 32, 128});
     }
@@ -353,6 +352,9 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
   };
   auto over_budget = [&] { return opts.budget_s > 0 && since(t0) > opts.budget_s; };
 
+  auto lowered = [&](const Schedule& s) {
+    return space.lower ? space.lower(s) : lower_kernels(space.build(s), target, s);
+  };
   std::set<std::string> seen;
   std::set<StableKey, KeyLess> seen_kernels;
   std::vector<std::pair<double, Candidate>> done;  // every measured candidate, with its cost
@@ -370,8 +372,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
       c.schedule = s;
       c.round = round;
       try {
-        c.kernel = space.build(s);
-        c.lowered = lower_kernels(c.kernel, target, s);
+        c.lowered = lowered(s);
       } catch (const ScheduleError& e) {
         ++r.rejected[rule_of(e.what())];
         continue;
@@ -513,8 +514,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
     std::vector<Candidate> ref = [&] {
       Candidate c;
       c.schedule = space.reference;
-      c.kernel = space.build(space.reference);
-      c.lowered = lower_kernels(c.kernel, target, space.reference);
+      c.lowered = lowered(space.reference);
       return std::vector<Candidate>{std::move(c)};
     }();
     std::string rejected;

@@ -52,7 +52,10 @@ struct SearchSpace {
   std::vector<BufferSpec> buffers;  // what a run of the kernel takes
   // The launch's argument for a buffer at `slot` (default: the buffer itself); a DSL
   // kernel that takes a tensor map there makes it (tensor_arg).
-  std::function<KernelArg(const KernelInfo& info, int64_t slot, Buffer b)> arg;
+  std::function<KernelArg(const CompiledKernel& k, int64_t slot, Buffer b)> arg;
+  // Where set, what lowering makes of a schedule (several kernels and temporaries: a DSL
+  // kernel whose operands are first repacked); else lower_kernels(build(s), target, s).
+  std::function<LoweredKernels(const Schedule& s)> lower;
 };
 
 // A generated kernel: it starts at the pipeline's heuristic schedule (and at the kernel
@@ -70,10 +73,9 @@ struct Knob {
 SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> build, Schedule start,
                        std::vector<Knob> knobs, std::vector<BufferSpec> buffers);
 
-// A candidate: a schedule, the kernel it built and what lowering made of it.
+// A candidate: a schedule and what lowering made of it.
 struct Candidate {
   Schedule schedule;
-  UOp kernel;
   LoweredKernels lowered;
   StableKey key{};      // of the lowered kernels
   double estimate = 0;  // the cost model's seconds

@@ -243,7 +243,8 @@ struct CompiledKernel : KernelLaunch {
   CompiledKernel& operator=(CompiledKernel&& o) noexcept;
   ~CompiledKernel();
   std::vector<KernelLaunch> then;
-  std::vector<Buffer> temps;  // parameter slots temps_at, temps_at + 1, ...
+  std::vector<Buffer> temps;           // parameter slots temps_at, temps_at + 1, ...
+  std::vector<TempBuffer> temp_specs;  // what each holds (a tensor, for parts taking maps)
   size_t temps_at = 0;
   Allocator* temps_from = nullptr;
   // Launches every part in order with its own dims on the device's own stream of
@@ -252,9 +253,15 @@ struct CompiledKernel : KernelLaunch {
   // Every part in order on a queue, or into a graph.
   void enqueue(Queue& q, std::span<const KernelArg> args) const;
   void record(Graph& g, std::span<const KernelArg> args) const;
-  // What each part is launched with: the caller's arguments with the temporaries inserted.
-  std::vector<KernelArg> with_temps(std::span<const KernelArg> args) const;
+  // What `part` (this kernel, or one of `then`) is launched with: the caller's arguments
+  // with the temporaries inserted, each a tensor map where the part takes one there, and
+  // a caller's tensor map given as its buffer where the part takes a buffer there.
+  std::vector<KernelArg> part_args(const KernelLaunch& part, std::span<const KernelArg> args) const;
 };
+// The argument at `slot` for every part of a compiled kernel: a tensor map where one of
+// its parts takes a map there (with that part's box and swizzle), else the buffer.
+KernelArg tensor_arg(const CompiledKernel& k, int slot, Buffer buffer, std::vector<int64_t> dims,
+                     std::vector<int64_t> strides);
 // Kernels already lowered (lower_kernels), linearized, rendered, compiled and loaded.
 CompiledKernel compile_lowered(Device& d, const LoweredKernels& parts);
 // Lowered for the device's target with `schedule` (ScheduleError before anything compiles

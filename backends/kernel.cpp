@@ -190,6 +190,7 @@ CompiledKernel compile_lowered(Device& d, const LoweredKernels& parts) {
   if (!parts.temps.empty()) k.temps_at = size_t(parts.temps[0].slot);
   for (const TempBuffer& t : parts.temps)
     k.temps.push_back(d.allocator().alloc(size_t(t.count * t.dtype.itemsize())));
+  k.temp_specs = parts.temps;
   return k;
 }
 
@@ -201,6 +202,7 @@ CompiledKernel& CompiledKernel::operator=(CompiledKernel&& o) noexcept {
   static_cast<KernelLaunch&>(*this) = std::move(static_cast<KernelLaunch&>(o));
   then = std::move(o.then);
   temps = std::move(o.temps);
+  temp_specs = std::move(o.temp_specs);
   temps_from = o.temps_from;
   temps_at = o.temps_at;
   o.temps.clear();
@@ -212,11 +214,36 @@ CompiledKernel::~CompiledKernel() {
 }
 
 // The caller's buffers, the temporaries (the parameter slots after them), then variables.
-std::vector<KernelArg> CompiledKernel::with_temps(std::span<const KernelArg> args) const {
+std::vector<KernelArg> CompiledKernel::part_args(const KernelLaunch& part,
+                                                 std::span<const KernelArg> args) const {
+  const KernelInfo& info = part.rendered.info;
   std::vector<KernelArg> all(args.begin(), args.end());
-  all.insert(all.begin() + std::ptrdiff_t(std::min(temps_at, all.size())), temps.begin(),
-             temps.end());
+  size_t at = std::min(temps_at, all.size());
+  for (size_t i = 0; i < temps.size(); ++i) {
+    const TempBuffer& t = temp_specs[i];
+    KernelArg a = temps[i];
+    if (!t.dims.empty()) a = tensor_arg(info, int(t.slot), temps[i], t.dims, t.strides);
+    all.insert(all.begin() + std::ptrdiff_t(at + i), a);
+  }
+  for (size_t slot = 0; slot < all.size() && int(slot) < info.num_params; ++slot)
+    if (const TensorMap* m = std::get_if<TensorMap>(&all[slot]);
+        m && !info.tensor_maps.count(int(slot)))
+      all[slot] = m->buffer;
+  // A part that reads fewer slots than the temporaries reach (a repack's copy of A, before
+  // B's temporary) takes the parameters it has, then the variables.
+  size_t params = at + temps.size();
+  if (!temps.empty() && size_t(info.num_params) < params && params <= all.size())
+    all.erase(all.begin() + info.num_params, all.begin() + std::ptrdiff_t(params));
   return all;
+}
+
+KernelArg tensor_arg(const CompiledKernel& k, int slot, Buffer buffer, std::vector<int64_t> dims,
+                     std::vector<int64_t> strides) {
+  const KernelInfo* info = &k.rendered.info;
+  for (const KernelLaunch& part : k.then)
+    if (!info->tensor_maps.count(slot) && part.rendered.info.tensor_maps.count(slot))
+      info = &part.rendered.info;
+  return tensor_arg(*info, slot, buffer, std::move(dims), std::move(strides));
 }
 
 void KernelLaunch::enqueue(Queue& q, std::span<const KernelArg> args) const {
@@ -233,24 +260,24 @@ void CompiledKernel::run(std::span<const KernelArg> args) {
     program->launch(launch_grid(rendered.info, args), rendered.info.local, args);
     return;
   }
-  std::vector<KernelArg> all = with_temps(args);
-  program->launch(launch_grid(rendered.info, all), rendered.info.local, all);
-  for (const KernelLaunch& k : then)
+  auto launch = [&](const KernelLaunch& k) {
+    std::vector<KernelArg> all = part_args(k, args);
     k.program->launch(launch_grid(k.rendered.info, all), k.rendered.info.local, all);
+  };
+  launch(*this);
+  for (const KernelLaunch& k : then) launch(k);
 }
 
 void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {
   if (temps.empty() && then.empty()) return KernelLaunch::enqueue(q, args);
-  std::vector<KernelArg> all = with_temps(args);
-  KernelLaunch::enqueue(q, all);
-  for (const KernelLaunch& k : then) k.enqueue(q, all);
+  KernelLaunch::enqueue(q, part_args(*this, args));
+  for (const KernelLaunch& k : then) k.enqueue(q, part_args(k, args));
 }
 
 void CompiledKernel::record(Graph& g, std::span<const KernelArg> args) const {
   if (temps.empty() && then.empty()) return KernelLaunch::record(g, args);
-  std::vector<KernelArg> all = with_temps(args);
-  KernelLaunch::record(g, all);
-  for (const KernelLaunch& k : then) k.record(g, all);
+  KernelLaunch::record(g, part_args(*this, args));
+  for (const KernelLaunch& k : then) k.record(g, part_args(k, args));
 }
 
 std::string compile_error_message(const std::string& compiler, const std::string& log,

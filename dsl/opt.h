@@ -29,12 +29,15 @@ inline constexpr int64_t kMaxCopies = 256;
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& schedule);
 
 // A buffer the kernels of one lowering share that no caller passes: the runner allocates
-// it (`count` elements of `dtype`, `align` bytes) and gives it as parameter `slot`.
+// it (`count` elements of `dtype`, `align` bytes) and gives it as parameter `slot`. Where
+// `dims` is set (innermost first, with the byte `strides` of the outer dimensions), the
+// buffer holds that tensor, and a kernel that takes a tensor map at the slot gets one.
 struct TempBuffer {
   int64_t slot;
   DType dtype;
   int64_t count;
   int64_t align = 256;
+  std::vector<int64_t> dims = {}, strides = {};
   friend bool operator==(const TempBuffer&, const TempBuffer&) = default;
 };
 

@@ -30,7 +30,8 @@ tiles::TensorLayout gemm_operand_layout(const GemmProblem& p, int slot) {
   bool t = slot == 1 ? p.a_transposed : p.b_transposed;
   int64_t rows = slot == 1 ? p.m : p.k, cols = slot == 1 ? p.k : p.n;  // as A and B multiply
   if (t) std::swap(rows, cols);  // A stored K x M, B stored N x K
-  return {{cols, rows}, {cols * e}};
+  int64_t ld = slot == 1 ? p.lda : p.ldb;
+  return {{cols, rows}, {(ld ? ld : cols) * e}};
 }
 
 Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
@@ -38,7 +39,8 @@ Schedule gemm_default_schedule(const GemmProblem& p, const Target& target) {
              gemm_operand_layout(p, 2).strides[0] % 16 == 0;
   if (!hopper_target(target) || !tma) return Schedule::parse(kMmaSync);
   Schedule s = Schedule::parse(kHopper);  // C through shared memory where it can go by TMA
-  if (p.out.itemsize() != 2 || (p.n * 2) % 16) s.knob("STAGES", 4).knob("EPILOGUE", 0);
+  if (p.out.itemsize() != 2 || (p.ldc ? p.ldc : p.n) * 2 % 16)
+    s.knob("STAGES", 4).knob("EPILOGUE", 0);
   return s;
 }
 
@@ -96,7 +98,7 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
         "WGMMA=1: BM is 64*WM (a warpgroup's 64 rows), BN/WN a multiple of 16 up to 256, "
         "BM and BK at most 256 (a TMA box), BK a multiple of 64 and SWIZZLE 128");
   if (c.blocks < 1) refuse("BLOCKS must be at least 1");
-  if (c.epilogue && (!c.wgmma || p.out.itemsize() != 2 || (p.n * 2) % 16))
+  if (c.epilogue && (!c.wgmma || p.out.itemsize() != 2 || (p.ldc ? p.ldc : p.n) * 2 % 16))
     refuse(
         "EPILOGUE=1 (through shared memory and a TMA store) needs WGMMA=1, a 16-bit C and "
         "rows of C of whole 16-byte units");
@@ -124,16 +126,6 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
 }
 
 }  // namespace
-
-Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, const Target& target) {
-  Config c = config(p, schedule, target);
-  Schedule out;
-  out.knob("BM", c.bm).knob("BN", c.bn).knob("BK", c.bk).knob("WM", c.wm).knob("WN", c.wn);
-  out.knob("STAGES", c.stages).knob("SWIZZLE", c.swizzle).knob("GROUP", c.group);
-  out.knob("WGMMA", c.wgmma);
-  if (c.wgmma) out.knob("BLOCKS", c.blocks).knob("EPILOGUE", c.epilogue);
-  return out;
-}
 
 namespace {
 // acc + the stage's A tile times its B tile (B stored N x K where bt): mma.sync from
@@ -204,11 +196,16 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
     return std::pair{(first + (pid % per_group) % rows) * c.bm, ((pid % per_group) / rows) * c.bn};
   };
   auto result = [&](const Tile& acc) { return p.out == dtypes::float32 ? acc : cast(acc, p.out); };
+  UOp ldc = i32(p.ldc ? p.ldc : p.n);
   if (!c.wgmma) {
     Kernel k("gemm", c.wm, c.wn);
-    View C = k.view(0, p.out, M, N, N, one);
-    View A = p.a_transposed ? k.view(1, p.in, M, K, one, M) : k.view(1, p.in, M, K, K, one);
-    View B = p.b_transposed ? k.view(2, p.in, N, K, K, one) : k.view(2, p.in, K, N, N, one);
+    View C = k.view(p.c_slot, p.out, M, N, ldc, one);
+    UOp lda = i32(gemm_operand_layout(p, 1).strides[0] / p.in.itemsize());
+    UOp ldb = i32(gemm_operand_layout(p, 2).strides[0] / p.in.itemsize());
+    View A = p.a_transposed ? k.view(p.a_slot, p.in, M, K, one, lda)
+                            : k.view(p.a_slot, p.in, M, K, lda, one);
+    View B = p.b_transposed ? k.view(p.b_slot, p.in, N, K, ldb, one)
+                            : k.view(p.b_slot, p.in, K, N, ldb, one);
     auto [bm, bn] = origin(k.block_index(1, i32(nbm)) * nbn + k.block_index(0, i32(nbn)));
     Carried acc = k.carried(fill(k.reg(dtypes::float32, c.bm, c.bn), 0.0));
     gemm_mainloop(k, {A, p.a_transposed, B, p.b_transposed, bm, bn, p.k},
@@ -219,11 +216,11 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
   // Hopper: a producer warpgroup loads the stages of a ring by TMA; WM x WN consumer
   // warpgroups multiply them with wgmma and free each stage; every block loops over tiles.
   Kernel k("gemm", Unit::Warpgroup, c.wm, c.wn, 1);
-  View C = k.view(0, p.out, M, N, N, one);
+  View C = k.view(p.c_slot, p.out, M, N, ldc, one);
   DType ta = a_tile(p, c.bm, c.bk, c.swizzle), tb = b_tile(p, c.bn, c.bk, c.swizzle);
-  TmaMap A = k.tensor_map(1, ta), B = k.tensor_map(2, tb);
+  TmaMap A = k.tensor_map(p.a_slot, ta), B = k.tensor_map(p.b_slot, tb);
   DType tc = shared_tile(p.out, c.bm, c.bn, Layout::Row, Swizzle::B128);
-  TmaMap Cmap = c.epilogue ? k.tensor_map(0, tc) : TmaMap{};
+  TmaMap Cmap = c.epilogue ? k.tensor_map(p.c_slot, tc) : TmaMap{};
   Tile sc = c.epilogue ? k.shared(p.out, c.bm, c.bn, Swizzle::B128) : Tile{};
   Ring sa = ring_of(k, ta, c.stages), sb = ring_of(k, tb, c.stages);
   Semaphores full = k.semaphores(c.stages, 1), empty = k.semaphores(c.stages, c.wm * c.wn * 4);
@@ -273,6 +270,96 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
         if (c.epilogue) k.when(alu(Op::CMPEQ, k.thread_index(), i32(0)), [&] { k.store_wait(0); });
       });
   return k.finish();
+}
+
+namespace {
+// Rows of `cols` elements copied between dense rows and rows of `pitch`: into the padded
+// rows (the padding zero) 16 bytes of elements per thread side by side (UPCAST), so that
+// the stores are whole 16-byte vectors; back out of them one element per thread, so that
+// a warp's stores into the unaligned rows stay contiguous (16-byte-apart scalar stores
+// made the H100's copy-out slower than the padded C saved).
+LoweredKernels repack_kernel(int64_t rows, int64_t cols, int64_t pitch, DType dtype, int src,
+                             int dst, bool into_padded, const Target& target) {
+  UOp from = param(src, dtype.ptr()), to = param(dst, dtype.ptr());
+  UOp r = range(rows, 0, AxisKind::Global), c = range(pitch, 1, AxisKind::Global);
+  UOp inside = alu(Op::CMPLT, c, const_int(c.dtype(), cols));
+  UOp copy = into_padded ? store(index(to, r * pitch + c),
+                                 load(index(from, r * cols + c, inside), const_(dtype, 0.0)))
+                         : store(index(to, r * cols + c, inside), load(index(from, r * pitch + c)));
+  UOp k =
+      sink({end(copy, {r, c})}, "gemm_repack" + std::to_string(src) + "_" + std::to_string(dst));
+  return lower_kernels(k, target,
+                       into_padded ? Schedule().action("UPCAST", 1, 16 / dtype.itemsize())
+                                   : Schedule().knob("NOOPT", 1));
+}
+
+// The schedule without REPACK, and the problem the GEMM solves under it: REPACK=1 gives
+// each operand whose rows are not whole 16-byte units a padded copy (its pitch, at the
+// next temporary slot from 3).
+std::pair<Schedule, GemmProblem> repacked(const GemmProblem& p, const Schedule& schedule) {
+  std::vector<ScheduleEntry> rest;
+  for (const ScheduleEntry& e : schedule.entries())
+    if (e.axis || e.name != "REPACK") rest.push_back(e);
+  int64_t repack = schedule.knob_or("REPACK", 0);
+  if (repack < 0 || repack > 2)
+    throw ScheduleError("gemm schedule '" + schedule.to_string() +
+                        "': REPACK is 0, 1 (A and B) or 2 (A, B and C)");
+  GemmProblem q = p;
+  int slot = 3;
+  auto pitch = [](int64_t cols, int64_t e) { return (cols * e + 15) / 16 * 16 / e; };
+  for (int operand = 1; repack && operand <= 2; ++operand) {
+    TensorLayout l = gemm_operand_layout(p, operand);
+    if (l.strides[0] % 16 == 0) continue;  // already whole 16-byte units
+    (operand == 1 ? q.lda : q.ldb) = pitch(l.dims[0], p.in.itemsize());
+    (operand == 1 ? q.a_slot : q.b_slot) = slot++;
+  }
+  if (repack == 2 && p.n * p.out.itemsize() % 16) {
+    q.ldc = pitch(p.n, p.out.itemsize());
+    q.c_slot = slot++;
+  }
+  if (repack && slot == 3)
+    throw ScheduleError(
+        "gemm schedule '" + schedule.to_string() + "': REPACK=" + std::to_string(repack) +
+        " pads rows that are not whole 16-byte units, and the rows of " + p.to_string() + " are");
+  return {Schedule(rest), q};
+}
+}  // namespace
+
+Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, const Target& target) {
+  auto [rest, q] = repacked(p, schedule);
+  Config c = config(q, rest, target);
+  Schedule out;
+  out.knob("BM", c.bm).knob("BN", c.bn).knob("BK", c.bk).knob("WM", c.wm).knob("WN", c.wn);
+  out.knob("STAGES", c.stages).knob("SWIZZLE", c.swizzle).knob("GROUP", c.group);
+  out.knob("WGMMA", c.wgmma);
+  if (c.wgmma) out.knob("BLOCKS", c.blocks).knob("EPILOGUE", c.epilogue);
+  if (q.a_slot != p.a_slot || q.b_slot != p.b_slot || q.c_slot != p.c_slot)
+    out.knob("REPACK", schedule.knob_or("REPACK", 0));
+  return out;
+}
+
+LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target) {
+  auto [gemm, q] = repacked(p, schedule);
+  LoweredKernels out;
+  for (int operand : {1, 2}) {
+    int slot = operand == 1 ? q.a_slot : q.b_slot;
+    if (slot == operand) continue;
+    TensorLayout l = gemm_operand_layout(p, operand);
+    int64_t cols = l.dims[0], rows = l.dims[1], pitch = operand == 1 ? q.lda : q.ldb;
+    for (UOp& k : repack_kernel(rows, cols, pitch, p.in, operand, slot, true, target).kernels)
+      out.kernels.push_back(k);
+    out.temps.push_back({slot, p.in, rows * pitch, 256, {cols, rows}, {pitch * p.in.itemsize()}});
+  }
+  // The schedule's knobs as given; those it leaves are the (padded) problem's defaults.
+  for (UOp& k : lower_kernels(gemm_kernel(q, gemm, target), target).kernels)
+    out.kernels.push_back(k);
+  if (q.c_slot != p.c_slot) {      // C written padded (the padding too: whole 16-byte units
+    int64_t e = p.out.itemsize();  // for TMA stores), then copied out
+    out.temps.push_back({q.c_slot, p.out, p.m * q.ldc, 256, {q.ldc, p.m}, {q.ldc * e}});
+    for (UOp& k : repack_kernel(p.m, p.n, q.ldc, p.out, q.c_slot, p.c_slot, false, target).kernels)
+      out.kernels.push_back(k);
+  }
+  return out;
 }
 
 }  // namespace kitten

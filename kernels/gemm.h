@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "dsl/lower.h"
 #include "dsl/schedule.h"
 #include "dsl/target.h"
 #include "dsl/uop.h"
@@ -25,6 +26,10 @@ struct GemmProblem {
   DType in = dtypes::bfloat16, out = dtypes::float32;
   bool a_transposed = false;  // A stored K x M
   bool b_transposed = false;  // B stored N x K
+  // The row pitches of A, B and C as stored, in elements (0: rows stored densely), and
+  // the parameter slots the kernel reads and writes them at.
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int a_slot = 1, b_slot = 2, c_slot = 0;
   std::string to_string() const;
 };
 
@@ -42,6 +47,15 @@ Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, cons
 // constraint a schedule breaks (before anything is compiled) and std::invalid_argument
 // for a bad problem.
 UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& target);
+// The kernels a schedule makes, lowered for the target. The knob REPACK=1 first copies
+// each operand whose rows are not whole 16-byte units (4095 bfloat16: 8190 bytes) into a
+// temporary of padded rows (a generated copy kernel each), so that the GEMM reads them by
+// TMA (the Hopper schedule) or by 16-byte copies; REPACK=2 also lets the GEMM write such a
+// C into a padded temporary (through shared memory and TMA stores) that a last kernel
+// copies into C. The copies' time is part of the kernel's. The temporaries are tensors at slots 3,
+// 4, 5 in the order A, B, C (those needed): launches give them as tensor maps where the GEMM takes
+// maps. Without REPACK: the GEMM alone.
+LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target);
 
 // The GEMM's core, callable from any tile kernel (the autotuner's TC action routes a
 // matmul-shaped reduction onto it rather than writing a second tensor-core path):

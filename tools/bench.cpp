@@ -72,12 +72,14 @@ struct Bench {
     return -1;
   }
 
-  // Compiles the kernel and writes its source where --source asks.
-  std::optional<CompiledKernel> compile(const UOp& kernel, int& status) {
-    CompiledKernel k = compile_kernel(*dev, kernel);
+  // Compiles the kernels and writes the last one's source (the library kernel, after any
+  // repack) where --source asks.
+  std::optional<CompiledKernel> compile(const LoweredKernels& kernels, int& status) {
+    CompiledKernel k = compile_lowered(*dev, kernels);
     if (!source_path.empty()) {
       std::FILE* f = std::fopen(source_path.c_str(), "w");
-      bool ok = f && std::fputs(k.rendered.source.c_str(), f) >= 0;
+      const std::string& src = k.then.empty() ? k.rendered.source : k.then.back().rendered.source;
+      bool ok = f && std::fputs(src.c_str(), f) >= 0;
       if (f) ok = std::fclose(f) == 0 && ok;
       if (!ok) {
         status = work_failed("bench", "cannot write the source to " + source_path);
@@ -118,8 +120,13 @@ struct Bench {
   // One run: on emu with its counts, else on the device's stream.
   void run(CompiledKernel& k, const std::vector<KernelArg>& args) {
     if (device == "emu") {
-      auto ek = emu_compile(k.linear, dev->props().target);
-      emu_run(*ek, launch_grid(k.rendered.info, args), k.rendered.info.local, args, &stats);
+      auto part = [&](const KernelLaunch& l) {
+        std::vector<KernelArg> all = k.part_args(l, args);
+        auto ek = emu_compile(l.linear, dev->props().target);
+        emu_run(*ek, launch_grid(l.rendered.info, all), l.rendered.info.local, all, &stats);
+      };
+      part(k);
+      for (const KernelLaunch& l : k.then) part(l);
     } else {
       k.run(args);
     }
@@ -209,20 +216,20 @@ int bench_gemm(const std::vector<std::string>& args) {
   if (!have_shape) return usage_error("bench: expected --shape M,N,K");
   if (int status = bench.open("gemm"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
-  UOp kernel = gemm_kernel(p, bench.schedule, t);  // ScheduleError names the broken constraint
+  // ScheduleError names the broken constraint
+  LoweredKernels kernels = gemm_kernels(p, bench.schedule, t);
   Schedule used = gemm_full_schedule(p, bench.schedule, t);
   int status = 0;
-  std::optional<CompiledKernel> k = bench.compile(kernel, status);
+  std::optional<CompiledKernel> k = bench.compile(kernels, status);
   if (!k) return status;
   // Fresh random inputs (normal, rounded to the input dtype) and the float64 reference.
   std::vector<double> a, b;
   Buffer da = bench.random(p.in, p.m * p.k, a), db = bench.random(p.in, p.k * p.n, b);
   Buffer dc = bench.alloc(size_t(p.m * p.n * p.out.itemsize()));
   tiles::TensorLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
-  std::vector<KernelArg> kargs = {
-      tensor_arg(k->rendered.info, 0, dc, {p.n, p.m}, {p.n * p.out.itemsize()}),
-      tensor_arg(k->rendered.info, 1, da, la.dims, la.strides),
-      tensor_arg(k->rendered.info, 2, db, lb.dims, lb.strides)};
+  std::vector<KernelArg> kargs = {tensor_arg(*k, 0, dc, {p.n, p.m}, {p.n * p.out.itemsize()}),
+                                  tensor_arg(*k, 1, da, la.dims, la.strides),
+                                  tensor_arg(*k, 2, db, lb.dims, lb.strides)};
   bench.run(*k, kargs);
   // Check: every element for small problems, else 512 sampled ones.
   std::vector<unsigned char> out = bench.download(dc);
@@ -306,7 +313,7 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
   }
   Schedule used = flash_attention_fwd_full_schedule(p, bench.schedule, t);
   int status = 0;
-  std::optional<CompiledKernel> k = bench.compile(kernel, status);
+  std::optional<CompiledKernel> k = bench.compile(lower_kernels(kernel, t), status);
   if (!k) return status;
   std::vector<double> q, kk, v;
   Buffer dq = bench.random(p.in, s.b * s.h * s.nq * p.d, q);

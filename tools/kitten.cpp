@@ -74,6 +74,9 @@ commands:
                     runs, with registers and spills; emu: instruction and bank-conflict
                     counts instead of a time); --source writes the rendered kernel.
                     Knobs: BM BN BK WM WN STAGES SWIZZLE GROUP WGMMA BLOCKS EPILOGUE
+                    REPACK (1: A and B whose rows are not whole 16-byte units are
+                    first copied into padded rows; 2: C too, written padded and copied
+                    out; the copies timed with the GEMM)
   bench flash_attention_fwd --device emu|cuda --shape B,H,Hkv,Nq,Nkv,D [--causal]
         [--schedule S] [--dtype bfloat16|float16] [--out float32] [--reps N] [--seed S]
         [--source FILE]
@@ -92,7 +95,7 @@ commands:
                     the autotuner's BEAM search over a kernel's schedules: generated
                     kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS) by actions
                     (UPCAST UNROLL LOCAL GROUP SPLIT), the DSL gemm (M,N,K, bfloat16) by
-                    its knobs. Each round lowers the new schedules, drops repeats and
+                    its knobs (also from REPACK=1 where rows are not 16-byte units). Each round lowers the new schedules, drops repeats and
                     kernels already seen, lets the M (16) the cost model ranks best be
                     compiled by J worker processes (a deadline each) and measured (cuda,
                     cpu: median of N runs after an L2 flush, stopped at 2x the best; emu:

@@ -144,11 +144,17 @@ int cmd_search(const std::vector<std::string>& args) {
         "gemm " + p.to_string(),
         [p, target](const Schedule& s) { return gemm_kernel(p, s, target); }, start, knobs,
         {{0, p.out, p.m * p.n, true, false}, {1, p.in, p.m * p.k}, {2, p.in, p.k * p.n}});
-    space.arg = [p](const KernelInfo& info, int64_t slot, Buffer b) {
-      if (slot == 0) return tensor_arg(info, 0, b, {p.n, p.m}, {p.n * p.out.itemsize()});
+    space.lower = [p, target](const Schedule& s) { return gemm_kernels(p, s, target); };
+    space.arg = [p](const CompiledKernel& k, int64_t slot, Buffer b) {
+      if (slot == 0) return tensor_arg(k, 0, b, {p.n, p.m}, {p.n * p.out.itemsize()});
       tiles::TensorLayout l = gemm_operand_layout(p, int(slot));
-      return tensor_arg(info, int(slot), b, l.dims, l.strides);
+      return tensor_arg(k, int(slot), b, l.dims, l.strides);
     };
+    // Rows that are not whole 16-byte units: also start from the repacked operands (with
+    // the padded problem's defaults, the Hopper schedule where the target has it).
+    if (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16)
+      space.start.push_back(Schedule().knob("REPACK", 1));
+    if (p.n * p.out.itemsize() % 16) space.start.push_back(Schedule().knob("REPACK", 2));
   } else {
     return usage_error("search: no searchable kernel named '" + kernel +
                        "' (matmul, sum, softmax, add, gemm)");

@@ -20,9 +20,9 @@ std::vector<KernelArg> gemm_args(const CompiledKernel& k, const GemmProblem& p,
                                  const DeviceBuffer& c, const DeviceBuffer& a,
                                  const DeviceBuffer& b) {
   tiles::TensorLayout la = gemm_operand_layout(p, 1), lb = gemm_operand_layout(p, 2);
-  return {tensor_arg(k.rendered.info, 0, c.buf, {p.n, p.m}, {p.n * p.out.itemsize()}),
-          tensor_arg(k.rendered.info, 1, a.buf, la.dims, la.strides),
-          tensor_arg(k.rendered.info, 2, b.buf, lb.dims, lb.strides)};
+  return {tensor_arg(k, 0, c.buf, {p.n, p.m}, {p.n * p.out.itemsize()}),
+          tensor_arg(k, 1, a.buf, la.dims, la.strides),
+          tensor_arg(k, 2, b.buf, lb.dims, lb.strides)};
 }
 
 // C = A*B with A element (i, r) and B element (r, j) wherever the problem stores them.
@@ -43,7 +43,7 @@ void check_gemm(Device& dev, const GemmProblem& p, const Schedule& s, uint64_t s
   HostData c = HostData::poisoned(p.out, want.size());
   DeviceBuffer da(dev, a), db(dev, b), dc(dev, c);
   try {
-    CompiledKernel k = compile_kernel(dev, gemm_kernel(p, s, dev.props().target));
+    CompiledKernel k = compile_lowered(dev, gemm_kernels(p, s, dev.props().target));
     k.run(gemm_args(k, p, dc, da, db));
   } catch (const std::exception& e) {
     FAIL() << e.what();
@@ -116,6 +116,52 @@ TEST_P(Gemm, HopperScheduleTmaRingWgmmaPersistent) {
   GemmProblem at{128, 64, 64, dtypes::float16, dtypes::float32};
   at.a_transposed = true;
   check_gemm(*dev, at, Schedule::parse("BM=128 BN=64 WM=2 WN=1 STAGES=2 WGMMA=1"), seed += 2);
+}
+
+// REPACK=1: operands whose rows are not whole 16-byte units are copied into padded rows
+// (temporaries the GEMM reads by TMA where it takes the Hopper schedule), the copies part
+// of the kernel: A alone, B alone (transposed), both with a bf16 C through the epilogue,
+// and the synchronous path on padded rows.
+TEST_P(Gemm, RepackedOperandsTakeTheAlignedPaths) {
+  uint64_t seed = 600;
+  bool hopper = dev->props().target.has(kFeatureWgmma) && dev->props().target.has(kFeatureTma);
+  Schedule repack = Schedule::parse(hopper ? "REPACK=1 BLOCKS=2" : "REPACK=1");
+  check_gemm(*dev, {70, 64, 99}, repack, seed += 2);  // A's rows of 99
+  check_gemm(*dev, {64, 37, 64}, repack, seed += 2);  // B's rows of 37
+  GemmProblem both{131, 64, 45, dtypes::bfloat16, dtypes::bfloat16};
+  both.b_transposed = true;  // A and B rows of 45
+  check_gemm(*dev, both, repack, seed += 2);
+  check_gemm(*dev, {33, 40, 77}, Schedule::parse("REPACK=1 WGMMA=0 BM=32 BN=32 BK=32 WM=2 WN=1"),
+             seed += 2);
+  // C's rows of 37 too: written padded (bf16 through the epilogue), then copied out; and a
+  // float32 C of rows of 45.
+  GemmProblem c37{70, 37, 64, dtypes::bfloat16, dtypes::bfloat16};
+  Schedule repack_c = Schedule::parse(hopper ? "REPACK=2 BLOCKS=2" : "REPACK=2");
+  check_gemm(*dev, c37, repack, seed += 2);
+  check_gemm(*dev, c37, repack_c, seed += 2);
+  check_gemm(*dev, {33, 45, 40}, repack_c, seed += 2);
+  // Nothing to repack: refused, naming why.
+  std::string e = error_of([&] {
+    gemm_kernels({64, 64, 64}, Schedule::parse("REPACK=1"), dev->props().target);
+  });
+  EXPECT_NE(e.find("REPACK=1 pads rows that are not whole 16-byte units"), std::string::npos) << e;
+  if (hopper) {
+    LoweredKernels l = gemm_kernels(both, Schedule::parse("REPACK=1"), dev->props().target);
+    EXPECT_EQ(l.kernels.size(), 3u);
+    ASSERT_EQ(l.temps.size(), 2u);
+    EXPECT_EQ(l.temps[0].strides, (std::vector<int64_t>{48 * 2}));  // 45 padded to 48
+    EXPECT_EQ(gemm_full_schedule(both, Schedule::parse("REPACK=1"), dev->props().target)
+                  .knob_or("WGMMA", 0),
+              1);
+    LoweredKernels lc = gemm_kernels(c37, Schedule::parse("REPACK=2"), dev->props().target);
+    ASSERT_EQ(lc.kernels.size(), 3u);  // B padded, the GEMM, C copied out
+    EXPECT_EQ(lc.kernels[2].name_arg(), "gemm_repack4_0");
+    EXPECT_EQ(gemm_full_schedule(c37, Schedule::parse("REPACK=2"), dev->props().target)
+                  .knob_or("EPILOGUE", 0),
+              1);
+    EXPECT_EQ(gemm_kernels(c37, Schedule::parse("REPACK=1"), dev->props().target).kernels.size(),
+              2u);  // B padded, the GEMM storing C from registers
+  }
 }
 
 }  // namespace
