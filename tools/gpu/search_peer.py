@@ -3,7 +3,6 @@ at the GEMM shapes (medians of 20 runs by CUDA events, as gemm_peer.py), and tor
 sum and row softmax of float32 ROWSxCOLS, timed as `kitten search` times its candidates:
 a 256 MiB copy before each run flushes the L2. Each output checked.
   python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ..."""
-import statistics
 import sys
 
 import torch
@@ -14,17 +13,7 @@ from torch_peer import timed_ms
 def flushed_ms(fn, reps=10):
     a = torch.empty(64 << 20, device="cuda")
     b = torch.empty_like(a)
-    fn()
-    times = []
-    for _ in range(reps):
-        b.copy_(a)
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+    return timed_ms(fn, warm=1, reps=reps, before=lambda: b.copy_(a))
 
 
 def main():

@@ -11,11 +11,13 @@ import time
 import torch
 
 
-def timed_ms(fn, warm=5, reps=20):
+def timed_ms(fn, warm=5, reps=20, before=None):
     for _ in range(warm):
         fn()
     times = []
     for _ in range(reps):
+        if before:  # untimed work before each run (an L2 flush)
+            before()
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
