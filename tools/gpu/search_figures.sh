@@ -8,7 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-60}
 k=build-gpu/bin/kitten
-python3 tools/gpu/search_peer.py --gemm 4096,4096,4096 4095,4095,4095 --rows 4096,4096 32768,1024
+python3 tools/gpu/search_peer.py --gemm 4096,4096,4096 4095,4095,4095 --rows 4096,4096 32768,1024 \
+  --gemv 4096,4096
 export KITTEN_CACHE_DIR=$(mktemp -d)  # cold
 for shape in 4096,4096,4096 4095,4095,4095; do
   t0=$(date +%s%N)
@@ -31,3 +32,7 @@ for kernel in sum softmax; do
     tail -2 /tmp/search.err
   done
 done
+# A generated GEMV (1x4096 times 4096x4096, bf16): the reduction SPLIT across blocks.
+timeout $((budget + 120)) $k search matmul --device cuda --shape 1,4096,4096 --dtype bfloat16 \
+  --budget "$budget" 2> /tmp/search.err | grep -vE "^  refused"
+tail -2 /tmp/search.err

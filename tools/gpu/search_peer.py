@@ -1,8 +1,9 @@
 """The peers for tools/gpu/search_figures.sh, in the same run: torch.matmul (cuBLAS) bf16
 at the GEMM shapes (medians of 20 runs by CUDA events, as gemm_peer.py), and torch's row
-sum and row softmax of float32 ROWSxCOLS, timed as `kitten search` times its candidates:
-a 256 MiB copy before each run flushes the L2. Each output checked.
-  python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ..."""
+sum and row softmax of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed as `kitten
+search` times its candidates: a 256 MiB copy before each run flushes the L2. Each output
+checked.
+  python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ... --gemv K,N ..."""
 import sys
 
 import torch
@@ -24,7 +25,15 @@ def main():
             mode = arg
             continue
         dims = [int(x) for x in arg.split(",")]
-        if mode == "--gemm":
+        if mode == "--gemv":
+            k, n = dims
+            a = torch.randn(1, k, device="cuda").bfloat16()
+            b = torch.randn(k, n, device="cuda").bfloat16()
+            err = (torch.matmul(a, b).double() - a.double() @ b.double()).abs().max().item()
+            ms = flushed_ms(lambda: torch.matmul(a, b))
+            print(f"peer torch.matmul bf16 1x{n}x{k} (L2 flushed): {ms:.4f} ms "
+                  f"{2 * k * n / (ms * 1e6):.0f} GB/s of B (max error {err:.2e})")
+        elif mode == "--gemm":
             m, n, k = dims
             a = torch.randn(m, k, device="cuda").bfloat16()
             b = torch.randn(k, n, device="cuda").bfloat16()
