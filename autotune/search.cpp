@@ -205,6 +205,14 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       if (blocks && a.kind == AxisKind::Reduce && !grouped) add("GROUP", a, {16, 32, 64, 128, 256});
       if (blocks && a.kind == AxisKind::Reduce && !split && left[a.id] == a.extent)
         add("SPLIT", a, {8, 32, 128});
+      // An additive cut: the body a multiple of m (its splits need no gates), the tail
+      // its own kernel with the heuristic schedule.
+      if (a.kind == AxisKind::Global && !split && left[a.id] == a.extent)
+        for (int64_t m : {8, 64})
+          if (int64_t at = a.extent - a.extent % m; at > 0 && at < a.extent) {
+            Schedule next = base;
+            out.push_back(next.action("CUT", a.id, at));
+          }
     }
     return out;
   };

@@ -60,8 +60,8 @@ struct SearchSpace {
 
 // A generated kernel: it starts at the pipeline's heuristic schedule (and at the kernel
 // as written, NOOPT=1, the reference), and a step adds one action of docs/autotune.md
-// (UPCAST, UNROLL, LOCAL, GROUP, SPLIT) on one of the kernel's axes with an amount that
-// fits what is left of it.
+// (UPCAST, UNROLL, LOCAL, GROUP, SPLIT, CUT) on one of the kernel's axes with an amount
+// that fits what is left of it.
 SearchSpace action_space(const UOp& kernel, const Target& target);
 
 // A DSL kernel with declared knobs: it starts at `start`, a step moves one knob to another
