@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-60}
 k=build-gpu/bin/kitten
-python3 tools/gpu/search_peer.py --gemm 4096,4096,4096 4095,4095,4095 --rows 4096,4096 32768,1024 \
+python3 tools/gpu/search_peer.py --gemm 4096,4096,4096 4095,4095,4095 --rows-compiled 4096,4096 32768,1024 \
   --gemv 4096,4096
 export KITTEN_CACHE_DIR=$(mktemp -d)  # cold
 for shape in 4096,4096,4096 4095,4095,4095; do

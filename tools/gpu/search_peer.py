@@ -3,7 +3,8 @@ at the GEMM shapes (medians of 20 runs by CUDA events, as gemm_peer.py), and tor
 sum and row softmax of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed as `kitten
 search` times its candidates: a 256 MiB copy before each run flushes the L2. Each output
 checked.
-  python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ... --gemv K,N ..."""
+  python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ... --gemv K,N ...
+  (--rows-compiled R,C ...: the rows with torch.compile's kernels beside torch's)"""
 import sys
 
 import torch
@@ -45,15 +46,17 @@ def main():
         else:
             r, c = dims
             x = torch.randn(r, c, device="cuda")
-            s = torch.sum(x, dim=1)
-            assert torch.allclose(s.double(), x.double().sum(1), atol=1e-3)
-            ms = flushed_ms(lambda: torch.sum(x, dim=1))
-            print(f"peer torch.sum rows {r}x{c}: {ms:.4f} ms {x.numel() * 4 / (ms * 1e6):.0f} GB/s")
-            sm = torch.softmax(x, dim=1)
-            assert torch.allclose(sm.double(), torch.softmax(x.double(), 1), atol=1e-6)
-            ms = flushed_ms(lambda: torch.softmax(x, dim=1))
-            print(f"peer torch.softmax rows {r}x{c}: {ms:.4f} ms "
-                  f"{2 * x.numel() * 4 / (ms * 1e6):.0f} GB/s")
+            for name, fn, atol in (("torch.sum", lambda t: torch.sum(t, dim=1), 1e-3),
+                                   ("torch.softmax", lambda t: torch.softmax(t, dim=1), 1e-6)):
+                want = fn(x.double())
+                moved = x.numel() * 4 * (2 if name == "torch.softmax" else 1)
+                peers = [(name, fn)]
+                if mode == "--rows-compiled":  # also torch.compile's kernel (Triton)
+                    peers.append((f"torch.compile({name})", torch.compile(fn)))
+                for label, f in peers:
+                    assert torch.allclose(f(x).double(), want, rtol=1e-4, atol=atol), label
+                    ms = flushed_ms(lambda: f(x))
+                    print(f"peer {label} rows {r}x{c}: {ms:.4f} ms {moved / (ms * 1e6):.0f} GB/s")
 
 
 main()
