@@ -192,6 +192,16 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
         if (n <= left[a.id]) {
           Schedule next = base;
           out.push_back(next.action(name, a.id, n));
+          // An UNROLL of a GROUP's axis also goes first, innermost: each thread's copies
+          // then read consecutive elements, one vector load.
+          std::vector<ScheduleEntry> e = base.entries();
+          auto group = std::find_if(e.begin(), e.end(), [&](const ScheduleEntry& x) {
+            return x.name == "GROUP" && x.axis == a.id;
+          });
+          if (std::string_view(name) == "UNROLL" && group != e.end()) {
+            e.insert(group, {name, a.id, n});
+            out.emplace_back(std::move(e));
+          }
         }
     };
     for (const Axis& a : axes) {

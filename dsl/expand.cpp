@@ -238,8 +238,9 @@ class Expander {
     return UOp::make(Op::AFTER, src, u.arg());
   }
 
-  // A global load or store whose copies along an upcast axis are contiguous and start at a
-  // proven multiple of their count: one vector access (the copies read lanes of it).
+  // A global load or store whose copies along an upcast axis (for loads, also an unroll
+  // axis) are contiguous and start at a proven multiple of their count: one vector access
+  // (the copies read lanes of it).
   std::optional<UOp> vectorized(const UOp& u, const std::vector<int64_t>& asg) {
     const UOp& ix = u.src(0);
     if (ix.src(0).dtype().space() != AddrSpace::Global || ix.dtype().pointee().is_vector())
@@ -249,7 +250,10 @@ class Expander {
     // what a start proven a multiple of the lane count is aligned to.
     int lanes_max = std::min(target_.max_vector_lanes(AddrSpace::Global, elem),
                              std::max(1, target_.param_align / int(elem.itemsize())));
-    Mask m = mask_.at(ix.src(1).id()) & upcast_mask();
+    // Loads may also merge the copies of an UNROLL: they read memory no copy writes (the
+    // buffer does not depend on the axis through an AFTER), so reading it all at the first
+    // copy reads the same values.
+    Mask m = mask_.at(ix.src(1).id()) & (u.op() == Op::LOAD ? ~Mask(0) : upcast_mask());
     for (size_t p = 0; p < axes_.size(); ++p) {
       if (!(m & bit(int(p)))) continue;
       int64_t w = extent(int(p));

@@ -82,6 +82,9 @@ const std::vector<std::vector<Action>> kReduceSchedules = {
     // sharing the staging memory: a race)
     {{"GROUP", 1, 64}, {"UPCAST", 0, 2}},
     {{"GROUP", 1, 32}, {"UPCAST", 0, 3}},
+    // Each thread's part unrolled by 4 innermost: one 16-byte load where rows allow it
+    {{"UNROLL", 1, 4}, {"GROUP", 1, 32}},
+    {{"UNROLL", 1, 4}},
 };
 
 TEST_P(Scheduled, ReductionSchedulesEqualTheReference) {

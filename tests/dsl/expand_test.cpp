@@ -123,6 +123,24 @@ TEST(Expand, TheHeuristicScheduleIsDeterministic) {
   EXPECT_EQ(heuristic_schedule(tiled_matmul_kernel(32, 32, 32, 16), h100_target()).to_string(), "");
 }
 
+// An unrolled reduction's loads from a buffer the copies do not write merge into one
+// vector load where they are contiguous and aligned (the unroll innermost), and stay
+// scalar where the copies are a block apart (the GROUP innermost).
+TEST(Expand, UnrolledLoadsMergeIntoVectors) {
+  auto widest = [](const std::string& text) {
+    UOp k = lower(reduce_kernel(5, 1024, 1, Op::ADD, dtypes::float32), h100_target(),
+                  Schedule::parse(text));
+    int lanes = 0;
+    for (const UOp& u : toposort(k))
+      if (u.op() == Op::LOAD && u.src(0).src(0).dtype().space() == AddrSpace::Global)
+        lanes = std::max(lanes, u.dtype().count());
+    return lanes;
+  };
+  EXPECT_EQ(widest("UNROLL:1:4 GROUP:1:32"), 4);
+  EXPECT_EQ(widest("UNROLL:1:4"), 4);
+  EXPECT_EQ(widest("GROUP:1:32 UNROLL:1:4"), 1);
+}
+
 // GROUP: the threads of a block share a reduction; their partials meet in shared memory
 // between two barriers, and the output store, the same in every thread, is thread 0's.
 TEST(Expand, GroupSharesAReductionThroughSharedMemory) {
