@@ -51,10 +51,21 @@ bool start_worker(const std::vector<std::string>& argv, const std::string& input
   posix_spawn_file_actions_adddup2(&actions, in[0], 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  // Its own process group, so that a deadline kills what it started too (a C compiler);
+  // SIGPIPE at its default whatever this process does with it.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t def;
+  sigemptyset(&def);
+  sigaddset(&def, SIGPIPE);
+  posix_spawnattr_setsigdefault(&attr, &def);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF);
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  int err = posix_spawnp(&r.pid, args[0], &actions, nullptr, args.data(), environ);
+  int err = posix_spawnp(&r.pid, args[0], &actions, &attr, args.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   close(in[0]);
   close(out[1]);
@@ -65,7 +76,12 @@ bool start_worker(const std::vector<std::string>& argv, const std::string& input
   }
   r.out = out[0];
   std::thread([fd = in[1], input] {
-    signal(SIGPIPE, SIG_IGN);  // a worker that exits without reading must not kill us
+    // A worker that exits without reading must not kill us: SIGPIPE blocked in this thread
+    // alone (write then fails with EPIPE; the pending signal goes with the thread).
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
     for (size_t at = 0; at < input.size();) {
       ssize_t n = write(fd, input.data() + at, input.size() - at);
       if (n > 0)
@@ -78,9 +94,19 @@ bool start_worker(const std::vector<std::string>& argv, const std::string& input
   return true;
 }
 
-WorkerRun::End wait_end(pid_t pid, bool killed) {
+// Reaps a worker whose output has ended, killing its group at the deadline (one that
+// closed its output and goes on would otherwise hold the search).
+WorkerRun::End wait_end(pid_t pid, bool killed, Clock::time_point deadline) {
   int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    pid_t got = waitpid(pid, &st, killed ? 0 : WNOHANG);
+    if (got == pid || (got < 0 && errno != EINTR)) break;
+    if (got == 0 && Clock::now() > deadline) {
+      kill(-pid, SIGKILL);
+      killed = true;
+    } else if (got == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
   }
   if (killed) return WorkerRun::End::TimedOut;
   if (WIFSIGNALED(st)) return WorkerRun::End::Crashed;
@@ -193,8 +219,15 @@ std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
     for (const Running& r : running) soonest = std::min(soonest, r.deadline);
     auto wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(soonest - Clock::now());
     int n = poll(fds.data(), fds.size(), int(std::clamp<int64_t>(wait_ms.count() + 1, 0, 1000)));
-    if (n < 0 && errno != EINTR)
-      throw std::runtime_error(std::string("poll: ") + std::strerror(errno));
+    if (n < 0 && errno != EINTR) {
+      std::string why = std::strerror(errno);
+      for (Running& r : running) {  // nothing left behind
+        kill(-r.pid, SIGKILL);
+        close(r.out);
+        wait_end(r.pid, true, r.deadline);
+      }
+      throw std::runtime_error("autotune: waiting for the compile workers: " + why);
+    }
     for (size_t i = running.size(); i-- > 0;) {
       Running& r = running[i];
       bool ended = false, killed = false;
@@ -207,32 +240,33 @@ std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
           ended = true;
       }
       if (!ended && Clock::now() > r.deadline) {
-        kill(r.pid, SIGKILL);
+        kill(-r.pid, SIGKILL);
         ended = killed = true;
-        r.output += "\n(killed after " + std::to_string(int(timeout_s)) + " s)";
       }
       if (!ended) continue;
       close(r.out);
-      results[r.input] = {wait_end(r.pid, killed), std::move(r.output)};
+      WorkerRun::End end = wait_end(r.pid, killed, r.deadline);
+      if (end == WorkerRun::End::TimedOut)
+        r.output += "\n(killed after " + std::to_string(int(timeout_s)) + " s)";
+      results[r.input] = {end, std::move(r.output)};
       running.erase(running.begin() + std::ptrdiff_t(i));
     }
   }
   return results;
 }
 
-// The buffers of one run, by the space's order, and their initial host bytes.
+// The buffers of the timing runs, by the space's order.
 struct DeviceMeasure::Inputs {
   std::vector<Buffer> buffers;
-  std::vector<std::vector<unsigned char>> initial;
 };
 
 DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptions options)
     : dev_(dev), space_(space), opts_(std::move(options)), inputs_(std::make_unique<Inputs>()) {
   std::mt19937_64 rng(opts_.seed);
   for (const BufferSpec& b : space_.buffers) {
-    inputs_->initial.push_back(random_bytes(b.dtype, b.count, rng));
-    Buffer buf = dev_.allocator().alloc(size_t(b.count * b.dtype.itemsize()));
-    dev_.allocator().copy_in(buf, inputs_->initial.back().data(), buf.bytes);
+    std::vector<unsigned char> bytes = random_bytes(b.dtype, b.count, rng);
+    Buffer buf = dev_.allocator().alloc(bytes.size());
+    dev_.allocator().copy_in(buf, bytes.data(), buf.bytes);
     inputs_->buffers.push_back(buf);
   }
   if (opts_.flush_l2 && timed()) {
@@ -265,6 +299,7 @@ std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
 
 std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>& round) {
   std::vector<Measured> out(round.size());
+  in_process_.clear();  // the last round's that were never measured (the time budget)
   bool workers = !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
   if (!workers) {
     for (size_t i = 0; i < round.size(); ++i) try {
@@ -290,6 +325,8 @@ std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>
   int jobs = opts_.jobs > 0 ? opts_.jobs : int(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<WorkerRun> runs = run_workers(opts_.worker, sources, jobs, opts_.compile_timeout_s);
   for (size_t j = 0; j < runs.size(); ++j) {
+    if (runs[j].end == WorkerRun::End::NotStarted)  // no candidate's fault: say so once
+      throw std::runtime_error("autotune: " + runs[j].output);
     Measured& m = out[owner[j]];
     if (m.status != Measured::Status::Ok || runs[j].end == WorkerRun::End::Ok) continue;
     m.status = runs[j].end == WorkerRun::End::TimedOut  ? Measured::Status::TimedOut
@@ -351,26 +388,37 @@ std::string DeviceMeasure::validate(const Candidate& c, const Candidate& referen
   std::mt19937_64 rng(opts_.seed ^ 0x5eed5eed5eedull);
   std::vector<std::vector<unsigned char>> fresh;
   for (const BufferSpec& b : space_.buffers) fresh.push_back(random_bytes(b.dtype, b.count, rng));
+  struct Buffers {  // freed however the run ends
+    Allocator& a;
+    std::vector<Buffer> list;
+    ~Buffers() {
+      for (Buffer b : list) a.free(b);
+    }
+  };
   auto run = [&](const Candidate& which) {
     CompiledKernel k = compile_lowered(dev_, which.lowered);
-    std::vector<Buffer> bufs;
+    Buffers bufs{dev_.allocator(), {}};
     for (size_t i = 0; i < fresh.size(); ++i) {
-      bufs.push_back(dev_.allocator().alloc(fresh[i].size()));
+      bufs.list.push_back(dev_.allocator().alloc(fresh[i].size()));
       // A buffer only written starts at zero in both runs (a kernel may accumulate into it).
       std::vector<unsigned char> init = fresh[i];
       if (!space_.buffers[i].read) std::fill(init.begin(), init.end(), 0);
-      dev_.allocator().copy_in(bufs.back(), init.data(), init.size());
+      dev_.allocator().copy_in(bufs.list.back(), init.data(), init.size());
     }
-    k.run(args_for(k, bufs));
+    k.run(args_for(k, bufs.list));
     std::vector<std::vector<unsigned char>> out;
-    for (size_t i = 0; i < bufs.size(); ++i) {
+    for (size_t i = 0; i < bufs.list.size(); ++i) {
       out.emplace_back(fresh[i].size());
-      dev_.allocator().copy_out(out.back().data(), bufs[i], fresh[i].size());
-      dev_.allocator().free(bufs[i]);
+      dev_.allocator().copy_out(out.back().data(), bufs.list[i], fresh[i].size());
     }
     return out;
   };
-  std::vector<std::vector<unsigned char>> want = run(reference), got = run(c);
+  std::vector<std::vector<unsigned char>> want = run(reference), got;
+  try {
+    got = run(c);
+  } catch (const std::exception& e) {
+    return std::string("it failed to run: ") + e.what();
+  }
   for (size_t i = 0; i < space_.buffers.size(); ++i) {
     const BufferSpec& b = space_.buffers[i];
     if (!b.written) continue;

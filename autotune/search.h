@@ -127,12 +127,13 @@ struct SearchOptions {
 };
 
 // Everything that happened to the candidates: generated = duplicate_schedules +
-// duplicate_kernels + rejected (by rule) + not_measured + compile_failed + timed_out +
-// crashed + run_failed + measured.
+// duplicate_kernels + rejected (by rule) + not_measured + over_budget + compile_failed +
+// timed_out + crashed + run_failed + measured.
 struct SearchReport {
   int64_t generated = 0, duplicate_schedules = 0, duplicate_kernels = 0;
   std::map<std::string, int64_t> rejected;  // by the rule that refused them
   int64_t not_measured = 0;                 // left by the cost model's cut
+  int64_t over_budget = 0;                  // lowered but left when the time budget ran out
   int64_t compile_failed = 0, timed_out = 0, crashed = 0, run_failed = 0;
   int64_t measured = 0, early_stopped = 0;  // early stops are among the measured
   std::string first_error;                  // the first compile or run failure
@@ -154,7 +155,9 @@ struct SearchResult {
 };
 
 // The BEAM search. Throws std::runtime_error when no start schedule could be measured
-// (the report's reasons in the message).
+// (the report's reasons in the message). Where no measured winner agrees with the
+// reference (the best five tried), the reference itself is the result, and the report
+// lists the rejected.
 SearchResult beam_search(const SearchSpace& space, const Target& target, Measure& measure,
                          const SearchOptions& options = {});
 

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <set>
 
 #include "../backends/test_device.h"
 #include "autotune/measure.h"
@@ -18,7 +19,7 @@ namespace {
 
 int64_t accounted(const SearchReport& r) {
   return r.duplicate_schedules + r.duplicate_kernels + r.rejected_total() + r.not_measured +
-         r.compile_failed + r.timed_out + r.crashed + r.run_failed + r.measured;
+         r.over_budget + r.compile_failed + r.timed_out + r.crashed + r.run_failed + r.measured;
 }
 
 // The kernel `k` under another name: a distinct kernel for every schedule of a synthetic
@@ -32,6 +33,7 @@ class TableMeasure : public Measure {
  public:
   std::map<std::string, double> cost;
   Measure* validator = nullptr;
+  std::set<std::string> wrong;  // schedules the validation rejects
   int measured = 0;
   Measured measure(const Candidate& c, double) override {
     ++measured;
@@ -39,6 +41,7 @@ class TableMeasure : public Measure {
     return {Measured::Status::Ok, it == cost.end() ? 100.0 : it->second, ""};
   }
   std::string validate(const Candidate& c, const Candidate& ref) override {
+    if (wrong.count(c.schedule.to_string())) return "wrong";
     return validator ? validator->validate(c, ref) : "";
   }
   bool timed() const override { return false; }
@@ -87,6 +90,40 @@ TEST(Beam, TheCostModelDecidesWhatIsMeasured) {
   EXPECT_EQ(r.report.not_measured, 3);
   EXPECT_EQ(r.best.to_string(), "A=2 B=0");
   EXPECT_EQ(r.report.generated, accounted(r.report));
+}
+
+// Where every measured winner disagrees with the reference, the reference is the result;
+// a budget that runs out after the start keeps the start's best, and says why it stopped.
+TEST(Beam, FallsBackToTheReferenceAndKeepsToItsBudget) {
+  TableMeasure m;  // every other schedule faster than the reference, and wrong
+  double cost = 1;
+  for (int a = 0; a < 3; ++a)
+    for (int b = 0; b < 3; ++b) {
+      std::string text = "A=" + std::to_string(a) + " B=" + std::to_string(b);
+      m.cost[text] = a + b == 0 ? 10 : cost++;
+      if (a + b) m.wrong.insert(text);
+    }
+  SearchOptions o;
+  o.min_gain = -1;  // every round goes on
+  SearchResult r = beam_search(two_knobs(), h100_target(), m, o);
+  EXPECT_EQ(r.best.to_string(), "A=0 B=0");
+  EXPECT_EQ(r.cost, 10);
+  EXPECT_EQ(r.report.validation.rfind("no winner agreed with the reference", 0), 0u)
+      << r.report.validation;
+  // Two rejected winners, then the reference: it is the result, the rejections listed.
+  m.wrong = {"A=1 B=0", "A=2 B=0"};
+  m.cost = {{"A=0 B=0", 3}, {"A=1 B=0", 1}, {"A=2 B=0", 2}};
+  o.max_rounds = 1;
+  r = beam_search(two_knobs(), h100_target(), m, o);
+  EXPECT_EQ(r.best.to_string(), "A=0 B=0");
+  EXPECT_NE(r.report.validation.find("rejected 'A=2 B=0': wrong"), std::string::npos);
+  TableMeasure timed;
+  o.max_rounds = 10;
+  o.budget_s = 1e-9;
+  SearchResult b = beam_search(two_knobs(), h100_target(), timed, o);
+  EXPECT_EQ(b.best.to_string(), "A=0 B=0");
+  EXPECT_EQ(b.report.stop, "the time budget");
+  EXPECT_EQ(b.report.generated, accounted(b.report)) << b.report.to_string();
 }
 
 TEST(Beam, TheValidatorRejectsAWrongWinner) {
