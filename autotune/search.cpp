@@ -173,10 +173,14 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     bool any = std::any_of(from.entries().begin(), from.entries().end(),
                            [](const ScheduleEntry& e) { return e.axis.has_value(); });
     Schedule base;
-    if (any)
+    if (any) {
       base = from;
-    else if (from.knob_or("NOOPT", 0) == 0)
+    } else if (from.knob_or("NOOPT", 0) == 0) {
       base = heuristic_schedule(kernel, target);
+      // A long reduction to one value: the heuristic SPLITs it first (its partial kernel
+      // then gets the heuristic), and a step refines the split kernel.
+      if (std::optional<ScheduleEntry> h = heuristic_split(kernel, target)) base = Schedule({*h});
+    }
     std::map<int64_t, int64_t> left;
     bool split = false;
     for (const Axis& a : axes) left[a.id] = a.extent;

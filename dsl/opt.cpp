@@ -309,8 +309,9 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
                  "loops inside the reduced row");
     if (thread) {
       if (!thread_axes.insert(*e.axis).second)
-        refuse("splits the axis over the block's threads a second time: beside a GROUP the "
-               "threads are the block's, one split per axis");
+        refuse(
+            "splits the axis over the block's threads a second time: beside a GROUP the "
+            "threads are the block's, one split per axis");
       if (group_threads && e.amount != group_threads)
         refuse("needs the amount of the schedule's other GROUP and LOCAL entries (" +
                std::to_string(group_threads) + "): beside a GROUP they share the block's threads");
@@ -558,7 +559,6 @@ KernelParts split_reduction(const UOp& sink, const UOp& r, const ScheduleEntry& 
 
 }  // namespace
 
-// The heuristic SPLIT of one long reduction to one value, or none.
 std::optional<ScheduleEntry> heuristic_split(const UOp& sink, const Target& target) {
   if (!target.has(kFeatureBlocks)) return std::nullopt;
   UOp r;

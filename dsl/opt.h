@@ -7,6 +7,7 @@
 // ranges into copies; grid mapping turns LOCAL ranges into threads.
 #pragma once
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -64,6 +65,10 @@ struct KernelParts {
 // of 32,768 terms or more is SPLIT by the heuristic into up to 1,024 parts of at least
 // 4,096 terms (one block cannot fill a GPU).
 KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule& schedule);
+
+// The SPLIT that split_kernels gives a kernel with no actions on a target with blocks
+// whose one reduction makes one value of 32,768 terms or more, or none.
+std::optional<ScheduleEntry> heuristic_split(const UOp& sink, const Target& target);
 
 // The deterministic schedule a kernel gets when it is given none (see docs/lowering.md):
 // a matmul-shaped kernel (a reduce inside two global axes) upcasts its two innermost

@@ -192,6 +192,16 @@ TEST(Actions, KeepTheUnoptimisedResults) {
   }
 }
 
+// A long reduction to one value: the heuristic SPLITs it, and the steps from the heuristic
+// refine the split kernel rather than a one-block reduction.
+TEST(Actions, StepsFromTheHeuristicKeepItsSplit) {
+  SearchSpace space =
+      action_space(reduce_kernel(1, 1 << 16, 1, Op::ADD, dtypes::float32), h100_target());
+  std::vector<Schedule> steps = space.neighbours(Schedule());
+  ASSERT_FALSE(steps.empty());
+  for (const Schedule& s : steps) EXPECT_EQ(s.entries().at(0).name, "SPLIT") << s.to_string();
+}
+
 TEST(Search, AccountsForEveryCandidateOnTheEmulator) {
   std::unique_ptr<Device> dev = make_emu_device();
   SearchSpace space =
