@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,9 @@ class DeviceMeasure : public Measure {
   std::unique_ptr<Inputs> inputs_;
   std::map<std::pair<uint64_t, uint64_t>, CompiledKernel> in_process_;
   Buffer flush_[2]{};
+  // The reference's outputs on the validation inputs (the same for every candidate).
+  std::optional<std::pair<std::vector<StableKey>, std::vector<std::vector<unsigned char>>>>
+      reference_out_;
 };
 
 // The emulator's deterministic cost of one run: issue slots (warp instructions and shared

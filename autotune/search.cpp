@@ -20,12 +20,6 @@ double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// The buffer an access reads or writes through AFTERs.
-UOp base_buffer(UOp u) {
-  while (u.op() == Op::AFTER) u = u.src(0);
-  return u;
-}
-
 // A refusal's rule without the entry, the kernel and the numbers that differ between
 // candidates ("UPCAST:1:512 makes 512 copies ..." -> "makes N copies ..."), so that the
 // report counts candidates per rule.
@@ -115,17 +109,20 @@ std::string seconds_text(double s, bool timed) {
 
 std::vector<BufferSpec> kernel_buffers(const UOp& kernel) {
   std::map<int64_t, BufferSpec> out;
-  std::set<const void*> written, read;
-  for (const UOp& u : toposort(kernel)) {
-    if ((u.op() == Op::STORE || u.op() == Op::ATOMIC) && u.src(0).op() == Op::INDEX)
-      written.insert(base_buffer(u.src(0).src(0)).id());
-    if ((u.op() == Op::LOAD || u.op() == Op::ATOMIC) && u.src(0).op() == Op::INDEX)
-      read.insert(base_buffer(u.src(0).src(0)).id());
+  for (const UOp& u : toposort(kernel)) {  // an INDEX comes before the accesses through it
     if (u.op() == Op::PARAM && !u.dtype().is_pointer())
       throw std::invalid_argument("kernel '" + kernel.name_arg() + "' takes an integer at slot " +
                                   std::to_string(u.slot()) + ": its buffers must be given");
+    bool access = u.op() == Op::LOAD || u.op() == Op::STORE || u.op() == Op::ATOMIC;
+    if (access && u.src(0).op() == Op::INDEX) {
+      if (UOp buf = buffer_root(u.src(0).src(0)); buf.op() == Op::PARAM) {
+        BufferSpec& b = out.at(buf.slot());
+        b.read |= u.op() != Op::STORE;
+        b.written |= u.op() != Op::LOAD;
+      }
+    }
     if (u.op() != Op::INDEX) continue;
-    UOp buf = base_buffer(u.src(0));
+    UOp buf = buffer_root(u.src(0));
     if (buf.op() != Op::PARAM) continue;
     auto [lo, hi] = bounds(u.src(1));
     bool gated = u.src().size() == 3;  // a gated access may name indices it never touches
@@ -141,12 +138,6 @@ std::vector<BufferSpec> kernel_buffers(const UOp& kernel) {
   }
   std::vector<BufferSpec> specs;
   for (auto& [slot, b] : out) specs.push_back(b);
-  for (const UOp& u : toposort(kernel))
-    if (u.op() == Op::PARAM)
-      for (BufferSpec& b : specs) {
-        b.written |= b.slot == u.slot() && written.count(u.id());
-        b.read |= b.slot == u.slot() && read.count(u.id());
-      }
   return specs;
 }
 
@@ -291,7 +282,7 @@ double estimate_seconds(const Candidate& c, const Target& target) {
           break;
       }
       if (u.op() == Op::LOAD || u.op() == Op::STORE || u.op() == Op::ATOMIC) {
-        UOp buf = base_buffer(u.src(0).op() == Op::INDEX ? u.src(0).src(0) : u.src(0));
+        UOp buf = buffer_root(u.src(0).op() == Op::INDEX ? u.src(0).src(0) : u.src(0));
         DType v = u.op() == Op::LOAD ? u.dtype() : u.src(1).dtype();
         if (buf.op() == Op::PARAM)
           bytes += m * v.itemsize();

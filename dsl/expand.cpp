@@ -15,12 +15,6 @@ namespace {
 
 using Mask = uint64_t;
 
-// The buffer an access goes to: its INDEX's buffer, through the AFTERs that order it.
-UOp buffer_root(UOp b) {
-  while (b.op() == Op::AFTER) b = b.src(0);
-  return b;
-}
-
 class Expander {
  public:
   Expander(const UOp& sink, const Target& target) : sink_(sink), target_(target) {}

@@ -27,11 +27,6 @@ bool is_action(const ScheduleEntry& e) { return e.axis.has_value(); }
 
 std::string entry_text(const ScheduleEntry& e) { return Schedule({e}).to_string(); }
 
-UOp buffer_root(UOp b) {
-  while (b.op() == Op::AFTER) b = b.src(0);
-  return b;
-}
-
 // Rebuilds the graph below `root`: `replace` gives a node's new value (or nothing),
 // `ranges` what an END or AFTER names instead of a RANGE, `fix` a last say on each
 // rebuilt node (old node, new node).

@@ -354,6 +354,11 @@ UOp load(UOp address, UOp alt) {
   return UOp::make(Op::LOAD, {address});
 }
 UOp store(UOp address, UOp value) { return UOp::make(Op::STORE, {address, value}); }
+UOp buffer_root(UOp b) {
+  while (b.op() == Op::AFTER) b = b.src(0);
+  return b;
+}
+
 UOp after(UOp buffer, std::initializer_list<UOp> deps) {
   std::vector<UOp> src{buffer};
   src.insert(src.end(), deps);

@@ -116,6 +116,8 @@ UOp index(UOp buffer, UOp idx, UOp gate = {});
 UOp load(UOp address, UOp alt = {});
 UOp store(UOp address, UOp value);
 UOp after(UOp buffer, std::initializer_list<UOp> deps);
+// The buffer an access goes to: `b` through the AFTERs that order it.
+UOp buffer_root(UOp b);
 UOp end(UOp body, std::initializer_list<UOp> ranges);
 UOp group(std::initializer_list<UOp> effects);
 UOp sink(std::initializer_list<UOp> effects, std::string name = "");
