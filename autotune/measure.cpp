@@ -294,7 +294,7 @@ std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
                                   "' do not fill the parameter slots in order");
     args.push_back(space_.arg ? space_.arg(k, slot, bufs[i]) : KernelArg(bufs[i]));
   }
-  return args;
+  return space_.vars.empty() ? args : bind_args(k.rendered.info, std::move(args), space_.vars);
 }
 
 std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>& round) {
@@ -380,6 +380,10 @@ Measured DeviceMeasure::measure(const Candidate& c, double best) {
   }
   std::sort(times.begin(), times.end());
   m.cost = times[times.size() / 2];
+  std::vector<double> dev;
+  for (double t : times) dev.push_back(std::abs(t - m.cost));
+  std::sort(dev.begin(), dev.end());
+  m.noise = m.cost > 0 ? dev[dev.size() / 2] / m.cost : 0;
   return m;
 }
 

@@ -155,6 +155,7 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
   bool blocks = target.has(kFeatureBlocks);
   SearchSpace s;
   s.name = kernel.name_arg();
+  s.id = {s.name, kernel.key(), {}, {}};
   s.build = [kernel](const Schedule&) { return kernel; };
   s.reference = Schedule().knob("NOOPT", 1);
   s.start = {Schedule(), s.reference};
@@ -471,6 +472,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
           best = std::min(best, m.cost);
           estimates.push_back(cands[i].estimate);
           costs.push_back(m.cost);
+          cands[i].noise = m.noise;
           out.emplace_back(m.cost, std::move(cands[i]));
           continue;
       }
@@ -572,6 +574,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
   }
   result.best = done.front().second.schedule;
   result.cost = done.front().first;
+  result.noise = done.front().second.noise;
   r.search_s = since(t0);
   return result;
 }

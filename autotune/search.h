@@ -41,9 +41,21 @@ struct BufferSpec {
 // bounds) or that takes integer parameters: such kernels give their buffers themselves.
 std::vector<BufferSpec> kernel_buffers(const UOp& kernel);
 
+// What a schedule was tuned for: the kernel's readable name, the structural key of its
+// unscheduled graph (a DSL kernel: of its problem), its shape and dtypes.
+struct KernelId {
+  std::string kernel;
+  StableKey structure{};
+  std::vector<int64_t> shape;
+  std::vector<std::string> dtypes;
+  friend bool operator==(const KernelId&, const KernelId&) = default;
+  std::string to_string() const;  // "gemm 4096x4096x4096 bfloat16,bfloat16"
+};
+
 // What a search tunes.
 struct SearchSpace {
   std::string name;
+  KernelId id;                                // what the tuning database keys its result by
   std::function<UOp(const Schedule&)> build;  // the kernel graph for a schedule
   std::vector<Schedule> start;                // the first round's schedules
   // The schedules one step from `s` (those that break a rule are refused when lowered).
@@ -53,6 +65,8 @@ struct SearchSpace {
   // The launch's argument for a buffer at `slot` (default: the buffer itself); a DSL
   // kernel that takes a tensor map there makes it (tensor_arg).
   std::function<KernelArg(const CompiledKernel& k, int64_t slot, Buffer b)> arg;
+  // The kernel's variables (run-time sizes) by name, bound after the buffers.
+  std::map<std::string, int64_t> vars;
   // Where set, what lowering makes of a schedule (several kernels and temporaries: a DSL
   // kernel whose operands are first repacked); else lower_kernels(build(s), target, s).
   std::function<LoweredKernels(const Schedule& s)> lower;
@@ -80,6 +94,7 @@ struct Candidate {
   StableKey key{};      // of the lowered kernels
   double estimate = 0;  // the cost model's seconds
   int round = 0;
+  double noise = 0;  // its measurement's relative spread, once measured
 };
 
 // How one candidate's measurement ended.
@@ -88,6 +103,7 @@ struct Measured {
   Status status = Status::Ok;
   double cost = std::numeric_limits<double>::infinity();  // seconds, or a deterministic cost
   std::string error;                                      // what failed
+  double noise = 0;  // the runs' relative spread (median absolute deviation over the median)
 };
 
 // Measures candidates: compiles and times them on a device (measure.h), or an injected
@@ -150,6 +166,7 @@ struct SearchReport {
 struct SearchResult {
   Schedule best;
   double cost = 0;        // seconds, or the deterministic cost (report.timed)
+  double noise = 0;       // the best's measured relative spread
   double start_cost = 0;  // the best of the start schedules
   SearchReport report;
 };

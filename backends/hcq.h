@@ -33,7 +33,11 @@ struct BackendError : std::runtime_error {
 struct DeviceProps {
   std::string name;      // "cpu"
   std::string compiler;  // how kernels are compiled here, for `kitten devices`
-  Target target;         // what the device offers kernels (dsl/target.h)
+  // The hardware ("NVIDIA H100 80GB HBM3", the cpu's model name, "emulator") and its
+  // driver's version where it has one ("CUDA driver 12080"): the tuning database's files
+  // are per model.
+  std::string model, driver;
+  Target target;  // what the device offers kernels (dsl/target.h)
 };
 
 struct Buffer {

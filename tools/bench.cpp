@@ -1,12 +1,14 @@
 // `kitten bench <kernel>`: a library kernel on fresh random data, checked against a float64
 // reference, then timed (cuda) or counted (emu). See the help text in kitten.cpp.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <optional>
 #include <random>
 
+#include "autotune/database.h"
 #include "backends/cuda/cuda_device.h"
 #include "backends/emu/emulator.h"
 #include "dsl/float_format.h"
@@ -14,6 +16,7 @@
 #include "kernels/flash_attention_fwd.h"
 #include "kernels/gemm.h"
 #include "tools/cli.h"
+#include "tools/spaces.h"
 
 namespace kitten {
 namespace {
@@ -22,6 +25,9 @@ namespace {
 struct Bench {
   std::string device = "cuda";
   Schedule schedule;
+  bool schedule_given = false, untuned = false;
+  std::string db_path;  // the tuning database (default_database_path where empty)
+  std::string tuned;    // where the schedule came from, for the report
   int reps = 20;
   uint64_t seed = std::random_device{}();
   std::string source_path;
@@ -43,9 +49,14 @@ struct Bench {
     } else if (a == "--schedule" && more) {
       try {
         schedule = Schedule::parse(args[++i]);
+        schedule_given = true;
       } catch (const ScheduleError& e) {
         return usage_error(std::string("bench: ") + e.what());
       }
+    } else if (a == "--untuned") {
+      untuned = true;
+    } else if (a == "--db" && more) {
+      db_path = args[++i];
     } else if (a == "--reps" && more) {
       reps = std::atoi(args[++i].c_str());
       if (reps < 1) return usage_error("bench: --reps takes a positive number");
@@ -70,6 +81,36 @@ struct Bench {
                                       "mma.sync, which " +
                                       device + " (" + t.arch + ") lacks; use emu or cuda");
     return -1;
+  }
+
+  // Takes the tuned schedule for `id` (the tuning database, then the library shipped with
+  // kitten) unless --schedule or --untuned says otherwise; `applies` says why a stored
+  // schedule does not fit ("" where it does).
+  void use_tuned(const autotune::KernelId& id,
+                 const std::function<std::string(const Schedule&)>& applies) {
+    if (schedule_given || untuned) {
+      tuned = schedule_given ? "given" : "the default (--untuned)";
+      return;
+    }
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point t0 = Clock::now();
+    autotune::Tuned db(*dev, db_path);
+    Clock::time_point t1 = Clock::now();
+    db.find(id);
+    double load_us = std::chrono::duration<double, std::micro>(t1 - t0).count(),
+           find_us = std::chrono::duration<double, std::micro>(Clock::now() - t1).count();
+    autotune::TunedSchedule t = db.lookup(id, applies);
+    for (const std::string& m : db.messages)
+      std::fprintf(stderr, "kitten bench: %s\n", escape_controls(m, true).c_str());
+    char timing[96];
+    std::snprintf(timing, sizeof timing, " (databases opened in %.0f us, lookup %.1f us)", load_us,
+                  find_us);
+    if (t.source.empty()) {
+      tuned = std::string("the default: no tuned entry for ") + id.to_string() + timing;
+      return;
+    }
+    schedule = t.schedule;
+    tuned = "tuned, from " + t.source + timing;
   }
 
   // Compiles the kernels and writes the last one's source (the library kernel, after any
@@ -216,6 +257,14 @@ int bench_gemm(const std::vector<std::string>& args) {
   if (!have_shape) return usage_error("bench: expected --shape M,N,K");
   if (int status = bench.open("gemm"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
+  bench.use_tuned(gemm_id(p), [&](const Schedule& sch) {
+    try {
+      gemm_kernels(p, sch, t);
+      return std::string();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+  });
   // ScheduleError names the broken constraint
   LoweredKernels kernels = gemm_kernels(p, bench.schedule, t);
   Schedule used = gemm_full_schedule(p, bench.schedule, t);
@@ -254,9 +303,10 @@ int bench_gemm(const std::vector<std::string>& args) {
                     "] = " + std::to_string(g) + ", want " + std::to_string(want);
     }
   }
-  std::printf("gemm %s on %s\nschedule: %s\ncheck: %s (%lld elements%s against float64)\n",
+  std::printf("gemm %s on %s\nschedule: %s (%s)\ncheck: %s (%lld elements%s against float64)\n",
               p.to_string().c_str(), bench.dev->props().name.c_str(), used.to_string().c_str(),
-              bad ? "FAILED" : "passed", (long long)checked, all ? "" : " sampled");
+              bench.tuned.c_str(), bad ? "FAILED" : "passed", (long long)checked,
+              all ? "" : " sampled");
   if (bad) std::printf("  %lld wrong, first %s\n", (long long)bad, first_bad.c_str());
   bench.report_speed(*k, kargs, 2.0 * double(p.m) * double(p.n) * double(p.k));
   return bad ? 1 : 0;
@@ -306,6 +356,14 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
   }
   if (int status = bench.open("flash_attention_fwd"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
+  bench.use_tuned(attention_id(p, s), [&](const Schedule& sch) {
+    try {
+      flash_attention_fwd_kernel(p, sch, t);
+      return std::string();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+  });
   try {
     kernel = flash_attention_fwd_kernel(p, bench.schedule, t);
   } catch (const std::invalid_argument& e) {
@@ -374,10 +432,11 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
            std::to_string(want));
   }
   std::printf(
-      "flash_attention_fwd %s B,H,Hkv,Nq,Nkv = %s on %s\nschedule: %s\ncheck: %s (%lld rows of "
+      "flash_attention_fwd %s B,H,Hkv,Nq,Nkv = %s on %s\nschedule: %s (%s)\ncheck: %s (%lld rows "
+      "of "
       "O and LSE%s against float64)\n",
       p.to_string().c_str(), s.to_string().c_str(), bench.dev->props().name.c_str(),
-      used.to_string().c_str(), bad ? "FAILED" : "passed", (long long)checked,
+      used.to_string().c_str(), bench.tuned.c_str(), bad ? "FAILED" : "passed", (long long)checked,
       all ? "" : " sampled");
   if (bad) std::printf("  %lld wrong, first %s\n", (long long)bad, first_bad.c_str());
   // 4 * Nq * Nkv * D per head (QK^T and PV), the visible half where causal and Nq = Nkv.

@@ -1,7 +1,11 @@
 #include "tools/cli.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <sstream>
 
 #include "backends/registry.h"
 
@@ -49,6 +53,24 @@ int open_named_device(const std::string& cmd, const std::string& name,
     return usage_error(cmd + ": " + e.what());
   }
   return -1;
+}
+
+std::vector<int64_t> parse_shape(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, ',');) {
+    char* end = nullptr;
+    long long v = std::strtoll(part.c_str(), &end, 10);
+    if (part.empty() || *end || v < 1 || v > (1ll << 20)) return {};
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::string self_path() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, size_t(n)) : "kitten";
 }
 
 }  // namespace kitten

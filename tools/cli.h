@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/hcq.h"
 
@@ -22,10 +23,18 @@ int work_failed(const std::string& cmd, const std::string& msg);
 int open_named_device(const std::string& cmd, const std::string& name,
                       std::unique_ptr<Device>& dev);
 
+// A shape option's numbers: "64,128" -> {64, 128}; empty on a malformed list (or a
+// number outside 1..2^20).
+std::vector<int64_t> parse_shape(const std::string& s);
+// The path of this executable (for worker processes).
+std::string self_path();
+
 // `kitten bench <kernel> ...` (tools/bench.cpp).
 int cmd_bench(const std::vector<std::string>& args);
 // `kitten search <kernel> ...` and `kitten compile-worker --device D` (tools/search.cpp).
 int cmd_search(const std::vector<std::string>& args);
 int cmd_compile_worker(const std::vector<std::string>& args);
+// `kitten tune ...` (tools/tune.cpp).
+int cmd_tune(const std::vector<std::string>& args);
 
 }  // namespace kitten

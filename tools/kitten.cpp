@@ -365,6 +365,7 @@ int run_command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "bench") return cmd_bench(args);
     if (cmd == "search") return cmd_search(args);
     if (cmd == "compile-worker") return cmd_compile_worker(args);
+    if (cmd == "tune") return cmd_tune(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     return work_failed(cmd, e.what());

@@ -9,35 +9,10 @@
 
 #include "autotune/measure.h"
 #include "autotune/search.h"
-#include "kernels/examples.h"
-#include "kernels/gemm.h"
 #include "tools/cli.h"
+#include "tools/spaces.h"
 
 namespace kitten {
-namespace {
-
-// The shape option's numbers: "64,128" -> {64, 128}; empty on a malformed list.
-std::vector<int64_t> parse_shape(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream in(s);
-  for (std::string part; std::getline(in, part, ',');) {
-    char* end = nullptr;
-    long long v = std::strtoll(part.c_str(), &end, 10);
-    if (part.empty() || *end || v < 1 || v > (1ll << 20)) return {};
-    out.push_back(v);
-  }
-  return out;
-}
-
-// The path of this executable, for the compile workers.
-std::string self_path() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return n > 0 ? std::string(buf, size_t(n)) : "kitten";
-}
-
-}  // namespace
-
 int cmd_compile_worker(const std::vector<std::string>& args) {
   if (args.size() != 2 || args[0] != "--device")
     return usage_error("compile-worker: expected --device D (the source comes on stdin)");
@@ -108,56 +83,15 @@ int cmd_search(const std::vector<std::string>& args) {
     if (status >= 0) return status;
   }
   if (kernel.empty())
-    return usage_error("search: expected a kernel (matmul, sum, softmax, add, gemm)");
+    return usage_error(std::string("search: expected a kernel (") + kSpaceNames + ")");
   std::unique_ptr<Device> dev;
   if (int status = open_named_device("search", device, dev); status >= 0) return status;
   const Target& target = dev->props().target;
-  auto need = [&](size_t n, std::vector<int64_t> fallback) {
-    if (shape.empty()) shape = std::move(fallback);
-    return shape.size() == n;
-  };
   SearchSpace space;
-  if (kernel == "matmul") {
-    if (!need(3, {256, 256, 256})) return usage_error("search: matmul takes --shape M,N,K");
-    space = action_space(matmul_kernel(shape[0], shape[1], shape[2], dtype), target);
-  } else if (kernel == "sum" || kernel == "softmax" || kernel == "add") {
-    if (!need(2, {1024, 1024}))
-      return usage_error("search: " + kernel + " takes --shape ROWS,COLS");
-    UOp k = kernel == "sum"       ? reduce_kernel(shape[0], shape[1], 1, Op::ADD, dtype)
-            : kernel == "softmax" ? softmax_kernel(shape[0], shape[1])
-                                  : elementwise_add_kernel(shape[0], shape[1], dtype, false);
-    space = action_space(k, target);
-  } else if (kernel == "gemm") {
-    if (!need(3, {1024, 1024, 1024})) return usage_error("search: gemm takes --shape M,N,K");
-    GemmProblem p{shape[0], shape[1], shape[2], dtype_given ? dtype : dtypes::bfloat16,
-                  dtypes::bfloat16};
-    Schedule start = gemm_default_schedule(p, target);
-    std::vector<Knob> knobs = {{"BM", {64, 128, 192, 256}},
-                               {"BN", {64, 128, 192, 256}},
-                               {"BK", {32, 64}},
-                               {"STAGES", {2, 3, 4, 5}},
-                               {"GROUP", {4, 8, 16, 32}},
-                               {"WM", {1, 2, 4}},
-                               {"WN", {1, 2}},
-                               {"SWIZZLE", {64, 128}}};
-    space = knob_space(
-        "gemm " + p.to_string(),
-        [p, target](const Schedule& s) { return gemm_kernel(p, s, target); }, start, knobs,
-        {{0, p.out, p.m * p.n, true, false}, {1, p.in, p.m * p.k}, {2, p.in, p.k * p.n}});
-    space.lower = [p, target](const Schedule& s) { return gemm_kernels(p, s, target); };
-    space.arg = [p](const CompiledKernel& k, int64_t slot, Buffer b) {
-      if (slot == 0) return tensor_arg(k, 0, b, {p.n, p.m}, {p.n * p.out.itemsize()});
-      tiles::TensorLayout l = gemm_operand_layout(p, int(slot));
-      return tensor_arg(k, int(slot), b, l.dims, l.strides);
-    };
-    // Rows that are not whole 16-byte units: also start from the repacked operands (with
-    // the padded problem's defaults, the Hopper schedule where the target has it).
-    if (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16)
-      space.start.push_back(Schedule().knob("REPACK", 1));
-    if (p.n * p.out.itemsize() % 16) space.start.push_back(Schedule().knob("REPACK", 2));
-  } else {
-    return usage_error("search: no searchable kernel named '" + kernel +
-                       "' (matmul, sum, softmax, add, gemm)");
+  try {
+    space = named_space(kernel, shape, dtype_given ? std::optional(dtype) : std::nullopt, target);
+  } catch (const std::invalid_argument& e) {
+    return usage_error(std::string("search: ") + e.what());
   }
   if (workers) mopts.worker = {self_path(), "compile-worker", "--device", device};
   opts.progress = [](const std::string& l) { std::fprintf(stderr, "search: %s\n", l.c_str()); };

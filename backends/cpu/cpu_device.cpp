@@ -39,6 +39,18 @@ std::string host_arch() {
   return u.machine;
 }
 
+// The processor's model name from /proc/cpuinfo ("cpu" where it says none).
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0)
+      if (size_t colon = line.find(':'); colon != std::string::npos) {
+        size_t start = line.find_first_not_of(" \t", colon + 1);
+        if (start != std::string::npos) return line.substr(start);
+      }
+  return "cpu";
+}
+
 // ---- the subprocess compiler -----------------------------------------------------------
 
 // How a compiler run ended: its exit status (-1 when a signal ended it) and what it wrote
@@ -191,6 +203,7 @@ class CpuDevice : public HostDevice {
   CpuDevice(CpuCompileMode mode, CompileCache cache)
       : pool_(std::max(1u, std::thread::hardware_concurrency())) {
     props_.name = "cpu";
+    props_.model = cpu_model();
     props_.target = host_target(host_arch(), int(pool_.size()));
     if (mode == CpuCompileMode::Jit) {
       jit_ = make_clang_jit(std::move(cache));

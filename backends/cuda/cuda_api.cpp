@@ -33,6 +33,7 @@ Driver load_driver() {
       bind(lib, d.DeviceGetCount, {"cuDeviceGetCount"}, why) &&
       bind(lib, d.DeviceGet, {"cuDeviceGet"}, why) &&
       bind(lib, d.DeviceGetName, {"cuDeviceGetName"}, why) &&
+      bind(lib, d.DriverGetVersion, {"cuDriverGetVersion"}, why) &&
       bind(lib, d.DeviceGetAttribute, {"cuDeviceGetAttribute"}, why) &&
       bind(lib, d.DevicePrimaryCtxRetain, {"cuDevicePrimaryCtxRetain"}, why) &&
       bind(lib, d.CtxSetCurrent, {"cuCtxSetCurrent"}, why) &&

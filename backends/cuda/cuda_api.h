@@ -46,6 +46,7 @@ struct Driver {
   Result (*DeviceGetCount)(int*);
   Result (*DeviceGet)(Device*, int);
   Result (*DeviceGetName)(char*, int, Device);
+  Result (*DriverGetVersion)(int*);
   Result (*DeviceGetAttribute)(int*, int, Device);
   Result (*DevicePrimaryCtxRetain)(Context*, Device);
   Result (*CtxSetCurrent)(Context);

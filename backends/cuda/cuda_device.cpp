@@ -465,6 +465,10 @@ class CudaDevice : public Device {
     };
     int major = attr(cu::kAttrCcMajor), minor = attr(cu::kAttrCcMinor);
     props_.name = "cuda";
+    props_.model = name;
+    int driver_version = 0;
+    d.DriverGetVersion(&driver_version);
+    props_.driver = "CUDA driver " + std::to_string(driver_version);
     Target& t = props_.target;
     t.arch = "sm_" + std::to_string(major) + std::to_string(minor) + (major >= 9 ? "a" : "");
     t.multiprocessors = attr(cu::kAttrMultiprocessors);

@@ -37,6 +37,7 @@ class EmuDevice : public HostDevice {
  public:
   explicit EmuDevice(Target target) {
     props_.name = "emu";
+    props_.model = "emulator";
     props_.target = target;
     props_.compiler = "none: the emulator interprets the linear program with the " + target.arch +
                       " profile's limits";

@@ -1,0 +1,136 @@
+#include "tools/spaces.h"
+
+#include <stdexcept>
+
+#include "autotune/database.h"
+#include "kernels/examples.h"
+
+namespace kitten {
+
+using autotune::BufferSpec;
+using autotune::KernelId;
+using autotune::Knob;
+using autotune::SearchSpace;
+
+KernelId gemm_id(const GemmProblem& p) {
+  return {"gemm",
+          autotune::text_key("gemm " + p.to_string()),
+          {p.m, p.n, p.k},
+          {std::string(p.in.name()), std::string(p.out.name())}};
+}
+
+KernelId attention_id(const AttentionProblem& p, const AttentionShape& s) {
+  return {p.mask == AttentionMask::Causal ? "attention-causal" : "attention",
+          autotune::text_key("flash_attention_fwd " + p.to_string()),
+          {s.b, s.h, s.hkv, s.nq, s.nkv, p.d},
+          {std::string(p.in.name()), std::string(p.out.name())}};
+}
+
+namespace {
+
+SearchSpace gemm_space(const GemmProblem& p, const Target& target) {
+  std::vector<Knob> knobs = {{"BM", {64, 128, 192, 256}},
+                             {"BN", {64, 128, 192, 256}},
+                             {"BK", {32, 64}},
+                             {"STAGES", {2, 3, 4, 5}},
+                             {"GROUP", {4, 8, 16, 32}},
+                             {"WM", {1, 2, 4}},
+                             {"WN", {1, 2}},
+                             {"SWIZZLE", {64, 128}}};
+  SearchSpace space = autotune::knob_space(
+      "gemm " + p.to_string(), [p, target](const Schedule& s) { return gemm_kernel(p, s, target); },
+      gemm_default_schedule(p, target), knobs,
+      {{0, p.out, p.m * p.n, true, false}, {1, p.in, p.m * p.k}, {2, p.in, p.k * p.n}});
+  space.id = gemm_id(p);
+  space.lower = [p, target](const Schedule& s) { return gemm_kernels(p, s, target); };
+  space.arg = [p](const CompiledKernel& k, int64_t slot, Buffer b) {
+    if (slot == 0) return tensor_arg(k, 0, b, {p.n, p.m}, {p.n * p.out.itemsize()});
+    tiles::TensorLayout l = gemm_operand_layout(p, int(slot));
+    return tensor_arg(k, int(slot), b, l.dims, l.strides);
+  };
+  // Rows that are not whole 16-byte units: also start from the repacked operands (with
+  // the padded problem's defaults, the Hopper schedule where the target has it).
+  if (gemm_operand_layout(p, 1).strides[0] % 16 || gemm_operand_layout(p, 2).strides[0] % 16)
+    space.start.push_back(Schedule().knob("REPACK", 1));
+  if (p.n * p.out.itemsize() % 16) space.start.push_back(Schedule().knob("REPACK", 2));
+  return space;
+}
+
+SearchSpace attention_space(const AttentionProblem& p, const AttentionShape& s,
+                            const Target& target) {
+  std::vector<Knob> knobs = {{"BQ", {64, 128, 192, 256}},
+                             {"BKV", {32, 64, 96, 128, 192, 256}},
+                             {"WARPS", {4, 8, 12, 16}},
+                             {"STAGES", {2, 3, 4}},
+                             {"QREG", {0, 1}},
+                             {"WGMMA", {0, 1}},
+                             {"PV", {0, 1}},
+                             {"PINGPONG", {0, 1}}};
+  int64_t q = s.b * s.h * s.nq * p.d, kv = s.b * s.hkv * s.nkv * p.d;
+  SearchSpace space = autotune::knob_space(
+      "flash_attention_fwd " + p.to_string() + " B,H,Hkv,Nq,Nkv = " + s.to_string(),
+      [p, target](const Schedule& sch) { return flash_attention_fwd_kernel(p, sch, target); },
+      flash_attention_fwd_default_schedule(p, target), knobs,
+      {{0, p.out, q, true, false},
+       {1, dtypes::float32, s.b * s.h * s.nq, true, false},
+       {2, p.in, q},
+       {3, p.in, kv},
+       {4, p.in, kv}});
+  space.id = attention_id(p, s);
+  space.vars = flash_attention_fwd_vars(p, s);
+  space.arg = [p, s](const CompiledKernel& k, int64_t slot, Buffer b) -> KernelArg {
+    if (slot < 2) return b;
+    tiles::TensorLayout l = flash_attention_operand_layout(p, s, int(slot));
+    return tensor_arg(k, int(slot), b, l.dims, l.strides);
+  };
+  return space;
+}
+
+}  // namespace
+
+SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
+                        std::optional<DType> dtype, const Target& target) {
+  auto need = [&](size_t n, std::vector<int64_t> fallback, const char* what) {
+    if (shape.empty()) shape = std::move(fallback);
+    if (shape.size() != n) throw std::invalid_argument(kernel + " takes a shape " + what);
+  };
+  auto id_of = [&](SearchSpace space, DType d) {
+    space.id.kernel = kernel;
+    space.id.shape = shape;
+    space.id.dtypes = {std::string(d.name())};
+    return space;
+  };
+  if (kernel == "matmul") {
+    need(3, {256, 256, 256}, "M,N,K");
+    DType d = dtype.value_or(dtypes::float32);
+    return id_of(autotune::action_space(matmul_kernel(shape[0], shape[1], shape[2], d), target), d);
+  }
+  if (kernel == "sum" || kernel == "softmax" || kernel == "add") {
+    need(2, {1024, 1024}, "ROWS,COLS");
+    DType d = kernel == "softmax" ? dtypes::float32 : dtype.value_or(dtypes::float32);
+    if (kernel == "softmax" && dtype && *dtype != d)
+      throw std::invalid_argument("softmax is float32 only");
+    UOp k = kernel == "sum"       ? reduce_kernel(shape[0], shape[1], 1, Op::ADD, d)
+            : kernel == "softmax" ? softmax_kernel(shape[0], shape[1])
+                                  : elementwise_add_kernel(shape[0], shape[1], d, false);
+    return id_of(autotune::action_space(k, target), d);
+  }
+  if (kernel == "gemm") {
+    need(3, {1024, 1024, 1024}, "M,N,K");
+    return gemm_space(
+        {shape[0], shape[1], shape[2], dtype.value_or(dtypes::bfloat16), dtypes::bfloat16}, target);
+  }
+  if (kernel == "attention" || kernel == "attention-causal") {
+    need(6, {1, 4, 4, 256, 256, 64}, "B,H,Hkv,Nq,Nkv,D");
+    AttentionProblem p;
+    p.d = int(shape[5]);
+    p.in = p.out = dtype.value_or(dtypes::bfloat16);
+    if (kernel == "attention-causal") p.mask = AttentionMask::Causal;
+    AttentionShape s =
+        AttentionShape::contiguous(shape[0], shape[1], shape[2], shape[3], shape[4], p.d);
+    return attention_space(p, s, target);
+  }
+  throw std::invalid_argument("no searchable kernel named '" + kernel + "' (" + kSpaceNames + ")");
+}
+
+}  // namespace kitten

@@ -1,0 +1,31 @@
+// The kernels `kitten search` and `kitten tune` know by name, as search spaces: generated
+// kernels (matmul, sum, softmax, add) by their actions, the DSL's GEMM and attention
+// forward by their knobs. Each space carries the KernelId the tuning database keys it by.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autotune/search.h"
+#include "kernels/flash_attention_fwd.h"
+#include "kernels/gemm.h"
+
+namespace kitten {
+
+// The names `named_space` takes, for messages.
+inline constexpr const char* kSpaceNames =
+    "matmul, sum, softmax, add, gemm, attention, attention-causal";
+
+// The space for `kernel` at `shape` (an empty shape takes the kernel's small default), of
+// `dtype` (where not given: float32 for generated kernels, bfloat16 for the DSL's). Throws
+// std::invalid_argument saying what the kernel takes.
+autotune::SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
+                                  std::optional<DType> dtype, const Target& target);
+
+// What the tuning database keys the DSL kernels by: their problem (and, for attention, the
+// call's sizes).
+autotune::KernelId gemm_id(const GemmProblem& p);
+autotune::KernelId attention_id(const AttentionProblem& p, const AttentionShape& s);
+
+}  // namespace kitten

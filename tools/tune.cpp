@@ -1,0 +1,253 @@
+// `kitten tune`: tunes the kernels a list names into the tuning database, re-times what
+// it holds (--check) and lists it (--show). See the help text in kitten.cpp and
+// docs/autotune.md.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "autotune/database.h"
+#include "autotune/measure.h"
+#include "tools/cli.h"
+#include "tools/spaces.h"
+
+namespace kitten {
+namespace {
+
+using namespace autotune;
+using Clock = std::chrono::steady_clock;
+
+std::string cost_text(double c, bool timed) {
+  char b[64];
+  if (std::isnan(c)) return "not measured";
+  std::snprintf(b, sizeof b, timed ? "%.4f ms" : "%.6g (emu)", timed ? c * 1e3 : c);
+  return b;
+}
+
+std::string seconds(double s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f s", s);
+  return b;
+}
+
+// The space an id names, from the kernels kitten knows; throws std::invalid_argument.
+SearchSpace space_for(const KernelId& id, const Target& target) {
+  std::optional<DType> d;
+  if (!id.dtypes.empty()) {
+    d = DType::parse(id.dtypes[0]);
+    if (!d) throw std::invalid_argument("unknown dtype '" + id.dtypes[0] + "'");
+  }
+  return named_space(id.kernel, id.shape, d, target);
+}
+
+int show(const TuneDatabase& db) {
+  std::printf("%s: %s (%s), %zu entries\n", db.path().c_str(), db.device().model.c_str(),
+              db.device().arch.c_str(), db.entries().size());
+  for (const TuneEntry& e : db.entries()) {
+    std::printf("\n%s\n  schedule: '%s'%s\n  %s (the heuristic %s, %.2fx), noise %.1f%%\n",
+                e.id.to_string().c_str(), e.schedule.c_str(),
+                e.schedule_format == kScheduleFormat ? "" : " (another schedule format: unused)",
+                cost_text(e.cost, e.timed).c_str(), cost_text(e.start_cost, e.timed).c_str(),
+                e.start_cost / e.cost, e.noise * 100);
+    std::printf("  tuned %s in %s under %s, %s\n", e.date.c_str(), seconds(e.search_s).c_str(),
+                e.driver.empty() ? "no driver" : e.driver.c_str(), e.compiler.c_str());
+  }
+  return 0;
+}
+
+// Re-times every entry of this device's database; 1 where one regressed beyond its noise.
+int check(Device& dev, TuneDatabase& db, const MeasureOptions& mopts) {
+  const Target& target = dev.props().target;
+  int regressed = 0, skipped = 0;
+  std::printf("%-48s %14s %14s %8s  %s\n", "kernel", "stored", "now", "ratio", "verdict");
+  for (const TuneEntry& e : db.entries()) {
+    std::string name = e.id.to_string();
+    if (e.schedule_format != kScheduleFormat) {
+      std::printf("%-48s skipped: schedule format %d, this kitten reads %d\n", name.c_str(),
+                  e.schedule_format, kScheduleFormat);
+      ++skipped;
+      continue;
+    }
+    SearchSpace space;
+    Candidate c;
+    std::string why;
+    try {
+      space = space_for(e.id, target);
+      c.schedule = Schedule::parse(e.schedule);
+      if (space.id != e.id) why = "the kernel's graph changed since it was tuned";
+      if (why.empty()) why = schedule_applies(space, target, c.schedule);
+    } catch (const std::exception& err) {
+      why = err.what();
+    }
+    if (!why.empty()) {
+      std::printf("%-48s skipped: %s\n", name.c_str(), why.c_str());
+      ++skipped;
+      continue;
+    }
+    c.lowered = space.lower ? space.lower(c.schedule)
+                            : lower_kernels(space.build(c.schedule), target, c.schedule);
+    DeviceMeasure m(dev, space, mopts);
+    Measured now = m.measure(c, std::numeric_limits<double>::infinity());
+    double ratio = now.cost / e.cost;
+    // Beyond the noise: three times the larger of the two measurements' spreads (at least
+    // 1%); the emulator's costs are exact.
+    double allowed = e.timed ? std::max(0.01, 3 * std::max(e.noise, now.noise)) : 0;
+    bool worse = ratio > 1 + allowed;
+    regressed += worse;
+    bool other_versions = e.driver != db.device().driver || e.compiler != db.device().compiler;
+    std::printf(
+        "%-48s %14s %14s %7.3fx  %s%s\n", name.c_str(), cost_text(e.cost, e.timed).c_str(),
+        cost_text(now.cost, e.timed).c_str(), ratio, worse ? "REGRESSED beyond the noise" : "ok",
+        other_versions
+            ? ("; made under other versions (" + e.driver + ", " + e.compiler + "): re-tune it")
+                  .c_str()
+            : "");
+  }
+  std::printf("%zu entries: %d regressed, %d skipped\n", db.entries().size(), regressed, skipped);
+  return regressed ? 1 : 0;
+}
+
+}  // namespace
+
+int cmd_tune(const std::vector<std::string>& args) {
+  std::string list_path, device = "cpu", db_path;
+  bool do_check = false, do_show = false, force = false, workers = true;
+  SearchOptions opts;
+  opts.budget_s = 60;
+  MeasureOptions mopts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool more = i + 1 < args.size();
+    auto count = [&](int lo, int hi, int& out) {
+      long long v = std::strtoll(args[++i].c_str(), nullptr, 10);
+      if (v < lo || v > hi)
+        return usage_error("tune: " + a + " takes a number from " + std::to_string(lo) + " to " +
+                           std::to_string(hi) + ", got '" + args[i] + "'");
+      out = int(v);
+      return -1;
+    };
+    int status = -1;
+    if (a == "--device" && more) {
+      device = args[++i];
+    } else if (a == "--db" && more) {
+      db_path = args[++i];
+    } else if (a == "--beam" && more) {
+      status = count(1, 64, opts.beam);
+    } else if (a == "--rounds" && more) {
+      status = count(0, 100, opts.max_rounds);
+    } else if (a == "--measured" && more) {
+      status = count(1, 10000, opts.measured_per_round);
+    } else if (a == "--jobs" && more) {
+      status = count(1, 256, mopts.jobs);
+    } else if (a == "--reps" && more) {
+      status = count(1, 1000, mopts.reps);
+    } else if (a == "--budget" && more) {
+      opts.budget_s = std::strtod(args[++i].c_str(), nullptr);
+      if (!(opts.budget_s > 0)) return usage_error("tune: --budget takes seconds (> 0)");
+    } else if (a == "--check") {
+      do_check = true;
+    } else if (a == "--show") {
+      do_show = true;
+    } else if (a == "--force") {
+      force = true;
+    } else if (a == "--no-validate") {
+      opts.validate = false;
+    } else if (a == "--in-process") {
+      workers = false;
+    } else if (list_path.empty() && a.rfind("--", 0) != 0) {
+      list_path = a;
+    } else {
+      return usage_error("tune: unexpected argument '" + a + "'");
+    }
+    if (status >= 0) return status;
+  }
+  if (do_check + do_show + !list_path.empty() != 1)
+    return usage_error("tune: expected a list of kernels (LIST.yaml), --check or --show");
+  if (do_show && !db_path.empty()) return show(TuneDatabase::load_any(db_path));
+
+  std::unique_ptr<Device> dev;
+  if (int status = open_named_device("tune", device, dev); status >= 0) return status;
+  DeviceId id = DeviceId::of(*dev);
+  if (db_path.empty()) db_path = default_database_path(id);
+  if (db_path.empty())
+    return usage_error("tune: no database: give --db PATH or KITTEN_TUNE_DB (the cache is off)");
+  TuneDatabase db = TuneDatabase::load(db_path, id);  // refuses a corrupt or foreign file
+  if (do_show) return show(db);
+  if (do_check) return check(*dev, db, mopts);
+
+  std::ifstream in(list_path);
+  if (!in) return work_failed("tune", "cannot read " + list_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::vector<TuneRequest> list = parse_tune_list(text.str(), list_path);
+  if (workers) mopts.worker = {self_path(), "compile-worker", "--device", device};
+  const Target& target = dev->props().target;
+  std::printf("tuning %zu kernels on %s (%s) into %s\n", list.size(), id.model.c_str(),
+              id.arch.c_str(), db_path.c_str());
+  struct Row {
+    std::string name, before, after, speedup, time;
+  };
+  std::vector<Row> rows;
+  int failed = 0;
+  double searched_s = 0;
+  int searched = 0;
+  for (size_t n = 0; n < list.size(); ++n) {
+    const TuneRequest& r = list[n];
+    std::string tag = "[" + std::to_string(n + 1) + "/" + std::to_string(list.size()) + "] ";
+    SearchSpace space;
+    try {
+      std::optional<DType> d;
+      if (!r.dtype.empty() && !(d = DType::parse(r.dtype)))
+        throw std::invalid_argument("unknown dtype '" + r.dtype + "'");
+      space = named_space(r.kernel, r.shape, d, target);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tune: %s%s line %d: %s\n", tag.c_str(), list_path.c_str(), r.line,
+                   e.what());
+      rows.push_back({r.kernel, "-", "-", "-", "not tuned: bad entry"});
+      ++failed;
+      continue;
+    }
+    std::string name = space.id.to_string();
+    // The estimate of what is left: this kernel and the rest at the mean search time so
+    // far (the budget before any search finished).
+    double per_kernel = searched ? searched_s / searched : opts.budget_s;
+    Clock::time_point t0 = Clock::now();
+    size_t left = list.size() - n;
+    opts.progress = [&](const std::string& line) {
+      double spent = std::chrono::duration<double>(Clock::now() - t0).count();
+      double eta = std::max(0.0, per_kernel - spent) + double(left - 1) * per_kernel;
+      std::fprintf(stderr, "tune: %s%s: %s (%s, ETA ~%s)\n", tag.c_str(), name.c_str(),
+                   line.c_str(), seconds(spent).c_str(), seconds(eta).c_str());
+    };
+    try {
+      DeviceMeasure measure(*dev, space, mopts);
+      TuneResult t = tune_kernel(space, target, measure, db, opts, force);
+      if (!t.skipped.empty())
+        std::fprintf(stderr, "tune: %s%s: %s\n", tag.c_str(), name.c_str(), t.skipped.c_str());
+      const TuneEntry& e = t.entry;
+      char speed[32];
+      std::snprintf(speed, sizeof speed, "%.2fx", e.start_cost / e.cost);
+      rows.push_back({name, cost_text(e.start_cost, e.timed), cost_text(e.cost, e.timed), speed,
+                      t.hit ? "stored: no search" : seconds(e.search_s)});
+      if (!t.hit) searched_s += e.search_s, ++searched;
+      std::fprintf(stderr, "tune: %s%s: %s '%s' %s\n", tag.c_str(), name.c_str(),
+                   t.hit ? "stored" : "saved", e.schedule.c_str(),
+                   cost_text(e.cost, e.timed).c_str());
+    } catch (const DatabaseError&) {
+      throw;  // the file itself is refused: nothing more can be saved
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tune: %s%s: not tuned: %s\n", tag.c_str(), name.c_str(), e.what());
+      rows.push_back({name, "-", "-", "-", "not tuned: failed"});
+      ++failed;
+    }
+  }
+  std::printf("%-52s %14s %14s %9s  %s\n", "kernel", "before", "after", "speed-up", "tuning");
+  for (const Row& r : rows)
+    std::printf("%-52s %14s %14s %9s  %s\n", r.name.c_str(), r.before.c_str(), r.after.c_str(),
+                r.speedup.c_str(), r.time.c_str());
+  if (failed) return work_failed("tune", std::to_string(failed) + " kernels not tuned (above)");
+  return 0;
+}
+
+}  // namespace kitten
