@@ -216,6 +216,7 @@ TuneDatabase TuneDatabase::parse(const std::string& text, const std::string& ori
                      std::to_string(n) + " found");
   TuneDatabase db("", device);
   for (size_t i = 0; i < n; ++i) db.entries_.push_back(parse_entry(entries[i], origin));
+  db.reindex();
   return db;
 }
 
@@ -245,9 +246,17 @@ TuneDatabase TuneDatabase::load_any(const std::string& path) {
 }
 
 const TuneEntry* TuneDatabase::find(const KernelId& id) const {
-  for (const TuneEntry& e : entries_)
-    if (e.id == id && e.schedule_format == kScheduleFormat) return &e;
+  auto [lo, hi] = index_.equal_range(id.structure.lo);
+  for (auto it = lo; it != hi; ++it)
+    if (const TuneEntry& e = entries_[it->second];
+        e.id == id && e.schedule_format == kScheduleFormat)
+      return &e;
   return nullptr;
+}
+
+void TuneDatabase::reindex() {
+  index_.clear();
+  for (size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].id.structure.lo, i);
 }
 
 std::string TuneDatabase::to_yaml() const {
@@ -301,6 +310,7 @@ void TuneDatabase::save(const TuneEntry& entry) {
     now.entries_.push_back(e);
   write_atomically(path_, now.to_yaml());
   entries_ = std::move(now.entries_);
+  reindex();
 }
 
 std::string default_database_path(const DeviceId& device) {
@@ -313,6 +323,7 @@ std::string default_database_path(const DeviceId& device) {
 TuneDatabase shipped_database(const DeviceId& device) {
   TuneDatabase all("", device);
   for (const auto& [name, text] : shipped_tuning_files()) {
+    if (text.find(device.model) == std::string::npos) continue;  // not parsed for nothing
     YAML::Node root;
     try {
       root = YAML::Load(text);
@@ -324,6 +335,7 @@ TuneDatabase shipped_database(const DeviceId& device) {
       continue;
     TuneDatabase one = TuneDatabase::parse(text, "shipped " + name, device);
     for (const TuneEntry& e : one.entries()) all.entries_.push_back(e);
+    all.reindex();
   }
   return all;
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "autotune/search.h"
@@ -80,9 +81,11 @@ class TuneDatabase {
 
  private:
   friend TuneDatabase shipped_database(const DeviceId& device);
+  void reindex();
   std::string path_;
   DeviceId device_;
   std::vector<TuneEntry> entries_;
+  std::unordered_multimap<uint64_t, size_t> index_;  // structure.lo -> entries_ index
 };
 
 // The database file a device uses: KITTEN_TUNE_DB where set ("off": none), else
