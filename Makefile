@@ -44,8 +44,10 @@ run: build
 	  $(BUILD)/bin/kitten bench flash_attention_fwd --device emu --shape 2,4,2,100,130,64 --causal && \
 	  $(BUILD)/bin/kitten search sum --device emu --shape 64,300; \
 	fi
-	@# The autotuner on this machine's cpu: a BEAM search over a generated matmul's schedules.
-	$(BUILD)/bin/kitten search matmul --device cpu --shape 256,256,256 --budget 60
+	@# The autotuner on this machine's cpu: BEAM searches over generated kernels' schedules,
+	@# kept in a tuning database (a second run finds them there and searches nothing).
+	$(BUILD)/bin/kitten tune autotune/lists/cpu.yaml --device cpu --db $(BUILD)/tuning/cpu.yaml --budget 30
+	$(BUILD)/bin/kitten tune --show --db $(BUILD)/tuning/cpu.yaml
 
 test: test-main test-asan test-tsan
 

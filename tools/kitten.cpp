@@ -67,19 +67,23 @@ commands:
                     check the simplifier on N random expressions
   bench gemm --device emu|cuda --shape M,N,K [--schedule S] [--b-transposed]
         [--a-transposed] [--dtype bfloat16|float16] [--out float32|bfloat16|float16]
-        [--reps N] [--seed S] [--source FILE]
+        [--reps N] [--seed S] [--source FILE] [--untuned] [--db PATH]
                     run a library kernel on fresh random data, check it against the
                     float64 reference (every element up to 2^26 multiply-adds, else 512
                     sampled), print the schedule, time and TFLOP/s (cuda: median of N
                     runs, with registers and spills; emu: instruction and bank-conflict
                     counts instead of a time); --source writes the rendered kernel.
+                    Without --schedule the tuned schedule is used: the tuning database
+                    (--db, KITTEN_TUNE_DB), then the library shipped with kitten, else
+                    the default (--untuned: always the default); the schedule line says
+                    which, with the lookup's time
                     Knobs: BM BN BK WM WN STAGES SWIZZLE GROUP WGMMA BLOCKS EPILOGUE
                     REPACK (1: A and B whose rows are not whole 16-byte units are
                     first copied into padded rows; 2: C too, written padded and copied
                     out; the copies timed with the GEMM)
   bench flash_attention_fwd --device emu|cuda --shape B,H,Hkv,Nq,Nkv,D [--causal]
         [--schedule S] [--dtype bfloat16|float16] [--out float32] [--reps N] [--seed S]
-        [--source FILE]
+        [--source FILE] [--untuned] [--db PATH]
                     the same for attention (contiguous B,H,N,D tensors): O and LSE of
                     every row checked (64 sampled rows of large problems), TFLOP/s
                     counting 4*Nq*Nkv*D per head (the visible pairs where causal).
@@ -94,8 +98,10 @@ commands:
         [--no-validate] [--in-process] [--verbose]
                     the autotuner's BEAM search over a kernel's schedules: generated
                     kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS) by actions
-                    (UPCAST UNROLL LOCAL GROUP SPLIT), the DSL gemm (M,N,K, bfloat16) by
-                    its knobs (also from REPACK=1 where rows are not 16-byte units). Each round lowers the new schedules, drops repeats and
+                    (UPCAST UNROLL LOCAL GROUP SPLIT CUT), the DSL gemm (M,N,K, bfloat16)
+                    and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their
+                    knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte
+                    units). Each round lowers the new schedules, drops repeats and
                     kernels already seen, lets the M (16) the cost model ranks best be
                     compiled by J worker processes (a deadline each) and measured (cuda,
                     cpu: median of N runs after an L2 flush, stopped at 2x the best; emu:
@@ -105,12 +111,30 @@ commands:
                     --no-validate). Prints the best schedule and the report that counts
                     every candidate (docs/autotune.md); --verbose: each candidate's
                     measurement on stderr as it happens; --in-process: no workers
+  tune LIST.yaml --device cpu|emu|cuda [--db PATH] [--budget SECONDS] [--beam N]
+        [--rounds R] [--measured M] [--jobs J] [--reps N] [--force] [--no-validate]
+        [--in-process]
+                    tune every kernel the list names ({kernel, shape, dtype} under
+                    `kernels:`, as `search` takes them) into the tuning database: a
+                    kernel stored there (and still applying) is not searched again
+                    (unless --force); each winner is saved as soon as it is found
+                    (atomically, under a lock). --budget is per kernel (60 s). Progress
+                    per kernel on stderr (best so far, ETA); a table of each kernel's
+                    time before and after, the speed-up and the tuning time
+  tune --check --device D [--db PATH] [--reps N]
+                    re-time every stored entry; flag those slower than stored beyond
+                    their measured noise (3x the spread, at least 3%) and those made
+                    under other driver or compiler versions; exit 1 on a regression
+  tune --show [--db PATH | --device D]
+                    list the database's entries: schedule, time, speed-up, versions
   compile-worker --device D
                     compile the kernel source on stdin into the compile cache (the
                     search's worker process); exit 1 with the compiler's error
   --help, -h        this text
 
-environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_CPU_COMPILER=subprocess
+environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_TUNE_DB (the tuning
+database file; default <cache dir>/tune/<model>-<arch>.yaml; off: none, only the shipped
+library), KITTEN_CPU_COMPILER=subprocess
 (compile cpu kernels with $KITTEN_CC, default cc: one program, a path or a name on PATH,
 run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites), KITTEN_DUMP=P[,P...]|all
 (print the graph after the named lowering passes, to stderr), KITTEN_DUMP_JSON=DIR (write

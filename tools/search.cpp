@@ -36,16 +36,9 @@ int cmd_search(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     bool more = i + 1 < args.size();
-    auto count = [&](int lo, int hi, int& out) {
-      long long v = std::strtoll(args[++i].c_str(), nullptr, 10);
-      if (v < lo || v > hi)
-        return usage_error("search: " + a + " takes a number from " + std::to_string(lo) + " to " +
-                           std::to_string(hi) + ", got '" + args[i] + "'");
-      out = int(v);
-      return -1;
-    };
-    int status = -1;
-    if (a == "--device" && more) {
+    if (std::optional<int> status = search_option("search", args, i, opts, mopts, workers)) {
+      if (*status >= 0) return *status;
+    } else if (a == "--device" && more) {
       device = args[++i];
     } else if (a == "--shape" && more) {
       shape = parse_shape(args[++i]);
@@ -56,31 +49,13 @@ int cmd_search(const std::vector<std::string>& args) {
       if (!d || !d->is_float())
         return usage_error("search: --dtype takes a float dtype, got '" + args[i] + "'");
       dtype = *d, dtype_given = true;
-    } else if (a == "--beam" && more) {
-      status = count(1, 64, opts.beam);
-    } else if (a == "--rounds" && more) {
-      status = count(0, 100, opts.max_rounds);
-    } else if (a == "--measured" && more) {
-      status = count(1, 10000, opts.measured_per_round);
-    } else if (a == "--jobs" && more) {
-      status = count(1, 256, mopts.jobs);
-    } else if (a == "--reps" && more) {
-      status = count(1, 1000, mopts.reps);
-    } else if (a == "--budget" && more) {
-      opts.budget_s = std::strtod(args[++i].c_str(), nullptr);
-      if (!(opts.budget_s > 0)) return usage_error("search: --budget takes seconds (> 0)");
     } else if (a == "--verbose") {
       opts.verbose = true;
-    } else if (a == "--no-validate") {
-      opts.validate = false;
-    } else if (a == "--in-process") {
-      workers = false;
     } else if (kernel.empty() && a.rfind("--", 0) != 0) {
       kernel = a;
     } else {
       return usage_error("search: unexpected argument '" + a + "'");
     }
-    if (status >= 0) return status;
   }
   if (kernel.empty())
     return usage_error(std::string("search: expected a kernel (") + kSpaceNames + ")");

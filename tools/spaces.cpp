@@ -4,6 +4,7 @@
 
 #include "autotune/database.h"
 #include "kernels/examples.h"
+#include "tools/cli.h"
 
 namespace kitten {
 
@@ -131,6 +132,39 @@ SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
     return attention_space(p, s, target);
   }
   throw std::invalid_argument("no searchable kernel named '" + kernel + "' (" + kSpaceNames + ")");
+}
+
+std::optional<int> search_option(const std::string& cmd, const std::vector<std::string>& args,
+                                 size_t& i, autotune::SearchOptions& opts,
+                                 autotune::MeasureOptions& mopts, bool& workers) {
+  const std::string& a = args[i];
+  bool more = i + 1 < args.size();
+  auto count = [&](int lo, int hi, int& out) {
+    long long v = std::strtoll(args[++i].c_str(), nullptr, 10);
+    if (v < lo || v > hi)
+      return usage_error(cmd + ": " + a + " takes a number from " + std::to_string(lo) + " to " +
+                         std::to_string(hi) + ", got '" + args[i] + "'");
+    out = int(v);
+    return -1;
+  };
+  if (a == "--beam" && more) return count(1, 64, opts.beam);
+  if (a == "--rounds" && more) return count(0, 100, opts.max_rounds);
+  if (a == "--measured" && more) return count(1, 10000, opts.measured_per_round);
+  if (a == "--jobs" && more) return count(1, 256, mopts.jobs);
+  if (a == "--reps" && more) return count(1, 1000, mopts.reps);
+  if (a == "--budget" && more) {
+    opts.budget_s = std::strtod(args[++i].c_str(), nullptr);
+    return opts.budget_s > 0 ? -1 : usage_error(cmd + ": --budget takes seconds (> 0)");
+  }
+  if (a == "--no-validate") {
+    opts.validate = false;
+    return -1;
+  }
+  if (a == "--in-process") {
+    workers = false;
+    return -1;
+  }
+  return std::nullopt;
 }
 
 }  // namespace kitten

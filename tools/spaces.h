@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "autotune/measure.h"
 #include "autotune/search.h"
 #include "kernels/flash_attention_fwd.h"
 #include "kernels/gemm.h"
@@ -27,5 +28,12 @@ autotune::SearchSpace named_space(const std::string& kernel, std::vector<int64_t
 // call's sizes).
 autotune::KernelId gemm_id(const GemmProblem& p);
 autotune::KernelId attention_id(const AttentionProblem& p, const AttentionShape& s);
+
+// Reads an option `kitten search` and `kitten tune` share at args[i] (advancing i past its
+// value): --beam --rounds --measured --jobs --reps --budget --no-validate --in-process.
+// nullopt where it is none of them, else the exit status (-1: go on).
+std::optional<int> search_option(const std::string& cmd, const std::vector<std::string>& args,
+                                 size_t& i, autotune::SearchOptions& opts,
+                                 autotune::MeasureOptions& mopts, bool& workers);
 
 }  // namespace kitten

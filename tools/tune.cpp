@@ -90,9 +90,10 @@ int check(Device& dev, TuneDatabase& db, const MeasureOptions& mopts) {
     DeviceMeasure m(dev, space, mopts);
     Measured now = m.measure(c, std::numeric_limits<double>::infinity());
     double ratio = now.cost / e.cost;
-    // Beyond the noise: three times the larger of the two measurements' spreads (at least
-    // 1%); the emulator's costs are exact.
-    double allowed = e.timed ? std::max(0.01, 3 * std::max(e.noise, now.noise)) : 0;
+    // Beyond the noise: three times the larger of the two runs' spreads, and at least 3%
+    // (a run's spread misses the drift between sessions: up to 1.6% on the H100); the
+    // emulator's costs are exact.
+    double allowed = e.timed ? std::max(0.03, 3 * std::max(e.noise, now.noise)) : 0;
     bool worse = ratio > 1 + allowed;
     regressed += worse;
     bool other_versions = e.driver != db.device().driver || e.compiler != db.device().compiler;
@@ -119,48 +120,23 @@ int cmd_tune(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     bool more = i + 1 < args.size();
-    auto count = [&](int lo, int hi, int& out) {
-      long long v = std::strtoll(args[++i].c_str(), nullptr, 10);
-      if (v < lo || v > hi)
-        return usage_error("tune: " + a + " takes a number from " + std::to_string(lo) + " to " +
-                           std::to_string(hi) + ", got '" + args[i] + "'");
-      out = int(v);
-      return -1;
-    };
-    int status = -1;
-    if (a == "--device" && more) {
+    if (std::optional<int> status = search_option("tune", args, i, opts, mopts, workers)) {
+      if (*status >= 0) return *status;
+    } else if (a == "--device" && more) {
       device = args[++i];
     } else if (a == "--db" && more) {
       db_path = args[++i];
-    } else if (a == "--beam" && more) {
-      status = count(1, 64, opts.beam);
-    } else if (a == "--rounds" && more) {
-      status = count(0, 100, opts.max_rounds);
-    } else if (a == "--measured" && more) {
-      status = count(1, 10000, opts.measured_per_round);
-    } else if (a == "--jobs" && more) {
-      status = count(1, 256, mopts.jobs);
-    } else if (a == "--reps" && more) {
-      status = count(1, 1000, mopts.reps);
-    } else if (a == "--budget" && more) {
-      opts.budget_s = std::strtod(args[++i].c_str(), nullptr);
-      if (!(opts.budget_s > 0)) return usage_error("tune: --budget takes seconds (> 0)");
     } else if (a == "--check") {
       do_check = true;
     } else if (a == "--show") {
       do_show = true;
     } else if (a == "--force") {
       force = true;
-    } else if (a == "--no-validate") {
-      opts.validate = false;
-    } else if (a == "--in-process") {
-      workers = false;
     } else if (list_path.empty() && a.rfind("--", 0) != 0) {
       list_path = a;
     } else {
       return usage_error("tune: unexpected argument '" + a + "'");
     }
-    if (status >= 0) return status;
   }
   if (do_check + do_show + !list_path.empty() != 1)
     return usage_error("tune: expected a list of kernels (LIST.yaml), --check or --show");

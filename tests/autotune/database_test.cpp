@@ -331,6 +331,56 @@ TEST(Database, AnEntryMadeUnderOtherVersionsIsUsedAndCheckFlagsIt) {
   EXPECT_NE(shown.find("sum 16x40 float32"), std::string::npos) << shown;
 }
 
+TEST(Database, TuneRefusesACorruptFileAndReportsABadListEntry) {
+  Dir dir;
+  std::string db_path = dir.file("db.yaml"), list = dir.file("list.yaml");
+  write(db_path, "format: 1\nmodel: emulator\narch: sm_90a\nentries:\n");  // no count
+  write(list, "kernels:\n  - {kernel: sum, shape: [16, 40]}\n");
+  auto [out, status] = kitten("tune " + list + " --device emu --db " + db_path + " --rounds 1");
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find("truncated"), std::string::npos) << out;
+  EXPECT_EQ(read(db_path), "format: 1\nmodel: emulator\narch: sm_90a\nentries:\n");
+  // A list entry kitten cannot tune is reported with its line; the others are tuned.
+  write(list, "kernels:\n  - {kernel: nosuch, shape: [4]}\n  - {kernel: sum, shape: [16, 40]}\n");
+  std::string fresh = dir.file("fresh.yaml");
+  auto [out2, status2] =
+      kitten("tune " + list + " --device emu --db " + fresh + " --rounds 1 --in-process");
+  EXPECT_EQ(status2, 1) << out2;
+  EXPECT_NE(out2.find("line 2: no searchable kernel named 'nosuch'"), std::string::npos) << out2;
+  EXPECT_NE(out2.find("1 kernels not tuned"), std::string::npos) << out2;
+  std::unique_ptr<Device> emu = open_device("emu");
+  EXPECT_EQ(TuneDatabase::load(fresh, DeviceId::of(*emu)).entries().size(), 1u);
+}
+
+TEST(Database, BenchTakesTheTunedScheduleAndSkipsOneThatNoLongerApplies) {
+  Dir dir;
+  std::string db_path = dir.file("db.yaml");
+  std::unique_ptr<Device> emu = open_device("emu");
+  TuneDatabase db(db_path, DeviceId::of(*emu));
+  // The GEMM's id as kitten bench makes it (tools/spaces.cpp: gemm_id).
+  TuneEntry e = entry("gemm", 1, "BM=64 BN=64 WM=2 WN=2 WGMMA=0");
+  e.id = {"gemm", text_key("gemm 48x40x32 bfloat16->bfloat16"), {48, 40, 32},
+          {"bfloat16", "bfloat16"}};
+  db.save(e);
+  std::string bench = "bench gemm --device emu --shape 48,40,32 --out bfloat16 --db " + db_path;
+  auto [out, status] = kitten(bench);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("BM=64 BN=64 BK="), std::string::npos) << out;
+  EXPECT_NE(out.find("(tuned, from " + db_path), std::string::npos) << out;
+  EXPECT_NE(out.find("check: passed"), std::string::npos) << out;
+  auto [untuned, status2] = kitten(bench + " --untuned");
+  EXPECT_EQ(status2, 0) << untuned;
+  EXPECT_NE(untuned.find("(the default (--untuned))"), std::string::npos) << untuned;
+  // A schedule the kernel refuses now: skipped with its reason, the default used.
+  e.schedule = "BM=48";
+  db.save(e);
+  auto [stale, status3] = kitten(bench);
+  EXPECT_EQ(status3, 0) << stale;
+  EXPECT_NE(stale.find("('BM=48') no longer applies"), std::string::npos) << stale;
+  EXPECT_NE(stale.find("the default: no tuned entry"), std::string::npos) << stale;
+  EXPECT_NE(stale.find("check: passed"), std::string::npos) << stale;
+}
+
 TEST(Database, TheShippedFilesAreWellFormed) {
   // Every built-in file is the one in autotune/tuned/, parses for the device it names, and
   // its entries' schedules parse.
