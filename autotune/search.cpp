@@ -514,8 +514,9 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
     for (auto& f : fresh) done.push_back(std::move(f));
     double now = std::min_element(done.begin(), done.end(), by_cost)->first;
     r.best_per_round.push_back(now);
-    say("round " + std::to_string(round) + ": " + std::to_string(fresh.size()) +
-        " measured, best " + seconds_text(now, r.timed));
+    say("round " + std::to_string(round) + ": " + std::to_string(fresh.size()) + " measured (" +
+        std::to_string(r.generated) + " candidates so far, " + std::to_string(r.measured) +
+        " measured), best " + seconds_text(now, r.timed));
     bool gained = now < best * (1 - opts.min_gain);
     best = std::min(best, now);
     if (over_budget()) {

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "autotune/database.h"
+#include "autotune/measure.h"
 #include "backends/cuda/cuda_device.h"
 #include "backends/emu/emulator.h"
 #include "dsl/float_format.h"
@@ -26,8 +27,9 @@ struct Bench {
   std::string device = "cuda";
   Schedule schedule;
   bool schedule_given = false, untuned = false;
-  std::string db_path;  // the tuning database (default_database_path where empty)
-  std::string tuned;    // where the schedule came from, for the report
+  double tune_budget = 0;  // --tune: search (this long) where nothing is stored
+  std::string db_path;     // the tuning database (default_database_path where empty)
+  std::string tuned;       // where the schedule came from, for the report
   int reps = 20;
   uint64_t seed = std::random_device{}();
   std::string source_path;
@@ -55,6 +57,9 @@ struct Bench {
       }
     } else if (a == "--untuned") {
       untuned = true;
+    } else if (a == "--tune" && more) {
+      tune_budget = std::strtod(args[++i].c_str(), nullptr);
+      if (!(tune_budget > 0)) return usage_error("bench: --tune takes seconds (> 0)");
     } else if (a == "--db" && more) {
       db_path = args[++i];
     } else if (a == "--reps" && more) {
@@ -86,8 +91,11 @@ struct Bench {
   // Takes the tuned schedule for `id` (the tuning database, then the library shipped with
   // kitten) unless --schedule or --untuned says otherwise; `applies` says why a stored
   // schedule does not fit ("" where it does).
+  // With --tune, where nothing is stored, a BEAM search over `space` (the named space of
+  // this problem, if there is one) runs and its winner is saved in the user's database.
   void use_tuned(const autotune::KernelId& id,
-                 const std::function<std::string(const Schedule&)>& applies) {
+                 const std::function<std::string(const Schedule&)>& applies,
+                 const std::function<autotune::SearchSpace()>& space) {
     if (schedule_given || untuned) {
       tuned = schedule_given ? "given" : "the default (--untuned)";
       return;
@@ -108,6 +116,29 @@ struct Bench {
     char timing[96];
     std::snprintf(timing, sizeof timing, " (databases opened in %.0f us, lookup %.2f us)", load_us,
                   find_us);
+    if (t.source.empty() && tune_budget > 0) {
+      autotune::SearchSpace sp = space();
+      if (!(sp.id == id)) {
+        tuned = "the default: --tune searches " + sp.id.to_string() + ", not " + id.to_string();
+        return;
+      }
+      autotune::DeviceId dev_id = autotune::DeviceId::of(*dev);
+      std::string path = db_path.empty() ? autotune::default_database_path(dev_id) : db_path;
+      if (path.empty()) throw std::runtime_error("--tune: no database (give --db PATH)");
+      autotune::TuneDatabase tdb = autotune::TuneDatabase::load(path, dev_id);
+      autotune::MeasureOptions mo;
+      mo.worker = {self_path(), "compile-worker", "--device", device};
+      autotune::SearchOptions so;
+      so.budget_s = tune_budget;
+      so.progress = [](const std::string& l) { std::fprintf(stderr, "bench: %s\n", l.c_str()); };
+      autotune::DeviceMeasure m(*dev, sp, mo);
+      autotune::TuneResult r = autotune::tune_kernel(sp, dev->props().target, m, tdb, so);
+      schedule = Schedule::parse(r.entry.schedule);
+      char took[64];
+      std::snprintf(took, sizeof took, "%.1f s", r.entry.search_s);
+      tuned = "tuned now by a BEAM search of " + std::string(took) + ", saved in " + path;
+      return;
+    }
     if (t.source.empty()) {
       tuned = std::string("the default: no tuned entry for ") + id.to_string() + timing;
       return;
@@ -260,14 +291,19 @@ int bench_gemm(const std::vector<std::string>& args) {
   if (!have_shape) return usage_error("bench: expected --shape M,N,K");
   if (int status = bench.open("gemm"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
-  bench.use_tuned(gemm_id(p), [&](const Schedule& sch) {
-    try {
-      gemm_kernels(p, sch, t);
-      return std::string();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-  });
+  bench.use_tuned(
+      gemm_id(p),
+      [&](const Schedule& sch) {
+        try {
+          gemm_kernels(p, sch, t);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      },
+      [&] {
+        return named_space("gemm", {p.m, p.n, p.k}, p.in, t);
+      });
   // ScheduleError names the broken constraint
   LoweredKernels kernels = gemm_kernels(p, bench.schedule, t);
   Schedule used = gemm_full_schedule(p, bench.schedule, t);
@@ -359,14 +395,20 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
   }
   if (int status = bench.open("flash_attention_fwd"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
-  bench.use_tuned(attention_id(p, s), [&](const Schedule& sch) {
-    try {
-      flash_attention_fwd_kernel(p, sch, t);
-      return std::string();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-  });
+  bench.use_tuned(
+      attention_id(p, s),
+      [&](const Schedule& sch) {
+        try {
+          flash_attention_fwd_kernel(p, sch, t);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      },
+      [&] {
+        return named_space(p.mask == AttentionMask::Causal ? "attention-causal" : "attention",
+                           {s.b, s.h, s.hkv, s.nq, s.nkv, p.d}, p.in, t);
+      });
   try {
     kernel = flash_attention_fwd_kernel(p, bench.schedule, t);
   } catch (const std::invalid_argument& e) {

@@ -67,7 +67,7 @@ commands:
                     check the simplifier on N random expressions
   bench gemm --device emu|cuda --shape M,N,K [--schedule S] [--b-transposed]
         [--a-transposed] [--dtype bfloat16|float16] [--out float32|bfloat16|float16]
-        [--reps N] [--seed S] [--source FILE] [--untuned] [--db PATH]
+        [--reps N] [--seed S] [--source FILE] [--untuned] [--db PATH] [--tune SECONDS]
                     run a library kernel on fresh random data, check it against the
                     float64 reference (every element up to 2^26 multiply-adds, else 512
                     sampled), print the schedule, time and TFLOP/s (cuda: median of N
@@ -75,15 +75,16 @@ commands:
                     counts instead of a time); --source writes the rendered kernel.
                     Without --schedule the tuned schedule is used: the tuning database
                     (--db, KITTEN_TUNE_DB), then the library shipped with kitten, else
-                    the default (--untuned: always the default); the schedule line says
-                    which, with the lookup's time
+                    the default (--untuned: always the default; --tune S: a BEAM search
+                    of about S seconds where nothing is stored, its winner saved in the
+                    database); the schedule line says which, with the lookup's time
                     Knobs: BM BN BK WM WN STAGES SWIZZLE GROUP WGMMA BLOCKS EPILOGUE
                     REPACK (1: A and B whose rows are not whole 16-byte units are
                     first copied into padded rows; 2: C too, written padded and copied
                     out; the copies timed with the GEMM)
   bench flash_attention_fwd --device emu|cuda --shape B,H,Hkv,Nq,Nkv,D [--causal]
         [--schedule S] [--dtype bfloat16|float16] [--out float32] [--reps N] [--seed S]
-        [--source FILE] [--untuned] [--db PATH]
+        [--source FILE] [--untuned] [--db PATH] [--tune SECONDS]
                     the same for attention (contiguous B,H,N,D tensors): O and LSE of
                     every row checked (64 sampled rows of large problems), TFLOP/s
                     counting 4*Nq*Nkv*D per head (the visible pairs where causal).
