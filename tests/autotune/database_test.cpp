@@ -379,6 +379,16 @@ TEST(Database, BenchTakesTheTunedScheduleAndSkipsOneThatNoLongerApplies) {
   EXPECT_NE(stale.find("('BM=48') no longer applies"), std::string::npos) << stale;
   EXPECT_NE(stale.find("the default: no tuned entry"), std::string::npos) << stale;
   EXPECT_NE(stale.find("check: passed"), std::string::npos) << stale;
+  // --tune: a kernel found nowhere is searched, and its winner saved and used.
+  std::string fresh = dir.file("fresh.yaml");
+  auto [tuned, status4] =
+      kitten("bench gemm --device emu --shape 48,40,32 --out bfloat16 --tune 1 --db " + fresh);
+  EXPECT_EQ(status4, 0) << tuned;
+  EXPECT_NE(tuned.find("tuned now by a BEAM search"), std::string::npos) << tuned;
+  EXPECT_NE(tuned.find("check: passed"), std::string::npos) << tuned;
+  TuneDatabase saved = TuneDatabase::load(fresh, DeviceId::of(*emu));
+  ASSERT_EQ(saved.entries().size(), 1u);
+  EXPECT_EQ(saved.entries()[0].id, e.id);
 }
 
 TEST(Database, TheShippedFilesAreWellFormed) {
