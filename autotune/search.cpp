@@ -152,6 +152,20 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
   for (const UOp& u : toposort(kernel))
     if (u.op() == Op::RANGE && u.src(0).op() == Op::CONST)
       axes.push_back({u.axis().id, u.src(0).const_int(), u.axis().kind});
+  // Where the kernel compares a global axis with constants (a concatenation's segments,
+  // a padding's edges): the points between, inside the axis, for a cut at every one.
+  std::map<int64_t, std::set<int64_t>> segments;
+  for (const UOp& u : toposort(kernel)) {
+    if (u.op() != Op::CMPLT) continue;
+    for (int side = 0; side < 2; ++side) {
+      const UOp &r = u.src(side), &c = u.src(1 - side);
+      if (r.op() != Op::RANGE || r.axis().kind != AxisKind::Global || c.op() != Op::CONST ||
+          r.src(0).op() != Op::CONST)
+        continue;
+      int64_t at = c.const_int() + side;  // r < c: c; c < r: c + 1
+      if (at > 0 && at < r.src(0).const_int()) segments[r.axis().id].insert(at);
+    }
+  }
   bool blocks = target.has(kFeatureBlocks);
   SearchSpace s;
   s.name = kernel.name_arg();
@@ -160,7 +174,7 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
   s.reference = Schedule().knob("NOOPT", 1);
   s.start = {Schedule(), s.reference};
   s.buffers = kernel_buffers(kernel);
-  s.neighbours = [kernel, target, axes, blocks](const Schedule& from) {
+  s.neighbours = [kernel, target, axes, blocks, segments](const Schedule& from) {
     // The heuristic's actions, made explicit, are the first steps' base.
     bool any = std::any_of(from.entries().begin(), from.entries().end(),
                            [](const ScheduleEntry& e) { return e.axis.has_value(); });
@@ -176,11 +190,24 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     std::map<int64_t, int64_t> left;
     bool split = false;
     for (const Axis& a : axes) left[a.id] = a.extent;
+    // CUTs first: what is left of a cut axis is its shortest segment but the tail (the
+    // segments the other actions apply to).
+    for (const Axis& a : axes) {
+      std::vector<int64_t> at = {0};
+      for (const ScheduleEntry& e : base.entries())
+        if (e.axis == a.id && e.name == "CUT") at.push_back(e.amount);
+      std::sort(at.begin(), at.end());
+      for (size_t k = 1; k < at.size(); ++k)
+        left[a.id] = std::min(k == 1 ? a.extent : left[a.id], at[k] - at[k - 1]);
+    }
+    bool has_split = false;  // a SPLIT stands alone: no CUT beside it
+    std::set<int64_t> cut;
     for (const ScheduleEntry& e : base.entries())
       if (e.axis && left.count(*e.axis)) {
         if (e.name == "SPLIT" || e.name == "CUT") split = true;
-        int64_t& l = left[*e.axis];
-        l = e.name == "CUT" ? e.amount : (l + e.amount - 1) / e.amount;  // CUT: the body
+        if (e.name == "SPLIT") has_split = true;
+        if (e.name == "CUT") cut.insert(*e.axis);
+        if (e.name != "CUT") left[*e.axis] = (left[*e.axis] + e.amount - 1) / e.amount;
       }
     std::vector<Schedule> out;
     auto add = [&](const char* name, const Axis& a, std::initializer_list<int64_t> amounts) {
@@ -212,13 +239,23 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       if (blocks && a.kind == AxisKind::Reduce && !split && left[a.id] == a.extent)
         add("SPLIT", a, {8, 32, 128});
       // An additive cut: the body a multiple of m (its splits need no gates), the tail
-      // its own kernel with the heuristic schedule.
-      if (a.kind == AxisKind::Global && !split && left[a.id] == a.extent)
+      // its own kernel with the heuristic schedule; beside another axis's cut, a
+      // rectangular one (an interior and its edges).
+      if (a.kind != AxisKind::Global || has_split || cut.count(a.id)) continue;
+      if (left[a.id] == a.extent)
         for (int64_t m : {8, 64})
           if (int64_t at = a.extent - a.extent % m; at > 0 && at < a.extent) {
             Schedule next = base;
             out.push_back(next.action("CUT", a.id, at));
           }
+      // A cut at every segment's edge: each segment's kernel loads its own input alone
+      // (the gates and wheres of the others simplify away); the actions on the axis apply
+      // to every segment but the last.
+      if (auto it = segments.find(a.id); it != segments.end()) {
+        Schedule next = base;
+        for (int64_t at : it->second) next.action("CUT", a.id, at);
+        out.push_back(next);
+      }
     }
     return out;
   };

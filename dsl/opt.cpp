@@ -426,25 +426,67 @@ Schedule heuristic_or_none(const Schedule& given) {
   return s;
 }
 
-KernelParts cut_kernel(const UOp& sink, const UOp& r, const ScheduleEntry& c, const Schedule& rest,
-                       const Schedule& given,
+// The parts of global axes each cut at its points (sorted, distinct, inside the extent):
+// one kernel per combination of segments (a rectangle of the iteration space), each axis's
+// range running over its segment and its value offset by the segment's start. The
+// interior (no axis at its last segment, the tail) gets the schedule's other actions,
+// the edges the heuristic. A cut axis that bounds another range's extent would leave
+// parts that are not rectangles (a triangular loop): refused.
+KernelParts cut_kernel(const UOp& sink,
+                       const std::vector<std::pair<UOp, std::vector<int64_t>>>& cuts,
+                       const Schedule& rest, const Schedule& given,
                        const std::function<void(const std::string&)>& refuse) {
-  if (r.axis().kind != AxisKind::Global || r.src(0).op() != Op::CONST)
-    refuse("needs a global axis of constant extent");
-  int64_t n = r.src(0).const_int();
-  if (c.amount <= 0 || c.amount >= n)
-    refuse("needs a cut point between 0 and the extent " + std::to_string(n));
+  std::vector<std::vector<int64_t>> edges;  // per axis: 0, the points, the extent
+  std::vector<UOp> order = toposort(sink);
+  for (const auto& [r, points] : cuts) {
+    if (r.axis().kind != AxisKind::Global || r.src(0).op() != Op::CONST)
+      refuse("needs a global axis of constant extent");
+    int64_t n = r.src(0).const_int();
+    std::vector<int64_t> at = {0};
+    for (int64_t p : points) {
+      if (p <= at.back() || p >= n)
+        refuse("needs distinct cut points between 0 and the extent " + std::to_string(n));
+      at.push_back(p);
+    }
+    at.push_back(n);
+    edges.push_back(std::move(at));
+    for (const UOp& u : order)
+      if (u.op() == Op::RANGE && u != r) {
+        std::vector<UOp> extent = toposort(u.src(0));
+        if (std::find(extent.begin(), extent.end(), r) != extent.end())
+          refuse("would leave a loop that is not a rectangle: the extent of axis " +
+                 std::to_string(u.axis().id) + " depends on the cut axis " +
+                 std::to_string(r.axis().id) + " (a triangular iteration space)");
+      }
+  }
   KernelParts parts;
-  for (int part = 0; part < 2; ++part) {
-    int64_t start = part == 0 ? 0 : c.amount, extent = part == 0 ? c.amount : n - c.amount;
-    UOp nr = range(const_int(r.dtype(), extent), r.axis().id, r.axis().kind);
-    UOp v = start ? nr + const_int(r.dtype(), start) : nr;
+  std::vector<size_t> seg(cuts.size(), 0);  // the segment of each axis, the last fastest
+  for (int part = 0;; ++part) {
+    std::map<const void*, std::pair<UOp, UOp>> swap;  // old range -> (value, new range)
+    bool interior = true;
+    for (size_t a = 0; a < cuts.size(); ++a) {
+      const UOp& r = cuts[a].first;
+      int64_t start = edges[a][seg[a]], extent = edges[a][seg[a] + 1] - start;
+      UOp nr = range(const_int(r.dtype(), extent), r.axis().id, r.axis().kind);
+      swap[r.id()] = {start ? nr + const_int(r.dtype(), start) : nr, nr};
+      interior = interior && seg[a] + 2 < edges[a].size();
+    }
     UOp k = rebuild(
-        sink, [&](const UOp& u) { return u == r ? v : UOp(); },
-        [&](const UOp& u) { return std::vector<UOp>{u == r ? nr : u}; },
+        sink,
+        [&](const UOp& u) {
+          auto it = swap.find(u.id());
+          return it == swap.end() ? UOp() : it->second.first;
+        },
+        [&](const UOp& u) {
+          auto it = swap.find(u.id());
+          return std::vector<UOp>{it == swap.end() ? u : it->second.second};
+        },
         [](const UOp&, UOp x) { return x; });
     parts.kernels.emplace_back(renamed(k, "_" + std::to_string(part)),
-                               part == 0 ? rest : heuristic_or_none(given));
+                               interior ? rest : heuristic_or_none(given));
+    size_t a = cuts.size();
+    while (a > 0 && ++seg[a - 1] + 1 == edges[a - 1].size()) seg[--a] = 0;
+    if (a == 0) break;
   }
   return parts;
 }
@@ -596,12 +638,25 @@ KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule&
     throw ScheduleError("schedule: " + entry_text(c) + " " + why + " (kernel '" + sink.name_arg() +
                         "')");
   };
-  if (splits.size() > 1) refuse("is one of several CUTs and SPLITs; a schedule has at most one");
-  UOp r;
+  // CUTs cut their axes at each point (of several axes: rectangles); a SPLIT stands alone.
+  std::map<int64_t, UOp> ranges;
   for (const UOp& u : toposort(sink))
-    if (u.op() == Op::RANGE && u.axis().id == *c.axis) r = u;
-  if (c.name == "CUT") return cut_kernel(sink, r, c, Schedule(rest), schedule, refuse);
-  return split_reduction(sink, r, c, Schedule(rest), schedule, refuse);
+    if (u.op() == Op::RANGE) ranges.emplace(u.axis().id, u);
+  if (c.name == "SPLIT") {
+    if (splits.size() > 1) refuse("is one of several CUTs and SPLITs; a SPLIT stands alone");
+    return split_reduction(sink, ranges.at(*c.axis), c, Schedule(rest), schedule, refuse);
+  }
+  std::map<int64_t, std::vector<int64_t>> points;
+  for (const ScheduleEntry& e : splits) {
+    if (e.name != "CUT") refuse("is one of several CUTs and SPLITs; a SPLIT stands alone");
+    points[*e.axis].push_back(e.amount);
+  }
+  std::vector<std::pair<UOp, std::vector<int64_t>>> cuts;
+  for (auto& [axis, at] : points) {
+    std::sort(at.begin(), at.end());
+    cuts.emplace_back(ranges.at(axis), at);
+  }
+  return cut_kernel(sink, cuts, Schedule(rest), schedule, refuse);
 }
 
 Schedule heuristic_schedule(const UOp& sink, const Target& target) {

@@ -53,14 +53,21 @@ struct KernelParts {
 // CUT:axis:at splits a global axis of constant extent N (0 < at < N) into two kernels
 // launched one after the other: the first runs indices [0, at) with the schedule's other
 // actions, the second [at, N) with the heuristic schedule (or none under NOOPT=1). Each
-// part is named <kernel>_0, <kernel>_1.
+// part is named <kernel>_0, <kernel>_1. Several CUTs of one axis cut it at each point
+// (a concatenation's segments): one kernel per segment, named _0, _1, ..., every one but
+// the last with the schedule's other actions. CUTs of several axes cut the iteration space
+// into rectangles, one kernel each (the last axis's segments fastest): the interior (no
+// axis at its last segment) with the schedule's other actions, the edges with the
+// heuristic. A cut of an axis that another range's extent depends on (a triangular loop)
+// is refused with that reason.
 // SPLIT:axis:n splits a reduction of constant extent N across n blocks: the first kernel
 // (<kernel>_partial, with the schedule's other actions) reduces each of the n parts
 // [s*ceil(N/n), (s+1)*ceil(N/n)) into a temporary buffer per accumulator; the second
 // (<kernel>_combine, heuristic schedule) is the kernel itself with the reduction running
 // over those n partials instead. The reduction's loop body must be register updates
 // acc = acc OP x (OP one of ADD, MUL, MAX, MIN) and the kernel's only reduction.
-// One CUT or SPLIT per schedule; more, or one on another kind of axis, is a ScheduleError.
+// A SPLIT stands alone (no CUT or second SPLIT beside it); a CUT or SPLIT of another kind
+// of axis is a ScheduleError.
 // A kernel given no actions on a target with blocks whose one reduction makes one value
 // of 32,768 terms or more is SPLIT by the heuristic into up to 1,024 parts of at least
 // 4,096 terms (one block cannot fill a GPU).

@@ -110,6 +110,27 @@ UOp stencil_kernel(int64_t n) {
   return sink({end(store(index(out, i), v), {i})}, "stencil");
 }
 
+UOp concat_kernel(int64_t rows, const std::vector<int64_t>& widths) {
+  DType f = dtypes::float32;
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+  UOp out = param(0, f.ptr());
+  UOp i = range(rows, 0, AxisKind::Global), j = range(total, 1, AxisKind::Global);
+  UOp v;
+  for (size_t k = widths.size(); k-- > 0;) {  // the last segment innermost
+    int64_t start = 0;
+    for (size_t m = 0; m < k; ++m) start += widths[m];
+    int64_t w = widths[k];
+    UOp after_start = alu(Op::CMPLT, i32(int32_t(start - 1)), j), before_end = j < start + w;
+    UOp gate = k == 0                   ? before_end
+               : k + 1 == widths.size() ? after_start
+                                        : UOp::make(Op::AND, {after_start, before_end});
+    UOp x = load(index(param(int64_t(k) + 1, f.ptr()), i * w + (j + -start), gate), const_(f, 0.0));
+    v = v ? UOp::make(Op::WHERE, {before_end, x, v}) : x;
+  }
+  return sink({end(store(index(out, i * total + j), v), {i, j})}, "concat");
+}
+
 UOp softmax_kernel(int64_t rows, int64_t cols) {
   DType f = dtypes::float32;
   UOp out = param(0, f.ptr()), x = param(1, f.ptr());

@@ -37,6 +37,11 @@ UOp inplace_update_kernel(int64_t n);
 // gated loads. Buffers: 0 out, 1 x; float32.
 UOp stencil_kernel(int64_t n);
 
+// out[i, :] = the rows of the inputs side by side (torch.cat(dim=1)): input k (rows x
+// widths[k], float32) fills columns [start_k, start_k + widths[k]); each element is a
+// where over the segments, every load gated to its own. Buffers: 0 out, 1.. the inputs.
+UOp concat_kernel(int64_t rows, const std::vector<int64_t>& widths);
+
 // out[i, :] = softmax(x[i, :]) over rows x cols float32: per row a max, a sum of
 // exp2((x - max) * log2 e) and the normalised values, one loop each. Buffers: 0 out, 1 x.
 UOp softmax_kernel(int64_t rows, int64_t cols);

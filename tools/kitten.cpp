@@ -98,7 +98,8 @@ commands:
         [--rounds R] [--measured M] [--budget SECONDS] [--jobs J] [--reps N]
         [--no-validate] [--in-process] [--verbose]
                     the autotuner's BEAM search over a kernel's schedules: generated
-                    kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS) by actions
+                    kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS), concat
+                    (ROWS,W1,W2[,...]: torch.cat of rows side by side) by actions
                     (UPCAST UNROLL LOCAL GROUP SPLIT CUT), the DSL gemm (M,N,K, bfloat16)
                     and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their
                     knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte

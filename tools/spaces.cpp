@@ -116,6 +116,16 @@ SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
                                   : elementwise_add_kernel(shape[0], shape[1], d, false);
     return id_of(autotune::action_space(k, target), d);
   }
+  if (kernel == "concat") {
+    if (shape.empty()) shape = {64, 100, 200, 300};
+    if (shape.size() < 3)
+      throw std::invalid_argument("concat takes a shape ROWS,W1,W2[,W3...] (float32)");
+    if (dtype && *dtype != dtypes::float32) throw std::invalid_argument("concat is float32 only");
+    return id_of(
+        autotune::action_space(
+            concat_kernel(shape[0], std::vector<int64_t>(shape.begin() + 1, shape.end())), target),
+        dtypes::float32);
+  }
   if (kernel == "gemm") {
     need(3, {1024, 1024, 1024}, "M,N,K");
     return gemm_space(

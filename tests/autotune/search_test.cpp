@@ -163,7 +163,10 @@ TEST(Actions, KeepTheUnoptimisedResults) {
         reduce_kernel(emu ? 33 : 1000, 5, 0, Op::ADD, dtypes::float32),
         softmax_kernel(emu ? 3 : 31, emu ? 33 : 1000),
         matmul_kernel(emu ? 7 : 31, emu ? 9 : 31, emu ? 16 : 31, dtypes::float32),
-        matmul_kernel(1, emu ? 33 : 1000, 3, dtypes::float32)};
+        matmul_kernel(1, emu ? 33 : 1000, 3, dtypes::float32),
+        concat_kernel(emu ? 3 : 31,
+                      emu ? std::vector<int64_t>{5, 7, 9} : std::vector<int64_t>{1, 1000, 1023}),
+        stencil_kernel(emu ? 100 : 4095)};
     const Target& target = dev->props().target;
     for (const UOp& k : kernels) {
       SearchSpace space = action_space(k, target);
@@ -189,6 +192,43 @@ TEST(Actions, KeepTheUnoptimisedResults) {
         }
       EXPECT_GT(checked, 3) << device << " " << k.name_arg() << " " << print_graph(k);
     }
+  }
+}
+
+// Global loads under a gate (not proven true) in lowered kernels.
+int gated_loads(const LoweredKernels& l) {
+  int n = 0;
+  for (const UOp& k : l.kernels)
+    for (const UOp& u : toposort(k))
+      if (u.op() == Op::LOAD && u.src(0).op() == Op::INDEX && u.src(0).src().size() == 3 &&
+          u.src(0).src(0).dtype().space() == AddrSpace::Global &&
+          !(u.src(0).src(2).op() == Op::CONST && u.src(0).src(2).const_int() != 0))
+        ++n;
+  return n;
+}
+
+// A concatenation of three inputs cut at its segments' edges (the step the search
+// proposes): one kernel per input, none of them with a gated load.
+TEST(Actions, AConcatenationCutAtItsSegmentsHasNoGatedLoads) {
+  for (const Target& target : {host_target("x86_64", 2), h100_target()}) {
+    UOp k = concat_kernel(7, {64, 96, 32});
+    SearchSpace space = action_space(k, target);
+    std::optional<Schedule> cut;
+    for (const Schedule& s : space.neighbours(Schedule()))
+      if (s.to_string().find("CUT:1:64") != std::string::npos &&
+          s.to_string().find("CUT:1:160") != std::string::npos)
+        cut = s;
+    ASSERT_TRUE(cut) << "no step cuts at both edges";
+    EXPECT_GT(gated_loads(lower_kernels(k, target)), 0);  // uncut: three gated loads
+    LoweredKernels parts = lower_kernels(k, target, *cut);
+    EXPECT_EQ(parts.kernels.size(), 3u);
+    EXPECT_EQ(gated_loads(parts), 0) << cut->to_string();
+    // Awkward widths with the kernel as written (no other actions): still none.
+    UOp odd = concat_kernel(3, {1, 1000, 1023});
+    LoweredKernels plain =
+        lower_kernels(odd, target, Schedule::parse("CUT:1:1 CUT:1:1001 NOOPT=1"));
+    EXPECT_EQ(plain.kernels.size(), 3u);
+    EXPECT_EQ(gated_loads(plain), 0);
   }
 }
 

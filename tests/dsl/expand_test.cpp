@@ -223,9 +223,40 @@ TEST(Expand, ACutLowersIntoTwoKernels) {
     }
   };
   refused("CUT:2:16", "needs a global axis");
-  refused("CUT:0:100", "needs a cut point between 0 and the extent 100");
-  refused("CUT:0:10 CUT:1:10", "a schedule has at most one");
-  refused("CUT:0:10 SPLIT:2:4", "a schedule has at most one");
+  refused("CUT:0:100", "needs distinct cut points between 0 and the extent 100");
+  refused("CUT:0:10 CUT:0:10", "needs distinct cut points");
+  refused("CUT:0:10 SPLIT:2:4", "a SPLIT stands alone");
+  // Two CUTs of one axis: three kernels, the last (the tail) with the heuristic.
+  std::vector<UOp> three =
+      lower_kernels(mm, cpu(), Schedule::parse("CUT:0:64 CUT:0:32 UPCAST:0:8")).kernels;
+  ASSERT_EQ(three.size(), 3u);
+  EXPECT_EQ(three[2].name_arg(), "matmul_2");
+  // CUTs of two axes: four rectangles; the interior (96 x 56) gets UPCAST:0:8 (12 blocks of
+  // rows), the edges the heuristic.
+  LoweredKernels rect = lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 CUT:1:56 UPCAST:0:8"));
+  ASSERT_EQ(rect.kernels.size(), 4u);
+  std::vector<int64_t> rows;
+  for (const UOp& u : toposort(rect.kernels[0]))
+    if (u.op() == Op::SPECIAL) rows.push_back(u.src(0).const_int());
+  EXPECT_EQ(rows, (std::vector<int64_t>{12}));
+  // A triangle (a loop whose extent depends on the cut axis) cannot be cut into rectangles.
+  UOp i = range(10, 0, AxisKind::Global);
+  UOp j = range(i + 1, 1, AxisKind::Loop);
+  DType f = dtypes::float32;
+  UOp tri = sink(
+      {end(end(store(index(param(0, f.ptr()), i * 10 + j), load(index(param(1, f.ptr()), j))), {j}),
+           {i})},
+      "triangle");
+  try {
+    lower_kernels(tri, cpu(), Schedule::parse("CUT:0:5"));
+    ADD_FAILURE() << "a triangle was cut";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "not a rectangle: the extent of axis 1 depends on the cut axis 0"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(lower_kernels(tri, cpu()).kernels.size(), 1u);
   refused("SPLIT:0:4", "needs a reduce axis");
   refused("SPLIT:2:33", "needs an amount from 2 to the extent 32");
 }

@@ -4,6 +4,7 @@ sum and row softmax of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed as
 search` times its candidates: a 256 MiB copy before each run flushes the L2. Each output
 checked.
   python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ... --gemv K,N ...
+  --cat ROWS,W1,W2,... (torch.cat along dim 1, eager and torch.compile'd)
   (--rows-compiled R,C ...: the rows with torch.compile's kernels beside torch's)"""
 import sys
 
@@ -34,6 +35,17 @@ def main():
             ms = flushed_ms(lambda: torch.matmul(a, b))
             print(f"peer torch.matmul bf16 1x{n}x{k} (L2 flushed): {ms:.4f} ms "
                   f"{2 * k * n / (ms * 1e6):.0f} GB/s of B (max error {err:.2e})")
+        elif mode == "--cat":
+            # torch.cat of float32 ROWS x Wi along dim 1, eager and torch.compile's kernel.
+            rows, widths = dims[0], dims[1:]
+            xs = [torch.randn(rows, w, device="cuda") for w in widths]
+            moved = 2 * rows * sum(widths) * 4
+            cat = lambda *t: torch.cat(t, dim=1)
+            for label, f in (("torch.cat", cat), ("torch.compile(torch.cat)", torch.compile(cat))):
+                assert torch.equal(f(*xs), cat(*xs)), label
+                ms = flushed_ms(lambda: f(*xs))
+                print(f"peer {label} {rows}x{'+'.join(map(str, widths))}: {ms:.4f} ms "
+                      f"{moved / (ms * 1e6):.0f} GB/s")
         elif mode == "--gemm":
             m, n, k = dims
             a = torch.randn(m, k, device="cuda").bfloat16()
