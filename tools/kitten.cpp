@@ -96,7 +96,7 @@ commands:
                     the round trip of two warps on mbarriers and on __syncthreads (ns)
   search <kernel> --device cpu|emu|cuda [--shape S] [--dtype D] [--beam N]
         [--rounds R] [--measured M] [--budget SECONDS] [--jobs J] [--reps N]
-        [--no-validate] [--in-process] [--verbose]
+        [--no-validate] [--in-process] [--verbose] [--start SCHEDULE]...
                     the autotuner's BEAM search over a kernel's schedules: generated
                     kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS), concat
                     (ROWS,W1,W2[,...]: torch.cat of rows side by side) by actions
@@ -112,7 +112,8 @@ commands:
                     checked against the unoptimised kernel on fresh inputs (unless
                     --no-validate). Prints the best schedule and the report that counts
                     every candidate (docs/autotune.md); --verbose: each candidate's
-                    measurement on stderr as it happens; --in-process: no workers
+                    measurement on stderr as it happens; --in-process: no workers;
+                    --start: also start from this schedule (repeatable)
   tune LIST.yaml --device cpu|emu|cuda [--db PATH] [--budget SECONDS] [--beam N]
         [--rounds R] [--measured M] [--jobs J] [--reps N] [--force] [--no-validate]
         [--in-process]

@@ -33,6 +33,7 @@ int cmd_search(const std::vector<std::string>& args) {
   SearchOptions opts;
   MeasureOptions mopts;
   bool workers = true;
+  std::vector<Schedule> starts;  // more schedules to start from
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     bool more = i + 1 < args.size();
@@ -49,6 +50,12 @@ int cmd_search(const std::vector<std::string>& args) {
       if (!d || !d->is_float())
         return usage_error("search: --dtype takes a float dtype, got '" + args[i] + "'");
       dtype = *d, dtype_given = true;
+    } else if (a == "--start" && more) {
+      try {
+        starts.push_back(Schedule::parse(args[++i]));
+      } catch (const ScheduleError& e) {
+        return usage_error(std::string("search: --start: ") + e.what());
+      }
     } else if (a == "--verbose") {
       opts.verbose = true;
     } else if (kernel.empty() && a.rfind("--", 0) != 0) {
@@ -68,6 +75,7 @@ int cmd_search(const std::vector<std::string>& args) {
   } catch (const std::invalid_argument& e) {
     return usage_error(std::string("search: ") + e.what());
   }
+  for (const Schedule& st : starts) space.start.push_back(st);
   if (workers) mopts.worker = {self_path(), "compile-worker", "--device", device};
   opts.progress = [](const std::string& l) { std::fprintf(stderr, "search: %s\n", l.c_str()); };
   DeviceMeasure measure(*dev, space, mopts);
