@@ -179,6 +179,8 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     bool any = std::any_of(from.entries().begin(), from.entries().end(),
                            [](const ScheduleEntry& e) { return e.axis.has_value(); });
     Schedule base;
+    bool nolocals = from.knob_or("NOLOCALS", 0) != 0;
+    std::vector<Schedule> out;
     if (any) {
       base = from;
     } else if (from.knob_or("NOOPT", 0) == 0) {
@@ -186,6 +188,17 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       // A long reduction to one value: the heuristic SPLITs it first (its partial kernel
       // then gets the heuristic), and a step refines the split kernel.
       if (std::optional<ScheduleEntry> h = heuristic_split(kernel, target)) base = Schedule({*h});
+      auto threads = [](const ScheduleEntry& e) {
+        return e.name == "LOCAL" || e.name == "GROUP" || e.name == "GROUPTOP";
+      };
+      if (nolocals) {  // the heuristic without its threads
+        std::vector<ScheduleEntry> kept;
+        for (const ScheduleEntry& e : base.entries())
+          if (!threads(e)) kept.push_back(e);
+        base = Schedule(kept).knob("NOLOCALS", 1);
+      } else if (std::any_of(base.entries().begin(), base.entries().end(), threads)) {
+        out.push_back(Schedule().knob("NOLOCALS", 1));
+      }
     }
     std::map<int64_t, int64_t> left;
     bool split = false;
@@ -201,15 +214,18 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
         left[a.id] = std::min(k == 1 ? a.extent : left[a.id], at[k] - at[k - 1]);
     }
     bool has_split = false;  // a SPLIT stands alone: no CUT beside it
+    bool swapped = false;
     std::set<int64_t> cut;
     for (const ScheduleEntry& e : base.entries())
       if (e.axis && left.count(*e.axis)) {
         if (e.name == "SPLIT" || e.name == "CUT") split = true;
         if (e.name == "SPLIT") has_split = true;
         if (e.name == "CUT") cut.insert(*e.axis);
-        if (e.name != "CUT") left[*e.axis] = (left[*e.axis] + e.amount - 1) / e.amount;
+        if (e.name == "PADTO") left[*e.axis] = (left[*e.axis] + e.amount - 1) / e.amount * e.amount;
+        if (e.name == "SWAP") swapped = true;
+        if (e.name != "CUT" && e.name != "PADTO" && e.name != "SWAP")
+          left[*e.axis] = (left[*e.axis] + e.amount - 1) / e.amount;
       }
-    std::vector<Schedule> out;
     auto add = [&](const char* name, const Axis& a, std::initializer_list<int64_t> amounts) {
       for (int64_t n : amounts)
         if (n <= left[a.id]) {
@@ -227,15 +243,30 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
           }
         }
     };
+    bool threads = blocks && !nolocals;
+    // SWAP: two global axes exchange their places in the nesting (which one the threads
+    // run along), once per schedule.
+    if (!swapped)
+      for (size_t i = 0; i < axes.size(); ++i)
+        for (size_t j = i + 1; j < axes.size(); ++j)
+          if (axes[i].kind == AxisKind::Global && axes[j].kind == AxisKind::Global &&
+              axes[i].extent > 1 && axes[j].extent > 1) {
+            Schedule next = base;
+            out.push_back(next.action("SWAP", axes[i].id, axes[j].id));
+          }
     for (const Axis& a : axes) {
       if (left[a.id] < 2) continue;
       if (a.kind == AxisKind::Global) add("UPCAST", a, {2, 3, 4, 8});
       if (a.kind == AxisKind::Global || a.kind == AxisKind::Reduce || a.kind == AxisKind::Loop)
         add("UNROLL", a, {2, 4, 8});
-      if (blocks && a.kind == AxisKind::Global) add("LOCAL", a, {2, 4, 8, 16, 32, 64, 128, 256});
-      bool grouped = std::any_of(base.entries().begin(), base.entries().end(),
-                                 [&](const ScheduleEntry& e) { return e.name == "GROUP"; });
-      if (blocks && a.kind == AxisKind::Reduce && !grouped) add("GROUP", a, {16, 32, 64, 128, 256});
+      if (threads && a.kind == AxisKind::Global) add("LOCAL", a, {2, 4, 8, 16, 32, 64, 128, 256});
+      bool grouped = std::any_of(
+          base.entries().begin(), base.entries().end(),
+          [&](const ScheduleEntry& e) { return e.name == "GROUP" || e.name == "GROUPTOP"; });
+      if (threads && a.kind == AxisKind::Reduce && !grouped) {
+        add("GROUP", a, {16, 32, 64, 128, 256});
+        add("GROUPTOP", a, {16, 32, 64, 128, 256});
+      }
       if (blocks && a.kind == AxisKind::Reduce && !split && left[a.id] == a.extent)
         add("SPLIT", a, {8, 32, 128});
       // An additive cut: the body a multiple of m (its splits need no gates), the tail

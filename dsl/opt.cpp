@@ -21,7 +21,10 @@ struct Split {
   AxisKind kind;
   int64_t id;           // the inner range's new id
   bool thread = false;  // GROUP, and LOCAL beside a GROUP: the block's threads, no range
+  bool top = false;     // GROUPTOP: the threads take the index's top (contiguous chunks)
 };
+
+bool is_group(const std::string& name) { return name == "GROUP" || name == "GROUPTOP"; }
 
 bool is_action(const ScheduleEntry& e) { return e.axis.has_value(); }
 
@@ -244,8 +247,17 @@ static bool encloses(const UOp& sink, const UOp& outer, const UOp& inner) {
 
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given) {
   bool any_action = std::any_of(given.entries().begin(), given.entries().end(), is_action);
+  bool nolocals = given.knob_or("NOLOCALS", 0) != 0;
   Schedule schedule = given;
-  if (!any_action && given.knob_or("NOOPT", 0) == 0) schedule = heuristic_schedule(sink, target);
+  if (!any_action && given.knob_or("NOOPT", 0) == 0) {
+    schedule = heuristic_schedule(sink, target);
+    if (nolocals) {  // the heuristic without its threads
+      std::vector<ScheduleEntry> kept;
+      for (const ScheduleEntry& e : schedule.entries())
+        if (e.name != "LOCAL" && !is_group(e.name)) kept.push_back(e);
+      schedule = Schedule(kept);
+    }
+  }
   schedule.check_axes(sink);
 
   std::map<int64_t, UOp> ranges;
@@ -259,9 +271,11 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   std::map<int64_t, std::vector<Split>> plan;
   std::map<int64_t, int64_t> left;  // each split axis's remaining (outer) extent
   int64_t copies = 1, threads = 1, group_threads = 0;
-  std::set<int64_t> thread_axes;  // beside a GROUP: the axes split over the threads
+  std::set<int64_t> thread_axes;       // beside a GROUP: the axes split over the threads
+  std::set<int64_t> padded;            // PADTO's axes
+  std::map<int64_t, int64_t> swapped;  // SWAP: an axis -> the id its outer range takes
   bool grouped = std::any_of(schedule.entries().begin(), schedule.entries().end(),
-                             [](const ScheduleEntry& e) { return e.axis && e.name == "GROUP"; });
+                             [](const ScheduleEntry& e) { return e.axis && is_group(e.name); });
   for (const ScheduleEntry& e : schedule.entries()) {
     if (!is_action(e)) continue;
     const UOp& r = ranges.at(*e.axis);
@@ -270,6 +284,32 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
       throw ScheduleError("schedule: " + entry_text(e) + " " + why + " (kernel '" +
                           sink.name_arg() + "')");
     };
+    if (nolocals && (e.name == "LOCAL" || is_group(e.name)))
+      refuse("uses the block's threads, which NOLOCALS=1 leaves out");
+    if (e.name == "PADTO") {  // the axis runs to a multiple of the amount
+      if (r.src(0).op() != Op::CONST) refuse("needs an axis of constant extent");
+      if (e.amount < 2 || e.amount > 4096) refuse("needs an amount from 2 to 4096");
+      int64_t& rest = left.try_emplace(*e.axis, r.src(0).const_int()).first->second;
+      rest = (rest + e.amount - 1) / e.amount * e.amount;
+      plan[*e.axis];
+      padded.insert(*e.axis);
+      continue;
+    }
+    if (e.name == "SWAP") {  // two global axes exchange their places in the nesting
+      auto other = ranges.find(e.amount);
+      if (kind != AxisKind::Global || other == ranges.end() ||
+          other->second.axis().kind != AxisKind::Global || e.amount == *e.axis)
+        refuse("needs two different global axes");
+      if (r.src(0).op() != Op::CONST || other->second.src(0).op() != Op::CONST)
+        refuse("needs axes of constant extent");
+      if (swapped.count(*e.axis) || swapped.count(e.amount)) refuse("swaps an axis a second time");
+      swapped[*e.axis] = e.amount, swapped[e.amount] = *e.axis;
+      for (int64_t a : {*e.axis, e.amount}) {
+        left.try_emplace(a, ranges.at(a).src(0).const_int());
+        plan[a];
+      }
+      continue;
+    }
     AxisKind inner;
     if (e.name == "UPCAST") {
       if (kind != AxisKind::Global)
@@ -279,7 +319,7 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
       if (kind != AxisKind::Global && kind != AxisKind::Loop && kind != AxisKind::Reduce)
         refuse("needs a global, loop or reduce axis; axis is " + std::string(axis_kind_name(kind)));
       inner = AxisKind::Unroll;
-    } else if (e.name == "LOCAL" || e.name == "GROUP") {
+    } else if (e.name == "LOCAL" || is_group(e.name)) {
       if (!target.has(kFeatureBlocks))
         refuse("needs threads that form blocks, which " + target.arch + " does not have");
       AxisKind need = e.name == "LOCAL" ? AxisKind::Global : AxisKind::Reduce;
@@ -288,17 +328,19 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
                std::string(axis_kind_name(kind)));
       inner = e.name == "LOCAL" ? AxisKind::Local : AxisKind::Reduce;
     } else {
-      refuse("is not an action this pass knows (UPCAST, UNROLL, LOCAL, GROUP)");
+      refuse(
+          "is not an action this pass knows (UPCAST, UNROLL, LOCAL, GROUP, GROUPTOP, PADTO, "
+          "SWAP)");
     }
     if (r.src(0).op() != Op::CONST) refuse("needs an axis of constant extent");
     int64_t& rest = left.try_emplace(*e.axis, r.src(0).const_int()).first->second;
     if (e.amount < 1 || e.amount > rest)
       refuse("needs an amount from 1 to the axis's extent " + std::to_string(rest));
     rest = (rest + e.amount - 1) / e.amount;
-    bool thread = grouped && (e.name == "GROUP" || e.name == "LOCAL");
+    bool thread = grouped && (is_group(e.name) || e.name == "LOCAL");
     if (thread && e.name == "LOCAL")
       for (const ScheduleEntry& g : schedule.entries())
-        if (g.axis && g.name == "GROUP" && encloses(sink, r, ranges.at(*g.axis)))
+        if (g.axis && is_group(g.name) && encloses(sink, r, ranges.at(*g.axis)))
           refuse("splits a range that holds the reduction of GROUP:" + std::to_string(*g.axis) +
                  " over the threads that share that reduction: beside a GROUP, LOCAL splits "
                  "loops inside the reduced row");
@@ -330,7 +372,8 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
     int64_t nth = splits_of[*e.axis]++;
     if (nth == kMaxSplits)
       refuse("splits the axis more than " + std::to_string(kMaxSplits) + " times");
-    plan[*e.axis].push_back({e.amount, inner, first_new + *e.axis * kMaxSplits + nth, thread});
+    plan[*e.axis].push_back(
+        {e.amount, inner, first_new + *e.axis * kMaxSplits + nth, thread, e.name == "GROUPTOP"});
   }
   if (plan.empty()) return sink;
 
@@ -348,26 +391,34 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   for (const auto& [id, splits] : plan) {
     const UOp& r = ranges.at(id);
     DType d = r.dtype();
-    UOp outer = range(const_int(d, left.at(id)), id, r.axis().kind);
+    auto sw = swapped.find(id);
+    UOp outer =
+        range(const_int(d, left.at(id)), sw == swapped.end() ? id : sw->second, r.axis().kind);
     UOp v = outer;
     std::vector<UOp> list{outer};
     int64_t covered = left.at(id);
     for (auto s = splits.rbegin(); s != splits.rend(); ++s) {  // the first split is innermost
       UOp in = s->thread ? (d == tid.dtype() ? tid : cast(tid, d))
                          : range(const_int(d, s->amount), s->id, s->kind);
-      v = v * const_int(d, s->amount) + in;
+      if (!s->top) v = v * const_int(d, s->amount) + in;
       if (!s->thread) list.push_back(in);
       covered *= s->amount;
     }
+    // GROUPTOP: the thread's index on top, each thread a contiguous chunk.
+    for (const Split& s : splits)
+      if (s.top) v = (d == tid.dtype() ? tid : cast(tid, d)) * const_int(d, covered / s.amount) + v;
     if (r.axis().kind == AxisKind::Reduce &&
         std::any_of(splits.begin(), splits.end(), [](const Split& x) { return x.thread; }))
       groups.emplace_back(r, outer);
     int64_t n = r.src(0).const_int();
     if (covered != n) {
       valid.emplace(r.id(), v < const_int(d, n));
-      if (std::any_of(splits.begin(), splits.end(), [](const Split& x) {
-            return x.kind == AxisKind::Unroll || (x.thread && x.kind == AxisKind::Reduce);
-          }))
+      if (std::any_of(splits.begin(), splits.end(),
+                      [](const Split& x) {
+                        return x.kind == AxisKind::Unroll ||
+                               (x.thread && x.kind == AxisKind::Reduce);
+                      }) ||
+          (padded.count(id) && r.axis().kind != AxisKind::Global))
         sequential.insert(r.id());
       v = UOp::make(Op::MIN, {v, const_int(d, n - 1)});
     }

@@ -52,8 +52,9 @@ commands:
   lower <kernel> [--device cpu] [--schedule S] [--print-after P[,P...]|all]
                     run the lowering pipeline for a device and print the graph after
                     the named passes and at the end. S: the schedule, one line of
-                    ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP CUT SPLIT) and
-                    KNOB=VALUE (NOOPT=1: no heuristic), e.g. 'UPCAST:1:4 UNROLL:2:2'
+                    ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP GROUPTOP
+                    PADTO SWAP CUT SPLIT) and KNOB=VALUE (NOOPT=1: no heuristic;
+                    NOLOCALS=1: no block threads), e.g. 'UPCAST:1:4 UNROLL:2:2'
                     (docs/lowering.md)
   lower --passes    list the lowering passes in order, one sentence each
   simplify '<expr>'|- [--var NAME=LO..HI]... [--dtype int64|int32]
@@ -100,8 +101,8 @@ commands:
                     the autotuner's BEAM search over a kernel's schedules: generated
                     kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS), concat
                     (ROWS,W1,W2[,...]: torch.cat of rows side by side) by actions
-                    (UPCAST UNROLL LOCAL GROUP SPLIT CUT), the DSL gemm (M,N,K, bfloat16)
-                    and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their
+                    (UPCAST UNROLL LOCAL GROUP GROUPTOP SWAP NOLOCALS SPLIT CUT), the
+                    DSL gemm (M,N,K, bfloat16) and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their
                     knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte
                     units). Each round lowers the new schedules, drops repeats and
                     kernels already seen, lets the M (16) the cost model ranks best be

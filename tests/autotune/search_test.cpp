@@ -195,6 +195,67 @@ TEST(Actions, KeepTheUnoptimisedResults) {
   }
 }
 
+// PADTO, SWAP, GROUPTOP and NOLOCALS, each given explicitly: lowered (not refused), a
+// kernel other than without it, and the unoptimised kernel's results on cpu and emu.
+TEST(Actions, PadSwapGroupTopAndNoLocalsKeepTheResults) {
+  struct Case {
+    UOp kernel;
+    const char* with;
+    const char* without;
+    bool blocks;  // needs a target with blocks
+  };
+  std::vector<Case> cases = {
+      {reduce_kernel(31, 1000, 1, Op::ADD, dtypes::float32), "PADTO:1:32 UNROLL:1:8", "UNROLL:1:8",
+       false},
+      {elementwise_add_kernel(33, 1000, dtypes::float32, false), "PADTO:1:32 UPCAST:1:8",
+       "UPCAST:1:8", false},
+      {elementwise_add_kernel(33, 100, dtypes::float32, false), "SWAP:0:1 UPCAST:1:4", "UPCAST:1:4",
+       false},
+      {reduce_kernel(7, 1000, 1, Op::ADD, dtypes::float32), "GROUPTOP:1:32", "GROUP:1:32", true},
+      {reduce_kernel(7, 1023, 1, Op::MAX, dtypes::float32), "GROUPTOP:1:64 UNROLL:1:4",
+       "GROUP:1:64 UNROLL:1:4", true},
+      {softmax_kernel(5, 300), "NOLOCALS=1", "", true},
+  };
+  for (std::string device : {"cpu-jit", "emu"}) {
+    std::string why;
+    std::unique_ptr<Device> dev = open_test_device(device, why);
+    if (!dev) {
+      std::printf("skipping %s: %s\n", device.c_str(), why.c_str());
+      continue;
+    }
+    const Target& target = dev->props().target;
+    for (const Case& c : cases) {
+      if (c.blocks && !target.has(kFeatureBlocks)) continue;
+      SCOPED_TRACE(device + " " + c.kernel.name_arg() + " '" + c.with + "'");
+      SearchSpace space = action_space(c.kernel, target);
+      DeviceMeasure m(*dev, space);
+      Candidate ref, with;
+      ref.schedule = space.reference;
+      ref.lowered = lower_kernels(c.kernel, target, ref.schedule);
+      with.schedule = Schedule::parse(c.with);
+      with.lowered = lower_kernels(c.kernel, target, with.schedule);
+      LoweredKernels without = lower_kernels(c.kernel, target, Schedule::parse(c.without));
+      EXPECT_NE(with.lowered.kernels[0].key(), without.kernels[0].key());
+      EXPECT_EQ(m.validate(with, ref), "");
+    }
+  }
+  // NOLOCALS refuses the block's threads; the search steps to it from a heuristic with them.
+  try {
+    lower_kernels(softmax_kernel(5, 300), h100_target(), Schedule::parse("NOLOCALS=1 GROUP:1:32"));
+    ADD_FAILURE() << "NOLOCALS took a GROUP";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("NOLOCALS=1 leaves out"), std::string::npos) << e.what();
+  }
+  std::vector<Schedule> steps =
+      action_space(softmax_kernel(5, 300), h100_target()).neighbours(Schedule());
+  EXPECT_TRUE(std::find(steps.begin(), steps.end(), Schedule().knob("NOLOCALS", 1)) != steps.end());
+  for (const char* bad : {"SWAP:0:0", "SWAP:0:1", "PADTO:0:1"})
+    EXPECT_THROW(lower_kernels(reduce_kernel(7, 100, 1, Op::ADD, dtypes::float32), h100_target(),
+                               Schedule::parse(bad)),
+                 ScheduleError)
+        << bad;
+}
+
 // Global loads under a gate (not proven true) in lowered kernels.
 int gated_loads(const LoweredKernels& l) {
   int n = 0;
