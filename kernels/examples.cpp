@@ -151,6 +151,24 @@ UOp softmax_kernel(int64_t rows, int64_t cols) {
   return sink({end(row, {i})}, "softmax");
 }
 
+UOp layernorm_kernel(int64_t rows, int64_t cols) {
+  DType f = dtypes::float32;
+  UOp out = param(0, f.ptr()), x = param(1, f.ptr()), w = param(2, f.ptr()), b = param(3, f.ptr());
+  UOp i = range(rows, 0, AxisKind::Global);
+  UOp r1 = range(cols, 1, AxisKind::Reduce), r2 = range(cols, 2, AxisKind::Reduce),
+      j = range(cols, 3, AxisKind::Global);
+  UOp inv_n = const_(f, 1.0 / double(cols));
+  Accumulator sum(0, f, const_(f, 0.0), {i}, r1);
+  UOp mean =
+      sum.result(end(sum.update(sum.current() + load(index(x, i * cols + r1))), {r1})) * inv_n;
+  Accumulator sq(1, f, const_(f, 0.0), {i}, r2);
+  UOp d = load(index(x, i * cols + r2)) - mean;
+  UOp var = sq.result(end(sq.update(sq.current() + d * d), {r2})) * inv_n;
+  UOp rstd = UOp::make(Op::RECIP, {UOp::make(Op::SQRT, {var + const_(f, 1e-5)})});
+  UOp y = (load(index(x, i * cols + j)) - mean) * rstd * load(index(w, j)) + load(index(b, j));
+  return sink({end(end(store(index(out, i * cols + j), y), {j}), {i})}, "layernorm");
+}
+
 UOp tiled_matmul_kernel(int64_t m, int64_t n, int64_t k, int64_t tile) {
   if (tile <= 0 || m % tile || n % tile || k % tile)
     throw std::invalid_argument("tiled_matmul_kernel: m, n and k must be multiples of the tile");

@@ -42,6 +42,11 @@ UOp stencil_kernel(int64_t n);
 // where over the segments, every load gated to its own. Buffers: 0 out, 1.. the inputs.
 UOp concat_kernel(int64_t rows, const std::vector<int64_t>& widths);
 
+// out[i, :] = layernorm(x[i, :]) * w + b over rows x cols float32 (torch.layer_norm with
+// eps 1e-5): per row the mean, the mean of squared deviations (two passes), then the
+// normalised values. Buffers: 0 out, 1 x, 2 w, 3 b (cols each).
+UOp layernorm_kernel(int64_t rows, int64_t cols);
+
 // out[i, :] = softmax(x[i, :]) over rows x cols float32: per row a max, a sum of
 // exp2((x - max) * log2 e) and the normalised values, one loop each. Buffers: 0 out, 1 x.
 UOp softmax_kernel(int64_t rows, int64_t cols);

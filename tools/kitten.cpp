@@ -99,7 +99,7 @@ commands:
         [--rounds R] [--measured M] [--budget SECONDS] [--jobs J] [--reps N]
         [--no-validate] [--in-process] [--verbose] [--start SCHEDULE]...
                     the autotuner's BEAM search over a kernel's schedules: generated
-                    kernels matmul (M,N,K), sum, softmax, add (ROWS,COLS), concat
+                    kernels matmul (M,N,K), sum, softmax, layernorm, add (ROWS,COLS), concat
                     (ROWS,W1,W2[,...]: torch.cat of rows side by side) by actions
                     (UPCAST UNROLL LOCAL GROUP GROUPTOP SWAP NOLOCALS SPLIT CUT), the
                     DSL gemm (M,N,K, bfloat16) and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their

@@ -106,14 +106,15 @@ SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
     DType d = dtype.value_or(dtypes::float32);
     return id_of(autotune::action_space(matmul_kernel(shape[0], shape[1], shape[2], d), target), d);
   }
-  if (kernel == "sum" || kernel == "softmax" || kernel == "add") {
+  if (kernel == "sum" || kernel == "softmax" || kernel == "layernorm" || kernel == "add") {
     need(2, {1024, 1024}, "ROWS,COLS");
-    DType d = kernel == "softmax" ? dtypes::float32 : dtype.value_or(dtypes::float32);
-    if (kernel == "softmax" && dtype && *dtype != d)
-      throw std::invalid_argument("softmax is float32 only");
-    UOp k = kernel == "sum"       ? reduce_kernel(shape[0], shape[1], 1, Op::ADD, d)
-            : kernel == "softmax" ? softmax_kernel(shape[0], shape[1])
-                                  : elementwise_add_kernel(shape[0], shape[1], d, false);
+    bool f32_only = kernel == "softmax" || kernel == "layernorm";
+    DType d = f32_only ? dtypes::float32 : dtype.value_or(dtypes::float32);
+    if (f32_only && dtype && *dtype != d) throw std::invalid_argument(kernel + " is float32 only");
+    UOp k = kernel == "sum"         ? reduce_kernel(shape[0], shape[1], 1, Op::ADD, d)
+            : kernel == "softmax"   ? softmax_kernel(shape[0], shape[1])
+            : kernel == "layernorm" ? layernorm_kernel(shape[0], shape[1])
+                                    : elementwise_add_kernel(shape[0], shape[1], d, false);
     return id_of(autotune::action_space(k, target), d);
   }
   if (kernel == "concat") {

@@ -16,7 +16,7 @@ namespace kitten {
 
 // The names `named_space` takes, for messages.
 inline constexpr const char* kSpaceNames =
-    "matmul, sum, softmax, add, concat, gemm, attention, attention-causal";
+    "matmul, sum, softmax, layernorm, add, concat, gemm, attention, attention-causal";
 
 // The space for `kernel` at `shape` (an empty shape takes the kernel's small default), of
 // `dtype` (where not given: float32 for generated kernels, bfloat16 for the DSL's). Throws

@@ -162,6 +162,7 @@ TEST(Actions, KeepTheUnoptimisedResults) {
         reduce_kernel(emu ? 7 : 31, emu ? 100 : 1023, 1, Op::ADD, dtypes::float32),
         reduce_kernel(emu ? 33 : 1000, 5, 0, Op::ADD, dtypes::float32),
         softmax_kernel(emu ? 3 : 31, emu ? 33 : 1000),
+        layernorm_kernel(emu ? 3 : 31, emu ? 33 : 1023),
         matmul_kernel(emu ? 7 : 31, emu ? 9 : 31, emu ? 16 : 31, dtypes::float32),
         matmul_kernel(1, emu ? 33 : 1000, 3, dtypes::float32),
         concat_kernel(emu ? 3 : 31,

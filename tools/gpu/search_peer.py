@@ -1,6 +1,6 @@
 """The peers for tools/gpu/search_figures.sh, in the same run: torch.matmul (cuBLAS) bf16
 at the GEMM shapes (medians of 20 runs by CUDA events, as gemm_peer.py), and torch's row
-sum and row softmax of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed as `kitten
+sum, row softmax and layer norm of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed as `kitten
 search` times its candidates: a 256 MiB copy before each run flushes the L2. Each output
 checked.
   python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ... --gemv K,N ...
@@ -58,10 +58,13 @@ def main():
         else:
             r, c = dims
             x = torch.randn(r, c, device="cuda")
+            w, bias = torch.randn(c, device="cuda"), torch.randn(c, device="cuda")
+            ln = lambda t: torch.nn.functional.layer_norm(t, (c,), w.to(t.dtype), bias.to(t.dtype))
             for name, fn, atol in (("torch.sum", lambda t: torch.sum(t, dim=1), 1e-3),
-                                   ("torch.softmax", lambda t: torch.softmax(t, dim=1), 1e-6)):
+                                   ("torch.softmax", lambda t: torch.softmax(t, dim=1), 1e-6),
+                                   ("torch.layer_norm", ln, 1e-4)):
                 want = fn(x.double())
-                moved = x.numel() * 4 * (2 if name == "torch.softmax" else 1)
+                moved = x.numel() * 4 * (1 if name == "torch.sum" else 2)
                 peers = [(name, fn)]
                 if mode == "--rows-compiled":  # also torch.compile's kernel (Triton)
                     peers.append((f"torch.compile({name})", torch.compile(fn)))
