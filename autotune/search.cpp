@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "dsl/linearize.h"
+#include "dsl/mma.h"
 #include "dsl/opt.h"
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
@@ -326,19 +327,54 @@ SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> bui
 
 double estimate_seconds(const Candidate& c, const Target& target) {
   // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per
-  // multiprocessor at 1.7 GHz, 3 TB/s; cpus: one operation per cycle per core at 3 GHz,
-  // 20 GB/s. Requested bytes stand for moved bytes (caches are not modelled).
+  // multiprocessor at 1.7 GHz, 3 TB/s, tensor cores at 989 TFLOP/s by wgmma and two thirds
+  // of that by mma.sync; cpus: one operation per cycle per core at 3 GHz, 20 GB/s.
+  // Requested bytes stand for moved bytes (caches are not modelled).
   bool gpu = target.has(kFeatureBlocks);
   double total = 0;
   for (const UOp& k : c.lowered.kernels) {
     LinearProgram p = linearize(k);
     std::vector<double> mult{1.0};
-    double ops = 0, bytes = 0, shared = 0, blocks = 1, threads = 1;
+    // Per thread: operations, global bytes, shared accesses, tensor-core seconds; per
+    // block: the bytes its TMA copies move (one thread issues each).
+    double ops = 0, bytes = 0, shared = 0, tensor_s = 0, block_bytes = 0, blocks = 1, threads = 1;
+    std::map<int64_t, double> map_bytes;  // a tensor map's box, by slot
     for (const UOp& u : p.ops) {
       double m = mult.back();
       switch (u.op()) {
-        case Op::RANGE:
-          mult.push_back(m * double(u.src(0).op() == Op::CONST ? u.src(0).const_int() : 16));
+        case Op::RANGE: {
+          // A loop of run-time extent: the largest its bounds allow (16 where unbounded).
+          double n = 16;
+          if (u.src(0).op() == Op::CONST) {
+            n = double(u.src(0).const_int());
+          } else if (int64_t hi = bounds(u.src(0)).second; hi > 0 && hi < (int64_t(1) << 24)) {
+            n = double(hi);
+          }
+          mult.push_back(m * n);
+          continue;
+        }
+        case Op::TENSOR_MAP:
+          if (const auto* a = std::get_if<std::vector<int64_t>>(&u.arg()); a && a->size() > 2) {
+            double box = double(u.dtype().pointee().itemsize());
+            for (size_t i = 2; i < a->size(); ++i) box *= double((*a)[i]);
+            map_bytes[(*a)[0]] = box;
+          }
+          continue;
+        case Op::TMA_LOAD:
+        case Op::TMA_STORE:
+          if (u.src(0).op() == Op::TENSOR_MAP)
+            if (auto it = map_bytes.find(u.src(0).slot()); it != map_bytes.end())
+              block_bytes += m * it->second;
+          ops += m;
+          continue;
+        case Op::MMA:
+        case Op::WGMMA:
+          if (const auto* name = std::get_if<std::string>(&u.arg()))
+            if (const MmaLayout* l = find_mma_layout(*name)) {
+              double flops = 2.0 * l->m * l->n * l->k / l->group_threads;
+              tensor_s += m * flops / (u.op() == Op::WGMMA ? 989e12 : 660e12);
+            }
+          ops += m;
           continue;
         case Op::END:
           if (mult.size() > 1) mult.pop_back();
@@ -358,7 +394,7 @@ double estimate_seconds(const Candidate& c, const Target& target) {
         else if (buf.op() == Op::DEFINE_LOCAL)
           shared += m;
         ops += m;
-      } else if (is_alu(u.op()) || u.op() == Op::MMA) {
+      } else if (is_alu(u.op())) {
         ops += m;
       }
     }
@@ -367,9 +403,13 @@ double estimate_seconds(const Candidate& c, const Target& target) {
       double warps = blocks * std::ceil(threads / std::max(1, target.warp_size));
       double slots = double(target.multiprocessors) * 4 * 1.7e9;
       double issue = (ops + 2 * shared) * warps / slots;
-      double memory = bytes * blocks * threads / 3e12;
+      double memory = (bytes * threads + block_bytes) * blocks / 3e12;
+      // Tensor cores: the machine's rate where the grid covers every multiprocessor, a
+      // multiprocessor's share per block otherwise.
+      double tensor = tensor_s * threads * blocks *
+                      std::max(1.0, double(target.multiprocessors) / std::max(1.0, blocks));
       double fill = std::min(1.0, warps / (double(target.multiprocessors) * 16));
-      seconds = std::max(issue, memory) / fill + 3e-6;
+      seconds = std::max({issue, memory, tensor}) / fill + 3e-6;
     } else {
       double cores = std::min(blocks, double(std::max(1, target.multiprocessors)));
       seconds = std::max(ops * blocks / (cores * 3e9), bytes * blocks / 2e10) + 2e-6;
