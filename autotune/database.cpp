@@ -7,6 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -97,11 +98,18 @@ class FileLock {
   int fd_ = -1;
 };
 
+// The file's bytes; nullopt where it does not exist. A file that exists but cannot be read
+// is an error: taking it for missing would let a save replace it.
 std::optional<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
+  if (!in) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec) && !ec) return std::nullopt;
+    fail(path, "cannot read it: " + std::string(std::strerror(errno ? errno : EACCES)));
+  }
   std::ostringstream s;
   s << in.rdbuf();
+  if (in.bad()) fail(path, "cannot read it");
   return s.str();
 }
 
@@ -118,17 +126,18 @@ void write_atomically(const std::string& path, const std::string& text) {
     ssize_t n = write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      int e = errno;
+      int e = n < 0 ? errno : ENOSPC;
       close(fd);
       unlink(tmp.c_str());
       fail(path, "cannot write " + tmp + ": " + std::strerror(e));
     }
     done += size_t(n);
   }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    int e = errno;
+  int synced = fsync(fd), sync_errno = errno;
+  if (close(fd) != 0 && synced == 0) synced = -1, sync_errno = errno;
+  if (synced != 0) {
     unlink(tmp.c_str());
-    fail(path, "cannot sync " + tmp + ": " + std::strerror(e));
+    fail(path, "cannot sync " + tmp + ": " + std::strerror(sync_errno));
   }
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
@@ -299,16 +308,20 @@ void TuneDatabase::save(const TuneEntry& entry) {
   if (e.date.empty()) e.date = utc_now();
   std::filesystem::path dir = std::filesystem::path(path_).parent_path();
   std::error_code ec;
-  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-  FileLock lock(path_);
-  TuneDatabase now = load(path_, device_);  // what other processes saved meanwhile
+  if (!dir.empty() && !std::filesystem::create_directories(dir, ec) && ec)
+    fail(path_, "cannot create its directory " + dir.string() + ": " + ec.message());
+  // A link is followed: the file it names is the one replaced.
+  std::string real = std::filesystem::weakly_canonical(path_, ec).string();
+  if (ec || real.empty()) real = path_;
+  FileLock lock(real);
+  TuneDatabase now = load(real, device_);  // what other processes saved meanwhile
   auto it = std::find_if(now.entries_.begin(), now.entries_.end(),
                          [&](const TuneEntry& o) { return same_slot(o, e); });
   if (it != now.entries_.end())
     *it = e;
   else
     now.entries_.push_back(e);
-  write_atomically(path_, now.to_yaml());
+  write_atomically(real, now.to_yaml());
   entries_ = std::move(now.entries_);
   reindex();
 }
@@ -366,15 +379,8 @@ TunedSchedule Tuned::lookup(const KernelId& id,
                   const std::string& source) -> std::optional<TunedSchedule> {
     const TuneEntry* e = db.find(id);
     if (!e) return std::nullopt;
-    std::string why;
-    Schedule s;
-    try {
-      s = Schedule::parse(e->schedule);
-      why = applies ? applies(s) : "";
-    } catch (const ScheduleError& err) {
-      why = err.what();
-    }
-    if (why.empty()) return TunedSchedule{s, source, e};
+    std::string why = stored_schedule_applies(e->schedule, applies);
+    if (why.empty()) return TunedSchedule{Schedule::parse(e->schedule), source, e};
     messages.push_back(source + ": the entry for " + id.to_string() + " ('" + e->schedule +
                        "') no longer applies: " + why + " (skipped)");
     return std::nullopt;
@@ -422,6 +428,16 @@ std::vector<TuneRequest> parse_tune_list(const std::string& text, const std::str
   return out;
 }
 
+std::string stored_schedule_applies(const std::string& text,
+                                    const std::function<std::string(const Schedule&)>& applies) {
+  try {
+    Schedule s = Schedule::parse(text);
+    return applies ? applies(s) : "";
+  } catch (const ScheduleError& e) {
+    return e.what();
+  }
+}
+
 std::string schedule_applies(const SearchSpace& space, const Target& target, const Schedule& s) {
   try {
     if (space.lower)
@@ -442,12 +458,8 @@ TuneResult tune_kernel(const SearchSpace& space, const Target& target, Measure& 
                        TuneDatabase& db, const SearchOptions& options, bool force) {
   TuneResult out;
   if (const TuneEntry* e = db.find(space.id); e && !force) {
-    std::string why;
-    try {
-      why = schedule_applies(space, target, Schedule::parse(e->schedule));
-    } catch (const ScheduleError& err) {
-      why = err.what();
-    }
+    std::string why = stored_schedule_applies(
+        e->schedule, [&](const Schedule& s) { return schedule_applies(space, target, s); });
     if (why.empty()) {
       out.hit = true;
       out.entry = *e;
@@ -456,6 +468,8 @@ TuneResult tune_kernel(const SearchSpace& space, const Target& target, Measure& 
     out.skipped = "the stored '" + e->schedule + "' no longer applies: " + why;
   }
   SearchResult r = beam_search(space, target, measure, options);
+  if (!std::isfinite(r.cost) || r.report.validation.rfind("no winner agreed", 0) == 0)
+    throw std::runtime_error("no schedule to keep: " + r.report.validation);
   TuneEntry& e = out.entry;
   e.id = space.id;
   e.schedule = r.best.to_string();

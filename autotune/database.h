@@ -135,6 +135,11 @@ struct TuneRequest {
 // optionally `dtype`. Throws DatabaseError naming the line of what is wrong.
 std::vector<TuneRequest> parse_tune_list(const std::string& text, const std::string& origin);
 
+// Whether a stored schedule's text still parses and `applies` takes it: "" where it does,
+// else why not.
+std::string stored_schedule_applies(const std::string& text,
+                                    const std::function<std::string(const Schedule&)>& applies);
+
 // Whether `s` still lowers in `space`: "" where it does, else why not.
 std::string schedule_applies(const SearchSpace& space, const Target& target, const Schedule& s);
 
@@ -145,7 +150,8 @@ struct TuneResult {
 };
 // Tunes one kernel into `db`: a stored entry of `space.id` whose schedule still applies is
 // the result without a search (unless `force`); else a BEAM search runs and its winner is
-// saved at once (so a later kernel's failure or a kill loses nothing finished).
+// saved at once (so a later kernel's failure or a kill loses nothing finished). Throws
+// std::runtime_error, saving nothing, where no measured winner agreed with the reference.
 TuneResult tune_kernel(const SearchSpace& space, const Target& target, Measure& measure,
                        TuneDatabase& db, const SearchOptions& options, bool force = false);
 

@@ -229,11 +229,12 @@ std::vector<KernelArg> CompiledKernel::part_args(const KernelLaunch& part,
     if (const TensorMap* m = std::get_if<TensorMap>(&all[slot]);
         m && !info.tensor_maps.count(int(slot)))
       all[slot] = m->buffer;
-  // A part that reads fewer slots than the buffers given (a repack's copy of A, before B's
-  // temporary; a segment of a cut concatenation, which reads one input) takes the
-  // parameters it has, then the variables.
-  if (size_t params = all.size() - std::min(all.size(), info.vars.size());
-      size_t(info.num_params) < params)
+  // A part that reads fewer slots than the kernel's parts together (a repack's copy of A,
+  // before B's temporary; a segment of a cut concatenation, which reads one input) takes
+  // the parameters it has, then the variables.
+  size_t params = size_t(rendered.info.num_params);
+  for (const KernelLaunch& k : then) params = std::max(params, size_t(k.rendered.info.num_params));
+  if (size_t(info.num_params) < params && params <= all.size())
     all.erase(all.begin() + info.num_params, all.begin() + std::ptrdiff_t(params));
   return all;
 }

@@ -471,9 +471,12 @@ UOp renamed(const UOp& sink, const std::string& suffix) {
   return UOp::make(Op::SINK, dtypes::void_, src, sink.name_arg() + suffix);
 }
 
+// The schedule of the parts that get the heuristic: none under NOOPT=1, and without the
+// block's threads under NOLOCALS=1.
 Schedule heuristic_or_none(const Schedule& given) {
   Schedule s;
   if (given.knob_or("NOOPT", 0)) s.knob("NOOPT", 1);
+  if (given.knob_or("NOLOCALS", 0)) s.knob("NOLOCALS", 1);
   return s;
 }
 
@@ -486,10 +489,11 @@ Schedule heuristic_or_none(const Schedule& given) {
 KernelParts cut_kernel(const UOp& sink,
                        const std::vector<std::pair<UOp, std::vector<int64_t>>>& cuts,
                        const Schedule& rest, const Schedule& given,
-                       const std::function<void(const std::string&)>& refuse) {
+                       const std::function<void(int64_t axis, const std::string&)>& refuse_axis) {
   std::vector<std::vector<int64_t>> edges;  // per axis: 0, the points, the extent
   std::vector<UOp> order = toposort(sink);
   for (const auto& [r, points] : cuts) {
+    auto refuse = [&](const std::string& why) { refuse_axis(r.axis().id, why); };
     if (r.axis().kind != AxisKind::Global || r.src(0).op() != Op::CONST)
       refuse("needs a global axis of constant extent");
     int64_t n = r.src(0).const_int();
@@ -707,7 +711,15 @@ KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule&
     std::sort(at.begin(), at.end());
     cuts.emplace_back(ranges.at(axis), at);
   }
-  return cut_kernel(sink, cuts, Schedule(rest), schedule, refuse);
+  // A refusal names the axis's CUTs.
+  auto refuse_axis = [&](int64_t axis, const std::string& why) {
+    std::vector<ScheduleEntry> of;
+    for (const ScheduleEntry& e : splits)
+      if (e.axis == axis) of.push_back(e);
+    throw ScheduleError("schedule: " + Schedule(of).to_string() + " " + why + " (kernel '" +
+                        sink.name_arg() + "')");
+  };
+  return cut_kernel(sink, cuts, Schedule(rest), schedule, refuse_axis);
 }
 
 Schedule heuristic_schedule(const UOp& sink, const Target& target) {

@@ -31,14 +31,14 @@ std::string seconds(double s) {
   return b;
 }
 
-// The space an id names, from the kernels kitten knows; throws std::invalid_argument.
-SearchSpace space_for(const KernelId& id, const Target& target) {
+// The space of a kernel kitten knows by name ("" dtype: its default); throws
+// std::invalid_argument.
+SearchSpace space_for(const std::string& kernel, const std::vector<int64_t>& shape,
+                      const std::string& dtype, const Target& target) {
   std::optional<DType> d;
-  if (!id.dtypes.empty()) {
-    d = DType::parse(id.dtypes[0]);
-    if (!d) throw std::invalid_argument("unknown dtype '" + id.dtypes[0] + "'");
-  }
-  return named_space(id.kernel, id.shape, d, target);
+  if (!dtype.empty() && !(d = DType::parse(dtype)))
+    throw std::invalid_argument("unknown dtype '" + dtype + "'");
+  return named_space(kernel, shape, d, target);
 }
 
 int show(const TuneDatabase& db) {
@@ -71,12 +71,17 @@ int check(Device& dev, TuneDatabase& db, const MeasureOptions& mopts) {
     }
     SearchSpace space;
     Candidate c;
+    Measured now;
     std::string why;
     try {
-      space = space_for(e.id, target);
+      space = space_for(e.id.kernel, e.id.shape, e.id.dtypes.empty() ? "" : e.id.dtypes[0], target);
+      if (space.id != e.id)
+        throw std::runtime_error("the kernel's graph changed since it was tuned");
       c.schedule = Schedule::parse(e.schedule);
-      if (space.id != e.id) why = "the kernel's graph changed since it was tuned";
-      if (why.empty()) why = schedule_applies(space, target, c.schedule);
+      c.lowered = space.lower ? space.lower(c.schedule)
+                              : lower_kernels(space.build(c.schedule), target, c.schedule);
+      DeviceMeasure m(dev, space, mopts);
+      now = m.measure(c, std::numeric_limits<double>::infinity());
     } catch (const std::exception& err) {
       why = err.what();
     }
@@ -85,16 +90,12 @@ int check(Device& dev, TuneDatabase& db, const MeasureOptions& mopts) {
       ++skipped;
       continue;
     }
-    c.lowered = space.lower ? space.lower(c.schedule)
-                            : lower_kernels(space.build(c.schedule), target, c.schedule);
-    DeviceMeasure m(dev, space, mopts);
-    Measured now = m.measure(c, std::numeric_limits<double>::infinity());
     double ratio = now.cost / e.cost;
     // Beyond the noise: three times the larger of the two runs' spreads, and at least 3%
     // (a run's spread misses the drift between sessions: up to 1.6% on the H100); the
     // emulator's costs are exact.
     double allowed = e.timed ? std::max(0.03, 3 * std::max(e.noise, now.noise)) : 0;
-    bool worse = ratio > 1 + allowed;
+    bool worse = !(ratio <= 1 + allowed);  // a stored cost that is not a number fails too
     regressed += worse;
     bool other_versions = e.driver != db.device().driver || e.compiler != db.device().compiler;
     std::printf(
@@ -173,10 +174,7 @@ int cmd_tune(const std::vector<std::string>& args) {
     std::string tag = "[" + std::to_string(n + 1) + "/" + std::to_string(list.size()) + "] ";
     SearchSpace space;
     try {
-      std::optional<DType> d;
-      if (!r.dtype.empty() && !(d = DType::parse(r.dtype)))
-        throw std::invalid_argument("unknown dtype '" + r.dtype + "'");
-      space = named_space(r.kernel, r.shape, d, target);
+      space = space_for(r.kernel, r.shape, r.dtype, target);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "tune: %s%s line %d: %s\n", tag.c_str(), list_path.c_str(), r.line,
                    e.what());

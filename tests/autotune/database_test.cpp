@@ -201,6 +201,37 @@ SearchOptions quick() {
   return o;
 }
 
+TEST(Database, AnUnreadableFileIsRefusedNotTakenForMissing) {
+  if (geteuid() == 0) GTEST_SKIP() << "root reads a file of mode 000";
+  Dir dir;
+  std::string path = dir.file("db.yaml");
+  TuneDatabase db(path, kDevice);
+  db.save(entry("sum", 3));
+  std::string text = read(path);
+  fs::permissions(path, fs::perms::none);
+  EXPECT_THROW(TuneDatabase::load(path, kDevice), DatabaseError);
+  EXPECT_THROW(db.save(entry("sum", 4)), DatabaseError);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(read(path), text);
+}
+
+TEST(Database, NothingIsSavedWhereNoWinnerAgrees) {
+  class Disagrees : public CountingMeasure {
+    std::string validate(const Candidate&, const Candidate&) override { return "wrong"; }
+  };
+  Dir dir;
+  TuneDatabase db(dir.file("db.yaml"), kDevice);
+  Disagrees m;
+  try {
+    tune_kernel(sum_space(41), host_target("x86_64", 2), m, db, quick());
+    ADD_FAILURE() << "a search whose winners all disagreed was kept";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no winner agreed"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(db.entries().empty());
+  EXPECT_FALSE(fs::exists(dir.file("db.yaml")));
+}
+
 TEST(Database, AStoredEntryMeansNoSearch) {
   Dir dir;
   TuneDatabase db(dir.file("db.yaml"), kDevice);
