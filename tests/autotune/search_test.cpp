@@ -144,17 +144,21 @@ TEST(Beam, TheValidatorRejectsAWrongWinner) {
       << r.report.validation;
 }
 
+// The host device of that name, or none (its reason printed: the cpu JIT may be absent).
+std::unique_ptr<Device> host_device(const std::string& name) {
+  std::string why;
+  std::unique_ptr<Device> dev = open_test_device(name, why);
+  if (!dev) std::printf("skipping %s: %s\n", name.c_str(), why.c_str());
+  return dev;
+}
+
 // Every action the search takes, one step from the heuristic and from the kernel as
 // written, keeps the results of the kernel as written (the validator's check, on fresh
 // random inputs) at awkward sizes on the cpu and the emulator.
 TEST(Actions, KeepTheUnoptimisedResults) {
   for (std::string device : {"cpu-jit", "emu"}) {
-    std::string why;
-    std::unique_ptr<Device> dev = open_test_device(device, why);
-    if (!dev) {
-      std::printf("skipping %s: %s\n", device.c_str(), why.c_str());
-      continue;
-    }
+    std::unique_ptr<Device> dev = host_device(device);
+    if (!dev) continue;
     bool emu = device == "emu";
     std::vector<UOp> kernels = {
         elementwise_add_kernel(1, 31, dtypes::float32, false),
@@ -218,12 +222,8 @@ TEST(Actions, PadSwapGroupTopAndNoLocalsKeepTheResults) {
       {softmax_kernel(5, 300), "NOLOCALS=1", "", true},
   };
   for (std::string device : {"cpu-jit", "emu"}) {
-    std::string why;
-    std::unique_ptr<Device> dev = open_test_device(device, why);
-    if (!dev) {
-      std::printf("skipping %s: %s\n", device.c_str(), why.c_str());
-      continue;
-    }
+    std::unique_ptr<Device> dev = host_device(device);
+    if (!dev) continue;
     const Target& target = dev->props().target;
     for (const Case& c : cases) {
       if (c.blocks && !target.has(kFeatureBlocks)) continue;
