@@ -775,6 +775,29 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
   }
   if (!reduce.empty() && outer.size() == 1) {
     bool along_reduce = std::any_of(reduce.begin(), reduce.end(), contiguous);
+    // A matrix read along the reduction and contiguous across the outputs (W of x * W, a
+    // column sum), with too few outputs to fill the machine one per thread: the block's
+    // threads share each reduction (GROUP) and each reads a vector of outputs (UPCAST), so
+    // that a warp's loads of a row are contiguous.
+    bool matrix = std::any_of(accesses.begin(), accesses.end(), [&](const UOp& i) {
+      if (axis_stride(i, outer[0]) != 1) return false;
+      for (const UOp& r : reduce)
+        if (std::optional<int64_t> st = axis_stride(i, r); !st || *st != 0) return true;
+      return false;
+    });
+    int64_t outputs = outer[0].src(0).const_int();
+    if (blocks && matrix && reduce.size() == 1 &&
+        outputs < int64_t(target.multiprocessors) * 2048 && reduce[0].src(0).const_int() >= 256) {
+      auto refuse = [](const std::string& why) { throw ScheduleError(why); };
+      try {
+        for (const UOp& e : ends) register_updates(e.src(0), refuse);
+        s.action("GROUP", reduce[0].axis().id, 256);
+        if (int64_t a = largest_dividing(outer[0], {8, 4, 2}))
+          s.action("UPCAST", outer[0].axis().id, a);
+        return s;
+      } catch (const ScheduleError&) {  // not register updates: the rules below
+      }
+    }
     if (blocks && along_reduce) {
       // Rows read along the reduction: the block's threads share each reduction (GROUP)
       // and split the other global loops inside the row (LOCAL), where the reductions are
