@@ -200,6 +200,11 @@ TuneDatabase::TuneDatabase(std::string path, DeviceId device)
 
 TuneDatabase TuneDatabase::parse(const std::string& text, const std::string& origin,
                                  const DeviceId& device) {
+  return parse_for(text, origin, &device);
+}
+
+TuneDatabase TuneDatabase::parse_for(const std::string& text, const std::string& origin,
+                                     const DeviceId* for_device) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -212,6 +217,7 @@ TuneDatabase TuneDatabase::parse(const std::string& text, const std::string& ori
                      " (its 'format' is '" +
                      (root["format"] ? root["format"].as<std::string>("?") : "missing") + "')");
   std::string model = root["model"].as<std::string>(""), arch = root["arch"].as<std::string>("");
+  DeviceId device = for_device ? *for_device : DeviceId{model, arch, "", ""};
   if (model != device.model || arch != device.arch)
     fail(origin, "made for '" + model + "' (" + arch + "), not for this device '" + device.model +
                      "' (" + device.arch + ")");
@@ -239,17 +245,7 @@ TuneDatabase TuneDatabase::load(const std::string& path, const DeviceId& device)
 TuneDatabase TuneDatabase::load_any(const std::string& path) {
   std::optional<std::string> text = read_file(path);
   if (!text) fail(path, std::string("cannot read it: ") + std::strerror(errno));
-  DeviceId device;
-  try {
-    YAML::Node root = YAML::Load(*text);
-    if (root.IsMap()) {
-      device.model = root["model"].as<std::string>("");
-      device.arch = root["arch"].as<std::string>("");
-    }
-  } catch (const YAML::Exception&) {
-    // parse says what is wrong
-  }
-  TuneDatabase db = parse(*text, path, device);
+  TuneDatabase db = parse_for(*text, path, nullptr);
   db.path_ = path;
   return db;
 }
@@ -337,16 +333,9 @@ TuneDatabase shipped_database(const DeviceId& device) {
   TuneDatabase all("", device);
   for (const auto& [name, text] : shipped_tuning_files()) {
     if (text.find(device.model) == std::string::npos) continue;  // not parsed for nothing
-    YAML::Node root;
-    try {
-      root = YAML::Load(text);
-    } catch (const YAML::Exception&) {
-      continue;  // a test keeps the shipped files well-formed
-    }
-    if (!root.IsMap() || root["model"].as<std::string>("") != device.model ||
-        root["arch"].as<std::string>("") != device.arch)
-      continue;
-    TuneDatabase one = TuneDatabase::parse(text, "shipped " + name, device);
+    // A test keeps the shipped files well-formed: a broken one is refused by name.
+    TuneDatabase one = TuneDatabase::parse_for(text, "shipped " + name, nullptr);
+    if (one.device_.model != device.model || one.device_.arch != device.arch) continue;
     for (const TuneEntry& e : one.entries()) all.entries_.push_back(e);
     all.reindex();
   }

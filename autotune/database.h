@@ -81,6 +81,9 @@ class TuneDatabase {
 
  private:
   friend TuneDatabase shipped_database(const DeviceId& device);
+  // parse, for `for_device`, or (null) for the device the file's header names.
+  static TuneDatabase parse_for(const std::string& text, const std::string& origin,
+                                const DeviceId* for_device);
   void reindex();
   std::string path_;
   DeviceId device_;

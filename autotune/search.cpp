@@ -150,13 +150,12 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     AxisKind kind;
   };
   std::vector<Axis> axes;
-  for (const UOp& u : toposort(kernel))
-    if (u.op() == Op::RANGE && u.src(0).op() == Op::CONST)
-      axes.push_back({u.axis().id, u.src(0).const_int(), u.axis().kind});
   // Where the kernel compares a global axis with constants (a concatenation's segments,
   // a padding's edges): the points between, inside the axis, for a cut at every one.
   std::map<int64_t, std::set<int64_t>> segments;
   for (const UOp& u : toposort(kernel)) {
+    if (u.op() == Op::RANGE && u.src(0).op() == Op::CONST)
+      axes.push_back({u.axis().id, u.src(0).const_int(), u.axis().kind});
     if (u.op() != Op::CMPLT) continue;
     for (int side = 0; side < 2; ++side) {
       const UOp &r = u.src(side), &c = u.src(1 - side);
@@ -189,20 +188,12 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       // A long reduction to one value: the heuristic SPLITs it first (its partial kernel
       // then gets the heuristic), and a step refines the split kernel.
       if (std::optional<ScheduleEntry> h = heuristic_split(kernel, target)) base = Schedule({*h});
-      auto threads = [](const ScheduleEntry& e) {
-        return e.name == "LOCAL" || e.name == "GROUP" || e.name == "GROUPTOP";
-      };
-      if (nolocals) {  // the heuristic without its threads
-        std::vector<ScheduleEntry> kept;
-        for (const ScheduleEntry& e : base.entries())
-          if (!threads(e)) kept.push_back(e);
-        base = Schedule(kept).knob("NOLOCALS", 1);
-      } else if (std::any_of(base.entries().begin(), base.entries().end(), threads)) {
+      if (nolocals)  // the heuristic without its threads
+        base = without_threads(base).knob("NOLOCALS", 1);
+      else if (without_threads(base) != base)
         out.push_back(Schedule().knob("NOLOCALS", 1));
-      }
     }
     std::map<int64_t, int64_t> left;
-    bool split = false;
     for (const Axis& a : axes) left[a.id] = a.extent;
     // CUTs first: what is left of a cut axis is its shortest segment but the tail (the
     // segments the other actions apply to).
@@ -219,7 +210,6 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     std::set<int64_t> cut;
     for (const ScheduleEntry& e : base.entries())
       if (e.axis && left.count(*e.axis)) {
-        if (e.name == "SPLIT" || e.name == "CUT") split = true;
         if (e.name == "SPLIT") has_split = true;
         if (e.name == "CUT") cut.insert(*e.axis);
         if (e.name == "PADTO") left[*e.axis] = (left[*e.axis] + e.amount - 1) / e.amount * e.amount;
@@ -244,7 +234,11 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
           }
         }
     };
+    bool split = has_split || !cut.empty();  // no second SPLIT, and none beside a CUT
     bool threads = blocks && !nolocals;
+    bool grouped = std::any_of(
+        base.entries().begin(), base.entries().end(),
+        [&](const ScheduleEntry& e) { return e.name == "GROUP" || e.name == "GROUPTOP"; });
     // SWAP: two global axes exchange their places in the nesting (which one the threads
     // run along), once per schedule.
     if (!swapped)
@@ -261,9 +255,6 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       if (a.kind == AxisKind::Global || a.kind == AxisKind::Reduce || a.kind == AxisKind::Loop)
         add("UNROLL", a, {2, 4, 8});
       if (threads && a.kind == AxisKind::Global) add("LOCAL", a, {2, 4, 8, 16, 32, 64, 128, 256});
-      bool grouped = std::any_of(
-          base.entries().begin(), base.entries().end(),
-          [&](const ScheduleEntry& e) { return e.name == "GROUP" || e.name == "GROUPTOP"; });
       if (threads && a.kind == AxisKind::Reduce && !grouped) {
         add("GROUP", a, {16, 32, 64, 128, 256});
         add("GROUPTOP", a, {16, 32, 64, 128, 256});

@@ -245,18 +245,20 @@ static bool encloses(const UOp& sink, const UOp& outer, const UOp& inner) {
   return false;
 }
 
+Schedule without_threads(const Schedule& s) {
+  std::vector<ScheduleEntry> kept;
+  for (const ScheduleEntry& e : s.entries())
+    if (e.name != "LOCAL" && !is_group(e.name)) kept.push_back(e);
+  return Schedule(kept);
+}
+
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given) {
   bool any_action = std::any_of(given.entries().begin(), given.entries().end(), is_action);
   bool nolocals = given.knob_or("NOLOCALS", 0) != 0;
   Schedule schedule = given;
   if (!any_action && given.knob_or("NOOPT", 0) == 0) {
     schedule = heuristic_schedule(sink, target);
-    if (nolocals) {  // the heuristic without its threads
-      std::vector<ScheduleEntry> kept;
-      for (const ScheduleEntry& e : schedule.entries())
-        if (e.name != "LOCAL" && !is_group(e.name)) kept.push_back(e);
-      schedule = Schedule(kept);
-    }
+    if (nolocals) schedule = without_threads(schedule);
   }
   schedule.check_axes(sink);
 

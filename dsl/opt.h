@@ -77,6 +77,10 @@ KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule&
 // whose one reduction makes one value of 32,768 terms or more, or none.
 std::optional<ScheduleEntry> heuristic_split(const UOp& sink, const Target& target);
 
+// `s` without the entries that use the block's threads (LOCAL, GROUP, GROUPTOP): what
+// NOLOCALS=1 leaves of the heuristic.
+Schedule without_threads(const Schedule& s);
+
 // The deterministic schedule a kernel gets when it is given none (see docs/lowering.md):
 // a matmul-shaped kernel (a reduce inside two global axes) upcasts its two innermost
 // global axes into a register tile; a kernel whose loads are contiguous along a global

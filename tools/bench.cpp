@@ -89,13 +89,20 @@ struct Bench {
   }
 
   // Takes the tuned schedule for `id` (the tuning database, then the library shipped with
-  // kitten) unless --schedule or --untuned says otherwise; `applies` says why a stored
-  // schedule does not fit ("" where it does).
+  // kitten) unless --schedule or --untuned says otherwise; `build` makes the kernel of a
+  // schedule, throwing where a stored one no longer fits.
   // With --tune, where nothing is stored, a BEAM search over `space` (the named space of
   // this problem, if there is one) runs and its winner is saved in the user's database.
-  void use_tuned(const autotune::KernelId& id,
-                 const std::function<std::string(const Schedule&)>& applies,
+  void use_tuned(const autotune::KernelId& id, const std::function<void(const Schedule&)>& build,
                  const std::function<autotune::SearchSpace()>& space) {
+    auto applies = [&](const Schedule& s) -> std::string {
+      try {
+        build(s);
+        return "";
+      } catch (const std::exception& e) {
+        return e.what();
+      }
+    };
     if (schedule_given || untuned) {
       tuned = schedule_given ? "given" : "the default (--untuned)";
       return;
@@ -292,15 +299,7 @@ int bench_gemm(const std::vector<std::string>& args) {
   if (int status = bench.open("gemm"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
   bench.use_tuned(
-      gemm_id(p),
-      [&](const Schedule& sch) {
-        try {
-          gemm_kernels(p, sch, t);
-          return std::string();
-        } catch (const std::exception& e) {
-          return std::string(e.what());
-        }
-      },
+      gemm_id(p), [&](const Schedule& sch) { gemm_kernels(p, sch, t); },
       [&] {
         return named_space("gemm", {p.m, p.n, p.k}, p.in, t);
       });
@@ -396,15 +395,7 @@ int bench_flash_attention_fwd(const std::vector<std::string>& args) {
   if (int status = bench.open("flash_attention_fwd"); status >= 0) return status;
   const Target& t = bench.dev->props().target;
   bench.use_tuned(
-      attention_id(p, s),
-      [&](const Schedule& sch) {
-        try {
-          flash_attention_fwd_kernel(p, sch, t);
-          return std::string();
-        } catch (const std::exception& e) {
-          return std::string(e.what());
-        }
-      },
+      attention_id(p, s), [&](const Schedule& sch) { flash_attention_fwd_kernel(p, sch, t); },
       [&] {
         return named_space(p.mask == AttentionMask::Causal ? "attention-causal" : "attention",
                            {s.b, s.h, s.hkv, s.nq, s.nkv, p.d}, p.in, t);

@@ -81,11 +81,7 @@ int cmd_search(const std::vector<std::string>& args) {
   DeviceMeasure measure(*dev, space, mopts);
   SearchResult r = beam_search(space, target, measure, opts);
   bool timed = r.report.timed;
-  auto cost = [timed](double c) {
-    char b[64];
-    std::snprintf(b, sizeof b, timed ? "%.4f ms" : "%.6g (emulator cost)", timed ? c * 1e3 : c);
-    return std::string(b);
-  };
+  auto cost = [timed](double c) { return cost_text(c, timed); };
   std::printf("kernel: %s on %s (%s)\n", space.name.c_str(), device.c_str(), target.arch.c_str());
   std::printf("best: '%s' %s; start %s (%.2fx)\n", r.best.to_string().c_str(), cost(r.cost).c_str(),
               cost(r.start_cost).c_str(), r.start_cost / r.cost);

@@ -1,5 +1,7 @@
 #include "tools/spaces.h"
 
+#include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "autotune/database.h"
@@ -143,6 +145,13 @@ SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
     return attention_space(p, s, target);
   }
   throw std::invalid_argument("no searchable kernel named '" + kernel + "' (" + kSpaceNames + ")");
+}
+
+std::string cost_text(double cost, bool timed) {
+  if (std::isnan(cost)) return "not measured";
+  char b[64];
+  std::snprintf(b, sizeof b, timed ? "%.4f ms" : "%.6g (emulator cost)", timed ? cost * 1e3 : cost);
+  return b;
 }
 
 std::optional<int> search_option(const std::string& cmd, const std::vector<std::string>& args,

@@ -29,6 +29,9 @@ autotune::SearchSpace named_space(const std::string& kernel, std::vector<int64_t
 autotune::KernelId gemm_id(const GemmProblem& p);
 autotune::KernelId attention_id(const AttentionProblem& p, const AttentionShape& s);
 
+// A search's cost for the reader: "0.1855 ms", "1234 (emulator cost)", "not measured".
+std::string cost_text(double cost, bool timed);
+
 // Reads an option `kitten search` and `kitten tune` share at args[i] (advancing i past its
 // value): --beam --rounds --measured --jobs --reps --budget --no-validate --in-process.
 // nullopt where it is none of them, else the exit status (-1: go on).

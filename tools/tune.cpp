@@ -18,13 +18,6 @@ namespace {
 using namespace autotune;
 using Clock = std::chrono::steady_clock;
 
-std::string cost_text(double c, bool timed) {
-  char b[64];
-  if (std::isnan(c)) return "not measured";
-  std::snprintf(b, sizeof b, timed ? "%.4f ms" : "%.6g (emu)", timed ? c * 1e3 : c);
-  return b;
-}
-
 std::string seconds(double s) {
   char b[32];
   std::snprintf(b, sizeof b, "%.1f s", s);
