@@ -1,0 +1,77 @@
+// The lazy graph behind a Tensor: each node is an operation on whole tensors (an ALU op,
+// a reduction, a movement op, a source of data), immutable once built and shared by
+// every tensor made from it. Movement ops are index arithmetic: they are never copies,
+// and the scheduler (schedule.h) turns a graph into kernels that read the realized
+// buffers through the composed indices.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/hcq.h"
+#include "dsl/ops.h"
+
+namespace kitten {
+
+using Shape = std::vector<int64_t>;
+
+int64_t numel(const Shape& s);
+std::string shape_text(const Shape& s);  // "[2, 3]"
+
+// Memory on a device holding one tensor, contiguous and row-major. Freed (to the
+// device's cache of free buffers) when the last owner lets go.
+struct Storage {
+  Device* device = nullptr;
+  std::string device_name;
+  Buffer buffer;
+  Storage(Device* d, std::string name, size_t bytes);
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+};
+
+enum class NodeKind {
+  Buffer,   // data already on the device (storage)
+  Const,    // `value` at every index
+  Iota,     // the index along axis arg[0]
+  Rand,     // uniform [0, 1) from a counter-based hash of (seed arg[0], flat index)
+  Alu,      // `op` element-wise over sources of one shape
+  Cast,     // to `dtype`, value-converting
+  Reduce,   // `op` (ADD or MAX) over the axes set in arg (0/1 per axis), kept as size 1
+  Reshape,  // same elements, row-major order
+  Permute,  // output axis i is source axis arg[i]
+  Expand,   // size-1 axes repeated to `shape`
+  Pad,      // arg = (before, after) per axis; zeros outside the source
+  Shrink,   // arg = (begin, end) per axis
+  Flip,     // axes with arg[i] != 0 reversed
+  Cat,      // sources side by side along axis arg[0]
+  Gather,   // src[0] indexed along axis arg[0] by the integer tensor src[1] (its shape)
+  Named,    // src[0], under a name (an anchor for kernel substitution)
+};
+const char* node_kind_name(NodeKind k);
+
+struct LazyNode;
+using NodePtr = std::shared_ptr<const LazyNode>;
+
+struct LazyNode {
+  NodeKind kind;
+  DType dtype;
+  Shape shape;
+  std::string device;
+  std::vector<NodePtr> src;
+  Op op = Op::ADD;                   // Alu, Reduce
+  std::vector<int64_t> arg;          // per kind, above
+  double value = 0;                  // Const
+  std::string name;                  // Named
+  std::shared_ptr<Storage> storage;  // Buffer
+  // Set when this node is realized: from then on it reads as a buffer.
+  mutable std::shared_ptr<Storage> realized;
+  const std::shared_ptr<Storage>& data() const { return storage ? storage : realized; }
+};
+
+// The device a tensor's kernels run on, opened on first use and kept for the process.
+Device& frontend_device(const std::string& name);
+
+}  // namespace kitten

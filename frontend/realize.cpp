@@ -1,0 +1,228 @@
+// Running schedules: the devices the front end opens, their buffers (with a cache of freed
+// ones), compiled kernels kept by their graph's key, the memory plan of a realize and the
+// HCQ queue its kernels go to.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "backends/registry.h"
+#include "frontend/schedule.h"
+#include "frontend/tensor.h"
+
+namespace kitten {
+
+namespace {
+
+std::recursive_mutex g_mu;  // the front end's devices, caches and counters
+
+struct DeviceState {
+  std::unique_ptr<Device> device;
+  std::multimap<size_t, Buffer> free;  // freed buffers by size, for reuse
+  size_t free_bytes = 0;
+  std::map<std::pair<uint64_t, uint64_t>, std::unique_ptr<CompiledKernel>> kernels;
+};
+
+std::map<std::string, DeviceState>& states() {
+  static auto* s = new std::map<std::string, DeviceState>();  // lives past static destructors
+  return *s;
+}
+
+DeviceState& state(const std::string& name) {
+  auto& all = states();
+  auto it = all.find(name);
+  if (it == all.end()) {
+    DeviceState st;
+    st.device = open_device(name);
+    it = all.emplace(name, std::move(st)).first;
+  }
+  return it->second;
+}
+
+constexpr size_t kMaxCachedBytes = size_t(1) << 30;
+
+int debug_level() {
+  const char* e = std::getenv("KITTEN_DEBUG");
+  return e ? std::atoi(e) : 0;
+}
+
+}  // namespace
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shape_text(const Shape& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+const char* node_kind_name(NodeKind k) {
+  switch (k) {
+    case NodeKind::Buffer:
+      return "buffer";
+    case NodeKind::Const:
+      return "const";
+    case NodeKind::Iota:
+      return "iota";
+    case NodeKind::Rand:
+      return "rand";
+    case NodeKind::Alu:
+      return "alu";
+    case NodeKind::Cast:
+      return "cast";
+    case NodeKind::Reduce:
+      return "reduce";
+    case NodeKind::Reshape:
+      return "reshape";
+    case NodeKind::Permute:
+      return "permute";
+    case NodeKind::Expand:
+      return "expand";
+    case NodeKind::Pad:
+      return "pad";
+    case NodeKind::Shrink:
+      return "shrink";
+    case NodeKind::Flip:
+      return "flip";
+    case NodeKind::Cat:
+      return "cat";
+    case NodeKind::Gather:
+      return "gather";
+    case NodeKind::Named:
+      return "named";
+  }
+  return "?";
+}
+
+Device& frontend_device(const std::string& name) {
+  std::lock_guard lock(g_mu);
+  return *state(name).device;
+}
+
+Storage::Storage(Device* d, std::string name, size_t bytes)
+    : device(d), device_name(std::move(name)) {
+  std::lock_guard lock(g_mu);
+  DeviceState& st = state(device_name);
+  if (auto it = st.free.find(bytes); it != st.free.end()) {
+    buffer = it->second;
+    st.free_bytes -= bytes;
+    st.free.erase(it);
+    return;
+  }
+  buffer = d->allocator().alloc(bytes);
+  buffer.bytes = bytes;
+}
+
+Storage::~Storage() {
+  std::lock_guard lock(g_mu);
+  DeviceState& st = state(device_name);
+  if (st.free_bytes + buffer.bytes > kMaxCachedBytes) {
+    device->allocator().free(buffer);
+    return;
+  }
+  st.free.emplace(buffer.bytes, buffer);
+  st.free_bytes += buffer.bytes;
+}
+
+RealizeStats& realize_stats() {
+  static RealizeStats s;
+  return s;
+}
+
+void realize_nodes(const std::vector<NodePtr>& targets) {
+  std::vector<NodePtr> todo;
+  for (const NodePtr& t : targets)
+    if (t && !t->data()) todo.push_back(t);
+  if (todo.empty()) return;
+  std::lock_guard lock(g_mu);
+  KernelSchedule sched = schedule_nodes(todo);
+  const std::string& dev_name = todo[0]->device;
+  DeviceState& st = state(dev_name);
+  Device& dev = *st.device;
+  int debug = debug_level();
+  if (debug >= 2) std::cerr << schedule_text(sched);
+
+  // The memory plan: targets get buffers of their own; a materialised intermediate takes
+  // a buffer freed by one whose last reader has run (same size), else a new one.
+  std::map<const LazyNode*, size_t> last_read;
+  for (size_t i = 0; i < sched.items.size(); ++i)
+    for (const LazyNode* n : sched.items[i].inputs) last_read[n] = i;
+  std::map<const LazyNode*, std::shared_ptr<Storage>> live;
+  std::multimap<size_t, std::shared_ptr<Storage>> spare;
+  std::unordered_map<const LazyNode*, bool> is_target;
+  for (const NodePtr& t : todo) is_target[t.get()] = true;
+  auto storage_for = [&](const LazyNode* n) {
+    size_t bytes = size_t(numel(n->shape)) * size_t(n->dtype.itemsize());
+    if (!is_target.count(n))
+      if (auto it = spare.find(bytes); it != spare.end()) {
+        auto s = it->second;
+        spare.erase(it);
+        ++realize_stats().reused;
+        return s;
+      }
+    return std::make_shared<Storage>(&dev, dev_name, bytes);
+  };
+
+  std::unique_ptr<Queue> q = dev.new_queue();
+  std::vector<std::pair<Timestamp, Timestamp>> times(debug ? sched.items.size() : 0);
+  for (size_t i = 0; i < sched.items.size(); ++i) {
+    const ScheduleItem& item = sched.items[i];
+    std::vector<KernelArg> args;
+    for (const LazyNode* o : item.outputs) {
+      auto s = storage_for(o);
+      live[o] = s;
+      args.push_back(s->buffer);
+    }
+    for (const LazyNode* n : item.inputs) {
+      if (const auto& d = n->data()) {
+        args.push_back(d->buffer);
+      } else {
+        auto it = live.find(n);
+        if (it == live.end())
+          throw TensorError("realize: internal error, an input was not computed");
+        args.push_back(it->second->buffer);
+      }
+    }
+    auto& ck = st.kernels[{item.sink.key().lo, item.sink.key().hi}];
+    if (!ck) {
+      ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
+      ++realize_stats().compiled;
+    }
+    if (debug) q->timestamp(times[i].first);
+    ck->enqueue(*q, args);
+    if (debug) q->timestamp(times[i].second);
+    ++realize_stats().kernels;
+    // Intermediates whose last reader this was can hold later ones' values.
+    for (const LazyNode* n : item.inputs)
+      if (last_read[n] == i && !is_target.count(n) && live.count(n)) {
+        auto s = live[n];
+        live.erase(n);
+        spare.emplace(s->buffer.bytes, s);
+      }
+  }
+  std::unique_ptr<Signal> done = dev.new_signal(0);
+  q->signal(*done, 1);
+  q->submit();
+  done->wait(1);
+  ++realize_stats().realizes;
+  for (size_t i = 0; debug && i < sched.items.size(); ++i) {
+    const ScheduleItem& item = sched.items[i];
+    double us = double(times[i].second.ns - times[i].first.ns) / 1e3;
+    std::fprintf(stderr, "kitten: %-4zu %-28s %-18s %10.2f us\n", i, item.name.c_str(),
+                 shape_text(item.shape).c_str(), us);
+  }
+  for (const NodePtr& t : todo) {
+    auto it = live.find(t.get());  // a target with no elements ran no kernel
+    t->realized = it != live.end() ? it->second : std::make_shared<Storage>(&dev, dev_name, 0);
+  }
+}
+
+}  // namespace kitten

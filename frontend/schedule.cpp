@@ -1,0 +1,575 @@
+#include "frontend/schedule.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "dsl/printer.h"
+#include "dsl/symbolic.h"
+#include "frontend/tensor.h"
+
+namespace kitten {
+
+namespace {
+
+// An inlined node computed more often than this many ALU ops' worth per extra evaluation
+// is materialised instead (docs/frontend.md, rule 3).
+constexpr int64_t kRecomputeCost = 8;
+
+bool is_movement(NodeKind k) {
+  return k == NodeKind::Reshape || k == NodeKind::Permute || k == NodeKind::Expand ||
+         k == NodeKind::Pad || k == NodeKind::Shrink || k == NodeKind::Flip;
+}
+// Consumers a reduction's epilogue may grow through: element-wise ops and movement that
+// keeps every element once.
+bool epilogue_step(const LazyNode* n) {
+  return n->kind == NodeKind::Alu || n->kind == NodeKind::Cast || n->kind == NodeKind::Reshape ||
+         n->kind == NodeKind::Permute || n->kind == NodeKind::Flip ||
+         (n->kind == NodeKind::Named && n->name != "contiguous");
+}
+
+UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+
+UOp lowest(DType d) { return d.is_float() ? const_(d, -INFINITY) : const_int(d, d.imin()); }
+
+std::vector<UOp> ranges_in(const UOp& u) {
+  std::vector<UOp> out;
+  for (const UOp& n : toposort(u))
+    if (n.op() == Op::RANGE) out.push_back(n);
+  return out;
+}
+
+UOp and_gate(const UOp& a, const UOp& b) {
+  if (!a) return b;
+  if (!b) return a;
+  return alu(Op::AND, a, b);
+}
+
+struct Scope {
+  UOp range;
+  int64_t extent;
+};
+
+// The whole scheduling problem: the graph, the materialised set, and what each emission
+// pass found that breaks the fusion rules.
+struct Scheduler {
+  std::vector<NodePtr> targets;
+  std::unordered_set<const LazyNode*> target_set, materialised;
+  std::unordered_map<const LazyNode*, std::vector<const LazyNode*>> consumers;
+  std::map<const LazyNode*, std::string> why;  // split nodes and their rule
+  // Per emission pass: reduce uses (node -> kernel -> distinct index keys), violations.
+  std::map<const LazyNode*, std::map<int, std::set<std::vector<const void*>>>> reduce_uses;
+  std::vector<std::pair<const LazyNode*, std::string>> violations;
+  std::unordered_map<const LazyNode*, int64_t> cost_memo;
+
+  bool reads_buffer(const LazyNode* n) const { return n->data() || materialised.count(n); }
+
+  void collect(const LazyNode* n, std::unordered_set<const LazyNode*>& seen) {
+    std::vector<const LazyNode*> stack{n};
+    while (!stack.empty()) {
+      const LazyNode* x = stack.back();
+      stack.pop_back();
+      if (!seen.insert(x).second || x->data()) continue;
+      for (const NodePtr& s : x->src) {
+        consumers[s.get()].push_back(x);
+        stack.push_back(s.get());
+      }
+    }
+  }
+
+  // ALU work of computing n inline (through movement, up to buffers).
+  int64_t inline_cost(const LazyNode* n) {
+    if (reads_buffer(n) || n->kind == NodeKind::Const || n->kind == NodeKind::Iota) return 0;
+    if (auto it = cost_memo.find(n); it != cost_memo.end()) return it->second;
+    int64_t c = 0;
+    if (n->kind == NodeKind::Alu) {
+      Op op = n->op;
+      c = op == Op::EXP2 || op == Op::LOG2 || op == Op::SIN || op == Op::SQRT || op == Op::RECIP ||
+                  op == Op::FDIV
+              ? 4
+              : 1;
+    } else if (n->kind == NodeKind::Rand) {
+      c = 12;
+    } else if (n->kind == NodeKind::Reduce) {
+      c = kRecomputeCost + 1;  // a reduction recomputed is always too much
+    }
+    for (const NodePtr& s : n->src) c += inline_cost(s.get());
+    return cost_memo[n] = std::min<int64_t>(c, 1 << 20);
+  }
+
+  // The node to materialise for reduction r: r grown through its element-wise epilogue
+  // while all of it flows into one node (a reduction's value and its epilogue are stored
+  // once, not the bare reduction).
+  const LazyNode* epilogue_top(const LazyNode* r) {
+    const LazyNode* t = r;
+    while (!target_set.count(t)) {
+      std::vector<const LazyNode*> region{t}, exits;
+      std::unordered_set<const LazyNode*> in{t};
+      bool gave_up = false;
+      for (size_t i = 0; i < region.size() && !gave_up; ++i) {
+        const LazyNode* n = region[i];
+        bool exit = target_set.count(n) || consumers[n].empty() || materialised.count(n);
+        if (!exit)
+          for (const LazyNode* c : consumers[n]) exit = exit || !epilogue_step(c);
+        if (exit) {
+          exits.push_back(n);
+          continue;
+        }
+        for (const LazyNode* c : consumers[n])
+          if (in.insert(c).second) region.push_back(c);
+        gave_up = region.size() > 256;
+      }
+      if (gave_up || exits.size() != 1 || exits[0] == t) break;
+      t = exits[0];
+    }
+    if (materialised.count(t)) return r;
+    while (t != r && t->kind != NodeKind::Alu && t->kind != NodeKind::Cast) t = t->src[0].get();
+    return t;  // the value itself, not a view of it
+  }
+
+  void violate(const LazyNode* n, std::string rule) { violations.emplace_back(n, std::move(rule)); }
+};
+
+// Builds one kernel: the values of its output nodes at the indices of the output ranges.
+class Emitter {
+ public:
+  Emitter(Scheduler& s, int kernel, const std::vector<const LazyNode*>& outputs)
+      : s_(s), kernel_(kernel), outputs_(outputs) {}
+
+  ScheduleItem build() {
+    const Shape& shape = outputs_[0]->shape;
+    std::vector<UOp> idx;
+    std::vector<Scope> ctx;
+    std::vector<UOp> ranges;
+    for (int64_t extent : shape) {
+      if (extent == 1) {
+        idx.push_back(i32(0));
+        continue;
+      }
+      UOp r = range(extent, next_axis_++, AxisKind::Global);
+      idx.push_back(r);
+      ranges.push_back(r);
+      ctx.push_back({r, extent});
+    }
+    for (const LazyNode* o : outputs_) slot_of(o);
+    std::vector<UOp> stores;
+    for (const LazyNode* o : outputs_) {
+      UOp v = value(o, idx, {}, ctx);
+      DType d = o->dtype;
+      if (v.dtype() != d) v = cast(v, d);
+      stores.push_back(store(index(param(slot_of(o), d.ptr()), flat(o->shape, idx)), v));
+    }
+    UOp body = stores.size() == 1 ? stores[0] : UOp::make(Op::GROUP, std::span<const UOp>(stores));
+    for (size_t i = ranges.size(); i-- > 0;) body = end(body, {ranges[i]});
+    ScheduleItem item;
+    item.name = name(shape);
+    item.sink = UOp::make(Op::SINK, std::span<const UOp>(&body, 1), item.name);
+    item.shape = shape;
+    item.outputs = outputs_;
+    for (size_t i = outputs_.size(); i < params_.size(); ++i) item.inputs.push_back(params_[i]);
+    return item;
+  }
+
+ private:
+  Scheduler& s_;
+  int kernel_;
+  std::vector<const LazyNode*> outputs_, params_;
+  std::map<std::vector<const void*>, UOp> memo_;
+  std::vector<int64_t> reduce_extents_;
+  int64_t next_axis_ = 0, next_reg_ = 0;
+  bool quiet_ = false;  // inside a node already found to be split
+
+  int64_t slot_of(const LazyNode* n) {
+    auto it = std::find(params_.begin(), params_.end(), n);
+    if (it != params_.end()) return it - params_.begin();
+    params_.push_back(n);
+    return int64_t(params_.size()) - 1;
+  }
+
+  std::string name(const Shape& shape) const {
+    std::string n = reduce_extents_.empty() ? "E" : "r";
+    for (int64_t d : shape) n += "_" + std::to_string(d);
+    if (!reduce_extents_.empty()) n += "_";
+    for (int64_t d : reduce_extents_) n += "_" + std::to_string(d);
+    return n;
+  }
+
+  static UOp flat(const Shape& shape, const std::vector<UOp>& idx) {
+    UOp f = i32(0);
+    int64_t stride = 1;
+    for (size_t i = shape.size(); i-- > 0;) {
+      if (shape[i] != 1) f = f + idx[i] * stride;
+      stride *= shape[i];
+    }
+    return simplify(f);
+  }
+
+  // How often a node at these indices is evaluated: the product of the extents of every
+  // enclosing range out to the innermost one the indices depend on.
+  static int64_t evaluations(const std::vector<UOp>& idx, const std::vector<Scope>& ctx,
+                             size_t* depth = nullptr) {
+    size_t deepest = 0;
+    for (const UOp& u : idx)
+      for (const UOp& r : ranges_in(u))
+        for (size_t i = 0; i < ctx.size(); ++i)
+          if (ctx[i].range == r) deepest = std::max(deepest, i + 1);
+    if (depth) *depth = deepest;
+    int64_t n = 1;
+    for (size_t i = 0; i < deepest; ++i) n *= std::max<int64_t>(ctx[i].extent, 1);
+    return n;
+  }
+
+  UOp read(const LazyNode* n, const std::vector<UOp>& idx, const UOp& gate) {
+    UOp p = param(slot_of(n), n->dtype.ptr());
+    UOp v = gate ? load(index(p, flat(n->shape, idx), gate),
+                        n->dtype.is_float() ? const_(n->dtype, 0.0) : const_int(n->dtype, 0))
+                 : load(index(p, flat(n->shape, idx)));
+    DType c = compute_dtype(n->dtype);
+    return v.dtype() == c ? v : cast(v, c);
+  }
+
+  UOp emit(const LazyNode* n, const std::vector<UOp>& idx, const UOp& gate,
+           const std::vector<Scope>& ctx) {
+    if (s_.reads_buffer(n)) return read(n, idx, gate);
+    std::vector<const void*> key{n, gate.id()};
+    for (const UOp& u : idx) key.push_back(u.id());
+    if (auto it = memo_.find(key); it != memo_.end()) return it->second;
+    // Only the outermost node of a recomputed subgraph is split (its sources then run once).
+    bool split = false;
+    if (!quiet_ && !is_movement(n->kind) && n->kind != NodeKind::Reduce &&
+        n->kind != NodeKind::Const && n->kind != NodeKind::Named) {
+      int64_t evals = evaluations(idx, ctx), elems = std::max<int64_t>(numel(n->shape), 1);
+      if (evals > elems && s_.inline_cost(n) > kRecomputeCost) {
+        s_.violate(n, "computed " + std::to_string(evals / elems) +
+                          " times per element where it is read (rule 3)");
+        split = quiet_ = true;
+      }
+    }
+    UOp v = value(n, idx, gate, ctx);
+    if (split) quiet_ = false;
+    memo_[key] = v;
+    return v;
+  }
+
+  // The node's own computation at idx (never its buffer).
+  UOp value(const LazyNode* n, const std::vector<UOp>& idx, const UOp& gate,
+            const std::vector<Scope>& ctx) {
+    DType c = compute_dtype(n->dtype);
+    auto src = [&](size_t i, const std::vector<UOp>& at, const UOp& g = {}) {
+      return emit(n->src[i].get(), at, g ? g : gate, ctx);
+    };
+    switch (n->kind) {
+      case NodeKind::Buffer:
+        return read(n, idx, gate);
+      case NodeKind::Const:
+        return c.is_float()         ? const_(c, n->value)
+               : c == dtypes::bool_ ? const_bool(n->value != 0)
+                                    : const_int(c, int64_t(n->value));
+      case NodeKind::Iota: {
+        UOp v = idx[size_t(n->arg[0])];
+        return v.dtype() == c ? v : cast(v, c);
+      }
+      case NodeKind::Rand:
+        return rand_value(n, idx);
+      case NodeKind::Alu: {
+        std::vector<UOp> in;
+        for (size_t i = 0; i < n->src.size(); ++i) in.push_back(src(i, idx));
+        if (n->op == Op::WHERE) {
+          DType d = compute_dtype(n->dtype);
+          for (size_t i = 1; i < 3; ++i)
+            if (in[i].dtype() != d) in[i] = cast(in[i], d);
+        }
+        return UOp::make(n->op, std::span<const UOp>(in));
+      }
+      case NodeKind::Cast: {
+        UOp v = src(0, idx);
+        if (n->dtype == dtypes::bool_ && v.dtype() != dtypes::bool_)
+          return alu(Op::CMPNE, v,
+                     v.dtype().is_float() ? const_(v.dtype(), 0.0) : const_int(v.dtype(), 0));
+        if (n->dtype.narrow_float()) v = cast(v, n->dtype);  // rounded as stored
+        return v.dtype() == c ? v : cast(v, c);
+      }
+      case NodeKind::Reduce:
+        return reduce_value(n, idx, gate, ctx);
+      case NodeKind::Named:
+        return src(0, idx);
+      case NodeKind::Reshape: {
+        UOp f = flat(n->shape, idx);
+        const Shape& in = n->src[0]->shape;
+        std::vector<UOp> at(in.size());
+        int64_t stride = 1;
+        for (size_t i = in.size(); i-- > 0;) {
+          UOp v = stride == 1 ? f : f / stride;
+          if (i > 0) v = v % in[i];
+          at[i] = in[i] == 1 ? i32(0) : simplify(v);
+          stride *= in[i];
+        }
+        return src(0, at);
+      }
+      case NodeKind::Permute: {
+        std::vector<UOp> at(idx.size());
+        for (size_t i = 0; i < idx.size(); ++i) at[size_t(n->arg[i])] = idx[i];
+        return src(0, at);
+      }
+      case NodeKind::Expand: {
+        std::vector<UOp> at(idx);
+        for (size_t i = 0; i < idx.size(); ++i)
+          if (n->src[0]->shape[i] == 1) at[i] = i32(0);
+        return src(0, at);
+      }
+      case NodeKind::Shrink: {
+        std::vector<UOp> at(idx);
+        for (size_t i = 0; i < idx.size(); ++i)
+          if (n->arg[2 * i]) at[i] = simplify(idx[i] + n->arg[2 * i]);
+        return src(0, at);
+      }
+      case NodeKind::Flip: {
+        std::vector<UOp> at(idx);
+        for (size_t i = 0; i < idx.size(); ++i)
+          if (n->arg[i]) at[i] = simplify(i32(n->shape[i] - 1) - idx[i]);
+        return src(0, at);
+      }
+      case NodeKind::Pad: {
+        std::vector<UOp> at(idx);
+        UOp valid;
+        for (size_t i = 0; i < idx.size(); ++i) {
+          int64_t lo = n->arg[2 * i], hi = n->arg[2 * i + 1];
+          if (!lo && !hi) continue;
+          at[i] = simplify(idx[i] - i32(lo));
+          int64_t size = n->src[0]->shape[i];
+          UOp in = and_gate(lo ? alu(Op::CMPLT, i32(lo - 1), idx[i]) : UOp{},
+                            hi ? idx[i] < i32(lo + size) : UOp{});
+          valid = and_gate(valid, in);
+        }
+        valid = simplify(valid);
+        UOp v = src(0, at, and_gate(gate, valid));
+        return UOp::make(Op::WHERE, {valid, v, zero(v.dtype())});
+      }
+      case NodeKind::Cat: {
+        size_t ax = size_t(n->arg[0]);
+        int64_t start = 0;
+        std::vector<std::pair<UOp, UOp>> parts;  // (in segment, value)
+        for (size_t k = 0; k < n->src.size(); ++k) {
+          int64_t w = n->src[k]->shape[ax];
+          if (w == 0) continue;
+          std::vector<UOp> at(idx);
+          at[ax] = simplify(idx[ax] - i32(start));
+          UOp in =
+              simplify(and_gate(alu(Op::CMPLT, i32(start - 1), idx[ax]), idx[ax] < i32(start + w)));
+          parts.emplace_back(in, src(k, at, and_gate(gate, in)));
+          start += w;
+        }
+        UOp v = parts.back().second;
+        for (size_t k = parts.size() - 1; k-- > 0;)
+          v = UOp::make(Op::WHERE, {parts[k].first, parts[k].second, v});
+        return v;
+      }
+      case NodeKind::Gather: {
+        size_t ax = size_t(n->arg[0]);
+        UOp at_i = emit(n->src[1].get(), idx, gate, ctx);
+        if (at_i.dtype() != dtypes::int32) at_i = cast(at_i, dtypes::int32);
+        int64_t size = n->src[0]->shape[ax];
+        UOp valid = and_gate(alu(Op::CMPLT, i32(-1), at_i), at_i < i32(size));
+        std::vector<UOp> at(idx);
+        at[ax] = at_i;
+        UOp v = emit(n->src[0].get(), at, and_gate(gate, valid), ctx);
+        return UOp::make(Op::WHERE, {valid, v, zero(v.dtype())});
+      }
+    }
+    throw TensorError("schedule: unknown node kind");
+  }
+
+  static UOp zero(DType d) {
+    if (d.is_float()) return const_(d, 0.0);
+    if (d == dtypes::bool_) return const_bool(false);
+    return const_int(d, 0);
+  }
+
+  UOp reduce_value(const LazyNode* n, const std::vector<UOp>& idx, const UOp& gate,
+                   const std::vector<Scope>& ctx) {
+    size_t depth = 0;
+    int64_t evals = evaluations(idx, ctx, &depth);
+    std::vector<const void*> key;
+    for (const UOp& u : idx) key.push_back(u.id());
+    if (!quiet_) s_.reduce_uses[n][kernel_].insert(key);
+    if (!quiet_ && evals > std::max<int64_t>(numel(n->shape), 1))
+      s_.violate(s_.epilogue_top(n),
+                 "a reduction computed " +
+                     std::to_string(evals / std::max<int64_t>(numel(n->shape), 1)) +
+                     " times per element where it is read (rule 2)");
+    const LazyNode* in = n->src[0].get();
+    std::vector<Scope> inner(ctx.begin(), ctx.begin() + std::ptrdiff_t(depth));
+    std::vector<UOp> at(idx), red;
+    for (size_t i = 0; i < idx.size(); ++i) {
+      if (!n->arg[i]) continue;
+      int64_t extent = in->shape[i];
+      reduce_extents_.push_back(extent);
+      if (extent == 1) {
+        at[i] = i32(0);
+        continue;
+      }
+      UOp r = range(extent, next_axis_++, AxisKind::Reduce);
+      at[i] = r;
+      red.push_back(r);
+      inner.push_back({r, extent});
+    }
+    DType c = compute_dtype(n->dtype);
+    DType acc_dt = c.is_float() ? (c == dtypes::float64 ? c : dtypes::float32) : c;
+    UOp init = n->op == Op::MAX ? lowest(acc_dt) : zero(acc_dt);
+    bool empty = false;
+    for (size_t i = 0; i < idx.size(); ++i) empty = empty || (n->arg[i] && in->shape[i] == 0);
+    if (empty) return init.dtype() == c ? init : cast(init, c);
+    auto combine = [&](UOp a, UOp b) { return n->op == Op::MAX ? alu(Op::MAX, a, b) : a + b; };
+    if (red.empty()) {
+      UOp v = emit(in, at, gate, inner);
+      return v.dtype() == c ? v : cast(v, c);
+    }
+    // A register accumulator, reset inside the output ranges the indices depend on.
+    std::vector<UOp> outer;
+    for (const UOp& u : idx)
+      for (const UOp& r : ranges_in(u))
+        if (std::find(outer.begin(), outer.end(), r) == outer.end()) outer.push_back(r);
+    UOp buf = define_reg(acc_dt, 1, next_reg_++), at_init = buf;
+    if (!outer.empty()) {
+      std::vector<UOp> srcs{buf};
+      srcs.insert(srcs.end(), outer.begin(), outer.end());
+      at_init = UOp::make(Op::AFTER, std::span<const UOp>(srcs));
+    }
+    UOp init_store = store(index(at_init, i32(0)), init);
+    std::vector<UOp> deps{buf, init_store};
+    deps.insert(deps.end(), red.begin(), red.end());
+    UOp in_loop = UOp::make(Op::AFTER, std::span<const UOp>(deps));
+    UOp v = emit(in, at, gate, inner);
+    if (v.dtype() != acc_dt) v = cast(v, acc_dt);
+    UOp upd = store(index(in_loop, i32(0)), combine(load(index(in_loop, i32(0))), v));
+    std::vector<UOp> end_src{upd};
+    end_src.insert(end_src.end(), red.begin(), red.end());
+    UOp loop = UOp::make(Op::END, std::span<const UOp>(end_src));
+    UOp result = load(index(after(buf, {loop}), i32(0)));
+    return result.dtype() == c ? result : cast(result, c);
+  }
+
+  // Counter-based uniform floats: two rounds of a 32-bit integer hash of the flat index
+  // and the seed; the top 24 bits scaled to [0, 1). Integer arithmetic only, so every
+  // device gives the same bits.
+  UOp rand_value(const LazyNode* n, const std::vector<UOp>& idx) {
+    DType u = dtypes::uint32;
+    auto k = [&](int64_t v) { return const_int(u, v & 0xFFFFFFFF); };
+    auto hash = [&](UOp x) {
+      x = alu(Op::XOR, x, alu(Op::SHR, x, k(16)));
+      x = x * k(0x7feb352d);
+      x = alu(Op::XOR, x, alu(Op::SHR, x, k(15)));
+      x = x * k(0x846ca68b);
+      return alu(Op::XOR, x, alu(Op::SHR, x, k(16)));
+    };
+    UOp x = cast(flat(n->shape, idx), u);
+    x = hash(hash(alu(Op::XOR, x, k(n->arg[0]))) + k(n->arg[1]));
+    return cast(alu(Op::SHR, x, k(8)), dtypes::float32) * const_(dtypes::float32, 1.0 / 16777216);
+  }
+};
+
+}  // namespace
+
+KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
+  Scheduler s;
+  KernelSchedule out;
+  std::unordered_set<const LazyNode*> seen;
+  for (const NodePtr& t : targets) {
+    if (!t) throw TensorError("realize: an undefined tensor");
+    if (t->device != targets[0]->device)
+      throw TensorError("realize: tensors on " + targets[0]->device + " and " + t->device +
+                        " in one schedule");
+    if (t->data() || !s.target_set.insert(t.get()).second) continue;
+    s.targets.push_back(t);
+    s.collect(t.get(), seen);
+  }
+  s.materialised = s.target_set;
+  for (const LazyNode* n : seen)
+    if (n->kind == NodeKind::Named && n->name == "contiguous") s.materialised.insert(n);
+  for (int pass = 0;; ++pass) {
+    if (pass > 200) throw TensorError("schedule: the fusion rules did not settle");
+    s.reduce_uses.clear();
+    s.violations.clear();
+    s.cost_memo.clear();
+    // Kernel roots in dependency order: a post-order walk from the targets.
+    std::vector<const LazyNode*> order;
+    std::unordered_set<const LazyNode*> visited;
+    std::function<void(const LazyNode*)> walk = [&](const LazyNode* n) {
+      if (n->data() || !visited.insert(n).second) return;
+      for (const NodePtr& x : n->src) walk(x.get());
+      if (s.materialised.count(n)) order.push_back(n);
+    };
+    for (const NodePtr& t : s.targets) walk(t.get());
+    // Targets of one shape that do not read each other share a kernel (one store each).
+    std::vector<std::vector<const LazyNode*>> kernels;
+    for (const LazyNode* n : order) {
+      bool placed = false;
+      if (s.target_set.count(n) && numel(n->shape) > 0)
+        for (auto& k : kernels) {
+          if (!s.target_set.count(k[0]) || k[0]->shape != n->shape) continue;
+          bool related = false;
+          std::unordered_set<const LazyNode*> below;
+          std::function<void(const LazyNode*)> mark = [&](const LazyNode* x) {
+            if (x->data() || !below.insert(x).second) return;
+            for (const NodePtr& y : x->src) mark(y.get());
+          };
+          mark(n);
+          for (const LazyNode* o : k) related = related || below.count(o);
+          if (!related) {
+            k.push_back(n);
+            placed = true;
+            break;
+          }
+        }
+      if (!placed) kernels.push_back({n});
+    }
+    out.items.clear();
+    for (size_t i = 0; i < kernels.size(); ++i) {
+      if (numel(kernels[i][0]->shape) == 0) continue;
+      out.items.push_back(Emitter(s, int(i), kernels[i]).build());
+    }
+    for (auto& [n, per_kernel] : s.reduce_uses) {
+      size_t sites = 0;
+      for (auto& [k, keys] : per_kernel) sites += keys.size();
+      if (sites > 1)
+        s.violate(s.epilogue_top(n),
+                  "a reduction read at " + std::to_string(sites) + " different places (rule 1)");
+    }
+    bool changed = false;
+    for (auto& [n, rule] : s.violations)
+      if (s.materialised.insert(n).second) {
+        s.why[n] = rule;
+        changed = true;
+      }
+    if (!changed) break;
+  }
+  for (auto& [n, rule] : s.why) out.splits.emplace_back(n, rule);
+  out.keep = s.targets;
+  return out;
+}
+
+std::string schedule_text(const KernelSchedule& s) {
+  std::ostringstream o;
+  std::map<const LazyNode*, std::string> names;
+  auto name = [&](const LazyNode* n) {
+    auto [it, fresh] = names.emplace(n, "b" + std::to_string(names.size()));
+    return it->second + ":" + node_kind_name(n->kind) + shape_text(n->shape);
+  };
+  for (size_t i = 0; i < s.items.size(); ++i) {
+    const ScheduleItem& k = s.items[i];
+    o << i << " " << k.name << " writes";
+    for (const LazyNode* n : k.outputs) o << " " << name(n);
+    o << " reads";
+    for (const LazyNode* n : k.inputs) o << " " << name(n);
+    o << "\n";
+  }
+  for (auto& [n, rule] : s.splits) o << "split " << name(n) << ": " << rule << "\n";
+  return o.str();
+}
+
+}  // namespace kitten

@@ -1,0 +1,47 @@
+// The scheduler: turns the lazy graph below some tensors into kernels (UOp graphs the
+// lowering pipeline takes), deciding which nodes are materialised in buffers and which are
+// computed inline where they are read; and realize, which runs those kernels on the
+// tensors' device through an HCQ queue. The fusion rules are in docs/frontend.md.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "frontend/lazy.h"
+
+namespace kitten {
+
+// One kernel of a schedule: its graph, and what each parameter slot holds (the nodes it
+// writes, in slots 0..outputs-1, then the nodes it reads).
+struct ScheduleItem {
+  UOp sink;
+  std::string name;
+  Shape shape;  // of the outputs
+  std::vector<const LazyNode*> outputs, inputs;
+};
+
+struct KernelSchedule {
+  std::vector<ScheduleItem> items;
+  std::vector<NodePtr> keep;  // keeps the nodes the items name alive
+  // Nodes materialised in buffers by the fusion rules (not targets), with the rule.
+  std::vector<std::pair<const LazyNode*, std::string>> splits;
+};
+
+// The kernels that compute `targets` (nodes of one device), in order. Pure: runs nothing.
+KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets);
+// The schedule as text: one line per kernel (name, shape, buffers), then why each split.
+std::string schedule_text(const KernelSchedule& s);
+
+// Schedules and runs the kernels of `targets` (those not realized yet) on their device;
+// each target then reads as its buffer. KITTEN_DEBUG=1 prints each kernel with its shape
+// and time; 2 also prints the schedule.
+void realize_nodes(const std::vector<NodePtr>& targets);
+
+// Counters of the kernels realize ran (for tests and `kitten run`).
+struct RealizeStats {
+  int64_t kernels = 0, realizes = 0, compiled = 0;
+  int64_t reused = 0;  // intermediates placed in a buffer an earlier one freed
+};
+RealizeStats& realize_stats();
+
+}  // namespace kitten

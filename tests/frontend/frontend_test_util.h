@@ -1,0 +1,77 @@
+// Shared by the front-end tests: the devices they run on, random host data rounded to a
+// dtype, and comparisons against float64 references computed in the tests by plain loops.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_device.h"
+#include "dsl/float_format.h"
+#include "frontend/tensor.h"
+
+namespace kitten {
+
+// frontend_tests runs cpu and emu; frontend_cuda_tests (KITTEN_CUDA_TESTS) cuda, skipped
+// with the reason where there is no GPU.
+inline std::vector<std::string> frontend_devices() {
+#ifdef KITTEN_CUDA_TESTS
+  return {"cuda"};
+#else
+  return {"cpu", "emu"};
+#endif
+}
+
+inline void skip_unavailable(const std::string& device) {
+  if (device == "cuda") {
+    std::string why = cuda_unavailable_reason();
+    if (!why.empty()) GTEST_SKIP() << "no GPU: " << why;
+  }
+}
+
+inline double round_to_dtype(DType d, double x) {
+  if (const FloatFormat* f = d.narrow_float()) return decode_float(*f, encode_float(*f, x));
+  if (d == dtypes::float32) return double(float(x));
+  if (!d.is_float()) return std::trunc(x);
+  return x;
+}
+
+// n normal values (or integers in [lo, hi) for integer dtypes), already rounded to d.
+inline std::vector<double> random_values(size_t n, DType d, uint64_t seed, double scale = 1) {
+  std::mt19937_64 rng(seed * 7919 + n);
+  std::normal_distribution<double> normal(0, scale);
+  std::vector<double> v(n);
+  for (double& x : v) {
+    if (d == dtypes::bool_)
+      x = double(rng() % 2);
+    else if (!d.is_float())
+      x = double(int64_t(rng() % 41) - 20);
+    else
+      x = round_to_dtype(d, normal(rng));
+  }
+  return v;
+}
+
+// Every element within atol + rtol * |want| (NaN where want is NaN), reporting the first
+// few that are not.
+inline void expect_close(const std::vector<double>& got, const std::vector<double>& want,
+                         double rtol, double atol, const std::string& what = "") {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int bad = 0;
+  std::ostringstream msg;
+  msg.precision(10);
+  for (size_t i = 0; i < got.size(); ++i) {
+    double g = got[i], w = want[i];
+    bool ok =
+        (std::isnan(w) && std::isnan(g)) || g == w || std::abs(g - w) <= atol + rtol * std::abs(w);
+    if (!ok && bad++ < 5) msg << "\n  [" << i << "] got " << g << " want " << w;
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements differ"
+                    << msg.str();
+}
+
+}  // namespace kitten
