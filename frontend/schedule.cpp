@@ -62,8 +62,8 @@ struct Scheduler {
   std::unordered_set<const LazyNode*> target_set, materialised;
   std::unordered_map<const LazyNode*, std::vector<const LazyNode*>> consumers;
   std::map<const LazyNode*, std::string> why;  // split nodes and their rule
-  // Per emission pass: reduce uses (node -> kernel -> distinct index keys), violations.
-  std::map<const LazyNode*, std::map<int, std::set<std::vector<const void*>>>> reduce_uses;
+  // Per emission pass: where each reduction was read (kernel and indices), violations.
+  std::map<const LazyNode*, std::set<std::vector<const void*>>> reduce_uses;
   std::vector<std::pair<const LazyNode*, std::string>> violations;
   std::unordered_map<const LazyNode*, int64_t> cost_memo;
 
@@ -182,7 +182,38 @@ class Emitter {
   std::map<std::vector<const void*>, UOp> memo_;
   std::vector<int64_t> reduce_extents_;
   int64_t next_axis_ = 0, next_reg_ = 0;
-  bool quiet_ = false;  // inside a node already found to be split
+
+  // Values above a recomputed node that are each computed once per element, through ops
+  // that keep the order of its axes (so that in the kernel of the topmost, the node's
+  // axes are outer and it is computed once where it would be stored): split there instead
+  // (the layernorm read along a reduction stores its output, not its statistics).
+  std::vector<const LazyNode*> chain_;
+  const LazyNode* split_point(const LazyNode* n) const {
+    return chain_.empty() ? n : chain_.front();
+  }
+  static bool keeps_order(const LazyNode* n) {
+    switch (n->kind) {
+      case NodeKind::Reshape:
+      case NodeKind::Pad:
+      case NodeKind::Shrink:
+      case NodeKind::Flip:
+      case NodeKind::Cat:
+      case NodeKind::Gather:
+      case NodeKind::Named:
+        return true;
+      case NodeKind::Expand: {  // only trailing axes broadcast
+        const Shape& in = n->src[0]->shape;
+        size_t last_real = 0, first_bcast = in.size();
+        for (size_t i = 0; i < in.size(); ++i) {
+          if (in[i] != 1) last_real = i;
+          if (in[i] == 1 && n->shape[i] != 1) first_bcast = std::min(first_bcast, i);
+        }
+        return first_bcast > last_real;
+      }
+      default:
+        return false;
+    }
+  }
 
   int64_t slot_of(const LazyNode* n) {
     auto it = std::find(params_.begin(), params_.end(), n);
@@ -239,19 +270,34 @@ class Emitter {
     std::vector<const void*> key{n, gate.id()};
     for (const UOp& u : idx) key.push_back(u.id());
     if (auto it = memo_.find(key); it != memo_.end()) return it->second;
-    // Only the outermost node of a recomputed subgraph is split (its sources then run once).
-    bool split = false;
-    if (!quiet_ && !is_movement(n->kind) && n->kind != NodeKind::Reduce &&
-        n->kind != NodeKind::Const && n->kind != NodeKind::Named) {
+    // The outermost node of a recomputed subgraph is split (or the value around it, see
+    // split_point). A violation makes this pass's kernels moot: the node reads as the
+    // buffer it will be rather than being emitted (which could repeat whole subgraphs);
+    // the pass is done again.
+    bool once = true;
+    if (!is_movement(n->kind) && n->kind != NodeKind::Reduce && n->kind != NodeKind::Const &&
+        n->kind != NodeKind::Named) {
       int64_t evals = evaluations(idx, ctx), elems = std::max<int64_t>(numel(n->shape), 1);
-      if (evals > elems && s_.inline_cost(n) > kRecomputeCost) {
-        s_.violate(n, "computed " + std::to_string(evals / elems) +
-                          " times per element where it is read (rule 3)");
-        split = quiet_ = true;
+      once = evals <= elems;
+      if (!once && s_.inline_cost(n) > kRecomputeCost) {
+        s_.violate(split_point(n), "computed " + std::to_string(evals / elems) +
+                                       " times per element where it is read (rule 3)");
+        return read(n, idx, gate);
       }
     }
+    // The chain of values computed once per element above the nodes below.
+    std::vector<const LazyNode*> saved;
+    bool pushed = false, broken = false;
+    if ((n->kind == NodeKind::Alu || n->kind == NodeKind::Cast) && once) {
+      chain_.push_back(n);
+      pushed = true;
+    } else if (!keeps_order(n)) {
+      saved.swap(chain_);
+      broken = true;
+    }
     UOp v = value(n, idx, gate, ctx);
-    if (split) quiet_ = false;
+    if (pushed) chain_.pop_back();
+    if (broken) saved.swap(chain_);
     memo_[key] = v;
     return v;
   }
@@ -394,14 +440,21 @@ class Emitter {
                    const std::vector<Scope>& ctx) {
     size_t depth = 0;
     int64_t evals = evaluations(idx, ctx, &depth);
-    std::vector<const void*> key;
+    std::vector<const void*> key{reinterpret_cast<const void*>(intptr_t(kernel_))};
     for (const UOp& u : idx) key.push_back(u.id());
-    if (!quiet_) s_.reduce_uses[n][kernel_].insert(key);
-    if (!quiet_ && evals > std::max<int64_t>(numel(n->shape), 1))
-      s_.violate(s_.epilogue_top(n),
-                 "a reduction computed " +
-                     std::to_string(evals / std::max<int64_t>(numel(n->shape), 1)) +
+    auto& sites = s_.reduce_uses[n];
+    sites.insert(key);
+    int64_t elems = std::max<int64_t>(numel(n->shape), 1);
+    if (evals > elems) {
+      s_.violate(chain_.empty() ? s_.epilogue_top(n) : chain_.front(),
+                 "a reduction computed " + std::to_string(evals / elems) +
                      " times per element where it is read (rule 2)");
+      return read(n, idx, gate);
+    }
+    if (sites.size() > 1) {
+      s_.violate(s_.epilogue_top(n), "a reduction read at several places (rule 1)");
+      return read(n, idx, gate);
+    }
     const LazyNode* in = n->src[0].get();
     std::vector<Scope> inner(ctx.begin(), ctx.begin() + std::ptrdiff_t(depth));
     std::vector<UOp> at(idx), red;
@@ -533,14 +586,19 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
       if (numel(kernels[i][0]->shape) == 0) continue;
       out.items.push_back(Emitter(s, int(i), kernels[i]).build());
     }
-    for (auto& [n, per_kernel] : s.reduce_uses) {
-      size_t sites = 0;
-      for (auto& [k, keys] : per_kernel) sites += keys.size();
-      if (sites > 1)
-        s.violate(s.epilogue_top(n),
-                  "a reduction read at " + std::to_string(sites) + " different places (rule 1)");
-    }
+    // Rule 1 waits until rules 2 and 3 hold: a split they make often removes the second
+    // place a reduction is read (the value around it is stored instead).
+    bool others = false;
+    for (auto& [n, rule] : s.violations)
+      others = others || rule.find("rule 1") == std::string::npos;
+    if (others)
+      std::erase_if(s.violations,
+                    [](auto& v) { return v.second.find("rule 1") != std::string::npos; });
     bool changed = false;
+    if (std::getenv("KITTEN_SCHEDULE_TRACE"))
+      for (auto& [n, rule] : s.violations)
+        std::fprintf(stderr, "pass %d: %s%s %s\n", pass, node_kind_name(n->kind),
+                     shape_text(n->shape).c_str(), rule.c_str());
     for (auto& [n, rule] : s.violations)
       if (s.materialised.insert(n).second) {
         s.why[n] = rule;

@@ -1,5 +1,7 @@
 #include "frontend/tokenizer.h"
 
+#include "frontend/minilm.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -28,12 +30,7 @@ const std::string kData = std::string(KITTEN_SOURCE_DIR) + "/tests/frontend/data
 
 // all-MiniLM-L6-v2's vocab against the ids HF tokenizers gave (tools/minilm/make_token_ids.py).
 TEST(WordPieceTokenizer, MatchesHuggingFaceOnMiniLmSentences) {
-  const char* dir = std::getenv("KITTEN_MINILM_DIR");
-  if (!dir || !*dir)
-    GTEST_SKIP() << "KITTEN_MINILM_DIR is not set; tools/fetch_minilm.sh fetches the model "
-                    "and prints the directory to set it to";
-  std::string vocab = std::string(dir) + "/vocab.txt";
-  if (!fs::exists(vocab)) GTEST_SKIP() << vocab << " does not exist; run tools/fetch_minilm.sh";
+  std::string vocab = minilm_dir() + "/vocab.txt";  // fetched on first use
   WordPieceTokenizer tok = WordPieceTokenizer::from_file(vocab);
   EXPECT_EQ(tok.vocab_size(), 30522u);
   std::vector<std::string> sentences = read_lines(kData + "minilm_sentences.txt");
