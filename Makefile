@@ -48,6 +48,10 @@ run: build
 	@# kept in a tuning database (a second run finds them there and searches nothing).
 	$(BUILD)/bin/kitten tune autotune/lists/cpu.yaml --device cpu --db $(BUILD)/tuning/cpu.yaml --budget 30
 	$(BUILD)/bin/kitten tune --show --db $(BUILD)/tuning/cpu.yaml
+	@# The tensor front end running a real model, all-MiniLM-L6-v2 (its weights fetched into
+	@# the cache once), on the best device present: sentence embeddings and similarities.
+	$(BUILD)/bin/kitten run minilm "A man is eating food." "A man is eating a piece of bread." \
+	  "The girl is carrying a baby." "A man is riding a horse."
 
 test: test-main test-asan test-tsan
 

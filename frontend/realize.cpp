@@ -148,6 +148,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
   DeviceState& st = state(dev_name);
   Device& dev = *st.device;
   int debug = debug_level();
+  bool timed = debug || realize_stats().profile;
   if (debug >= 2) std::cerr << schedule_text(sched);
 
   // The memory plan: targets get buffers of their own; a materialised intermediate takes
@@ -172,7 +173,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
   };
 
   std::unique_ptr<Queue> q = dev.new_queue();
-  std::vector<std::pair<Timestamp, Timestamp>> times(debug ? sched.items.size() : 0);
+  std::vector<std::pair<Timestamp, Timestamp>> times(timed ? sched.items.size() : 0);
   for (size_t i = 0; i < sched.items.size(); ++i) {
     const ScheduleItem& item = sched.items[i];
     std::vector<KernelArg> args;
@@ -196,9 +197,9 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
       ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
       ++realize_stats().compiled;
     }
-    if (debug) q->timestamp(times[i].first);
+    if (timed) q->timestamp(times[i].first);
     ck->enqueue(*q, args);
-    if (debug) q->timestamp(times[i].second);
+    if (timed) q->timestamp(times[i].second);
     ++realize_stats().kernels;
     // Intermediates whose last reader this was can hold later ones' values.
     for (const LazyNode* n : item.inputs)
@@ -213,9 +214,11 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
   q->submit();
   done->wait(1);
   ++realize_stats().realizes;
-  for (size_t i = 0; debug && i < sched.items.size(); ++i) {
+  for (size_t i = 0; timed && i < sched.items.size(); ++i) {
     const ScheduleItem& item = sched.items[i];
     double us = double(times[i].second.ns - times[i].first.ns) / 1e3;
+    if (realize_stats().profile) realize_stats().times.emplace_back(item.name, us);
+    if (!debug) continue;
     std::fprintf(stderr, "kitten: %-4zu %-28s %-18s %10.2f us\n", i, item.name.c_str(),
                  shape_text(item.shape).c_str(), us);
   }

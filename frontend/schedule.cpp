@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <set>
@@ -542,8 +544,15 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
     s.collect(t.get(), seen);
   }
   s.materialised = s.target_set;
+  // KITTEN_FUSION=0: every computed node is a kernel of its own (movement stays index
+  // arithmetic), the baseline the fusion is measured against.
+  const char* fusion = std::getenv("KITTEN_FUSION");
+  bool unfused = fusion && std::string(fusion) == "0";
   for (const LazyNode* n : seen)
-    if (n->kind == NodeKind::Named && n->name == "contiguous") s.materialised.insert(n);
+    if ((n->kind == NodeKind::Named && n->name == "contiguous") ||
+        (unfused && !n->data() && !is_movement(n->kind) && n->kind != NodeKind::Const &&
+         n->kind != NodeKind::Named))
+      s.materialised.insert(n);
   for (int pass = 0;; ++pass) {
     if (pass > 200) throw TensorError("schedule: the fusion rules did not settle");
     s.reduce_uses.clear();

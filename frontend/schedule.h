@@ -39,6 +39,10 @@ void realize_nodes(const std::vector<NodePtr>& targets);
 
 // Counters of the kernels realize ran (for tests and `kitten run`).
 struct RealizeStats {
+  // When `profile` is set, each kernel run appends its name and time (microseconds),
+  // synchronising after every kernel.
+  bool profile = false;
+  std::vector<std::pair<std::string, double>> times;
   int64_t kernels = 0, realizes = 0, compiled = 0;
   int64_t reused = 0;  // intermediates placed in a buffer an earlier one freed
 };

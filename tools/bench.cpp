@@ -612,7 +612,9 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "gemm") return bench_gemm(args);
   if (!args.empty() && args[0] == "flash_attention_fwd") return bench_flash_attention_fwd(args);
   if (!args.empty() && args[0] == "ceilings") return bench_ceilings(args);
-  return usage_error("bench: expected a library kernel (gemm or flash_attention_fwd) or ceilings");
+  if (!args.empty() && args[0] == "minilm") return bench_minilm(args);
+  return usage_error(
+      "bench: expected a library kernel (gemm or flash_attention_fwd), ceilings or minilm");
 }
 
 }  // namespace kitten

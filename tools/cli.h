@@ -36,5 +36,8 @@ int cmd_search(const std::vector<std::string>& args);
 int cmd_compile_worker(const std::vector<std::string>& args);
 // `kitten tune ...` (tools/tune.cpp).
 int cmd_tune(const std::vector<std::string>& args);
+// `kitten run minilm ...` and `kitten bench minilm ...` (tools/run.cpp).
+int cmd_run(const std::vector<std::string>& args);
+int bench_minilm(const std::vector<std::string>& args);
 
 }  // namespace kitten

@@ -131,6 +131,16 @@ commands:
                     under other driver or compiler versions; exit 1 on a regression
   tune --show [--db PATH | --device D]
                     list the database's entries: schedule, time, speed-up, versions
+  run minilm "a sentence" ["another" ...] [--device D]
+                    all-MiniLM-L6-v2 (weights fetched into the cache on first use by
+                    tools/fetch_minilm.sh) through the tensor front end: each sentence's
+                    embedding (first values), their cosine similarities, the kernels run
+                    and the time. D: cuda where it opens (float16 weights), else cpu
+  bench minilm [--device D] [--batch B] [--tokens T] [--reps N]
+                    the model's forward on B random sentences of T tokens (8 x 128):
+                    median time, sentences/s, kernels per forward with and without
+                    fusion, then one forward with every kernel timed (time and kernels
+                    per layer, the costliest kernels)
   compile-worker --device D
                     compile the kernel source on stdin into the compile cache (the
                     search's worker process); exit 1 with the compiler's error
@@ -142,7 +152,11 @@ library), KITTEN_CPU_COMPILER=subprocess
 (compile cpu kernels with $KITTEN_CC, default cc: one program, a path or a name on PATH,
 run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites), KITTEN_DUMP=P[,P...]|all
 (print the graph after the named lowering passes, to stderr), KITTEN_DUMP_JSON=DIR (write
-each lowering pass's graph and the rules that fired, one JSON file per pass)
+each lowering pass's graph and the rules that fired, one JSON file per pass),
+KITTEN_DEBUG=1 (the front end prints each kernel it runs with its shape and time; 2 also
+the schedule of each realize), KITTEN_FUSION=0 (the front end runs every computed tensor
+op as a kernel of its own), KITTEN_MINILM_DIR (a directory holding the model's files;
+skips the fetch), KITTEN_MODELS (where fetched models are cached)
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a device is
 unavailable here, the output could not be written), 2 bad usage (unknown command, kernel,
@@ -394,6 +408,7 @@ int run_command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "search") return cmd_search(args);
     if (cmd == "compile-worker") return cmd_compile_worker(args);
     if (cmd == "tune") return cmd_tune(args);
+    if (cmd == "run") return cmd_run(args);
     return usage_error("unknown command '" + cmd + "'");
   } catch (const std::exception& e) {
     return work_failed(cmd, e.what());
