@@ -143,20 +143,42 @@ class Emitter {
   Emitter(Scheduler& s, int kernel, const std::vector<const LazyNode*>& outputs)
       : s_(s), kernel_(kernel), outputs_(outputs) {}
 
-  ScheduleItem build() {
+  // `merged`: where reductions depend on the first `split` output axes only (found by a
+  // first build), axes [0, split) become one range and [split, n) another: a row-wise
+  // kernel (layernorm, softmax) reaches the lowering as rows and columns whatever the
+  // tensor's rank.
+  ScheduleItem build(bool merged = false, size_t split = 0) {
+    merged_ = merged;  // the decisions are made: no rule is checked again
     const Shape& shape = outputs_[0]->shape;
-    std::vector<UOp> idx;
+    std::vector<UOp> idx(shape.size());
     std::vector<Scope> ctx;
     std::vector<UOp> ranges;
-    for (int64_t extent : shape) {
-      if (extent == 1) {
-        idx.push_back(i32(0));
-        continue;
+    std::vector<std::pair<size_t, size_t>> groups;
+    size_t last = 0;  // the last axis larger than 1
+    for (size_t i = 0; i < shape.size(); ++i)
+      if (shape[i] != 1) last = i;
+    if (merged && split > 0 && split <= last) {
+      groups.emplace_back(0, split);
+      groups.emplace_back(split, shape.size());
+    } else {
+      for (size_t i = 0; i < shape.size(); ++i) groups.emplace_back(i, i + 1);
+    }
+    for (auto [a, b] : groups) {
+      int64_t extent = 1;
+      for (size_t i = a; i < b; ++i) extent *= shape[i];
+      UOp r = extent == 1 ? i32(0) : range(extent, next_axis_++, AxisKind::Global);
+      if (extent != 1) {
+        ranges.push_back(r);
+        ctx.push_back({r, extent});
+        depth_axis_.push_back(b);
       }
-      UOp r = range(extent, next_axis_++, AxisKind::Global);
-      idx.push_back(r);
-      ranges.push_back(r);
-      ctx.push_back({r, extent});
+      int64_t inner = 1;
+      for (size_t i = b; i-- > a;) {
+        UOp v = inner == 1 ? r : r / inner;
+        if (i > a) v = v % shape[i];
+        idx[i] = shape[i] == 1 ? i32(0) : simplify(v);
+        inner *= shape[i];
+      }
     }
     for (const LazyNode* o : outputs_) slot_of(o);
     std::vector<UOp> stores;
@@ -184,7 +206,16 @@ class Emitter {
   std::map<std::vector<const void*>, UOp> memo_;
   std::vector<int64_t> reduce_extents_;
   int64_t next_axis_ = 0, next_reg_ = 0;
+  // Per output scope, the output axes it covers end at; the deepest output axis a
+  // reduction at the kernel's top level depends on (plus one).
+  std::vector<size_t> depth_axis_;
+  size_t reduce_axes_ = 0;
+  bool merged_ = false;
 
+ public:
+  size_t reduce_axes() const { return reduce_axes_; }
+
+ private:
   // Values above a recomputed node that are each computed once per element, through ops
   // that keep the order of its axes (so that in the kernel of the topmost, the node's
   // axes are outer and it is computed once where it would be stored): split there instead
@@ -281,7 +312,7 @@ class Emitter {
         n->kind != NodeKind::Named) {
       int64_t evals = evaluations(idx, ctx), elems = std::max<int64_t>(numel(n->shape), 1);
       once = evals <= elems;
-      if (!once && s_.inline_cost(n) > kRecomputeCost) {
+      if (!once && !merged_ && s_.inline_cost(n) > kRecomputeCost) {
         s_.violate(split_point(n), "computed " + std::to_string(evals / elems) +
                                        " times per element where it is read (rule 3)");
         return read(n, idx, gate);
@@ -447,16 +478,18 @@ class Emitter {
     auto& sites = s_.reduce_uses[n];
     sites.insert(key);
     int64_t elems = std::max<int64_t>(numel(n->shape), 1);
-    if (evals > elems) {
+    if (evals > elems && !merged_) {
       s_.violate(chain_.empty() ? s_.epilogue_top(n) : chain_.front(),
                  "a reduction computed " + std::to_string(evals / elems) +
                      " times per element where it is read (rule 2)");
       return read(n, idx, gate);
     }
-    if (sites.size() > 1) {
+    if (sites.size() > 1 && !merged_) {
       s_.violate(s_.epilogue_top(n), "a reduction read at several places (rule 1)");
       return read(n, idx, gate);
     }
+    if (ctx.size() <= depth_axis_.size() && depth > 0)  // at the top level
+      reduce_axes_ = std::max(reduce_axes_, depth_axis_[depth - 1]);
     const LazyNode* in = n->src[0].get();
     std::vector<Scope> inner(ctx.begin(), ctx.begin() + std::ptrdiff_t(depth));
     std::vector<UOp> at(idx), red;
@@ -591,9 +624,12 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
       if (!placed) kernels.push_back({n});
     }
     out.items.clear();
+    std::vector<size_t> splits;
     for (size_t i = 0; i < kernels.size(); ++i) {
       if (numel(kernels[i][0]->shape) == 0) continue;
-      out.items.push_back(Emitter(s, int(i), kernels[i]).build());
+      Emitter e(s, int(i), kernels[i]);
+      out.items.push_back(e.build());
+      splits.push_back(e.reduce_axes());
     }
     // Rule 1 waits until rules 2 and 3 hold: a split they make often removes the second
     // place a reduction is read (the value around it is stored instead).
@@ -613,7 +649,17 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
         s.why[n] = rule;
         changed = true;
       }
-    if (!changed) break;
+    if (!changed) {
+      // The kernels as the lowering gets them: the output axes merged into rows and
+      // columns (the fusion decisions stand; only the loop nest is simpler).
+      std::vector<ScheduleItem> items;
+      size_t k = 0;
+      for (size_t i = 0; i < kernels.size(); ++i)
+        if (numel(kernels[i][0]->shape) != 0)
+          items.push_back(Emitter(s, int(i), kernels[i]).build(true, splits[k++]));
+      out.items = std::move(items);
+      break;
+    }
   }
   for (auto& [n, rule] : s.why) out.splits.emplace_back(n, rule);
   out.keep = s.targets;
