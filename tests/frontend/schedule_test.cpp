@@ -3,7 +3,10 @@
 // memory plan never aliasing a live value.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "frontend/schedule.h"
+#include "frontend/state_dict.h"
 #include "tests/frontend/frontend_test_util.h"
 
 namespace kitten {
@@ -103,6 +106,40 @@ TEST(Fusion, ReusedBuffersNeverAliasLiveValues) {
   Tensor sb = (sa.matmul(w).exp() * 0.1).realize(), sc = (sb.matmul(w).exp() * 0.1).realize(),
          sd = (sc.matmul(w).exp() * 0.1).realize();
   expect_close(got, (sd.matmul(w) + sa.sum({1}, true)).to_doubles(), 1e-6, 1e-6, "chain");
+}
+
+TEST(StateDict, RoundTripsThroughSafetensors) {
+  StateDict sd;
+  sd["layer.weight"] = input({3, 5}, 21);
+  sd["layer.bias"] = input({5}, 22).cast(dtypes::bfloat16);
+  sd["steps"] = Tensor::arange(0, 7, 1, dtypes::int64);
+  sd["mask"] = input({4}, 23).gt(Tensor::zeros({4}));
+  sd["empty"] = Tensor::zeros({0, 3}, dtypes::float16);
+  sd["computed"] = (input({2, 2}, 24) * 3.0).exp();  // realized on save
+  std::string path = testing::TempDir() + "kitten_state_dict.safetensors";
+  save_state_dict(path, sd, {{"format", "kitten"}});
+  for (std::string dev : {"cpu", "emu"}) {
+    StateDict back = load_state_dict(path, dev);
+    ASSERT_EQ(back.size(), sd.size());
+    for (auto& [name, t] : sd) {
+      ASSERT_TRUE(back.count(name)) << name;
+      EXPECT_EQ(back[name].dtype(), t.dtype()) << name;
+      EXPECT_EQ(back[name].shape(), t.shape()) << name;
+      EXPECT_EQ(back[name].device(), dev);
+      EXPECT_EQ(back[name].bytes(), t.bytes()) << name;
+    }
+  }
+  EXPECT_EQ(SafeTensorsFile::open(path).metadata().at("format"), "kitten");
+  std::filesystem::remove(path);
+}
+
+TEST(Creation, FullOnesZerosArange) {
+  expect_close(Tensor::full({2, 3}, 2.5).to_doubles(), std::vector<double>(6, 2.5), 0, 0, "full");
+  expect_close(Tensor::ones({4}, dtypes::int32).to_doubles(), {1, 1, 1, 1}, 0, 0, "ones");
+  expect_close(Tensor::arange(-3, 11, 4).to_doubles(), {-3, 1, 5, 9}, 0, 0, "int arange");
+  expect_close(Tensor::arange(1, -1, -0.5, dtypes::float32).to_doubles(), {1, 0.5, 0, -0.5}, 0, 0,
+               "float arange");
+  EXPECT_EQ(Tensor::arange(5, 5).numel(), 0);
 }
 
 }  // namespace
