@@ -68,6 +68,11 @@ struct LazyNode {
   std::shared_ptr<Storage> storage;  // Buffer
   // Set when this node is realized: from then on it reads as a buffer.
   mutable std::shared_ptr<Storage> realized;
+  // Autograd (autograd.cpp): gradients flow to nodes that require them, never through a
+  // node built under no_grad (or detached); `grad` accumulates over backward() calls.
+  bool no_grad = false;
+  mutable bool requires_grad = false;
+  mutable std::shared_ptr<const LazyNode> grad;
   const std::shared_ptr<Storage>& data() const { return storage ? storage : realized; }
 };
 

@@ -23,6 +23,7 @@ NodePtr make(NodeKind kind, DType dtype, Shape shape, std::string device, std::v
   n->src = std::move(src);
   n->op = op;
   n->arg = std::move(arg);
+  n->no_grad = NoGrad::active();
   return n;
 }
 

@@ -169,6 +169,17 @@ class Tensor {
                                              const Tensor& mask = {}, bool causal = false,
                                              std::optional<double> scale = {});
 
+  // ---- autograd (autograd.cpp) --------------------------------------------------------
+  // Marks this tensor's node as one whose gradient backward() accumulates.
+  Tensor& requires_grad(bool on = true);
+  bool requires_grad() const { return node_->requires_grad; }
+  Tensor grad() const;  // undefined until a backward() reached it
+  void zero_grad();
+  // Accumulates d(this)/d(t) * grad_output into t.grad() for every tensor t below this
+  // that requires a gradient; a tensor of one element needs no grad_output (1).
+  void backward(const Tensor& grad_output = {}) const;
+  Tensor detach() const;  // the same values, with no gradient flowing through
+
   friend Tensor operator+(const Tensor& a, const Tensor& b);
   friend Tensor operator-(const Tensor& a, const Tensor& b);
   friend Tensor operator*(const Tensor& a, const Tensor& b);
@@ -188,6 +199,16 @@ class Tensor {
   Tensor reduce(Op op, std::vector<int> axes, bool keepdim, const char* what) const;
   int axis_of(int axis, const char* what) const;
   NodePtr node_;
+};
+
+// While one lives (per thread), the ops built record no gradient path.
+class NoGrad {
+ public:
+  NoGrad();
+  ~NoGrad();
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+  static bool active();
 };
 
 // The dtype two operands compute in: floats over integers over bool; the wider float;

@@ -26,6 +26,7 @@ inline std::vector<std::string> frontend_devices() {
 #endif
 }
 
+// Call from SetUp: a skip there keeps the test body from running.
 inline void skip_unavailable(const std::string& device) {
   if (device == "cuda") {
     std::string why = cuda_unavailable_reason();
