@@ -173,9 +173,9 @@ NoGrad::NoGrad() { ++g_no_grad; }
 NoGrad::~NoGrad() { --g_no_grad; }
 bool NoGrad::active() { return g_no_grad > 0; }
 
-Tensor& Tensor::requires_grad(bool on) {
+Tensor& Tensor::requires_grad_(bool on) {
   if (on && !dtype().is_float())
-    throw TensorError("requires_grad: a tensor of " + std::string(dtype().name()) +
+    throw TensorError("requires_grad_: a tensor of " + std::string(dtype().name()) +
                       " has no gradient (floats only)");
   node_->requires_grad = on;
   return *this;

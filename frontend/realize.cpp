@@ -228,4 +228,25 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
   }
 }
 
+void assign_nodes(const std::vector<NodePtr>& targets, const std::vector<NodePtr>& values) {
+  std::vector<NodePtr> todo;
+  for (size_t i = 0; i < values.size(); ++i)
+    if (values[i] != targets[i]) todo.push_back(values[i]);
+  realize_nodes(todo);
+  if (todo.empty()) return;
+  std::lock_guard lock(g_mu);
+  Device& dev = *state(targets[0]->device).device;
+  std::unique_ptr<Queue> q = dev.new_queue();
+  for (size_t i = 0; i < values.size(); ++i) {
+    const auto& dst = targets[i]->data();
+    const auto& src = values[i]->data();
+    if (values[i] == targets[i] || dst->buffer == src->buffer || dst->buffer.bytes == 0) continue;
+    q->copy(dst->buffer, src->buffer, dst->buffer.bytes);
+  }
+  std::unique_ptr<Signal> done = dev.new_signal(0);
+  q->signal(*done, 1);
+  q->submit();
+  done->wait(1);
+}
+
 }  // namespace kitten

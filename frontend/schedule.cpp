@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <span>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -604,8 +605,10 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
     std::vector<std::vector<const LazyNode*>> kernels;
     for (const LazyNode* n : order) {
       bool placed = false;
-      if (s.target_set.count(n) && numel(n->shape) > 0)
-        for (auto& k : kernels) {
+      // Only the last kernel so far: everything n reads is computed before it (or in it,
+      // which `related` refuses).
+      if (s.target_set.count(n) && numel(n->shape) > 0 && !kernels.empty())
+        for (auto& k : std::span(kernels).last(1)) {
           if (!s.target_set.count(k[0]) || k[0]->shape != n->shape) continue;
           bool related = false;
           std::unordered_set<const LazyNode*> below;

@@ -37,6 +37,10 @@ std::string schedule_text(const KernelSchedule& s);
 // and time; 2 also prints the schedule.
 void realize_nodes(const std::vector<NodePtr>& targets);
 
+// Realizes `values`, then copies each into the buffer of the realized target beside it
+// (a copy on the device's queue).
+void assign_nodes(const std::vector<NodePtr>& targets, const std::vector<NodePtr>& values);
+
 // Counters of the kernels realize ran (for tests and `kitten run`).
 struct RealizeStats {
   // When `profile` is set, each kernel run appends its name and time (microseconds),

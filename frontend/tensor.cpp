@@ -316,6 +316,27 @@ DLView Tensor::dlpack() {
   return v;
 }
 
+Tensor& Tensor::assign(const Tensor& v) {
+  assign({{*this, v}});
+  return *this;
+}
+
+void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs) {
+  std::vector<NodePtr> targets, values;
+  for (const auto& [t, v] : pairs) {
+    if (!t.defined() || !v.defined()) throw TensorError("assign: an undefined tensor");
+    if (t.shape() != v.shape())
+      fail("assign", "a value of shape " + shape_text(v.shape()) + " into a tensor of shape " +
+                         shape_text(t.shape()));
+    if (t.device() != v.device())
+      fail("assign", "a value on " + v.device() + " into a tensor on " + t.device());
+    targets.push_back(t.node_);
+    values.push_back(v.cast(t.dtype()).node_);
+  }
+  realize_nodes(targets);
+  assign_nodes(targets, values);
+}
+
 Tensor Tensor::contiguous() const {
   auto n =
       std::const_pointer_cast<LazyNode>(make(NodeKind::Named, dtype(), shape(), device(), {node_}));

@@ -171,7 +171,7 @@ class Tensor {
 
   // ---- autograd (autograd.cpp) --------------------------------------------------------
   // Marks this tensor's node as one whose gradient backward() accumulates.
-  Tensor& requires_grad(bool on = true);
+  Tensor& requires_grad_(bool on = true);
   bool requires_grad() const { return node_->requires_grad; }
   Tensor grad() const;  // undefined until a backward() reached it
   void zero_grad();
@@ -179,6 +179,15 @@ class Tensor {
   // that requires a gradient; a tensor of one element needs no grad_output (1).
   void backward(const Tensor& grad_output = {}) const;
   Tensor detach() const;  // the same values, with no gradient flowing through
+
+  // ---- in-place writes ----------------------------------------------------------------
+  // Writes v (cast to this dtype, of this shape) into this tensor's own buffer (realizing
+  // it first if needed): every tensor sharing this node reads the new values. Lazy
+  // tensors built from the old values and not realized yet will read the new ones.
+  Tensor& assign(const Tensor& v);
+  // Several at once: every value is computed (one schedule) before any buffer is written,
+  // so values may read the old contents of any target.
+  static void assign(const std::vector<std::pair<Tensor, Tensor>>& target_value);
 
   friend Tensor operator+(const Tensor& a, const Tensor& b);
   friend Tensor operator-(const Tensor& a, const Tensor& b);

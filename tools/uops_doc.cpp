@@ -111,7 +111,8 @@ std::string ops_doc() {
   std::string d =
       "# UOps reference\n\n"
       "Generated from the op registry by `kitten uops --doc` (`make docs` rewrites this file; a\n"
-      "test fails when it is stale). Do not edit by hand: change the op's spec in dsl/ops.cpp (tile ops: tiles/tile.cpp).\n\n"
+      "test fails when it is stale). Do not edit by hand: change the op's spec in dsl/ops.cpp "
+      "(tile ops: tiles/tile.cpp).\n\n"
       "A UOp is (op, dtype, sources, arg), immutable and hash-consed. `UOp::make` checks every\n"
       "new node against the spec below; `verify(root)` also applies the graph rules.\n\n"
       "## Dtypes\n\n"

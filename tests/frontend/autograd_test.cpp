@@ -34,7 +34,7 @@ void check_grad(const char* what, const Fn& f, const std::vector<Shape>& shapes,
     return t;
   };
   std::vector<Tensor> x = inputs(xs);
-  for (Tensor& t : x) t.requires_grad();
+  for (Tensor& t : x) t.requires_grad_();
   Tensor y = f(x);
   auto r = random_values(size_t(y.numel()), f64, seed + 99);
   Tensor rt = make(r, y.shape());
@@ -146,7 +146,7 @@ TEST(Autograd, ProductsLookupsAndNorms) {
 TEST(Autograd, MatchesHandDerivedGradients) {
   const int64_t r = 3, c = 7;
   auto xv = random_values(r * c, f64, 5), gv = random_values(r * c, f64, 6);
-  Tensor x = make(xv, {r, c}).requires_grad(), g = make(gv, {r, c});
+  Tensor x = make(xv, {r, c}).requires_grad_(), g = make(gv, {r, c});
   Tensor y = x.softmax(-1);
   y.backward(g);
   auto yv = y.to_doubles();
@@ -159,7 +159,7 @@ TEST(Autograd, MatchesHandDerivedGradients) {
   }
   expect_close(x.grad().to_doubles(), want, 1e-12, 1e-14, "softmax");
 
-  Tensor x2 = make(xv, {r, c}).requires_grad();
+  Tensor x2 = make(xv, {r, c}).requires_grad_();
   x2.layernorm({}, {}, 1e-5).backward(g);
   for (int64_t i = 0; i < r; ++i) {
     double mean = 0, var = 0, gm = 0, gxm = 0;
@@ -178,7 +178,7 @@ TEST(Autograd, MatchesHandDerivedGradients) {
   }
   expect_close(x2.grad().to_doubles(), want, 1e-10, 1e-12, "layernorm");
 
-  Tensor x3 = make(xv, {r, c}).requires_grad();
+  Tensor x3 = make(xv, {r, c}).requires_grad_();
   x3.gelu().backward(g);
   for (size_t k = 0; k < xv.size(); ++k) {
     double v = xv[k];
@@ -191,8 +191,8 @@ TEST(Autograd, MatchesHandDerivedGradients) {
   const int64_t nq = 3, nk = 4, d = 5;
   auto qv = random_values(nq * d, f64, 7), kv = random_values(nk * d, f64, 8),
        vv = random_values(nk * d, f64, 9), ov = random_values(nq * d, f64, 10);
-  Tensor q = make(qv, {nq, d}).requires_grad(), k = make(kv, {nk, d}).requires_grad(),
-         v = make(vv, {nk, d}).requires_grad();
+  Tensor q = make(qv, {nq, d}).requires_grad_(), k = make(kv, {nk, d}).requires_grad_(),
+         v = make(vv, {nk, d}).requires_grad_();
   Tensor::scaled_dot_product_attention(q, k, v).backward(make(ov, {nq, d}));
   double sc = 1 / std::sqrt(double(d));
   std::vector<double> p(size_t(nq * nk)), dq(size_t(nq * d), 0), dk(size_t(nk * d), 0),
@@ -233,7 +233,7 @@ TEST(Autograd, MatchesHandDerivedGradients) {
 }
 
 TEST(Autograd, AccumulatesAndRespectsNoGradAndDetach) {
-  Tensor w = make({1, 2, 3}, {3}).requires_grad();
+  Tensor w = make({1, 2, 3}, {3}).requires_grad_();
   (w * w).sum().backward();
   (w * 3.0).sum().backward();  // accumulates: 2w + 3
   expect_close(w.grad().to_doubles(), {5, 7, 9}, 0, 0, "accumulated");
@@ -252,7 +252,7 @@ TEST(Autograd, AccumulatesAndRespectsNoGradAndDetach) {
   (frozen * w + w.detach() * w).sum().backward();  // 10w + w: only the direct uses count
   expect_close(w.grad().to_doubles(), {11, 22, 33}, 0, 0, "no_grad and detach");
   EXPECT_THROW((frozen * 2.0).sum().backward(), TensorError);
-  EXPECT_THROW(Tensor::zeros({2}, dtypes::int32).requires_grad(), TensorError);
+  EXPECT_THROW(Tensor::zeros({2}, dtypes::int32).requires_grad_(), TensorError);
   EXPECT_THROW((w * 2.0).backward(), TensorError);  // not a scalar: needs a gradient
 }
 
