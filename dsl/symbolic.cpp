@@ -1259,7 +1259,9 @@ std::vector<Rule> make_rules() {
          if (!scaled(x) || !scaled(y) || !flatten(x, tx, kx) || !flatten(y, ty, ky) || tx.empty() ||
              ty.empty())
            return std::nullopt;
-         auto negative = [](const Term& t) { return t.coeff < 0; };
+         // Negative and negatable in the dtype (its minimum has no positive twin).
+         int64_t lowest = x.dtype().imin();
+         auto negative = [&](const Term& t) { return t.coeff < 0 && t.coeff != lowest; };
          if (!std::all_of(tx.begin(), tx.end(), negative) ||
              !std::all_of(ty.begin(), ty.end(), negative) || kx == INT64_MIN || ky == INT64_MIN)
            return std::nullopt;

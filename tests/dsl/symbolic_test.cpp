@@ -416,6 +416,8 @@ TEST(Symbolic, TheEdgesOfInt64) {
       {"-x < 1", {{"x", mn + 1, 0}}},
       {"(x*2 + 4)/2 < -5", {{"x", mn / 2, mx / 2 - 2}}},
       {"x - 9223372036854775807 < -9223372036854775807", {{"x", 0, mx}}},
+      // both sides' coefficients negative, one the minimum (it cannot be negated)
+      {"x*(-9223372036854775807-1) < y*-2", {{"x", 0, 1}, {"y", 0, 3}}},
   };
   for (const Edge& e : edges) {
     SCOPED_TRACE(e.input);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -73,6 +74,17 @@ inline void expect_close(const std::vector<double>& got, const std::vector<doubl
   }
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements differ"
                     << msg.str();
+}
+
+// The test data directory, and a file's lines split at '\n' only (as the scripts that
+// made the data read them).
+inline const std::string kFrontendData = std::string(KITTEN_SOURCE_DIR) + "/tests/frontend/data/";
+inline std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in) << "cannot read " << path;
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
 }
 
 }  // namespace kitten

@@ -14,19 +14,9 @@
 namespace kitten {
 namespace {
 
-const std::string kData = std::string(KITTEN_SOURCE_DIR) + "/tests/frontend/data/";
-
-std::vector<std::string> lines(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << "cannot read " << path;
-  std::vector<std::string> out;
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
-
 std::vector<std::vector<double>> reference() {
   std::vector<std::vector<double>> out;
-  for (const std::string& l : lines(kData + "minilm_embeddings.txt")) {
+  for (const std::string& l : read_lines(kFrontendData + "minilm_embeddings.txt")) {
     std::istringstream s(l);
     out.emplace_back();
     for (double v; s >> v;) out.back().push_back(v);
@@ -51,7 +41,7 @@ class MiniLMEmbeddings : public testing::TestWithParam<std::string> {
 
 TEST_P(MiniLMEmbeddings, MatchTheTorchReference) {
   MiniLM model = MiniLM::load(minilm_dir(), GetParam(), dtypes::float16);
-  std::vector<std::string> sentences = lines(kData + "minilm_sentences.txt");
+  std::vector<std::string> sentences = read_lines(kFrontendData + "minilm_sentences.txt");
   auto want = reference();
   ASSERT_EQ(want.size(), sentences.size());
   // The emulator runs one short sentence; the others every sentence in one padded batch.

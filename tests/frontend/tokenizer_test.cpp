@@ -1,6 +1,7 @@
 #include "frontend/tokenizer.h"
 
 #include "frontend/minilm.h"
+#include "tests/frontend/frontend_test_util.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -17,24 +18,13 @@ namespace fs = std::filesystem;
 using Ids = std::vector<int32_t>;
 using Pieces = std::vector<std::string>;
 
-// The lines of a file as make_token_ids.py reads them: split at '\n' only.
-std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << "cannot read " << path;
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-const std::string kData = std::string(KITTEN_SOURCE_DIR) + "/tests/frontend/data/";
-
 // all-MiniLM-L6-v2's vocab against the ids HF tokenizers gave (tools/minilm/make_token_ids.py).
 TEST(WordPieceTokenizer, MatchesHuggingFaceOnMiniLmSentences) {
   std::string vocab = minilm_dir() + "/vocab.txt";  // fetched on first use
   WordPieceTokenizer tok = WordPieceTokenizer::from_file(vocab);
   EXPECT_EQ(tok.vocab_size(), 30522u);
-  std::vector<std::string> sentences = read_lines(kData + "minilm_sentences.txt");
-  std::vector<std::string> id_lines = read_lines(kData + "minilm_token_ids.txt");
+  std::vector<std::string> sentences = read_lines(kFrontendData + "minilm_sentences.txt");
+  std::vector<std::string> id_lines = read_lines(kFrontendData + "minilm_token_ids.txt");
   ASSERT_EQ(sentences.size(), id_lines.size());
   ASSERT_GE(sentences.size(), 10u);
   for (size_t i = 0; i < sentences.size(); ++i) {
