@@ -155,7 +155,8 @@ run without a shell), KITTEN_TRACE_REWRITE=1 (trace rewrites), KITTEN_DUMP=P[,P.
 each lowering pass's graph and the rules that fired, one JSON file per pass),
 KITTEN_DEBUG=1 (the front end prints each kernel it runs with its shape and time; 2 also
 the schedule of each realize), KITTEN_FUSION=0 (the front end runs every computed tensor
-op as a kernel of its own), KITTEN_MINILM_DIR (a directory holding the model's files;
+op as a kernel of its own), KITTEN_SCHEDULE_TRACE=1 (the fusion rules' findings in each
+pass of the front end's scheduler), KITTEN_MINILM_DIR (a directory holding the model's files;
 skips the fetch), KITTEN_MODELS (where fetched models are cached)
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a device is
