@@ -185,20 +185,6 @@ Tensor Tensor::grad() const { return node_->grad ? Tensor(node_->grad) : Tensor(
 
 void Tensor::zero_grad() { node_->grad.reset(); }
 
-Tensor Tensor::detach() const {
-  auto n = std::make_shared<LazyNode>(*node_);
-  n->kind = NodeKind::Named;
-  n->name = "detach";
-  n->src = {node_};
-  n->storage.reset();
-  n->realized.reset();
-  n->no_grad = true;
-  n->requires_grad = false;
-  n->grad.reset();
-  n->arg.clear();
-  return Tensor(n);
-}
-
 void Tensor::backward(const Tensor& grad_output) const {
   if (!grad_output.defined() && numel() != 1)
     throw TensorError("backward: a tensor of shape " + shape_text(shape()) +

@@ -65,12 +65,10 @@ Adam::Adam(std::vector<Tensor> params, double lr, double beta1, double beta2, do
     m_.push_back(realized_zeros_like(p));
     v_.push_back(realized_zeros_like(p));
   }
-  DType d = params_.empty() ? dtypes::float32 : params_[0].dtype();
   std::string dev = params_.empty() ? "cpu" : params_[0].device();
   b1_pow_ = Tensor::full({1}, 1, dtypes::float32, dev).contiguous();
   b2_pow_ = Tensor::full({1}, 1, dtypes::float32, dev).contiguous();
   Tensor::realize({&b1_pow_, &b2_pow_});
-  (void)d;
 }
 
 void Adam::update(size_t i, const Tensor& g0, std::vector<std::pair<Tensor, Tensor>>& out) {

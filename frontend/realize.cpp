@@ -9,6 +9,7 @@
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "backends/registry.h"
 #include "frontend/schedule.h"
@@ -158,8 +159,8 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
     for (const LazyNode* n : sched.items[i].inputs) last_read[n] = i;
   std::map<const LazyNode*, std::shared_ptr<Storage>> live;
   std::multimap<size_t, std::shared_ptr<Storage>> spare;
-  std::unordered_map<const LazyNode*, bool> is_target;
-  for (const NodePtr& t : todo) is_target[t.get()] = true;
+  std::unordered_set<const LazyNode*> is_target;
+  for (const NodePtr& t : todo) is_target.insert(t.get());
   auto storage_for = [&](const LazyNode* n) {
     size_t bytes = size_t(numel(n->shape)) * size_t(n->dtype.itemsize());
     if (!is_target.count(n))

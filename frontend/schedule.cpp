@@ -155,10 +155,7 @@ class Emitter {
     std::vector<Scope> ctx;
     std::vector<UOp> ranges;
     std::vector<std::pair<size_t, size_t>> groups;
-    size_t last = 0;  // the last axis larger than 1
-    for (size_t i = 0; i < shape.size(); ++i)
-      if (shape[i] != 1) last = i;
-    if (merged && split > 0 && split <= last) {
+    if (merged && merges(shape, split)) {
       groups.emplace_back(0, split);
       groups.emplace_back(split, shape.size());
     } else {
@@ -215,6 +212,14 @@ class Emitter {
 
  public:
   size_t reduce_axes() const { return reduce_axes_; }
+  // Whether a build with `merged` would differ: reductions depend on leading axes only,
+  // with an axis larger than 1 after them.
+  static bool merges(const Shape& shape, size_t split) {
+    size_t last = 0;  // the last axis larger than 1
+    for (size_t i = 0; i < shape.size(); ++i)
+      if (shape[i] != 1) last = i;
+    return split > 0 && split <= last;
+  }
 
  private:
   // Values above a recomputed node that are each computed once per element, through ops
@@ -655,12 +660,14 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
     if (!changed) {
       // The kernels as the lowering gets them: the output axes merged into rows and
       // columns (the fusion decisions stand; only the loop nest is simpler).
-      std::vector<ScheduleItem> items;
+      // Only kernels whose loop nest changes are built again.
       size_t k = 0;
-      for (size_t i = 0; i < kernels.size(); ++i)
-        if (numel(kernels[i][0]->shape) != 0)
-          items.push_back(Emitter(s, int(i), kernels[i]).build(true, splits[k++]));
-      out.items = std::move(items);
+      for (size_t i = 0; i < kernels.size(); ++i) {
+        if (numel(kernels[i][0]->shape) == 0) continue;
+        if (Emitter::merges(kernels[i][0]->shape, splits[k]))
+          out.items[k] = Emitter(s, int(i), kernels[i]).build(true, splits[k]);
+        ++k;
+      }
       break;
     }
   }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 #include <sstream>
+#include <tuple>
 
 #include "dsl/float_format.h"
 #include "frontend/schedule.h"
@@ -13,8 +14,9 @@ namespace kitten {
 
 namespace {
 
-NodePtr make(NodeKind kind, DType dtype, Shape shape, std::string device, std::vector<NodePtr> src,
-             Op op = Op::ADD, std::vector<int64_t> arg = {}) {
+std::shared_ptr<LazyNode> make(NodeKind kind, DType dtype, Shape shape, std::string device,
+                               std::vector<NodePtr> src, Op op = Op::ADD,
+                               std::vector<int64_t> arg = {}) {
   auto n = std::make_shared<LazyNode>();
   n->kind = kind;
   n->dtype = dtype;
@@ -28,8 +30,7 @@ NodePtr make(NodeKind kind, DType dtype, Shape shape, std::string device, std::v
 }
 
 NodePtr const_node(double v, DType d, Shape shape, std::string device) {
-  auto n =
-      std::const_pointer_cast<LazyNode>(make(NodeKind::Const, d, std::move(shape), device, {}));
+  auto n = make(NodeKind::Const, d, std::move(shape), device, {});
   n->value = d.is_float() ? v : d == dtypes::bool_ ? double(v != 0) : std::trunc(v);
   return n;
 }
@@ -117,6 +118,23 @@ uint64_t next_seed(std::optional<uint64_t> seed) {
   return s ^ (s >> 29);
 }
 
+// `src` under a name: the value itself (contiguous, detach, attention's anchor).
+Tensor named(const NodePtr& src, std::string name) {
+  auto n = make(NodeKind::Named, src->dtype, src->shape, src->device, {src});
+  n->name = std::move(name);
+  return Tensor(n);
+}
+
+// DLPack's (type code, bits) of a dtype: 0 int, 1 uint, 2 float, 4 bfloat, 6 bool.
+std::pair<uint8_t, uint8_t> dlpack_code(DType d) {
+  uint8_t code = d == dtypes::bool_      ? 6
+                 : d == dtypes::bfloat16 ? 4
+                 : d.is_float()          ? 2
+                 : d.is_unsigned()       ? 1
+                                         : 0;
+  return {code, uint8_t(d.bits())};
+}
+
 }  // namespace
 
 DType promote(DType a, DType b) {
@@ -149,7 +167,7 @@ Tensor Tensor::from_bytes(std::span<const std::byte> bytes, Shape shape, DType d
   Device& dev = frontend_device(device);
   auto st = std::make_shared<Storage>(&dev, device, want);
   if (want) dev.allocator().copy_in(st->buffer, bytes.data(), want);
-  auto n = std::const_pointer_cast<LazyNode>(make(NodeKind::Buffer, dtype, shape, device, {}));
+  auto n = make(NodeKind::Buffer, dtype, shape, device, {});
   n->storage = std::move(st);
   return Tensor(n);
 }
@@ -210,23 +228,11 @@ Tensor Tensor::randn(Shape shape, DType dtype, const std::string& device,
 
 Tensor Tensor::from_dlpack(const DLView& v, const std::string& device) {
   if (v.device_type != 1) fail("from_dlpack", "only host (cpu) memory can be read");
-  DType d;
   if (v.lanes != 1) fail("from_dlpack", "vector lanes are not supported");
-  if (v.code == 2 && v.bits == 64)
-    d = dtypes::float64;
-  else if (v.code == 2 && v.bits == 32)
-    d = dtypes::float32;
-  else if (v.code == 2 && v.bits == 16)
-    d = dtypes::float16;
-  else if (v.code == 4 && v.bits == 16)
-    d = dtypes::bfloat16;
-  else if (v.code == 0 && v.bits == 32)
-    d = dtypes::int32;
-  else if (v.code == 0 && v.bits == 64)
-    d = dtypes::int64;
-  else if (v.code == 6 && v.bits == 8)
-    d = dtypes::bool_;
-  else
+  DType d;
+  for (DType c : dtypes::kScalars)  // float8 has no code of its own here
+    if (!(c.is_float() && c.bits() == 8) && dlpack_code(c) == std::pair{v.code, v.bits}) d = c;
+  if (d == dtypes::void_)
     fail("from_dlpack",
          "unsupported dtype code " + std::to_string(v.code) + " bits " + std::to_string(v.bits));
   Shape shape(v.shape.begin(), v.shape.end());
@@ -306,13 +312,7 @@ DLView Tensor::dlpack() {
     v.strides[size_t(a)] = stride;
     stride *= shape()[size_t(a)];
   }
-  DType d = dtype();
-  v.bits = uint8_t(d.bits());
-  v.code = d == dtypes::bool_      ? 6
-           : d == dtypes::bfloat16 ? 4
-           : d.is_float()          ? 2
-           : d.is_unsigned()       ? 1
-                                   : 0;
+  std::tie(v.code, v.bits) = dlpack_code(dtype());
   return v;
 }
 
@@ -337,11 +337,12 @@ void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs) {
   assign_nodes(targets, values);
 }
 
-Tensor Tensor::contiguous() const {
-  auto n =
-      std::const_pointer_cast<LazyNode>(make(NodeKind::Named, dtype(), shape(), device(), {node_}));
-  n->name = "contiguous";
-  return Tensor(n);
+Tensor Tensor::contiguous() const { return named(node_, "contiguous"); }
+
+Tensor Tensor::detach() const {
+  Tensor t = named(node_, "detach");
+  std::const_pointer_cast<LazyNode>(t.node_)->no_grad = true;
+  return t;
 }
 
 // ---- element-wise -----------------------------------------------------------------------
@@ -501,8 +502,7 @@ Tensor Tensor::reduce(Op op, std::vector<int> axes, bool keepdim, const char* wh
   if (axes.empty()) std::fill(mask.begin(), mask.end(), 1);
   for (int a : axes) {
     int ax = axis_of(a, what);
-    if (mask[size_t(ax)] && !axes.empty() && std::count(axes.begin(), axes.end(), a) > 1)
-      fail(what, "axis " + std::to_string(a) + " named twice");
+    if (mask[size_t(ax)]) fail(what, "axis " + std::to_string(a) + " named twice");
     mask[size_t(ax)] = 1;
   }
   Shape kept = shape();
@@ -819,7 +819,7 @@ Tensor Tensor::stack(const std::vector<Tensor>& ts, int axis) {
            "shapes " + shape_text(ts[0].shape()) + " and " + shape_text(t.shape()) + " differ");
     u.push_back(t.unsqueeze(axis));
   }
-  return cat(u, axis < 0 ? axis : axis);
+  return cat(u, axis);
 }
 
 // ---- products and lookups ---------------------------------------------------------------
@@ -899,10 +899,7 @@ Tensor Tensor::scaled_dot_product_attention(const Tensor& q, const Tensor& k, co
   if (mask.defined())
     s = mask.dtype() == dtypes::bool_ ? mask.where(s, s.scalar(-INFINITY)) : s + mask;
   Tensor o = s.softmax(-1).matmul(v);
-  auto n = std::const_pointer_cast<LazyNode>(
-      make(NodeKind::Named, o.dtype(), o.shape(), o.device(), {o.node_}));
-  n->name = "scaled_dot_product_attention";
-  return Tensor(n);
+  return named(o.node_, "scaled_dot_product_attention");
 }
 
 }  // namespace kitten
