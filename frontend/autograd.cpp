@@ -162,6 +162,7 @@ std::vector<Tensor> source_grads(const NodePtr& node, const Tensor& g) {
     case NodeKind::Const:
     case NodeKind::Iota:
     case NodeKind::Rand:
+    case NodeKind::Assign:
       break;
   }
   return out;

@@ -21,12 +21,18 @@ int64_t numel(const Shape& s);
 std::string shape_text(const Shape& s);  // "[2, 3]"
 
 // Memory on a device holding one tensor, contiguous and row-major. Freed (to the
-// device's cache of free buffers) when the last owner lets go.
+// device's cache of free buffers) when the last owner lets go, unless it lies inside a
+// `parent` storage (move_into), which then owns the memory.
 struct Storage {
   Device* device = nullptr;
   std::string device_name;
   Buffer buffer;
+  std::shared_ptr<Storage> parent;
   Storage(Device* d, std::string name, size_t bytes);
+  Storage(Device* d, std::string name, Buffer owned);  // takes `owned` (freed with it)
+  // Copies the contents to `parent`'s bytes from `offset` and from then on lives there
+  // (frees its own memory): every node holding this storage reads the new place.
+  void move_into(std::shared_ptr<Storage> parent, size_t offset);
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage();
@@ -49,6 +55,7 @@ enum class NodeKind {
   Cat,      // sources side by side along axis arg[0]
   Gather,   // src[0] indexed along axis arg[0] by the integer tensor src[1] (its shape)
   Named,    // src[0], under a name (an anchor for kernel substitution)
+  Assign,   // writes src[0] into the view src[1] of a realized buffer (a schedule target)
 };
 const char* node_kind_name(NodeKind k);
 

@@ -20,6 +20,7 @@ namespace kitten {
 namespace {
 
 std::recursive_mutex g_mu;  // the front end's devices, caches and counters
+thread_local Capture* g_capture = nullptr;
 
 struct DeviceState {
   std::unique_ptr<Device> device;
@@ -99,6 +100,8 @@ const char* node_kind_name(NodeKind k) {
       return "gather";
     case NodeKind::Named:
       return "named";
+    case NodeKind::Assign:
+      return "assign";
   }
   return "?";
 }
@@ -122,7 +125,31 @@ Storage::Storage(Device* d, std::string name, size_t bytes)
   buffer.bytes = bytes;
 }
 
+void Storage::move_into(std::shared_ptr<Storage> to, size_t offset) {
+  if (to->device != device || offset + buffer.bytes > to->buffer.bytes)
+    throw TensorError("storage: moving " + std::to_string(buffer.bytes) + " bytes to offset " +
+                      std::to_string(offset) + " of a buffer of " +
+                      std::to_string(to->buffer.bytes) + " on another device or too small");
+  Buffer there{static_cast<char*>(to->buffer.ptr) + offset, buffer.bytes};
+  std::lock_guard lock(g_mu);
+  std::unique_ptr<Queue> q = device->new_queue();
+  std::unique_ptr<Signal> done = device->new_signal(0);
+  if (buffer.bytes) q->copy(there, buffer, buffer.bytes);
+  q->signal(*done, 1);
+  q->submit();
+  done->wait(1);
+  if (!parent) {  // this storage's own memory goes to the cache
+    Storage old(device, device_name, buffer);
+  }
+  buffer = there;
+  parent = std::move(to);
+}
+
+Storage::Storage(Device* d, std::string name, Buffer owned)
+    : device(d), device_name(std::move(name)), buffer(owned) {}
+
 Storage::~Storage() {
+  if (parent) return;  // the memory is the parent's
   std::lock_guard lock(g_mu);
   DeviceState& st = state(device_name);
   if (st.free_bytes + buffer.bytes > kMaxCachedBytes) {
@@ -131,6 +158,28 @@ Storage::~Storage() {
   }
   st.free.emplace(buffer.bytes, buffer);
   st.free_bytes += buffer.bytes;
+}
+
+void Capture::keep(const std::shared_ptr<Storage>& s, bool made_here) {
+  if (kept.insert(s.get()).second) storages.push_back(s);
+  if (made_here) made.insert(s->buffer.ptr);
+}
+
+CaptureScope::CaptureScope(Capture& c) : previous_(g_capture) { g_capture = &c; }
+CaptureScope::~CaptureScope() { g_capture = previous_; }
+
+void replay_graph(const std::string& device, Graph& g,
+                  std::span<const std::pair<Buffer, Buffer>> rebind, size_t kernels) {
+  std::lock_guard lock(g_mu);
+  Device& dev = *state(device).device;
+  std::unique_ptr<Queue> q = dev.new_queue();
+  g.replay(*q, rebind);
+  std::unique_ptr<Signal> done = dev.new_signal(0);
+  q->signal(*done, 1);
+  q->submit();
+  done->wait(1);
+  ++realize_stats().replays;
+  realize_stats().kernels += int64_t(kernels);
 }
 
 RealizeStats& realize_stats() {
@@ -149,6 +198,11 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
   DeviceState& st = state(dev_name);
   Device& dev = *st.device;
   int debug = debug_level();
+  Capture* capture = g_capture;
+  if (capture && capture->device.empty()) capture->device = dev_name;
+  if (capture && capture->device != dev_name)
+    throw TensorError("jit: a captured function runs kernels on " + capture->device + " and " +
+                      dev_name);
   bool timed = debug || realize_stats().profile;
   if (debug >= 2) std::cerr << schedule_text(sched);
 
@@ -179,13 +233,16 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
     const ScheduleItem& item = sched.items[i];
     std::vector<KernelArg> args;
     for (const LazyNode* o : item.outputs) {
-      auto s = storage_for(o);
+      // An assignment writes the buffer under its view, in place.
+      auto s = o->kind == NodeKind::Assign ? written_buffer(o)->data() : storage_for(o);
       live[o] = s;
       args.push_back(s->buffer);
+      if (capture) capture->keep(s, o->kind != NodeKind::Assign);
     }
     for (const LazyNode* n : item.inputs) {
       if (const auto& d = n->data()) {
         args.push_back(d->buffer);
+        if (capture) capture->keep(d, false);
       } else {
         auto it = live.find(n);
         if (it == live.end())
@@ -200,6 +257,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
     }
     if (timed) q->timestamp(times[i].first);
     ck->enqueue(*q, args);
+    if (capture) capture->launches.emplace_back(ck.get(), args);
     if (timed) q->timestamp(times[i].second);
     ++realize_stats().kernels;
     // Intermediates whose last reader this was can hold later ones' values.
@@ -227,27 +285,6 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
     auto it = live.find(t.get());  // a target with no elements ran no kernel
     t->realized = it != live.end() ? it->second : std::make_shared<Storage>(&dev, dev_name, 0);
   }
-}
-
-void assign_nodes(const std::vector<NodePtr>& targets, const std::vector<NodePtr>& values) {
-  std::vector<NodePtr> todo;
-  for (size_t i = 0; i < values.size(); ++i)
-    if (values[i] != targets[i]) todo.push_back(values[i]);
-  realize_nodes(todo);
-  if (todo.empty()) return;
-  std::lock_guard lock(g_mu);
-  Device& dev = *state(targets[0]->device).device;
-  std::unique_ptr<Queue> q = dev.new_queue();
-  for (size_t i = 0; i < values.size(); ++i) {
-    const auto& dst = targets[i]->data();
-    const auto& src = values[i]->data();
-    if (values[i] == targets[i] || dst->buffer == src->buffer || dst->buffer.bytes == 0) continue;
-    q->copy(dst->buffer, src->buffer, dst->buffer.bytes);
-  }
-  std::unique_ptr<Signal> done = dev.new_signal(0);
-  q->signal(*done, 1);
-  q->submit();
-  done->wait(1);
 }
 
 }  // namespace kitten

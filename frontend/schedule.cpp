@@ -9,6 +9,7 @@
 #include <set>
 #include <span>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -37,6 +38,12 @@ bool epilogue_step(const LazyNode* n) {
 }
 
 UOp i32(int64_t v) { return const_int(dtypes::int32, v); }
+
+// The sources a node's value depends on: an assignment's value, not the view it writes.
+std::span<const NodePtr> inputs_of(const LazyNode* n) {
+  std::span<const NodePtr> all(n->src);
+  return n->kind == NodeKind::Assign ? all.first(1) : all;
+}
 
 UOp lowest(DType d) { return d.is_float() ? const_(d, -INFINITY) : const_int(d, d.imin()); }
 
@@ -78,7 +85,7 @@ struct Scheduler {
       const LazyNode* x = stack.back();
       stack.pop_back();
       if (!seen.insert(x).second || x->data()) continue;
-      for (const NodePtr& s : x->src) {
+      for (const NodePtr& s : inputs_of(x)) {
         consumers[s.get()].push_back(x);
         stack.push_back(s.get());
       }
@@ -179,14 +186,55 @@ class Emitter {
       }
     }
     for (const LazyNode* o : outputs_) slot_of(o);
-    std::vector<UOp> stores;
+    std::vector<std::pair<UOp, UOp>> stores;              // (index, value)
+    std::vector<std::pair<const LazyNode*, UOp>> writes;  // buffers assigned, at
     for (const LazyNode* o : outputs_) {
-      UOp v = value(o, idx, {}, ctx);
-      DType d = o->dtype;
+      const LazyNode* dst = o;
+      std::vector<UOp> at = idx;
+      UOp v;
+      if (o->kind == NodeKind::Assign) {
+        v = emit(o->src[0].get(), idx, {}, ctx);
+        dst = o->src[1].get();
+        while (!dst->data()) {
+          at = view_source(dst, at);
+          dst = dst->src[0].get();
+        }
+      } else {
+        v = value(o, idx, {}, ctx);
+      }
+      DType d = dst->dtype;
       if (v.dtype() != d) v = cast(v, d);
-      stores.push_back(store(index(param(slot_of(o), d.ptr()), flat(o->shape, idx)), v));
+      UOp f = flat(dst->shape, at);
+      stores.emplace_back(f, v);
+      if (o->kind == NodeKind::Assign) writes.emplace_back(dst, f);
     }
-    UOp body = stores.size() == 1 ? stores[0] : UOp::make(Op::GROUP, std::span<const UOp>(stores));
+    // A kernel that writes a buffer in place may read it only where it writes it (each
+    // element read before it is written); otherwise the value is computed into a buffer
+    // of its own first.
+    // The loads of buffers this kernel writes come before its stores (one output's value
+    // may read what another's store writes, at the same element).
+    std::vector<UOp> first;
+    for (const auto& [buf, f] : writes)
+      for (const auto& [n, g, l] : reads_) {
+        if (n != buf) continue;
+        first.push_back(l);
+        if (g != f && !merged_)
+          for (const LazyNode* o : outputs_)
+            if (o->kind == NodeKind::Assign && !o->src[0]->data())
+              s_.violate(o->src[0].get(), "an assigned value reads its target elsewhere");
+      }
+    std::vector<UOp> body_stores;
+    for (size_t k = 0; k < outputs_.size(); ++k) {
+      UOp p = param(int64_t(k), stores[k].second.dtype().ptr());
+      if (!first.empty() && outputs_.size() > 1) {
+        std::vector<UOp> srcs{p};
+        srcs.insert(srcs.end(), first.begin(), first.end());
+        p = UOp::make(Op::AFTER, std::span<const UOp>(srcs));
+      }
+      body_stores.push_back(store(index(p, stores[k].first), stores[k].second));
+    }
+    UOp body = body_stores.size() == 1 ? body_stores[0]
+                                       : UOp::make(Op::GROUP, std::span<const UOp>(body_stores));
     for (size_t i = ranges.size(); i-- > 0;) body = end(body, {ranges[i]});
     ScheduleItem item;
     item.name = name(shape);
@@ -209,6 +257,7 @@ class Emitter {
   std::vector<size_t> depth_axis_;
   size_t reduce_axes_ = 0;
   bool merged_ = false;
+  std::vector<std::tuple<const LazyNode*, UOp, UOp>> reads_;  // buffers read: at, the load
 
  public:
   size_t reduce_axes() const { return reduce_axes_; }
@@ -299,6 +348,7 @@ class Emitter {
     UOp v = gate ? load(index(p, flat(n->shape, idx), gate),
                         n->dtype.is_float() ? const_(n->dtype, 0.0) : const_int(n->dtype, 0))
                  : load(index(p, flat(n->shape, idx)));
+    reads_.emplace_back(n, flat(n->shape, idx), v);
     DType c = compute_dtype(n->dtype);
     return v.dtype() == c ? v : cast(v, c);
   }
@@ -383,42 +433,12 @@ class Emitter {
         return reduce_value(n, idx, gate, ctx);
       case NodeKind::Named:
         return src(0, idx);
-      case NodeKind::Reshape: {
-        UOp f = flat(n->shape, idx);
-        const Shape& in = n->src[0]->shape;
-        std::vector<UOp> at(in.size());
-        int64_t stride = 1;
-        for (size_t i = in.size(); i-- > 0;) {
-          UOp v = stride == 1 ? f : f / stride;
-          if (i > 0) v = v % in[i];
-          at[i] = in[i] == 1 ? i32(0) : simplify(v);
-          stride *= in[i];
-        }
-        return src(0, at);
-      }
-      case NodeKind::Permute: {
-        std::vector<UOp> at(idx.size());
-        for (size_t i = 0; i < idx.size(); ++i) at[size_t(n->arg[i])] = idx[i];
-        return src(0, at);
-      }
-      case NodeKind::Expand: {
-        std::vector<UOp> at(idx);
-        for (size_t i = 0; i < idx.size(); ++i)
-          if (n->src[0]->shape[i] == 1) at[i] = i32(0);
-        return src(0, at);
-      }
-      case NodeKind::Shrink: {
-        std::vector<UOp> at(idx);
-        for (size_t i = 0; i < idx.size(); ++i)
-          if (n->arg[2 * i]) at[i] = simplify(idx[i] + n->arg[2 * i]);
-        return src(0, at);
-      }
-      case NodeKind::Flip: {
-        std::vector<UOp> at(idx);
-        for (size_t i = 0; i < idx.size(); ++i)
-          if (n->arg[i]) at[i] = simplify(i32(n->shape[i] - 1) - idx[i]);
-        return src(0, at);
-      }
+      case NodeKind::Reshape:
+      case NodeKind::Permute:
+      case NodeKind::Expand:
+      case NodeKind::Shrink:
+      case NodeKind::Flip:
+        return src(0, view_source(n, idx));
       case NodeKind::Pad: {
         std::vector<UOp> at(idx);
         UOp valid;
@@ -465,8 +485,48 @@ class Emitter {
         UOp v = emit(n->src[0].get(), at, and_gate(gate, valid), ctx);
         return UOp::make(Op::WHERE, {valid, v, zero(v.dtype())});
       }
+      case NodeKind::Assign:
+        break;
     }
     throw TensorError("schedule: unknown node kind");
+  }
+
+  // The indices in the source of a movement op (not Pad) that idx reads.
+  static std::vector<UOp> view_source(const LazyNode* n, const std::vector<UOp>& idx) {
+    std::vector<UOp> at(idx);
+    switch (n->kind) {
+      case NodeKind::Reshape: {
+        UOp f = flat(n->shape, idx);
+        const Shape& in = n->src[0]->shape;
+        at.assign(in.size(), UOp{});
+        int64_t stride = 1;
+        for (size_t i = in.size(); i-- > 0;) {
+          UOp v = stride == 1 ? f : f / stride;
+          if (i > 0) v = v % in[i];
+          at[i] = in[i] == 1 ? i32(0) : simplify(v);
+          stride *= in[i];
+        }
+        break;
+      }
+      case NodeKind::Permute:
+        for (size_t i = 0; i < idx.size(); ++i) at[size_t(n->arg[i])] = idx[i];
+        break;
+      case NodeKind::Expand:
+        for (size_t i = 0; i < idx.size(); ++i)
+          if (n->src[0]->shape[i] == 1) at[i] = i32(0);
+        break;
+      case NodeKind::Shrink:
+        for (size_t i = 0; i < idx.size(); ++i)
+          if (n->arg[2 * i]) at[i] = simplify(idx[i] + n->arg[2 * i]);
+        break;
+      case NodeKind::Flip:
+        for (size_t i = 0; i < idx.size(); ++i)
+          if (n->arg[i]) at[i] = simplify(i32(n->shape[i] - 1) - idx[i]);
+        break;
+      default:
+        throw TensorError(std::string("schedule: ") + node_kind_name(n->kind) + " is not a view");
+    }
+    return at;
   }
 
   static UOp zero(DType d) {
@@ -567,7 +627,51 @@ class Emitter {
   }
 };
 
+// The order the kernels run in: those that assign nothing first (in dependency order, as
+// built), then the assigning ones, each after every kernel that reads what it writes.
+// Kernels that read each other's targets (a cycle) have their values computed into
+// buffers of their own first (a violation).
+std::vector<size_t> assign_order(Scheduler& s, const std::vector<ScheduleItem>& items) {
+  std::vector<size_t> order, pending;
+  for (size_t i = 0; i < items.size(); ++i)
+    (items[i].outputs[0]->kind == NodeKind::Assign ? pending : order).push_back(i);
+  auto writes = [&](size_t k, const LazyNode* b) {
+    for (const LazyNode* o : items[k].outputs)
+      if (written_buffer(o) == b) return true;
+    return false;
+  };
+  // k must wait while a pending kernel other than k reads what k writes.
+  auto waits = [&](size_t k) {
+    for (size_t j : pending)
+      if (j != k)
+        for (const LazyNode* n : items[j].inputs)
+          if (writes(k, n)) return true;
+    return false;
+  };
+  while (!pending.empty()) {
+    auto it = std::find_if(pending.begin(), pending.end(), [&](size_t k) { return !waits(k); });
+    if (it == pending.end()) {
+      for (size_t k : pending)
+        for (const LazyNode* o : items[k].outputs)
+          if (!o->src[0]->data())
+            s.violate(o->src[0].get(), "assigned values that read each other's targets");
+      order.insert(order.end(), pending.begin(), pending.end());
+      break;
+    }
+    order.push_back(*it);
+    pending.erase(it);
+  }
+  return order;
+}
+
 }  // namespace
+
+const LazyNode* written_buffer(const LazyNode* n) {
+  if (n->kind != NodeKind::Assign) return n;
+  const LazyNode* b = n->src[1].get();
+  while (!b->data()) b = b->src[0].get();
+  return b;
+}
 
 KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
   Scheduler s;
@@ -602,7 +706,7 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
     std::unordered_set<const LazyNode*> visited;
     std::function<void(const LazyNode*)> walk = [&](const LazyNode* n) {
       if (n->data() || !visited.insert(n).second) return;
-      for (const NodePtr& x : n->src) walk(x.get());
+      for (const NodePtr& x : inputs_of(n)) walk(x.get());
       if (s.materialised.count(n)) order.push_back(n);
     };
     for (const NodePtr& t : s.targets) walk(t.get());
@@ -614,12 +718,14 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
       // which `related` refuses).
       if (s.target_set.count(n) && numel(n->shape) > 0 && !kernels.empty())
         for (auto& k : std::span(kernels).last(1)) {
-          if (!s.target_set.count(k[0]) || k[0]->shape != n->shape) continue;
+          if (!s.target_set.count(k[0]) || k[0]->shape != n->shape ||
+              (k[0]->kind == NodeKind::Assign) != (n->kind == NodeKind::Assign))
+            continue;
           bool related = false;
           std::unordered_set<const LazyNode*> below;
           std::function<void(const LazyNode*)> mark = [&](const LazyNode* x) {
             if (x->data() || !below.insert(x).second) return;
-            for (const NodePtr& y : x->src) mark(y.get());
+            for (const NodePtr& y : inputs_of(x)) mark(y.get());
           };
           mark(n);
           for (const LazyNode* o : k) related = related || below.count(o);
@@ -639,6 +745,7 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
       out.items.push_back(e.build());
       splits.push_back(e.reduce_axes());
     }
+    std::vector<size_t> order_of_items = assign_order(s, out.items);
     // Rule 1 waits until rules 2 and 3 hold: a split they make often removes the second
     // place a reduction is read (the value around it is stored instead).
     bool others = false;
@@ -668,6 +775,9 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
           out.items[k] = Emitter(s, int(i), kernels[i]).build(true, splits[k]);
         ++k;
       }
+      std::vector<ScheduleItem> ordered;
+      for (size_t i : order_of_items) ordered.push_back(std::move(out.items[i]));
+      out.items = std::move(ordered);
       break;
     }
   }

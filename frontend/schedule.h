@@ -4,7 +4,9 @@
 // tensors' device through an HCQ queue. The fusion rules are in docs/frontend.md.
 #pragma once
 
+#include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "frontend/lazy.h"
@@ -27,6 +29,10 @@ struct KernelSchedule {
   std::vector<std::pair<const LazyNode*, std::string>> splits;
 };
 
+// The buffer a target's kernel writes: the realized buffer under an assignment's view,
+// else the target itself.
+const LazyNode* written_buffer(const LazyNode* target);
+
 // The kernels that compute `targets` (nodes of one device), in order. Pure: runs nothing.
 KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets);
 // The schedule as text: one line per kernel (name, shape, buffers), then why each split.
@@ -37,9 +43,33 @@ std::string schedule_text(const KernelSchedule& s);
 // and time; 2 also prints the schedule.
 void realize_nodes(const std::vector<NodePtr>& targets);
 
-// Realizes `values`, then copies each into the buffer of the realized target beside it
-// (a copy on the device's queue).
-void assign_nodes(const std::vector<NodePtr>& targets, const std::vector<NodePtr>& values);
+// What realize queued while a capture was set on this thread (jit.h): every launch with
+// its arguments, every buffer they touch (kept alive, so their addresses stay theirs) and
+// which of those the captured realizes allocated.
+struct Capture {
+  std::string device;
+  std::vector<std::pair<const CompiledKernel*, std::vector<KernelArg>>> launches;
+  std::vector<std::shared_ptr<Storage>> storages;
+  std::unordered_set<const Storage*> kept;
+  std::unordered_set<const void*> made;  // buffer addresses
+  void keep(const std::shared_ptr<Storage>& s, bool made_here);
+};
+// Sets the capture of this thread while it lives.
+class CaptureScope {
+ public:
+  explicit CaptureScope(Capture& c);
+  ~CaptureScope();
+  CaptureScope(const CaptureScope&) = delete;
+  CaptureScope& operator=(const CaptureScope&) = delete;
+
+ private:
+  Capture* previous_;
+};
+
+// Queues `g` (recorded from a capture's launches on `device`) with buffers rebound, as one
+// submission, and waits for it; counted as `kernels` launches in realize_stats.
+void replay_graph(const std::string& device, Graph& g,
+                  std::span<const std::pair<Buffer, Buffer>> rebind, size_t kernels);
 
 // Counters of the kernels realize ran (for tests and `kitten run`).
 struct RealizeStats {
@@ -47,7 +77,7 @@ struct RealizeStats {
   // synchronising after every kernel.
   bool profile = false;
   std::vector<std::pair<std::string, double>> times;
-  int64_t kernels = 0, realizes = 0, compiled = 0;
+  int64_t kernels = 0, realizes = 0, compiled = 0, replays = 0;
   int64_t reused = 0;  // intermediates placed in a buffer an earlier one freed
 };
 RealizeStats& realize_stats();

@@ -172,6 +172,18 @@ Tensor Tensor::from_bytes(std::span<const std::byte> bytes, Shape shape, DType d
   return Tensor(n);
 }
 
+Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, Shape shape, DType dtype) {
+  size_t want = size_t(kitten::numel(shape)) * size_t(dtype.itemsize());
+  if (!storage || storage->buffer.bytes < want)
+    fail("from_storage", "a buffer of " + std::to_string(storage ? storage->buffer.bytes : 0) +
+                             " bytes for shape " + shape_text(shape) + " of " +
+                             std::string(dtype.name()));
+  std::string device = storage->device_name;
+  auto n = make(NodeKind::Buffer, dtype, std::move(shape), device, {});
+  n->storage = std::move(storage);
+  return Tensor(n);
+}
+
 Tensor Tensor::from_doubles(std::span<const double> values, Shape shape, DType dtype,
                             const std::string& device) {
   check_dtype(dtype, "from_doubles");
@@ -321,8 +333,9 @@ Tensor& Tensor::assign(const Tensor& v) {
   return *this;
 }
 
-void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs) {
-  std::vector<NodePtr> targets, values;
+void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs,
+                    const std::vector<Tensor*>& also) {
+  std::vector<NodePtr> writes, bases;
   for (const auto& [t, v] : pairs) {
     if (!t.defined() || !v.defined()) throw TensorError("assign: an undefined tensor");
     if (t.shape() != v.shape())
@@ -330,11 +343,29 @@ void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs) {
                          shape_text(t.shape()));
     if (t.device() != v.device())
       fail("assign", "a value on " + v.device() + " into a tensor on " + t.device());
-    targets.push_back(t.node_);
-    values.push_back(v.cast(t.dtype()).node_);
+    // The tensor whose memory the view lies in (realized first when it is lazy).
+    NodePtr base = t.node_;
+    while (!base->data() && (base->kind == NodeKind::Reshape || base->kind == NodeKind::Permute ||
+                             base->kind == NodeKind::Shrink || base->kind == NodeKind::Flip))
+      base = base->src[0];
+    if (base->kind == NodeKind::Expand || base->kind == NodeKind::Pad)
+      fail("assign", std::string("cannot write through a view made by ") +
+                         node_kind_name(base->kind) + " (of shape " + shape_text(base->shape) +
+                         "): its elements are not each one element of a buffer");
+    for (const NodePtr& b : bases)
+      if (b == base)
+        fail("assign",
+             "two targets in one call write the same tensor of shape " + shape_text(base->shape));
+    bases.push_back(base);
+    Tensor value = v.cast(t.dtype());
+    if (value.node_ == t.node_) continue;
+    auto w = make(NodeKind::Assign, t.dtype(), t.shape(), t.device(), {value.node_, t.node_});
+    w->no_grad = true;
+    writes.push_back(w);
   }
-  realize_nodes(targets);
-  assign_nodes(targets, values);
+  realize_nodes(bases);
+  for (Tensor* t : also) writes.push_back(t->node_);
+  realize_nodes(writes);
 }
 
 Tensor Tensor::contiguous() const { return named(node_, "contiguous"); }

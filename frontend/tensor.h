@@ -67,6 +67,8 @@ class Tensor {
                       std::optional<uint64_t> seed = {});
   static void manual_seed(uint64_t seed);
   static Tensor from_dlpack(const DLView& v, const std::string& device = "cpu");
+  // A tensor reading `storage`, which holds numel(shape) elements of dtype, row-major.
+  static Tensor from_storage(std::shared_ptr<Storage> storage, Shape shape, DType dtype);
 
   // ---- what it is ---------------------------------------------------------------------
   const Shape& shape() const { return node_->shape; }
@@ -186,8 +188,12 @@ class Tensor {
   // tensors built from the old values and not realized yet will read the new ones.
   Tensor& assign(const Tensor& v);
   // Several at once: every value is computed (one schedule) before any buffer is written,
-  // so values may read the old contents of any target.
-  static void assign(const std::vector<std::pair<Tensor, Tensor>>& target_value);
+  // so values may read the old contents of any target; `also` are realized in the same
+  // schedule from the old contents. A target may be a view (slice, reshape, permute, flip)
+  // of a tensor: the write lands in that tensor's buffer. Two targets of one call may not
+  // lie in the same tensor.
+  static void assign(const std::vector<std::pair<Tensor, Tensor>>& target_value,
+                     const std::vector<Tensor*>& also = {});
 
   friend Tensor operator+(const Tensor& a, const Tensor& b);
   friend Tensor operator-(const Tensor& a, const Tensor& b);

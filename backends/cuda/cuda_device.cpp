@@ -2,6 +2,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -39,7 +40,13 @@ class NvrtcCompiler : public Compiler {
         "nvrtc " + std::to_string(major) + "." + std::to_string(minor) + " (" + n.library + ")";
   }
   std::string target() const override { return arch_; }
-  std::string version() const override { return version_; }
+  // KITTEN_CUDA_FMAD=0 compiles without contracting a*b+c into fused multiply-adds (part of
+  // the version, so the compile cache keeps the two apart).
+  std::string version() const override { return version_ + (contract() ? "" : " --fmad=false"); }
+  static bool contract() {
+    const char* e = std::getenv("KITTEN_CUDA_FMAD");
+    return !(e && std::string(e) == "0");
+  }
 
  protected:
   std::string compile_uncached(const std::string& source) override {
@@ -48,8 +55,8 @@ class NvrtcCompiler : public Compiler {
     if (int r = n.CreateProgram(&prog, source.c_str(), "kernel.cu", 0, nullptr, nullptr); r != 0)
       throw BackendError(std::string("cuda: nvrtcCreateProgram: ") + n.GetErrorString(r));
     std::string arch = "--gpu-architecture=" + arch_;
-    const char* opts[] = {arch.c_str(), "--std=c++17", "-lineinfo"};
-    int r = n.CompileProgram(prog, 3, opts);
+    const char* opts[] = {arch.c_str(), "--std=c++17", "-lineinfo", "--fmad=false"};
+    int r = n.CompileProgram(prog, contract() ? 3 : 4, opts);
     size_t log_size = 0;
     n.GetProgramLogSize(prog, &log_size);
     std::string log(log_size, '\0');

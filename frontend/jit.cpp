@@ -1,0 +1,122 @@
+#include "frontend/jit.h"
+
+#include <cstdlib>
+
+#include "frontend/schedule.h"
+
+namespace kitten {
+
+struct Jit::Captured {
+  Capture record;
+  std::unique_ptr<Graph> graph;
+  std::vector<Buffer> inputs;  // the captured call's input buffers
+  // Each output: one of the inputs, a buffer the capture made (a fresh one per replay),
+  // or a tensor that lived before (a parameter), returned as it is.
+  struct Output {
+    int input = -1;
+    Tensor fixed;
+    Buffer made;
+    Shape shape;
+    DType dtype;
+  };
+  std::vector<Output> outputs;
+};
+
+Jit::Jit(Fn f) : f_(std::move(f)) {
+  const char* e = std::getenv("KITTEN_JIT");
+  enabled_ = !(e && std::string(e) == "0");
+}
+
+Jit::~Jit() = default;
+
+size_t Jit::graph_kernels() const { return last_ ? last_->record.launches.size() : 0; }
+
+namespace {
+
+std::string signature(const std::vector<Tensor>& inputs) {
+  std::string s;
+  for (const Tensor& t : inputs)
+    s += t.device() + ":" + std::string(t.dtype().name()) + shape_text(t.shape()) + ";";
+  return s;
+}
+
+std::vector<Tensor> realized(std::vector<Tensor> ts, const char* what) {
+  for (Tensor& t : ts) {
+    if (!t.defined()) throw TensorError(std::string("jit: an undefined tensor among the ") + what);
+    t.realize();
+  }
+  return ts;
+}
+
+}  // namespace
+
+std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
+  std::vector<Tensor> inputs = realized(given, "inputs");
+  replayed_ = false;
+  last_ = nullptr;
+  if (!enabled_) return realized(f_(inputs), "outputs");
+  std::string sig = signature(inputs);
+  auto it = captured_.find(sig);
+  if (it == captured_.end()) {
+    if (++calls_[sig] == 1) return realized(f_(inputs), "outputs");
+    // The second call: run it while recording what it queues.
+    auto c = std::make_unique<Captured>();
+    std::vector<Tensor> outs;
+    {
+      CaptureScope scope(c->record);
+      outs = realized(f_(inputs), "outputs");
+    }
+    if (c->record.device.empty())
+      c->record.device = !inputs.empty() ? inputs[0].device()
+                         : !outs.empty() ? outs[0].device()
+                                         : "cpu";
+    for (const Tensor& t : inputs) {
+      if (t.device() != c->record.device)
+        throw TensorError("jit: an input on " + t.device() + " for a function that runs on " +
+                          c->record.device);
+      c->inputs.push_back(t.node()->data()->buffer);
+    }
+    c->graph = frontend_device(c->record.device).new_graph();
+    for (const auto& [kernel, args] : c->record.launches) kernel->record(*c->graph, args);
+    for (const Tensor& t : outs) {
+      Captured::Output o{-1, {}, {}, t.shape(), t.dtype()};
+      Buffer b = t.node()->data()->buffer;
+      for (size_t i = 0; i < inputs.size() && o.input < 0; ++i)
+        if (c->inputs[i] == b && b.bytes) o.input = int(i);
+      if (o.input < 0 && c->record.made.count(b.ptr) && b.bytes) {
+        o.made = b;
+        c->record.keep(t.node()->data(), true);
+      } else if (o.input < 0) {
+        o.fixed = t;
+      }
+      c->outputs.push_back(std::move(o));
+    }
+    last_ = c.get();
+    captured_[sig] = std::move(c);
+    return outs;
+  }
+  // A replay: the inputs' buffers and fresh outputs in place of the captured ones.
+  Captured& c = *it->second;
+  std::vector<std::pair<Buffer, Buffer>> rebind;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    rebind.emplace_back(c.inputs[i], inputs[i].node()->data()->buffer);
+  std::vector<Tensor> outs;
+  Device& dev = frontend_device(c.record.device);
+  for (const Captured::Output& o : c.outputs) {
+    if (o.input >= 0) {
+      outs.push_back(inputs[size_t(o.input)]);
+    } else if (o.fixed.defined()) {
+      outs.push_back(o.fixed);
+    } else {
+      auto s = std::make_shared<Storage>(&dev, c.record.device, o.made.bytes);
+      rebind.emplace_back(o.made, s->buffer);
+      outs.push_back(Tensor::from_storage(std::move(s), o.shape, o.dtype));
+    }
+  }
+  replay_graph(c.record.device, *c.graph, rebind, c.record.launches.size());
+  replayed_ = true;
+  last_ = &c;
+  return outs;
+}
+
+}  // namespace kitten
