@@ -238,10 +238,11 @@ class CRenderer {
   std::string type(DType d) {
     if (!d.is_vector()) return scalar_c(d);
     std::string name = "kt_" + std::string(d.name());
+    // C vectors cannot hold _Bool: a vector of bools is one of bytes holding 0 or 1.
+    std::string element = d.element().is_bool() ? "unsigned char" : scalar_c(d.element());
     if (!vector_types_.count(name))
-      vector_types_[name] = "typedef " + scalar_c(d.element()) + " " + name +
-                            " __attribute__((vector_size(" + std::to_string(d.itemsize()) +
-                            ")));\n";
+      vector_types_[name] = "typedef " + element + " " + name + " __attribute__((vector_size(" +
+                            std::to_string(d.itemsize()) + ")));\n";
     return name;
   }
 

@@ -31,6 +31,8 @@ Jit::~Jit() = default;
 
 size_t Jit::graph_kernels() const { return last_ ? last_->record.launches.size() : 0; }
 
+const Capture* Jit::capture() const { return last_ ? &last_->record : nullptr; }
+
 namespace {
 
 std::string signature(const std::vector<Tensor>& inputs) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "frontend/schedule.h"
 #include "frontend/tensor.h"
 
 namespace kitten {
@@ -35,6 +36,8 @@ class Jit {
   // Whether the last call was a replay, and the kernels its graph launches.
   bool replayed() const { return replayed_; }
   size_t graph_kernels() const;
+  // What the last call replayed or captured (null otherwise): its launches and buffers.
+  const Capture* capture() const;
 
  private:
   struct Captured;

@@ -613,6 +613,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "flash_attention_fwd") return bench_flash_attention_fwd(args);
   if (!args.empty() && args[0] == "ceilings") return bench_ceilings(args);
   if (!args.empty() && args[0] == "minilm") return bench_minilm(args);
+  if (!args.empty() && args[0] == "train-step") return bench_train_step(args);
   return usage_error(
       "bench: expected a library kernel (gemm or flash_attention_fwd), ceilings or minilm");
 }

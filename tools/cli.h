@@ -39,5 +39,6 @@ int cmd_tune(const std::vector<std::string>& args);
 // `kitten run minilm ...` and `kitten bench minilm ...` (tools/run.cpp).
 int cmd_run(const std::vector<std::string>& args);
 int bench_minilm(const std::vector<std::string>& args);
+int bench_train_step(const std::vector<std::string>& args);
 
 }  // namespace kitten

@@ -141,6 +141,16 @@ commands:
                     median time, sentences/s, kernels per forward with and without
                     fusion, then one forward with every kernel timed (time and kernels
                     per layer, the costliest kernels)
+  run train-demo [--device D] [--steps N] [--no-jit] [--no-fuse]
+                    train a 2-layer causal transformer (width 64, 4 heads) to memorise
+                    65 random tokens over a vocabulary of 32 with AdamW (lr 3e-3), fused
+                    optimiser and JIT capture on unless turned off: a progress line per 50
+                    steps; exit 1 when 500 or more steps end above cross-entropy 0.05
+  bench train-step [--device D] [--steps N]
+                    the train demo's time per step (after 10) with the fused optimiser
+                    and the JIT on and off (N steps, 100), then a captured chain of 150
+                    kernels replayed: time per kernel (on cuda, against a bare driver
+                    graph of the same kernel)
   compile-worker --device D
                     compile the kernel source on stdin into the compile cache (the
                     search's worker process); exit 1 with the compiler's error
@@ -157,7 +167,9 @@ KITTEN_DEBUG=1 (the front end prints each kernel it runs with its shape and time
 the schedule of each realize), KITTEN_FUSION=0 (the front end runs every computed tensor
 op as a kernel of its own), KITTEN_SCHEDULE_TRACE=1 (the fusion rules' findings in each
 pass of the front end's scheduler), KITTEN_MINILM_DIR (a directory holding the model's files;
-skips the fetch), KITTEN_MODELS (where fetched models are cached)
+skips the fetch), KITTEN_MODELS (where fetched models are cached), KITTEN_JIT=0 (a Jit runs
+its function on every call instead of replaying a capture), KITTEN_CUDA_FMAD=0 (NVRTC
+compiles without contracting multiplies and adds into fused multiply-adds)
 
 exit status: 0 success, 1 the work failed (e.g. a graph failed verification, a device is
 unavailable here, the output could not be written), 2 bad usage (unknown command, kernel,

@@ -1,4 +1,5 @@
-// `kitten run minilm` and `kitten bench minilm`: the front end running a real model.
+// `kitten run minilm`, `kitten bench minilm`, `kitten run train-demo` and
+// `kitten bench train-step`: the front end running a real model, and training one.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -7,8 +8,11 @@
 #include <map>
 #include <random>
 
+#include "backends/cuda/cuda_device.h"
+#include "frontend/jit.h"
 #include "frontend/minilm.h"
 #include "frontend/schedule.h"
+#include "frontend/train_demo.h"
 #include "tools/cli.h"
 
 namespace kitten {
@@ -46,8 +50,117 @@ DType weights_for(const std::string& device) {
 
 }  // namespace
 
+// A whole number option's value after args[i] (advancing i); false when missing or bad.
+bool count_option(const std::vector<std::string>& args, size_t& i, int64_t& v) {
+  if (i + 1 >= args.size()) return false;
+  char* end = nullptr;
+  v = std::strtoll(args[++i].c_str(), &end, 10);
+  return *end == 0 && v > 0;
+}
+
+int run_train_demo(const std::vector<std::string>& all) {
+  std::vector<std::string> args(all.begin() + 1, all.end());
+  TrainDemoOptions o;
+  std::string err;
+  if (!take_device(args, o.device, err)) return usage_error("run train-demo: " + err);
+  int64_t steps = o.steps;
+  for (size_t i = 0; i < args.size(); ++i) {
+    bool ok = args[i] == "--steps"     ? count_option(args, i, steps)
+              : args[i] == "--no-jit"  ? !(o.jit = false)
+              : args[i] == "--no-fuse" ? !(o.fused = false)
+                                       : false;
+    if (!ok) return usage_error("run train-demo: bad or unknown option '" + args[i] + "'");
+  }
+  o.steps = int(steps);
+  std::printf(
+      "a 2-layer causal transformer (width 64, 4 heads) memorising 65 random tokens over a "
+      "vocabulary of 32, AdamW lr 3e-3, on %s (fused optimiser %s, JIT %s)\n",
+      o.device.c_str(), o.fused ? "on" : "off", o.jit ? "on" : "off");
+  auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
+  o.progress = [&](int step, double loss) {
+    if (step % 50 != 0 && step != o.steps) return;
+    double ms = seconds_since(last) * 1e3 / (step % 50 ? step % 50 : 50);
+    last = std::chrono::steady_clock::now();
+    std::printf("step %4d  cross-entropy %.4f  (%.2f ms per step)\n", step, loss, ms);
+    std::fflush(stdout);
+  };
+  TrainDemoResult r = train_demo(o);
+  std::printf("%d steps in %.2f s, %lld kernels per step; final cross-entropy %.4f (%s 0.05)\n",
+              o.steps, r.seconds, (long long)r.kernels_per_step, r.losses.back(),
+              r.losses.back() < 0.05 ? "below" : "NOT below");
+  return r.losses.back() < 0.05 || o.steps < 500 ? 0 : 1;
+}
+
+int bench_train_step(const std::vector<std::string>& all) {
+  std::vector<std::string> args(all.begin() + 1, all.end());
+  TrainDemoOptions o;
+  std::string err;
+  if (!take_device(args, o.device, err)) return usage_error("bench train-step: " + err);
+  int64_t steps = 100;
+  for (size_t i = 0; i < args.size(); ++i)
+    if (!(args[i] == "--steps" && count_option(args, i, steps)))
+      return usage_error("bench train-step: bad or unknown option '" + args[i] + "'");
+  o.steps = int(steps);
+  // Per step of the training demo, after its first 10 steps (compilation, capture).
+  for (auto [fused, jit] : {std::pair{true, true}, {false, true}, {true, false}, {false, false}}) {
+    o.fused = fused;
+    o.jit = jit;
+    std::vector<double> at;
+    auto t0 = std::chrono::steady_clock::now();
+    o.progress = [&](int, double) { at.push_back(seconds_since(t0)); };
+    TrainDemoResult r = train_demo(o);
+    size_t skip = std::min<size_t>(10, at.size() - 1);
+    double per = (at.back() - at[skip - 1]) / double(at.size() - skip);
+    std::printf(
+        "train step on %s, fused optimiser %-3s JIT %-3s: %8.3f ms per step, %lld "
+        "kernels per step, final loss %.4f\n",
+        o.device.c_str(), fused ? "on" : "off", jit ? "on" : "off", per * 1e3,
+        (long long)r.kernels_per_step, r.losses.back());
+  }
+  // The launch cost inside a replayed graph: 150 small element-wise kernels, captured.
+  const int n = 150;
+  Jit chain([&](const std::vector<Tensor>& in) {
+    Tensor x = in[0];
+    for (int k = 0; k < n; ++k) x = (x * 1.0001 + 0.5).contiguous();
+    return std::vector<Tensor>{x};
+  });
+  Tensor x = Tensor::rand({1024}, dtypes::float32, o.device, 1).contiguous();
+  x.realize();
+  std::vector<double> times;
+  for (int r = 0; r < 23; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    chain({x});
+    if (r >= 3) times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  double us = times[times.size() / 2] * 1e6;
+  std::printf("replayed graph of %zu kernels on %s: %.1f us per call, %.2f us per kernel\n",
+              chain.graph_kernels(), o.device.c_str(), us, us / double(chain.graph_kernels()));
+  if (o.device == "cuda" && chain.capture()) {
+    const auto& [kernel, kargs] = chain.capture()->launches.front();
+    Device& dev = frontend_device("cuda");
+    auto q = dev.new_queue();
+    std::vector<double> bare;
+    for (int r = 0; r < 20; ++r)
+      bare.push_back(cuda_bare_graph_ms(*q, *kernel->program,
+                                        launch_grid(kernel->rendered.info, kargs),
+                                        kernel->rendered.info.local, kargs, n, {}) *
+                     1e3);
+    std::sort(bare.begin(), bare.end());
+    double b = bare[bare.size() / 2];
+    std::printf(
+        "bare driver graph of %d of the same kernel: %.1f us per launch, %.2f us per "
+        "kernel; kitten's replay costs %.2fx\n",
+        n, b, b / n, us / b);
+  }
+  return 0;
+}
+
 int cmd_run(const std::vector<std::string>& all) {
-  if (all.empty() || all[0] != "minilm") return usage_error("run: expected a model (minilm)");
+  if (!all.empty() && all[0] == "train-demo") return run_train_demo(all);
+  if (all.empty() || all[0] != "minilm")
+    return usage_error("run: expected a model (minilm) or train-demo");
   std::vector<std::string> args(all.begin() + 1, all.end()), sentences;
   std::string device, err;
   if (!take_device(args, device, err)) return usage_error("run minilm: " + err);
@@ -97,15 +210,9 @@ int bench_minilm(const std::vector<std::string>& all) {
   if (!take_device(args, device, err)) return usage_error("bench minilm: " + err);
   int64_t batch = 8, tokens = 128, reps = 3;
   for (size_t i = 0; i < args.size(); ++i) {
-    auto num = [&](int64_t& v) {
-      if (i + 1 >= args.size()) return false;
-      char* end = nullptr;
-      v = std::strtoll(args[++i].c_str(), &end, 10);
-      return *end == 0 && v > 0;
-    };
-    bool ok = args[i] == "--batch"    ? num(batch)
-              : args[i] == "--tokens" ? num(tokens)
-              : args[i] == "--reps"   ? num(reps)
+    bool ok = args[i] == "--batch"    ? count_option(args, i, batch)
+              : args[i] == "--tokens" ? count_option(args, i, tokens)
+              : args[i] == "--reps"   ? count_option(args, i, reps)
                                       : false;
     if (!ok) return usage_error("bench minilm: bad or unknown option '" + args[i] + "'");
   }

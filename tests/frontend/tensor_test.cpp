@@ -57,6 +57,7 @@ class TensorOps : public testing::TestWithParam<std::string> {
   Tensor make(const std::vector<double>& v, Shape s, DType d = dtypes::float32) const {
     return Tensor::from_doubles(v, std::move(s), d, dev());
   }
+  void attention_case(int64_t h, int64_t nq, int64_t nk, int64_t d);
 };
 
 TEST_P(TensorOps, BinaryOpsBroadcastExactly) {
@@ -456,10 +457,15 @@ TEST_P(TensorOps, NormsAndSoftmax) {
 }
 
 TEST_P(TensorOps, ScaledDotProductAttention) {
-  const int64_t h = 3, nq = 5, nk = 9, d = 8;
-  auto q = random_values(h * nq * d, dtypes::float32, 50),
-       k = random_values(h * nk * d, dtypes::float32, 51),
-       v = random_values(h * nk * d, dtypes::float32, 52);
+  // The second shape's causal mask is computed on vectors of lanes on cpu (vectors of bool).
+  for (auto [h, nq, nk, d] : {std::array<int64_t, 4>{3, 5, 9, 8}, {4, 64, 64, 16}})
+    attention_case(h, nq, nk, d);
+}
+
+void TensorOps::attention_case(int64_t h, int64_t nq, int64_t nk, int64_t d) {
+  auto q = random_values(size_t(h * nq * d), dtypes::float32, 50),
+       k = random_values(size_t(h * nk * d), dtypes::float32, 51),
+       v = random_values(size_t(h * nk * d), dtypes::float32, 52);
   for (bool causal : {false, true}) {
     Tensor o = Tensor::scaled_dot_product_attention(make(q, {h, nq, d}), make(k, {h, nk, d}),
                                                     make(v, {h, nk, d}), {}, causal);
