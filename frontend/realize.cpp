@@ -27,6 +27,22 @@ struct DeviceState {
   std::multimap<size_t, Buffer> free;  // freed buffers by size, for reuse
   size_t free_bytes = 0;
   std::map<std::pair<uint64_t, uint64_t>, std::unique_ptr<CompiledKernel>> kernels;
+  // The queue every realize, copy and replay goes to, and the signal each waits on (a
+  // new stream and pinned signal per call cost more than a small step's kernels).
+  std::unique_ptr<Queue> queue;
+  std::unique_ptr<Signal> done;
+  uint64_t done_value = 0;
+  Queue& q() {
+    if (!queue) queue = device->new_queue();
+    return *queue;
+  }
+  // Submits what was queued and waits until it has run.
+  void finish() {
+    if (!done) done = device->new_signal(0);
+    queue->signal(*done, ++done_value);
+    queue->submit();
+    done->wait(done_value);
+  }
 };
 
 std::map<std::string, DeviceState>& states() {
@@ -132,12 +148,10 @@ void Storage::move_into(std::shared_ptr<Storage> to, size_t offset) {
                       std::to_string(to->buffer.bytes) + " on another device or too small");
   Buffer there{static_cast<char*>(to->buffer.ptr) + offset, buffer.bytes};
   std::lock_guard lock(g_mu);
-  std::unique_ptr<Queue> q = device->new_queue();
-  std::unique_ptr<Signal> done = device->new_signal(0);
-  if (buffer.bytes) q->copy(there, buffer, buffer.bytes);
-  q->signal(*done, 1);
-  q->submit();
-  done->wait(1);
+  DeviceState& st = state(device_name);
+  if (buffer.bytes) st.q().copy(there, buffer, buffer.bytes);
+  st.q();
+  st.finish();
   if (!parent) {  // this storage's own memory goes to the cache
     Storage old(device, device_name, buffer);
   }
@@ -171,13 +185,9 @@ CaptureScope::~CaptureScope() { g_capture = previous_; }
 void replay_graph(const std::string& device, Graph& g,
                   std::span<const std::pair<Buffer, Buffer>> rebind, size_t kernels) {
   std::lock_guard lock(g_mu);
-  Device& dev = *state(device).device;
-  std::unique_ptr<Queue> q = dev.new_queue();
-  g.replay(*q, rebind);
-  std::unique_ptr<Signal> done = dev.new_signal(0);
-  q->signal(*done, 1);
-  q->submit();
-  done->wait(1);
+  DeviceState& st = state(device);
+  g.replay(st.q(), rebind);
+  st.finish();
   ++realize_stats().replays;
   realize_stats().kernels += int64_t(kernels);
 }
@@ -227,51 +237,53 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
     return std::make_shared<Storage>(&dev, dev_name, bytes);
   };
 
-  std::unique_ptr<Queue> q = dev.new_queue();
+  Queue* q = &st.q();
   std::vector<std::pair<Timestamp, Timestamp>> times(timed ? sched.items.size() : 0);
-  for (size_t i = 0; i < sched.items.size(); ++i) {
-    const ScheduleItem& item = sched.items[i];
-    std::vector<KernelArg> args;
-    for (const LazyNode* o : item.outputs) {
-      // An assignment writes the buffer under its view, in place.
-      auto s = o->kind == NodeKind::Assign ? written_buffer(o)->data() : storage_for(o);
-      live[o] = s;
-      args.push_back(s->buffer);
-      if (capture) capture->keep(s, o->kind != NodeKind::Assign);
-    }
-    for (const LazyNode* n : item.inputs) {
-      if (const auto& d = n->data()) {
-        args.push_back(d->buffer);
-        if (capture) capture->keep(d, false);
-      } else {
-        auto it = live.find(n);
-        if (it == live.end())
-          throw TensorError("realize: internal error, an input was not computed");
-        args.push_back(it->second->buffer);
+  try {
+    for (size_t i = 0; i < sched.items.size(); ++i) {
+      const ScheduleItem& item = sched.items[i];
+      std::vector<KernelArg> args;
+      for (const LazyNode* o : item.outputs) {
+        // An assignment writes the buffer under its view, in place.
+        auto s = o->kind == NodeKind::Assign ? written_buffer(o)->data() : storage_for(o);
+        live[o] = s;
+        args.push_back(s->buffer);
+        if (capture) capture->keep(s, o->kind != NodeKind::Assign);
       }
-    }
-    auto& ck = st.kernels[{item.sink.key().lo, item.sink.key().hi}];
-    if (!ck) {
-      ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
-      ++realize_stats().compiled;
-    }
-    if (timed) q->timestamp(times[i].first);
-    ck->enqueue(*q, args);
-    if (capture) capture->launches.emplace_back(ck.get(), args);
-    if (timed) q->timestamp(times[i].second);
-    ++realize_stats().kernels;
-    // Intermediates whose last reader this was can hold later ones' values.
-    for (const LazyNode* n : item.inputs)
-      if (last_read[n] == i && !is_target.count(n) && live.count(n)) {
-        auto s = live[n];
-        live.erase(n);
-        spare.emplace(s->buffer.bytes, s);
+      for (const LazyNode* n : item.inputs) {
+        if (const auto& d = n->data()) {
+          args.push_back(d->buffer);
+          if (capture) capture->keep(d, false);
+        } else {
+          auto it = live.find(n);
+          if (it == live.end())
+            throw TensorError("realize: internal error, an input was not computed");
+          args.push_back(it->second->buffer);
+        }
       }
+      auto& ck = st.kernels[{item.sink.key().lo, item.sink.key().hi}];
+      if (!ck) {
+        ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
+        ++realize_stats().compiled;
+      }
+      if (timed) q->timestamp(times[i].first);
+      ck->enqueue(*q, args);
+      if (capture) capture->launches.emplace_back(ck.get(), args);
+      if (timed) q->timestamp(times[i].second);
+      ++realize_stats().kernels;
+      // Intermediates whose last reader this was can hold later ones' values.
+      for (const LazyNode* n : item.inputs)
+        if (last_read[n] == i && !is_target.count(n) && live.count(n)) {
+          auto s = live[n];
+          live.erase(n);
+          spare.emplace(s->buffer.bytes, s);
+        }
+    }
+  } catch (...) {
+    st.finish();  // what was queued runs while the buffers it writes live
+    throw;
   }
-  std::unique_ptr<Signal> done = dev.new_signal(0);
-  q->signal(*done, 1);
-  q->submit();
-  done->wait(1);
+  st.finish();
   ++realize_stats().realizes;
   for (size_t i = 0; timed && i < sched.items.size(); ++i) {
     const ScheduleItem& item = sched.items[i];
