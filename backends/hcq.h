@@ -149,6 +149,9 @@ class Graph {
   virtual ~Graph() = default;
   virtual void record(Program& p, LaunchDims global, LaunchDims local,
                       std::vector<KernelArg> args) = 0;
+  // Replaces the grid and arguments launch i (in record order) was recorded with, for the
+  // replays that follow (a variable's new value).
+  virtual void update(size_t launch, LaunchDims global, std::vector<KernelArg> args) = 0;
   virtual void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind = {}) = 0;
 };
 

@@ -149,6 +149,11 @@ class HostGraph : public Graph {
               std::vector<KernelArg> args) override {
     launches_.push_back({&p, global, local, std::move(args)});
   }
+  void update(size_t i, LaunchDims global, std::vector<KernelArg> args) override {
+    if (i >= launches_.size()) throw BackendError("graph: no launch " + std::to_string(i));
+    launches_[i].global = global;
+    launches_[i].args = std::move(args);
+  }
   void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind) override {
     auto* cq = dynamic_cast<HostQueue*>(&q);
     if (!cq) throw BackendError("graph: replay needs a queue of the same kind of device");

@@ -116,8 +116,23 @@ std::vector<Tensor> source_grads(const NodePtr& node, const Tensor& g) {
     }
     case NodeKind::Shrink: {
       std::vector<std::pair<int64_t, int64_t>> ba;
-      for (size_t i = 0; i < src[0].shape().size(); ++i)
-        ba.emplace_back(n.arg[2 * i], src[0].shape()[i] - n.arg[2 * i + 1]);
+      const Shape& s = src[0].shape();
+      for (size_t i = 0; i < s.size(); ++i) ba.emplace_back(n.arg[2 * i], s[i] - n.arg[2 * i + 1]);
+      if (n.src.size() == 2) {
+        // At a bound position t along `ax`: source element j gets the gradient of slice
+        // element k where j == t + k (a one-hot comparison summed over k).
+        int ax = int(n.arg.back());
+        int64_t len = n.shape[size_t(ax)], size = s[size_t(ax)];
+        ba[size_t(ax)] = {0, 0};
+        Shape js(s.size() + 1, 1), ks(s.size() + 1, 1);
+        js[size_t(ax)] = size;
+        ks[size_t(ax) + 1] = len;
+        Tensor j = Tensor::arange(0, double(size), 1, dtypes::int32, n.device).reshape(js);
+        Tensor k = Tensor::arange(0, double(len), 1, dtypes::int32, n.device).reshape(ks);
+        Tensor hit = j.eq(k + src[1]);
+        out[0] = hit.where(g.pad(ba).unsqueeze(ax), g.scalar(0)).sum({ax + 1});
+        break;
+      }
       out[0] = g.pad(ba);
       break;
     }
@@ -163,6 +178,7 @@ std::vector<Tensor> source_grads(const NodePtr& node, const Tensor& g) {
     case NodeKind::Iota:
     case NodeKind::Rand:
     case NodeKind::Assign:
+    case NodeKind::Var:
       break;
   }
   return out;

@@ -9,7 +9,9 @@ namespace kitten {
 struct Jit::Captured {
   Capture record;
   std::unique_ptr<Graph> graph;
-  std::vector<Buffer> inputs;  // the captured call's input buffers
+  std::vector<Buffer> inputs;  // the captured call's input buffers (none for a variable)
+  // Captured launches that read variables: (index in record.launches, first graph launch).
+  std::vector<std::pair<size_t, size_t>> var_launches;
   // Each output: one of the inputs, a buffer the capture made (a fresh one per replay),
   // or a tensor that lived before (a parameter), returned as it is.
   struct Output {
@@ -35,19 +37,33 @@ const Capture* Jit::capture() const { return last_ ? &last_->record : nullptr; }
 
 namespace {
 
+bool is_var(const Tensor& t) { return t.node()->kind == NodeKind::Var; }
+
+// What a capture depends on: devices, dtypes and shapes, and variables by name and range
+// (not value).
 std::string signature(const std::vector<Tensor>& inputs) {
   std::string s;
-  for (const Tensor& t : inputs)
-    s += t.device() + ":" + std::string(t.dtype().name()) + shape_text(t.shape()) + ";";
+  for (const Tensor& t : inputs) {
+    const LazyNode& n = *t.node();
+    s += is_var(t) ? "var " + n.name + "[" + std::to_string(n.arg[0]) + ", " +
+                         std::to_string(n.arg[1]) + "];"
+                   : t.device() + ":" + std::string(t.dtype().name()) + shape_text(t.shape()) + ";";
+  }
   return s;
 }
 
 std::vector<Tensor> realized(std::vector<Tensor> ts, const char* what) {
   for (Tensor& t : ts) {
     if (!t.defined()) throw TensorError(std::string("jit: an undefined tensor among the ") + what);
-    t.realize();
+    if (!is_var(t) || std::string(what) == "outputs") t.realize();
   }
   return ts;
+}
+
+bool reads_vars(const CompiledKernel& k) {
+  bool any = !k.rendered.info.vars.empty();
+  for (const KernelLaunch& p : k.then) any = any || !p.rendered.info.vars.empty();
+  return any;
 }
 
 }  // namespace
@@ -76,10 +92,16 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
       if (t.device() != c->record.device)
         throw TensorError("jit: an input on " + t.device() + " for a function that runs on " +
                           c->record.device);
-      c->inputs.push_back(t.node()->data()->buffer);
+      c->inputs.push_back(is_var(t) ? Buffer{} : t.node()->data()->buffer);
     }
     c->graph = frontend_device(c->record.device).new_graph();
-    for (const auto& [kernel, args] : c->record.launches) kernel->record(*c->graph, args);
+    size_t at = 0;
+    for (size_t i = 0; i < c->record.launches.size(); ++i) {
+      const auto& [kernel, args] = c->record.launches[i];
+      kernel->record(*c->graph, args);
+      if (reads_vars(*kernel)) c->var_launches.emplace_back(i, at);
+      at += 1 + kernel->then.size();
+    }
     for (const Tensor& t : outs) {
       Captured::Output o{-1, {}, {}, t.shape(), t.dtype()};
       Buffer b = t.node()->data()->buffer;
@@ -100,8 +122,30 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
   // A replay: the inputs' buffers and fresh outputs in place of the captured ones.
   Captured& c = *it->second;
   std::vector<std::pair<Buffer, Buffer>> rebind;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    rebind.emplace_back(c.inputs[i], inputs[i].node()->data()->buffer);
+  std::map<std::string, int64_t> values;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (is_var(inputs[i]))
+      values[inputs[i].node()->name] = int64_t(inputs[i].node()->value);
+    else
+      rebind.emplace_back(c.inputs[i], inputs[i].node()->data()->buffer);
+  }
+  // Launches reading variables get their new values (variables the function made itself
+  // keep their captured ones).
+  for (auto [i, at] : c.var_launches) {
+    const auto& [kernel, captured] = c.record.launches[i];
+    std::vector<KernelArg> args = captured;
+    const std::vector<std::string>& names = kernel->rendered.info.vars;
+    size_t first = args.size() - names.size();
+    for (size_t j = 0; j < names.size(); ++j)
+      if (auto v = values.find(names[j]); v != values.end()) args[first + j] = v->second;
+    bool whole = kernel->temps.empty() && kernel->then.empty();
+    std::vector<KernelArg> part = whole ? args : kernel->part_args(*kernel, args);
+    c.graph->update(at, launch_grid(kernel->rendered.info, part), part);
+    for (size_t k = 0; k < kernel->then.size(); ++k) {
+      part = kernel->part_args(kernel->then[k], args);
+      c.graph->update(at + 1 + k, launch_grid(kernel->then[k].rendered.info, part), part);
+    }
+  }
   std::vector<Tensor> outs;
   Device& dev = frontend_device(c.record.device);
   for (const Captured::Output& o : c.outputs) {

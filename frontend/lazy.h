@@ -50,12 +50,15 @@ enum class NodeKind {
   Permute,  // output axis i is source axis arg[i]
   Expand,   // size-1 axes repeated to `shape`
   Pad,      // arg = (before, after) per axis; zeros outside the source
-  Shrink,   // arg = (begin, end) per axis
+  Shrink,   // arg = (begin, end) per axis; with src[1] (a Var), begins on axis arg.back()
+            // are offset by its value (a slice at a bound position)
   Flip,     // axes with arg[i] != 0 reversed
   Cat,      // sources side by side along axis arg[0]
   Gather,   // src[0] indexed along axis arg[0] by the integer tensor src[1] (its shape)
   Named,    // src[0], under a name (an anchor for kernel substitution)
   Assign,   // writes src[0] into the view src[1] of a realized buffer (a schedule target)
+  Var,      // a bound integer `name` (int32, shape []) in [arg[0], arg[1]] of value `value`:
+            // kernels read it as an argument, so any value runs the same kernels
 };
 const char* node_kind_name(NodeKind k);
 
@@ -71,7 +74,7 @@ struct LazyNode {
   Op op = Op::ADD;                   // Alu, Reduce
   std::vector<int64_t> arg;          // per kind, above
   double value = 0;                  // Const
-  std::string name;                  // Named
+  std::string name;                  // Named, Var
   std::shared_ptr<Storage> storage;  // Buffer
   // Set when this node is realized: from then on it reads as a buffer.
   mutable std::shared_ptr<Storage> realized;

@@ -118,6 +118,8 @@ const char* node_kind_name(NodeKind k) {
       return "named";
     case NodeKind::Assign:
       return "assign";
+    case NodeKind::Var:
+      return "var";
   }
   return "?";
 }
@@ -265,6 +267,11 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
       if (!ck) {
         ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
         ++realize_stats().compiled;
+      }
+      if (!item.vars.empty()) {
+        std::map<std::string, int64_t> values;
+        for (const LazyNode* v : item.vars) values[v->name] = int64_t(v->value);
+        args = bind_args(ck->rendered.info, std::move(args), values);
       }
       if (timed) q->timestamp(times[i].first);
       ck->enqueue(*q, args);

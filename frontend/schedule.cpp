@@ -94,7 +94,9 @@ struct Scheduler {
 
   // ALU work of computing n inline (through movement, up to buffers).
   int64_t inline_cost(const LazyNode* n) {
-    if (reads_buffer(n) || n->kind == NodeKind::Const || n->kind == NodeKind::Iota) return 0;
+    if (reads_buffer(n) || n->kind == NodeKind::Const || n->kind == NodeKind::Iota ||
+        n->kind == NodeKind::Var)
+      return 0;
     if (auto it = cost_memo.find(n); it != cost_memo.end()) return it->second;
     int64_t c = 0;
     if (n->kind == NodeKind::Alu) {
@@ -242,6 +244,7 @@ class Emitter {
     item.shape = shape;
     item.outputs = outputs_;
     for (size_t i = outputs_.size(); i < params_.size(); ++i) item.inputs.push_back(params_[i]);
+    item.vars = vars_;
     return item;
   }
 
@@ -258,6 +261,7 @@ class Emitter {
   size_t reduce_axes_ = 0;
   bool merged_ = false;
   std::vector<std::tuple<const LazyNode*, UOp, UOp>> reads_;  // buffers read: at, the load
+  std::vector<const LazyNode*> vars_;
 
  public:
   size_t reduce_axes() const { return reduce_axes_; }
@@ -365,7 +369,7 @@ class Emitter {
     // the pass is done again.
     bool once = true;
     if (!is_movement(n->kind) && n->kind != NodeKind::Reduce && n->kind != NodeKind::Const &&
-        n->kind != NodeKind::Named) {
+        n->kind != NodeKind::Named && n->kind != NodeKind::Var) {
       int64_t evals = evaluations(idx, ctx), elems = std::max<int64_t>(numel(n->shape), 1);
       once = evals <= elems;
       if (!once && !merged_ && s_.inline_cost(n) > kRecomputeCost) {
@@ -485,14 +489,27 @@ class Emitter {
         UOp v = emit(n->src[0].get(), at, and_gate(gate, valid), ctx);
         return UOp::make(Op::WHERE, {valid, v, zero(v.dtype())});
       }
+      case NodeKind::Var:
+        return variable(n);
       case NodeKind::Assign:
         break;
     }
     throw TensorError("schedule: unknown node kind");
   }
 
+  // A bound variable: an argument of the kernel (two values under one name are refused).
+  UOp variable(const LazyNode* v) {
+    for (const LazyNode* w : vars_)
+      if (w->name == v->name && w->value != v->value)
+        throw TensorError("schedule: one kernel reads the variable " + v->name +
+                          " bound to two values (" + std::to_string(int64_t(w->value)) + " and " +
+                          std::to_string(int64_t(v->value)) + ")");
+    if (std::find(vars_.begin(), vars_.end(), v) == vars_.end()) vars_.push_back(v);
+    return define_var(v->name, v->arg[0], v->arg[1]);
+  }
+
   // The indices in the source of a movement op (not Pad) that idx reads.
-  static std::vector<UOp> view_source(const LazyNode* n, const std::vector<UOp>& idx) {
+  std::vector<UOp> view_source(const LazyNode* n, const std::vector<UOp>& idx) {
     std::vector<UOp> at(idx);
     switch (n->kind) {
       case NodeKind::Reshape: {
@@ -518,6 +535,10 @@ class Emitter {
       case NodeKind::Shrink:
         for (size_t i = 0; i < idx.size(); ++i)
           if (n->arg[2 * i]) at[i] = simplify(idx[i] + n->arg[2 * i]);
+        if (n->src.size() == 2) {  // at a bound position
+          size_t ax = size_t(n->arg.back());
+          at[ax] = simplify(at[ax] + variable(n->src[1].get()));
+        }
         break;
       case NodeKind::Flip:
         for (size_t i = 0; i < idx.size(); ++i)
@@ -694,7 +715,7 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
   for (const LazyNode* n : seen)
     if ((n->kind == NodeKind::Named && n->name == "contiguous") ||
         (unfused && !n->data() && !is_movement(n->kind) && n->kind != NodeKind::Const &&
-         n->kind != NodeKind::Named))
+         n->kind != NodeKind::Named && n->kind != NodeKind::Var))
       s.materialised.insert(n);
   for (int pass = 0;; ++pass) {
     if (pass > 200) throw TensorError("schedule: the fusion rules did not settle");

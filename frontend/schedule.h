@@ -20,6 +20,7 @@ struct ScheduleItem {
   std::string name;
   Shape shape;  // of the outputs
   std::vector<const LazyNode*> outputs, inputs;
+  std::vector<const LazyNode*> vars;  // the bound variables it reads (arguments by name)
 };
 
 struct KernelSchedule {

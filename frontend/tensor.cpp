@@ -1,6 +1,8 @@
 #include "frontend/tensor.h"
 
 #include <algorithm>
+#include <cctype>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -169,6 +171,22 @@ Tensor Tensor::from_bytes(std::span<const std::byte> bytes, Shape shape, DType d
   if (want) dev.allocator().copy_in(st->buffer, bytes.data(), want);
   auto n = make(NodeKind::Buffer, dtype, shape, device, {});
   n->storage = std::move(st);
+  return Tensor(n);
+}
+
+Tensor Tensor::variable(const std::string& name, int64_t value, int64_t min, int64_t max,
+                        const std::string& device) {
+  if (name.empty() || !(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_') ||
+      !std::all_of(name.begin(), name.end(),
+                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }))
+    fail("variable", "the name '" + name + "' is not an identifier");
+  if (min > max || value < min || value > max || min < INT32_MIN || max > INT32_MAX)
+    fail("variable", name + " = " + std::to_string(value) + " outside [" + std::to_string(min) +
+                         ", " + std::to_string(max) + "] (an int32 range)");
+  frontend_device(device);  // a clear error for a device that does not open
+  auto n = make(NodeKind::Var, dtypes::int32, {}, device, {}, Op::ADD, {min, max});
+  n->name = name;
+  n->value = double(value);
   return Tensor(n);
 }
 
@@ -782,6 +800,29 @@ Tensor Tensor::slice(int axis, int64_t begin, int64_t end) const {
                      : std::pair<int64_t, int64_t>{0, shape()[size_t(i)]});
   if (be[size_t(ax)].second < be[size_t(ax)].first) be[size_t(ax)].second = be[size_t(ax)].first;
   return shrink(be);
+}
+
+Tensor Tensor::slice(int axis, const Tensor& begin, int64_t length) const {
+  int ax = axis_of(axis, "slice");
+  if (!begin.defined() || begin.node_->kind != NodeKind::Var)
+    fail("slice", "a begin that is not a bound variable (Tensor::variable)");
+  const LazyNode& v = *begin.node_;
+  if (v.device != device())
+    fail("slice", "a variable on " + v.device + " for a tensor on " + device());
+  int64_t n = shape()[size_t(ax)];
+  if (length < 0 || v.arg[0] < 0 || v.arg[1] + length > n)
+    fail("slice", "length " + std::to_string(length) + " from " + v.name + " in [" +
+                      std::to_string(v.arg[0]) + ", " + std::to_string(v.arg[1]) +
+                      "] leaves axis " + std::to_string(ax) + " of shape " + shape_text(shape()));
+  Shape s = shape();
+  s[size_t(ax)] = length;
+  std::vector<int64_t> arg;
+  for (int i = 0; i < ndim(); ++i) {
+    arg.push_back(0);
+    arg.push_back(i == ax ? length : shape()[size_t(i)]);
+  }
+  arg.push_back(ax);
+  return Tensor(make(NodeKind::Shrink, dtype(), s, device(), {node_, begin.node_}, Op::ADD, arg));
 }
 
 Tensor Tensor::flip(std::vector<int> axes) const {

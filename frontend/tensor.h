@@ -66,6 +66,12 @@ class Tensor {
   static Tensor randn(Shape shape, DType dtype = dtypes::float32, const std::string& device = "cpu",
                       std::optional<uint64_t> seed = {});
   static void manual_seed(uint64_t seed);
+  // A bound integer (int32, shape []) in [min, max]: kernels take its value as an argument
+  // rather than compiling it in, so graphs built with other values run the same compiled
+  // kernels, and a JIT capture given it as an input replays with the value rebound (a
+  // KV-cache position). Names a kernel reads must be distinct.
+  static Tensor variable(const std::string& name, int64_t value, int64_t min, int64_t max,
+                         const std::string& device = "cpu");
   static Tensor from_dlpack(const DLView& v, const std::string& device = "cpu");
   // A tensor reading `storage`, which holds numel(shape) elements of dtype, row-major.
   static Tensor from_storage(std::shared_ptr<Storage> storage, Shape shape, DType dtype);
@@ -151,6 +157,9 @@ class Tensor {
   Tensor pad(std::vector<std::pair<int64_t, int64_t>> before_after) const;
   Tensor shrink(std::vector<std::pair<int64_t, int64_t>> begin_end) const;
   Tensor slice(int axis, int64_t begin, int64_t end) const;
+  // `length` elements of `axis` from a bound position (a variable): every value the
+  // variable may take must leave the slice inside the axis.
+  Tensor slice(int axis, const Tensor& begin, int64_t length) const;
   Tensor flip(std::vector<int> axes) const;
   Tensor unsqueeze(int axis) const;
   Tensor squeeze(int axis) const;

@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_device.h"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdlib>
@@ -399,6 +400,14 @@ class CudaGraph : public Graph {
     if (exec_) throw BackendError("cuda graph: record after the first replay");
     launches_.push_back({&dynamic_cast<CudaProgram&>(p), g, l, std::move(args)});
   }
+  void update(size_t i, LaunchDims g, std::vector<KernelArg> args) override {
+    if (i >= launches_.size()) throw BackendError("cuda graph: no launch " + std::to_string(i));
+    if (launches_[i].global.x != g.x || launches_[i].global.y != g.y ||
+        launches_[i].global.z != g.z)
+      regrid_.push_back(i);
+    launches_[i].global = g;
+    launches_[i].args = std::move(args);
+  }
   void replay(Queue& q, std::span<const std::pair<Buffer, Buffer>> rebind) override {
     c_->current();
     auto& cq = dynamic_cast<CudaQueue&>(q);
@@ -406,13 +415,15 @@ class CudaGraph : public Graph {
     for (size_t i = 0; i < launches_.size(); ++i) {
       std::vector<KernelArg> args = launches_[i].args;
       for (KernelArg& a : args) rebind_arg(a, rebind);
-      if (args != bound_[i]) {  // only changed nodes are updated (a map is encoded afresh)
+      bool regrid = std::find(regrid_.begin(), regrid_.end(), i) != regrid_.end();
+      if (args != bound_[i] || regrid) {  // only changed nodes are updated (maps encoded afresh)
         Params p(launches_[i].program->info(), args);
         cu::KernelNodeParams np = node_params(launches_[i], p);
         check(c_->d.GraphExecKernelNodeSetParams(exec_, nodes_[i], &np), "rebinding a graph node");
         bound_[i] = std::move(args);
       }
     }
+    regrid_.clear();
     check(c_->d.GraphLaunch(exec_, cq.stream()), "launching a graph");
   }
 
@@ -455,6 +466,7 @@ class CudaGraph : public Graph {
   std::vector<Launch> launches_;
   std::vector<cu::GraphNode> nodes_;
   std::vector<std::vector<KernelArg>> bound_;
+  std::vector<size_t> regrid_;  // launches whose grid changed since the last replay
   cu::GraphT graph_ = nullptr;
   cu::GraphExec exec_ = nullptr;
 };

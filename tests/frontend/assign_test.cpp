@@ -95,6 +95,48 @@ TEST_P(Assign, RefusesWritesWithoutOneElementEach) {
   expect_close(a.to_doubles(), {0, 0, 0, 0}, 0, 0, "unchanged after the refusals");
 }
 
+TEST_P(Assign, BoundVariablesRunTheSameKernelsForEveryValue) {
+  // A KV-cache append at a bound position t and a masked read of rows 0..t: every t after
+  // the first compiles nothing.
+  const int64_t n = 8, d = 4;
+  Tensor cache = Tensor::zeros({n, d}, dtypes::float32, dev()).contiguous();
+  std::vector<double> rows = random_values(size_t(n * d), dtypes::float32, 9);
+  Tensor pos = Tensor::arange(0, double(n), 1, dtypes::int32, dev()).reshape({n, 1});
+  int64_t compiled = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    Tensor tv = Tensor::variable("t", t, 0, n - 1, dev());
+    std::vector<double> row(rows.begin() + t * d, rows.begin() + (t + 1) * d);
+    cache.slice(0, tv, 1).assign(from(row, {1, d}));
+    Tensor seen = pos.le(tv).where(cache, cache.scalar(0)).sum({0});
+    std::vector<double> want(size_t(d), 0.0);
+    for (int64_t r = 0; r <= t; ++r)
+      for (int64_t c = 0; c < d; ++c)
+        want[size_t(c)] = double(float(want[size_t(c)] + rows[size_t(r * d + c)]));
+    expect_close(seen.to_doubles(), want, 1e-6, 0, "rows 0.." + std::to_string(t));
+    if (t == 1) compiled = realize_stats().compiled;
+    if (t > 1) {
+      EXPECT_EQ(realize_stats().compiled, compiled) << "t = " << t;
+    }
+  }
+  // The gradient of a slice at a bound position lands on its rows.
+  Tensor x = from(random_values(18, dtypes::float32, 10), {6, 3}).requires_grad_();
+  std::vector<double> w = random_values(9, dtypes::float32, 11);
+  (x.slice(0, Tensor::variable("t", 2, 0, 3, dev()), 3) * from(w, {3, 3})).sum().backward();
+  std::vector<double> want(18, 0.0);
+  for (size_t i = 0; i < 9; ++i) want[6 + i] = w[i];
+  expect_close(x.grad().to_doubles(), want, 0, 0, "gradient of a bound slice");
+}
+
+TEST_P(Assign, BoundVariablesRefuseWhatCannotHold) {
+  Tensor a = Tensor::zeros({5, 2}, dtypes::float32, dev());
+  EXPECT_THROW(Tensor::variable("t", 6, 0, 5, dev()), TensorError);
+  EXPECT_THROW(Tensor::variable("not a name", 0, 0, 5, dev()), TensorError);
+  EXPECT_THROW(a.slice(0, Tensor::variable("t", 0, 0, 4, dev()), 2), TensorError);  // 4 + 2 > 5
+  EXPECT_THROW(a.slice(0, a, 2), TensorError);
+  Tensor t1 = Tensor::variable("t", 1, 0, 3, dev()), t2 = Tensor::variable("t", 2, 0, 3, dev());
+  EXPECT_THROW((a.slice(0, t1, 2) + a.slice(0, t2, 2)).realize(), TensorError);
+}
+
 // A small model: two parameters of awkward sizes, one shared by both layers, and a
 // third that gets no gradient on odd steps.
 struct TinyModel {

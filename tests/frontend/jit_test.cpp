@@ -4,6 +4,7 @@
 // the JIT on and off.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -120,6 +121,42 @@ TEST_P(JitCapture, ReplayedTrainingStepsUpdateTheParametersInPlace) {
     EXPECT_TRUE(captured.second == plain.second) << (fused ? "fused" : "unfused");
   }
   EXPECT_LT(plain.first.back(), plain.first.front());
+}
+
+TEST_P(JitCapture, DecodeLoopCapturesOnceAndRebindsThePosition) {
+  // One attention step of a decoder over a KV cache: append the new key and value at
+  // position t, attend from the new query to positions 0..t. Captured at t = 1, replayed
+  // for every later t with the position rebound; the same bits as running it uncaptured.
+  const int64_t n = 12, d = 8;
+  auto decoder = [&](Tensor kc, Tensor vc) {
+    return [=](const std::vector<Tensor>& in) {
+      const Tensor &q = in[0], &k = in[1], &v = in[2], &t = in[3];
+      Tensor::assign({{kc.slice(0, t, 1), k}, {vc.slice(0, t, 1), v}});
+      Tensor pos = Tensor::arange(0, double(n), 1, dtypes::int32, q.device()).reshape({1, n});
+      Tensor s = q.matmul(kc.transpose()) * (1 / std::sqrt(double(d)));
+      Tensor p = pos.le(t).where(s, s.scalar(-INFINITY)).softmax(-1);
+      return std::vector<Tensor>{p.matmul(vc)};
+    };
+  };
+  auto zeros = [&] { return Tensor::zeros({n, d}, dtypes::float32, dev()).contiguous(); };
+  Tensor kc1 = zeros(), vc1 = zeros(), kc2 = zeros(), vc2 = zeros();
+  Jit jit(decoder(kc1, vc1));
+  auto plain = decoder(kc2, vc2);
+  size_t kernels = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<Tensor> in{random({1, d}, 100 + uint64_t(t)), random({1, d}, 200 + uint64_t(t)),
+                           random({1, d}, 300 + uint64_t(t)),
+                           Tensor::variable("t", t, 0, n - 1, dev())};
+    Tensor got = jit(in)[0], want = plain(in)[0];
+    EXPECT_EQ(jit.replayed(), t >= 2) << "t = " << t;
+    if (t == 2) kernels = jit.graph_kernels();
+    if (t > 2) {
+      EXPECT_EQ(jit.graph_kernels(), kernels);
+    }
+    EXPECT_TRUE(got.bytes() == want.bytes()) << "t = " << t;
+  }
+  EXPECT_TRUE(kc1.bytes() == kc2.bytes());
+  EXPECT_TRUE(vc1.bytes() == vc2.bytes());
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, JitCapture, testing::ValuesIn(frontend_devices()));
