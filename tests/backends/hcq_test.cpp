@@ -1,5 +1,6 @@
 // The HCQ objects on every device: queues run in order, signals order queues, graphs
-// replay with rebound buffers, and the compile cache hits, misses and rebuilds.
+// replay with rebound buffers and updated launches, and the compile cache hits, misses and
+// rebuilds.
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -109,6 +110,17 @@ TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {
   for (size_t i = 0; i < want.size(); ++i)
     want[i] = double(float(c.values[i] + b.values[i]) + float(b.values[i]));
   expect_exact(out2, want);
+  // Updated: the second launch adds c instead of b (from then on).
+  g->update(1, k.rendered.info.global, {dout.buf, dout.buf, dc.buf});
+  g->replay(*q);
+  q->signal(*s, 3);
+  q->submit();
+  s->wait(3);
+  dout.read(out);
+  for (size_t i = 0; i < want.size(); ++i)
+    want[i] = double(float(a.values[i] + b.values[i]) + float(c.values[i]));
+  expect_exact(out, want);
+  EXPECT_THROW(g->update(2, k.rendered.info.global, {}), BackendError);
 }
 
 // The autotuner compiles thousands of kernels: each program's code is freed with it, and

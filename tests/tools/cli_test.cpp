@@ -47,6 +47,15 @@ TEST(Cli, UnknownCommandsAndKernelsExitTwo) {
   EXPECT_NE(r.out.find("known: add, sum"), std::string::npos) << r.out;
 }
 
+TEST(Cli, TrainDemoPrintsProgressAndRefusesBadOptions) {
+  CliRun r = kitten("run train-demo --device cpu --steps 50");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("step   50  cross-entropy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("50 steps in"), std::string::npos) << r.out;
+  EXPECT_EQ(kitten("run train-demo --steps 0").status, 2);
+  EXPECT_EQ(kitten("run train-demo --fast").status, 2);
+}
+
 TEST(Cli, GraphPrintsAVerifiedKernel) {
   CliRun r = kitten("graph sum");
   EXPECT_EQ(r.status, 0) << r.out;
