@@ -52,6 +52,9 @@ run: build
 	@# the cache once), on the best device present: sentence embeddings and similarities.
 	$(BUILD)/bin/kitten run minilm "A man is eating food." "A man is eating a piece of bread." \
 	  "The girl is carrying a baby." "A man is riding a horse."
+	@# Training through the front end: a small causal transformer memorises a token sequence
+	@# (AdamW fused into one kernel per step, the step captured and replayed as one graph).
+	$(BUILD)/bin/kitten run train-demo
 
 test: test-main test-asan test-tsan
 
