@@ -89,6 +89,42 @@ TEST(Optimizers, UpdateLandsInTheParameterItself) {
   EXPECT_THROW(w.assign(Tensor::zeros({4})), TensorError);
 }
 
+// An SGD whose update lands in a copy of the parameter: what a broken in-place assign does.
+class CopyingSGD : public SGD {
+ public:
+  using SGD::SGD;
+
+ private:
+  void update(const Tensor& w, const Tensor& g, const std::vector<Tensor>& state,
+              std::vector<std::pair<Tensor, Tensor>>& out) override {
+    Tensor copy = w.contiguous();
+    copy.realize();
+    out.emplace_back(copy, w - g * 0.5);
+    (void)state;
+  }
+};
+
+// Whether a step of `opt` on loss sum(w * x) reached w through every tensor sharing it.
+bool step_reaches_the_parameter(Optimizer& opt, Tensor& w, const std::vector<double>& x) {
+  std::vector<double> w0 = w.to_doubles();
+  Tensor alias = w;
+  (w * Tensor::from_doubles(x, {int64_t(x.size())})).sum().backward();
+  opt.step();
+  std::vector<double> got = alias.to_doubles();
+  for (size_t i = 0; i < x.size(); ++i)
+    if (got[i] != w0[i] - 0.5 * x[i]) return false;
+  return true;
+}
+
+TEST(Optimizers, TheInPlaceCheckFailsOnAnUpdateWrittenToACopy) {
+  std::vector<double> x = {0.5, -1, 2};
+  Tensor w1 = param({1, 2, 3}), w2 = param({1, 2, 3});
+  SGD right({w1}, 0.5);
+  CopyingSGD broken({w2}, 0.5);
+  EXPECT_TRUE(step_reaches_the_parameter(right, w1, x));
+  EXPECT_FALSE(step_reaches_the_parameter(broken, w2, x));
+}
+
 TEST(Training, MlpFitsSin3xWithAdam) {
   // y = sin(3x) on 256 points of [-1, 1]; 1 -> 64 (tanh) -> 1; Adam lr 1e-2.
   std::vector<double> xs, ys;
