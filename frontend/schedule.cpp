@@ -280,8 +280,11 @@ class Emitter {
   // axes are outer and it is computed once where it would be stored): split there instead
   // (the layernorm read along a reduction stores its output, not its statistics).
   std::vector<const LazyNode*> chain_;
+  // Not above a broadcast: a value with more elements than n would be stored for it.
   const LazyNode* split_point(const LazyNode* n) const {
-    return chain_.empty() ? n : chain_.front();
+    for (const LazyNode* c : chain_)
+      if (numel(c->shape) <= numel(n->shape)) return c;
+    return n;
   }
   static bool keeps_order(const LazyNode* n) {
     switch (n->kind) {
@@ -566,7 +569,8 @@ class Emitter {
     sites.insert(key);
     int64_t elems = std::max<int64_t>(numel(n->shape), 1);
     if (evals > elems && !merged_) {
-      s_.violate(chain_.empty() ? s_.epilogue_top(n) : chain_.front(),
+      const LazyNode* top = split_point(n);
+      s_.violate(top == n ? s_.epilogue_top(n) : top,
                  "a reduction computed " + std::to_string(evals / elems) +
                      " times per element where it is read (rule 2)");
       return read(n, idx, gate);
