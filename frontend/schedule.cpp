@@ -278,13 +278,12 @@ class Emitter {
   // Values above a recomputed node that are each computed once per element, through ops
   // that keep the order of its axes (so that in the kernel of the topmost, the node's
   // axes are outer and it is computed once where it would be stored): split there instead
-  // (the layernorm read along a reduction stores its output, not its statistics).
+  // (the layernorm read along a reduction stores its output, not its statistics). Not
+  // through a concatenation (its inputs are each read on their own segment only).
   std::vector<const LazyNode*> chain_;
-  // Not above a broadcast: a value with more elements than n would be stored for it.
+  const LazyNode* reduce_input_ = nullptr;  // the source of the reduction being emitted
   const LazyNode* split_point(const LazyNode* n) const {
-    for (const LazyNode* c : chain_)
-      if (numel(c->shape) <= numel(n->shape)) return c;
-    return n;
+    return chain_.empty() ? n : chain_.front();
   }
   static bool keeps_order(const LazyNode* n) {
     switch (n->kind) {
@@ -292,7 +291,6 @@ class Emitter {
       case NodeKind::Pad:
       case NodeKind::Shrink:
       case NodeKind::Flip:
-      case NodeKind::Cat:
       case NodeKind::Gather:
       case NodeKind::Named:
         return true;
@@ -384,7 +382,9 @@ class Emitter {
     // The chain of values computed once per element above the nodes below.
     std::vector<const LazyNode*> saved;
     bool pushed = false, broken = false;
-    if ((n->kind == NodeKind::Alu || n->kind == NodeKind::Cast) && once) {
+    // A reduction's input is never the split point: storing the whole product of a weight
+    // gradient (64x256x64) would cost more than the smaller value it recomputes.
+    if ((n->kind == NodeKind::Alu || n->kind == NodeKind::Cast) && once && n != reduce_input_) {
       chain_.push_back(n);
       pushed = true;
     } else if (!keeps_order(n)) {
@@ -569,8 +569,7 @@ class Emitter {
     sites.insert(key);
     int64_t elems = std::max<int64_t>(numel(n->shape), 1);
     if (evals > elems && !merged_) {
-      const LazyNode* top = split_point(n);
-      s_.violate(top == n ? s_.epilogue_top(n) : top,
+      s_.violate(chain_.empty() ? s_.epilogue_top(n) : chain_.front(),
                  "a reduction computed " + std::to_string(evals / elems) +
                      " times per element where it is read (rule 2)");
       return read(n, idx, gate);
@@ -605,6 +604,7 @@ class Emitter {
     if (empty) return init.dtype() == c ? init : cast(init, c);
     auto combine = [&](UOp a, UOp b) { return n->op == Op::MAX ? alu(Op::MAX, a, b) : a + b; };
     if (red.empty()) {
+      reduce_input_ = in;
       UOp v = emit(in, at, gate, inner);
       return v.dtype() == c ? v : cast(v, c);
     }
@@ -623,6 +623,7 @@ class Emitter {
     std::vector<UOp> deps{buf, init_store};
     deps.insert(deps.end(), red.begin(), red.end());
     UOp in_loop = UOp::make(Op::AFTER, std::span<const UOp>(deps));
+    reduce_input_ = in;
     UOp v = emit(in, at, gate, inner);
     if (v.dtype() != acc_dt) v = cast(v, acc_dt);
     UOp upd = store(index(in_loop, i32(0)), combine(load(index(in_loop, i32(0))), v));
