@@ -39,7 +39,7 @@ struct DeviceState {
   // Submits what was queued and waits until it has run.
   void finish() {
     if (!done) done = device->new_signal(0);
-    queue->signal(*done, ++done_value);
+    q().signal(*done, ++done_value);
     queue->submit();
     done->wait(done_value);
   }
@@ -152,7 +152,6 @@ void Storage::move_into(std::shared_ptr<Storage> to, size_t offset) {
   std::lock_guard lock(g_mu);
   DeviceState& st = state(device_name);
   if (buffer.bytes) st.q().copy(there, buffer, buffer.bytes);
-  st.q();
   st.finish();
   if (!parent) {  // this storage's own memory goes to the cache
     Storage old(device, device_name, buffer);

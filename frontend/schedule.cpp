@@ -6,12 +6,14 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 #include <span>
 #include <sstream>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "dsl/printer.h"
 #include "dsl/symbolic.h"
@@ -210,11 +212,10 @@ class Emitter {
       stores.emplace_back(f, v);
       if (o->kind == NodeKind::Assign) writes.emplace_back(dst, f);
     }
-    // A kernel that writes a buffer in place may read it only where it writes it (each
-    // element read before it is written); otherwise the value is computed into a buffer
-    // of its own first.
-    // The loads of buffers this kernel writes come before its stores (one output's value
-    // may read what another's store writes, at the same element).
+    // A kernel that writes a buffer in place may read it only where it writes it; otherwise
+    // the value is computed into a buffer of its own first. The loads of the buffers it
+    // writes come before its stores (one output's value may read, at the same element,
+    // what another output's store writes).
     std::vector<UOp> first;
     for (const auto& [buf, f] : writes)
       for (const auto& [n, g, l] : reads_) {
@@ -604,8 +605,9 @@ class Emitter {
     if (empty) return init.dtype() == c ? init : cast(init, c);
     auto combine = [&](UOp a, UOp b) { return n->op == Op::MAX ? alu(Op::MAX, a, b) : a + b; };
     if (red.empty()) {
-      reduce_input_ = in;
+      const LazyNode* outer_input = std::exchange(reduce_input_, in);
       UOp v = emit(in, at, gate, inner);
+      reduce_input_ = outer_input;
       return v.dtype() == c ? v : cast(v, c);
     }
     // A register accumulator, reset inside the output ranges the indices depend on.
@@ -623,8 +625,9 @@ class Emitter {
     std::vector<UOp> deps{buf, init_store};
     deps.insert(deps.end(), red.begin(), red.end());
     UOp in_loop = UOp::make(Op::AFTER, std::span<const UOp>(deps));
-    reduce_input_ = in;
+    const LazyNode* outer_input = std::exchange(reduce_input_, in);
     UOp v = emit(in, at, gate, inner);
+    reduce_input_ = outer_input;
     if (v.dtype() != acc_dt) v = cast(v, acc_dt);
     UOp upd = store(index(in_loop, i32(0)), combine(load(index(in_loop, i32(0))), v));
     std::vector<UOp> end_src{upd};
@@ -699,15 +702,125 @@ const LazyNode* written_buffer(const LazyNode* n) {
   return b;
 }
 
+namespace {
+
+// A schedule by positions in the canonical walk of its graph (below), so that a graph of
+// the same structure (other buffers, other values of bound variables) reuses it.
+struct CachedSchedule {
+  struct Item {
+    UOp sink;
+    std::string name;
+    Shape shape;
+    std::vector<size_t> outputs, inputs, vars;
+  };
+  std::vector<Item> items;
+  std::vector<std::pair<size_t, std::string>> splits;
+};
+
+// The canonical walk: the nodes below the targets in post-order (sources in order; a
+// realized node is a leaf). Returns a text that determines the schedule: per node what it
+// computes and its sources' positions, then the targets' positions.
+std::string structure(const std::vector<NodePtr>& targets, std::vector<const LazyNode*>& order,
+                      std::unordered_map<const LazyNode*, size_t>& pos) {
+  std::ostringstream text;
+  const char* fusion = std::getenv("KITTEN_FUSION");
+  text << "fusion " << (fusion && std::string(fusion) == "0" ? 0 : 1) << "\n";
+  auto describe = [&](const LazyNode* n) {
+    text << node_kind_name(n->kind) << " " << n->dtype.name() << shape_text(n->shape);
+    if (n->data()) {
+      text << "\n";
+      return;
+    }
+    text << " " << op_name(n->op) << " " << shape_text(n->arg) << " " << n->name;
+    if (n->kind == NodeKind::Const) text << " " << std::hexfloat << n->value << std::defaultfloat;
+    text << " <";
+    for (const NodePtr& x : n->src) text << pos.at(x.get()) << " ";
+    text << ">\n";
+  };
+  std::vector<std::pair<const LazyNode*, size_t>> stack;
+  for (const NodePtr& t : targets) {
+    if (pos.count(t.get())) continue;
+    stack.emplace_back(t.get(), 0);
+    while (!stack.empty()) {
+      auto& [n, next] = stack.back();
+      if (!n->data() && next < n->src.size()) {
+        const LazyNode* x = n->src[next++].get();
+        if (!pos.count(x)) stack.emplace_back(x, 0);
+        continue;
+      }
+      const LazyNode* done = n;
+      stack.pop_back();
+      pos[done] = order.size();
+      order.push_back(done);
+      describe(done);
+    }
+  }
+  text << "targets";
+  for (const NodePtr& t : targets)
+    if (!t->data()) text << " " << pos.at(t.get());
+  return text.str();
+}
+
+KernelSchedule schedule_uncached(const std::vector<NodePtr>& targets);
+
+}  // namespace
+
 KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
-  Scheduler s;
-  KernelSchedule out;
-  std::unordered_set<const LazyNode*> seen;
   for (const NodePtr& t : targets) {
     if (!t) throw TensorError("realize: an undefined tensor");
     if (t->device != targets[0]->device)
       throw TensorError("realize: tensors on " + targets[0]->device + " and " + t->device +
                         " in one schedule");
+  }
+  std::vector<const LazyNode*> order;
+  std::unordered_map<const LazyNode*, size_t> pos;
+  std::string key = structure(targets, order, pos);
+  static std::mutex mu;
+  static std::unordered_map<std::string, CachedSchedule> cache;
+  KernelSchedule out;
+  std::unordered_set<const LazyNode*> kept;
+  for (const NodePtr& t : targets)
+    if (!t->data() && kept.insert(t.get()).second) out.keep.push_back(t);
+  {
+    std::lock_guard lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) {
+      ++schedule_cache_stats().hits;
+      for (const CachedSchedule::Item& c : it->second.items) {
+        ScheduleItem item{c.sink, c.name, c.shape, {}, {}, {}};
+        for (size_t i : c.outputs) item.outputs.push_back(order[i]);
+        for (size_t i : c.inputs) item.inputs.push_back(order[i]);
+        for (size_t i : c.vars) item.vars.push_back(order[i]);
+        out.items.push_back(std::move(item));
+      }
+      for (const auto& [i, rule] : it->second.splits) out.splits.emplace_back(order[i], rule);
+      return out;
+    }
+  }
+  KernelSchedule fresh = schedule_uncached(targets);
+  ++schedule_cache_stats().misses;
+  CachedSchedule c;
+  auto at = [&](const std::vector<const LazyNode*>& nodes) {
+    std::vector<size_t> v;
+    for (const LazyNode* n : nodes) v.push_back(pos.at(n));
+    return v;
+  };
+  for (const ScheduleItem& item : fresh.items)
+    c.items.push_back(
+        {item.sink, item.name, item.shape, at(item.outputs), at(item.inputs), at(item.vars)});
+  for (const auto& [n, rule] : fresh.splits) c.splits.emplace_back(pos.at(n), rule);
+  std::lock_guard lock(mu);
+  if (cache.size() >= 256) cache.clear();  // graphs that never repeat
+  cache.emplace(std::move(key), std::move(c));
+  return fresh;
+}
+
+namespace {
+
+KernelSchedule schedule_uncached(const std::vector<NodePtr>& targets) {
+  Scheduler s;
+  KernelSchedule out;
+  std::unordered_set<const LazyNode*> seen;
+  for (const NodePtr& t : targets) {
     if (t->data() || !s.target_set.insert(t.get()).second) continue;
     s.targets.push_back(t);
     s.collect(t.get(), seen);
@@ -810,6 +923,13 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
   for (auto& [n, rule] : s.why) out.splits.emplace_back(n, rule);
   out.keep = s.targets;
   return out;
+}
+
+}  // namespace
+
+ScheduleCacheStats& schedule_cache_stats() {
+  static ScheduleCacheStats s;
+  return s;
 }
 
 std::string schedule_text(const KernelSchedule& s) {

@@ -35,7 +35,15 @@ struct KernelSchedule {
 const LazyNode* written_buffer(const LazyNode* target);
 
 // The kernels that compute `targets` (nodes of one device), in order. Pure: runs nothing.
+// Schedules are kept by the structure of their graph (every node's op, dtype, shape,
+// arguments and constants, which nodes are realized, the targets; not the buffers nor the
+// values of bound variables): a graph built again, as every training step or forward
+// builds one, is not scheduled again.
 KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets);
+struct ScheduleCacheStats {
+  int64_t hits = 0, misses = 0;
+};
+ScheduleCacheStats& schedule_cache_stats();
 // The schedule as text: one line per kernel (name, shape, buffers), then why each split.
 std::string schedule_text(const KernelSchedule& s);
 

@@ -1,6 +1,6 @@
 // The fusion rules (docs/frontend.md): kernel counts for softmax, layernorm, an MLP block
 // and an attention block; shared work computed once; several outputs in one kernel; the
-// memory plan never aliasing a live value.
+// memory plan never aliasing a live value; schedules kept by the structure of their graph.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -87,6 +87,41 @@ TEST(Fusion, TargetsOfOneShapeShareAKernel) {
     for (int j = 0; j < 13; ++j) wb.push_back(xs[size_t(i * 13 + j)] * xs[size_t(i * 13 + j)] - s);
   }
   expect_close(b.to_doubles(), wb, 1e-5, 1e-5, "grouped b");
+}
+
+TEST(ScheduleCache, AGraphOfTheSameStructureIsNotScheduledAgain) {
+  auto block = [](const Tensor& x, const Tensor& w, double scale) {
+    return (x.matmul(w) * scale).softmax(-1).sum({0});
+  };
+  auto fresh = [](uint64_t seed) { return input({9, 13}, seed); };
+  Tensor w = input({13, 5}, 3);
+  ScheduleCacheStats before = schedule_cache_stats();
+  Tensor a = block(fresh(1), w, 0.5);
+  KernelSchedule first = sched(a);
+  EXPECT_EQ(schedule_cache_stats().misses, before.misses + 1);
+  // Other buffers, the same structure: the cached schedule, naming this graph's nodes.
+  Tensor x2 = fresh(2), b = block(x2, w, 0.5);
+  KernelSchedule again = sched(b);
+  EXPECT_EQ(schedule_cache_stats().hits, before.hits + 1);
+  ASSERT_EQ(again.items.size(), first.items.size());
+  for (size_t i = 0; i < again.items.size(); ++i)
+    EXPECT_EQ(again.items[i].sink, first.items[i].sink);
+  EXPECT_EQ(again.items.back().outputs[0], b.node().get());
+  bool reads_x2 = false;
+  for (const ScheduleItem& item : again.items)
+    for (const LazyNode* n : item.inputs) reads_x2 = reads_x2 || n == x2.node().get();
+  EXPECT_TRUE(reads_x2);
+  std::vector<double> want = block(x2, w, 0.5).contiguous().to_doubles();
+  EXPECT_EQ(b.to_doubles(), want);
+  // Another constant, another kernel; the unfused baseline is its own entry too.
+  int64_t misses = schedule_cache_stats().misses;
+  sched(block(fresh(3), w, 0.25));
+  EXPECT_EQ(schedule_cache_stats().misses, misses + 1);
+  setenv("KITTEN_FUSION", "0", 1);
+  KernelSchedule unfused = sched(block(fresh(4), w, 0.5));
+  unsetenv("KITTEN_FUSION");
+  EXPECT_EQ(schedule_cache_stats().misses, misses + 2);
+  EXPECT_GT(unfused.items.size(), first.items.size());
 }
 
 TEST(Fusion, ReusedBuffersNeverAliasLiveValues) {
