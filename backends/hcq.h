@@ -140,6 +140,9 @@ class Queue {
   virtual void wait(Signal& s, uint64_t v) = 0;    // go on only once s >= v
   virtual void timestamp(Timestamp& t) = 0;
   virtual void submit() = 0;  // hands the commands since the last submit to the device
+  // Throws (once) the failure of a command that has run, where the device records one
+  // rather than raising it at submit (host queues run commands on a worker thread).
+  virtual void raise_failure() {}
 };
 
 // A recorded sequence of launches; replay() queues all of them as one command, with

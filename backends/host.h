@@ -105,6 +105,14 @@ class HostQueue : public Queue {
     });
   }
   void enqueue(std::function<void()> f) { pending_.push_back(std::move(f)); }
+  void raise_failure() override {
+    std::string failure;
+    {
+      std::lock_guard lock(mu_);
+      failure.swap(failure_);
+    }
+    if (!failure.empty()) throw BackendError("queue: a command failed: " + failure);
+  }
   void submit() override {
     {
       std::lock_guard lock(mu_);

@@ -43,8 +43,15 @@ bool is_var(const Tensor& t) { return t.node()->kind == NodeKind::Var; }
 // (not value).
 std::string signature(const std::vector<Tensor>& inputs) {
   std::string s;
-  for (const Tensor& t : inputs) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
     const LazyNode& n = *t.node();
+    // Inputs given as the same memory are one buffer in a capture: part of the signature.
+    for (size_t j = 0; j < i && !is_var(t); ++j)
+      if (!is_var(inputs[j]) && shares_memory(t.node().get(), inputs[j].node().get())) {
+        s += "=" + std::to_string(j);
+        break;
+      }
     s += is_var(t) ? "var " + n.name + "[" + std::to_string(n.arg[0]) + ", " +
                          std::to_string(n.arg[1]) + "];"
                    : t.device() + ":" + std::string(t.dtype().name()) + shape_text(t.shape()) + ";";
@@ -146,17 +153,25 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
       c.graph->update(at + 1 + k, launch_grid(kernel->then[k].rendered.info, part), part);
     }
   }
+  // Storages moved since the capture (into a fused optimiser's buffer) are where they are now.
+  for (size_t i = 0; i < c.record.storages.size(); ++i)
+    if (c.record.storages[i]->buffer != c.record.buffers[i])
+      rebind.emplace_back(c.record.buffers[i], c.record.storages[i]->buffer);
   std::vector<Tensor> outs;
   Device& dev = frontend_device(c.record.device);
+  std::map<const void*, std::shared_ptr<Storage>> fresh;  // an output returned twice: one buffer
   for (const Captured::Output& o : c.outputs) {
     if (o.input >= 0) {
       outs.push_back(inputs[size_t(o.input)]);
     } else if (o.fixed.defined()) {
       outs.push_back(o.fixed);
     } else {
-      auto s = std::make_shared<Storage>(&dev, c.record.device, o.made.bytes);
-      rebind.emplace_back(o.made, s->buffer);
-      outs.push_back(Tensor::from_storage(std::move(s), o.shape, o.dtype));
+      auto& s = fresh[o.made.ptr];
+      if (!s) {
+        s = std::make_shared<Storage>(&dev, c.record.device, o.made.bytes);
+        rebind.emplace_back(o.made, s->buffer);
+      }
+      outs.push_back(Tensor::from_storage(s, o.shape, o.dtype));
     }
   }
   replay_graph(c.record.device, *c.graph, rebind, c.record.launches.size());

@@ -86,6 +86,12 @@ struct LazyNode {
   const std::shared_ptr<Storage>& data() const { return storage ? storage : realized; }
 };
 
+// Whether two realized nodes' memory overlaps (the same storage, or parts of one parent's).
+bool shares_memory(const LazyNode* a, const LazyNode* b);
+// The storage owning a storage's memory (itself unless it lies in a parent) and the byte
+// offset of its memory there.
+const Storage* memory_root(const Storage* s, size_t* offset = nullptr);
+
 // The device a tensor's kernels run on, opened on first use and kept for the process.
 Device& frontend_device(const std::string& name);
 

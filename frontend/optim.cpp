@@ -80,9 +80,12 @@ void Optimizer::step(std::vector<Tensor*> also) {
       for (size_t i = 0; i < params_.size(); ++i) {
         auto [offset, padded] = segments_[i];
         int64_t n = params_[i].numel();
-        parts.push_back(grads[i].defined()
-                            ? grads[i].reshape({n}).pad({{0, padded - n}})
-                            : Tensor::zeros({padded}, flat_.dtype(), flat_.device()));
+        // Each gradient is stored first: computed inline, it would read parameters inside
+        // the buffer this kernel writes.
+        Tensor g =
+            !grads[i].defined() || grads[i].node()->data() ? grads[i] : grads[i].contiguous();
+        parts.push_back(g.defined() ? g.reshape({n}).pad({{0, padded - n}})
+                                    : Tensor::zeros({padded}, flat_.dtype(), flat_.device()));
         keep.push_back(
             Tensor::full({padded}, grads[i].defined() ? 0 : 1, dtypes::bool_, flat_.device()));
       }

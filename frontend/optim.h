@@ -3,9 +3,10 @@
 // (assign), so every tensor sharing a parameter sees the update.
 //
 // Fused (the FUSE_OPTIM idea): the parameters move into one buffer (each parameter's
-// storage then lies inside it, 256-byte aligned), their state lives in one buffer per kind,
-// and a step updates all of them in one kernel over the whole buffer, with the same
-// arithmetic per element as the unfused step (the same bits).
+// storage then lies inside it, at a multiple of 256 bytes from its start), their state
+// lives in one buffer per kind, and a step updates all of them in one kernel over the whole
+// buffer (after the kernels that store the gradients), with the same arithmetic per element
+// as the unfused step (the same bits); Adam adds a 1-element kernel for its beta powers.
 #pragma once
 
 #include <vector>

@@ -42,6 +42,7 @@ struct DeviceState {
     q().signal(*done, ++done_value);
     queue->submit();
     done->wait(done_value);
+    queue->raise_failure();  // a failed kernel is this call's error, not a later one's
   }
 };
 
@@ -175,8 +176,29 @@ Storage::~Storage() {
   st.free_bytes += buffer.bytes;
 }
 
+const Storage* memory_root(const Storage* s, size_t* offset) {
+  const Storage* r = s;
+  while (r->parent) r = r->parent.get();
+  if (offset)
+    *offset =
+        size_t(static_cast<const char*>(s->buffer.ptr) - static_cast<const char*>(r->buffer.ptr));
+  return r;
+}
+
+bool shares_memory(const LazyNode* a, const LazyNode* b) {
+  const Storage *sa = a->data().get(), *sb = b->data().get();
+  if (!sa || !sb) return false;
+  if (sa == sb) return true;
+  size_t oa = 0, ob = 0;
+  if (memory_root(sa, &oa) != memory_root(sb, &ob)) return false;
+  return oa < ob + sb->buffer.bytes && ob < oa + sa->buffer.bytes;
+}
+
 void Capture::keep(const std::shared_ptr<Storage>& s, bool made_here) {
-  if (kept.insert(s.get()).second) storages.push_back(s);
+  if (kept.insert(s.get()).second) {
+    storages.push_back(s);
+    buffers.push_back(s->buffer);
+  }
   if (made_here) made.insert(s->buffer.ptr);
 }
 
@@ -238,6 +260,22 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
     return std::make_shared<Storage>(&dev, dev_name, bytes);
   };
 
+  // Every kernel compiles before any runs: a compile failure leaves all buffers as they
+  // were (no assignment half done).
+  std::vector<CompiledKernel*> kernels;
+  for (const ScheduleItem& item : sched.items) {
+    auto& ck = st.kernels[{item.sink.key().lo, item.sink.key().hi}];
+    if (!ck) {
+      ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
+      ++realize_stats().compiled;
+    }
+    kernels.push_back(ck.get());
+    std::map<std::string, double> values;  // (a cached schedule was made for other values)
+    for (const LazyNode* v : item.vars)
+      if (!values.emplace(v->name, v->value).second && values[v->name] != v->value)
+        throw TensorError("realize: one kernel reads the variable " + v->name +
+                          " bound to two values");
+  }
   Queue* q = &st.q();
   std::vector<std::pair<Timestamp, Timestamp>> times(timed ? sched.items.size() : 0);
   try {
@@ -262,11 +300,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
           args.push_back(it->second->buffer);
         }
       }
-      auto& ck = st.kernels[{item.sink.key().lo, item.sink.key().hi}];
-      if (!ck) {
-        ck = std::make_unique<CompiledKernel>(compile_kernel(dev, item.sink));
-        ++realize_stats().compiled;
-      }
+      CompiledKernel* ck = kernels[i];
       if (!item.vars.empty()) {
         std::map<std::string, int64_t> values;
         for (const LazyNode* v : item.vars) values[v->name] = int64_t(v->value);
@@ -274,7 +308,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
       }
       if (timed) q->timestamp(times[i].first);
       ck->enqueue(*q, args);
-      if (capture) capture->launches.emplace_back(ck.get(), args);
+      if (capture) capture->launches.emplace_back(ck, args);
       if (timed) q->timestamp(times[i].second);
       ++realize_stats().kernels;
       // Intermediates whose last reader this was can hold later ones' values.

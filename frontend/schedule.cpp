@@ -219,9 +219,11 @@ class Emitter {
     std::vector<UOp> first;
     for (const auto& [buf, f] : writes)
       for (const auto& [n, g, l] : reads_) {
-        if (n != buf) continue;
+        if (n != buf && !shares_memory(n, buf)) continue;
         first.push_back(l);
-        if (g != f && !merged_)
+        // Another node over the same memory (a parameter inside a fused optimiser's buffer)
+        // is read at indices of its own: not provably the element written.
+        if ((n != buf || g != f) && !merged_)
           for (const LazyNode* o : outputs_)
             if (o->kind == NodeKind::Assign && !o->src[0]->data())
               s_.violate(o->src[0].get(), "an assigned value reads its target elsewhere");
@@ -548,6 +550,8 @@ class Emitter {
         for (size_t i = 0; i < idx.size(); ++i)
           if (n->arg[i]) at[i] = simplify(i32(n->shape[i] - 1) - idx[i]);
         break;
+      case NodeKind::Named:  // detach, an anchor: the source's elements
+        break;
       default:
         throw TensorError(std::string("schedule: ") + node_kind_name(n->kind) + " is not a view");
     }
@@ -659,14 +663,15 @@ class Emitter {
 // The order the kernels run in: those that assign nothing first (in dependency order, as
 // built), then the assigning ones, each after every kernel that reads what it writes.
 // Kernels that read each other's targets (a cycle) have their values computed into
-// buffers of their own first (a violation).
+// buffers of their own first (a violation; Tensor::assign copies a value that is a buffer
+// over a target's memory first).
 std::vector<size_t> assign_order(Scheduler& s, const std::vector<ScheduleItem>& items) {
   std::vector<size_t> order, pending;
   for (size_t i = 0; i < items.size(); ++i)
     (items[i].outputs[0]->kind == NodeKind::Assign ? pending : order).push_back(i);
   auto writes = [&](size_t k, const LazyNode* b) {
     for (const LazyNode* o : items[k].outputs)
-      if (written_buffer(o) == b) return true;
+      if (written_buffer(o) == b || shares_memory(written_buffer(o), b)) return true;
     return false;
   };
   // k must wait while a pending kernel other than k reads what k writes.
@@ -725,9 +730,16 @@ std::string structure(const std::vector<NodePtr>& targets, std::vector<const Laz
   std::ostringstream text;
   const char* fusion = std::getenv("KITTEN_FUSION");
   text << "fusion " << (fusion && std::string(fusion) == "0" ? 0 : 1) << "\n";
+  std::unordered_map<const Storage*, size_t> roots;  // memory owner -> first leaf on it
   auto describe = [&](const LazyNode* n) {
     text << node_kind_name(n->kind) << " " << n->dtype.name() << shape_text(n->shape);
     if (n->data()) {
+      // Leaves over one memory (which the in-place rules look at): which, and where.
+      size_t offset = 0;
+      const Storage* root = memory_root(n->data().get(), &offset);
+      auto [it, first] = roots.emplace(root, pos.at(n));
+      if (!first || root != n->data().get())
+        text << " memory of " << it->second << " +" << offset << " " << n->data()->buffer.bytes;
       text << "\n";
       return;
     }
@@ -784,7 +796,7 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
   {
     std::lock_guard lock(mu);
     if (auto it = cache.find(key); it != cache.end()) {
-      ++schedule_cache_stats().hits;
+      ++schedule_cache_stats().hits;  // under the lock
       for (const CachedSchedule::Item& c : it->second.items) {
         ScheduleItem item{c.sink, c.name, c.shape, {}, {}, {}};
         for (size_t i : c.outputs) item.outputs.push_back(order[i]);
@@ -797,7 +809,6 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
     }
   }
   KernelSchedule fresh = schedule_uncached(targets);
-  ++schedule_cache_stats().misses;
   CachedSchedule c;
   auto at = [&](const std::vector<const LazyNode*>& nodes) {
     std::vector<size_t> v;
@@ -809,6 +820,7 @@ KernelSchedule schedule_nodes(const std::vector<NodePtr>& targets) {
         {item.sink, item.name, item.shape, at(item.outputs), at(item.inputs), at(item.vars)});
   for (const auto& [n, rule] : fresh.splits) c.splits.emplace_back(pos.at(n), rule);
   std::lock_guard lock(mu);
+  ++schedule_cache_stats().misses;
   if (cache.size() >= 256) cache.clear();  // graphs that never repeat
   cache.emplace(std::move(key), std::move(c));
   return fresh;

@@ -34,7 +34,7 @@ struct KernelSchedule {
 // else the target itself.
 const LazyNode* written_buffer(const LazyNode* target);
 
-// The kernels that compute `targets` (nodes of one device), in order. Pure: runs nothing.
+// The kernels that compute `targets` (nodes of one device), in order; runs nothing.
 // Schedules are kept by the structure of their graph (every node's op, dtype, shape,
 // arguments and constants, which nodes are realized, the targets; not the buffers nor the
 // values of bound variables): a graph built again, as every training step or forward
@@ -53,12 +53,14 @@ std::string schedule_text(const KernelSchedule& s);
 void realize_nodes(const std::vector<NodePtr>& targets);
 
 // What realize queued while a capture was set on this thread (jit.h): every launch with
-// its arguments, every buffer they touch (kept alive, so their addresses stay theirs) and
-// which of those the captured realizes allocated.
+// its arguments, every storage they touch (kept alive) with the buffer it had then (a
+// storage moved since, by a fused optimiser, is rebound at replay) and which of those the
+// captured realizes allocated.
 struct Capture {
   std::string device;
   std::vector<std::pair<const CompiledKernel*, std::vector<KernelArg>>> launches;
   std::vector<std::shared_ptr<Storage>> storages;
+  std::vector<Buffer> buffers;
   std::unordered_set<const Storage*> kept;
   std::unordered_set<const void*> made;  // buffer addresses
   void keep(const std::shared_ptr<Storage>& s, bool made_here);

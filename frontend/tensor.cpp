@@ -364,8 +364,9 @@ void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs,
     // The tensor whose memory the view lies in (realized first when it is lazy).
     NodePtr base = t.node_;
     while (!base->data() && (base->kind == NodeKind::Reshape || base->kind == NodeKind::Permute ||
-                             base->kind == NodeKind::Shrink || base->kind == NodeKind::Flip))
-      base = base->src[0];
+                             base->kind == NodeKind::Shrink || base->kind == NodeKind::Flip ||
+                             (base->kind == NodeKind::Named && base->name != "contiguous")))
+      base = base->src[0];  // (detach() reads its source: a write to it writes the source)
     if (base->kind == NodeKind::Expand || base->kind == NodeKind::Pad)
       fail("assign", std::string("cannot write through a view made by ") +
                          node_kind_name(base->kind) + " (of shape " + shape_text(base->shape) +
@@ -375,13 +376,24 @@ void Tensor::assign(const std::vector<std::pair<Tensor, Tensor>>& pairs,
         fail("assign",
              "two targets in one call write the same tensor of shape " + shape_text(base->shape));
     bases.push_back(base);
+  }
+  realize_nodes(bases);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto& [t, v] = pairs[i];
     Tensor value = v.cast(t.dtype());
     if (value.node_ == t.node_) continue;
+    // A value that is a buffer over a target's memory (a.flip().assign(a)) cannot be
+    // computed first by the scheduler: it is copied first.
+    if (value.node_->data())
+      for (const NodePtr& b : bases)
+        if (shares_memory(value.node_.get(), b.get())) {
+          value = value.contiguous();
+          break;
+        }
     auto w = make(NodeKind::Assign, t.dtype(), t.shape(), t.device(), {value.node_, t.node_});
     w->no_grad = true;
     writes.push_back(w);
   }
-  realize_nodes(bases);
   for (Tensor* t : also) writes.push_back(t->node_);
   realize_nodes(writes);
 }

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "backends/cpu/thread_pool.h"
+#include "backends/host.h"
 #include "kernels/examples.h"
 #include "test_device.h"
 
@@ -32,6 +33,26 @@ TEST(BackendConcurrency, ThreadPoolRunsFromSeveralThreads) {
 TEST(BackendConcurrency, HostQueuesOrderedBySignals) {
   auto dev = make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
   EXPECT_LE(add_then_copy_across_queues(*dev, 4096, 20), tolerance(dtypes::float32));
+}
+
+TEST(BackendConcurrency, AHostQueuesFailureIsRaisedOnceByTheCallThatWaited) {
+  auto dev = make_cpu_device(CpuCompileMode::Subprocess, CompileCache(test_cache_dir()));
+  auto q = dev->new_queue();
+  auto done = dev->new_signal(0);
+  dynamic_cast<HostQueue&>(*q).enqueue([] { throw BackendError("the kernel faulted"); });
+  q->signal(*done, 1);
+  q->submit();
+  done->wait(1);  // the commands after the failed one still ran
+  try {
+    q->raise_failure();
+    ADD_FAILURE() << "no failure raised";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("the kernel faulted"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(q->raise_failure());  // raised once
+  q->signal(*done, 2);
+  EXPECT_NO_THROW(q->submit());  // the queue goes on
+  done->wait(2);
 }
 
 TEST(BackendConcurrency, KernelsCompiledAndRunFromSeveralThreads) {

@@ -82,6 +82,36 @@ TEST_P(JitCapture, ShapeOrDtypeChangesCaptureAgain) {
   EXPECT_TRUE(call({4, 5}, dtypes::float32, 8));  // the first capture is kept
 }
 
+TEST_P(JitCapture, RepeatedInputsAndOutputsAndMovedParameters) {
+  // An output returned twice is one buffer; inputs given as one buffer are a signature of
+  // their own.
+  Jit twice([](const std::vector<Tensor>& in) {
+    Tensor y = in[0] + in[1];
+    return std::vector<Tensor>{y, y};
+  });
+  for (int call = 0; call < 4; ++call) {
+    Tensor x = random({5}, 40 + uint64_t(call)), z = random({5}, 50 + uint64_t(call));
+    std::vector<Tensor> same = twice({x, x});
+    EXPECT_TRUE(same[0].bytes() == (x + x).bytes()) << "call " << call;
+    std::vector<Tensor> got = twice({x, z});
+    EXPECT_TRUE(got[0].bytes() == (x + z).bytes()) << "call " << call;
+    EXPECT_TRUE(got[1].bytes() == (x + z).bytes()) << "call " << call;
+  }
+  // A function reading parameters, captured, then the parameters moved into a fused
+  // optimiser's buffer: replays read them where they are now.
+  Tensor w = random({4, 3}, 60).requires_grad_();
+  Jit forward([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{in[0].matmul(w)}; });
+  Tensor x = random({2, 4}, 61);
+  forward({x});
+  forward({x});
+  SGD opt({w}, 0.1, 0.0, 0.0, true);
+  Tensor moved = random({4, 3}, 62);
+  w.assign(moved);
+  Tensor got = forward({x})[0];
+  EXPECT_TRUE(forward.replayed());
+  EXPECT_TRUE(got.bytes() == x.matmul(moved).bytes());
+}
+
 TEST_P(JitCapture, OffWithTheEnvironmentVariable) {
   setenv("KITTEN_JIT", "0", 1);
   Jit jit(several_kernels);
