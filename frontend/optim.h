@@ -20,7 +20,12 @@ class Optimizer {
   // A parameter listed twice (the same tensor node) is one parameter. Fused needs every
   // parameter on one device and of one dtype.
   Optimizer(std::vector<Tensor> params, int state_kinds, bool fused);
-  virtual ~Optimizer() = default;
+  // Clears the gradients: a lazy gradient holds the graph that made it, which holds the
+  // parameter (a cycle that zero_grad breaks).
+  virtual ~Optimizer() { zero_grad(); }
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+  Optimizer(Optimizer&&) = default;
   void zero_grad();
   // One update of every parameter that has a gradient; throws when none has. `also` are
   // realized in the same schedule, from the values before the update (the loss).
