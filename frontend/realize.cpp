@@ -263,6 +263,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
   // Every kernel compiles before any runs: a compile failure leaves all buffers as they
   // were (no assignment half done).
   std::vector<CompiledKernel*> kernels;
+  std::vector<std::map<std::string, int64_t>> var_values;  // per kernel, by name
   for (const ScheduleItem& item : sched.items) {
     auto& ck = st.kernels[{item.sink.key().lo, item.sink.key().hi}];
     if (!ck) {
@@ -270,9 +271,10 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
       ++realize_stats().compiled;
     }
     kernels.push_back(ck.get());
-    std::map<std::string, double> values;  // (a cached schedule was made for other values)
+    auto& values = var_values.emplace_back();  // (a cached schedule was made for other values)
     for (const LazyNode* v : item.vars)
-      if (!values.emplace(v->name, v->value).second && values[v->name] != v->value)
+      if (auto [at, fresh] = values.emplace(v->name, int64_t(v->value));
+          !fresh && at->second != int64_t(v->value))
         throw TensorError("realize: one kernel reads the variable " + v->name +
                           " bound to two values");
   }
@@ -301,11 +303,7 @@ void realize_nodes(const std::vector<NodePtr>& targets) {
         }
       }
       CompiledKernel* ck = kernels[i];
-      if (!item.vars.empty()) {
-        std::map<std::string, int64_t> values;
-        for (const LazyNode* v : item.vars) values[v->name] = int64_t(v->value);
-        args = bind_args(ck->rendered.info, std::move(args), values);
-      }
+      if (!item.vars.empty()) args = bind_args(ck->rendered.info, std::move(args), var_values[i]);
       if (timed) q->timestamp(times[i].first);
       ck->enqueue(*q, args);
       if (capture) capture->launches.emplace_back(ck, args);

@@ -90,10 +90,14 @@ TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {
             {dout.buf, dout.buf, db.buf});
   auto q = dev->new_queue();
   auto s = dev->new_signal(0);
-  g->replay(*q);
-  q->signal(*s, 1);
-  q->submit();
-  s->wait(1);
+  uint64_t done = 0;
+  auto replay = [&](std::span<const std::pair<Buffer, Buffer>> rebind) {
+    g->replay(*q, rebind);
+    q->signal(*s, ++done);
+    q->submit();
+    s->wait(done);
+  };
+  replay({});
   dout.read(out);
   std::vector<double> want(static_cast<size_t>(n));
   // Two float32 additions in turn, each rounded.
@@ -102,20 +106,14 @@ TEST_P(Hcq, GraphReplayMatchesDirectLaunchesWithAndWithoutRebinding) {
   expect_exact(out, want);
   // Rebound: a -> c and out -> out2, in the same single submission.
   std::pair<Buffer, Buffer> rebind[] = {{da.buf, dc.buf}, {dout.buf, dout2.buf}};
-  g->replay(*q, rebind);
-  q->signal(*s, 2);
-  q->submit();
-  s->wait(2);
+  replay(rebind);
   dout2.read(out2);
   for (size_t i = 0; i < want.size(); ++i)
     want[i] = double(float(c.values[i] + b.values[i]) + float(b.values[i]));
   expect_exact(out2, want);
   // Updated: the second launch adds c instead of b (from then on).
   g->update(1, k.rendered.info.global, {dout.buf, dout.buf, dc.buf});
-  g->replay(*q);
-  q->signal(*s, 3);
-  q->submit();
-  s->wait(3);
+  replay({});
   dout.read(out);
   for (size_t i = 0; i < want.size(); ++i)
     want[i] = double(float(a.values[i] + b.values[i]) + float(c.values[i]));

@@ -12,14 +12,7 @@
 namespace kitten {
 namespace {
 
-class Assign : public testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override { skip_unavailable(GetParam()); }
-  const std::string& dev() const { return GetParam(); }
-  Tensor from(const std::vector<double>& v, Shape s) {
-    return Tensor::from_doubles(v, std::move(s), dtypes::float32, dev());
-  }
-};
+class Assign : public FrontendDeviceTest {};
 
 std::vector<double> iota_values(size_t n, double start = 0) {
   std::vector<double> v(n);

@@ -35,6 +35,18 @@ inline void skip_unavailable(const std::string& device) {
   }
 }
 
+// A test run on each front-end device (skipped with the reason where it is missing), with
+// tensors made there from values or from seeded random values rounded to the dtype.
+class FrontendDeviceTest : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { skip_unavailable(GetParam()); }
+  const std::string& dev() const { return GetParam(); }
+  Tensor from(const std::vector<double>& v, Shape s) const {
+    return Tensor::from_doubles(v, std::move(s), dtypes::float32, dev());
+  }
+  Tensor random(Shape s, uint64_t seed, DType d = dtypes::float32) const;
+};
+
 inline double round_to_dtype(DType d, double x) {
   if (const FloatFormat* f = d.narrow_float()) return decode_float(*f, encode_float(*f, x));
   if (d == dtypes::float32) return double(float(x));
@@ -56,6 +68,11 @@ inline std::vector<double> random_values(size_t n, DType d, uint64_t seed, doubl
       x = round_to_dtype(d, normal(rng));
   }
   return v;
+}
+
+inline Tensor FrontendDeviceTest::random(Shape s, uint64_t seed, DType d) const {
+  size_t n = size_t(numel(s));
+  return Tensor::from_doubles(random_values(n, d, seed), std::move(s), d, dev());
 }
 
 // Every element within atol + rtol * |want| (NaN where want is NaN), reporting the first

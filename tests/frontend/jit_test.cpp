@@ -17,15 +17,7 @@
 namespace kitten {
 namespace {
 
-class JitCapture : public testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override { skip_unavailable(GetParam()); }
-  const std::string& dev() const { return GetParam(); }
-  Tensor random(Shape s, uint64_t seed, DType d = dtypes::float32) {
-    int64_t n = numel(s);
-    return Tensor::from_doubles(random_values(size_t(n), d, seed), std::move(s), d, dev());
-  }
-};
+class JitCapture : public FrontendDeviceTest {};
 
 // Several kernels: a row softmax, a matmul and an element-wise tail.
 std::vector<Tensor> several_kernels(const std::vector<Tensor>& in) {
@@ -193,10 +185,7 @@ INSTANTIATE_TEST_SUITE_P(Devices, JitCapture, testing::ValuesIn(frontend_devices
 
 // The training check (cpu here; cuda in frontend_cuda_tests): CE < 0.05 within 500 AdamW
 // steps with the fused optimiser and the JIT on, and the same curve with both off.
-class TrainingCheck : public testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override { skip_unavailable(GetParam()); }
-};
+class TrainingCheck : public FrontendDeviceTest {};
 
 TEST_P(TrainingCheck, TransformerMemorisesASequence) {
   TrainDemoOptions on;
