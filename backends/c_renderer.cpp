@@ -110,6 +110,7 @@ class CRenderer {
     } else {
       // The thread pool runs blocks lo..hi of the grid, one thread each.
       out.info.global.x = cpu_blocks_;
+      out.info.global_extent = grid_extent_;
       src += "void " + out.info.symbol + "(void* const* args, long long lo, long long hi) {\n";
       if (cpu_blocks_ > 1 || has_block_)
         src +=
@@ -213,13 +214,14 @@ class CRenderer {
   }
 
   // cpu: the lowering's map_grid turns the outer global range into blockIdx.x; the thread
-  // pool runs the blocks (one thread each), the body inside a loop over its share.
+  // pool runs the blocks (one thread each), the body inside a loop over its share. An
+  // extent of variables is evaluated at launch (launch_grid).
   void cpu_grid() {
     for (const UOp& u : p_.ops)
       if (u.op() == Op::SPECIAL) {
-        if (u.src(0).op() != Op::CONST)
-          refuse(dialect_, p_, "has a SPECIAL whose extent is not a constant");
-        cpu_blocks_ = u.src(0).const_int();
+        if (!place_special(u, cpu_grid_, block_, grid_extent_))
+          refuse(dialect_, p_, "has a thread index on a cpu");
+        cpu_blocks_ = cpu_grid_.x;
         has_block_ = true;
       }
     if (has_block_) ++depth_;
@@ -974,6 +976,7 @@ class CRenderer {
   std::unordered_map<const void*, std::string> names_;
   std::unordered_map<const void*, std::vector<std::string>> packed_;  // pinned A fragments
   int64_t cpu_blocks_ = 1;
+  LaunchDims cpu_grid_;
   bool has_block_ = false;
   LaunchDims grid_, block_;
   std::array<UOp, 3> grid_extent_;

@@ -147,9 +147,10 @@ UOp check_access(const UOp& sink, const LowerContext& ctx) {
 
 // ---- grid mapping ------------------------------------------------------------------------
 
-// The outermost chain of global and local ranges with constant extents that every effect
-// sits inside, each the only loop at its depth: what a grid can run, one thread per
-// iteration. Outermost first; empty when the kernel has SPECIALs or no chain.
+// The outermost chain of global and local ranges that every effect sits inside, each the
+// only loop at its depth: what a grid can run, one thread per iteration. Local ranges have
+// constant extents; a global range's may be an expression of variables. Outermost first;
+// empty when the kernel has SPECIALs or no chain.
 std::vector<UOp> grid_chain(const UOp& sink) {
   LinearProgram p = linearize(sink);
   std::vector<UOp> chain;
@@ -164,7 +165,9 @@ std::vector<UOp> grid_chain(const UOp& sink) {
       }
       bool parallel = op == Op::RANGE &&
                       (u.axis().kind == AxisKind::Global || u.axis().kind == AxisKind::Local);
-      if (parallel && depth == int(chain.size()) && u.src(0).op() == Op::CONST) chain.push_back(u);
+      if (parallel && depth == int(chain.size()) &&
+          (u.src(0).op() == Op::CONST || u.axis().kind == AxisKind::Global))
+        chain.push_back(u);
       ++depth;
     }
     if (op == Op::END) depth -= int(u.src().size()) - 1;
@@ -215,8 +218,12 @@ UOp replace_chain(const UOp& sink, const std::unordered_map<const void*, UOp>& v
 // B = min(256, extent) threads, the others blockIdx.y and blockIdx.z; where B does not
 // divide the extent, the threads past the end compute on the last index (min(index,
 // extent - 1): they read only what exists and divide by nothing new) and every store and
-// atomic is gated by index < extent, so they change nothing. The ENDs that closed the
-// chain go. The emulator and CUDA then run the same mapping.
+// atomic is gated by index < extent, so they change nothing. A global range whose extent
+// is an expression of variables (an axis of variable length) takes a grid of the blocks
+// its largest value needs at most, computed at launch from the variables (at least one
+// block: a thread past the end reads index 0 and stores nothing); with local ranges or
+// threads, the chain stops before it. The ENDs that closed the chain go. The emulator and
+// CUDA then run the same mapping.
 UOp map_grid(const UOp& sink, const LowerContext& ctx) {
   std::vector<UOp> chain = grid_chain(sink);
   std::vector<UOp> globals, locals;
@@ -229,15 +236,36 @@ UOp map_grid(const UOp& sink, const LowerContext& ctx) {
       has_threads = true;  // a GROUP's threads: the global ranges become the blocks
     }
   }
+  if (has_local || has_threads) {
+    auto variable = std::find_if(chain.begin(), chain.end(),
+                                 [](const UOp& r) { return r.src(0).op() != Op::CONST; });
+    chain.erase(variable, chain.end());
+    globals.clear();
+    locals.clear();
+    for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
+  }
   std::unordered_map<const void*, UOp> value;
   UOp in_range;
   auto as_index = [](const UOp& sp, DType d) { return d == dtypes::int32 ? sp : cast(sp, d); };
+  // A block index over range r's extent, from a variable extent: at least one block, the
+  // index clamped into [0, extent) and the stores gated by index < extent.
+  auto blocks_over = [&](const UOp& r, int dim) {
+    UOp end = r.src(0);
+    if (end.op() == Op::CONST)
+      return as_index(special(SpecialKind::BlockIdx, dim, end.const_int()), r.dtype());
+    DType d = end.dtype();
+    UOp one = const_int(d, 1),
+        b = UOp::make(Op::SPECIAL, dtypes::int32, {simplify(alu(Op::MAX, end, one))},
+                      SpecialArg{SpecialKind::BlockIdx, dim});
+    UOp x = as_index(b, r.dtype());
+    in_range = in_range ? alu(Op::AND, in_range, x < end) : x < end;
+    return simplify(alu(Op::MAX, alu(Op::MIN, x, end - one), const_int(d, 0)));
+  };
   if (!ctx.target.has(kFeatureBlocks)) {
     // A cpu: the thread pool runs the outermost global range as blocks of one thread.
     if (has_local || has_threads || chain.empty() || chain[0].axis().kind != AxisKind::Global)
       return sink;
-    value[chain[0].id()] =
-        as_index(special(SpecialKind::BlockIdx, 0, chain[0].src(0).const_int()), chain[0].dtype());
+    value[chain[0].id()] = blocks_over(chain[0], 0);
     return replace_chain(sink, value, in_range);
   }
   if (has_local && (locals.empty() || globals.size() > 3 || locals.size() > 3))
@@ -262,18 +290,30 @@ UOp map_grid(const UOp& sink, const LowerContext& ctx) {
     if (globals.size() > 3) globals.resize(3);
     if (globals.empty()) return sink;
     const UOp& inner = globals.back();
-    int64_t n = inner.src(0).const_int(), block = std::min<int64_t>(256, n);
-    int64_t blocks = (n + block - 1) / block;
     DType d = inner.dtype();
-    UOp x = as_index(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
-            as_index(special(SpecialKind::ThreadIdx, 0, block), d);
-    in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
-    value[inner.id()] = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
+    UOp end = inner.src(0);
+    if (end.op() == Op::CONST) {
+      int64_t n = end.const_int(), block = std::min<int64_t>(256, n);
+      int64_t blocks = (n + block - 1) / block;
+      UOp x = as_index(special(SpecialKind::BlockIdx, 0, blocks), d) * block +
+              as_index(special(SpecialKind::ThreadIdx, 0, block), d);
+      in_range = n % block == 0 ? UOp() : x < UOp(const_int(d, n));
+      value[inner.id()] = in_range ? UOp::make(Op::MIN, {x, const_int(d, n - 1)}) : x;
+    } else {  // blocks of up to 256 threads over the largest extent, as many as the launch needs
+      int64_t block = std::clamp<int64_t>(vmax(end), 1, 256);
+      UOp one = const_int(end.dtype(), 1);
+      UOp blocks = simplify(alu(Op::MAX, (end + (block - 1)) / block, one));
+      UOp x = as_index(UOp::make(Op::SPECIAL, dtypes::int32, {blocks},
+                                 SpecialArg{SpecialKind::BlockIdx, 0}),
+                       d) *
+                  block +
+              as_index(special(SpecialKind::ThreadIdx, 0, block), d);
+      in_range = x < end;
+      value[inner.id()] =
+          simplify(alu(Op::MAX, alu(Op::MIN, x, end - one), const_int(end.dtype(), 0)));
+    }
     for (size_t lv = 0; lv + 1 < globals.size(); ++lv)  // y for the next-to-innermost, z above
-      value[globals[lv].id()] =
-          as_index(special(SpecialKind::BlockIdx, int(globals.size() - 1 - lv),
-                           globals[lv].src(0).const_int()),
-                   globals[lv].dtype());
+      value[globals[lv].id()] = blocks_over(globals[lv], int(globals.size() - 1 - lv));
   }
   return replace_chain(sink, value, in_range);
 }

@@ -239,6 +239,12 @@ void Tensor::backward(const Tensor& grad_output) const {
   }
   if (!needs[node_.get()])
     throw TensorError("backward: nothing below this tensor requires a gradient");
+  for (const NodePtr& n : order)
+    for (const NodePtr& v : n->vdims)
+      if (v)
+        throw TensorError("backward: a gradient through an axis of variable length " + v->name +
+                          " (" + node_kind_name(n->kind) + " of shape " + shape_text(n->shape) +
+                          ") is not supported");
   std::unordered_map<const LazyNode*, Tensor> grads;
   grads[node_.get()] = grad_output.defined() ? grad_output.cast(dtype())
                                              : Tensor::full(shape(), 1, dtype(), device());

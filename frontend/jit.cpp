@@ -20,6 +20,7 @@ struct Jit::Captured {
     Buffer made;
     Shape shape;
     DType dtype;
+    std::vector<NodePtr> vdims;  // its variable axes (rebound by name at a replay)
   };
   std::vector<Output> outputs;
 };
@@ -110,7 +111,7 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
       at += 1 + kernel->then.size();
     }
     for (const Tensor& t : outs) {
-      Captured::Output o{-1, {}, {}, t.shape(), t.dtype()};
+      Captured::Output o{-1, {}, {}, t.shape(), t.dtype(), t.node()->vdims};
       Buffer b = t.node()->data()->buffer;
       for (size_t i = 0; i < inputs.size() && o.input < 0; ++i)
         if (c->inputs[i] == b && b.bytes) o.input = int(i);
@@ -171,7 +172,16 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
         s = std::make_shared<Storage>(&dev, c.record.device, o.made.bytes);
         rebind.emplace_back(o.made, s->buffer);
       }
-      outs.push_back(Tensor::from_storage(s, o.shape, o.dtype));
+      Tensor out = Tensor::from_storage(s, o.shape, o.dtype);
+      // Variable axes take the values given now (a variable made inside keeps its own).
+      for (size_t a = 0; a < o.vdims.size(); ++a)
+        if (const NodePtr& v = o.vdims[a]) {
+          Tensor now(v);
+          for (const Tensor& t : inputs)
+            if (is_var(t) && t.node()->name == v->name) now = t;
+          out = out.narrow(int(a), 0, now);
+        }
+      outs.push_back(out);
     }
   }
   replay_graph(c.record.device, *c.graph, rebind, c.record.launches.size());

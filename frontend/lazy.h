@@ -76,6 +76,10 @@ struct LazyNode {
   double value = 0;                  // Const
   std::string name;                  // Named, Var
   std::shared_ptr<Storage> storage;  // Buffer
+  // Variable axes: empty, or one entry per axis, a Var node where the axis's length is
+  // that bound variable (shape holds its largest value, the buffer's extent; kernels run
+  // over the bound value's elements only), null where the length is fixed.
+  std::vector<NodePtr> vdims;
   // Set when this node is realized: from then on it reads as a buffer.
   mutable std::shared_ptr<Storage> realized;
   // Autograd (autograd.cpp): gradients flow to nodes that require them, never through a

@@ -162,11 +162,12 @@ class Emitter {
   ScheduleItem build(bool merged = false, size_t split = 0) {
     merged_ = merged;  // the decisions are made: no rule is checked again
     const Shape& shape = outputs_[0]->shape;
+    const std::vector<NodePtr>& vdims = outputs_[0]->vdims;  // (one per kernel, by name)
     std::vector<UOp> idx(shape.size());
     std::vector<Scope> ctx;
     std::vector<UOp> ranges;
     std::vector<std::pair<size_t, size_t>> groups;
-    if (merged && merges(shape, split)) {
+    if (merged && merges(outputs_[0], split)) {
       groups.emplace_back(0, split);
       groups.emplace_back(split, shape.size());
     } else {
@@ -175,8 +176,12 @@ class Emitter {
     for (auto [a, b] : groups) {
       int64_t extent = 1;
       for (size_t i = a; i < b; ++i) extent *= shape[i];
-      UOp r = extent == 1 ? i32(0) : range(extent, next_axis_++, AxisKind::Global);
-      if (extent != 1) {
+      // A variable axis runs over its bound length (never merged: b == a + 1).
+      const LazyNode* var = vdims.empty() ? nullptr : vdims[a].get();
+      UOp r = var           ? range(variable(var), next_axis_++, AxisKind::Global)
+              : extent == 1 ? i32(0)
+                            : range(extent, next_axis_++, AxisKind::Global);
+      if (var || extent != 1) {
         ranges.push_back(r);
         ctx.push_back({r, extent});
         depth_axis_.push_back(b);
@@ -185,7 +190,7 @@ class Emitter {
       for (size_t i = b; i-- > a;) {
         UOp v = inner == 1 ? r : r / inner;
         if (i > a) v = v % shape[i];
-        idx[i] = shape[i] == 1 ? i32(0) : simplify(v);
+        idx[i] = shape[i] == 1 && !var ? i32(0) : simplify(v);
         inner *= shape[i];
       }
     }
@@ -270,7 +275,9 @@ class Emitter {
   size_t reduce_axes() const { return reduce_axes_; }
   // Whether a build with `merged` would differ: reductions depend on leading axes only,
   // with an axis larger than 1 after them.
-  static bool merges(const Shape& shape, size_t split) {
+  static bool merges(const LazyNode* out, size_t split) {
+    const Shape& shape = out->shape;
+    if (!out->vdims.empty()) return false;
     size_t last = 0;  // the last axis larger than 1
     for (size_t i = 0; i < shape.size(); ++i)
       if (shape[i] != 1) last = i;
@@ -318,9 +325,13 @@ class Emitter {
     return int64_t(params_.size()) - 1;
   }
 
+  // E (element-wise) or r (reducing), the output's extents (a variable axis by its
+  // variable's name), then the reductions' extents.
   std::string name(const Shape& shape) const {
     std::string n = reduce_extents_.empty() ? "E" : "r";
-    for (int64_t d : shape) n += "_" + std::to_string(d);
+    const std::vector<NodePtr>& vdims = outputs_[0]->vdims;
+    for (size_t i = 0; i < shape.size(); ++i)
+      n += "_" + (!vdims.empty() && vdims[i] ? vdims[i]->name : std::to_string(shape[i]));
     if (!reduce_extents_.empty()) n += "_";
     for (int64_t d : reduce_extents_) n += "_" + std::to_string(d);
     return n;
@@ -591,12 +602,15 @@ class Emitter {
     for (size_t i = 0; i < idx.size(); ++i) {
       if (!n->arg[i]) continue;
       int64_t extent = in->shape[i];
+      const LazyNode* var = in->vdims.empty() ? nullptr : in->vdims[i].get();
       reduce_extents_.push_back(extent);
-      if (extent == 1) {
+      if (extent == 1 && !var) {
         at[i] = i32(0);
         continue;
       }
-      UOp r = range(extent, next_axis_++, AxisKind::Reduce);
+      // Over a variable axis: its bound length.
+      UOp r = var ? range(variable(var), next_axis_++, AxisKind::Reduce)
+                  : range(extent, next_axis_++, AxisKind::Reduce);
       at[i] = r;
       red.push_back(r);
       inner.push_back({r, extent});
@@ -659,6 +673,16 @@ class Emitter {
     return cast(alu(Op::SHR, x, k(8)), dtypes::float32) * const_(dtypes::float32, 1.0 / 16777216);
   }
 };
+
+// Whether two nodes' variable axes are the same (by variable).
+bool same_variable_axes(const LazyNode* a, const LazyNode* b) {
+  if (a->vdims.size() != b->vdims.size()) return false;
+  for (size_t i = 0; i < a->vdims.size(); ++i)
+    if (bool(a->vdims[i]) != bool(b->vdims[i]) ||
+        (a->vdims[i] && a->vdims[i]->name != b->vdims[i]->name))
+      return false;
+  return true;
+}
 
 // The order the kernels run in: those that assign nothing first (in dependency order, as
 // built), then the assigning ones, each after every kernel that reads what it writes.
@@ -747,7 +771,13 @@ std::string structure(const std::vector<NodePtr>& targets, std::vector<const Laz
     if (n->kind == NodeKind::Const) text << " " << std::hexfloat << n->value << std::defaultfloat;
     text << " <";
     for (const NodePtr& x : n->src) text << pos.at(x.get()) << " ";
+    for (const NodePtr& v : n->vdims)
+      text << (v ? "v" + std::to_string(pos.at(v.get())) : "") << " ";
     text << ">\n";
+  };
+  // A node's sources, then the variables of its variable axes (null for fixed ones).
+  auto child = [](const LazyNode* n, size_t k) {
+    return k < n->src.size() ? n->src[k].get() : n->vdims[k - n->src.size()].get();
   };
   std::vector<std::pair<const LazyNode*, size_t>> stack;
   for (const NodePtr& t : targets) {
@@ -755,9 +785,9 @@ std::string structure(const std::vector<NodePtr>& targets, std::vector<const Laz
     stack.emplace_back(t.get(), 0);
     while (!stack.empty()) {
       auto& [n, next] = stack.back();
-      if (!n->data() && next < n->src.size()) {
-        const LazyNode* x = n->src[next++].get();
-        if (!pos.count(x)) stack.emplace_back(x, 0);
+      if (!n->data() && next < n->src.size() + n->vdims.size()) {
+        const LazyNode* x = child(n, next++);
+        if (x && !pos.count(x)) stack.emplace_back(x, 0);
         continue;
       }
       const LazyNode* done = n;
@@ -870,6 +900,7 @@ KernelSchedule schedule_uncached(const std::vector<NodePtr>& targets) {
       if (s.target_set.count(n) && numel(n->shape) > 0 && !kernels.empty())
         for (auto& k : std::span(kernels).last(1)) {
           if (!s.target_set.count(k[0]) || k[0]->shape != n->shape ||
+              !same_variable_axes(k[0], n) ||
               (k[0]->kind == NodeKind::Assign) != (n->kind == NodeKind::Assign))
             continue;
           bool related = false;
@@ -922,7 +953,7 @@ KernelSchedule schedule_uncached(const std::vector<NodePtr>& targets) {
       size_t k = 0;
       for (size_t i = 0; i < kernels.size(); ++i) {
         if (numel(kernels[i][0]->shape) == 0) continue;
-        if (Emitter::merges(kernels[i][0]->shape, splits[k]))
+        if (Emitter::merges(kernels[i][0], splits[k]))
           out.items[k] = Emitter(s, int(i), kernels[i]).build(true, splits[k]);
         ++k;
       }

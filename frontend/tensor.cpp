@@ -16,6 +16,102 @@ namespace kitten {
 
 namespace {
 
+[[noreturn]] void fail(const std::string& what, const std::string& why) {
+  throw TensorError(what + ": " + why);
+}
+
+// The variable axes of node n from its sources' (lazy.h): an op that would read a variable
+// axis past its bound length (pad, flip, an offset, a merge with other axes) is refused.
+std::vector<NodePtr> variable_axes(const LazyNode& n) {
+  bool any = false;
+  for (const NodePtr& s : n.src) any = any || !s->vdims.empty();
+  if (!any) return {};
+  std::vector<NodePtr> out(n.shape.size());
+  const char* what = node_kind_name(n.kind);
+  auto refuse = [&](const LazyNode& v, const std::string& why) {
+    fail(what, "the axis of variable length " + v.name + " " + why);
+  };
+  auto merge = [&](size_t i, const NodePtr& v) {
+    if (!v) return;
+    if (out[i] && out[i]->name != v->name)
+      fail(what, "axis " + std::to_string(i) + " has the variable lengths " + out[i]->name +
+                     " and " + v->name);
+    if (!out[i]) out[i] = v;
+  };
+  const LazyNode& in = *n.src[0];
+  auto each = [&](const LazyNode& s, auto f) {
+    for (size_t i = 0; i < s.vdims.size(); ++i)
+      if (s.vdims[i]) f(i, s.vdims[i]);
+  };
+  switch (n.kind) {
+    case NodeKind::Alu:
+    case NodeKind::Cast:
+    case NodeKind::Named:
+    case NodeKind::Cat:
+      for (const NodePtr& s : n.src)
+        each(*s, [&](size_t i, const NodePtr& v) {
+          if (n.kind == NodeKind::Cat && int64_t(i) == n.arg[0]) refuse(*v, "cannot be joined");
+          merge(i, v);
+        });
+      break;
+    case NodeKind::Assign:  // the target view's; a value's must be the same
+      each(*n.src[1], [&](size_t i, const NodePtr& v) { merge(i, v); });
+      each(in, [&](size_t i, const NodePtr& v) {
+        if (!out[i] || out[i]->name != v->name) refuse(*v, "cannot be written to a fixed axis");
+      });
+      break;
+    case NodeKind::Reduce:
+      each(in, [&](size_t i, const NodePtr& v) { out[i] = n.arg[i] ? NodePtr{} : v; });
+      break;
+    case NodeKind::Permute:
+      for (size_t i = 0; i < out.size(); ++i) merge(i, in.vdims[size_t(n.arg[i])]);
+      break;
+    case NodeKind::Expand:
+      each(in, [&](size_t i, const NodePtr& v) {
+        if (in.shape[i] != n.shape[i]) refuse(*v, "cannot be expanded");
+        out[i] = v;
+      });
+      break;
+    case NodeKind::Reshape:  // kept whole: as many elements before it, and the same size
+      each(in, [&](size_t i, const NodePtr& v) {
+        int64_t before = 1, at = 1;
+        for (size_t k = 0; k < i; ++k) before *= in.shape[k];
+        for (size_t j = 0; j < n.shape.size(); at *= n.shape[j++])
+          if (at == before && n.shape[j] == in.shape[i]) {
+            out[j] = v;
+            return;
+          }
+        refuse(*v, "cannot be merged or split by a reshape to " + shape_text(n.shape));
+      });
+      break;
+    case NodeKind::Pad:
+    case NodeKind::Shrink:
+    case NodeKind::Flip:
+      each(in, [&](size_t i, const NodePtr& v) {
+        bool moved = n.kind == NodeKind::Flip ? n.arg[i] != 0
+                     : n.kind == NodeKind::Pad
+                         ? n.arg[2 * i] || n.arg[2 * i + 1]
+                         : n.arg[2 * i] || n.arg[2 * i + 1] != in.shape[i] ||
+                               (n.src.size() == 2 && size_t(n.arg.back()) == i);
+        if (moved) refuse(*v, std::string("cannot be moved by ") + what);
+        out[i] = v;
+      });
+      break;
+    case NodeKind::Gather:
+      each(*n.src[1], [&](size_t i, const NodePtr& v) { merge(i, v); });
+      each(in, [&](size_t i, const NodePtr& v) {
+        if (int64_t(i) == n.arg[0] || n.shape[i] != in.shape[i])
+          refuse(*v, "cannot be read by a gather");
+        merge(i, v);
+      });
+      break;
+    default:
+      break;
+  }
+  if (std::all_of(out.begin(), out.end(), [](const NodePtr& v) { return !v; })) return {};
+  return out;
+}
+
 std::shared_ptr<LazyNode> make(NodeKind kind, DType dtype, Shape shape, std::string device,
                                std::vector<NodePtr> src, Op op = Op::ADD,
                                std::vector<int64_t> arg = {}) {
@@ -28,6 +124,7 @@ std::shared_ptr<LazyNode> make(NodeKind kind, DType dtype, Shape shape, std::str
   n->op = op;
   n->arg = std::move(arg);
   n->no_grad = NoGrad::active();
+  n->vdims = variable_axes(*n);
   return n;
 }
 
@@ -35,10 +132,6 @@ NodePtr const_node(double v, DType d, Shape shape, std::string device) {
   auto n = make(NodeKind::Const, d, std::move(shape), device, {});
   n->value = d.is_float() ? v : d == dtypes::bool_ ? double(v != 0) : std::trunc(v);
   return n;
-}
-
-[[noreturn]] void fail(const std::string& what, const std::string& why) {
-  throw TensorError(what + ": " + why);
 }
 
 void check_dtype(DType d, const char* what) {
@@ -308,17 +401,38 @@ void Tensor::realize(std::vector<Tensor*> tensors) {
   realize_nodes(nodes);
 }
 
+Shape Tensor::live_shape() const {
+  Shape s = shape();
+  for (size_t i = 0; i < node_->vdims.size(); ++i)
+    if (node_->vdims[i]) s[i] = int64_t(node_->vdims[i]->value);
+  return s;
+}
+
 std::vector<std::byte> Tensor::bytes() const {
   realize_nodes({node_});
-  std::vector<std::byte> out(size_t(numel()) * size_t(dtype().itemsize()));
+  size_t item = size_t(dtype().itemsize());
+  std::vector<std::byte> all(size_t(numel()) * item);
   const auto& st = node_->data();
-  if (!out.empty()) st->device->allocator().copy_out(out.data(), st->buffer, out.size());
+  if (!all.empty()) st->device->allocator().copy_out(all.data(), st->buffer, all.size());
+  Shape live = live_shape();
+  if (live == shape()) return all;
+  // The bound elements of the buffer's (largest) extents, row-major.
+  std::vector<std::byte> out(size_t(kitten::numel(live)) * item);
+  for (int64_t i = 0; i < kitten::numel(live); ++i) {
+    int64_t rest = i, at = 0, stride = 1;
+    for (size_t a = live.size(); a-- > 0;) {
+      at += rest % live[a] * stride;
+      rest /= live[a];
+      stride *= shape()[a];
+    }
+    std::memcpy(out.data() + size_t(i) * item, all.data() + size_t(at) * item, item);
+  }
   return out;
 }
 
 std::vector<double> Tensor::to_doubles() const {
   std::vector<std::byte> b = bytes();
-  std::vector<double> out(static_cast<size_t>(numel()));
+  std::vector<double> out(b.size() / size_t(dtype().itemsize()));
   for (size_t i = 0; i < out.size(); ++i)
     out[i] = read_value(b.data() + i * size_t(dtype().itemsize()), dtype());
   return out;
@@ -326,7 +440,7 @@ std::vector<double> Tensor::to_doubles() const {
 
 Tensor Tensor::to(const std::string& device) const {
   if (device == this->device()) return *this;
-  return from_bytes(bytes(), shape(), dtype(), device);
+  return from_bytes(bytes(), live_shape(), dtype(), device);
 }
 
 DLView Tensor::dlpack() {
@@ -335,7 +449,7 @@ DLView Tensor::dlpack() {
   v.data = node_->data()->buffer.ptr;
   v.device_type = device() == "cuda" ? 2 : 1;
   v.ndim = ndim();
-  v.shape = shape();
+  v.shape = live_shape();
   v.strides.resize(shape().size());
   int64_t stride = 1;
   for (int a = ndim() - 1; a >= 0; --a) {
@@ -593,9 +707,30 @@ Tensor Tensor::min(std::vector<int> axes, bool keepdim) const {
   return -(-*this).max(std::move(axes), keepdim);
 }
 
+namespace {
+// The number of elements a reduction of t over `axes` (all when empty) takes, as a scalar
+// of dtype d, when a variable axis is among them (undefined otherwise).
+Tensor variable_count(const Tensor& t, std::vector<int> axes, DType d) {
+  if (t.node()->vdims.empty()) return {};
+  if (axes.empty())
+    for (int i = 0; i < t.ndim(); ++i) axes.push_back(i);
+  Tensor n;
+  double fixed = 1;
+  for (int a : axes) {
+    Tensor l = t.length(a);
+    if (l.node()->kind == NodeKind::Var)
+      n = n.defined() ? n * l : l;
+    else
+      fixed *= double(t.dim(a));
+  }
+  return n.defined() ? n.cast(d) * fixed : n;
+}
+}  // namespace
+
 Tensor Tensor::mean(std::vector<int> axes, bool keepdim) const {
   Tensor x = dtype().is_float() ? *this : cast(dtypes::float32);
   Tensor s = x.sum(axes, keepdim);
+  if (Tensor n = variable_count(x, axes, s.dtype()); n.defined()) return s / n;
   int64_t n = s.numel() ? numel() / s.numel() : 0;
   return s * (n ? 1.0 / double(n) : NAN);
 }
@@ -604,6 +739,8 @@ Tensor Tensor::var(std::vector<int> axes, int64_t correction, bool keepdim) cons
   Tensor x = dtype().is_float() ? *this : cast(dtypes::float32);
   Tensor d = x - x.mean(axes, true);
   Tensor s = (d * d).sum(axes, keepdim);
+  if (Tensor n = variable_count(x, axes, s.dtype()); n.defined())
+    return s / (n - double(correction)).maximum(n.scalar(0));
   int64_t n = s.numel() ? numel() / s.numel() : 0;
   return s * (1.0 / double(std::max<int64_t>(n - correction, 0)));
 }
@@ -837,6 +974,47 @@ Tensor Tensor::slice(int axis, const Tensor& begin, int64_t length) const {
   return Tensor(make(NodeKind::Shrink, dtype(), s, device(), {node_, begin.node_}, Op::ADD, arg));
 }
 
+Tensor Tensor::narrow(int axis, int64_t begin, const Tensor& length) const {
+  int ax = axis_of(axis, "narrow");
+  if (!length.defined() || length.node_->kind != NodeKind::Var)
+    fail("narrow", "a length that is not a bound variable (Tensor::variable)");
+  const LazyNode& v = *length.node_;
+  if (v.device != device())
+    fail("narrow", "a variable on " + v.device + " for a tensor on " + device());
+  int64_t n = shape()[size_t(ax)];
+  if (begin < 0 || v.arg[0] < 0 || begin + v.arg[1] > n)
+    fail("narrow", v.name + " in [" + std::to_string(v.arg[0]) + ", " + std::to_string(v.arg[1]) +
+                       "] elements from " + std::to_string(begin) + " leave axis " +
+                       std::to_string(ax) + " of shape " + shape_text(shape()));
+  if (!node_->vdims.empty() && node_->vdims[size_t(ax)])
+    fail("narrow", "axis " + std::to_string(ax) + " already has the variable length " +
+                       node_->vdims[size_t(ax)]->name);
+  std::shared_ptr<LazyNode> out;
+  if (begin == 0 && v.arg[1] == n && node_->data()) {  // the buffer itself, read in part
+    out = make(NodeKind::Buffer, dtype(), shape(), device(), {});
+    out->storage = node_->data();
+    out->vdims = node_->vdims;
+  } else {
+    std::vector<int64_t> arg;
+    for (int i = 0; i < ndim(); ++i) {
+      arg.push_back(i == ax ? begin : 0);
+      arg.push_back(i == ax ? begin + v.arg[1] : shape()[size_t(i)]);
+    }
+    Shape s = shape();
+    s[size_t(ax)] = v.arg[1];
+    out = make(NodeKind::Shrink, dtype(), s, device(), {node_}, Op::ADD, arg);
+  }
+  out->vdims.resize(shape().size());
+  out->vdims[size_t(ax)] = length.node_;
+  return Tensor(out);
+}
+
+Tensor Tensor::length(int axis) const {
+  int ax = axis_of(axis, "length");
+  if (!node_->vdims.empty() && node_->vdims[size_t(ax)]) return Tensor(node_->vdims[size_t(ax)]);
+  return full({}, double(shape()[size_t(ax)]), dtypes::int32, device());
+}
+
 Tensor Tensor::flip(std::vector<int> axes) const {
   std::vector<int64_t> arg(size_t(ndim()), 0);
   for (int a : axes) arg[size_t(axis_of(a, "flip"))] = 1;
@@ -972,13 +1150,11 @@ Tensor Tensor::scaled_dot_product_attention(const Tensor& q, const Tensor& k, co
                                              shape_text(v.shape()));
   double sc = scale.value_or(1.0 / std::sqrt(double(q.dim(-1))));
   Tensor s = q.matmul(k.transpose(-2, -1)) * sc;
-  if (causal) {
+  if (causal) {  // key j is seen by query i where j - i <= (keys) - (queries)
     int64_t nq = q.dim(-2), nk = k.dim(-2);
     Tensor i = arange(0, double(nq), 1, dtypes::int32, q.device()).reshape({nq, 1});
     Tensor j = arange(0, double(nk), 1, dtypes::int32, q.device()).reshape({1, nk});
-    s = (j - i)
-            .le(Tensor::full({}, double(nk - nq), dtypes::int32, q.device()))
-            .where(s, s.scalar(-INFINITY));
+    s = (j - i).le(k.length(-2) - q.length(-2)).where(s, s.scalar(-INFINITY));
   }
   if (mask.defined())
     s = mask.dtype() == dtypes::bool_ ? mask.where(s, s.scalar(-INFINITY)) : s + mask;

@@ -90,11 +90,12 @@ class Tensor {
   Tensor& realize();
   // Realizes several tensors in one schedule (shared work computed once).
   static void realize(std::vector<Tensor*> tensors);
-  std::vector<std::byte> bytes() const;        // realizes, copies to the host
+  // Realizes and copies to the host the elements of live_shape(), row-major.
+  std::vector<std::byte> bytes() const;
   std::vector<double> to_doubles() const;      // every element as a double
-  Tensor to(const std::string& device) const;  // an explicit copy to another device
-  DLView dlpack();                             // realizes; the view of its buffer
-  Tensor contiguous() const;                   // materialised by the next realize
+  Tensor to(const std::string& device) const;  // an explicit copy (of live_shape())
+  DLView dlpack();            // realizes; the view of its buffer (live_shape(), strides of shape())
+  Tensor contiguous() const;  // materialised by the next realize
 
   // ---- element-wise -------------------------------------------------------------------
   Tensor cast(DType d) const;
@@ -160,6 +161,18 @@ class Tensor {
   // `length` elements of `axis` from a bound position (a variable): every value the
   // variable may take must leave the slice inside the axis.
   Tensor slice(int axis, const Tensor& begin, int64_t length) const;
+  // The elements [begin, begin + length) of `axis`, where `length` is a bound variable:
+  // an axis of variable length (shape() holds the variable's largest value; kernels run
+  // over its bound value, which later calls and JIT replays may change without
+  // compiling again). Element-wise ops, reductions (over it too), permutes, expands of
+  // other axes and reshapes that keep the axis whole carry it; pad, flip, cat, shrink or
+  // slice along it are refused, and so are gradients through it (docs/frontend.md).
+  Tensor narrow(int axis, int64_t begin, const Tensor& length) const;
+  // The length of an axis as an int32 scalar: the variable of a variable axis, else a
+  // constant.
+  Tensor length(int axis) const;
+  // The shape at the bound values of its variable axes (shape() without any).
+  Shape live_shape() const;
   Tensor flip(std::vector<int> axes) const;
   Tensor unsqueeze(int axis) const;
   Tensor squeeze(int axis) const;
