@@ -755,9 +755,14 @@ std::string structure(const std::vector<NodePtr>& targets, std::vector<const Laz
   const char* fusion = std::getenv("KITTEN_FUSION");
   text << "fusion " << (fusion && std::string(fusion) == "0" ? 0 : 1) << "\n";
   std::unordered_map<const Storage*, size_t> roots;  // memory owner -> first leaf on it
+  auto variables = [&](const LazyNode* n) {
+    for (const NodePtr& v : n->vdims)
+      text << (v ? "v" + std::to_string(pos.at(v.get())) : "") << " ";
+  };
   auto describe = [&](const LazyNode* n) {
     text << node_kind_name(n->kind) << " " << n->dtype.name() << shape_text(n->shape);
     if (n->data()) {
+      variables(n);
       // Leaves over one memory (which the in-place rules look at): which, and where.
       size_t offset = 0;
       const Storage* root = memory_root(n->data().get(), &offset);
@@ -771,13 +776,14 @@ std::string structure(const std::vector<NodePtr>& targets, std::vector<const Laz
     if (n->kind == NodeKind::Const) text << " " << std::hexfloat << n->value << std::defaultfloat;
     text << " <";
     for (const NodePtr& x : n->src) text << pos.at(x.get()) << " ";
-    for (const NodePtr& v : n->vdims)
-      text << (v ? "v" + std::to_string(pos.at(v.get())) : "") << " ";
+    variables(n);
     text << ">\n";
   };
-  // A node's sources, then the variables of its variable axes (null for fixed ones).
-  auto child = [](const LazyNode* n, size_t k) {
-    return k < n->src.size() ? n->src[k].get() : n->vdims[k - n->src.size()].get();
+  // A node's sources (none for a realized one), then the variables of its variable axes
+  // (null for fixed ones).
+  auto sources = [](const LazyNode* n) { return n->data() ? 0 : n->src.size(); };
+  auto child = [&](const LazyNode* n, size_t k) {
+    return k < sources(n) ? n->src[k].get() : n->vdims[k - sources(n)].get();
   };
   std::vector<std::pair<const LazyNode*, size_t>> stack;
   for (const NodePtr& t : targets) {
@@ -785,7 +791,7 @@ std::string structure(const std::vector<NodePtr>& targets, std::vector<const Laz
     stack.emplace_back(t.get(), 0);
     while (!stack.empty()) {
       auto& [n, next] = stack.back();
-      if (!n->data() && next < n->src.size() + n->vdims.size()) {
+      if (next < sources(n) + n->vdims.size()) {
         const LazyNode* x = child(n, next++);
         if (x && !pos.count(x)) stack.emplace_back(x, 0);
         continue;

@@ -36,7 +36,10 @@ TEST_P(VariableAxes, ElementwiseAndReductionsRunOverTheBoundLength) {
     std::vector<double> rows = rows_of(xv, c, 2, l);
     Tensor y = part * 2 + 1, col = part.sum({0}), mx = part.max({0}), rsum = part.sum({1});
     Tensor mean = part.mean({0}), sm = part.softmax(0);
-    Tensor::realize({&y, &col, &mx, &rsum, &mean, &sm});
+    // A realized tensor narrowed over its whole extent is its buffer with a variable axis
+    // (the reduction reads the leaf's variable).
+    Tensor whole = x.narrow(0, 0, Tensor::variable("rows", l + 2, 0, n, dev())).sum({0});
+    Tensor::realize({&y, &col, &mx, &rsum, &mean, &sm, &whole});
     int64_t before = realize_stats().compiled;
     // The same graph at another length compiles nothing (after the first length).
     if (compiled >= 0) {
@@ -61,6 +64,9 @@ TEST_P(VariableAxes, ElementwiseAndReductionsRunOverTheBoundLength) {
         wsm[size_t(i * c + j)] = std::exp(rows[size_t(i * c + j)] - wmx[size_t(j)]) / z;
     }
     std::string at = "len " + std::to_string(l);
+    std::vector<double> wwhole(c, 0);
+    for (int64_t i = 0; i < (l + 2) * c; ++i) wwhole[size_t(i % c)] += xv[size_t(i)];
+    expect_close(whole.to_doubles(), wwhole, 1e-6, 1e-6, "sum of a narrowed buffer " + at);
     EXPECT_EQ(y.live_shape(), (Shape{l, c}));
     EXPECT_EQ(y.to_doubles(), wy) << at;
     EXPECT_EQ(col.live_shape(), (Shape{c}));
