@@ -147,6 +147,15 @@ UOp check_access(const UOp& sink, const LowerContext& ctx) {
 
 // ---- grid mapping ------------------------------------------------------------------------
 
+// Whether an extent is computed from constants and variables alone (so a launch can
+// evaluate it), not from other ranges or memory.
+bool of_variables(const UOp& extent) {
+  for (const UOp& u : toposort(extent))
+    if (u.op() != Op::CONST && u.op() != Op::DEFINE_VAR && u.op() != Op::CAST && !is_alu(u.op()))
+      return false;
+  return true;
+}
+
 // The outermost chain of global and local ranges that every effect sits inside, each the
 // only loop at its depth: what a grid can run, one thread per iteration. Local ranges have
 // constant extents; a global range's may be an expression of variables. Outermost first;
@@ -166,7 +175,8 @@ std::vector<UOp> grid_chain(const UOp& sink) {
       bool parallel = op == Op::RANGE &&
                       (u.axis().kind == AxisKind::Global || u.axis().kind == AxisKind::Local);
       if (parallel && depth == int(chain.size()) &&
-          (u.src(0).op() == Op::CONST || u.axis().kind == AxisKind::Global))
+          (u.src(0).op() == Op::CONST ||
+           (u.axis().kind == AxisKind::Global && of_variables(u.src(0)))))
         chain.push_back(u);
       ++depth;
     }

@@ -53,9 +53,17 @@ std::string signature(const std::vector<Tensor>& inputs) {
         s += "=" + std::to_string(j);
         break;
       }
-    s += is_var(t) ? "var " + n.name + "[" + std::to_string(n.arg[0]) + ", " +
-                         std::to_string(n.arg[1]) + "];"
-                   : t.device() + ":" + std::string(t.dtype().name()) + shape_text(t.shape()) + ";";
+    auto var = [](const LazyNode& v) {
+      return "var " + v.name + "[" + std::to_string(v.arg[0]) + ", " + std::to_string(v.arg[1]) +
+             "]";
+    };
+    if (is_var(t)) {
+      s += var(n) + ";";
+      continue;
+    }
+    s += t.device() + ":" + std::string(t.dtype().name()) + shape_text(t.shape());
+    for (const NodePtr& v : n.vdims) s += v ? " " + var(*v) : " -";  // its variable axes
+    s += ";";
   }
   return s;
 }
@@ -130,13 +138,20 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
   // A replay: the inputs' buffers and fresh outputs in place of the captured ones.
   Captured& c = *it->second;
   std::vector<std::pair<Buffer, Buffer>> rebind;
-  std::map<std::string, int64_t> values;
+  // The variables given now: as inputs, or as the lengths of inputs' variable axes.
+  std::map<std::string, NodePtr> bound;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    if (is_var(inputs[i]))
-      values[inputs[i].node()->name] = int64_t(inputs[i].node()->value);
-    else
-      rebind.emplace_back(c.inputs[i], inputs[i].node()->data()->buffer);
+    const NodePtr& n = inputs[i].node();
+    if (is_var(inputs[i])) {
+      bound[n->name] = n;
+      continue;
+    }
+    rebind.emplace_back(c.inputs[i], n->data()->buffer);
+    for (const NodePtr& v : n->vdims)
+      if (v) bound[v->name] = v;
   }
+  std::map<std::string, int64_t> values;
+  for (const auto& [name, v] : bound) values[name] = int64_t(v->value);
   // Launches reading variables get their new values (variables the function made itself
   // keep their captured ones).
   for (auto [i, at] : c.var_launches) {
@@ -162,27 +177,29 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
   Device& dev = frontend_device(c.record.device);
   std::map<const void*, std::shared_ptr<Storage>> fresh;  // an output returned twice: one buffer
   for (const Captured::Output& o : c.outputs) {
+    Tensor out;
     if (o.input >= 0) {
-      outs.push_back(inputs[size_t(o.input)]);
+      out = inputs[size_t(o.input)];
     } else if (o.fixed.defined()) {
-      outs.push_back(o.fixed);
+      out = o.fixed;
     } else {
       auto& s = fresh[o.made.ptr];
       if (!s) {
         s = std::make_shared<Storage>(&dev, c.record.device, o.made.bytes);
         rebind.emplace_back(o.made, s->buffer);
       }
-      Tensor out = Tensor::from_storage(s, o.shape, o.dtype);
-      // Variable axes take the values given now (a variable made inside keeps its own).
+      out = Tensor::from_storage(s, o.shape, o.dtype);
+    }
+    if (!o.vdims.empty()) {
+      // Variable axes take the lengths given now (a variable made inside keeps its own).
+      out = Tensor::from_storage(out.node()->data(), o.shape, o.dtype);
       for (size_t a = 0; a < o.vdims.size(); ++a)
         if (const NodePtr& v = o.vdims[a]) {
-          Tensor now(v);
-          for (const Tensor& t : inputs)
-            if (is_var(t) && t.node()->name == v->name) now = t;
-          out = out.narrow(int(a), 0, now);
+          auto now = bound.find(v->name);
+          out = out.narrow(int(a), 0, Tensor(now != bound.end() ? now->second : v));
         }
-      outs.push_back(out);
     }
+    outs.push_back(out);
   }
   replay_graph(c.record.device, *c.graph, rebind, c.record.launches.size());
   replayed_ = true;

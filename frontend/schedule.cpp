@@ -674,15 +674,9 @@ class Emitter {
   }
 };
 
-// Whether two nodes' variable axes are the same (by variable).
-bool same_variable_axes(const LazyNode* a, const LazyNode* b) {
-  if (a->vdims.size() != b->vdims.size()) return false;
-  for (size_t i = 0; i < a->vdims.size(); ++i)
-    if (bool(a->vdims[i]) != bool(b->vdims[i]) ||
-        (a->vdims[i] && a->vdims[i]->name != b->vdims[i]->name))
-      return false;
-  return true;
-}
+// Whether two nodes' variable axes are the same.
+// (The same Var nodes: the schedule cache's key tells nodes apart, not values.)
+bool same_variable_axes(const LazyNode* a, const LazyNode* b) { return a->vdims == b->vdims; }
 
 // The order the kernels run in: those that assign nothing first (in dependency order, as
 // built), then the assigning ones, each after every kernel that reads what it writes.

@@ -12,7 +12,7 @@ void save_state_dict(const std::string& path, const StateDict& tensors,
   for (const auto& [name, t] : tensors) {
     if (!t.defined()) throw TensorError("save_state_dict: tensor " + name + " is undefined");
     data.push_back(t.bytes());
-    entries.push_back({name, t.dtype(), t.shape(), data.back()});
+    entries.push_back({name, t.dtype(), t.live_shape(), data.back()});
   }
   save_safetensors(path, entries, metadata);
 }

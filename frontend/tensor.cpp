@@ -31,11 +31,12 @@ std::vector<NodePtr> variable_axes(const LazyNode& n) {
   auto refuse = [&](const LazyNode& v, const std::string& why) {
     fail(what, "the axis of variable length " + v.name + " " + why);
   };
+  auto bound = [](const LazyNode& v) { return v.name + " = " + std::to_string(int64_t(v.value)); };
   auto merge = [&](size_t i, const NodePtr& v) {
     if (!v) return;
-    if (out[i] && out[i]->name != v->name)
-      fail(what, "axis " + std::to_string(i) + " has the variable lengths " + out[i]->name +
-                     " and " + v->name);
+    if (out[i] && (out[i]->name != v->name || out[i]->value != v->value || out[i]->arg != v->arg))
+      fail(what, "axis " + std::to_string(i) + " has the variable lengths " + bound(*out[i]) +
+                     " and " + bound(*v));
     if (!out[i]) out[i] = v;
   };
   const LazyNode& in = *n.src[0];
@@ -57,7 +58,8 @@ std::vector<NodePtr> variable_axes(const LazyNode& n) {
     case NodeKind::Assign:  // the target view's; a value's must be the same
       each(*n.src[1], [&](size_t i, const NodePtr& v) { merge(i, v); });
       each(in, [&](size_t i, const NodePtr& v) {
-        if (!out[i] || out[i]->name != v->name) refuse(*v, "cannot be written to a fixed axis");
+        if (!out[i]) refuse(*v, "cannot be written to a fixed axis");
+        merge(i, v);
       });
       break;
     case NodeKind::Reduce:
@@ -749,6 +751,8 @@ Tensor Tensor::argmax(int axis, bool keepdim) const {
   int ax = axis_of(axis, "argmax");
   int64_t n = shape()[size_t(ax)];
   if (n == 0) fail("argmax", "argmax of an empty axis of shape " + shape_text(shape()));
+  if (const NodePtr& l = length(ax).node(); l->kind == NodeKind::Var && l->arg[0] < 1)
+    fail("argmax", "argmax over the variable length " + l->name + ", which may be 0");
   Tensor m = max({ax}, true);
   Shape is(size_t(ndim()), 1);
   is[size_t(ax)] = n;
@@ -769,12 +773,18 @@ Tensor Tensor::cumsum(int axis) const {
   Shape es = x.shape();
   es.insert(es.end() - 1, n);
   Tensor terms = keep.where(x.unsqueeze(-2).expand(es), x.scalar(0));
-  return terms.sum({-1}).transpose(ax, -1);
+  Tensor sums = terms.sum({-1}).transpose(ax, -1);
+  // Over an axis of variable length: the bound part's sums, of that length.
+  Tensor l = length(ax);
+  return l.node()->kind == NodeKind::Var ? sums.narrow(ax, 0, l) : sums;
 }
 
 std::pair<Tensor, Tensor> Tensor::topk(int64_t k, int axis) const {
   int ax = axis_of(axis, "topk");
   int64_t n = shape()[size_t(ax)];
+  if (length(ax).node()->kind == NodeKind::Var)
+    fail("topk", "axis " + std::to_string(ax) + " has the variable length " +
+                     length(ax).node()->name + " (k could exceed it)");
   if (k < 0 || k > n)
     fail("topk", "k = " + std::to_string(k) + " for an axis of " + std::to_string(n));
   Shape is(size_t(ndim()), 1);
@@ -990,7 +1000,8 @@ Tensor Tensor::narrow(int axis, int64_t begin, const Tensor& length) const {
     fail("narrow", "axis " + std::to_string(ax) + " already has the variable length " +
                        node_->vdims[size_t(ax)]->name);
   std::shared_ptr<LazyNode> out;
-  if (begin == 0 && v.arg[1] == n && node_->data()) {  // the buffer itself, read in part
+  if (begin == 0 && v.arg[1] == n && node_->kind == NodeKind::Buffer && !node_->requires_grad) {
+    // The buffer itself, read in part (a parameter takes the shrink: its gradient path).
     out = make(NodeKind::Buffer, dtype(), shape(), device(), {});
     out->storage = node_->data();
     out->vdims = node_->vdims;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <numeric>
 
 #include "frontend/jit.h"
 #include "frontend/schedule.h"
@@ -157,16 +158,24 @@ TEST_P(VariableAxes, OpsThatWouldReadPastTheLengthAreRefused) {
   refused([&] { Tensor::cat({part, part}, 0); }, "cannot be joined");
   refused([&] { part.reshape({24}); }, "cannot be merged or split by a reshape to [24]");
   refused([&] { part + x.narrow(0, 0, Tensor::variable("m", 3, 0, 6, dev())); },
-          "has the variable lengths len and m");
+          "has the variable lengths len = 3 and m = 3");
+  refused([&] { part + x.narrow(0, 0, len(5, 0, 6)); },
+          "has the variable lengths len = 3 and len = 5");
+  refused([&] { part.topk(1, 0); }, "variable length len (k could exceed it)");
+  refused([&] { part.argmax(0); }, "the variable length len, which may be 0");
   refused([&] { x.narrow(0, 0, x.sum()); }, "not a bound variable");
   refused([&] { x.narrow(0, 2, len(3, 0, 6)); }, "leave axis 0");
   refused([&] { part.narrow(0, 0, len(2, 0, 6)); }, "already has the variable length len");
-  refused(
-      [&] {
-        Tensor w = Tensor::ones({6, 4}, dtypes::float32, dev()).requires_grad_();
-        (w.narrow(0, 0, len(3, 0, 6)) * 2).sum().backward();
-      },
-      "gradient through an axis of variable length len");
+  for (bool realized : {false, true})  // a realized parameter too (not read as a bare buffer)
+    refused(
+        [&] {
+          Tensor w = Tensor::ones({6, 4}, dtypes::float32, dev()).requires_grad_();
+          if (realized)
+            w = Tensor::from_doubles(std::vector<double>(24, 1.0), {6, 4}, dtypes::float32, dev())
+                    .requires_grad_();
+          ((w.narrow(0, 0, len(3, 0, 6)) * 2).sum() + (w * w).sum()).backward();
+        },
+        "gradient through an axis of variable length len");
   // Reshapes that keep the axis whole are fine, and so are other axes' moves.
   EXPECT_EQ(part.reshape({1, 6, 2, 2}).live_shape(), (Shape{1, 3, 2, 2}));
   EXPECT_EQ(part.transpose().live_shape(), (Shape{4, 3}));
@@ -227,6 +236,50 @@ TEST_P(VariableAxes, JitDecodeOverAGrowingCacheCapturesOnce) {
     expect_close(got[1].to_doubles(), s, 1e-5, 1e-7, "weights " + at);
     expect_close(got[0].to_doubles(), o, 1e-5, 1e-6, "output " + at);
   }
+}
+
+TEST_P(VariableAxes, CumsumOverTheBoundPart) {
+  const int64_t n = 7;
+  std::vector<double> xv = random_values(size_t(n), dtypes::float32, 6);
+  Tensor x = from(xv, {n});
+  for (int64_t l : {1, 4, 7}) {
+    Tensor c = x.narrow(0, 0, len(l, 1, n)).cumsum(0);
+    ASSERT_EQ(c.live_shape(), (Shape{l}));
+    std::vector<double> want;
+    double acc = 0;
+    for (int64_t i = 0; i < l; ++i) want.push_back(acc += xv[size_t(i)]);
+    expect_close(c.to_doubles(), want, 1e-6, 1e-6, "len " + std::to_string(l));
+    expect_close(c.sum().to_doubles(), {std::accumulate(want.begin(), want.end(), 0.0)}, 1e-6, 1e-6,
+                 "sum len " + std::to_string(l));
+  }
+}
+
+TEST_P(VariableAxes, JitTakesAndReturnsVariableAxes) {
+  // Inputs with a variable axis (a narrowed cache) and outputs that are views of inputs
+  // or of tensors that lived before: every replay gives the lengths given now.
+  const int64_t n = 6, c = 3;
+  std::vector<double> xv = random_values(size_t(n * c), dtypes::float32, 7);
+  Tensor base = from(xv, {n, c});
+  Jit jit([base](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{in[0].sum({0}), in[0], in[0] * 2, base.narrow(0, 0, in[1])};
+  });
+  for (int64_t l : {2, 5, 1, 6, 3}) {
+    Tensor rows = Tensor::variable("rows", l, 1, n, dev());
+    Tensor part = base.narrow(0, 0, Tensor::variable("len", l, 1, n, dev()));
+    std::vector<Tensor> got = jit({part, rows});
+    std::string at = "len " + std::to_string(l);
+    std::vector<double> want_sum(c, 0), want_rows = rows_of(xv, c, 0, l), doubled;
+    for (int64_t i = 0; i < l * c; ++i) {
+      want_sum[size_t(i % c)] += xv[size_t(i)];
+      doubled.push_back(2 * xv[size_t(i)]);
+    }
+    expect_close(got[0].to_doubles(), want_sum, 1e-6, 1e-6, "sum " + at);
+    for (size_t k = 1; k < 4; ++k) ASSERT_EQ(got[k].live_shape(), (Shape{l, c})) << k << " " << at;
+    EXPECT_EQ(got[1].to_doubles(), want_rows) << at;
+    EXPECT_EQ(got[2].to_doubles(), doubled) << at;
+    EXPECT_EQ(got[3].to_doubles(), want_rows) << at;
+  }
+  EXPECT_TRUE(jit.replayed());
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, VariableAxes, testing::ValuesIn(frontend_devices()));
