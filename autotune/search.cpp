@@ -144,6 +144,34 @@ std::vector<BufferSpec> kernel_buffers(const UOp& kernel) {
 
 // ---- the spaces ---------------------------------------------------------------------------
 
+namespace {
+// Each schedule that sets one knob of `knobs` to another of its values.
+std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Knob>& knobs) {
+  std::vector<Schedule> out;
+  for (const Knob& k : knobs) {
+    int64_t now = from.knob_or(k.name, std::numeric_limits<int64_t>::min());
+    for (int64_t v : k.values) {
+      if (v == now) continue;
+      std::vector<ScheduleEntry> entries;
+      bool set = false;
+      for (ScheduleEntry e : from.entries()) {
+        if (!e.axis && e.name == k.name) e.amount = v, set = true;
+        entries.push_back(e);
+      }
+      if (!set) entries.push_back({k.name, std::nullopt, v});
+      out.emplace_back(std::move(entries));
+    }
+  }
+  return out;
+}
+
+// TC=1's knobs: the tile GEMM's (kernels/gemm.h), which refuses the combinations it cannot
+// run (each such candidate counted with its reason).
+const std::vector<Knob> kTensorCoreKnobs = {
+    {"BM", {64, 128, 256}}, {"BN", {64, 128, 256}}, {"BK", {32, 64}},        {"WM", {1, 2, 4}},
+    {"WN", {1, 2, 4}},      {"STAGES", {2, 3, 4}},  {"GROUP", {1, 4, 8, 16}}};
+}  // namespace
+
 SearchSpace action_space(const UOp& kernel, const Target& target) {
   struct Axis {
     int64_t id, extent;
@@ -174,13 +202,25 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
   s.reference = Schedule().knob("NOOPT", 1);
   s.start = {Schedule(), s.reference};
   s.buffers = kernel_buffers(kernel);
-  s.neighbours = [kernel, target, axes, blocks, segments](const Schedule& from) {
+  // TC=1 (a matrix product on the tile GEMM) where the target has mma.sync and the kernel
+  // one reduction over loads of 16-bit floats; the tensor_cores pass refuses a kernel that
+  // is not a product.
+  int narrow_loads = 0;
+  for (const UOp& u : toposort(kernel))
+    narrow_loads +=
+        u.op() == Op::LOAD && (u.dtype() == dtypes::bfloat16 || u.dtype() == dtypes::float16);
+  bool tensor_cores = target.has(kFeatureMmaSync) && narrow_loads >= 2 &&
+                      std::count_if(axes.begin(), axes.end(),
+                                    [](const Axis& a) { return a.kind == AxisKind::Reduce; }) == 1;
+  s.neighbours = [kernel, target, axes, blocks, segments, tensor_cores](const Schedule& from) {
+    if (from.knob_or("TC", 0)) return knob_neighbours(from, kTensorCoreKnobs);
     // The heuristic's actions, made explicit, are the first steps' base.
     bool any = std::any_of(from.entries().begin(), from.entries().end(),
                            [](const ScheduleEntry& e) { return e.axis.has_value(); });
     Schedule base;
     bool nolocals = from.knob_or("NOLOCALS", 0) != 0;
     std::vector<Schedule> out;
+    if (tensor_cores && !any && !nolocals) out.push_back(Schedule().knob("TC", 1));
     if (any) {
       base = from;
     } else if (from.knob_or("NOOPT", 0) == 0) {
@@ -293,24 +333,7 @@ SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> bui
   s.start = {start};
   s.reference = start;
   s.buffers = std::move(buffers);
-  s.neighbours = [knobs](const Schedule& from) {
-    std::vector<Schedule> out;
-    for (const Knob& k : knobs) {
-      int64_t now = from.knob_or(k.name, std::numeric_limits<int64_t>::min());
-      for (int64_t v : k.values) {
-        if (v == now) continue;
-        std::vector<ScheduleEntry> entries;
-        bool set = false;
-        for (ScheduleEntry e : from.entries()) {
-          if (!e.axis && e.name == k.name) e.amount = v, set = true;
-          entries.push_back(e);
-        }
-        if (!set) entries.push_back({k.name, std::nullopt, v});
-        out.emplace_back(std::move(entries));
-      }
-    }
-    return out;
-  };
+  s.neighbours = [knobs](const Schedule& from) { return knob_neighbours(from, knobs); };
   return s;
 }
 

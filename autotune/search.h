@@ -75,7 +75,9 @@ struct SearchSpace {
 // A generated kernel: it starts at the pipeline's heuristic schedule (and at the kernel
 // as written, NOOPT=1, the reference), and a step adds one action of docs/autotune.md
 // (UPCAST, UNROLL, LOCAL, GROUP, SPLIT, CUT) on one of the kernel's axes with an amount
-// that fits what is left of it.
+// that fits what is left of it. Where the target has mma.sync and the kernel one
+// reduction, TC=1 (routing a matrix product onto the tile GEMM: kernels/tensor_cores.h) is
+// a first step too, and a TC schedule's steps move one of the GEMM's knobs.
 SearchSpace action_space(const UOp& kernel, const Target& target);
 
 // A DSL kernel with declared knobs: it starts at `start`, a step moves one knob to another

@@ -253,6 +253,16 @@ Schedule without_threads(const Schedule& s) {
 }
 
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given) {
+  // TC=1 is taken by the "tensor_cores" pass (kernels/tensor_cores.h), which leaves a
+  // kernel of its own threads (SPECIALs); reaching here otherwise, nothing took it.
+  if (given.knob_or("TC", 0)) {
+    for (const UOp& u : toposort(sink))
+      if (u.op() == Op::SPECIAL) return sink;
+    throw ScheduleError(
+        "schedule: TC=1 needs the tensor_cores pass, which this program has not "
+        "registered (register_tensor_core_pass) (kernel '" +
+        sink.name_arg() + "')");
+  }
   bool any_action = std::any_of(given.entries().begin(), given.entries().end(), is_action);
   bool nolocals = given.knob_or("NOLOCALS", 0) != 0;
   Schedule schedule = given;
@@ -679,7 +689,7 @@ KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule&
   for (const ScheduleEntry& e : schedule.entries())
     (e.axis && (e.name == "CUT" || e.name == "SPLIT") ? splits : rest).push_back(e);
   bool any_action = std::any_of(schedule.entries().begin(), schedule.entries().end(), is_action);
-  if (splits.empty() && !any_action && !schedule.knob_or("NOOPT", 0))
+  if (splits.empty() && !any_action && !schedule.knob_or("NOOPT", 0) && !schedule.knob_or("TC", 0))
     if (std::optional<ScheduleEntry> h = heuristic_split(sink, target)) {
       try {
         std::vector<ScheduleEntry> with = schedule.entries();

@@ -68,13 +68,15 @@ UOp reduce_kernel(int64_t rows, int64_t cols, int axis, Op op, DType dtype) {
   return sink({end(store(index(out, o), result), {o})}, op == Op::ADD ? "sum" : "max");
 }
 
-UOp matmul_kernel(int64_t m, int64_t n, int64_t k, DType dtype) {
+UOp matmul_kernel(int64_t m, int64_t n, int64_t k, DType dtype, bool a_transposed,
+                  bool b_transposed) {
   UOp c = param(0, dtype.ptr()), a = param(1, dtype.ptr()), b = param(2, dtype.ptr());
   UOp i = range(m, 0, AxisKind::Global), j = range(n, 1, AxisKind::Global);
   UOp r = range(k, 2, AxisKind::Reduce);
   DType acc_dt = acc_dtype(dtype);
   Accumulator acc(0, acc_dt, const_(acc_dt, 0.0), {i, j}, r);
-  UOp prod = to(acc_dt, load(index(a, i * k + r))) * to(acc_dt, load(index(b, r * n + j)));
+  UOp ai = a_transposed ? r * m + i : i * k + r, bi = b_transposed ? j * k + r : r * n + j;
+  UOp prod = to(acc_dt, load(index(a, ai))) * to(acc_dt, load(index(b, bi)));
   UOp loop = end(acc.update(acc.current() + prod), {r});
   return sink({end(store(index(c, i * n + j), to(dtype, acc.result(loop))), {i, j})}, "matmul");
 }

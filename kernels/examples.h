@@ -20,8 +20,10 @@ UOp elementwise_add_kernel(int64_t rows, int64_t cols, DType dtype, bool broadca
 UOp reduce_kernel(int64_t rows, int64_t cols, int axis, Op op, DType dtype);
 
 // c[m, n] = sum over k of a[m, k] * b[k, n], accumulating in float32 in a register.
-// Buffers: 0 c, 1 a, 2 b; all of `dtype`.
-UOp matmul_kernel(int64_t m, int64_t n, int64_t k, DType dtype);
+// Buffers: 0 c, 1 a, 2 b; all of `dtype`; a stored k x m where a_transposed, b n x k
+// where b_transposed.
+UOp matmul_kernel(int64_t m, int64_t n, int64_t k, DType dtype, bool a_transposed = false,
+                  bool b_transposed = false);
 
 // One pass over x (rows x cols, float32) writes two outputs: sum[i] and sumsq[i] over
 // each row, the two accumulator updates bundled by GROUP under one END.

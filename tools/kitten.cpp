@@ -26,6 +26,7 @@
 #include "dsl/verify.h"
 #include "kernels/examples.h"
 #include "kernels/gemm.h"
+#include "kernels/tensor_cores.h"
 #include "tiles/tile.h"
 #include "tools/cli.h"
 #include "tools/int_expr.h"
@@ -54,7 +55,8 @@ commands:
                     the named passes and at the end. S: the schedule, one line of
                     ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP GROUPTOP
                     PADTO SWAP CUT SPLIT) and KNOB=VALUE (NOOPT=1: no heuristic;
-                    NOLOCALS=1: no block threads), e.g. 'UPCAST:1:4 UNROLL:2:2'
+                    NOLOCALS=1: no block threads; TC=1: a 16-bit matrix product on
+                    the tile GEMM, with its knobs), e.g. 'UPCAST:1:4 UNROLL:2:2'
                     (docs/lowering.md)
   lower --passes    list the lowering passes in order, one sentence each
   simplify '<expr>'|- [--var NAME=LO..HI]... [--dtype int64|int32]
@@ -101,7 +103,8 @@ commands:
                     the autotuner's BEAM search over a kernel's schedules: generated
                     kernels matmul (M,N,K), sum, softmax, layernorm, add (ROWS,COLS), concat
                     (ROWS,W1,W2[,...]: torch.cat of rows side by side) by actions
-                    (UPCAST UNROLL LOCAL GROUP GROUPTOP SWAP NOLOCALS SPLIT CUT), the
+                    (UPCAST UNROLL LOCAL GROUP GROUPTOP SWAP NOLOCALS SPLIT CUT; TC=1
+                    routes a 16-bit matrix product onto the tile GEMM), the
                     DSL gemm (M,N,K, bfloat16) and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their
                     knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte
                     units). Each round lowers the new schedules, drops repeats and
@@ -443,6 +446,7 @@ int check_output(int status) {
 
 int main(int argc, char** argv) {
   using namespace kitten;
+  register_tensor_core_pass();  // TC=1 schedules route matrix products onto the tile GEMM
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::fputs(kHelp, args.empty() ? stderr : stdout);

@@ -13,6 +13,7 @@
 #include "autotune/search.h"
 #include "dsl/printer.h"
 #include "kernels/examples.h"
+#include "kernels/tensor_cores.h"
 
 namespace kitten::autotune {
 namespace {
@@ -321,6 +322,39 @@ TEST(Search, AccountsForEveryCandidateOnTheEmulator) {
   // The emulator's cost is deterministic: the same search finds the same winner.
   DeviceMeasure again(*dev, space);
   EXPECT_EQ(beam_search(space, dev->props().target, again, {}).best, r.best);
+}
+
+// TC=1 is a first step for a 16-bit product (not for a float32 one), its steps move the
+// tile GEMM's knobs, and a search from it on the emulator measures routed kernels and
+// validates the winner against the kernel as written.
+TEST(Search, TensorCoresForA16BitProduct) {
+  register_tensor_core_pass();
+  std::unique_ptr<Device> dev = make_emu_device();
+  const Target& t = dev->props().target;
+  auto has_tc = [](const std::vector<Schedule>& steps) {
+    return std::any_of(steps.begin(), steps.end(),
+                       [](const Schedule& s) { return s.knob_or("TC", 0) != 0; });
+  };
+  EXPECT_FALSE(has_tc(action_space(matmul_kernel(32, 32, 32, dtypes::float32), t).neighbours({})));
+  SearchSpace space = action_space(matmul_kernel(32, 48, 64, dtypes::bfloat16), t);
+  ASSERT_TRUE(has_tc(space.neighbours({})));
+  std::vector<Schedule> knobs = space.neighbours(Schedule::parse("TC=1"));
+  ASSERT_FALSE(knobs.empty());
+  for (const Schedule& s : knobs) {
+    EXPECT_EQ(s.knob_or("TC", 0), 1) << s.to_string();
+    EXPECT_EQ(s.entries().size(), 2u) << s.to_string();
+  }
+  space.start = {Schedule::parse("TC=1 BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=2 SWIZZLE=64")};
+  DeviceMeasure m(*dev, space);
+  SearchOptions o;
+  o.max_rounds = 1;
+  o.measured_per_round = 4;
+  SearchResult r = beam_search(space, t, m, o);
+  EXPECT_EQ(r.report.generated, accounted(r.report)) << r.report.to_string();
+  EXPECT_GT(r.report.measured, 1) << r.report.to_string();
+  EXPECT_EQ(r.report.run_failed, 0) << r.report.first_error;
+  EXPECT_EQ(r.report.validation.rfind("passed", 0), 0u) << r.report.validation;
+  EXPECT_EQ(r.best.knob_or("TC", 0), 1) << r.best.to_string();
 }
 
 // Workers: the input decides what the stand-in worker does.

@@ -1,0 +1,143 @@
+// TC=1: a generated matrix product routed onto the tile GEMM. The recogniser reads every
+// layout and refuses what is not a product (with the reason); routed kernels equal the
+// float64 reference of the inputs as stored (bf16/f16) within the accumulation bound, on
+// emu (cuda in cuda_kernel_tests), and the same kernel unrouted; a cpu refuses by name.
+#include "kernels/tensor_cores.h"
+
+#include "../backends/test_device.h"
+#include "dsl/lower.h"
+#include "kernels/examples.h"
+
+namespace kitten {
+namespace {
+
+TEST(TensorCores, RecognisesEveryLayoutOfAProduct) {
+  for (bool at : {false, true})
+    for (bool bt : {false, true}) {
+      std::string why;
+      std::optional<GemmProblem> p =
+          matmul_problem(matmul_kernel(48, 40, 72, dtypes::bfloat16, at, bt), &why);
+      ASSERT_TRUE(p) << why;
+      EXPECT_EQ(p->m, 48);
+      EXPECT_EQ(p->n, 40);
+      EXPECT_EQ(p->k, 72);
+      EXPECT_EQ(p->in, dtypes::bfloat16);
+      EXPECT_EQ(p->out, dtypes::bfloat16);
+      EXPECT_EQ(p->a_transposed, at);
+      EXPECT_EQ(p->b_transposed, bt);
+      EXPECT_EQ(p->lda, at ? 48 : 72);
+      EXPECT_EQ(p->ldb, bt ? 72 : 40);
+      EXPECT_EQ(p->ldc, 40);
+      EXPECT_EQ(p->c_slot, 0);
+      EXPECT_EQ(p->a_slot, 1);
+      EXPECT_EQ(p->b_slot, 2);
+    }
+  std::optional<GemmProblem> gemv = matmul_problem(matmul_kernel(1, 64, 96, dtypes::float16));
+  ASSERT_TRUE(gemv);
+  EXPECT_EQ(gemv->m, 1);
+  EXPECT_EQ(gemv->n, 64);
+  EXPECT_EQ(gemv->in, dtypes::float16);
+}
+
+TEST(TensorCores, RefusesWhatIsNotAProductWithTheReason) {
+  auto why_not = [](const UOp& k) {
+    std::string why;
+    EXPECT_FALSE(matmul_problem(k, &why)) << k.name_arg();
+    return why;
+  };
+  EXPECT_NE(why_not(matmul_kernel(16, 16, 16, dtypes::float32)).find("not both bfloat16"),
+            std::string::npos);
+  EXPECT_NE(why_not(reduce_kernel(8, 32, 1, Op::ADD, dtypes::float32)).find("one product"),
+            std::string::npos);
+  EXPECT_NE(why_not(softmax_kernel(8, 32)).find("on floats"), std::string::npos);
+}
+
+TEST(TensorCores, ACpuOrAProgramWithoutThePassRefusesByName) {
+  UOp k = matmul_kernel(16, 16, 16, dtypes::bfloat16);
+  Schedule tc = Schedule::parse("TC=1");
+  Target emu = h100_target();
+  try {  // before registration: nothing takes TC=1
+    std::vector<const Pass*> now = passes();
+    if (std::none_of(now.begin(), now.end(),
+                     [](const Pass* p) { return p->name == "tensor_cores"; })) {
+      lower(k, emu, tc);
+      ADD_FAILURE() << "TC=1 lowered without the pass";
+    }
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("register_tensor_core_pass"), std::string::npos)
+        << e.what();
+  }
+  register_tensor_core_pass();
+  register_tensor_core_pass();  // once
+  int named = 0;
+  for (const Pass* p : passes()) named += p->name == "tensor_cores";
+  EXPECT_EQ(named, 1);
+  EXPECT_THROW(lower(k, host_target("x86_64", 2), tc), ScheduleError);
+  try {
+    lower(k, emu, Schedule::parse("TC=1 UPCAST:0:2"));
+    ADD_FAILURE() << "an action beside TC=1 was taken";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("not actions"), std::string::npos) << e.what();
+  }
+  try {
+    lower(matmul_kernel(16, 16, 16, dtypes::float32), emu, tc);
+    ADD_FAILURE() << "a float32 product was routed";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("TC=1 needs a matrix product"), std::string::npos)
+        << e.what();
+  }
+}
+
+class TensorCores : public DeviceTest {};
+
+// The routed kernel (and the kernel as generated, unrouted, on the same inputs) against
+// the float64 reference.
+void check_routed(Device& dev, int64_t m, int64_t n, int64_t k, DType dt, bool at, bool bt,
+                  const std::string& knobs, uint64_t seed) {
+  SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " " +
+               std::string(dt.name()) + (at ? " A^T" : "") + (bt ? " B^T" : "") + " '" + knobs +
+               "'");
+  register_tensor_core_pass();
+  UOp kernel = matmul_kernel(m, n, k, dt, at, bt);
+  HostData a = HostData::random(dt, size_t(m * k), seed),
+           b = HostData::random(dt, size_t(k * n), seed + 1);
+  std::vector<double> want(size_t(m * n), 0.0), scale(want.size(), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t r = 0; r < k; ++r) {
+        double t = a.values[size_t(at ? r * m + i : i * k + r)] *
+                   b.values[size_t(bt ? j * k + r : r * n + j)];
+        want[size_t(i * n + j)] += t;
+        scale[size_t(i * n + j)] += std::fabs(t);
+      }
+  DeviceBuffer da(dev, a), db(dev, b);
+  for (const char* s : {"", "TC=1 "}) {
+    HostData c = HostData::poisoned(dt, want.size());
+    DeviceBuffer dc(dev, c);
+    try {
+      CompiledKernel ck = compile_kernel(dev, kernel, Schedule::parse(s + knobs));
+      ck.run(std::vector<KernelArg>{dc.buf, da.buf, db.buf});
+    } catch (const std::exception& e) {
+      FAIL() << s << e.what();
+    }
+    dc.read(c);
+    EXPECT_TRUE(expect_accumulated(c, want, scale, k)) << (*s ? "routed" : "generated");
+  }
+}
+
+TEST_P(TensorCores, RoutedProductsEqualTheReference) {
+  uint64_t seed = 500;
+  const std::string small = "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=2 SWIZZLE=64";
+  for (bool at : {false, true})
+    for (bool bt : {false, true})
+      check_routed(*dev, 33, 40, 72, dtypes::bfloat16, at, bt, small, seed += 2);
+  check_routed(*dev, 1, 64, 100, dtypes::float16, false, false, small, seed += 2);
+  check_routed(*dev, 17, 1, 31, dtypes::bfloat16, false, true, small, seed += 2);
+  if (GetParam() == "cuda")
+    check_routed(*dev, 1000, 1023, 1024, dtypes::bfloat16, false, false, "", seed += 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, TensorCores, testing::ValuesIn(block_devices()), test_name);
+
+}  // namespace
+}  // namespace kitten
