@@ -168,8 +168,9 @@ std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Kn
 // TC=1's knobs: the tile GEMM's (kernels/gemm.h), which refuses the combinations it cannot
 // run (each such candidate counted with its reason).
 const std::vector<Knob> kTensorCoreKnobs = {
-    {"BM", {64, 128, 256}}, {"BN", {64, 128, 256}}, {"BK", {32, 64}},        {"WM", {1, 2, 4}},
-    {"WN", {1, 2, 4}},      {"STAGES", {2, 3, 4}},  {"GROUP", {1, 4, 8, 16}}};
+    {"BM", {64, 128, 256}}, {"BN", {64, 128, 256}}, {"BK", {32, 64}},         {"WM", {1, 2, 4}},
+    {"WN", {1, 2, 4}},      {"STAGES", {2, 3, 4}},  {"GROUP", {1, 4, 8, 16}}, {"WGMMA", {0, 1}},
+    {"EPILOGUE", {0, 1}},   {"REPACK", {1, 2}}};
 }  // namespace
 
 SearchSpace action_space(const UOp& kernel, const Target& target) {

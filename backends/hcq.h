@@ -255,7 +255,10 @@ struct CompiledKernel : KernelLaunch {
   std::vector<KernelLaunch> then;
   std::vector<Buffer> temps;           // parameter slots temps_at, temps_at + 1, ...
   std::vector<TempBuffer> temp_specs;  // what each holds (a tensor, for parts taking maps)
+  std::vector<MapParam> maps;          // the caller's buffers some part takes as maps
   size_t temps_at = 0;
+  // Whether the one kernel is launched with the caller's arguments as they are.
+  bool direct() const { return temps.empty() && then.empty() && maps.empty(); }
   Allocator* temps_from = nullptr;
   // Launches every part in order with its own dims on the device's own stream of
   // execution (the call returns when the kernel has run).
@@ -264,8 +267,9 @@ struct CompiledKernel : KernelLaunch {
   void enqueue(Queue& q, std::span<const KernelArg> args) const;
   void record(Graph& g, std::span<const KernelArg> args) const;
   // What `part` (this kernel, or one of `then`) is launched with: the caller's arguments
-  // with the temporaries inserted, each a tensor map where the part takes one there, and
-  // a caller's tensor map given as its buffer where the part takes a buffer there.
+  // with the temporaries inserted, each a tensor map where the part takes one there, a
+  // caller's tensor map given as its buffer where the part takes a buffer there, and a
+  // caller's buffer given as the map of `maps` where the part takes a map there.
   std::vector<KernelArg> part_args(const KernelLaunch& part, std::span<const KernelArg> args) const;
 };
 // The argument at `slot` for every part of a compiled kernel: a tensor map where one of

@@ -191,6 +191,7 @@ CompiledKernel compile_lowered(Device& d, const LoweredKernels& parts) {
   for (const TempBuffer& t : parts.temps)
     k.temps.push_back(d.allocator().alloc(size_t(t.count * t.dtype.itemsize())));
   k.temp_specs = parts.temps;
+  k.maps = parts.maps;
   return k;
 }
 
@@ -203,6 +204,7 @@ CompiledKernel& CompiledKernel::operator=(CompiledKernel&& o) noexcept {
   then = std::move(o.then);
   temps = std::move(o.temps);
   temp_specs = std::move(o.temp_specs);
+  maps = std::move(o.maps);
   temps_from = o.temps_from;
   temps_at = o.temps_at;
   o.temps.clear();
@@ -229,6 +231,11 @@ std::vector<KernelArg> CompiledKernel::part_args(const KernelLaunch& part,
     if (const TensorMap* m = std::get_if<TensorMap>(&all[slot]);
         m && !info.tensor_maps.count(int(slot)))
       all[slot] = m->buffer;
+  for (const MapParam& m : maps)  // a caller's buffer the part takes as a tensor map
+    if (const Buffer* b =
+            size_t(m.slot) < all.size() ? std::get_if<Buffer>(&all[size_t(m.slot)]) : nullptr;
+        b && info.tensor_maps.count(int(m.slot)))
+      all[size_t(m.slot)] = tensor_arg(info, int(m.slot), *b, m.dims, m.strides);
   // A part that reads fewer slots than the kernel's parts together (a repack's copy of A,
   // before B's temporary; a segment of a cut concatenation, which reads one input) takes
   // the parameters it has, then the variables.
@@ -258,7 +265,7 @@ void KernelLaunch::record(Graph& g, std::span<const KernelArg> args) const {
 }
 
 void CompiledKernel::run(std::span<const KernelArg> args) {
-  if (temps.empty() && then.empty()) {
+  if (direct()) {
     program->launch(launch_grid(rendered.info, args), rendered.info.local, args);
     return;
   }
@@ -271,13 +278,13 @@ void CompiledKernel::run(std::span<const KernelArg> args) {
 }
 
 void CompiledKernel::enqueue(Queue& q, std::span<const KernelArg> args) const {
-  if (temps.empty() && then.empty()) return KernelLaunch::enqueue(q, args);
+  if (direct()) return KernelLaunch::enqueue(q, args);
   KernelLaunch::enqueue(q, part_args(*this, args));
   for (const KernelLaunch& k : then) k.enqueue(q, part_args(k, args));
 }
 
 void CompiledKernel::record(Graph& g, std::span<const KernelArg> args) const {
-  if (temps.empty() && then.empty()) return KernelLaunch::record(g, args);
+  if (direct()) return KernelLaunch::record(g, args);
   KernelLaunch::record(g, part_args(*this, args));
   for (const KernelLaunch& k : then) k.record(g, part_args(k, args));
 }

@@ -496,9 +496,36 @@ LowerOptions default_lower_options() {
   return o;
 }
 
+namespace {
+struct Routes {
+  std::mutex mu;
+  std::vector<std::pair<std::string, KernelRoute>> routes;
+};
+Routes& routes() {
+  static Routes r;
+  return r;
+}
+}  // namespace
+
+void register_kernel_route(std::string name, KernelRoute route) {
+  Routes& r = routes();
+  std::lock_guard lock(r.mu);
+  for (const auto& [n, _] : r.routes)
+    if (n == name) throw std::invalid_argument("register_kernel_route: '" + name + "' is taken");
+  r.routes.emplace_back(std::move(name), std::move(route));
+}
+
 LoweredKernels lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule,
                              const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
+  std::vector<KernelRoute> rs;
+  {
+    Routes& r = routes();
+    std::lock_guard lock(r.mu);
+    for (const auto& [n, route] : r.routes) rs.push_back(route);
+  }
+  for (const KernelRoute& route : rs)
+    if (std::optional<LoweredKernels> out = route(sink, target, schedule)) return *out;
   KernelParts parts = split_kernels(sink, target, schedule);
   LoweredKernels out;
   for (const auto& [part, s] : parts.kernels) out.kernels.push_back(lower(part, target, s, opts));

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,11 +58,22 @@ UOp lower(const UOp& sink, const Target& target, const Schedule& schedule = {},
 // The kernels a schedule lowers one kernel into, to be launched in this order with the
 // caller's arguments followed by the temporary buffers: one kernel, or the parts of a CUT
 // or SPLIT (dsl/opt.h), each lowered by every pass with its part's schedule.
+// `maps`: the caller's buffers that some kernel takes as a tensor map (MapParam).
 struct LoweredKernels {
   std::vector<UOp> kernels;
   std::vector<TempBuffer> temps;
+  std::vector<MapParam> maps;
 };
 LoweredKernels lower_kernels(const UOp& sink, const Target& target, const Schedule& schedule = {},
                              const LowerOptions& opts = default_lower_options());
+
+// A lowering of whole kernels that a library above dsl/ registers (the tile library's
+// TC=1: kernels/tensor_cores.h): the kernels `sink` lowers into under `schedule`, or
+// nullopt to leave it to the pipeline. lower_kernels asks every route first, in order of
+// registration; a route refuses a schedule it takes but cannot do with a ScheduleError.
+using KernelRoute = std::function<std::optional<LoweredKernels>(
+    const UOp& sink, const Target& target, const Schedule& schedule)>;
+// Throws std::invalid_argument when the name is taken.
+void register_kernel_route(std::string name, KernelRoute route);
 
 }  // namespace kitten

@@ -253,16 +253,13 @@ Schedule without_threads(const Schedule& s) {
 }
 
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given) {
-  // TC=1 is taken by the "tensor_cores" pass (kernels/tensor_cores.h), which leaves a
-  // kernel of its own threads (SPECIALs); reaching here otherwise, nothing took it.
-  if (given.knob_or("TC", 0)) {
-    for (const UOp& u : toposort(sink))
-      if (u.op() == Op::SPECIAL) return sink;
+  // TC=1 is taken by the "tensor_cores" kernel route before lower_kernels splits or lowers
+  // (kernels/tensor_cores.h): reaching here, no route took it.
+  if (given.knob_or("TC", 0))
     throw ScheduleError(
-        "schedule: TC=1 needs the tensor_cores pass, which this program has not "
-        "registered (register_tensor_core_pass) (kernel '" +
+        "schedule: TC=1 needs the tensor_cores kernel route, which this program has not "
+        "registered (register_tensor_core_route), taken by lower_kernels (kernel '" +
         sink.name_arg() + "')");
-  }
   bool any_action = std::any_of(given.entries().begin(), given.entries().end(), is_action);
   bool nolocals = given.knob_or("NOLOCALS", 0) != 0;
   Schedule schedule = given;

@@ -42,6 +42,16 @@ struct TempBuffer {
   friend bool operator==(const TempBuffer&, const TempBuffer&) = default;
 };
 
+// A caller's buffer that the kernels take as a tensor map at `slot`: the tensor it holds
+// (`dims` innermost first, the byte `strides` of the outer dimensions), so that a launch
+// given the buffer passes the map where a kernel takes one (a generated product routed onto
+// the tile GEMM's Hopper schedule).
+struct MapParam {
+  int64_t slot;
+  std::vector<int64_t> dims, strides;
+  friend bool operator==(const MapParam&, const MapParam&) = default;
+};
+
 // The kernels a schedule makes of one kernel, to be launched in order with the caller's
 // arguments followed by the temporary buffers, each with the schedule its passes apply.
 struct KernelParts {

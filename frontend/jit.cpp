@@ -161,7 +161,7 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
     size_t first = args.size() - names.size();
     for (size_t j = 0; j < names.size(); ++j)
       if (auto v = values.find(names[j]); v != values.end()) args[first + j] = v->second;
-    bool whole = kernel->temps.empty() && kernel->then.empty();
+    bool whole = kernel->direct();
     std::vector<KernelArg> part = whole ? args : kernel->part_args(*kernel, args);
     c.graph->update(at, launch_grid(kernel->rendered.info, part), part);
     for (size_t k = 0; k < kernel->then.size(); ++k) {

@@ -8,7 +8,6 @@
 #include "dsl/printer.h"
 #include "dsl/rewrite.h"
 #include "dsl/symbolic.h"
-#include "tiles/tile.h"
 
 namespace kitten {
 
@@ -188,48 +187,45 @@ std::optional<GemmProblem> matmul_problem(const UOp& sink, std::string* why) {
 
 namespace {
 
-// The pass: a kernel whose schedule says TC=1 becomes the tile GEMM of the product it
-// computes, built with the schedule's GEMM knobs.
-UOp route_to_tensor_cores(const UOp& sink, const LowerContext& ctx) {
-  const Schedule& s = ctx.schedule;
-  if (!s.knob_or("TC", 0)) return sink;
+// The route: a kernel whose schedule says TC=1 becomes the tile GEMM's kernels for the
+// product it computes (gemm_kernels: with REPACK, the copies too), built with the
+// schedule's GEMM knobs; on the Hopper schedule the launch passes A and B (and C through
+// the shared-memory epilogue) as the tensor maps `maps` describes.
+std::optional<LoweredKernels> route_to_tensor_cores(const UOp& sink, const Target& target,
+                                                    const Schedule& s) {
+  if (!s.knob_or("TC", 0)) return std::nullopt;
   auto refuse = [&](const std::string& why) {
     throw ScheduleError("schedule: TC=1 " + why + " (kernel '" + sink.name_arg() + "')");
   };
+  if (!target.has(kFeatureMmaSync))
+    refuse("needs tensor cores (mma.sync), which " + target.arch + " lacks");
   std::string why;
   std::optional<GemmProblem> p = matmul_problem(sink, &why);
   if (!p) refuse("needs a matrix product of 16-bit floats: " + why);
   std::vector<ScheduleEntry> knobs;
   for (const ScheduleEntry& e : s.entries()) {
     if (e.axis) refuse("takes the GEMM's knobs, not actions such as " + Schedule({e}).to_string());
-    if (e.name == "REPACK") refuse("does not repack (REPACK belongs to the GEMM's own kernels)");
     if (e.name != "TC" && e.name != "NOOPT") knobs.push_back(e);
   }
-  Schedule gemm(knobs);
-  // Launches of generated kernels pass buffers, not the tensor maps of the Hopper schedule.
-  if (gemm.knob_or("WGMMA", 0)) refuse("with WGMMA=1 needs tensor maps, which it cannot pass yet");
-  gemm.knob("WGMMA", 0);
+  LoweredKernels out;
   try {
-    return gemm_kernel(*p, gemm, ctx.target);
+    out = gemm_kernels(*p, Schedule(knobs), target);
   } catch (const std::invalid_argument& e) {
     refuse(e.what());
   }
-  return sink;
+  for (int slot : {1, 2}) {
+    tiles::TensorLayout l = gemm_operand_layout(*p, slot);
+    out.maps.push_back({slot == 1 ? p->a_slot : p->b_slot, l.dims, l.strides});
+  }
+  out.maps.push_back({p->c_slot, {p->n, p->m}, {(p->ldc ? p->ldc : p->n) * p->out.itemsize()}});
+  return out;
 }
 
 }  // namespace
 
-void register_tensor_core_pass() {
+void register_tensor_core_route() {
   static std::once_flag once;
-  std::call_once(once, [] {
-    tiles::tile_ops();  // the tile passes first: the GEMM this pass builds goes through them
-    register_pass({"tensor_cores",
-                   "TC=1: a kernel that is a matrix product of 16-bit floats (one sum over one "
-                   "reduce range of two loads' product, stored once) becomes the tile GEMM of "
-                   "that product, built with the schedule's GEMM knobs (kernels/tensor_cores.h).",
-                   route_to_tensor_cores},
-                  PassPosition::Before, "tile_warps");
-  });
+  std::call_once(once, [] { register_kernel_route("tensor_cores", route_to_tensor_cores); });
 }
 
 }  // namespace kitten

@@ -1,8 +1,10 @@
 // TC: the schedule entry TC=1 routes a generated kernel that is a matrix product onto the
 // tile GEMM (kernels/gemm.h), whose knobs (BM BN BK WM WN STAGES SWIZZLE GROUP WGMMA
-// BLOCKS EPILOGUE) the same schedule may set. Not a second tensor-core path: the
-// "tensor_cores" lowering pass, registered here by the tile library, recognises the
-// product and builds the GEMM's kernel in its place; the passes after it lower that.
+// BLOCKS EPILOGUE REPACK) the same schedule may set; the default is the GEMM's own (the
+// Hopper schedule on an H100). Not a second tensor-core path: the "tensor_cores" kernel
+// route (dsl/lower.h), registered here by the tile library, recognises the product and
+// lowers the GEMM's kernels in its place, with the tensor maps their launches take
+// described for the caller's buffers (LoweredKernels::maps).
 #pragma once
 
 #include <optional>
@@ -20,8 +22,8 @@ namespace kitten {
 // computed. An axis of extent 1 may be absent.
 std::optional<GemmProblem> matmul_problem(const UOp& sink, std::string* why = nullptr);
 
-// Registers the "tensor_cores" pass (once; later calls do nothing). Programs that lower
+// Registers the "tensor_cores" route (once; later calls do nothing). Programs that lower
 // TC=1 schedules call it first; without it such a schedule is refused by name.
-void register_tensor_core_pass();
+void register_tensor_core_route();
 
 }  // namespace kitten

@@ -446,7 +446,7 @@ int check_output(int status) {
 
 int main(int argc, char** argv) {
   using namespace kitten;
-  register_tensor_core_pass();  // TC=1 schedules route matrix products onto the tile GEMM
+  register_tensor_core_route();  // TC=1 schedules route matrix products onto the tile GEMM
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::fputs(kHelp, args.empty() ? stderr : stdout);

@@ -328,7 +328,7 @@ TEST(Search, AccountsForEveryCandidateOnTheEmulator) {
 // tile GEMM's knobs, and a search from it on the emulator measures routed kernels and
 // validates the winner against the kernel as written.
 TEST(Search, TensorCoresForA16BitProduct) {
-  register_tensor_core_pass();
+  register_tensor_core_route();
   std::unique_ptr<Device> dev = make_emu_device();
   const Target& t = dev->props().target;
   auto has_tc = [](const std::vector<Schedule>& steps) {
@@ -344,7 +344,7 @@ TEST(Search, TensorCoresForA16BitProduct) {
     EXPECT_EQ(s.knob_or("TC", 0), 1) << s.to_string();
     EXPECT_EQ(s.entries().size(), 2u) << s.to_string();
   }
-  space.start = {Schedule::parse("TC=1 BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=2 SWIZZLE=64")};
+  space.start = {Schedule::parse("TC=1 BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=2 SWIZZLE=64 WGMMA=0")};
   DeviceMeasure m(*dev, space);
   SearchOptions o;
   o.max_rounds = 1;

@@ -52,40 +52,32 @@ TEST(TensorCores, RefusesWhatIsNotAProductWithTheReason) {
   EXPECT_NE(why_not(softmax_kernel(8, 32)).find("on floats"), std::string::npos);
 }
 
-TEST(TensorCores, ACpuOrAProgramWithoutThePassRefusesByName) {
-  UOp k = matmul_kernel(16, 16, 16, dtypes::bfloat16);
+TEST(TensorCores, ACpuOrAProgramWithoutTheRouteRefusesByName) {
+  UOp k = matmul_kernel(64, 64, 64, dtypes::bfloat16);
   Schedule tc = Schedule::parse("TC=1");
-  Target emu = h100_target();
-  try {  // before registration: nothing takes TC=1
-    std::vector<const Pass*> now = passes();
-    if (std::none_of(now.begin(), now.end(),
-                     [](const Pass* p) { return p->name == "tensor_cores"; })) {
-      lower(k, emu, tc);
-      ADD_FAILURE() << "TC=1 lowered without the pass";
+  Target h100 = h100_target();
+  auto refused = [](auto f, const std::string& says) {
+    try {
+      f();
+      ADD_FAILURE() << "not refused: " << says;
+    } catch (const ScheduleError& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
     }
-  } catch (const ScheduleError& e) {
-    EXPECT_NE(std::string(e.what()).find("register_tensor_core_pass"), std::string::npos)
-        << e.what();
-  }
-  register_tensor_core_pass();
-  register_tensor_core_pass();  // once
-  int named = 0;
-  for (const Pass* p : passes()) named += p->name == "tensor_cores";
-  EXPECT_EQ(named, 1);
-  EXPECT_THROW(lower(k, host_target("x86_64", 2), tc), ScheduleError);
-  try {
-    lower(k, emu, Schedule::parse("TC=1 UPCAST:0:2"));
-    ADD_FAILURE() << "an action beside TC=1 was taken";
-  } catch (const ScheduleError& e) {
-    EXPECT_NE(std::string(e.what()).find("not actions"), std::string::npos) << e.what();
-  }
-  try {
-    lower(matmul_kernel(16, 16, 16, dtypes::float32), emu, tc);
-    ADD_FAILURE() << "a float32 product was routed";
-  } catch (const ScheduleError& e) {
-    EXPECT_NE(std::string(e.what()).find("TC=1 needs a matrix product"), std::string::npos)
-        << e.what();
-  }
+  };
+  // lower() lowers one kernel through the passes: no route takes TC=1 there.
+  refused([&] { lower(k, h100, tc); }, "register_tensor_core_route");
+  register_tensor_core_route();
+  register_tensor_core_route();  // once
+  refused([&] { lower_kernels(k, host_target("x86_64", 2), tc); }, "needs tensor cores");
+  refused([&] { lower_kernels(k, h100, Schedule::parse("TC=1 UPCAST:0:2")); }, "not actions");
+  refused([&] { lower_kernels(matmul_kernel(16, 16, 16, dtypes::float32), h100, tc); },
+          "TC=1 needs a matrix product");
+  refused([&] { lower_kernels(k, h100, Schedule::parse("TC=1 BM=48")); }, "gemm schedule");
+  // The Hopper schedule by default: A, B and C described as the tensor maps it takes.
+  LoweredKernels hopper = lower_kernels(k, h100, tc);
+  ASSERT_EQ(hopper.maps.size(), 3u);
+  EXPECT_EQ(hopper.maps[0], (MapParam{1, {64, 64}, {128}}));
+  EXPECT_EQ(hopper.maps[2], (MapParam{0, {64, 64}, {128}}));
 }
 
 class TensorCores : public DeviceTest {};
@@ -97,7 +89,7 @@ void check_routed(Device& dev, int64_t m, int64_t n, int64_t k, DType dt, bool a
   SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " " +
                std::string(dt.name()) + (at ? " A^T" : "") + (bt ? " B^T" : "") + " '" + knobs +
                "'");
-  register_tensor_core_pass();
+  register_tensor_core_route();
   UOp kernel = matmul_kernel(m, n, k, dt, at, bt);
   HostData a = HostData::random(dt, size_t(m * k), seed),
            b = HostData::random(dt, size_t(k * n), seed + 1);
@@ -127,14 +119,23 @@ void check_routed(Device& dev, int64_t m, int64_t n, int64_t k, DType dt, bool a
 
 TEST_P(TensorCores, RoutedProductsEqualTheReference) {
   uint64_t seed = 500;
-  const std::string small = "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=2 SWIZZLE=64";
+  const std::string small = "BM=32 BN=32 BK=32 WM=2 WN=1 STAGES=2 SWIZZLE=64 WGMMA=0";
   for (bool at : {false, true})
     for (bool bt : {false, true})
       check_routed(*dev, 33, 40, 72, dtypes::bfloat16, at, bt, small, seed += 2);
   check_routed(*dev, 1, 64, 100, dtypes::float16, false, false, small, seed += 2);
   check_routed(*dev, 17, 1, 31, dtypes::bfloat16, false, true, small, seed += 2);
-  if (GetParam() == "cuda")
+  // The Hopper schedule (tensor maps of the caller's buffers), and with A and B repacked
+  // into padded rows (K = 71: rows of 142 bytes).
+  const std::string hopper = "BM=64 BN=64 BK=64 WM=1 WN=1 STAGES=2 EPILOGUE=0";
+  check_routed(*dev, 72, 136, 64, dtypes::bfloat16, false, true, hopper, seed += 2);
+  check_routed(*dev, 64, 64, 128, dtypes::bfloat16, false, false, hopper + " EPILOGUE=1",
+               seed += 2);
+  check_routed(*dev, 40, 48, 71, dtypes::bfloat16, false, false, hopper + " REPACK=1", seed += 2);
+  if (GetParam() == "cuda") {
     check_routed(*dev, 1000, 1023, 1024, dtypes::bfloat16, false, false, "", seed += 2);
+    check_routed(*dev, 1000, 1024, 1024, dtypes::bfloat16, true, false, "", seed += 2);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, TensorCores, testing::ValuesIn(block_devices()), test_name);
