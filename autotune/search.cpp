@@ -11,6 +11,7 @@
 #include "dsl/mma.h"
 #include "dsl/opt.h"
 #include "dsl/printer.h"
+#include "dsl/rewrite.h"
 #include "dsl/symbolic.h"
 
 namespace kitten::autotune {
@@ -340,11 +341,27 @@ SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> bui
 
 // ---- the cost model -------------------------------------------------------------------------
 
+double bank_conflicts(const UOp& index, DType access) {
+  UOp idx = index.src(1), lane;
+  for (const UOp& u : toposort(idx))
+    if (u.op() == Op::SPECIAL &&
+        std::get<SpecialArg>(u.arg()) == SpecialArg{SpecialKind::ThreadIdx, 0})
+      lane = u;
+  if (!lane) return 1;
+  UOp d = simplify(substitute(idx, {{lane, lane + 1}}) - idx);
+  if (d.op() != Op::CONST) return 1;
+  int64_t stride = std::abs(d.const_int()) * index.dtype().pointee().itemsize();
+  if (stride < 4 || stride % 4) return 1;
+  int64_t width = std::max<int64_t>(4, access.itemsize());
+  return std::max(1.0, double(std::gcd(stride / 4, int64_t(32))) / double(width / 4));
+}
+
 double estimate_seconds(const Candidate& c, const Target& target) {
   // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per
   // multiprocessor at 1.7 GHz, 3 TB/s, tensor cores at 989 TFLOP/s by wgmma and two thirds
   // of that by mma.sync; cpus: one operation per cycle per core at 3 GHz, 20 GB/s.
-  // Requested bytes stand for moved bytes (caches are not modelled).
+  // Requested bytes stand for moved bytes (caches are not modelled); a shared access
+  // counts once per replay its bank conflicts cause.
   bool gpu = target.has(kFeatureBlocks);
   double total = 0;
   for (const UOp& k : c.lowered.kernels) {
@@ -407,7 +424,7 @@ double estimate_seconds(const Candidate& c, const Target& target) {
         if (buf.op() == Op::PARAM)
           bytes += m * v.itemsize();
         else if (buf.op() == Op::DEFINE_LOCAL)
-          shared += m;
+          shared += m * (u.src(0).op() == Op::INDEX ? bank_conflicts(u.src(0), v) : 1.0);
         ops += m;
       } else if (is_alu(u.op())) {
         ops += m;

@@ -182,7 +182,13 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
 
 // The cost model: the seconds a candidate's kernels need on the target, from their linear
 // programs (operations and global bytes per thread, times the threads, over the target's
-// throughput, scaled down where the grid cannot fill the machine).
+// throughput, scaled down where the grid cannot fill the machine; shared accesses times
+// their bank conflicts).
 double estimate_seconds(const Candidate& c, const Target& target);
+// The replays a warp's shared-memory access through INDEX `index` costs for bank
+// conflicts (1: none): lanes along threadIdx.x at a constant stride of w 4-byte words meet
+// in gcd(w, 32) banks, divided by the width/4 phases a vector of `access` splits into; 1
+// where the stride is not constant (a swizzle), under a word, or zero.
+double bank_conflicts(const UOp& index, DType access);
 
 }  // namespace kitten::autotune

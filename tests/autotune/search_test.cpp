@@ -357,6 +357,38 @@ TEST(Search, TensorCoresForA16BitProduct) {
   EXPECT_EQ(r.best.knob_or("TC", 0), 1) << r.best.to_string();
 }
 
+TEST(CostModel, BankConflictsOfSharedAccesses) {
+  UOp lane = special(SpecialKind::ThreadIdx, 0, 32), row = special(SpecialKind::ThreadIdx, 1, 4);
+  auto at = [&](DType d, const UOp& i) { return index(define_local(d, 4096, 0), i); };
+  DType f = dtypes::float32;
+  EXPECT_EQ(bank_conflicts(at(f, lane), f), 1);
+  EXPECT_EQ(bank_conflicts(at(f, lane * 2), f), 2);
+  EXPECT_EQ(bank_conflicts(at(f, lane * 32 + row), f), 32);  // a column of a 32-wide tile
+  EXPECT_EQ(bank_conflicts(at(f, lane * 33 + row), f), 1);   // padded by one word
+  EXPECT_EQ(bank_conflicts(at(f, lane * 4), f.vec(4)), 1);   // 16-byte vectors, 4 phases
+  EXPECT_EQ(bank_conflicts(at(f, lane * 16), f.vec(4)), 4);
+  EXPECT_EQ(bank_conflicts(at(dtypes::bfloat16, lane), dtypes::bfloat16), 1);  // shared words
+  EXPECT_EQ(bank_conflicts(at(f, row * 32), f), 1);  // the same word for the warp: a broadcast
+  EXPECT_EQ(bank_conflicts(at(f, alu(Op::XOR, lane * 32, lane)), f), 1);  // a swizzle: unknown
+  // The estimate: a kernel whose warps read a shared tile down its columns costs more
+  // than one reading along its rows.
+  auto kernel = [&](int64_t stride) {
+    UOp out = param(0, f.ptr()), sm = define_local(f, 32 * 33, 0);
+    UOp put = store(index(sm, lane * stride), const_(f, 1.0));
+    UOp bar = UOp::make(Op::BARRIER, dtypes::void_, {put});
+    UOp v = load(index(after(sm, {bar}), lane * stride));
+    return sink({store(index(out, lane), v)}, "columns");
+  };
+  Target t = h100_target();
+  auto estimate = [&](int64_t stride) {
+    Candidate c;
+    c.lowered = lower_kernels(kernel(stride), t);
+    return estimate_seconds(c, t);
+  };
+  EXPECT_GT(estimate(32), estimate(1));
+  EXPECT_EQ(estimate(33), estimate(1));
+}
+
 // Workers: the input decides what the stand-in worker does.
 const std::vector<std::string> kStandIn = {
     "sh", "-c",
