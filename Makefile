@@ -38,6 +38,8 @@ run: build
 	    $(BUILD)/bin/kitten bench ceilings --device cuda; \
 	  fi; \
 	  $(BUILD)/bin/kitten search gemm --device cuda --shape 4095,4095,4095 --budget 60 && \
+	  $(BUILD)/bin/kitten search matmul --device cuda --shape 4096,4096,4096 --dtype bfloat16 \
+	    --budget 30 && \
 	  $(BUILD)/bin/kitten search sum --device cuda --shape 32768,1024 --budget 30; \
 	else \
 	  $(BUILD)/bin/kitten bench gemm --device emu --shape 256,192,320 && \
@@ -55,6 +57,9 @@ run: build
 	@# Training through the front end: a small causal transformer memorises a token sequence
 	@# (AdamW fused into one kernel per step, the step captured and replayed as one graph).
 	$(BUILD)/bin/kitten run train-demo
+	@# Decoding over a growing KV cache: attention over a length that grows every step, one
+	@# captured graph replayed with the position and the length rebound.
+	$(BUILD)/bin/kitten run decode-demo
 
 test: test-main test-asan test-tsan
 

@@ -144,6 +144,12 @@ commands:
                     median time, sentences/s, kernels per forward with and without
                     fusion, then one forward with every kernel timed (time and kernels
                     per layer, the costliest kernels)
+  run decode-demo [--device D] [--steps N]
+                    decode N (256) steps of one attention layer (4 heads of 32) over a
+                    growing KV cache: each step appends at position t and attends over
+                    the first t + 1 rows (an axis of variable length), captured once by
+                    the JIT and replayed with t rebound; every step checked against
+                    float64 attention (exit 1 above 1e-4); a line per 64 steps
   run train-demo [--device D] [--steps N] [--no-jit] [--no-fuse]
                     train a 2-layer causal transformer (width 64, 4 heads) to memorise
                     65 random tokens over a vocabulary of 32 with AdamW (lr 3e-3), fused

@@ -56,6 +56,16 @@ TEST(Cli, TrainDemoPrintsProgressAndRefusesBadOptions) {
   EXPECT_EQ(kitten("run train-demo --fast").status, 2);
 }
 
+TEST(Cli, DecodeDemoCapturesOnceAndChecksEveryStep) {
+  CliRun r = kitten("run decode-demo --device cpu --steps 70");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("step   64  attends over   64 rows  replayed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("70 steps in"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("68 replays of a"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(below 1e-4)"), std::string::npos) << r.out;
+  EXPECT_EQ(kitten("run decode-demo --steps x").status, 2);
+}
+
 TEST(Cli, GraphPrintsAVerifiedKernel) {
   CliRun r = kitten("graph sum");
   EXPECT_EQ(r.status, 0) << r.out;
