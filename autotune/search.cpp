@@ -353,7 +353,10 @@ double bank_conflicts(const UOp& index, DType access) {
   int64_t stride = std::abs(d.const_int()) * index.dtype().pointee().itemsize();
   if (stride < 4 || stride % 4) return 1;
   int64_t width = std::max<int64_t>(4, access.itemsize());
-  return std::max(1.0, double(std::gcd(stride / 4, int64_t(32))) / double(width / 4));
+  int64_t lanes =
+      lane.src(0).op() == Op::CONST ? std::min<int64_t>(32, lane.src(0).const_int()) : 32;
+  double degree = double(std::gcd(stride / 4, int64_t(32))) / double(width / 4);
+  return std::clamp(degree, 1.0, double(std::max<int64_t>(lanes, 1)));
 }
 
 double estimate_seconds(const Candidate& c, const Target& target) {

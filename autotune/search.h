@@ -187,8 +187,9 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
 double estimate_seconds(const Candidate& c, const Target& target);
 // The replays a warp's shared-memory access through INDEX `index` costs for bank
 // conflicts (1: none): lanes along threadIdx.x at a constant stride of w 4-byte words meet
-// in gcd(w, 32) banks, divided by the width/4 phases a vector of `access` splits into; 1
-// where the stride is not constant (a swizzle), under a word, or zero.
+// in gcd(w, 32) banks, divided by the width/4 phases a vector of `access` splits into, at
+// most the lanes along x (blocks narrower than a warp); 1 where the stride is not constant
+// (a swizzle), under a word, or zero. Lanes that differ in threadIdx.y are not counted.
 double bank_conflicts(const UOp& index, DType access);
 
 }  // namespace kitten::autotune

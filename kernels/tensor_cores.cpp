@@ -13,9 +13,16 @@ namespace kitten {
 
 namespace {
 
-UOp without_casts(UOp u) {
-  while (u.op() == Op::CAST) u = u.src(0);
-  return u;
+// u without the one cast to `to` it may be (a widening of an operand, the rounding of the
+// result); u itself otherwise.
+UOp without_cast(const UOp& u, DType to) {
+  return u.op() == Op::CAST && u.dtype() == to ? u.src(0) : u;
+}
+
+bool depends_on(const UOp& u, const UOp& on) {
+  for (const UOp& x : toposort(u))
+    if (x == on) return true;
+  return false;
 }
 
 // The PARAM an INDEX addresses (through AFTERs).
@@ -83,20 +90,32 @@ std::optional<GemmProblem> matmul_problem(const UOp& sink, std::string* why) {
   const UOp &r = reduces[0], &mul = products[0], &sum = sums[0], &st = stores[0];
   // The product of the two loads (as f32), summed into an f32 register that starts at 0 and
   // is stored (cast) to C.
-  std::set<const void*> operands{without_casts(mul.src(0)).id(), without_casts(mul.src(1)).id()};
-  if (operands != std::set<const void*>{loads[0].id(), loads[1].id()} ||
-      mul.dtype() != dtypes::float32)
+  DType f32 = dtypes::float32;
+  std::set<const void*> operands{without_cast(mul.src(0), f32).id(),
+                                 without_cast(mul.src(1), f32).id()};
+  if (operands != std::set<const void*>{loads[0].id(), loads[1].id()} || mul.dtype() != f32 ||
+      sum.dtype() != f32)
     return no("its product is not of the two loads in float32");
   UOp other = sum.src(0) == mul ? sum.src(1) : sum.src(1) == mul ? sum.src(0) : UOp();
   if (!other || other.op() != Op::LOAD || global(other.src(0)))
     return no("its sum does not add the product to an accumulator");
-  bool zero_init = false;
-  for (const UOp& s : reg_stores)
-    zero_init = zero_init || (s.src(1).op() == Op::CONST && s.src(1).const_value() == 0.0);
-  if (!zero_init) return no("its accumulator does not start at 0");
-  UOp value = without_casts(st.src(1));
-  if (value.op() != Op::LOAD || global(value.src(0)))
-    return no("it does not store the accumulator");
+  // The accumulator: set to 0 once per output element (inside every output range, outside
+  // the reduction), then set to the sum in the reduction; the result read after it.
+  const UOp& init = reg_stores[0].src(1) == sum ? reg_stores[1] : reg_stores[0];
+  const UOp& update = reg_stores[0].src(1) == sum ? reg_stores[0] : reg_stores[1];
+  if (update.src(1) != sum || init.src(1).op() != Op::CONST || init.src(1).const_value() != 0.0)
+    return no("its accumulator does not start at 0 and take the sum");
+  if (depends_on(init, r)) return no("its accumulator is reset inside the reduction");
+  for (const UOp& g : globals)
+    if (g.src(0).const_int() > 1 && !depends_on(init, g))
+      return no("its accumulator is not reset for every output element");
+  UOp value = without_cast(st.src(1), st.src(1).dtype());
+  bool after_loop = false;
+  for (const UOp& x : toposort(value))
+    after_loop = after_loop || (x.op() == Op::END &&
+                                std::find(x.src().begin() + 1, x.src().end(), r) != x.src().end());
+  if (value.op() != Op::LOAD || global(value.src(0)) || value.dtype() != f32 || !after_loop)
+    return no("it does not store the accumulator after the reduction");
   DType in = loads[0].dtype();
   if (loads[1].dtype() != in || (in != dtypes::bfloat16 && in != dtypes::float16))
     return no("its operands are " + std::string(loads[0].dtype().name()) + " and " +
@@ -202,14 +221,34 @@ std::optional<LoweredKernels> route_to_tensor_cores(const UOp& sink, const Targe
   std::string why;
   std::optional<GemmProblem> p = matmul_problem(sink, &why);
   if (!p) refuse("needs a matrix product of 16-bit floats: " + why);
+  // The GEMM's kernels (and a repack's copies and temporaries, from slot 3) take C, A and
+  // B at slots 0, 1 and 2; a repack copies dense operands.
+  if (p->c_slot != 0 || p->a_slot != 1 || p->b_slot != 2)
+    refuse("takes C, A and B at slots 0, 1 and 2 (this kernel: " + std::to_string(p->c_slot) +
+           ", " + std::to_string(p->a_slot) + ", " + std::to_string(p->b_slot) + ")");
+  bool dense = p->lda == (p->a_transposed ? p->m : p->k) &&
+               p->ldb == (p->b_transposed ? p->k : p->n) && p->ldc == p->n;
+  if (s.knob_or("REPACK", 0) && !dense) refuse("with REPACK copies dense operands only");
+  // 32-bit offsets: the last element of each operand.
+  if ((p->a_transposed ? p->k : p->m) * p->lda >= (int64_t(1) << 31) ||
+      (p->b_transposed ? p->n : p->k) * p->ldb >= (int64_t(1) << 31) ||
+      p->m * p->ldc >= (int64_t(1) << 31))
+    refuse("needs operands of fewer than 2^31 elements");
   std::vector<ScheduleEntry> knobs;
   for (const ScheduleEntry& e : s.entries()) {
     if (e.axis) refuse("takes the GEMM's knobs, not actions such as " + Schedule({e}).to_string());
     if (e.name != "TC" && e.name != "NOOPT") knobs.push_back(e);
   }
+  // C through shared memory and a TMA store writes whole 16-byte units of its rows: with
+  // rows of C (width n) that are not, it goes from registers.
+  Schedule gemm(knobs);
+  if (p->n * p->out.itemsize() % 16 && p->ldc != p->n && !s.knob_or("REPACK", 0)) {
+    if (s.knob_or("EPILOGUE", 0)) refuse("EPILOGUE=1 needs rows of C of whole 16-byte units");
+    gemm.knob("EPILOGUE", 0);
+  }
   LoweredKernels out;
   try {
-    out = gemm_kernels(*p, Schedule(knobs), target);
+    out = gemm_kernels(*p, gemm, target);
   } catch (const std::invalid_argument& e) {
     refuse(e.what());
   }

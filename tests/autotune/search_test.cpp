@@ -370,6 +370,8 @@ TEST(CostModel, BankConflictsOfSharedAccesses) {
   EXPECT_EQ(bank_conflicts(at(dtypes::bfloat16, lane), dtypes::bfloat16), 1);  // shared words
   EXPECT_EQ(bank_conflicts(at(f, row * 32), f), 1);  // the same word for the warp: a broadcast
   EXPECT_EQ(bank_conflicts(at(f, alu(Op::XOR, lane * 32, lane)), f), 1);  // a swizzle: unknown
+  UOp eight = special(SpecialKind::ThreadIdx, 0, 8);                      // a block 8 lanes wide
+  EXPECT_EQ(bank_conflicts(at(f, eight * 32), f), 8);
   // The estimate: a kernel whose warps read a shared tile down its columns costs more
   // than one reading along its rows.
   auto kernel = [&](int64_t stride) {

@@ -52,6 +52,57 @@ TEST(TensorCores, RefusesWhatIsNotAProductWithTheReason) {
   EXPECT_NE(why_not(softmax_kernel(8, 32)).find("on floats"), std::string::npos);
 }
 
+// A 16x16x16 bf16 product written out as the generator writes it, with one thing changed.
+enum class Change { None, ResetInsideTheLoop, ResultThroughInt, OperandSlotsSwapped, PitchOf20 };
+UOp product(Change change) {
+  DType bf = dtypes::bfloat16, f = dtypes::float32;
+  auto i32 = [](int64_t v) { return const_int(dtypes::int32, v); };
+  bool swapped = change == Change::OperandSlotsSwapped;
+  int64_t lda = change == Change::PitchOf20 ? 20 : 16;
+  UOp c = param(0, bf.ptr()), a = param(swapped ? 2 : 1, bf.ptr()),
+      b = param(swapped ? 1 : 2, bf.ptr());
+  UOp i = range(16, 0, AxisKind::Global), j = range(16, 1, AxisKind::Global);
+  UOp r = range(16, 2, AxisKind::Reduce);
+  UOp acc = define_reg(f, 1, 0);
+  std::vector<UOp> outer{acc, i, j};
+  if (change == Change::ResetInsideTheLoop) outer.push_back(r);
+  UOp init =
+      store(index(UOp::make(Op::AFTER, std::span<const UOp>(outer)), i32(0)), const_(f, 0.0));
+  UOp in_loop = after(acc, {init, r});
+  UOp prod = cast(load(index(a, i * lda + r)), f) * cast(load(index(b, r * 16 + j)), f);
+  UOp loop = end(store(index(in_loop, i32(0)), load(index(in_loop, i32(0))) + prod), {r});
+  UOp result = load(index(after(acc, {loop}), i32(0)));
+  if (change == Change::ResultThroughInt) result = cast(cast(result, dtypes::int32), f);
+  return sink({end(store(index(c, i * 16 + j), cast(result, bf)), {i, j})}, "product");
+}
+
+TEST(TensorCores, RefusesAccumulatorsAndCastsThatAreNotTheProducts) {
+  std::string why;
+  EXPECT_TRUE(matmul_problem(product(Change::None), &why)) << why;
+  EXPECT_FALSE(matmul_problem(product(Change::ResetInsideTheLoop), &why));
+  EXPECT_NE(why.find("reset inside the reduction"), std::string::npos) << why;
+  EXPECT_FALSE(matmul_problem(product(Change::ResultThroughInt), &why));
+  std::optional<GemmProblem> strided = matmul_problem(product(Change::PitchOf20), &why);
+  ASSERT_TRUE(strided) << why;
+  EXPECT_EQ(strided->lda, 20);
+  register_tensor_core_route();
+  Target h100 = h100_target();
+  try {
+    lower_kernels(product(Change::OperandSlotsSwapped), h100, Schedule::parse("TC=1"));
+    ADD_FAILURE() << "operands at other slots routed";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("slots 0, 1 and 2 (this kernel: 0, 2, 1)"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    lower_kernels(product(Change::PitchOf20), h100, Schedule::parse("TC=1 REPACK=1"));
+    ADD_FAILURE() << "a strided operand repacked";
+  } catch (const ScheduleError& e) {
+    EXPECT_NE(std::string(e.what()).find("dense operands only"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TensorCores, ACpuOrAProgramWithoutTheRouteRefusesByName) {
   UOp k = matmul_kernel(64, 64, 64, dtypes::bfloat16);
   Schedule tc = Schedule::parse("TC=1");
@@ -132,6 +183,8 @@ TEST_P(TensorCores, RoutedProductsEqualTheReference) {
   check_routed(*dev, 64, 64, 128, dtypes::bfloat16, false, false, hopper + " EPILOGUE=1",
                seed += 2);
   check_routed(*dev, 40, 48, 71, dtypes::bfloat16, false, false, hopper + " REPACK=1", seed += 2);
+  check_routed(*dev, 64, 60, 64, dtypes::bfloat16, false, false, "",
+               seed += 2);  // C rows of 120 bytes
   if (GetParam() == "cuda") {
     check_routed(*dev, 1000, 1023, 1024, dtypes::bfloat16, false, false, "", seed += 2);
     check_routed(*dev, 1000, 1024, 1024, dtypes::bfloat16, true, false, "", seed += 2);
