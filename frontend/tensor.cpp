@@ -751,7 +751,7 @@ Tensor Tensor::argmax(int axis, bool keepdim) const {
   int ax = axis_of(axis, "argmax");
   int64_t n = shape()[size_t(ax)];
   if (n == 0) fail("argmax", "argmax of an empty axis of shape " + shape_text(shape()));
-  if (const NodePtr& l = length(ax).node(); l->kind == NodeKind::Var && l->arg[0] < 1)
+  if (NodePtr l = length(ax).node(); l->kind == NodeKind::Var && l->arg[0] < 1)
     fail("argmax", "argmax over the variable length " + l->name + ", which may be 0");
   Tensor m = max({ax}, true);
   Shape is(size_t(ndim()), 1);
@@ -961,13 +961,21 @@ Tensor Tensor::slice(int axis, int64_t begin, int64_t end) const {
   return shrink(be);
 }
 
+namespace {
+// The bound variable `v` that op `what` takes as its `role` for a tensor on `device`.
+const LazyNode& bound_variable(const Tensor& v, const std::string& device, const char* what,
+                               const char* role) {
+  if (!v.defined() || v.node()->kind != NodeKind::Var)
+    fail(what, std::string("a ") + role + " that is not a bound variable (Tensor::variable)");
+  if (v.device() != device)
+    fail(what, "a variable on " + v.device() + " for a tensor on " + device);
+  return *v.node();
+}
+}  // namespace
+
 Tensor Tensor::slice(int axis, const Tensor& begin, int64_t length) const {
   int ax = axis_of(axis, "slice");
-  if (!begin.defined() || begin.node_->kind != NodeKind::Var)
-    fail("slice", "a begin that is not a bound variable (Tensor::variable)");
-  const LazyNode& v = *begin.node_;
-  if (v.device != device())
-    fail("slice", "a variable on " + v.device + " for a tensor on " + device());
+  const LazyNode& v = bound_variable(begin, device(), "slice", "begin");
   int64_t n = shape()[size_t(ax)];
   if (length < 0 || v.arg[0] < 0 || v.arg[1] + length > n)
     fail("slice", "length " + std::to_string(length) + " from " + v.name + " in [" +
@@ -986,11 +994,7 @@ Tensor Tensor::slice(int axis, const Tensor& begin, int64_t length) const {
 
 Tensor Tensor::narrow(int axis, int64_t begin, const Tensor& length) const {
   int ax = axis_of(axis, "narrow");
-  if (!length.defined() || length.node_->kind != NodeKind::Var)
-    fail("narrow", "a length that is not a bound variable (Tensor::variable)");
-  const LazyNode& v = *length.node_;
-  if (v.device != device())
-    fail("narrow", "a variable on " + v.device + " for a tensor on " + device());
+  const LazyNode& v = bound_variable(length, device(), "narrow", "length");
   int64_t n = shape()[size_t(ax)];
   if (begin < 0 || v.arg[0] < 0 || begin + v.arg[1] > n)
     fail("narrow", v.name + " in [" + std::to_string(v.arg[0]) + ", " + std::to_string(v.arg[1]) +

@@ -181,22 +181,22 @@ std::optional<GemmProblem> matmul_problem(const UOp& sink, std::string* why) {
   // rows dense. A stride of 0 (an axis of extent 1) takes the dense pitch.
   int64_t a_i = stride(sa, i), a_k = sa[kr], b_k = sb[kr], b_j = stride(sb, j);
   int64_t c_i = stride(sc, i), c_j = stride(sc, j);
-  if (a_k == 1 || p.k == 1) {
-    p.lda = p.m == 1 ? p.k : a_i;
-  } else if (a_i == 1 || p.m == 1) {
-    p.a_transposed = true;
-    p.lda = a_k;
-  } else {
-    return no("A has no unit stride");
-  }
-  if (b_j == 1 || p.n == 1) {
-    p.ldb = p.k == 1 ? p.n : b_k;
-  } else if (b_k == 1 || p.k == 1) {
-    p.b_transposed = true;
-    p.ldb = b_j;
-  } else {
-    return no("B has no unit stride");
-  }
+  // An operand of `rows` x `cols` with these strides: rows dense (the pitch, its row
+  // stride) or, stored transposed, columns dense (the pitch, its column stride).
+  auto layout = [](int64_t row_stride, int64_t col_stride, int64_t rows, int64_t cols, int64_t& ld,
+                   bool& transposed) {
+    if (col_stride == 1 || cols == 1) {
+      ld = rows == 1 ? cols : row_stride;
+    } else if (row_stride == 1 || rows == 1) {
+      transposed = true;
+      ld = col_stride;
+    } else {
+      return false;
+    }
+    return true;
+  };
+  if (!layout(a_i, a_k, p.m, p.k, p.lda, p.a_transposed)) return no("A has no unit stride");
+  if (!layout(b_k, b_j, p.k, p.n, p.ldb, p.b_transposed)) return no("B has no unit stride");
   if (c_j != 1 && p.n != 1) return no("C's rows are not dense");
   p.ldc = p.m == 1 ? p.n : c_i;
   if (p.lda < (p.a_transposed ? p.m : p.k) || p.ldb < (p.b_transposed ? p.k : p.n) || p.ldc < p.n)

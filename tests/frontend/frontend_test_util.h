@@ -93,6 +93,37 @@ inline void expect_close(const std::vector<double>& got, const std::vector<doubl
                     << msg.str();
 }
 
+// Float64 attention per head: softmax(q k^T / sqrt(d)) v with queries [heads, nq, d], keys
+// [heads, rows, d] and values [heads, rows, dv] of which the first `keys` rows are
+// attended (causal: aligned at the bottom right of those).
+inline std::vector<double> attention_reference(const std::vector<double>& q,
+                                               const std::vector<double>& k,
+                                               const std::vector<double>& v, int64_t heads,
+                                               int64_t nq, int64_t rows, int64_t keys, int64_t d,
+                                               int64_t dv, bool causal) {
+  std::vector<double> out;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < nq; ++i) {
+      int64_t seen = causal ? keys - nq + i + 1 : keys;
+      std::vector<double> s(static_cast<size_t>(seen));
+      double mx = -INFINITY, z = 0;
+      for (int64_t j = 0; j < seen; ++j) {
+        double dot = 0;
+        for (int64_t e = 0; e < d; ++e)
+          dot += q[size_t((h * nq + i) * d + e)] * k[size_t((h * rows + j) * d + e)];
+        mx = std::max(mx, s[size_t(j)] = dot / std::sqrt(double(d)));
+      }
+      for (double& x : s) z += (x = std::exp(x - mx));
+      for (int64_t e = 0; e < dv; ++e) {
+        double acc = 0;
+        for (int64_t j = 0; j < seen; ++j)
+          acc += s[size_t(j)] / z * v[size_t((h * rows + j) * dv + e)];
+        out.push_back(acc);
+      }
+    }
+  return out;
+}
+
 // The test data directory, and a file's lines split at '\n' only (as the scripts that
 // made the data read them).
 inline const std::string kFrontendData = std::string(KITTEN_SOURCE_DIR) + "/tests/frontend/data/";

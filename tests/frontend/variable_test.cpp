@@ -97,27 +97,7 @@ TEST_P(VariableAxes, AttentionOverAGrowingCache) {
       Tensor o = Tensor::scaled_dot_product_attention(q, k.narrow(1, 0, length),
                                                       v.narrow(1, 0, length), {}, causal);
       EXPECT_EQ(o.live_shape(), (Shape{h, nq, d}));
-      std::vector<double> want;
-      for (int64_t a = 0; a < h; ++a)
-        for (int64_t i = 0; i < nq; ++i) {
-          int64_t seen = causal ? l - nq + i + 1 : l;
-          std::vector<double> s(static_cast<size_t>(seen));
-          double mx = -INFINITY, z = 0;
-          for (int64_t j = 0; j < seen; ++j) {
-            double dot = 0;
-            for (int64_t e = 0; e < d; ++e)
-              dot += qv[size_t((a * nq + i) * d + e)] * kv[size_t((a * n + j) * d + e)];
-            s[size_t(j)] = dot / std::sqrt(double(d));
-            mx = std::max(mx, s[size_t(j)]);
-          }
-          for (double& x : s) z += (x = std::exp(x - mx));
-          for (int64_t e = 0; e < d; ++e) {
-            double acc = 0;
-            for (int64_t j = 0; j < seen; ++j)
-              acc += s[size_t(j)] * vv[size_t((a * n + j) * d + e)];
-            want.push_back(acc / z);
-          }
-        }
+      std::vector<double> want = attention_reference(qv, kv, vv, h, nq, n, l, d, d, causal);
       expect_close(o.to_doubles(), want, 1e-5, 1e-6,
                    (causal ? "causal len " : "len ") + std::to_string(l));
     }
@@ -222,17 +202,11 @@ TEST_P(VariableAxes, JitDecodeOverAGrowingCacheCapturesOnce) {
     ASSERT_EQ(got[1].live_shape(), (Shape{1, t + 1})) << at;
     EXPECT_TRUE(got[0].bytes() == want[0].bytes()) << at;
     EXPECT_TRUE(got[1].bytes() == want[1].bytes()) << at;
-    std::vector<double> s(size_t(t + 1)), o(size_t(d), 0);
-    double mx = -INFINITY, z = 0;
-    for (int64_t j = 0; j <= t; ++j) {
-      double dot = 0;
-      for (int64_t e = 0; e < d; ++e) dot += qv[size_t(e)] * keys[size_t(j * d + e)];
-      mx = std::max(mx, s[size_t(j)] = dot / std::sqrt(double(d)));
-    }
-    for (double& x : s) z += (x = std::exp(x - mx));
-    for (double& x : s) x /= z;
-    for (int64_t j = 0; j <= t; ++j)
-      for (int64_t e = 0; e < d; ++e) o[size_t(e)] += s[size_t(j)] * vals[size_t(j * d + e)];
+    // The weights are the attention of one-hot values.
+    std::vector<double> eye(size_t((t + 1) * (t + 1)), 0);
+    for (int64_t j = 0; j <= t; ++j) eye[size_t(j * (t + 1) + j)] = 1;
+    std::vector<double> s = attention_reference(qv, keys, eye, 1, 1, t + 1, t + 1, d, t + 1, false);
+    std::vector<double> o = attention_reference(qv, keys, vals, 1, 1, t + 1, t + 1, d, d, false);
     expect_close(got[1].to_doubles(), s, 1e-5, 1e-7, "weights " + at);
     expect_close(got[0].to_doubles(), o, 1e-5, 1e-6, "output " + at);
   }
