@@ -236,8 +236,6 @@ UOp replace_chain(const UOp& sink, const std::unordered_map<const void*, UOp>& v
 // CUDA then run the same mapping.
 UOp map_grid(const UOp& sink, const LowerContext& ctx) {
   std::vector<UOp> chain = grid_chain(sink);
-  std::vector<UOp> globals, locals;
-  for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
   bool has_local = false, has_threads = false;
   for (const UOp& u : toposort(sink)) {
     has_local |= u.op() == Op::RANGE && u.axis().kind == AxisKind::Local;
@@ -246,14 +244,12 @@ UOp map_grid(const UOp& sink, const LowerContext& ctx) {
       has_threads = true;  // a GROUP's threads: the global ranges become the blocks
     }
   }
-  if (has_local || has_threads) {
-    auto variable = std::find_if(chain.begin(), chain.end(),
-                                 [](const UOp& r) { return r.src(0).op() != Op::CONST; });
-    chain.erase(variable, chain.end());
-    globals.clear();
-    locals.clear();
-    for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
-  }
+  if (has_local || has_threads)  // the chain stops before a range of variable extent
+    chain.erase(std::find_if(chain.begin(), chain.end(),
+                             [](const UOp& r) { return r.src(0).op() != Op::CONST; }),
+                chain.end());
+  std::vector<UOp> globals, locals;
+  for (const UOp& r : chain) (r.axis().kind == AxisKind::Local ? locals : globals).push_back(r);
   std::unordered_map<const void*, UOp> value;
   UOp in_range;
   auto as_index = [](const UOp& sp, DType d) { return d == dtypes::int32 ? sp : cast(sp, d); };

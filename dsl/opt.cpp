@@ -686,7 +686,7 @@ KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule&
   for (const ScheduleEntry& e : schedule.entries())
     (e.axis && (e.name == "CUT" || e.name == "SPLIT") ? splits : rest).push_back(e);
   bool any_action = std::any_of(schedule.entries().begin(), schedule.entries().end(), is_action);
-  if (splits.empty() && !any_action && !schedule.knob_or("NOOPT", 0) && !schedule.knob_or("TC", 0))
+  if (splits.empty() && !any_action && !schedule.knob_or("NOOPT", 0))
     if (std::optional<ScheduleEntry> h = heuristic_split(sink, target)) {
       try {
         std::vector<ScheduleEntry> with = schedule.entries();

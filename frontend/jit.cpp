@@ -150,8 +150,6 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
     for (const NodePtr& v : n->vdims)
       if (v) bound[v->name] = v;
   }
-  std::map<std::string, int64_t> values;
-  for (const auto& [name, v] : bound) values[name] = int64_t(v->value);
   // Launches reading variables get their new values (variables the function made itself
   // keep their captured ones).
   for (auto [i, at] : c.var_launches) {
@@ -160,7 +158,8 @@ std::vector<Tensor> Jit::operator()(const std::vector<Tensor>& given) {
     const std::vector<std::string>& names = kernel->rendered.info.vars;
     size_t first = args.size() - names.size();
     for (size_t j = 0; j < names.size(); ++j)
-      if (auto v = values.find(names[j]); v != values.end()) args[first + j] = v->second;
+      if (auto v = bound.find(names[j]); v != bound.end())
+        args[first + j] = int64_t(v->second->value);
     bool whole = kernel->direct();
     std::vector<KernelArg> part = whole ? args : kernel->part_args(*kernel, args);
     c.graph->update(at, launch_grid(kernel->rendered.info, part), part);

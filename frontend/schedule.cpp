@@ -162,7 +162,7 @@ class Emitter {
   ScheduleItem build(bool merged = false, size_t split = 0) {
     merged_ = merged;  // the decisions are made: no rule is checked again
     const Shape& shape = outputs_[0]->shape;
-    const std::vector<NodePtr>& vdims = outputs_[0]->vdims;  // (one per kernel, by name)
+    const std::vector<NodePtr>& vdims = outputs_[0]->vdims;  // (the outputs share them)
     std::vector<UOp> idx(shape.size());
     std::vector<Scope> ctx;
     std::vector<UOp> ranges;
@@ -674,10 +674,6 @@ class Emitter {
   }
 };
 
-// Whether two nodes' variable axes are the same.
-// (The same Var nodes: the schedule cache's key tells nodes apart, not values.)
-bool same_variable_axes(const LazyNode* a, const LazyNode* b) { return a->vdims == b->vdims; }
-
 // The order the kernels run in: those that assign nothing first (in dependency order, as
 // built), then the assigning ones, each after every kernel that reads what it writes.
 // Kernels that read each other's targets (a cycle) have their values computed into
@@ -900,7 +896,7 @@ KernelSchedule schedule_uncached(const std::vector<NodePtr>& targets) {
       if (s.target_set.count(n) && numel(n->shape) > 0 && !kernels.empty())
         for (auto& k : std::span(kernels).last(1)) {
           if (!s.target_set.count(k[0]) || k[0]->shape != n->shape ||
-              !same_variable_axes(k[0], n) ||
+              k[0]->vdims != n->vdims ||  // (the same Var nodes: the cache's key names nodes)
               (k[0]->kind == NodeKind::Assign) != (n->kind == NodeKind::Assign))
             continue;
           bool related = false;
