@@ -11,8 +11,9 @@
 //       shared memory is static up to 48 KiB, else dynamic.
 //
 // float16 and bfloat16 values are held as their 16-bit patterns and every operation on
-// them rounds exactly once (the source carries its own exact conversions), so results
-// match per-op rounded hardware arithmetic. The sources need no headers.
+// them rounds exactly once (the source carries its own exact conversions; on sm_80 and
+// later the GPU's cvt.rn, which rounds the same and gives NaNs the canonical payload), so
+// results match per-op rounded hardware arithmetic. The sources need no headers.
 #pragma once
 
 #include "backends/hcq.h"

@@ -37,14 +37,16 @@ std::string AttentionShape::to_string() const {
 }
 
 // Measured on the H100 (docs/dsl.md): on Hopper the wgmma schedule, two consumer
-// warpgroups over 128 keys a step in three stages (1.6x the mma.sync kernel at D128, 1.2x at
-// D64; BKV 64, 96 and 176 were slower, 256 spills; PV=1 and PINGPONG=1 slower). Without wgmma: at
+// warpgroups over 128 keys a step in three stages (BKV 64, 96, 144 and 176 were slower, 256
+// spills), with P V under the next block's softmax (PV=1) at D128: 5% faster there, 5% slower
+// at D64; PINGPONG=1 is slower at both. Without wgmma: at
 // D128 eight warps of 16 rows over 128 keys a step (fewer rescales of O per key) in three stages
 // beat four warps over 64 keys by 4-6%; at D64 four warps of 32 rows (half the shared-memory reads
 // per product) with Q read again every step fit the registers and win by 8%.
 Schedule flash_attention_fwd_default_schedule(const AttentionProblem& p, const Target& target) {
   if (hopper_target(target))
-    return Schedule::parse("BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=0 WGMMA=1");
+    return Schedule::parse(p.d == 128 ? "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=0 WGMMA=1 PV=1"
+                                      : "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=0 WGMMA=1");
   return Schedule::parse(p.d == 128 ? "BQ=128 BKV=128 WARPS=8 STAGES=3 QREG=1 WGMMA=0"
                                     : "BQ=128 BKV=64 WARPS=4 STAGES=2 QREG=0 WGMMA=0");
 }
