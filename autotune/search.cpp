@@ -322,6 +322,33 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
         out.push_back(next);
       }
     }
+    // A cut or split kernel's parts are searched one by one: a step of part p's own space
+    // (from the schedule it runs now) becomes that part's entries (@p), which replace
+    // the rule it ran by (the schedule's other actions, or the heuristic).
+    if (split) {
+      KernelParts parts;
+      try {
+        parts = split_kernels(kernel, target, base);
+      } catch (const ScheduleError&) {  // the lowering refuses it and counts it
+        return out;
+      }
+      for (size_t p = 0; p < parts.kernels.size(); ++p) {
+        const auto& [part, now] = parts.kernels[p];
+        for (const Schedule& step : action_space(part, target).neighbours(now)) {
+          std::vector<ScheduleEntry> entries;
+          for (const ScheduleEntry& e : base.entries())
+            if (e.part != int64_t(p)) entries.push_back(e);
+          bool whole = false;  // a step that splits the part again or routes it: not here
+          for (ScheduleEntry e : step.entries()) {
+            whole = whole || (e.axis && (e.name == "CUT" || e.name == "SPLIT")) ||
+                    (!e.axis && e.name == "TC");
+            e.part = int64_t(p);
+            entries.push_back(e);
+          }
+          if (!whole) out.emplace_back(std::move(entries));
+        }
+      }
+    }
     return out;
   };
   return s;

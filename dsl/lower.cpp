@@ -533,10 +533,13 @@ UOp lower(const UOp& sink, const Target& target, const Schedule& schedule,
           const LowerOptions& opts) {
   if (!sink || sink.op() != Op::SINK) throw IrError("lower: the root must be a SINK");
   for (const ScheduleEntry& e : schedule.entries())
-    if (e.axis && (e.name == "CUT" || e.name == "SPLIT"))
-      throw ScheduleError("schedule: " + Schedule({e}).to_string() + " splits kernel '" +
-                          sink.name_arg() +
-                          "' into several kernels; lower them with lower_kernels");
+    if ((e.axis && (e.name == "CUT" || e.name == "SPLIT")) || e.part)
+      throw ScheduleError(
+          "schedule: " + Schedule({e}).to_string() +
+          (e.part ? " names a part of kernel '" + sink.name_arg() +
+                        "', which only a CUT or SPLIT makes; lower it"
+                  : " splits kernel '" + sink.name_arg() + "' into several kernels; lower them") +
+          " with lower_kernels");
   schedule.check_axes(sink);
   LowerContext ctx{target, schedule};
   auto wanted = [&](const std::string& name) {

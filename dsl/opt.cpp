@@ -681,10 +681,49 @@ std::optional<ScheduleEntry> heuristic_split(const UOp& sink, const Target& targ
   return ScheduleEntry{"SPLIT", r.axis().id, n};
 }
 
+namespace {
+
+// The parts' own entries (`@P`): a part with any runs those alone, instead of the rule
+// for its kind of part (the schedule's other actions or the heuristic).
+KernelParts with_part_schedules(KernelParts parts, const std::vector<ScheduleEntry>& own,
+                                const std::string& kernel) {
+  std::map<int64_t, std::vector<ScheduleEntry>> by_part;
+  for (ScheduleEntry e : own) {
+    if (*e.part >= int64_t(parts.kernels.size()))
+      throw ScheduleError("schedule: " + entry_text(e) + " names part " + std::to_string(*e.part) +
+                          " of kernel '" + kernel + "', which its CUTs or SPLIT make " +
+                          std::to_string(parts.kernels.size()) + " parts of (0 to " +
+                          std::to_string(parts.kernels.size() - 1) + ")");
+    if (!e.axis && e.name == "TC")
+      throw ScheduleError("schedule: " + entry_text(e) +
+                          ": TC routes the whole kernel onto the tile GEMM, not one part");
+    int64_t p = *e.part;
+    e.part.reset();
+    by_part[p].push_back(e);
+  }
+  for (auto& [p, entries] : by_part) parts.kernels[size_t(p)].second = Schedule(entries);
+  return parts;
+}
+
+}  // namespace
+
 KernelParts split_kernels(const UOp& sink, const Target& target, const Schedule& schedule) {
-  std::vector<ScheduleEntry> rest, splits;
-  for (const ScheduleEntry& e : schedule.entries())
-    (e.axis && (e.name == "CUT" || e.name == "SPLIT") ? splits : rest).push_back(e);
+  std::vector<ScheduleEntry> rest, splits, own;
+  for (const ScheduleEntry& e : schedule.entries()) {
+    bool split = e.axis && (e.name == "CUT" || e.name == "SPLIT");
+    if (split && e.part)
+      throw ScheduleError("schedule: " + entry_text(e) +
+                          ": a CUT or SPLIT splits the whole kernel, not one of its parts");
+    (split ? splits : e.part ? own : rest).push_back(e);
+  }
+  if (!own.empty() && splits.empty())
+    throw ScheduleError("schedule: " + entry_text(own[0]) + " names a part, but the schedule " +
+                        "neither CUTs nor SPLITs kernel '" + sink.name_arg() + "'");
+  if (!own.empty()) {
+    std::vector<ScheduleEntry> whole = rest;
+    whole.insert(whole.end(), splits.begin(), splits.end());
+    return with_part_schedules(split_kernels(sink, target, Schedule(whole)), own, sink.name_arg());
+  }
   bool any_action = std::any_of(schedule.entries().begin(), schedule.entries().end(), is_action);
   if (splits.empty() && !any_action && !schedule.knob_or("NOOPT", 0))
     if (std::optional<ScheduleEntry> h = heuristic_split(sink, target)) {

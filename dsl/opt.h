@@ -78,6 +78,9 @@ struct KernelParts {
 // acc = acc OP x (OP one of ADD, MUL, MAX, MIN) and the kernel's only reduction.
 // A SPLIT stands alone (no CUT or second SPLIT beside it); a CUT or SPLIT of another kind
 // of axis is a ScheduleError.
+// Entries of one part (`UPCAST:1:4@2`, ScheduleEntry::part; a SPLIT's partial is part 0,
+// its combine part 1): a part with any runs them alone instead of the rule above. Refused:
+// a part past the last, parts without a CUT or SPLIT, a CUT, SPLIT or TC of one part.
 // A kernel given no actions on a target with blocks whose one reduction makes one value
 // of 32,768 terms or more is SPLIT by the heuristic into up to 1,024 parts of at least
 // 4,096 terms (one block cannot fill a GPU).

@@ -11,8 +11,10 @@ namespace kitten {
 namespace {
 
 [[noreturn]] void fail(size_t column, const std::string& what) {
-  throw ScheduleError("schedule: column " + std::to_string(column + 1) + ": " + what +
-                      " (entries are ACTION:AXIS:AMOUNT or KNOB=VALUE, separated by spaces)");
+  throw ScheduleError(
+      "schedule: column " + std::to_string(column + 1) + ": " + what +
+      " (entries are ACTION:AXIS:AMOUNT or KNOB=VALUE, either with @PART or not, separated "
+      "by spaces)");
 }
 
 bool is_name(std::string_view s) {
@@ -31,6 +33,13 @@ int64_t number(std::string_view text, size_t column, const char* what) {
 }
 
 ScheduleEntry parse_entry(std::string_view e, size_t column) {
+  if (size_t at = e.find('@'); at != std::string_view::npos) {
+    ScheduleEntry x = parse_entry(e.substr(0, at), column);
+    int64_t part = number(e.substr(at + 1), column + at + 1, "a part number");
+    if (part < 0) fail(column + at + 1, "a part number is not negative");
+    x.part = part;
+    return x;
+  }
   if (size_t eq = e.find('='); eq != std::string_view::npos) {
     std::string_view name = e.substr(0, eq);
     if (!is_name(name)) fail(column, "'" + std::string(name) + "' is not an upper-case name");
@@ -59,7 +68,7 @@ Schedule& Schedule::knob(std::string name, int64_t value) {
 
 int64_t Schedule::knob_or(std::string_view name, int64_t fallback) const {
   for (auto it = entries_.rbegin(); it != entries_.rend(); ++it)  // the last setting wins
-    if (!it->axis && it->name == name) return it->amount;
+    if (!it->axis && !it->part && it->name == name) return it->amount;
   return fallback;
 }
 
@@ -70,6 +79,7 @@ std::string Schedule::to_string() const {
     out += e.name;
     out += e.axis ? ":" + std::to_string(*e.axis) + ":" : "=";
     out += std::to_string(e.amount);
+    if (e.part) out += "@" + std::to_string(*e.part);
   }
   return out;
 }

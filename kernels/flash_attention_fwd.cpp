@@ -62,7 +62,8 @@ const char* const kKnobs[] = {"BQ", "BKV", "WARPS", "STAGES", "QREG", "WGMMA", "
 Config config(const AttentionProblem& p, const Schedule& s, const Target& t) {
   Schedule d = flash_attention_fwd_default_schedule(p, t);
   for (const ScheduleEntry& e : s.entries())
-    if (e.axis || std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
+    if (e.axis || e.part ||
+        std::find(std::begin(kKnobs), std::end(kKnobs), e.name) == std::end(kKnobs))
       throw ScheduleError(
           "flash_attention_fwd: '" + Schedule({e}).to_string() +
           "' is not a knob of the kernel (BQ BKV WARPS STAGES QREG WGMMA PV PINGPONG)");

@@ -63,7 +63,7 @@ Config config(const GemmProblem& p, const Schedule& s, const Target& t) {
   if (s.knob_or("WGMMA", d.knob_or("WGMMA", 0)) != d.knob_or("WGMMA", 0))
     d = Schedule::parse(s.knob_or("WGMMA", 0) ? kHopper : kMmaSync);
   for (const ScheduleEntry& e : s.entries())
-    if (e.axis ||
+    if (e.axis || e.part ||
         (e.name != "BM" && e.name != "BN" && e.name != "BK" && e.name != "WM" && e.name != "WN" &&
          e.name != "STAGES" && e.name != "SWIZZLE" && e.name != "GROUP" && e.name != "WGMMA" &&
          e.name != "BLOCKS" && e.name != "EPILOGUE"))

@@ -236,7 +236,9 @@ std::optional<LoweredKernels> route_to_tensor_cores(const UOp& sink, const Targe
     refuse("needs operands of fewer than 2^31 elements");
   std::vector<ScheduleEntry> knobs;
   for (const ScheduleEntry& e : s.entries()) {
-    if (e.axis) refuse("takes the GEMM's knobs, not actions such as " + Schedule({e}).to_string());
+    if (e.axis || e.part)
+      refuse("takes the GEMM's knobs, not actions or a part's entries such as " +
+             Schedule({e}).to_string());
     if (e.name != "TC" && e.name != "NOOPT") knobs.push_back(e);
   }
   // C through shared memory and a TMA store writes whole 16-byte units of its rows: with

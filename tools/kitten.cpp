@@ -56,8 +56,9 @@ commands:
                     ACTION:AXIS:AMOUNT entries (UPCAST UNROLL LOCAL GROUP GROUPTOP
                     PADTO SWAP CUT SPLIT) and KNOB=VALUE (NOOPT=1: no heuristic;
                     NOLOCALS=1: no block threads; TC=1: a 16-bit matrix product on
-                    the tile GEMM, with its knobs), e.g. 'UPCAST:1:4 UNROLL:2:2'
-                    (docs/lowering.md)
+                    the tile GEMM, with its knobs), e.g. 'UPCAST:1:4 UNROLL:2:2';
+                    ENTRY@P applies to part P of a CUT or SPLIT only, e.g.
+                    'CUT:0:96 UPCAST:0:4@1' (docs/lowering.md)
   lower --passes    list the lowering passes in order, one sentence each
   simplify '<expr>'|- [--var NAME=LO..HI]... [--dtype int64|int32]
                     simplify an integer expression (- reads it from stdin): line 1

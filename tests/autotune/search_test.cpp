@@ -295,6 +295,75 @@ TEST(Actions, AConcatenationCutAtItsSegmentsHasNoGatedLoads) {
   }
 }
 
+// A cut kernel's parts are searched one by one: the steps from a concatenation cut at its
+// segments include entries of each part (@P), and each such step keeps the unoptimised
+// kernel's results on the cpu and the emulator.
+TEST(Actions, ThePartsOfACutAreSearchedOneByOne) {
+  for (std::string device : {"cpu-jit", "emu"}) {
+    std::unique_ptr<Device> dev = host_device(device);
+    if (!dev) continue;
+    bool emu = device == "emu";
+    UOp k = concat_kernel(
+        emu ? 3 : 31, emu ? std::vector<int64_t>{5, 7, 9} : std::vector<int64_t>{1, 1000, 1023});
+    const Target& target = dev->props().target;
+    SearchSpace space = action_space(k, target);
+    DeviceMeasure m(*dev, space);
+    Candidate ref;
+    ref.schedule = space.reference;
+    ref.lowered = lower_kernels(k, target, ref.schedule);
+    Schedule cut =
+        emu ? Schedule::parse("CUT:1:5 CUT:1:12") : Schedule::parse("CUT:1:1 CUT:1:1001");
+    std::map<int64_t, int> checked;  // per part
+    for (const Schedule& s : space.neighbours(cut)) {
+      std::set<int64_t> parts;
+      for (const ScheduleEntry& e : s.entries())
+        if (e.part) parts.insert(*e.part);
+      if (parts.empty()) continue;
+      SCOPED_TRACE(device + " '" + s.to_string() + "'");
+      EXPECT_EQ(parts.size(), 1u);  // one part moves a step
+      Candidate c;
+      c.schedule = s;
+      try {
+        c.lowered = lower_kernels(k, target, s);
+      } catch (const ScheduleError&) {
+        continue;
+      }
+      EXPECT_EQ(c.lowered.kernels.size(), 3u);
+      EXPECT_EQ(m.validate(c, ref), "");
+      ++checked[*parts.begin()];
+    }
+    EXPECT_EQ(checked.size(), 3u) << device;
+    for (auto [part, n] : checked) EXPECT_GT(n, 1) << device << " part " << part;
+  }
+}
+
+// BEAM reaches a part's own schedule two steps from the start (the cut at the segments,
+// then a step of the last part), with an injected cost that rewards only that.
+TEST(Beam, FindsAScheduleOfOnePartOfACut) {
+  struct PartCost : Measure {
+    Measured measure(const Candidate& c, double) override {
+      int cuts = 0;
+      bool last = false;
+      for (const ScheduleEntry& e : c.schedule.entries()) {
+        cuts += e.name == "CUT";
+        last = last || (e.part == 2 && e.name == "UPCAST");
+      }
+      return {Measured::Status::Ok, last ? 1.0 : cuts == 2 ? 50.0 : 100.0 - cuts, ""};
+    }
+    std::string validate(const Candidate&, const Candidate&) override { return ""; }
+    bool timed() const override { return false; }
+  } m;
+  SearchOptions o;
+  o.estimate = [](const Candidate&) { return 0.0; };
+  o.measured_per_round = 1000;
+  o.max_rounds = 3;
+  UOp k = concat_kernel(3, {5, 7, 9});
+  SearchResult r = beam_search(action_space(k, h100_target()), h100_target(), m, o);
+  EXPECT_DOUBLE_EQ(r.cost, 1.0) << r.best.to_string();
+  EXPECT_NE(r.best.to_string().find("@2"), std::string::npos) << r.best.to_string();
+  EXPECT_EQ(lower_kernels(k, h100_target(), r.best).kernels.size(), 3u);
+}
+
 // A long reduction to one value: the heuristic SPLITs it, and the steps from the heuristic
 // refine the split kernel rather than a one-block reduction.
 TEST(Actions, StepsFromTheHeuristicKeepItsSplit) {

@@ -148,15 +148,17 @@ TEST_P(Scheduled, UpcastElementwiseIsExact) {
       }
 }
 
-// A kernel cut into two launches (CUT: the first part with the schedule's actions, the
-// rest as written under NOOPT=1) gives bit for bit what the uncut kernel gives: every
-// output element sums its terms in the same order. (The heuristic may GROUP a part's
-// reduction on blocks, which reorders the sum.)
+// A kernel cut into launches (CUT: the first parts with the schedule's actions, the rest
+// as written under NOOPT=1, or each part with its own entries, @P) gives bit for bit what
+// the uncut kernel gives: every output element sums its terms in the same order. (The
+// heuristic may GROUP a part's reduction on blocks, which reorders the sum.)
 TEST_P(Scheduled, ACutKernelEqualsTheUncutKernel) {
-  for (auto [m, text] :
-       std::vector<std::pair<int64_t, std::string>>{{100, "CUT:0:64 UPCAST:0:4 UPCAST:1:4 NOOPT=1"},
-                                                    {7, "CUT:0:3 NOOPT=1"},
-                                                    {100, "CUT:1:99 UNROLL:2:4 NOOPT=1"}}) {
+  for (auto [m, text, launches] : std::vector<std::tuple<int64_t, std::string, size_t>>{
+           {100, "CUT:0:64 UPCAST:0:4 UPCAST:1:4 NOOPT=1", 2},
+           {7, "CUT:0:3 NOOPT=1", 2},
+           {100, "CUT:1:99 UNROLL:2:4 NOOPT=1", 2},
+           {100, "CUT:0:64 UPCAST:0:4 NOOPT=1 UNROLL:2:4@1 UPCAST:1:3@1", 2},
+           {100, "CUT:0:32 CUT:0:65 UPCAST:1:4@0 UNROLL:2:2@1 UPCAST:0:3@1 NOOPT=1@2", 3}}) {
     SCOPED_TRACE(std::to_string(m) + " " + text);
     int64_t n = 100, kk = 37;
     DType dt = dtypes::float32;
@@ -167,7 +169,7 @@ TEST_P(Scheduled, ACutKernelEqualsTheUncutKernel) {
     compile_kernel(*dev, matmul_kernel(m, n, kk, dt), Schedule::parse("NOOPT=1"))
         .run(args({&d1, &da, &db}));
     CompiledKernel cut = compile_kernel(*dev, matmul_kernel(m, n, kk, dt), Schedule::parse(text));
-    EXPECT_EQ(cut.then.size(), 1u);
+    EXPECT_EQ(cut.then.size() + 1, launches);
     cut.run(args({&d2, &da, &db}));
     d1.read(one);
     d2.read(two);
@@ -213,6 +215,18 @@ TEST_P(Scheduled, SplitReductionsEqualTheReference) {
     k.run(args({&dout, &dx}));
     dout.read(out);
     expect_accumulated(out, want, scale, 100003);
+  }
+  {
+    SCOPED_TRACE("row sums 64x1000 SPLIT:1:8, the partials and the combine with their own entries");
+    HostData x = HostData::random(dtypes::float32, 64000, 13);
+    std::vector<double> scale, want = sum_reference(x, 64, 1000, 1, scale);
+    HostData out = HostData::poisoned(dtypes::float32, 64);
+    DeviceBuffer dx(*dev, x), dout(*dev, out);
+    compile_kernel(*dev, reduce_kernel(64, 1000, 1, Op::ADD, dtypes::float32),
+                   Schedule::parse("SPLIT:1:8 UPCAST:0:4@0 UNROLL:1:5@0 UPCAST:0:2@1"))
+        .run(args({&dout, &dx}));
+    dout.read(out);
+    expect_accumulated(out, want, scale, 1000);
   }
   {
     SCOPED_TRACE("matmul 7x9x100 SPLIT:2:6");

@@ -257,6 +257,31 @@ TEST(Expand, ACutLowersIntoTwoKernels) {
         << e.what();
   }
   EXPECT_EQ(lower_kernels(tri, cpu()).kernels.size(), 1u);
+  // A part's own entries (@P) replace the rule it runs by: the tail (part 1, 4 rows) gets
+  // UPCAST:0:2 instead of the heuristic (which upcasts all 4), the body (part 0) UPCAST:0:4
+  // instead of the schedule's UPCAST:0:8.
+  auto blocks_of = [](const LoweredKernels& l) {
+    std::vector<int64_t> b;
+    for (const UOp& p : l.kernels)
+      for (const UOp& u : toposort(p))
+        if (u.op() == Op::SPECIAL) b.push_back(u.src(0).const_int());
+    return b;
+  };
+  EXPECT_EQ(
+      blocks_of(lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 UPCAST:0:8 UPCAST:0:2@1"))),
+      (std::vector<int64_t>{12, 2}));
+  EXPECT_EQ(
+      blocks_of(lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 UPCAST:0:8 UPCAST:0:4@0"))),
+      (std::vector<int64_t>{24, 1}));
+  refused("UPCAST:0:4@1", "names a part, but the schedule neither CUTs nor SPLITs kernel 'matmul'");
+  refused("CUT:0:96 UPCAST:0:4@2",
+          "names part 2 of kernel 'matmul', which its CUTs or SPLIT make 2 "
+          "parts of (0 to 1)");
+  refused("CUT:0:96@1", "a CUT or SPLIT splits the whole kernel, not one of its parts");
+  refused("CUT:0:96 TC=1@0", "TC routes the whole kernel onto the tile GEMM, not one part");
+  expect_refused(mm, cpu(), "UPCAST:0:4@0",
+                 "names a part of kernel 'matmul', which only a CUT or "
+                 "SPLIT makes; lower it with lower_kernels");
   refused("SPLIT:0:4", "needs a reduce axis");
   refused("SPLIT:2:33", "needs an amount from 2 to the extent 32");
 }

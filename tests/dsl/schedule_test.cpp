@@ -20,6 +20,17 @@ TEST(Schedule, PrintsAndParsesAsOneLine) {
   EXPECT_EQ(Schedule::parse("BM=64 BM=32").knob_or("BM", 0), 32);  // the last setting wins
 }
 
+// An entry of one part of a CUT or SPLIT (`@P`) round-trips; a knob of a part is not the
+// whole kernel's.
+TEST(Schedule, EntriesOfOnePartRoundTrip) {
+  Schedule s = Schedule::parse("CUT:1:64 UPCAST:1:4@2 NOLOCALS=1@0 BM=3");
+  EXPECT_EQ(s.to_string(), "CUT:1:64 UPCAST:1:4@2 NOLOCALS=1@0 BM=3");
+  EXPECT_EQ(s.entries()[1], ScheduleEntry("UPCAST", 1, 4, 2));
+  EXPECT_EQ(s.knob_or("NOLOCALS", 7), 7);
+  EXPECT_EQ(s.knob_or("BM", 0), 3);
+  EXPECT_NE(Schedule::parse("UPCAST:1:4@1"), Schedule::parse("UPCAST:1:4"));
+}
+
 TEST(Schedule, MalformedTextNamesTheColumn) {
   auto error = [](const char* text) {
     try {
@@ -35,6 +46,10 @@ TEST(Schedule, MalformedTextNamesTheColumn) {
             std::string::npos);
   EXPECT_NE(error("UPCAST:-1:4").find("an axis id is not negative"), std::string::npos);
   EXPECT_NE(error("UPCAST:1:4x").find("expected an amount, got '4x'"), std::string::npos);
+  EXPECT_NE(error("UPCAST:1:4@").find("column 12: expected a part number, got ''"),
+            std::string::npos);
+  EXPECT_NE(error("BM=2@-1").find("a part number is not negative"), std::string::npos);
+  EXPECT_NE(error("UPCAST:1:4@x").find("expected a part number, got 'x'"), std::string::npos);
 }
 
 TEST(Schedule, AnActionOnAnAxisTheKernelLacksIsRefused) {
