@@ -145,8 +145,6 @@ std::vector<BufferSpec> kernel_buffers(const UOp& kernel) {
 
 // ---- the spaces ---------------------------------------------------------------------------
 
-namespace {
-// Each schedule that sets one knob of `knobs` to another of its values.
 std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Knob>& knobs) {
   std::vector<Schedule> out;
   for (const Knob& k : knobs) {
@@ -156,7 +154,7 @@ std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Kn
       std::vector<ScheduleEntry> entries;
       bool set = false;
       for (ScheduleEntry e : from.entries()) {
-        if (!e.axis && e.name == k.name) e.amount = v, set = true;
+        if (!e.axis && !e.part && e.name == k.name) e.amount = v, set = true;
         entries.push_back(e);
       }
       if (!set) entries.push_back({k.name, std::nullopt, v});
@@ -166,6 +164,7 @@ std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Kn
   return out;
 }
 
+namespace {
 // TC=1's knobs: the tile GEMM's (kernels/gemm.h), which refuses the combinations it cannot
 // run (each such candidate counted with its reason).
 const std::vector<Knob> kTensorCoreKnobs = {
@@ -332,26 +331,33 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       } catch (const ScheduleError&) {  // the lowering refuses it and counts it
         return out;
       }
-      for (size_t p = 0; p < parts.kernels.size(); ++p) {
-        const auto& [part, now] = parts.kernels[p];
-        for (const Schedule& step : action_space(part, target).neighbours(now)) {
-          std::vector<ScheduleEntry> entries;
-          for (const ScheduleEntry& e : base.entries())
-            if (e.part != int64_t(p)) entries.push_back(e);
-          bool whole = false;  // a step that splits the part again or routes it: not here
-          for (ScheduleEntry e : step.entries()) {
-            whole = whole || (e.axis && (e.name == "CUT" || e.name == "SPLIT")) ||
-                    (!e.axis && e.name == "TC");
-            e.part = int64_t(p);
-            entries.push_back(e);
-          }
-          if (!whole) out.emplace_back(std::move(entries));
-        }
-      }
+      for (size_t p = 0; p < parts.kernels.size(); ++p)
+        for (Schedule& step :
+             part_steps(base, int64_t(p), parts.kernels[p].first, parts.kernels[p].second, target))
+          out.push_back(std::move(step));
     }
     return out;
   };
   return s;
+}
+
+std::vector<Schedule> part_steps(const Schedule& from, int64_t part, const UOp& kernel,
+                                 const Schedule& now, const Target& target) {
+  std::vector<Schedule> out;
+  for (const Schedule& step : action_space(kernel, target).neighbours(now)) {
+    std::vector<ScheduleEntry> entries;
+    for (const ScheduleEntry& e : from.entries())
+      if (e.part != part) entries.push_back(e);
+    bool whole = false;
+    for (ScheduleEntry e : step.entries()) {
+      whole = whole || (e.axis && (e.name == "CUT" || e.name == "SPLIT")) ||
+              (!e.axis && e.name == "TC");
+      e.part = part;
+      entries.push_back(e);
+    }
+    if (!whole) out.emplace_back(std::move(entries));
+  }
+  return out;
 }
 
 SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> build, Schedule start,

@@ -80,6 +80,12 @@ struct SearchSpace {
 // a first step too, and a TC schedule's steps move one of the GEMM's knobs.
 SearchSpace action_space(const UOp& kernel, const Target& target);
 
+// The steps of one part of a schedule's kernels (`kernel`, which runs `now`): each step of
+// the part's own action space (no CUT, SPLIT or TC: those take whole kernels), written into
+// `from` as that part's entries (`@part`, dsl/schedule.h), replacing those it had.
+std::vector<Schedule> part_steps(const Schedule& from, int64_t part, const UOp& kernel,
+                                 const Schedule& now, const Target& target);
+
 // A DSL kernel with declared knobs: it starts at `start`, a step moves one knob to another
 // of its values. The reference is `start`.
 struct Knob {
@@ -88,6 +94,8 @@ struct Knob {
 };
 SearchSpace knob_space(std::string name, std::function<UOp(const Schedule&)> build, Schedule start,
                        std::vector<Knob> knobs, std::vector<BufferSpec> buffers);
+// Each schedule that sets one knob of `knobs` (of the whole kernel) to another of its values.
+std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Knob>& knobs);
 
 // A candidate: a schedule and what lowering made of it.
 struct Candidate {

@@ -1,5 +1,7 @@
 #include "kernels/gemm.h"
 
+#include <algorithm>
+#include <map>
 #include <stdexcept>
 
 #include "tiles/tile.h"
@@ -278,8 +280,8 @@ namespace {
 // the stores are whole 16-byte vectors; back out of them one element per thread, so that
 // a warp's stores into the unaligned rows stay contiguous (16-byte-apart scalar stores
 // made the H100's copy-out slower than the padded C saved).
-LoweredKernels repack_kernel(int64_t rows, int64_t cols, int64_t pitch, DType dtype, int src,
-                             int dst, bool into_padded, const Target& target) {
+GemmPart repack_part(int64_t rows, int64_t cols, int64_t pitch, DType dtype, int src, int dst,
+                     bool into_padded) {
   UOp from = param(src, dtype.ptr()), to = param(dst, dtype.ptr());
   UOp r = range(rows, 0, AxisKind::Global), c = range(pitch, 1, AxisKind::Global);
   UOp inside = alu(Op::CMPLT, c, const_int(c.dtype(), cols));
@@ -288,9 +290,16 @@ LoweredKernels repack_kernel(int64_t rows, int64_t cols, int64_t pitch, DType dt
                          : store(index(to, r * cols + c, inside), load(index(from, r * pitch + c)));
   UOp k =
       sink({end(copy, {r, c})}, "gemm_repack" + std::to_string(src) + "_" + std::to_string(dst));
-  return lower_kernels(k, target,
-                       into_padded ? Schedule().action("UPCAST", 1, 16 / dtype.itemsize())
-                                   : Schedule().knob("NOOPT", 1));
+  return {0, k,
+          into_padded ? Schedule().action("UPCAST", 1, 16 / dtype.itemsize())
+                      : Schedule().knob("NOOPT", 1)};
+}
+
+// The schedule's knobs (what the GEMM and REPACK read) and its entries of one part.
+std::pair<Schedule, std::vector<ScheduleEntry>> knobs_and_parts(const Schedule& s) {
+  std::vector<ScheduleEntry> knobs, parts;
+  for (const ScheduleEntry& e : s.entries()) (e.part ? parts : knobs).push_back(e);
+  return {Schedule(knobs), parts};
 }
 
 // The schedule without REPACK, and the problem the GEMM solves under it: REPACK=1 gives
@@ -326,7 +335,9 @@ std::pair<Schedule, GemmProblem> repacked(const GemmProblem& p, const Schedule& 
 }  // namespace
 
 Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, const Target& target) {
-  auto [rest, q] = repacked(p, schedule);
+  auto [knobs, own] = knobs_and_parts(schedule);
+  gemm_repack_copies(p, schedule);  // checks the parts' entries
+  auto [rest, q] = repacked(p, knobs);
   Config c = config(q, rest, target);
   Schedule out;
   out.knob("BM", c.bm).knob("BN", c.bn).knob("BK", c.bk).knob("WM", c.wm).knob("WN", c.wn);
@@ -335,19 +346,62 @@ Schedule gemm_full_schedule(const GemmProblem& p, const Schedule& schedule, cons
   if (c.wgmma) out.knob("BLOCKS", c.blocks).knob("EPILOGUE", c.epilogue);
   if (q.a_slot != p.a_slot || q.b_slot != p.b_slot || q.c_slot != p.c_slot)
     out.knob("REPACK", schedule.knob_or("REPACK", 0));
-  return out;
+  std::vector<ScheduleEntry> all = out.entries();
+  all.insert(all.end(), own.begin(), own.end());
+  return Schedule(all);
+}
+
+std::vector<GemmPart> gemm_repack_copies(const GemmProblem& p, const Schedule& schedule) {
+  auto [knobs, own] = knobs_and_parts(schedule);
+  auto [gemm, q] = repacked(p, knobs);
+  std::vector<GemmPart> parts;
+  for (int operand : {1, 2}) {
+    int slot = operand == 1 ? q.a_slot : q.b_slot;
+    if (slot == operand) continue;
+    TensorLayout l = gemm_operand_layout(p, operand);
+    int64_t pitch = operand == 1 ? q.lda : q.ldb;
+    parts.push_back(repack_part(l.dims[1], l.dims[0], pitch, p.in, operand, slot, true));
+  }
+  int gemm_part = int(parts.size());
+  if (q.c_slot != p.c_slot)
+    parts.push_back(repack_part(p.m, p.n, q.ldc, p.out, q.c_slot, p.c_slot, false));
+  for (size_t i = 0; i < parts.size(); ++i) parts[i].part = int(i) + (int(i) >= gemm_part);
+  std::map<int64_t, std::vector<ScheduleEntry>> by_part;
+  for (ScheduleEntry e : own) {
+    auto it = std::find_if(parts.begin(), parts.end(),
+                           [&](const GemmPart& c) { return c.part == *e.part; });
+    if (it == parts.end())
+      throw ScheduleError(
+          "gemm schedule '" + schedule.to_string() + "': " + Schedule({e}).to_string() +
+          (*e.part == gemm_part
+               ? " names the GEMM itself (part " + std::to_string(gemm_part) +
+                     "), which takes knobs"
+               : " names no copy of REPACK=" + std::to_string(knobs.knob_or("REPACK", 0)) +
+                     " (its parts: " + std::to_string(parts.size() + 1) +
+                     ", the copies around the GEMM's part " + std::to_string(gemm_part) + ")"));
+    e.part.reset();
+    by_part[it->part].push_back(e);
+  }
+  for (GemmPart& c : parts)
+    if (auto it = by_part.find(c.part); it != by_part.end()) c.schedule = Schedule(it->second);
+  return parts;
 }
 
 LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target) {
-  auto [gemm, q] = repacked(p, schedule);
+  auto [knobs, own] = knobs_and_parts(schedule);
+  auto [gemm, q] = repacked(p, knobs);
+  std::vector<GemmPart> copies = gemm_repack_copies(p, schedule);
   LoweredKernels out;
+  auto copy = [&](const GemmPart& c) {
+    for (UOp& k : lower_kernels(c.copy, target, c.schedule).kernels) out.kernels.push_back(k);
+  };
+  size_t next = 0;
   for (int operand : {1, 2}) {
     int slot = operand == 1 ? q.a_slot : q.b_slot;
     if (slot == operand) continue;
     TensorLayout l = gemm_operand_layout(p, operand);
     int64_t cols = l.dims[0], rows = l.dims[1], pitch = operand == 1 ? q.lda : q.ldb;
-    for (UOp& k : repack_kernel(rows, cols, pitch, p.in, operand, slot, true, target).kernels)
-      out.kernels.push_back(k);
+    copy(copies[next++]);
     out.temps.push_back({slot, p.in, rows * pitch, 256, {cols, rows}, {pitch * p.in.itemsize()}});
   }
   // The schedule's knobs as given; those it leaves are the (padded) problem's defaults.
@@ -356,8 +410,7 @@ LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, cons
   if (q.c_slot != p.c_slot) {      // C written padded (the padding too: whole 16-byte units
     int64_t e = p.out.itemsize();  // for TMA stores), then copied out
     out.temps.push_back({q.c_slot, p.out, p.m * q.ldc, 256, {q.ldc, p.m}, {q.ldc * e}});
-    for (UOp& k : repack_kernel(p.m, p.n, q.ldc, p.out, q.c_slot, p.c_slot, false, target).kernels)
-      out.kernels.push_back(k);
+    copy(copies[next++]);
   }
   return out;
 }

@@ -55,7 +55,19 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
 // copies into C. The copies' time is part of the kernel's. The temporaries are tensors at slots 3,
 // 4, 5 in the order A, B, C (those needed): launches give them as tensor maps where the GEMM takes
 // maps. Without REPACK: the GEMM alone.
+// The copies' schedules are searched as parts (`UPCAST:0:2@0`, dsl/schedule.h): the parts
+// are the copies of A and B, the GEMM, then the copy out of C, numbered in launch order
+// (those REPACK makes). A copy with entries of its own runs them instead of its default
+// (into padded rows: 16 bytes a thread; out of them: one element a thread).
 LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target);
+// REPACK's copies (unlowered) with their parts' numbers and the schedules they run; none
+// without REPACK. Throws ScheduleError for an entry of the GEMM's own part or of no part.
+struct GemmPart {
+  int part;
+  UOp copy;
+  Schedule schedule;
+};
+std::vector<GemmPart> gemm_repack_copies(const GemmProblem& p, const Schedule& schedule);
 
 // The GEMM's core, callable from any tile kernel (the autotuner's TC action routes a
 // matmul-shaped reduction onto it rather than writing a second tensor-core path):

@@ -46,6 +46,20 @@ SearchSpace gemm_space(const GemmProblem& p, const Target& target) {
       {{0, p.out, p.m * p.n, true, false}, {1, p.in, p.m * p.k}, {2, p.in, p.k * p.n}});
   space.id = gemm_id(p);
   space.lower = [p, target](const Schedule& s) { return gemm_kernels(p, s, target); };
+  // With REPACK, the steps also move each copy on its own (its part's entries).
+  space.neighbours = [p, target, knobs](const Schedule& from) {
+    std::vector<Schedule> out = autotune::knob_neighbours(from, knobs);
+    std::vector<GemmPart> copies;
+    try {
+      copies = gemm_repack_copies(p, from);
+    } catch (const ScheduleError&) {  // lowering refuses it and the search counts it
+      return out;
+    }
+    for (const GemmPart& c : copies)
+      for (Schedule& step : autotune::part_steps(from, c.part, c.copy, c.schedule, target))
+        out.push_back(std::move(step));
+    return out;
+  };
   space.arg = [p](const CompiledKernel& k, int64_t slot, Buffer b) {
     if (slot == 0) return tensor_arg(k, 0, b, {p.n, p.m}, {p.n * p.out.itemsize()});
     tiles::TensorLayout l = gemm_operand_layout(p, int(slot));

@@ -140,6 +140,29 @@ TEST_P(Gemm, RepackedOperandsTakeTheAlignedPaths) {
   check_gemm(*dev, c37, repack, seed += 2);
   check_gemm(*dev, c37, repack_c, seed += 2);
   check_gemm(*dev, {33, 45, 40}, repack_c, seed += 2);
+  // The copies searched as parts, each with a schedule of its own: B's copy in (part 0),
+  // the GEMM (part 1), C's copy out (part 2) several rows a thread.
+  GemmProblem all{33, 45, 40, dtypes::bfloat16, dtypes::bfloat16};  // A's rows of 40 aligned
+  Schedule parts = Schedule::parse(std::string(hopper ? "REPACK=2 BLOCKS=2" : "REPACK=2") +
+                                   " UPCAST:1:8@0 UPCAST:0:2@0 UPCAST:0:3@2 UPCAST:1:2@2");
+  check_gemm(*dev, all, parts, seed += 2);
+  std::vector<GemmPart> copies = gemm_repack_copies(all, parts);
+  ASSERT_EQ(copies.size(), 2u);  // B's rows in, C's rows out; the GEMM is part 1
+  EXPECT_EQ(copies[0].part, 0);
+  EXPECT_EQ(copies[1].part, 2);
+  EXPECT_EQ(copies[1].schedule.to_string(), "UPCAST:0:3 UPCAST:1:2");
+  EXPECT_EQ(gemm_repack_copies(all, Schedule::parse("REPACK=2"))[1].schedule.to_string(),
+            "NOOPT=1");  // the default copy out: one element a thread
+  EXPECT_NE(gemm_full_schedule(all, parts, dev->props().target).to_string().find("UPCAST:0:3@2"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              gemm_kernels(all, Schedule::parse("REPACK=2 UPCAST:0:2@1"), dev->props().target);
+            }).find("UPCAST:0:2@1 names the GEMM itself (part 1), which takes knobs"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              gemm_kernels(all, Schedule::parse("REPACK=2 UPCAST:0:2@3"), dev->props().target);
+            }).find("names no copy of REPACK=2"),
+            std::string::npos);
   // Nothing to repack: refused, naming why.
   std::string e = error_of([&] {
     gemm_kernels({64, 64, 64}, Schedule::parse("REPACK=1"), dev->props().target);

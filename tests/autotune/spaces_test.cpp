@@ -1,0 +1,54 @@
+// The library kernels' search spaces (tools/spaces.h): the GEMM's steps from a repacked
+// schedule also move each copy of the repack on its own, and each such step keeps the
+// GEMM's results on the emulator.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "../backends/test_device.h"
+#include "autotune/measure.h"
+#include "tools/spaces.h"
+
+namespace kitten::autotune {
+namespace {
+
+TEST(Spaces, TheGemmsStepsMoveTheRepacksCopies) {
+  std::unique_ptr<Device> dev = make_emu_device();
+  const Target& target = dev->props().target;
+  // 33 x 45 x 40: B's and C's rows of 45 are repacked (parts 0 and 2), the GEMM part 1.
+  SearchSpace space = named_space("gemm", {33, 45, 40}, dtypes::bfloat16, target);
+  Schedule from = Schedule::parse("REPACK=2 BLOCKS=2");
+  std::set<int64_t> moved;
+  DeviceMeasure m(*dev, space);
+  Candidate ref;
+  ref.schedule = from;
+  ref.lowered = space.lower(from);
+  int checked = 0;
+  for (const Schedule& s : space.neighbours(from)) {
+    std::set<int64_t> parts;
+    for (const ScheduleEntry& e : s.entries())
+      if (e.part) parts.insert(*e.part);
+    if (parts.empty()) continue;
+    SCOPED_TRACE(s.to_string());
+    ASSERT_EQ(parts.size(), 1u);
+    EXPECT_NE(*parts.begin(), 1);  // the GEMM's own part moves by its knobs
+    moved.insert(*parts.begin());
+    if (checked++ % 8) continue;  // every eighth against the repack's defaults
+    Candidate c;
+    c.schedule = s;
+    try {
+      c.lowered = space.lower(s);
+    } catch (const ScheduleError&) {
+      continue;
+    }
+    EXPECT_EQ(c.lowered.kernels.size(), ref.lowered.kernels.size());
+    EXPECT_EQ(m.validate(c, ref), "");
+  }
+  EXPECT_EQ(moved, (std::set<int64_t>{0, 2}));
+  // Without REPACK there are no copies to move.
+  for (const Schedule& s : space.neighbours(Schedule::parse("BLOCKS=2")))
+    for (const ScheduleEntry& e : s.entries()) EXPECT_FALSE(e.part) << s.to_string();
+}
+
+}  // namespace
+}  // namespace kitten::autotune
