@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 
 #include "tiles/tile.h"
@@ -387,7 +388,8 @@ std::vector<GemmPart> gemm_repack_copies(const GemmProblem& p, const Schedule& s
   return parts;
 }
 
-LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target) {
+LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target,
+                            GemmLoweringCache* cache) {
   auto [knobs, own] = knobs_and_parts(schedule);
   auto [gemm, q] = repacked(p, knobs);
   std::vector<GemmPart> copies = gemm_repack_copies(p, schedule);
@@ -405,8 +407,23 @@ LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, cons
     out.temps.push_back({slot, p.in, rows * pitch, 256, {cols, rows}, {pitch * p.in.itemsize()}});
   }
   // The schedule's knobs as given; those it leaves are the (padded) problem's defaults.
-  for (UOp& k : lower_kernels(gemm_kernel(q, gemm, target), target).kernels)
-    out.kernels.push_back(k);
+  std::string key = q.to_string() + " pitches " + std::to_string(q.lda) + "," +
+                    std::to_string(q.ldb) + "," + std::to_string(q.ldc) + " slots " +
+                    std::to_string(q.a_slot) + "," + std::to_string(q.b_slot) + "," +
+                    std::to_string(q.c_slot) + " " + gemm.to_string() + " " + target.arch;
+  std::vector<UOp> core;
+  if (cache) {
+    std::lock_guard<std::mutex> lock(cache->mu);
+    if (auto it = cache->lowered.find(key); it != cache->lowered.end()) core = it->second;
+  }
+  if (core.empty()) {
+    core = lower_kernels(gemm_kernel(q, gemm, target), target).kernels;
+    if (cache) {
+      std::lock_guard<std::mutex> lock(cache->mu);
+      cache->lowered.emplace(key, core);
+    }
+  }
+  out.kernels.insert(out.kernels.end(), core.begin(), core.end());
   if (q.c_slot != p.c_slot) {      // C written padded (the padding too: whole 16-byte units
     int64_t e = p.out.itemsize();  // for TMA stores), then copied out
     out.temps.push_back({q.c_slot, p.out, p.m * q.ldc, 256, {q.ldc, p.m}, {q.ldc * e}});

@@ -45,7 +45,10 @@ SearchSpace gemm_space(const GemmProblem& p, const Target& target) {
       gemm_default_schedule(p, target), knobs,
       {{0, p.out, p.m * p.n, true, false}, {1, p.in, p.m * p.k}, {2, p.in, p.k * p.n}});
   space.id = gemm_id(p);
-  space.lower = [p, target](const Schedule& s) { return gemm_kernels(p, s, target); };
+  auto cache = std::make_shared<GemmLoweringCache>();
+  space.lower = [p, target, cache](const Schedule& s) {
+    return gemm_kernels(p, s, target, cache.get());
+  };
   // With REPACK, the steps also move each copy on its own (its part's entries).
   space.neighbours = [p, target, knobs](const Schedule& from) {
     std::vector<Schedule> out = autotune::knob_neighbours(from, knobs);
