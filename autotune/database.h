@@ -21,7 +21,8 @@ namespace kitten::autotune {
 
 // The meaning of a stored schedule's entries: raised when an action or knob changes what
 // it does, so that old entries stop being used (a new kitten commit does not change it).
-inline constexpr int kScheduleFormat = 1;
+// 2: attention at D128 on Hopper defaults to PV=1, so an entry without PV means PV=1.
+inline constexpr int kScheduleFormat = 2;
 
 // The 128-bit stable key of a text (a DSL kernel's problem).
 StableKey text_key(std::string_view text);

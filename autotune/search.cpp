@@ -165,6 +165,8 @@ std::vector<Schedule> knob_neighbours(const Schedule& from, const std::vector<Kn
 }
 
 namespace {
+constexpr size_t kMaxSteppedParts = 8;
+
 // TC=1's knobs: the tile GEMM's (kernels/gemm.h), which refuses the combinations it cannot
 // run (each such candidate counted with its reason).
 const std::vector<Knob> kTensorCoreKnobs = {
@@ -234,13 +236,19 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       else if (without_threads(base) != base)
         out.push_back(Schedule().knob("NOLOCALS", 1));
     }
+    // A step that cuts or splits the kernel again starts from the whole kernel's entries:
+    // the parts' own entries would fall on other parts.
+    std::vector<ScheduleEntry> whole_entries;
+    for (const ScheduleEntry& e : base.entries())
+      if (!e.part) whole_entries.push_back(e);
+    const Schedule whole(whole_entries);
     std::map<int64_t, int64_t> left;
     for (const Axis& a : axes) left[a.id] = a.extent;
     // CUTs first: what is left of a cut axis is its shortest segment but the tail (the
     // segments the other actions apply to).
     for (const Axis& a : axes) {
       std::vector<int64_t> at = {0};
-      for (const ScheduleEntry& e : base.entries())
+      for (const ScheduleEntry& e : whole.entries())
         if (e.axis == a.id && e.name == "CUT") at.push_back(e.amount);
       std::sort(at.begin(), at.end());
       for (size_t k = 1; k < at.size(); ++k)
@@ -249,7 +257,7 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     bool has_split = false;  // a SPLIT stands alone: no CUT beside it
     bool swapped = false;
     std::set<int64_t> cut;
-    for (const ScheduleEntry& e : base.entries())
+    for (const ScheduleEntry& e : whole.entries())
       if (e.axis && left.count(*e.axis)) {
         if (e.name == "SPLIT") has_split = true;
         if (e.name == "CUT") cut.insert(*e.axis);
@@ -261,13 +269,13 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     auto add = [&](const char* name, const Axis& a, std::initializer_list<int64_t> amounts) {
       for (int64_t n : amounts)
         if (n <= left[a.id]) {
-          Schedule next = base;
+          Schedule next = std::string_view(name) == "SPLIT" ? whole : base;
           out.push_back(next.action(name, a.id, n));
           // An UNROLL of a GROUP's axis also goes first, innermost: each thread's copies
           // then read consecutive elements, one vector load.
           std::vector<ScheduleEntry> e = base.entries();
           auto group = std::find_if(e.begin(), e.end(), [&](const ScheduleEntry& x) {
-            return x.name == "GROUP" && x.axis == a.id;
+            return x.name == "GROUP" && x.axis == a.id && !x.part;
           });
           if (std::string_view(name) == "UNROLL" && group != e.end()) {
             e.insert(group, {name, a.id, n});
@@ -278,7 +286,7 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
     bool split = has_split || !cut.empty();  // no second SPLIT, and none beside a CUT
     bool threads = blocks && !nolocals;
     bool grouped = std::any_of(
-        base.entries().begin(), base.entries().end(),
+        whole.entries().begin(), whole.entries().end(),
         [&](const ScheduleEntry& e) { return e.name == "GROUP" || e.name == "GROUPTOP"; });
     // SWAP: two global axes exchange their places in the nesting (which one the threads
     // run along), once per schedule.
@@ -309,32 +317,35 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       if (left[a.id] == a.extent)
         for (int64_t m : {8, 64})
           if (int64_t at = a.extent - a.extent % m; at > 0 && at < a.extent) {
-            Schedule next = base;
+            Schedule next = whole;
             out.push_back(next.action("CUT", a.id, at));
           }
       // A cut at every segment's edge: each segment's kernel loads its own input alone
       // (the gates and wheres of the others simplify away); the actions on the axis apply
       // to every segment but the last.
       if (auto it = segments.find(a.id); it != segments.end()) {
-        Schedule next = base;
+        Schedule next = whole;
         for (int64_t at : it->second) next.action("CUT", a.id, at);
         out.push_back(next);
       }
     }
     // A cut or split kernel's parts are searched one by one: a step of part p's own space
     // (from the schedule it runs now) becomes that part's entries (@p), which replace
-    // the rule it ran by (the schedule's other actions, or the heuristic).
+    // the rule it ran by (the schedule's other actions, or the heuristic). Every candidate
+    // lowers every part, so kernels of more than kMaxSteppedParts parts (a concatenation of
+    // many inputs) are left to the rule.
     if (split) {
-      KernelParts parts;
       try {
-        parts = split_kernels(kernel, target, base);
+        KernelParts parts = split_kernels(kernel, target, base);
+        for (size_t p = 0; p < parts.kernels.size() && parts.kernels.size() <= kMaxSteppedParts;
+             ++p)
+          for (Schedule& step : part_steps(base, int64_t(p), parts.kernels[p].first,
+                                           parts.kernels[p].second, target))
+            out.push_back(std::move(step));
       } catch (const ScheduleError&) {  // the lowering refuses it and counts it
-        return out;
+      } catch (const IrError&) {
+      } catch (const std::invalid_argument&) {
       }
-      for (size_t p = 0; p < parts.kernels.size(); ++p)
-        for (Schedule& step :
-             part_steps(base, int64_t(p), parts.kernels[p].first, parts.kernels[p].second, target))
-          out.push_back(std::move(step));
     }
     return out;
   };

@@ -536,9 +536,10 @@ UOp lower(const UOp& sink, const Target& target, const Schedule& schedule,
     if ((e.axis && (e.name == "CUT" || e.name == "SPLIT")) || e.part)
       throw ScheduleError(
           "schedule: " + Schedule({e}).to_string() +
-          (e.part ? " names a part of kernel '" + sink.name_arg() +
-                        "', which only a CUT or SPLIT makes; lower it"
-                  : " splits kernel '" + sink.name_arg() + "' into several kernels; lower them") +
+          (!e.part || (e.axis && (e.name == "CUT" || e.name == "SPLIT"))
+               ? " splits kernel '" + sink.name_arg() + "' into several kernels; lower them"
+               : " names a part of kernel '" + sink.name_arg() +
+                     "', which only a CUT or SPLIT makes; lower it") +
           " with lower_kernels");
   schedule.check_axes(sink);
   LowerContext ctx{target, schedule};

@@ -260,6 +260,10 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
         "schedule: TC=1 needs the tensor_cores kernel route, which this program has not "
         "registered (register_tensor_core_route), taken by lower_kernels (kernel '" +
         sink.name_arg() + "')");
+  for (const ScheduleEntry& e : given.entries())
+    if (e.part)
+      throw ScheduleError("schedule: " + entry_text(e) + " names a part of kernel '" +
+                          sink.name_arg() + "': split_kernels gives each part its schedule");
   bool any_action = std::any_of(given.entries().begin(), given.entries().end(), is_action);
   bool nolocals = given.knob_or("NOLOCALS", 0) != 0;
   Schedule schedule = given;

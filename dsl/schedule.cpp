@@ -92,9 +92,8 @@ void Schedule::check_axes(const UOp& kernel) const {
     if (!e.axis || axes.count(*e.axis)) continue;
     std::string have;
     for (int64_t a : axes) have += (have.empty() ? "" : ", ") + std::to_string(a);
-    throw ScheduleError("schedule: " + e.name + ":" + std::to_string(*e.axis) + ":" +
-                        std::to_string(e.amount) + " names axis " + std::to_string(*e.axis) +
-                        ", which kernel '" + kernel.name_arg() +
+    throw ScheduleError("schedule: " + Schedule({e}).to_string() + " names axis " +
+                        std::to_string(*e.axis) + ", which kernel '" + kernel.name_arg() +
                         "' does not have (its axes: " + (have.empty() ? "none" : have) + ")");
   }
 }

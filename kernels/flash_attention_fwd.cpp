@@ -37,7 +37,7 @@ std::string AttentionShape::to_string() const {
 }
 
 // Measured on the H100 (docs/dsl.md): on Hopper the wgmma schedule, two consumer
-// warpgroups over 128 keys a step in three stages (BKV 64, 96, 144 and 176 were slower, 256
+// warpgroups over 128 keys a step in three stages (BKV 64, 96, 112, 144 and 176 were slower, 256
 // spills), with P V under the next block's softmax (PV=1) at D128: 5% faster there, 5% slower
 // at D64; PINGPONG=1 is slower at both. Without wgmma: at
 // D128 eight warps of 16 rows over 128 keys a step (fewer rescales of O per key) in three stages

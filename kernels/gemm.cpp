@@ -369,6 +369,10 @@ std::vector<GemmPart> gemm_repack_copies(const GemmProblem& p, const Schedule& s
   for (size_t i = 0; i < parts.size(); ++i) parts[i].part = int(i) + (int(i) >= gemm_part);
   std::map<int64_t, std::vector<ScheduleEntry>> by_part;
   for (ScheduleEntry e : own) {
+    if ((e.axis && (e.name == "CUT" || e.name == "SPLIT")) || (!e.axis && e.name == "TC"))
+      throw ScheduleError("gemm schedule '" + schedule.to_string() +
+                          "': " + Schedule({e}).to_string() +
+                          ": a copy of REPACK is one kernel, not cut, split or routed");
     auto it = std::find_if(parts.begin(), parts.end(),
                            [&](const GemmPart& c) { return c.part == *e.part; });
     if (it == parts.end())
@@ -407,10 +411,14 @@ LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, cons
     out.temps.push_back({slot, p.in, rows * pitch, 256, {cols, rows}, {pitch * p.in.itemsize()}});
   }
   // The schedule's knobs as given; those it leaves are the (padded) problem's defaults.
-  std::string key = q.to_string() + " pitches " + std::to_string(q.lda) + "," +
-                    std::to_string(q.ldb) + "," + std::to_string(q.ldc) + " slots " +
-                    std::to_string(q.a_slot) + "," + std::to_string(q.b_slot) + "," +
-                    std::to_string(q.c_slot) + " " + gemm.to_string() + " " + target.arch;
+  std::string key =
+      q.to_string() + " pitches " + std::to_string(q.lda) + "," + std::to_string(q.ldb) + "," +
+      std::to_string(q.ldc) + " slots " + std::to_string(q.a_slot) + "," +
+      std::to_string(q.b_slot) + "," + std::to_string(q.c_slot) + " " + gemm.to_string() + " " +
+      target.arch + " " + std::to_string(target.multiprocessors) + "," +
+      std::to_string(target.shared_per_block_optin) + "," +
+      std::to_string(target.max_threads_per_block) + "," +
+      std::to_string(target.registers_per_block) + "," + std::to_string(target.features);
   std::vector<UOp> core;
   if (cache) {
     std::lock_guard<std::mutex> lock(cache->mu);

@@ -61,8 +61,9 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
 // are the copies of A and B, the GEMM, then the copy out of C, numbered in launch order
 // (those REPACK makes). A copy with entries of its own runs them instead of its default
 // (into padded rows: 16 bytes a thread; out of them: one element a thread).
-// With a cache, the GEMM's own kernels are lowered once per problem, knobs and target (a
-// search lowers many schedules that differ only in their copies' entries).
+// With a cache, the GEMM's own kernels are lowered once per problem, knobs and target (its
+// arch, multiprocessors, limits and features): a search lowers many schedules that differ
+// only in their copies' entries.
 struct GemmLoweringCache {
   std::mutex mu;
   std::map<std::string, std::vector<UOp>> lowered;

@@ -57,6 +57,8 @@ SearchSpace gemm_space(const GemmProblem& p, const Target& target) {
       copies = gemm_repack_copies(p, from);
     } catch (const ScheduleError&) {  // lowering refuses it and the search counts it
       return out;
+    } catch (const std::invalid_argument&) {
+      return out;
     }
     for (const GemmPart& c : copies)
       for (Schedule& step : autotune::part_steps(from, c.part, c.copy, c.schedule, target))
@@ -98,6 +100,18 @@ SearchSpace attention_space(const AttentionProblem& p, const AttentionShape& s,
        {4, p.in, kv}});
   space.id = attention_id(p, s);
   space.vars = flash_attention_fwd_vars(p, s);
+  // A step to the mma.sync schedule (WGMMA=0) leaves the Hopper schedule's own knobs.
+  space.neighbours = [knobs](const Schedule& from) {
+    std::vector<Schedule> out = autotune::knob_neighbours(from, knobs);
+    for (Schedule& step : out) {
+      if (step.knob_or("WGMMA", 1)) continue;
+      std::vector<ScheduleEntry> kept;
+      for (const ScheduleEntry& e : step.entries())
+        if (e.name != "PV" && e.name != "PINGPONG") kept.push_back(e);
+      step = Schedule(kept);
+    }
+    return out;
+  };
   space.arg = [p, s](const CompiledKernel& k, int64_t slot, Buffer b) -> KernelArg {
     if (slot < 2) return b;
     tiles::TensorLayout l = flash_attention_operand_layout(p, s, int(slot));

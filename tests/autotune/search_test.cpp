@@ -335,6 +335,24 @@ TEST(Actions, ThePartsOfACutAreSearchedOneByOne) {
     EXPECT_EQ(checked.size(), 3u) << device;
     for (auto [part, n] : checked) EXPECT_GT(n, 1) << device << " part " << part;
   }
+  // A part's entries leave the whole kernel's steps as they were (UPCAST:1:4 of the
+  // segments' axis still fits its shortest segment), and a step that cuts again drops them
+  // (the parts it makes are numbered anew).
+  UOp k = concat_kernel(33, {5, 7, 9});
+  std::vector<Schedule> steps =
+      action_space(k, h100_target()).neighbours(Schedule::parse("CUT:1:5 CUT:1:12 UPCAST:1:4@2"));
+  auto has = [&](const std::string& text) {
+    return std::any_of(steps.begin(), steps.end(),
+                       [&](const Schedule& s) { return s.to_string() == text; });
+  };
+  EXPECT_TRUE(has("CUT:1:5 CUT:1:12 UPCAST:1:4@2 UPCAST:1:4"));
+  EXPECT_TRUE(has("CUT:1:5 CUT:1:12 CUT:0:32"));
+  for (const Schedule& s : steps) {
+    auto cuts = std::count_if(s.entries().begin(), s.entries().end(),
+                              [](const ScheduleEntry& e) { return e.name == "CUT"; });
+    if (cuts <= 2) continue;
+    for (const ScheduleEntry& e : s.entries()) EXPECT_FALSE(e.part) << s.to_string();
+  }
 }
 
 // BEAM reaches a part's own schedule two steps from the start (the cut at the segments,

@@ -50,5 +50,20 @@ TEST(Spaces, TheGemmsStepsMoveTheRepacksCopies) {
     for (const ScheduleEntry& e : s.entries()) EXPECT_FALSE(e.part) << s.to_string();
 }
 
+// Attention's step to the mma.sync schedule (WGMMA=0) from the Hopper default at D128
+// (PV=1) leaves PV and PINGPONG, so it is a schedule the kernel takes.
+TEST(Spaces, AttentionStepsToMmaSyncLeaveTheHopperKnobs) {
+  Target t = h100_target();
+  SearchSpace space = named_space("attention", {1, 2, 2, 128, 128, 128}, dtypes::bfloat16, t);
+  AttentionProblem p;
+  int mma_sync = 0;
+  for (const Schedule& s : space.neighbours(space.start.at(0))) {
+    if (s.knob_or("WGMMA", 1)) continue;
+    ++mma_sync;
+    EXPECT_NO_THROW(flash_attention_fwd_kernel(p, s, t)) << s.to_string();
+  }
+  EXPECT_EQ(mma_sync, 1);
+}
+
 }  // namespace
 }  // namespace kitten::autotune

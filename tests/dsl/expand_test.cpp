@@ -273,11 +273,25 @@ TEST(Expand, ACutLowersIntoTwoKernels) {
   EXPECT_EQ(
       blocks_of(lower_kernels(mm, cpu(), Schedule::parse("CUT:0:96 UPCAST:0:8 UPCAST:0:4@0"))),
       (std::vector<int64_t>{24, 1}));
+  // A SPLIT's partial kernel is part 0, its combine part 1: an UPCAST of the 100 output
+  // columns (axis 1) of each by its own amount.
+  auto columns = [&](const char* text) {
+    LoweredKernels l =
+        lower_kernels(matmul_kernel(2, 100, 64, dtypes::float32), cpu(), Schedule::parse(text));
+    std::vector<int64_t> extents;  // the global ranges left of axis 1, per kernel
+    for (const UOp& k : l.kernels)
+      for (const UOp& u : toposort(k))
+        if (u.op() == Op::RANGE && u.axis().id == 1) extents.push_back(u.src(0).const_int());
+    return extents;
+  };
+  EXPECT_EQ(columns("SPLIT:2:4 UPCAST:1:4@0 UPCAST:1:5@1 NOOPT=1"), (std::vector<int64_t>{25, 20}));
+  EXPECT_EQ(columns("SPLIT:2:4 UPCAST:1:5@0 NOOPT=1"), (std::vector<int64_t>{20, 100}));
   refused("UPCAST:0:4@1", "names a part, but the schedule neither CUTs nor SPLITs kernel 'matmul'");
   refused("CUT:0:96 UPCAST:0:4@2",
           "names part 2 of kernel 'matmul', which its CUTs or SPLIT make 2 "
           "parts of (0 to 1)");
   refused("CUT:0:96@1", "a CUT or SPLIT splits the whole kernel, not one of its parts");
+  expect_refused(mm, cpu(), "CUT:0:96@1", "splits kernel 'matmul' into several kernels");
   refused("CUT:0:96 TC=1@0", "TC routes the whole kernel onto the tile GEMM, not one part");
   expect_refused(mm, cpu(), "UPCAST:0:4@0",
                  "names a part of kernel 'matmul', which only a CUT or "

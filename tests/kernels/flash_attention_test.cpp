@@ -253,6 +253,11 @@ TEST_P(FlashAttention, HopperScheduleTakesEveryCase) {
   check_attention(*dev, pv, seed += 3);
   pv.schedule = Schedule::parse("WGMMA=1 BKV=32 PV=1 PINGPONG=1");  // the warpgroups take turns
   check_attention(*dev, pv, seed += 3);
+  Call d128 = call(3, 2, 2, 24, 150, 128);  // D128's default on Hopper (PV=1): key lengths,
+  d128.p.key_lengths = true;                // one batch with none
+  d128.lengths = {150, 0, 77};
+  EXPECT_EQ(flash_attention_fwd_full_schedule(d128.p, {}, t).knob_or("PV", 0), 1);
+  check_attention(*dev, d128, seed += 3);
   Call c = call(1, 1, 1, 1, 1, 128, true);
   c.schedule = Schedule::parse("WGMMA=1");
   CompiledKernel ck =

@@ -163,6 +163,10 @@ TEST_P(Gemm, RepackedOperandsTakeTheAlignedPaths) {
               gemm_kernels(all, Schedule::parse("REPACK=2 UPCAST:0:2@3"), dev->props().target);
             }).find("names no copy of REPACK=2"),
             std::string::npos);
+  EXPECT_NE(error_of([&] {
+              gemm_kernels(all, Schedule::parse("REPACK=2 CUT:0:8@0"), dev->props().target);
+            }).find("a copy of REPACK is one kernel, not cut, split or routed"),
+            std::string::npos);
   // Nothing to repack: refused, naming why.
   std::string e = error_of([&] {
     gemm_kernels({64, 64, 64}, Schedule::parse("REPACK=1"), dev->props().target);
