@@ -100,8 +100,11 @@ SearchSpace attention_space(const AttentionProblem& p, const AttentionShape& s,
        {4, p.in, kv}});
   space.id = attention_id(p, s);
   space.vars = flash_attention_fwd_vars(p, s);
-  // A step to the mma.sync schedule (WGMMA=0) leaves the Hopper schedule's own knobs.
-  space.neighbours = [knobs](const Schedule& from) {
+  // A step to the mma.sync schedule (WGMMA=0) leaves the Hopper schedule's own knobs; on
+  // the Hopper schedule (BQ = 16*WARPS: consumer warpgroups of 64 rows) BQ and WARPS also
+  // move together, which one knob's step alone never can.
+  Schedule start = flash_attention_fwd_default_schedule(p, target);
+  space.neighbours = [knobs, start](const Schedule& from) {
     std::vector<Schedule> out = autotune::knob_neighbours(from, knobs);
     for (Schedule& step : out) {
       if (step.knob_or("WGMMA", 1)) continue;
@@ -110,6 +113,14 @@ SearchSpace attention_space(const AttentionProblem& p, const AttentionShape& s,
         if (e.name != "PV" && e.name != "PINGPONG") kept.push_back(e);
       step = Schedule(kept);
     }
+    auto set = [](const Schedule& s, const char* name, int64_t value) {
+      std::vector<Schedule> one = autotune::knob_neighbours(s, {{name, {value}}});
+      return one.empty() ? s : one[0];  // empty: it has that value already
+    };
+    if (from.knob_or("WGMMA", start.knob_or("WGMMA", 0)))
+      for (int64_t warps : {4, 8, 12, 16})
+        if (warps != from.knob_or("WARPS", start.knob_or("WARPS", 0)))
+          out.push_back(set(set(from, "WARPS", warps), "BQ", 16 * warps));
     return out;
   };
   space.arg = [p, s](const CompiledKernel& k, int64_t slot, Buffer b) -> KernelArg {

@@ -63,6 +63,18 @@ TEST(Spaces, AttentionStepsToMmaSyncLeaveTheHopperKnobs) {
     EXPECT_NO_THROW(flash_attention_fwd_kernel(p, s, t)) << s.to_string();
   }
   EXPECT_EQ(mma_sync, 1);
+  // BQ and WARPS move together on the Hopper schedule (BQ = 16*WARPS): three consumer
+  // warpgroups of 64 rows is a step, and a schedule the kernel takes.
+  AttentionProblem d64;
+  d64.d = 64;
+  SearchSpace s64 = named_space("attention", {1, 2, 2, 128, 128, 64}, dtypes::bfloat16, t);
+  bool three = false;
+  for (const Schedule& s : s64.neighbours(s64.start.at(0)))
+    if (s.knob_or("WARPS", 0) == 12 && s.knob_or("BQ", 0) == 192) {
+      three = true;
+      EXPECT_NO_THROW(flash_attention_fwd_kernel(d64, s, t)) << s.to_string();
+    }
+  EXPECT_TRUE(three);
 }
 
 }  // namespace
