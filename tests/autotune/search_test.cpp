@@ -353,6 +353,14 @@ TEST(Actions, ThePartsOfACutAreSearchedOneByOne) {
     if (cuts <= 2) continue;
     for (const ScheduleEntry& e : s.entries()) EXPECT_FALSE(e.part) << s.to_string();
   }
+  // A concatenation of nine inputs cut at its segments: more parts than are stepped one by
+  // one (every candidate lowers every part), so no step names a part.
+  UOp nine = concat_kernel(4, std::vector<int64_t>(9, 3));
+  Schedule segments;
+  for (int64_t at = 3; at < 27; at += 3) segments.action("CUT", 1, at);
+  EXPECT_EQ(lower_kernels(nine, h100_target(), segments).kernels.size(), 9u);
+  for (const Schedule& s : action_space(nine, h100_target()).neighbours(segments))
+    for (const ScheduleEntry& e : s.entries()) EXPECT_FALSE(e.part) << s.to_string();
 }
 
 // BEAM reaches a part's own schedule two steps from the start (the cut at the segments,
