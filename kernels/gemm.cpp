@@ -291,9 +291,17 @@ GemmPart repack_part(int64_t rows, int64_t cols, int64_t pitch, DType dtype, int
                          : store(index(to, r * cols + c, inside), load(index(from, r * pitch + c)));
   UOp k =
       sink({end(copy, {r, c})}, "gemm_repack" + std::to_string(src) + "_" + std::to_string(dst));
-  return {0, k,
-          into_padded ? Schedule().action("UPCAST", 1, 16 / dtype.itemsize())
-                      : Schedule().knob("NOOPT", 1)};
+  // The padded rows, as the tensor a GEMM's TMA map describes: the operands' rows, and C
+  // with its padding (whole 16-byte units for TMA stores).
+  int64_t e = dtype.itemsize();
+  TempBuffer padded{into_padded ? dst : src,
+                    dtype,
+                    rows * pitch,
+                    256,
+                    {into_padded ? cols : pitch, rows},
+                    {pitch * e}};
+  return {0, k, into_padded ? Schedule().action("UPCAST", 1, 16 / e) : Schedule().knob("NOOPT", 1),
+          padded};
 }
 
 // The schedule's knobs (what the GEMM and REPACK read) and its entries of one part.
@@ -400,43 +408,36 @@ LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, cons
   LoweredKernels out;
   auto copy = [&](const GemmPart& c) {
     for (UOp& k : lower_kernels(c.copy, target, c.schedule).kernels) out.kernels.push_back(k);
+    out.temps.push_back(c.temp);
   };
-  size_t next = 0;
-  for (int operand : {1, 2}) {
-    int slot = operand == 1 ? q.a_slot : q.b_slot;
-    if (slot == operand) continue;
-    TensorLayout l = gemm_operand_layout(p, operand);
-    int64_t cols = l.dims[0], rows = l.dims[1], pitch = operand == 1 ? q.lda : q.ldb;
-    copy(copies[next++]);
-    out.temps.push_back({slot, p.in, rows * pitch, 256, {cols, rows}, {pitch * p.in.itemsize()}});
+  // The copies in (the parts before the GEMM's), the GEMM on the padded problem (the
+  // schedule's knobs as given; those it leaves are that problem's defaults), the copy out.
+  int gemm_part = 0;
+  while (gemm_part < int(copies.size()) && copies[size_t(gemm_part)].part == gemm_part) {
+    copy(copies[size_t(gemm_part)]);
+    ++gemm_part;
   }
-  // The schedule's knobs as given; those it leaves are the (padded) problem's defaults.
-  std::string key =
-      q.to_string() + " pitches " + std::to_string(q.lda) + "," + std::to_string(q.ldb) + "," +
-      std::to_string(q.ldc) + " slots " + std::to_string(q.a_slot) + "," +
-      std::to_string(q.b_slot) + "," + std::to_string(q.c_slot) + " " + gemm.to_string() + " " +
-      target.arch + " " + std::to_string(target.multiprocessors) + "," +
-      std::to_string(target.shared_per_block_optin) + "," +
-      std::to_string(target.max_threads_per_block) + "," +
-      std::to_string(target.registers_per_block) + "," + std::to_string(target.features);
+  UOp k = gemm_kernel(q, gemm, target);
+  StableKey graph = k.key();
+  std::string key = graph.hex() + " " + target.arch + " " + std::to_string(target.multiprocessors) +
+                    "," + std::to_string(target.shared_per_block_optin) + "," +
+                    std::to_string(target.max_threads_per_block) + "," +
+                    std::to_string(target.registers_per_block) + "," +
+                    std::to_string(target.features);
   std::vector<UOp> core;
   if (cache) {
     std::lock_guard<std::mutex> lock(cache->mu);
     if (auto it = cache->lowered.find(key); it != cache->lowered.end()) core = it->second;
   }
   if (core.empty()) {
-    core = lower_kernels(gemm_kernel(q, gemm, target), target).kernels;
+    core = lower_kernels(k, target).kernels;
     if (cache) {
       std::lock_guard<std::mutex> lock(cache->mu);
       cache->lowered.emplace(key, core);
     }
   }
   out.kernels.insert(out.kernels.end(), core.begin(), core.end());
-  if (q.c_slot != p.c_slot) {      // C written padded (the padding too: whole 16-byte units
-    int64_t e = p.out.itemsize();  // for TMA stores), then copied out
-    out.temps.push_back({q.c_slot, p.out, p.m * q.ldc, 256, {q.ldc, p.m}, {q.ldc * e}});
-    copy(copies[next++]);
-  }
+  for (size_t i = size_t(gemm_part); i < copies.size(); ++i) copy(copies[i]);
   return out;
 }
 

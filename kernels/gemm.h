@@ -61,21 +61,23 @@ UOp gemm_kernel(const GemmProblem& p, const Schedule& schedule, const Target& ta
 // are the copies of A and B, the GEMM, then the copy out of C, numbered in launch order
 // (those REPACK makes). A copy with entries of its own runs them instead of its default
 // (into padded rows: 16 bytes a thread; out of them: one element a thread).
-// With a cache, the GEMM's own kernels are lowered once per problem, knobs and target (its
-// arch, multiprocessors, limits and features): a search lowers many schedules that differ
-// only in their copies' entries.
+// With a cache, the GEMM's own kernel is lowered once per graph and target (its arch,
+// multiprocessors, limits and features): a search lowers many schedules that differ only
+// in their copies' entries.
 struct GemmLoweringCache {
   std::mutex mu;
   std::map<std::string, std::vector<UOp>> lowered;
 };
 LoweredKernels gemm_kernels(const GemmProblem& p, const Schedule& schedule, const Target& target,
                             GemmLoweringCache* cache = nullptr);
-// REPACK's copies (unlowered) with their parts' numbers and the schedules they run; none
-// without REPACK. Throws ScheduleError for an entry of the GEMM's own part or of no part.
+// REPACK's copies (unlowered) with their parts' numbers, the schedules they run and the
+// padded temporary each writes (a copy in) or reads (the copy out); none without REPACK.
+// Throws ScheduleError for an entry of the GEMM's own part or of no part.
 struct GemmPart {
   int part;
   UOp copy;
   Schedule schedule;
+  TempBuffer temp;
 };
 std::vector<GemmPart> gemm_repack_copies(const GemmProblem& p, const Schedule& schedule);
 

@@ -5,6 +5,7 @@
 #include "kernels/tensor_cores.h"
 
 #include "../backends/test_device.h"
+#include "../expect_thrown.h"
 #include "dsl/lower.h"
 #include "kernels/examples.h"
 
@@ -107,14 +108,7 @@ TEST(TensorCores, ACpuOrAProgramWithoutTheRouteRefusesByName) {
   UOp k = matmul_kernel(64, 64, 64, dtypes::bfloat16);
   Schedule tc = Schedule::parse("TC=1");
   Target h100 = h100_target();
-  auto refused = [](auto f, const std::string& says) {
-    try {
-      f();
-      ADD_FAILURE() << "not refused: " << says;
-    } catch (const ScheduleError& e) {
-      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
-    }
-  };
+  auto refused = [](auto f, const std::string& says) { expect_thrown<ScheduleError>(f, says); };
   // lower() lowers one kernel through the passes: no route takes TC=1 there.
   refused([&] { lower(k, h100, tc); }, "register_tensor_core_route");
   register_tensor_core_route();
