@@ -30,9 +30,10 @@ std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
                                    double timeout_s);
 
 struct MeasureOptions {
-  int reps = 10;         // timed runs; the median counts
-  bool flush_l2 = true;  // a 256 MiB copy (GPUs; 64 MiB on cpus) before each timed run
-  int jobs = 0;          // compile workers at once (0: the machine's cores)
+  int reps = 10;  // timed runs; the median counts
+  bool flush_l2 =
+      true;      // GPUs: 256 MiB read (flush_kernel); cpus: a 64 MiB copy; before each timed run
+  int jobs = 0;  // compile workers at once (0: the machine's cores)
   double compile_timeout_s = 120;
   // A compile worker: a program that reads one kernel source on its standard input and
   // compiles it for the device into the compile cache (`kitten compile-worker --device D`),
