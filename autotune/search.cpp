@@ -418,6 +418,11 @@ double estimate_seconds(const Candidate& c, const Target& target) {
     // block: the bytes its TMA copies move (one thread issues each).
     double ops = 0, bytes = 0, shared = 0, tensor_s = 0, block_bytes = 0, blocks = 1, threads = 1;
     std::map<int64_t, double> map_bytes;  // a tensor map's box, by slot
+    // The global bytes a thread loads before it needs them: those of one pass through the
+    // innermost loop around them (nvcc unrolls a loop of constant extent up to 4 times),
+    // or of the kernel's body outside loops; the most of any loop.
+    std::vector<double> pass_bytes{0}, unrolled{1};
+    double in_flight = 0;
     for (const UOp& u : p.ops) {
       double m = mult.back();
       switch (u.op()) {
@@ -430,6 +435,8 @@ double estimate_seconds(const Candidate& c, const Target& target) {
             n = double(hi);
           }
           mult.push_back(m * n);
+          pass_bytes.push_back(0);
+          unrolled.push_back(u.src(0).op() == Op::CONST ? std::min(n, 4.0) : 1);
           continue;
         }
         case Op::TENSOR_MAP:
@@ -456,7 +463,12 @@ double estimate_seconds(const Candidate& c, const Target& target) {
           ops += m;
           continue;
         case Op::END:
-          if (mult.size() > 1) mult.pop_back();
+          if (mult.size() > 1) {
+            mult.pop_back();
+            in_flight = std::max(in_flight, pass_bytes.back() * unrolled.back());
+            pass_bytes.pop_back();
+            unrolled.pop_back();
+          }
           continue;
         case Op::SPECIAL:
           (std::get<SpecialArg>(u.arg()).kind == SpecialKind::BlockIdx ? blocks : threads) *=
@@ -468,9 +480,10 @@ double estimate_seconds(const Candidate& c, const Target& target) {
       if (u.op() == Op::LOAD || u.op() == Op::STORE || u.op() == Op::ATOMIC) {
         UOp buf = buffer_root(u.src(0).op() == Op::INDEX ? u.src(0).src(0) : u.src(0));
         DType v = u.op() == Op::LOAD ? u.dtype() : u.src(1).dtype();
-        if (buf.op() == Op::PARAM)
+        if (buf.op() == Op::PARAM) {
           bytes += m * v.itemsize();
-        else if (buf.op() == Op::DEFINE_LOCAL)
+          if (u.op() == Op::LOAD) pass_bytes.back() += v.itemsize();
+        } else if (buf.op() == Op::DEFINE_LOCAL)
           shared += m * (u.src(0).op() == Op::INDEX ? bank_conflicts(u.src(0), v) : 1.0);
         ops += m;
       } else if (is_alu(u.op())) {
@@ -482,7 +495,15 @@ double estimate_seconds(const Candidate& c, const Target& target) {
       double warps = blocks * std::ceil(threads / std::max(1, target.warp_size));
       double slots = double(target.multiprocessors) * 4 * 1.7e9;
       double issue = (ops + 2 * shared) * warps / slots;
-      double memory = (bytes * threads + block_bytes) * blocks / 3e12;
+      // Memory: 3 TB/s, or less where the loads in flight cannot cover its latency
+      // (Little's law, 500 ns): the threads resident at once (2048 and 32 blocks a
+      // multiprocessor) times the bytes each has in flight.
+      in_flight = std::max(in_flight, pass_bytes[0]);
+      double resident = std::min(blocks, double(target.multiprocessors) *
+                                             std::min(32.0, std::floor(2048 / threads))) *
+                        threads;
+      double rate = in_flight > 0 ? std::min(3e12, resident * in_flight / 500e-9) : 3e12;
+      double memory = bytes * threads * blocks / rate + block_bytes * blocks / 3e12;
       // Tensor cores: the machine's rate where the grid covers every multiprocessor, a
       // multiprocessor's share per block otherwise.
       double tensor = tensor_s * threads * blocks *

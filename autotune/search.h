@@ -191,7 +191,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
 // The cost model: the seconds a candidate's kernels need on the target, from their linear
 // programs (operations and global bytes per thread, times the threads, over the target's
 // throughput, scaled down where the grid cannot fill the machine; shared accesses times
-// their bank conflicts).
+// their bank conflicts; memory throughput at most what the loads in flight sustain).
 double estimate_seconds(const Candidate& c, const Target& target);
 // The replays a warp's shared-memory access through INDEX `index` costs for bank
 // conflicts (1: none): lanes along threadIdx.x at a constant stride of w 4-byte words meet

@@ -486,6 +486,26 @@ TEST(CostModel, BankConflictsOfSharedAccesses) {
   EXPECT_EQ(estimate(33), estimate(1));
 }
 
+// The estimate of a memory-bound kernel counts the loads each thread has in flight: one
+// 2-byte element a thread cannot cover the memory's latency, eight can.
+TEST(CostModel, CountsTheLoadsInFlight) {
+  DType bf = dtypes::bfloat16;
+  UOp out = param(0, bf.ptr()), x = param(1, bf.ptr());
+  UOp r = range(4096, 0, AxisKind::Global), c = range(4096, 1, AxisKind::Global);
+  UOp copy =
+      sink({end(store(index(out, r * 4096 + c), load(index(x, r * 4096 + c))), {r, c})}, "copy");
+  Target t = h100_target();
+  auto estimate = [&](const std::string& s) {
+    Candidate cand;
+    cand.lowered = lower_kernels(copy, t, Schedule::parse(s));
+    return estimate_seconds(cand, t);
+  };
+  double one = estimate("LOCAL:1:256"), eight = estimate("LOCAL:1:256 UPCAST:1:8");
+  EXPECT_GT(one, 2 * eight);
+  // Eight in flight reach the bandwidth: 64 MiB moved at 3 TB/s, and the launch.
+  EXPECT_NEAR(eight, 2.0 * 4096 * 4096 * 2 / 3e12 + 3e-6, 1e-6);
+}
+
 // Workers: the input decides what the stand-in worker does.
 const std::vector<std::string> kStandIn = {
     "sh", "-c",

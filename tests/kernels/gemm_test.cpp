@@ -151,8 +151,13 @@ TEST_P(Gemm, RepackedOperandsTakeTheAlignedPaths) {
   EXPECT_EQ(copies[0].part, 0);
   EXPECT_EQ(copies[1].part, 2);
   EXPECT_EQ(copies[1].schedule.to_string(), "UPCAST:0:3 UPCAST:1:2");
+  // The default copy out: eight elements a thread, 256 apart, fewer in narrow rows.
   EXPECT_EQ(gemm_repack_copies(all, Schedule::parse("REPACK=2"))[1].schedule.to_string(),
-            "NOOPT=1");  // the default copy out: one element a thread
+            "LOCAL:1:48");
+  GemmProblem wide{17, 1001, 64, dtypes::bfloat16, dtypes::bfloat16};  // C's pitch 1008
+  EXPECT_EQ(gemm_repack_copies(wide, Schedule::parse("REPACK=2")).back().schedule.to_string(),
+            "LOCAL:1:256 UPCAST:1:4");  // the last thread's fourth element past the row
+  check_gemm(*dev, wide, repack_c, seed += 2);
   EXPECT_NE(gemm_full_schedule(all, parts, dev->props().target).to_string().find("UPCAST:0:3@2"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
