@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "backends/cuda/cuda_device.h"
@@ -36,21 +38,14 @@ struct Running {
   std::string output;
 };
 
-// Starts argv with `input` on its stdin (written by a thread, so a worker that never reads
-// cannot block us) and stdout + stderr on a pipe.
-bool start_worker(const std::vector<std::string>& argv, const std::string& input, Running& r,
-                  std::string& why) {
-  int in[2], out[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return why = std::strerror(errno), false;
-  if (pipe2(out, O_CLOEXEC) != 0) {
-    close(in[0]), close(in[1]);
-    return why = std::strerror(errno), false;
-  }
+// Starts argv in a process group of its own with `in` as its standard input and `out` as
+// its standard output and error; an errno value where it could not start.
+int spawn(const std::vector<std::string>& argv, int in, int out, pid_t& pid) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in[0], 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  posix_spawn_file_actions_adddup2(&actions, in, 0);
+  posix_spawn_file_actions_adddup2(&actions, out, 1);
+  posix_spawn_file_actions_adddup2(&actions, out, 2);
   // Its own process group, so that a deadline kills what it started too (a C compiler);
   // SIGPIPE at its default whatever this process does with it.
   posix_spawnattr_t attr;
@@ -64,9 +59,23 @@ bool start_worker(const std::vector<std::string>& argv, const std::string& input
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  int err = posix_spawnp(&r.pid, args[0], &actions, &attr, args.data(), environ);
+  int err = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), environ);
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
+  return err;
+}
+
+// Starts argv with `input` on its stdin (written by a thread, so a worker that never reads
+// cannot block us) and stdout + stderr on a pipe.
+bool start_worker(const std::vector<std::string>& argv, const std::string& input, Running& r,
+                  std::string& why) {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return why = std::strerror(errno), false;
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    close(in[0]), close(in[1]);
+    return why = std::strerror(errno), false;
+  }
+  int err = spawn(argv, in[0], out[1], r.pid);
   close(in[0]);
   close(out[1]);
   if (err != 0) {
@@ -278,8 +287,117 @@ UOp flush_kernel(int64_t count) {
 
 }  // namespace
 
+std::string measure_answer(const Measured& m) {
+  std::string error = m.error;
+  std::replace(error.begin(), error.end(), '\n', ' ');
+  char head[96];
+  std::snprintf(head, sizeof head, "measured %d %.17g %.17g ", int(m.status), m.cost, m.noise);
+  return head + error;
+}
+
+std::optional<Measured> parse_measure_answer(const std::string& line) {
+  std::istringstream in(line);
+  std::string word, cost, noise;
+  int status = -1;
+  if (!(in >> word >> status >> cost >> noise) || word != "measured" || status < 0 ||
+      status > int(Measured::Status::RunFailed))
+    return std::nullopt;
+  Measured m;
+  m.status = Measured::Status(status);
+  m.cost = std::strtod(cost.c_str(), nullptr);  // "inf" too
+  m.noise = std::strtod(noise.c_str(), nullptr);
+  std::getline(in >> std::ws, m.error);
+  return m;
+}
+
+// A long-lived measure worker. Requests and answers go over one socket (its standard
+// input, output and error), so that writing to a worker that died raises no SIGPIPE here.
+class DeviceMeasure::Worker {
+ public:
+  explicit Worker(std::vector<std::string> argv) : argv_(std::move(argv)) {}
+  ~Worker() { stop(); }
+  bool running() const { return pid_ > 0; }
+  // Sends `line` (starting a worker where none runs) and waits until `timeout_s` for the
+  // answer line: Ok with it in `answer`; TimedOut (killed), Crashed or Failed where the
+  // worker ended first, NotStarted; `output` holds what else it wrote.
+  WorkerRun ask(const std::string& line, double timeout_s, std::string& answer) {
+    if (!running()) {
+      int sv[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return {WorkerRun::End::NotStarted, std::strerror(errno)};
+      int err = spawn(argv_, sv[1], sv[1], pid_);
+      close(sv[1]);
+      if (err != 0) {
+        close(sv[0]);
+        pid_ = -1;
+        return {WorkerRun::End::NotStarted,
+                "cannot start the measure worker '" + argv_[0] + "': " + std::strerror(err)};
+      }
+      fd_ = sv[0];
+      pending_.clear();
+    }
+    Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                    std::chrono::duration<double>(timeout_s));
+    for (size_t at = 0; at < line.size();) {
+      ssize_t n = send(fd_, line.data() + at, line.size() - at, MSG_NOSIGNAL);
+      if (n > 0)
+        at += size_t(n);
+      else if (errno != EINTR)
+        break;  // it has ended: its end is read below
+    }
+    for (;;) {
+      for (size_t start = 0, nl; (nl = pending_.find('\n', start)) != std::string::npos;
+           start = nl + 1)
+        if (pending_.compare(start, 9, "measured ") == 0) {
+          answer = pending_.substr(start, nl - start);
+          WorkerRun r{WorkerRun::End::Ok, pending_.substr(0, start)};
+          pending_.erase(0, nl + 1);
+          return r;
+        }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() < 0) return end(true, timeout_s);
+      pollfd p{fd_, POLLIN, 0};
+      int n = poll(&p, 1, int(std::min<int64_t>(left.count() + 1, 1000)));
+      if (n < 0 && errno != EINTR) return end(true, timeout_s);
+      if (n <= 0) continue;
+      char buf[4096];
+      ssize_t got = read(fd_, buf, sizeof buf);
+      if (got > 0)
+        pending_.append(buf, size_t(got));
+      else if (got == 0 || errno != EINTR)
+        return end(false, timeout_s);
+    }
+  }
+  // Ends the worker: its input closed (it exits), killed where it has not within 5 s.
+  void stop() {
+    if (running()) end(false, 5);
+  }
+
+ private:
+  WorkerRun end(bool kill_now, double timeout_s) {
+    if (kill_now) kill(-pid_, SIGKILL);
+    close(fd_);
+    Clock::time_point deadline = Clock::now() + std::chrono::seconds(5);
+    WorkerRun r{wait_end(pid_, kill_now, deadline), std::move(pending_)};
+    if (r.end == WorkerRun::End::TimedOut)
+      r.output += "\n(killed after " + std::to_string(int(timeout_s)) + " s)";
+    pid_ = fd_ = -1;
+    pending_.clear();
+    return r;
+  }
+  std::vector<std::string> argv_;
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string pending_;  // read but not yet an answer
+};
+
 DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptions options)
     : dev_(dev), space_(space), opts_(std::move(options)), inputs_(std::make_unique<Inputs>()) {
+  if (!opts_.measure_worker.empty() && !opts_.worker.empty() &&
+      !dev_.compiler().cache().dir().empty() && timed()) {
+    worker_ = std::make_unique<Worker>(opts_.measure_worker);  // its own inputs and flush
+    return;
+  }
   std::mt19937_64 rng(opts_.seed);
   for (const BufferSpec& b : space_.buffers) {
     std::vector<unsigned char> bytes = random_bytes(b.dtype, b.count, rng);
@@ -371,7 +489,35 @@ CompiledKernel DeviceMeasure::compiled(const Candidate& c) {
   return k;
 }
 
+Measured DeviceMeasure::measure_in_worker(const Candidate& c, double best) {
+  // The deadline: the runs at twice the best's time each, and measure_timeout_s beyond
+  // (twice for a worker that starts: its device, inputs and flush kernel).
+  double runs = std::isfinite(best) ? 2 * best * (opts_.reps + 1) : 0;
+  double timeout = runs + opts_.measure_timeout_s * (worker_->running() ? 1 : 2);
+  char head[32];
+  std::snprintf(head, sizeof head, "%.17g ", best);
+  std::string answer;
+  WorkerRun run = worker_->ask(head + c.schedule.to_string() + "\n", timeout, answer);
+  if (run.end == WorkerRun::End::NotStarted)
+    return {Measured::Status::RunFailed, std::numeric_limits<double>::infinity(), run.output};
+  std::optional<Measured> m;
+  if (run.end == WorkerRun::End::Ok) m = parse_measure_answer(answer);
+  if (!m) {
+    Measured failed;
+    failed.status = run.end == WorkerRun::End::TimedOut ? Measured::Status::TimedOut
+                                                        : Measured::Status::Crashed;
+    failed.error = "the measure worker " +
+                   std::string(failed.status == Measured::Status::TimedOut ? "hung" : "ended") +
+                   ": " + run.output + (run.end == WorkerRun::End::Ok ? answer : "");
+    worker_->stop();
+    return failed;
+  }
+  if (m->status == Measured::Status::RunFailed) worker_->stop();  // a device left unusable
+  return *m;
+}
+
 Measured DeviceMeasure::measure(const Candidate& c, double best) {
+  if (worker_) return measure_in_worker(c, best);
   CompiledKernel k = compiled(c);
   std::vector<KernelArg> args = args_for(k, inputs_->buffers);
   Measured m;

@@ -1,8 +1,10 @@
 // Measuring candidates on a device: compiled in parallel worker processes (each with a
 // deadline: a compiler stuck or crashed costs one candidate, never the search), then timed
 // on the device (median of several runs, the L2 flushed before each, stopped early at 2x
-// the best), or counted on the emulator (a deterministic cost, never a time). The winner's
-// validation runs it and the reference on the same fresh random inputs.
+// the best) in a measure worker process (a kernel that hangs or crashes the device costs
+// one candidate: the worker is killed and a new one started), or counted on the emulator
+// (a deterministic cost, never a time). The winner's validation runs it and the reference
+// on the same fresh random inputs.
 #pragma once
 
 #include <cstdint>
@@ -40,8 +42,23 @@ struct MeasureOptions {
   // exiting 0, or non-zero with the error on stderr. Empty, or with the compile cache off,
   // candidates compile in this process (no deadline).
   std::vector<std::string> worker;
+  // A measure worker: a program that times this space's candidates in a process of its own
+  // (`kitten measure-worker`, with the search's kernel, device and --reps), one request a
+  // line on its standard input, "<best seconds> <schedule>", one answer a line,
+  // measure_answer(). A run past its deadline (measure_timeout_s beyond twice the best's
+  // time per run, and once more for a worker's start) or one that ends the worker costs
+  // that candidate (TimedOut, Crashed) and the next request starts a new worker; so does a
+  // run that fails (the device may be left unusable). Used with the compile workers only
+  // (they fill the cache the measure worker loads from); empty: timed in this process.
+  std::vector<std::string> measure_worker;
+  double measure_timeout_s = 30;
   uint64_t seed = 1;  // the inputs' random values
 };
+
+// A measure worker's answer line for `m` ("measured STATUS COST NOISE ERROR"), and the
+// Measured read back from one (nullopt where the line is no answer).
+std::string measure_answer(const Measured& m);
+std::optional<Measured> parse_measure_answer(const std::string& line);
 
 class DeviceMeasure : public Measure {
  public:
@@ -54,12 +71,15 @@ class DeviceMeasure : public Measure {
 
  private:
   struct Inputs;
+  class Worker;
   std::vector<KernelArg> args_for(const CompiledKernel& k, const std::vector<Buffer>& bufs) const;
   CompiledKernel compiled(const Candidate& c);
+  Measured measure_in_worker(const Candidate& c, double best);
   Device& dev_;
   const SearchSpace& space_;
   MeasureOptions opts_;
   std::unique_ptr<Inputs> inputs_;
+  std::unique_ptr<Worker> worker_;  // where measurements go to a measure worker
   std::map<std::pair<uint64_t, uint64_t>, CompiledKernel> in_process_;
   Buffer flush_[2]{};
   // The reference's outputs on the validation inputs (the same for every candidate).

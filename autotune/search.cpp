@@ -403,6 +403,10 @@ double bank_conflicts(const UOp& index, DType access) {
   return std::clamp(degree, 1.0, double(std::max<int64_t>(lanes, 1)));
 }
 
+LoweredKernels lower_schedule(const SearchSpace& space, const Target& target, const Schedule& s) {
+  return space.lower ? space.lower(s) : lower_kernels(space.build(s), target, s);
+}
+
 double estimate_seconds(const Candidate& c, const Target& target) {
   // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per
   // multiprocessor at 1.7 GHz, 3 TB/s, tensor cores at 989 TFLOP/s by wgmma and two thirds
@@ -575,9 +579,6 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
   };
   auto over_budget = [&] { return opts.budget_s > 0 && since(t0) > opts.budget_s; };
 
-  auto lowered = [&](const Schedule& s) {
-    return space.lower ? space.lower(s) : lower_kernels(space.build(s), target, s);
-  };
   std::set<std::string> seen;
   std::set<StableKey, KeyLess> seen_kernels;
   std::vector<std::pair<double, Candidate>> done;  // every measured candidate, with its cost
@@ -595,7 +596,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
       c.schedule = s;
       c.round = round;
       try {
-        c.lowered = lowered(s);
+        c.lowered = lower_schedule(space, target, s);
       } catch (const ScheduleError& e) {
         ++r.rejected[rule_of(e.what())];
         continue;
@@ -747,7 +748,7 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
     std::vector<Candidate> ref = [&] {
       Candidate c;
       c.schedule = space.reference;
-      c.lowered = lowered(space.reference);
+      c.lowered = lower_schedule(space, target, space.reference);
       return std::vector<Candidate>{std::move(c)};
     }();
     std::string rejected;

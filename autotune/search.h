@@ -72,6 +72,10 @@ struct SearchSpace {
   std::function<LoweredKernels(const Schedule& s)> lower;
 };
 
+// What lowering makes of `s` in `space`: space.lower(s) where set, else
+// lower_kernels(space.build(s), target, s).
+LoweredKernels lower_schedule(const SearchSpace& space, const Target& target, const Schedule& s);
+
 // A generated kernel: it starts at the pipeline's heuristic schedule (and at the kernel
 // as written, NOOPT=1, the reference), and a step adds one action of docs/autotune.md
 // (UPCAST, UNROLL, LOCAL, GROUP, SPLIT, CUT) on one of the kernel's axes with an amount

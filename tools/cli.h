@@ -31,9 +31,11 @@ std::string self_path();
 
 // `kitten bench <kernel> ...` (tools/bench.cpp).
 int cmd_bench(const std::vector<std::string>& args);
-// `kitten search <kernel> ...` and `kitten compile-worker --device D` (tools/search.cpp).
+// `kitten search <kernel> ...`, `kitten compile-worker --device D` and `kitten
+// measure-worker <kernel> ...` (tools/search.cpp).
 int cmd_search(const std::vector<std::string>& args);
 int cmd_compile_worker(const std::vector<std::string>& args);
+int cmd_measure_worker(const std::vector<std::string>& args);
 // `kitten tune ...` (tools/tune.cpp).
 int cmd_tune(const std::vector<std::string>& args);
 // `kitten run minilm ...` and `kitten bench minilm ...` (tools/run.cpp).

@@ -110,9 +110,10 @@ commands:
                     knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte
                     units). Each round lowers the new schedules, drops repeats and
                     kernels already seen, lets the M (16) the cost model ranks best be
-                    compiled by J worker processes (a deadline each) and measured (cuda,
-                    cpu: median of N runs after an L2 flush, stopped at 2x the best; emu:
-                    a deterministic cost), keeps the best N (4); it ends when a round
+                    compiled by J worker processes (a deadline each) and measured in a
+                    worker process (cuda, cpu: median of N runs after an L2 flush,
+                    stopped at 2x the best; a run that hangs or crashes costs that
+                    candidate; emu: a deterministic cost, in this process), keeps the best N (4); it ends when a round
                     gains under 1%, after R rounds (10) or the budget. The winner is
                     checked against the unoptimised kernel on fresh inputs (unless
                     --no-validate). Prints the best schedule and the report that counts
@@ -164,6 +165,11 @@ commands:
   compile-worker --device D
                     compile the kernel source on stdin into the compile cache (the
                     search's worker process); exit 1 with the compiler's error
+  measure-worker <kernel> --device D [--shape S] [--dtype T] [--reps N]
+                    time the search's candidates of that kernel in a process of its
+                    own (a kernel that hangs or crashes it costs one candidate): for
+                    each line "BEST_SECONDS SCHEDULE" on stdin an answer line
+                    "measured STATUS COST NOISE ERROR"; exit 1 after a failed run
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_TUNE_DB (the tuning
@@ -430,6 +436,7 @@ int run_command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "bench") return cmd_bench(args);
     if (cmd == "search") return cmd_search(args);
     if (cmd == "compile-worker") return cmd_compile_worker(args);
+    if (cmd == "measure-worker") return cmd_measure_worker(args);
     if (cmd == "tune") return cmd_tune(args);
     if (cmd == "run") return cmd_run(args);
     return usage_error("unknown command '" + cmd + "'");

@@ -1,6 +1,7 @@
 // `kitten search <kernel>`: the autotuner's BEAM search over a kernel's schedules on a
 // device, with its report; `kitten compile-worker`: the process that compiles one
-// candidate for it. See the help text in kitten.cpp and docs/autotune.md.
+// candidate for it; `kitten measure-worker`: the process that times its candidates. See the help
+// text in kitten.cpp and docs/autotune.md.
 #include <unistd.h>
 #include <cstdio>
 #include <iostream>
@@ -21,6 +22,65 @@ int cmd_compile_worker(const std::vector<std::string>& args) {
   std::string source((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   if (source.empty()) return work_failed("compile-worker", "no source on stdin");
   dev->compiler().compile(source);  // into the compile cache; errors reach run_command
+  return 0;
+}
+
+// `kitten measure-worker <kernel> --device D [--shape S] [--dtype T] [--reps N]`: times
+// the candidates of that kernel's space for a search in another process (its
+// MeasureOptions::measure_worker): for each line "<best seconds> <schedule>" on stdin, an
+// answer line (autotune::measure_answer) on stdout; after a run that failed it exits (its
+// device may be unusable).
+int cmd_measure_worker(const std::vector<std::string>& args) {
+  using namespace autotune;
+  std::string kernel, device;
+  std::vector<int64_t> shape;
+  std::optional<DType> dtype;
+  MeasureOptions mopts;  // no workers: compiled here, hits in the cache they filled
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool more = i + 1 < args.size();
+    if (a == "--device" && more)
+      device = args[++i];
+    else if (a == "--shape" && more)
+      shape = parse_shape(args[++i]);
+    else if (a == "--dtype" && more)
+      dtype = DType::parse(args[++i]);
+    else if (a == "--reps" && more)
+      mopts.reps = std::max(1, std::atoi(args[++i].c_str()));
+    else if (kernel.empty() && a.rfind("--", 0) != 0)
+      kernel = a;
+    else
+      return usage_error("measure-worker: unexpected argument '" + a + "'");
+  }
+  if (kernel.empty() || device.empty())
+    return usage_error("measure-worker: expected a kernel and --device D");
+  std::unique_ptr<Device> dev;
+  if (int status = open_named_device("measure-worker", device, dev); status >= 0) return status;
+  const Target& target = dev->props().target;
+  SearchSpace space;
+  try {
+    space = named_space(kernel, shape, dtype, target);
+  } catch (const std::invalid_argument& e) {
+    return usage_error(std::string("measure-worker: ") + e.what());
+  }
+  DeviceMeasure measure(*dev, space, mopts);
+  for (std::string line; std::getline(std::cin, line);) {
+    char* rest = nullptr;
+    double best = std::strtod(line.c_str(), &rest);
+    Measured m;
+    try {
+      Candidate c;
+      c.schedule = Schedule::parse(rest);
+      c.lowered = lower_schedule(space, target, c.schedule);
+      m = measure.measure(c, best);
+    } catch (const std::exception& e) {
+      m.status = Measured::Status::RunFailed;
+      m.error = e.what();
+    }
+    std::printf("%s\n", measure_answer(m).c_str());
+    std::fflush(stdout);
+    if (m.status == Measured::Status::RunFailed) return 1;
+  }
   return 0;
 }
 
@@ -76,7 +136,11 @@ int cmd_search(const std::vector<std::string>& args) {
     return usage_error(std::string("search: ") + e.what());
   }
   for (const Schedule& st : starts) space.start.push_back(st);
-  if (workers) mopts.worker = {self_path(), "compile-worker", "--device", device};
+  if (workers) {
+    mopts.worker = {self_path(), "compile-worker", "--device", device};
+    mopts.measure_worker = measure_worker_argv(
+        kernel, shape, dtype_given ? std::optional(dtype) : std::nullopt, device, mopts.reps);
+  }
   opts.progress = [](const std::string& l) { std::fprintf(stderr, "search: %s\n", l.c_str()); };
   DeviceMeasure measure(*dev, space, mopts);
   SearchResult r = beam_search(space, target, measure, opts);

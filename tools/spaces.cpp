@@ -189,6 +189,21 @@ SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
   throw std::invalid_argument("no searchable kernel named '" + kernel + "' (" + kSpaceNames + ")");
 }
 
+std::vector<std::string> measure_worker_argv(const std::string& kernel,
+                                             const std::vector<int64_t>& shape,
+                                             std::optional<DType> dtype, const std::string& device,
+                                             int reps) {
+  std::vector<std::string> argv = {self_path(), "measure-worker",    kernel, "--device", device,
+                                   "--reps",    std::to_string(reps)};
+  if (!shape.empty()) {
+    std::string s;
+    for (int64_t d : shape) s += (s.empty() ? "" : ",") + std::to_string(d);
+    argv.insert(argv.end(), {"--shape", s});
+  }
+  if (dtype) argv.insert(argv.end(), {"--dtype", std::string(dtype->name())});
+  return argv;
+}
+
 std::string cost_text(double cost, bool timed) {
   if (std::isnan(cost)) return "not measured";
   char b[64];

@@ -29,6 +29,13 @@ autotune::SearchSpace named_space(const std::string& kernel, std::vector<int64_t
 autotune::KernelId gemm_id(const GemmProblem& p);
 autotune::KernelId attention_id(const AttentionProblem& p, const AttentionShape& s);
 
+// The measure worker's command line for the space named_space(kernel, shape, dtype) on
+// `device` (MeasureOptions::measure_worker): this program's `measure-worker`.
+std::vector<std::string> measure_worker_argv(const std::string& kernel,
+                                             const std::vector<int64_t>& shape,
+                                             std::optional<DType> dtype, const std::string& device,
+                                             int reps);
+
 // A search's cost for the reader: "0.1855 ms", "1234 (emulator cost)", "not measured".
 std::string cost_text(double cost, bool timed);
 

@@ -71,8 +71,7 @@ int check(Device& dev, TuneDatabase& db, const MeasureOptions& mopts) {
       if (space.id != e.id)
         throw std::runtime_error("the kernel's graph changed since it was tuned");
       c.schedule = Schedule::parse(e.schedule);
-      c.lowered = space.lower ? space.lower(c.schedule)
-                              : lower_kernels(space.build(c.schedule), target, c.schedule);
+      c.lowered = lower_schedule(space, target, c.schedule);
       DeviceMeasure m(dev, space, mopts);
       now = m.measure(c, std::numeric_limits<double>::infinity());
     } catch (const std::exception& err) {
@@ -188,6 +187,11 @@ int cmd_tune(const std::vector<std::string>& args) {
                    line.c_str(), seconds(spent).c_str(), seconds(eta).c_str());
     };
     try {
+      if (workers) {
+        std::optional<DType> d;
+        if (!r.dtype.empty()) d = DType::parse(r.dtype);
+        mopts.measure_worker = measure_worker_argv(r.kernel, r.shape, d, device, mopts.reps);
+      }
       DeviceMeasure measure(*dev, space, mopts);
       TuneResult t = tune_kernel(space, target, measure, db, opts, force);
       if (!t.skipped.empty())

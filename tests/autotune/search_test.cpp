@@ -9,6 +9,7 @@
 #include <set>
 
 #include "../backends/test_device.h"
+#include "../expect_thrown.h"
 #include "autotune/measure.h"
 #include "autotune/search.h"
 #include "dsl/printer.h"
@@ -506,6 +507,21 @@ TEST(CostModel, CountsTheLoadsInFlight) {
   EXPECT_NEAR(eight, 2.0 * 4096 * 4096 * 2 / 3e12 + 3e-6, 1e-6);
 }
 
+TEST(Workers, AMeasureAnswerReadsBack) {
+  Measured m{Measured::Status::EarlyStop, 1.25e-5, "two\nlines", 0.03};
+  std::optional<Measured> back = parse_measure_answer(measure_answer(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->status, m.status);
+  EXPECT_EQ(back->cost, m.cost);
+  EXPECT_EQ(back->noise, m.noise);
+  EXPECT_EQ(back->error, "two lines");
+  m.cost = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(parse_measure_answer(measure_answer(m))->cost, m.cost);
+  EXPECT_FALSE(parse_measure_answer("measured"));
+  EXPECT_FALSE(parse_measure_answer("measured 9 1 0 "));  // no such status
+  EXPECT_FALSE(parse_measure_answer("warning: 0 1 0"));
+}
+
 // Workers: the input decides what the stand-in worker does.
 const std::vector<std::string> kStandIn = {
     "sh", "-c",
@@ -559,6 +575,78 @@ TEST(Search, GoesOnWhenWorkersHangOrCrash) {
   EXPECT_GT(rep.crashed, 0) << rep.to_string();
   EXPECT_GT(rep.measured, 0) << rep.to_string();
   EXPECT_NE(rep.to_string().find("timed out"), std::string::npos);
+}
+
+
+// Measurements in a worker process: a stand-in measure worker hangs on the candidates that
+// unroll and crashes on those that upcast axis 0; each costs that candidate alone (a new
+// worker is started for the next), the rest are measured and the winner validated here.
+TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
+  std::string cache = test_cache_dir();
+  ASSERT_FALSE(cache.empty());
+  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);
+  std::string why;
+  std::unique_ptr<Device> dev = open_test_device("cpu-jit", why);
+  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
+  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
+  MeasureOptions mo;
+  mo.reps = 2;
+  mo.jobs = 2;
+  mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
+  mo.measure_timeout_s = 0.5;
+  mo.measure_worker = {
+      "sh", "-c",
+      "while read best sched; do case \"$sched\" in *UNROLL*) sleep 30;; *UPCAST:0:*) kill "
+      "-SEGV $$;; *) echo \"measured 0 $(printf %s \"$sched\" | cksum | cut -c1-3)e-6 0 \";; "
+      "esac; done"};
+  DeviceMeasure m(*dev, space, mo);
+  SearchOptions o;
+  o.max_rounds = 1;
+  o.measured_per_round = 12;
+  SearchResult r = beam_search(space, dev->props().target, m, o);
+  const SearchReport& rep = r.report;
+  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
+  EXPECT_GT(rep.timed_out, 0) << rep.to_string();
+  EXPECT_GT(rep.crashed, 0) << rep.to_string();
+  EXPECT_GT(rep.measured, 1) << rep.to_string();
+  EXPECT_EQ(r.best.to_string().find("UNROLL"), std::string::npos);
+  EXPECT_EQ(r.best.to_string().find("UPCAST:0:"), std::string::npos);
+  EXPECT_EQ(rep.validation, "passed (fresh inputs, against 'NOOPT=1')") << rep.to_string();
+}
+
+// The real measure worker (`kitten measure-worker`) times the search's candidates; one
+// that cannot be started fails each run with the reason, and the search says so.
+TEST(Search, MeasuresInAWorkerProcess) {
+  std::string cache = test_cache_dir();
+  ASSERT_FALSE(cache.empty());
+  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);
+  std::string why;
+  std::unique_ptr<Device> dev = open_test_device("cpu-jit", why);
+  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
+  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
+  MeasureOptions mo;
+  mo.reps = 2;
+  mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
+  mo.measure_worker = {KITTEN_BIN, "measure-worker", "matmul", "--shape", "16,16,16", "--device",
+                       "cpu",      "--reps",         "2"};
+  SearchOptions o;
+  o.max_rounds = 1;
+  o.measured_per_round = 4;
+  {
+    DeviceMeasure m(*dev, space, mo);
+    SearchResult r = beam_search(space, dev->props().target, m, o);
+    EXPECT_EQ(r.report.generated, accounted(r.report)) << r.report.to_string();
+    EXPECT_GT(r.report.measured, 2) << r.report.to_string();
+    EXPECT_EQ(r.report.run_failed + r.report.crashed + r.report.timed_out, 0)
+        << r.report.to_string();
+    EXPECT_GT(r.cost, 0);
+    EXPECT_LT(r.cost, 1.0);  // seconds
+  }
+  mo.measure_worker = {"/nonexistent/measure-worker"};
+  DeviceMeasure m(*dev, space, mo);
+  expect_thrown<std::runtime_error>(
+      [&] { beam_search(space, dev->props().target, m, o); },
+      "cannot start the measure worker '/nonexistent/measure-worker'");
 }
 
 }  // namespace
