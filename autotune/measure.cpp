@@ -317,25 +317,29 @@ class DeviceMeasure::Worker {
   explicit Worker(std::vector<std::string> argv) : argv_(std::move(argv)) {}
   ~Worker() { stop(); }
   bool running() const { return pid_ > 0; }
+  // Whether it has not answered yet (it may still be opening its device).
+  bool fresh() const { return fresh_; }
+  // Starts the worker where none runs: "" or why it could not be.
+  std::string start() {
+    if (running()) return "";
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return std::strerror(errno);
+    int err = spawn(argv_, sv[1], sv[1], pid_);
+    close(sv[1]);
+    if (err != 0) {
+      close(sv[0]);
+      pid_ = -1;
+      return "cannot start the measure worker '" + argv_[0] + "': " + std::strerror(err);
+    }
+    fd_ = sv[0];
+    fresh_ = true;
+    return "";
+  }
   // Sends `line` (starting a worker where none runs) and waits until `timeout_s` for the
   // answer line: Ok with it in `answer`; TimedOut (killed), Crashed or Failed where the
   // worker ended first, NotStarted; `output` holds what else it wrote.
   WorkerRun ask(const std::string& line, double timeout_s, std::string& answer) {
-    if (!running()) {
-      int sv[2];
-      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        return {WorkerRun::End::NotStarted, std::strerror(errno)};
-      int err = spawn(argv_, sv[1], sv[1], pid_);
-      close(sv[1]);
-      if (err != 0) {
-        close(sv[0]);
-        pid_ = -1;
-        return {WorkerRun::End::NotStarted,
-                "cannot start the measure worker '" + argv_[0] + "': " + std::strerror(err)};
-      }
-      fd_ = sv[0];
-      pending_.clear();
-    }
+    if (std::string why = start(); !why.empty()) return {WorkerRun::End::NotStarted, why};
     Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                     std::chrono::duration<double>(timeout_s));
     for (size_t at = 0; at < line.size();) {
@@ -350,6 +354,7 @@ class DeviceMeasure::Worker {
            start = nl + 1)
         if (pending_.compare(start, 9, "measured ") == 0) {
           answer = pending_.substr(start, nl - start);
+          fresh_ = false;
           WorkerRun r{WorkerRun::End::Ok, pending_.substr(0, start)};
           pending_.erase(0, nl + 1);
           return r;
@@ -388,6 +393,7 @@ class DeviceMeasure::Worker {
   std::vector<std::string> argv_;
   pid_t pid_ = -1;
   int fd_ = -1;
+  bool fresh_ = false;
   std::string pending_;  // read but not yet an answer
 };
 
@@ -444,6 +450,9 @@ std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
 std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>& round) {
   std::vector<Measured> out(round.size());
   in_process_.clear();  // the last round's that were never measured (the time budget)
+  // The measure worker opens its device while the round compiles (where it cannot start,
+  // the first measurement says why).
+  if (worker_) worker_->start();
   bool workers = !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
   if (!workers) {
     for (size_t i = 0; i < round.size(); ++i) try {
@@ -493,7 +502,8 @@ Measured DeviceMeasure::measure_in_worker(const Candidate& c, double best) {
   // The deadline: the runs at twice the best's time each, and measure_timeout_s beyond
   // (twice for a worker that starts: its device, inputs and flush kernel).
   double runs = std::isfinite(best) ? 2 * best * (opts_.reps + 1) : 0;
-  double timeout = runs + opts_.measure_timeout_s * (worker_->running() ? 1 : 2);
+  double timeout =
+      runs + opts_.measure_timeout_s * (worker_->running() && !worker_->fresh() ? 1 : 2);
   char head[32];
   std::snprintf(head, sizeof head, "%.17g ", best);
   std::string answer;
