@@ -335,6 +335,16 @@ class DeviceMeasure::Worker {
     fresh_ = true;
     return "";
   }
+  // Sends `line`, expecting no answer (nothing where no worker runs).
+  void tell(const std::string& line) {
+    for (size_t at = 0; running() && at < line.size();) {
+      ssize_t n = send(fd_, line.data() + at, line.size() - at, MSG_NOSIGNAL);
+      if (n > 0)
+        at += size_t(n);
+      else if (errno != EINTR)
+        break;  // it has ended: the next ask reads its end
+    }
+  }
   // Sends `line` (starting a worker where none runs) and waits until `timeout_s` for the
   // answer line: Ok with it in `answer`; TimedOut (killed), Crashed or Failed where the
   // worker ended first, NotStarted; `output` holds what else it wrote.
@@ -342,13 +352,7 @@ class DeviceMeasure::Worker {
     if (std::string why = start(); !why.empty()) return {WorkerRun::End::NotStarted, why};
     Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                     std::chrono::duration<double>(timeout_s));
-    for (size_t at = 0; at < line.size();) {
-      ssize_t n = send(fd_, line.data() + at, line.size() - at, MSG_NOSIGNAL);
-      if (n > 0)
-        at += size_t(n);
-      else if (errno != EINTR)
-        break;  // it has ended: its end is read below
-    }
+    tell(line);
     for (;;) {
       for (size_t start = 0, nl; (nl = pending_.find('\n', start)) != std::string::npos;
            start = nl + 1)
@@ -450,9 +454,10 @@ std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
 std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>& round) {
   std::vector<Measured> out(round.size());
   in_process_.clear();  // the last round's that were never measured (the time budget)
-  // The measure worker opens its device while the round compiles (where it cannot start,
-  // the first measurement says why).
-  if (worker_) worker_->start();
+  // The measure worker opens its device and lowers the round's candidates while they
+  // compile (where it cannot start, the first measurement says why).
+  if (worker_ && worker_->start().empty())
+    for (const Candidate* c : round) worker_->tell("lower " + c->schedule.to_string() + "\n");
   bool workers = !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
   if (!workers) {
     for (size_t i = 0; i < round.size(); ++i) try {

@@ -45,7 +45,8 @@ struct MeasureOptions {
   // A measure worker: a program that times this space's candidates in a process of its own
   // (`kitten measure-worker`, with the search's kernel, device and --reps), one request a
   // line on its standard input, "<best seconds> <schedule>", one answer a line,
-  // measure_answer(). A run past its deadline (measure_timeout_s beyond twice the best's
+  // measure_answer(); "lower <schedule>" (no answer) has it lower a candidate ahead, while
+  // the round compiles. A run past its deadline (measure_timeout_s beyond twice the best's
   // time per run, and once more for a worker's start) or one that ends the worker costs
   // that candidate (TimedOut, Crashed) and the next request starts a new worker; so does a
   // run that fails (the device may be left unusable). Used with the compile workers only

@@ -4,8 +4,10 @@
 // text in kitten.cpp and docs/autotune.md.
 #include <unistd.h>
 #include <cstdio>
+#include <future>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <sstream>
 
 #include "autotune/measure.h"
@@ -28,8 +30,8 @@ int cmd_compile_worker(const std::vector<std::string>& args) {
 // `kitten measure-worker <kernel> --device D [--shape S] [--dtype T] [--reps N]`: times
 // the candidates of that kernel's space for a search in another process (its
 // MeasureOptions::measure_worker): for each line "<best seconds> <schedule>" on stdin, an
-// answer line (autotune::measure_answer) on stdout; after a run that failed it exits (its
-// device may be unusable).
+// answer line (autotune::measure_answer) on stdout; "lower <schedule>" lowers one ahead, on
+// a thread of its own; after a run that failed it exits (its device may be unusable).
 int cmd_measure_worker(const std::vector<std::string>& args) {
   using namespace autotune;
   std::string kernel, device;
@@ -64,14 +66,32 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
     return usage_error(std::string("measure-worker: ") + e.what());
   }
   DeviceMeasure measure(*dev, space, mopts);
+  // Candidates announced by "lower <schedule>", lowered on threads of their own meanwhile.
+  std::map<std::string, std::shared_future<LoweredKernels>> ahead;
+  auto lower = [&](const std::string& text) {
+    return std::async(std::launch::async,
+                      [&space, &target, text] {
+                        return lower_schedule(space, target, Schedule::parse(text));
+                      })
+        .share();
+  };
   for (std::string line; std::getline(std::cin, line);) {
+    if (line.rfind("lower ", 0) == 0) {
+      std::string text = line.substr(6);
+      if (!ahead.count(text)) ahead.emplace(text, lower(text));
+      continue;
+    }
     char* rest = nullptr;
     double best = std::strtod(line.c_str(), &rest);
+    std::string text = rest;
+    text.erase(0, text.find_first_not_of(' '));
     Measured m;
     try {
       Candidate c;
-      c.schedule = Schedule::parse(rest);
-      c.lowered = lower_schedule(space, target, c.schedule);
+      c.schedule = Schedule::parse(text);
+      auto it = ahead.find(text);
+      c.lowered = it != ahead.end() ? it->second.get() : lower_schedule(space, target, c.schedule);
+      if (it != ahead.end()) ahead.erase(it);
       m = measure.measure(c, best);
     } catch (const std::exception& e) {
       m.status = Measured::Status::RunFailed;

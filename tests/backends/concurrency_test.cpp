@@ -1,6 +1,7 @@
 // The backends' own threads under ThreadSanitizer (`make test-tsan`): the cpu thread pool
-// driven from several threads, host queues ordered by signals, and kernels compiled and run
-// from several threads at once.
+// driven from several threads, host queues ordered by signals, kernels compiled and run
+// from several threads at once, and kernels lowered on several threads at once (the
+// autotuner's measure worker lowers a round's candidates so).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -12,11 +13,38 @@
 
 #include "backends/cpu/thread_pool.h"
 #include "backends/host.h"
+#include "dsl/lower.h"
 #include "kernels/examples.h"
+#include "kernels/gemm.h"
 #include "test_device.h"
 
 namespace kitten {
 namespace {
+
+// The same kernels lowered on four threads at once, a tile GEMM (its repack copies, a
+// lowering cache shared by the threads) and a generated matrix product, are the kernels
+// lowered alone.
+TEST(BackendConcurrency, KernelsLoweredOnSeveralThreadsAtOnce) {
+  Target t = h100_target();
+  GemmProblem p{95, 100, 72, dtypes::bfloat16, dtypes::bfloat16};
+  UOp matmul = matmul_kernel(33, 40, 72, dtypes::float32);
+  auto keys = [&](GemmLoweringCache* cache, int variant) {
+    Schedule s = Schedule::parse(variant % 2 ? "REPACK=2 BN=128" : "REPACK=2");
+    std::string out;
+    for (const UOp& k : gemm_kernels(p, s, t, cache).kernels) out += k.key().hex() + " ";
+    for (const UOp& k :
+         lower_kernels(matmul, t, Schedule::parse(variant % 2 ? "UPCAST:1:4" : "")).kernels)
+      out += k.key().hex() + " ";
+    return out;
+  };
+  std::vector<std::string> alone{keys(nullptr, 0), keys(nullptr, 1)};
+  GemmLoweringCache shared;
+  std::vector<std::string> got(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { got[size_t(i)] = keys(&shared, i); });
+  for (auto& th : threads) th.join();
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(got[size_t(i)], alone[size_t(i % 2)]) << i;
+}
 
 TEST(BackendConcurrency, ThreadPoolRunsFromSeveralThreads) {
   ThreadPool pool(4);
