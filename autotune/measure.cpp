@@ -304,8 +304,10 @@ std::optional<Measured> parse_measure_answer(const std::string& line) {
     return std::nullopt;
   Measured m;
   m.status = Measured::Status(status);
-  m.cost = std::strtod(cost.c_str(), nullptr);  // "inf" too
-  m.noise = std::strtod(noise.c_str(), nullptr);
+  char *cost_end = nullptr, *noise_end = nullptr;
+  m.cost = std::strtod(cost.c_str(), &cost_end);  // "inf" too
+  m.noise = std::strtod(noise.c_str(), &noise_end);
+  if (*cost_end || *noise_end || std::isnan(m.cost)) return std::nullopt;
   std::getline(in >> std::ws, m.error);
   return m;
 }
@@ -317,8 +319,8 @@ class DeviceMeasure::Worker {
   explicit Worker(std::vector<std::string> argv) : argv_(std::move(argv)) {}
   ~Worker() { stop(); }
   bool running() const { return pid_ > 0; }
-  // Whether it has not answered yet (it may still be opening its device).
-  bool fresh() const { return fresh_; }
+  // Whether it has said "ready" (its device open, its inputs made).
+  bool ready() const { return ready_; }
   // Starts the worker where none runs: "" or why it could not be.
   std::string start() {
     if (running()) return "";
@@ -332,37 +334,50 @@ class DeviceMeasure::Worker {
       return "cannot start the measure worker '" + argv_[0] + "': " + std::strerror(err);
     }
     fd_ = sv[0];
-    fresh_ = true;
+    ready_ = false;
     return "";
   }
-  // Sends `line`, expecting no answer (nothing where no worker runs).
-  void tell(const std::string& line) {
+  // Sends `line`, expecting no answer (nothing where no worker runs). A hint is dropped
+  // where the worker is not reading yet (its socket full) rather than waited for.
+  void tell(const std::string& line, bool hint = false) {
     for (size_t at = 0; running() && at < line.size();) {
-      ssize_t n = send(fd_, line.data() + at, line.size() - at, MSG_NOSIGNAL);
+      int flags = MSG_NOSIGNAL | (hint && at == 0 ? MSG_DONTWAIT : 0);
+      ssize_t n = send(fd_, line.data() + at, line.size() - at, flags);
       if (n > 0)
         at += size_t(n);
       else if (errno != EINTR)
-        break;  // it has ended: the next ask reads its end
+        break;  // not taken (a hint), or it has ended: the next ask reads its end
     }
   }
-  // Sends `line` (starting a worker where none runs) and waits until `timeout_s` for the
-  // answer line: Ok with it in `answer`; TimedOut (killed), Crashed or Failed where the
-  // worker ended first, NotStarted; `output` holds what else it wrote.
+  // Sends `line` and waits until `timeout_s` for the answer line: Ok with it in `answer`;
+  // TimedOut (killed), Crashed or Failed where the worker ended first, NotStarted;
+  // `output` holds what else it wrote. A worker that ended while idle (since its last
+  // answer) is started anew first, so that its end is not charged to this request.
   WorkerRun ask(const std::string& line, double timeout_s, std::string& answer) {
+    int st = 0;
+    if (running() && ready_ && waitpid(pid_, &st, WNOHANG) == pid_) {
+      close(fd_);
+      pid_ = fd_ = -1;
+      pending_.clear();
+    }
     if (std::string why = start(); !why.empty()) return {WorkerRun::End::NotStarted, why};
     Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                     std::chrono::duration<double>(timeout_s));
     tell(line);
     for (;;) {
+      // The answer: the first line holding a well-formed one (after anything the worker
+      // wrote to stderr without a newline).
       for (size_t start = 0, nl; (nl = pending_.find('\n', start)) != std::string::npos;
-           start = nl + 1)
-        if (pending_.compare(start, 9, "measured ") == 0) {
-          answer = pending_.substr(start, nl - start);
-          fresh_ = false;
-          WorkerRun r{WorkerRun::End::Ok, pending_.substr(0, start)};
+           start = nl + 1) {
+        if (pending_.compare(start, nl - start, "ready") == 0) ready_ = true;
+        size_t at = pending_.find("measured ", start);
+        if (at < nl && parse_measure_answer(pending_.substr(at, nl - at))) {
+          answer = pending_.substr(at, nl - at);
+          WorkerRun r{WorkerRun::End::Ok, pending_.substr(0, at)};
           pending_.erase(0, nl + 1);
           return r;
         }
+      }
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() < 0) return end(true, timeout_s);
       pollfd p{fd_, POLLIN, 0};
@@ -388,8 +403,11 @@ class DeviceMeasure::Worker {
     close(fd_);
     Clock::time_point deadline = Clock::now() + std::chrono::seconds(5);
     WorkerRun r{wait_end(pid_, kill_now, deadline), std::move(pending_)};
-    if (r.end == WorkerRun::End::TimedOut)
-      r.output += "\n(killed after " + std::to_string(int(timeout_s)) + " s)";
+    if (r.end == WorkerRun::End::TimedOut) {
+      char b[64];
+      std::snprintf(b, sizeof b, "\n(killed after %.3g s)", timeout_s);
+      r.output += b;
+    }
     pid_ = fd_ = -1;
     pending_.clear();
     return r;
@@ -397,7 +415,7 @@ class DeviceMeasure::Worker {
   std::vector<std::string> argv_;
   pid_t pid_ = -1;
   int fd_ = -1;
-  bool fresh_ = false;
+  bool ready_ = false;
   std::string pending_;  // read but not yet an answer
 };
 
@@ -456,8 +474,11 @@ std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>
   in_process_.clear();  // the last round's that were never measured (the time budget)
   // The measure worker opens its device and lowers the round's candidates while they
   // compile (where it cannot start, the first measurement says why).
-  if (worker_ && worker_->start().empty())
-    for (const Candidate* c : round) worker_->tell("lower " + c->schedule.to_string() + "\n");
+  if (worker_ && worker_->start().empty()) {
+    std::string hints;
+    for (const Candidate* c : round) hints += "lower " + c->schedule.to_string() + "\n";
+    worker_->tell(hints, true);
+  }
   bool workers = !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
   if (!workers) {
     for (size_t i = 0; i < round.size(); ++i) try {
@@ -504,31 +525,38 @@ CompiledKernel DeviceMeasure::compiled(const Candidate& c) {
 }
 
 Measured DeviceMeasure::measure_in_worker(const Candidate& c, double best) {
-  // The deadline: the runs at twice the best's time each, and measure_timeout_s beyond
-  // (twice for a worker that starts: its device, inputs and flush kernel).
-  double runs = std::isfinite(best) ? 2 * best * (opts_.reps + 1) : 0;
-  double timeout =
-      runs + opts_.measure_timeout_s * (worker_->running() && !worker_->fresh() ? 1 : 2);
+  // The deadline: the runs at twice the best's time each (before any best, reps times
+  // measure_timeout_s: the start schedules may be slow), measure_timeout_s beyond, and once
+  // more for a worker not ready yet (its device, inputs and flush kernel).
+  double runs =
+      std::isfinite(best) ? 2 * best * (opts_.reps + 1) : opts_.measure_timeout_s * opts_.reps;
+  bool ready = worker_->running() && worker_->ready();
+  double timeout = runs + opts_.measure_timeout_s * (ready ? 1 : 2);
   char head[32];
   std::snprintf(head, sizeof head, "%.17g ", best);
   std::string answer;
   WorkerRun run = worker_->ask(head + c.schedule.to_string() + "\n", timeout, answer);
-  if (run.end == WorkerRun::End::NotStarted)
-    return {Measured::Status::RunFailed, std::numeric_limits<double>::infinity(), run.output};
   std::optional<Measured> m;
   if (run.end == WorkerRun::End::Ok) m = parse_measure_answer(answer);
-  if (!m) {
-    Measured failed;
-    failed.status = run.end == WorkerRun::End::TimedOut ? Measured::Status::TimedOut
-                                                        : Measured::Status::Crashed;
-    failed.error = "the measure worker " +
-                   std::string(failed.status == Measured::Status::TimedOut ? "hung" : "ended") +
-                   ": " + run.output + (run.end == WorkerRun::End::Ok ? answer : "");
-    worker_->stop();
-    return failed;
+  if (m) {
+    if (m->status == Measured::Status::RunFailed) worker_->stop();  // a device left unusable
+    return *m;
   }
-  if (m->status == Measured::Status::RunFailed) worker_->stop();  // a device left unusable
-  return *m;
+  // A worker that cannot start, or ends before it is ready, is no candidate's fault.
+  if (run.end == WorkerRun::End::NotStarted || !worker_->ready())
+    throw MeasureUnavailable("autotune: the measure worker (" + opts_.measure_worker[0] +
+                             " ...) could not get ready: " + run.output +
+                             " (--in-process measures in the search's own process)");
+  Measured failed;
+  bool hung = run.end == WorkerRun::End::TimedOut;
+  failed.status = hung ? Measured::Status::TimedOut : Measured::Status::Crashed;
+  failed.error = std::string("the measure worker ") +
+                 (hung ? "took longer than its deadline (a hang, or a run far slower than the "
+                         "best): "
+                       : "ended: ") +
+                 run.output;
+  worker_->stop();
+  return failed;
 }
 
 Measured DeviceMeasure::measure(const Candidate& c, double best) {

@@ -649,6 +649,8 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
         if (opts.verbose) say("measuring '" + cands[i].schedule.to_string() + "'");
         try {
           m = measure.measure(cands[i], best);
+        } catch (const MeasureUnavailable&) {
+          throw;
         } catch (const std::exception& e) {
           m.status = Measured::Status::RunFailed;
           m.error = e.what();

@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,12 @@ struct Measured {
   double cost = std::numeric_limits<double>::infinity();  // seconds, or a deterministic cost
   std::string error;                                      // what failed
   double noise = 0;  // the runs' relative spread (median absolute deviation over the median)
+};
+
+// Thrown by a Measure that cannot measure at all (no candidate's fault): it ends the
+// search with its reason.
+struct MeasureUnavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Measures candidates: compiles and times them on a device (measure.h), or an injected

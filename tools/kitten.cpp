@@ -106,8 +106,8 @@ commands:
                     (ROWS,W1,W2[,...]: torch.cat of rows side by side) by actions
                     (UPCAST UNROLL LOCAL GROUP GROUPTOP SWAP NOLOCALS SPLIT CUT; TC=1
                     routes a 16-bit matrix product onto the tile GEMM), the
-                    DSL gemm (M,N,K, bfloat16) and attention, attention-causal (B,H,Hkv,Nq,Nkv,D, bfloat16) by their
-                    knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte
+                    DSL gemm (M,N,K, bfloat16) and attention, attention-causal
+                    (B,H,Hkv,Nq,Nkv,D, bfloat16) by their knobs (the gemm also from REPACK=1 and 2 where rows are not 16-byte
                     units). Each round lowers the new schedules, drops repeats and
                     kernels already seen, lets the M (16) the cost model ranks best be
                     compiled by J worker processes (a deadline each) and measured in a
@@ -167,9 +167,11 @@ commands:
                     search's worker process); exit 1 with the compiler's error
   measure-worker <kernel> --device D [--shape S] [--dtype T] [--reps N]
                     time the search's candidates of that kernel in a process of its
-                    own (a kernel that hangs or crashes it costs one candidate): for
-                    each line "BEST_SECONDS SCHEDULE" on stdin an answer line
-                    "measured STATUS COST NOISE ERROR"; exit 1 after a failed run
+                    own (a kernel that hangs or crashes it costs one candidate): a
+                    line "ready" once the device is open, then for each line
+                    "BEST_SECONDS SCHEDULE" on stdin an answer line "measured STATUS
+                    COST NOISE ERROR"; "lower SCHEDULE" lowers one ahead; exit 1
+                    after a failed run
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_TUNE_DB (the tuning

@@ -2,13 +2,18 @@
 // device, with its report; `kitten compile-worker`: the process that compiles one
 // candidate for it; `kitten measure-worker`: the process that times its candidates. See the help
 // text in kitten.cpp and docs/autotune.md.
+#include <sys/prctl.h>
 #include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
+#include <deque>
 #include <future>
 #include <iostream>
 #include <iterator>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "autotune/measure.h"
 #include "autotune/search.h"
@@ -30,8 +35,10 @@ int cmd_compile_worker(const std::vector<std::string>& args) {
 // `kitten measure-worker <kernel> --device D [--shape S] [--dtype T] [--reps N]`: times
 // the candidates of that kernel's space for a search in another process (its
 // MeasureOptions::measure_worker): for each line "<best seconds> <schedule>" on stdin, an
-// answer line (autotune::measure_answer) on stdout; "lower <schedule>" lowers one ahead, on
-// a thread of its own; after a run that failed it exits (its device may be unusable).
+// answer line (autotune::measure_answer) on stdout, after a line "ready" once its device is
+// open; "lower <schedule>" lowers one ahead, on a thread of its own; a candidate that
+// cannot be lowered answers CompileFailed; after a run that failed it exits (its device may
+// be unusable).
 int cmd_measure_worker(const std::vector<std::string>& args) {
   using namespace autotune;
   std::string kernel, device;
@@ -56,6 +63,9 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   }
   if (kernel.empty() || device.empty())
     return usage_error("measure-worker: expected a kernel and --device D");
+  // Ends with the search that started it, even one killed while a kernel here hangs.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) return work_failed("measure-worker", "the search that started it ended");
   std::unique_ptr<Device> dev;
   if (int status = open_named_device("measure-worker", device, dev); status >= 0) return status;
   const Target& target = dev->props().target;
@@ -66,40 +76,55 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
     return usage_error(std::string("measure-worker: ") + e.what());
   }
   DeviceMeasure measure(*dev, space, mopts);
-  // Candidates announced by "lower <schedule>", lowered on threads of their own meanwhile.
+  std::printf("ready\n");  // the device open, the inputs made
+  std::fflush(stdout);
+  // Candidates announced by "lower <schedule>", lowered meanwhile on threads of their own
+  // (as many at once as the machine has cores); a round's announcements replace the last
+  // round's that were never measured.
   std::map<std::string, std::shared_future<LoweredKernels>> ahead;
-  auto lower = [&](const std::string& text) {
-    return std::async(std::launch::async,
-                      [&space, &target, text] {
-                        return lower_schedule(space, target, Schedule::parse(text));
-                      })
-        .share();
-  };
+  std::deque<std::shared_future<LoweredKernels>> running;
+  size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  bool measured_since = false;
   for (std::string line; std::getline(std::cin, line);) {
     if (line.rfind("lower ", 0) == 0) {
+      if (measured_since) ahead.clear(), running.clear(), measured_since = false;
       std::string text = line.substr(6);
-      if (!ahead.count(text)) ahead.emplace(text, lower(text));
+      if (ahead.count(text)) continue;
+      while (running.size() >= cores) running.front().wait(), running.pop_front();
+      auto lowered = std::async(std::launch::async, [&space, &target, text] {
+                       return lower_schedule(space, target, Schedule::parse(text));
+                     }).share();
+      ahead.emplace(text, lowered);
+      running.push_back(lowered);
       continue;
     }
+    measured_since = true;
+    for (auto& f : running) f.wait();  // nothing lowers beside a timed run
+    running.clear();
     char* rest = nullptr;
     double best = std::strtod(line.c_str(), &rest);
     std::string text = rest;
     text.erase(0, text.find_first_not_of(' '));
     Measured m;
-    try {
-      Candidate c;
+    Candidate c;
+    try {  // the candidate's own failure: the device is untouched
       c.schedule = Schedule::parse(text);
       auto it = ahead.find(text);
       c.lowered = it != ahead.end() ? it->second.get() : lower_schedule(space, target, c.schedule);
-      if (it != ahead.end()) ahead.erase(it);
-      m = measure.measure(c, best);
     } catch (const std::exception& e) {
-      m.status = Measured::Status::RunFailed;
+      m.status = Measured::Status::CompileFailed;
       m.error = e.what();
     }
+    if (m.status == Measured::Status::Ok) try {
+        m = measure.measure(c, best);
+      } catch (const std::exception& e) {
+        m.status = Measured::Status::RunFailed;
+        m.error = e.what();
+      }
+    ahead.erase(text);
     std::printf("%s\n", measure_answer(m).c_str());
     std::fflush(stdout);
-    if (m.status == Measured::Status::RunFailed) return 1;
+    if (m.status == Measured::Status::RunFailed) return 1;  // the device may be unusable
   }
   return 0;
 }

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 budget=${1:-60}
 k=build-gpu/bin/kitten
 python3 tools/gpu/search_peer.py --gemm 4096,4096,4096 4095,4095,4095 --rows-compiled 4096,4096 32768,1024 \
-  --gemv 4096,4096
+  --gemv 4096,4096 --cat 4096,1024,2048,1024 16384,256,512,256
 export KITTEN_CACHE_DIR=$(mktemp -d)  # cold
 for shape in 4096,4096,4096 4095,4095,4095; do
   t0=$(date +%s%N)
@@ -25,12 +25,17 @@ for shape in 4096,4096,4096 4095,4095,4095; do
       grep -E "^schedule|^time|^check|error" || true
   done
 done
-for kernel in sum softmax; do
+for kernel in sum softmax layernorm; do
   for shape in 4096,4096 32768,1024; do
     timeout $((budget + 120)) $k search $kernel --device cuda --shape "$shape" --budget $((budget / 2)) \
       2> /tmp/search.err | grep -vE "^  refused"
     tail -2 /tmp/search.err
   done
+done
+for shape in 4096,1024,2048,1024 16384,256,512,256; do
+  timeout $((budget + 120)) $k search concat --device cuda --shape "$shape" --budget $((budget / 2)) \
+    2> /tmp/search.err | grep -vE "^  refused"
+  tail -2 /tmp/search.err
 done
 # A generated GEMV (1x4096 times 4096x4096, bf16): the reduction SPLIT across blocks.
 timeout $((budget + 120)) $k search matmul --device cuda --shape 1,4096,4096 --dtype bfloat16 \
