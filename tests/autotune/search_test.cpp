@@ -545,14 +545,30 @@ TEST(Workers, EachEndIsReportedAndAHangIsKilledAtItsDeadline) {
   EXPECT_EQ(run_workers({"/nonexistent/worker"}, {"x"}, 1, 1.0)[0].end, WorkerRun::End::NotStarted);
 }
 
+// The worker tests' device: the cpu JIT with the compile cache the workers share (null,
+// with why, where it is unavailable).
+std::unique_ptr<Device> worker_test_device(std::string& why) {
+  std::string cache = test_cache_dir();
+  if (cache.empty()) return why = "no compile cache", nullptr;
+  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);  // the workers' cache: the device's
+  return open_test_device("cpu-jit", why);
+}
+
+// A search past workers that hang on some candidates and crash on others: every candidate
+// accounted for, some timed out, some crashed, the rest measured.
+void expect_went_on(const SearchReport& rep) {
+  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
+  EXPECT_GT(rep.timed_out, 0) << rep.to_string();
+  EXPECT_GT(rep.crashed, 0) << rep.to_string();
+  EXPECT_GT(rep.measured, 1) << rep.to_string();
+  EXPECT_NE(rep.to_string().find("timed out"), std::string::npos);
+}
+
 // A search whose compile worker hangs on some kernels and crashes on others: those
 // candidates are counted, the rest are compiled by the real worker and measured.
 TEST(Search, GoesOnWhenWorkersHangOrCrash) {
-  std::string cache = test_cache_dir();
-  ASSERT_FALSE(cache.empty());
-  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);  // the worker's cache: the device's
   std::string why;
-  std::unique_ptr<Device> dev = open_test_device("cpu-jit", why);
+  std::unique_ptr<Device> dev = worker_test_device(why);
   if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
   SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
   MeasureOptions mo;
@@ -570,23 +586,15 @@ TEST(Search, GoesOnWhenWorkersHangOrCrash) {
   o.max_rounds = 2;
   o.measured_per_round = 8;
   SearchResult r = beam_search(space, dev->props().target, m, o);
-  const SearchReport& rep = r.report;
-  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
-  EXPECT_GT(rep.timed_out, 0) << rep.to_string();
-  EXPECT_GT(rep.crashed, 0) << rep.to_string();
-  EXPECT_GT(rep.measured, 0) << rep.to_string();
-  EXPECT_NE(rep.to_string().find("timed out"), std::string::npos);
+  expect_went_on(r.report);
 }
 
 // Measurements in a worker process: a stand-in measure worker hangs on one candidate and
 // crashes on another; each costs that candidate alone (a new worker is started for the
 // next), the rest are measured and the winner validated here.
 TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
-  std::string cache = test_cache_dir();
-  ASSERT_FALSE(cache.empty());
-  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);
   std::string why;
-  std::unique_ptr<Device> dev = open_test_device("cpu-jit", why);
+  std::unique_ptr<Device> dev = worker_test_device(why);
   if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
   SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
   MeasureOptions mo;
@@ -605,10 +613,7 @@ TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
   o.measured_per_round = 12;
   SearchResult r = beam_search(space, dev->props().target, m, o);
   const SearchReport& rep = r.report;
-  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
-  EXPECT_GT(rep.timed_out, 0) << rep.to_string();
-  EXPECT_GT(rep.crashed, 0) << rep.to_string();
-  EXPECT_GT(rep.measured, 1) << rep.to_string();
+  expect_went_on(rep);
   EXPECT_NE(r.best.to_string(), "UNROLL:2:8");
   EXPECT_NE(r.best.to_string(), "UPCAST:0:2");
   EXPECT_EQ(rep.validation, "passed (fresh inputs, against 'NOOPT=1')") << rep.to_string();
@@ -617,11 +622,8 @@ TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
 // The real measure worker (`kitten measure-worker`) times the search's candidates; one
 // that cannot be started fails each run with the reason, and the search says so.
 TEST(Search, MeasuresInAWorkerProcess) {
-  std::string cache = test_cache_dir();
-  ASSERT_FALSE(cache.empty());
-  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);
   std::string why;
-  std::unique_ptr<Device> dev = open_test_device("cpu-jit", why);
+  std::unique_ptr<Device> dev = worker_test_device(why);
   if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
   SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
   MeasureOptions mo;
