@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <numeric>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include "dsl/linearize.h"
 #include "dsl/mma.h"
@@ -585,18 +587,32 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
   std::vector<double> estimates, costs;
   // Lowers the schedules into new candidates; counts what it drops.
   auto lower_all = [&](const std::vector<Schedule>& schedules, int round) {
-    std::vector<Candidate> out;
+    std::vector<Schedule> fresh;
     for (const Schedule& s : schedules) {
       ++r.generated;
-      if (!seen.insert(s.to_string()).second) {
+      if (seen.insert(s.to_string()).second)
+        fresh.push_back(s);
+      else
         ++r.duplicate_schedules;
-        continue;
-      }
+    }
+    // Lowered on threads, as many at once as the machine has cores (a tile GEMM's
+    // lowering takes about a quarter of a second), then taken in order.
+    size_t cores = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<std::future<LoweredKernels>> lowering(fresh.size());
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      if (i >= cores) lowering[i - cores].wait();
+      lowering[i] = std::async(std::launch::async, [&space, &target, &s = fresh[i]] {
+        return lower_schedule(space, target, s);
+      });
+    }
+    std::vector<Candidate> out;
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      const Schedule& s = fresh[i];
       Candidate c;
       c.schedule = s;
       c.round = round;
       try {
-        c.lowered = lower_schedule(space, target, s);
+        c.lowered = lowering[i].get();
       } catch (const ScheduleError& e) {
         ++r.rejected[rule_of(e.what())];
         continue;
