@@ -319,8 +319,23 @@ class DeviceMeasure::Worker {
   explicit Worker(std::vector<std::string> argv) : argv_(std::move(argv)) {}
   ~Worker() { stop(); }
   bool running() const { return pid_ > 0; }
-  // Whether it has said "ready" (its device open, its inputs made).
+  // Whether it has said "ready" (its device open, its inputs made); whether any worker
+  // started here ever has.
   bool ready() const { return ready_; }
+  bool ever_ready() const { return ever_ready_; }
+  // Reaps a worker that has ended while idle (reading what it wrote, its "ready" too), so
+  // that the next request starts a new one and its end is charged to no candidate.
+  void reap_if_ended() {
+    int st = 0;
+    if (!running() || waitpid(pid_, &st, WNOHANG) != pid_) return;
+    char buf[4096];
+    for (ssize_t got; (got = recv(fd_, buf, sizeof buf, MSG_DONTWAIT)) > 0;)
+      pending_.append(buf, size_t(got));
+    scan_ready();
+    close(fd_);
+    pid_ = fd_ = -1;
+    pending_.clear();
+  }
   // Starts the worker where none runs: "" or why it could not be.
   std::string start() {
     if (running()) return "";
@@ -354,12 +369,7 @@ class DeviceMeasure::Worker {
   // `output` holds what else it wrote. A worker that ended while idle (since its last
   // answer) is started anew first, so that its end is not charged to this request.
   WorkerRun ask(const std::string& line, double timeout_s, std::string& answer) {
-    int st = 0;
-    if (running() && ready_ && waitpid(pid_, &st, WNOHANG) == pid_) {
-      close(fd_);
-      pid_ = fd_ = -1;
-      pending_.clear();
-    }
+    reap_if_ended();
     if (std::string why = start(); !why.empty()) return {WorkerRun::End::NotStarted, why};
     Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                     std::chrono::duration<double>(timeout_s));
@@ -367,9 +377,9 @@ class DeviceMeasure::Worker {
     for (;;) {
       // The answer: the first line holding a well-formed one (after anything the worker
       // wrote to stderr without a newline).
+      scan_ready();
       for (size_t start = 0, nl; (nl = pending_.find('\n', start)) != std::string::npos;
            start = nl + 1) {
-        if (pending_.compare(start, nl - start, "ready") == 0) ready_ = true;
         size_t at = pending_.find("measured ", start);
         if (at < nl && parse_measure_answer(pending_.substr(at, nl - at))) {
           answer = pending_.substr(at, nl - at);
@@ -398,6 +408,11 @@ class DeviceMeasure::Worker {
   }
 
  private:
+  void scan_ready() {
+    for (size_t start = 0, nl; !ready_ && (nl = pending_.find('\n', start)) != std::string::npos;
+         start = nl + 1)
+      if (pending_.compare(start, nl - start, "ready") == 0) ready_ = ever_ready_ = true;
+  }
   WorkerRun end(bool kill_now, double timeout_s) {
     if (kill_now) kill(-pid_, SIGKILL);
     close(fd_);
@@ -415,7 +430,7 @@ class DeviceMeasure::Worker {
   std::vector<std::string> argv_;
   pid_t pid_ = -1;
   int fd_ = -1;
-  bool ready_ = false;
+  bool ready_ = false, ever_ready_ = false;
   std::string pending_;  // read but not yet an answer
 };
 
@@ -474,8 +489,9 @@ std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>
   in_process_.clear();  // the last round's that were never measured (the time budget)
   // The measure worker opens its device and lowers the round's candidates while they
   // compile (where it cannot start, the first measurement says why).
+  if (worker_) worker_->reap_if_ended();
   if (worker_ && worker_->start().empty()) {
-    std::string hints;
+    std::string hints = "round\n";  // the last round's lowerings ahead are dropped
     for (const Candidate* c : round) hints += "lower " + c->schedule.to_string() + "\n";
     worker_->tell(hints, true);
   }
@@ -530,6 +546,7 @@ Measured DeviceMeasure::measure_in_worker(const Candidate& c, double best) {
   // more for a worker not ready yet (its device, inputs and flush kernel).
   double runs =
       std::isfinite(best) ? 2 * best * (opts_.reps + 1) : opts_.measure_timeout_s * opts_.reps;
+  worker_->reap_if_ended();
   bool ready = worker_->running() && worker_->ready();
   double timeout = runs + opts_.measure_timeout_s * (ready ? 1 : 2);
   char head[32];
@@ -542,8 +559,10 @@ Measured DeviceMeasure::measure_in_worker(const Candidate& c, double best) {
     if (m->status == Measured::Status::RunFailed) worker_->stop();  // a device left unusable
     return *m;
   }
-  // A worker that cannot start, or ends before it is ready, is no candidate's fault.
-  if (run.end == WorkerRun::End::NotStarted || !worker_->ready())
+  // A worker that cannot start, or ends before any worker was ever ready, is no
+  // candidate's fault. (A new worker that fails after a hang left the device unusable
+  // costs that candidate: the search goes on with the best so far.)
+  if (run.end == WorkerRun::End::NotStarted || !worker_->ever_ready())
     throw MeasureUnavailable("autotune: the measure worker (" + opts_.measure_worker[0] +
                              " ...) could not get ready: " + run.output +
                              " (--in-process measures in the search's own process)");

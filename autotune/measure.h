@@ -43,14 +43,17 @@ struct MeasureOptions {
   // candidates compile in this process (no deadline).
   std::vector<std::string> worker;
   // A measure worker: a program that times this space's candidates in a process of its own
-  // (`kitten measure-worker`, with the search's kernel, device and --reps), one request a
-  // line on its standard input, "<best seconds> <schedule>", one answer a line,
-  // measure_answer(); "lower <schedule>" (no answer) has it lower a candidate ahead, while
-  // the round compiles. A run past its deadline (measure_timeout_s beyond twice the best's
-  // time per run, and once more for a worker's start) or one that ends the worker costs
-  // that candidate (TimedOut, Crashed) and the next request starts a new worker; so does a
-  // run that fails (the device may be left unusable). Used with the compile workers only
-  // (they fill the cache the measure worker loads from); empty: timed in this process.
+  // (`kitten measure-worker`, with the search's kernel, device and --reps). It says "ready"
+  // once its device is open; each request is a line on its standard input, "<best
+  // seconds> <schedule>", each answer a line, measure_answer(); "round" and then
+  // "lower <schedule>" lines (no answer) have it lower a round's candidates ahead, while
+  // they compile. A run past its deadline (measure_timeout_s beyond twice the best's time
+  // per run, or beyond reps times measure_timeout_s before any best; once more for a worker
+  // not ready yet) or one that ends the worker costs that candidate (TimedOut, Crashed)
+  // and the next request starts a new worker; so does a run that fails (the device may be
+  // left unusable). A worker that cannot start, or ends before any worker was ever ready,
+  // throws MeasureUnavailable. Used with the compile workers only (they fill the cache the
+  // measure worker loads from); empty: timed in this process.
   std::vector<std::string> measure_worker;
   double measure_timeout_s = 30;
   uint64_t seed = 1;  // the inputs' random values

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <future>
 #include <numeric>
 #include <set>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "dsl/linearize.h"
@@ -409,6 +411,18 @@ LoweredKernels lower_schedule(const SearchSpace& space, const Target& target, co
   return space.lower ? space.lower(s) : lower_kernels(space.build(s), target, s);
 }
 
+std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space,
+                                                        const Target& target, Schedule s) {
+  auto lower = [&space, &target, s = std::move(s)] { return lower_schedule(space, target, s); };
+  static const bool dumps = std::getenv("KITTEN_DUMP") || std::getenv("KITTEN_DUMP_JSON") ||
+                            std::getenv("KITTEN_TRACE_REWRITE");
+  if (!dumps) try {
+      return std::async(std::launch::async, lower).share();
+    } catch (const std::system_error&) {  // no thread to be had: lowered when asked
+    }
+  return std::async(std::launch::deferred, lower).share();
+}
+
 double estimate_seconds(const Candidate& c, const Target& target) {
   // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per
   // multiprocessor at 1.7 GHz, 3 TB/s, tensor cores at 989 TFLOP/s by wgmma and two thirds
@@ -598,12 +612,10 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
     // Lowered on threads, as many at once as the machine has cores (a tile GEMM's
     // lowering takes about a quarter of a second), then taken in order.
     size_t cores = std::max(1u, std::thread::hardware_concurrency());
-    std::vector<std::future<LoweredKernels>> lowering(fresh.size());
+    std::vector<std::shared_future<LoweredKernels>> lowering(fresh.size());
     for (size_t i = 0; i < fresh.size(); ++i) {
       if (i >= cores) lowering[i - cores].wait();
-      lowering[i] = std::async(std::launch::async, [&space, &target, &s = fresh[i]] {
-        return lower_schedule(space, target, s);
-      });
+      lowering[i] = lower_schedule_async(space, target, fresh[i]);
     }
     std::vector<Candidate> out;
     for (size_t i = 0; i < fresh.size(); ++i) {

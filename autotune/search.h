@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <limits>
 #include <map>
 #include <optional>
@@ -76,6 +77,12 @@ struct SearchSpace {
 // What lowering makes of `s` in `space`: space.lower(s) where set, else
 // lower_kernels(space.build(s), target, s).
 LoweredKernels lower_schedule(const SearchSpace& space, const Target& target, const Schedule& s);
+// The same on a thread of its own (space and target must outlive it), or deferred to the
+// first get() or wait() where lowering prints or writes its dumps (KITTEN_DUMP,
+// KITTEN_DUMP_JSON, KITTEN_TRACE_REWRITE: their lines and files would interleave) or no
+// thread can be started.
+std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space,
+                                                        const Target& target, Schedule s);
 
 // A generated kernel: it starts at the pipeline's heuristic schedule (and at the kernel
 // as written, NOOPT=1, the reference), and a step adds one action of docs/autotune.md

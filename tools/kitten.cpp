@@ -170,8 +170,8 @@ commands:
                     own (a kernel that hangs or crashes it costs one candidate): a
                     line "ready" once the device is open, then for each line
                     "BEST_SECONDS SCHEDULE" on stdin an answer line "measured STATUS
-                    COST NOISE ERROR"; "lower SCHEDULE" lowers one ahead; exit 1
-                    after a failed run
+                    COST NOISE ERROR"; "lower SCHEDULE" lowers one ahead ("round"
+                    drops those not measured); exit 1 after a failed run
   --help, -h        this text
 
 environment: KITTEN_CACHE_DIR (compiled kernels; off disables), KITTEN_TUNE_DB (the tuning

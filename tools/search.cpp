@@ -63,9 +63,9 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   }
   if (kernel.empty() || device.empty())
     return usage_error("measure-worker: expected a kernel and --device D");
-  // Ends with the search that started it, even one killed while a kernel here hangs.
+  // Ends with the search that started it, even one killed while a kernel here hangs (one
+  // that ended before this line closed the socket: reading it ends the loop below).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return work_failed("measure-worker", "the search that started it ended");
   std::unique_ptr<Device> dev;
   if (int status = open_named_device("measure-worker", device, dev); status >= 0) return status;
   const Target& target = dev->props().target;
@@ -79,26 +79,28 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   std::printf("ready\n");  // the device open, the inputs made
   std::fflush(stdout);
   // Candidates announced by "lower <schedule>", lowered meanwhile on threads of their own
-  // (as many at once as the machine has cores); a round's announcements replace the last
-  // round's that were never measured.
+  // (as many at once as the machine has cores); "round" drops the last round's that were
+  // never measured.
   std::map<std::string, std::shared_future<LoweredKernels>> ahead;
   std::deque<std::shared_future<LoweredKernels>> running;
   size_t cores = std::max(1u, std::thread::hardware_concurrency());
-  bool measured_since = false;
   for (std::string line; std::getline(std::cin, line);) {
+    if (line == "round") {
+      ahead.clear(), running.clear();
+      continue;
+    }
     if (line.rfind("lower ", 0) == 0) {
-      if (measured_since) ahead.clear(), running.clear(), measured_since = false;
       std::string text = line.substr(6);
       if (ahead.count(text)) continue;
       while (running.size() >= cores) running.front().wait(), running.pop_front();
-      auto lowered = std::async(std::launch::async, [&space, &target, text] {
-                       return lower_schedule(space, target, Schedule::parse(text));
-                     }).share();
-      ahead.emplace(text, lowered);
-      running.push_back(lowered);
+      try {
+        auto lowered = lower_schedule_async(space, target, Schedule::parse(text));
+        ahead.emplace(text, lowered);
+        running.push_back(lowered);
+      } catch (const ScheduleError&) {  // its measurement says so
+      }
       continue;
     }
-    measured_since = true;
     for (auto& f : running) f.wait();  // nothing lowers beside a timed run
     running.clear();
     char* rest = nullptr;

@@ -3,8 +3,10 @@
 // report accounts for every candidate, and compile workers that hang or crash cost one
 // candidate each, never the search.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -603,10 +605,11 @@ TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
   mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
   mo.measure_timeout_s = 2;
   // Shell builtins only (a loaded machine must not miss the deadline for forking).
-  mo.measure_worker = {"sh", "-c",
-                       "echo ready; while read best sched; do [ \"$best\" = lower ] && continue; "
-                       "case \"$sched\" in *UNROLL:2:8*) sleep 30;; *UPCAST:0:2*) kill -SEGV $$;; "
-                       "*) echo \"measured 0 ${#sched}e-6 0 \";; esac; done"};
+  mo.measure_worker = {
+      "sh", "-c",
+      "echo ready; while read best sched; do case \"$best\" in lower|round) continue;; esac; "
+      "case \"$sched\" in *UNROLL:2:8*) sleep 30;; *UPCAST:0:2*) kill -SEGV $$;; "
+      "*) echo \"measured 0 ${#sched}e-6 0 \";; esac; done"};
   DeviceMeasure m(*dev, space, mo);
   SearchOptions o;
   o.max_rounds = 1;
@@ -617,6 +620,46 @@ TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
   EXPECT_NE(r.best.to_string(), "UNROLL:2:8");
   EXPECT_NE(r.best.to_string(), "UPCAST:0:2");
   EXPECT_EQ(rep.validation, "passed (fresh inputs, against 'NOOPT=1')") << rep.to_string();
+}
+
+// A hang that leaves the device unusable: every worker started after it fails before it
+// is ready. The candidates measured after it fail one by one (each a crashed worker), and
+// the search ends as usual with the best of those measured before.
+TEST(Search, ADeviceLeftUnusableCostsTheRestNotTheSearch) {
+  std::string why;
+  std::unique_ptr<Device> dev = worker_test_device(why);
+  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
+  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
+  std::string dir = test_cache_dir() + "/unusable-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  MeasureOptions mo;
+  mo.reps = 2;
+  mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
+  mo.measure_timeout_s = 2;
+  mo.measure_worker = {
+      "sh", "-c",
+      "[ -e " + dir +
+          "/hung ] && { echo no device; exit 1; }; echo ready; while read best "
+          "sched; do case \"$best\" in lower|round) continue;; esac; case \"$sched\" in "
+          "*UNROLL:2:8*) : > " +
+          dir +
+          "/hung; sleep 30;; *) echo \"measured 0 ${#sched}e-6 0 \";; "
+          "esac; done"};
+  DeviceMeasure m(*dev, space, mo);
+  SearchOptions o;
+  o.max_rounds = 1;
+  o.measured_per_round = 12;
+  SearchResult r = beam_search(space, dev->props().target, m, o);
+  const SearchReport& rep = r.report;
+  EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
+  EXPECT_EQ(rep.timed_out, 1) << rep.to_string();
+  EXPECT_GT(rep.crashed, 0) << rep.to_string();
+  EXPECT_GT(rep.measured, 1) << rep.to_string();
+  EXPECT_NE(rep.first_error.find("took longer than its deadline"), std::string::npos)
+      << rep.first_error;
+  EXPECT_EQ(rep.validation, "passed (fresh inputs, against 'NOOPT=1')") << rep.to_string();
+  std::filesystem::remove_all(dir);
 }
 
 // The real measure worker (`kitten measure-worker`) times the search's candidates; one
