@@ -364,12 +364,11 @@ class DeviceMeasure::Worker {
         break;  // not taken (a hint), or it has ended: the next ask reads its end
     }
   }
-  // Sends `line` and waits until `timeout_s` for the answer line: Ok with it in `answer`;
-  // TimedOut (killed), Crashed or Failed where the worker ended first, NotStarted;
-  // `output` holds what else it wrote. A worker that ended while idle (since its last
-  // answer) is started anew first, so that its end is not charged to this request.
+  // Sends `line` (starting a worker where none runs: reap_if_ended first, so that one
+  // that ended while idle is not charged to this request) and waits until `timeout_s` for
+  // the answer line: Ok with it in `answer`; TimedOut (killed), Crashed or Failed where
+  // the worker ended first, NotStarted; `output` holds what else it wrote.
   WorkerRun ask(const std::string& line, double timeout_s, std::string& answer) {
-    reap_if_ended();
     if (std::string why = start(); !why.empty()) return {WorkerRun::End::NotStarted, why};
     Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                     std::chrono::duration<double>(timeout_s));
@@ -436,8 +435,7 @@ class DeviceMeasure::Worker {
 
 DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptions options)
     : dev_(dev), space_(space), opts_(std::move(options)), inputs_(std::make_unique<Inputs>()) {
-  if (!opts_.measure_worker.empty() && !opts_.worker.empty() &&
-      !dev_.compiler().cache().dir().empty() && timed()) {
+  if (!opts_.measure_worker.empty() && compile_workers() && timed()) {
     worker_ = std::make_unique<Worker>(opts_.measure_worker);  // its own inputs and flush
     return;
   }
@@ -471,6 +469,10 @@ DeviceMeasure::~DeviceMeasure() {
 
 bool DeviceMeasure::timed() const { return dev_.props().name != "emu"; }
 
+bool DeviceMeasure::compile_workers() const {
+  return !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
+}
+
 std::vector<KernelArg> DeviceMeasure::args_for(const CompiledKernel& k,
                                                const std::vector<Buffer>& bufs) const {
   std::vector<KernelArg> args;
@@ -495,8 +497,7 @@ std::vector<Measured> DeviceMeasure::prepare(const std::vector<const Candidate*>
     for (const Candidate* c : round) hints += "lower " + c->schedule.to_string() + "\n";
     worker_->tell(hints, true);
   }
-  bool workers = !opts_.worker.empty() && !dev_.compiler().cache().dir().empty();
-  if (!workers) {
+  if (!compile_workers()) {
     for (size_t i = 0; i < round.size(); ++i) try {
         in_process_.emplace(std::pair(round[i]->key.lo, round[i]->key.hi),
                             compile_lowered(dev_, round[i]->lowered));

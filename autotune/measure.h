@@ -78,6 +78,9 @@ class DeviceMeasure : public Measure {
   class Worker;
   std::vector<KernelArg> args_for(const CompiledKernel& k, const std::vector<Buffer>& bufs) const;
   CompiledKernel compiled(const Candidate& c);
+  // Whether candidates compile in worker processes (a worker given, the cache on: they
+  // compile into it).
+  bool compile_workers() const;
   Measured measure_in_worker(const Candidate& c, double best);
   Device& dev_;
   const SearchSpace& space_;

@@ -41,27 +41,20 @@ int cmd_compile_worker(const std::vector<std::string>& args) {
 // be unusable).
 int cmd_measure_worker(const std::vector<std::string>& args) {
   using namespace autotune;
-  std::string kernel, device;
-  std::vector<int64_t> shape;
-  std::optional<DType> dtype;
+  KernelSpec spec;
+  std::string device;
+  SearchOptions unused;
   MeasureOptions mopts;  // no workers: compiled here, hits in the cache they filled
+  bool workers = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    bool more = i + 1 < args.size();
-    if (a == "--device" && more)
-      device = args[++i];
-    else if (a == "--shape" && more)
-      shape = parse_shape(args[++i]);
-    else if (a == "--dtype" && more)
-      dtype = DType::parse(args[++i]);
-    else if (a == "--reps" && more)
-      mopts.reps = std::max(1, std::atoi(args[++i].c_str()));
-    else if (kernel.empty() && a.rfind("--", 0) != 0)
-      kernel = a;
-    else
-      return usage_error("measure-worker: unexpected argument '" + a + "'");
+    std::optional<int> status = kernel_spec_option("measure-worker", args, i, spec);
+    if (!status && args[i] == "--reps")
+      status = search_option("measure-worker", args, i, unused, mopts, workers);
+    if (!status && args[i] == "--device" && i + 1 < args.size()) device = args[++i], status = -1;
+    if (!status) return usage_error("measure-worker: unexpected argument '" + args[i] + "'");
+    if (*status >= 0) return *status;
   }
-  if (kernel.empty() || device.empty())
+  if (spec.kernel.empty() || device.empty())
     return usage_error("measure-worker: expected a kernel and --device D");
   // Ends with the search that started it, even one killed while a kernel here hangs (one
   // that ended before this line closed the socket: reading it ends the loop below).
@@ -71,7 +64,7 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   const Target& target = dev->props().target;
   SearchSpace space;
   try {
-    space = named_space(kernel, shape, dtype, target);
+    space = spec.space(target);
   } catch (const std::invalid_argument& e) {
     return usage_error(std::string("measure-worker: ") + e.what());
   }
@@ -133,10 +126,8 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
 
 int cmd_search(const std::vector<std::string>& args) {
   using namespace autotune;
-  std::string kernel, device = "cpu";
-  std::vector<int64_t> shape;
-  DType dtype = dtypes::float32;
-  bool dtype_given = false;
+  KernelSpec spec;
+  std::string device = "cpu";
   SearchOptions opts;
   MeasureOptions mopts;
   bool workers = true;
@@ -144,19 +135,12 @@ int cmd_search(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     bool more = i + 1 < args.size();
-    if (std::optional<int> status = search_option("search", args, i, opts, mopts, workers)) {
+    std::optional<int> status = search_option("search", args, i, opts, mopts, workers);
+    if (!status) status = kernel_spec_option("search", args, i, spec);
+    if (status) {
       if (*status >= 0) return *status;
     } else if (a == "--device" && more) {
       device = args[++i];
-    } else if (a == "--shape" && more) {
-      shape = parse_shape(args[++i]);
-      if (shape.empty())
-        return usage_error("search: --shape takes positive numbers, e.g. 512,512,512");
-    } else if (a == "--dtype" && more) {
-      std::optional<DType> d = DType::parse(args[++i]);
-      if (!d || !d->is_float())
-        return usage_error("search: --dtype takes a float dtype, got '" + args[i] + "'");
-      dtype = *d, dtype_given = true;
     } else if (a == "--start" && more) {
       try {
         starts.push_back(Schedule::parse(args[++i]));
@@ -165,28 +149,25 @@ int cmd_search(const std::vector<std::string>& args) {
       }
     } else if (a == "--verbose") {
       opts.verbose = true;
-    } else if (kernel.empty() && a.rfind("--", 0) != 0) {
-      kernel = a;
     } else {
       return usage_error("search: unexpected argument '" + a + "'");
     }
   }
-  if (kernel.empty())
+  if (spec.kernel.empty())
     return usage_error(std::string("search: expected a kernel (") + kSpaceNames + ")");
   std::unique_ptr<Device> dev;
   if (int status = open_named_device("search", device, dev); status >= 0) return status;
   const Target& target = dev->props().target;
   SearchSpace space;
   try {
-    space = named_space(kernel, shape, dtype_given ? std::optional(dtype) : std::nullopt, target);
+    space = spec.space(target);
   } catch (const std::invalid_argument& e) {
     return usage_error(std::string("search: ") + e.what());
   }
   for (const Schedule& st : starts) space.start.push_back(st);
   if (workers) {
     mopts.worker = {self_path(), "compile-worker", "--device", device};
-    mopts.measure_worker = measure_worker_argv(
-        kernel, shape, dtype_given ? std::optional(dtype) : std::nullopt, device, mopts.reps);
+    mopts.measure_worker = measure_worker_argv(spec, device, mopts.reps);
   }
   opts.progress = [](const std::string& l) { std::fprintf(stderr, "search: %s\n", l.c_str()); };
   DeviceMeasure measure(*dev, space, mopts);

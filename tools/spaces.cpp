@@ -189,18 +189,39 @@ SearchSpace named_space(const std::string& kernel, std::vector<int64_t> shape,
   throw std::invalid_argument("no searchable kernel named '" + kernel + "' (" + kSpaceNames + ")");
 }
 
-std::vector<std::string> measure_worker_argv(const std::string& kernel,
-                                             const std::vector<int64_t>& shape,
-                                             std::optional<DType> dtype, const std::string& device,
+std::optional<int> kernel_spec_option(const std::string& cmd, const std::vector<std::string>& args,
+                                      size_t& i, KernelSpec& spec) {
+  const std::string& a = args[i];
+  bool more = i + 1 < args.size();
+  if (a == "--shape" && more) {
+    spec.shape = parse_shape(args[++i]);
+    if (spec.shape.empty())
+      return usage_error(cmd + ": --shape takes positive numbers, e.g. 512,512,512");
+    return -1;
+  }
+  if (a == "--dtype" && more) {
+    spec.dtype = DType::parse(args[++i]);
+    if (!spec.dtype || !spec.dtype->is_float())
+      return usage_error(cmd + ": --dtype takes a float dtype, got '" + args[i] + "'");
+    return -1;
+  }
+  if (spec.kernel.empty() && a.rfind("--", 0) != 0) {
+    spec.kernel = a;
+    return -1;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> measure_worker_argv(const KernelSpec& spec, const std::string& device,
                                              int reps) {
-  std::vector<std::string> argv = {self_path(), "measure-worker",    kernel, "--device", device,
-                                   "--reps",    std::to_string(reps)};
-  if (!shape.empty()) {
+  std::vector<std::string> argv = {self_path(), "measure-worker", spec.kernel,         "--device",
+                                   device,      "--reps",         std::to_string(reps)};
+  if (!spec.shape.empty()) {
     std::string s;
-    for (int64_t d : shape) s += (s.empty() ? "" : ",") + std::to_string(d);
+    for (int64_t d : spec.shape) s += (s.empty() ? "" : ",") + std::to_string(d);
     argv.insert(argv.end(), {"--shape", s});
   }
-  if (dtype) argv.insert(argv.end(), {"--dtype", std::string(dtype->name())});
+  if (spec.dtype) argv.insert(argv.end(), {"--dtype", std::string(spec.dtype->name())});
   return argv;
 }
 

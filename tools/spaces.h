@@ -29,11 +29,24 @@ autotune::SearchSpace named_space(const std::string& kernel, std::vector<int64_t
 autotune::KernelId gemm_id(const GemmProblem& p);
 autotune::KernelId attention_id(const AttentionProblem& p, const AttentionShape& s);
 
-// The measure worker's command line for the space named_space(kernel, shape, dtype) on
-// `device` (MeasureOptions::measure_worker): this program's `measure-worker`.
-std::vector<std::string> measure_worker_argv(const std::string& kernel,
-                                             const std::vector<int64_t>& shape,
-                                             std::optional<DType> dtype, const std::string& device,
+// A kernel named_space knows: its name, shape (empty: its default) and dtype (none: its
+// own), as `kitten search`, a tune list and a measure worker name it.
+struct KernelSpec {
+  std::string kernel;
+  std::vector<int64_t> shape;
+  std::optional<DType> dtype;
+  autotune::SearchSpace space(const Target& target) const {
+    return named_space(kernel, shape, dtype, target);
+  }
+};
+// Reads the kernel's name, --shape S or --dtype T (a float dtype) at args[i] (advancing i
+// past a value): nullopt where it is none of them, else the exit status (-1: go on).
+std::optional<int> kernel_spec_option(const std::string& cmd, const std::vector<std::string>& args,
+                                      size_t& i, KernelSpec& spec);
+
+// The measure worker's command line for `spec`'s space on `device`
+// (MeasureOptions::measure_worker): this program's `measure-worker`.
+std::vector<std::string> measure_worker_argv(const KernelSpec& spec, const std::string& device,
                                              int reps);
 
 // A search's cost for the reader: "0.1855 ms", "1234 (emulator cost)", "not measured".

@@ -24,14 +24,14 @@ std::string seconds(double s) {
   return b;
 }
 
-// The space of a kernel kitten knows by name ("" dtype: its default); throws
-// std::invalid_argument.
-SearchSpace space_for(const std::string& kernel, const std::vector<int64_t>& shape,
-                      const std::string& dtype, const Target& target) {
-  std::optional<DType> d;
-  if (!dtype.empty() && !(d = DType::parse(dtype)))
+// A kernel kitten knows by name ("" dtype: its default); throws std::invalid_argument for
+// a dtype it does not know.
+KernelSpec spec_of(const std::string& kernel, const std::vector<int64_t>& shape,
+                   const std::string& dtype) {
+  KernelSpec spec{kernel, shape, std::nullopt};
+  if (!dtype.empty() && !(spec.dtype = DType::parse(dtype)))
     throw std::invalid_argument("unknown dtype '" + dtype + "'");
-  return named_space(kernel, shape, d, target);
+  return spec;
 }
 
 int show(const TuneDatabase& db) {
@@ -67,7 +67,8 @@ int check(Device& dev, TuneDatabase& db, const MeasureOptions& mopts) {
     Measured now;
     std::string why;
     try {
-      space = space_for(e.id.kernel, e.id.shape, e.id.dtypes.empty() ? "" : e.id.dtypes[0], target);
+      space =
+          spec_of(e.id.kernel, e.id.shape, e.id.dtypes.empty() ? "" : e.id.dtypes[0]).space(target);
       if (space.id != e.id)
         throw std::runtime_error("the kernel's graph changed since it was tuned");
       c.schedule = Schedule::parse(e.schedule);
@@ -164,9 +165,11 @@ int cmd_tune(const std::vector<std::string>& args) {
   for (size_t n = 0; n < list.size(); ++n) {
     const TuneRequest& r = list[n];
     std::string tag = "[" + std::to_string(n + 1) + "/" + std::to_string(list.size()) + "] ";
+    KernelSpec spec;
     SearchSpace space;
     try {
-      space = space_for(r.kernel, r.shape, r.dtype, target);
+      spec = spec_of(r.kernel, r.shape, r.dtype);
+      space = spec.space(target);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "tune: %s%s line %d: %s\n", tag.c_str(), list_path.c_str(), r.line,
                    e.what());
@@ -187,11 +190,7 @@ int cmd_tune(const std::vector<std::string>& args) {
                    line.c_str(), seconds(spent).c_str(), seconds(eta).c_str());
     };
     try {
-      if (workers) {
-        std::optional<DType> d;
-        if (!r.dtype.empty()) d = DType::parse(r.dtype);
-        mopts.measure_worker = measure_worker_argv(r.kernel, r.shape, d, device, mopts.reps);
-      }
+      if (workers) mopts.measure_worker = measure_worker_argv(spec, device, mopts.reps);
       DeviceMeasure measure(*dev, space, mopts);
       TuneResult t = tune_kernel(space, target, measure, db, opts, force);
       if (!t.skipped.empty())

@@ -547,14 +547,44 @@ TEST(Workers, EachEndIsReportedAndAHangIsKilledAtItsDeadline) {
   EXPECT_EQ(run_workers({"/nonexistent/worker"}, {"x"}, 1, 1.0)[0].end, WorkerRun::End::NotStarted);
 }
 
-// The worker tests' device: the cpu JIT with the compile cache the workers share (null,
-// with why, where it is unavailable).
-std::unique_ptr<Device> worker_test_device(std::string& why) {
-  std::string cache = test_cache_dir();
-  if (cache.empty()) return why = "no compile cache", nullptr;
-  setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);  // the workers' cache: the device's
-  return open_test_device("cpu-jit", why);
-}
+// The searches past workers: the cpu JIT with the compile cache the workers share, a
+// small matrix product's space, the real compile worker and two runs a candidate.
+class SearchWorkers : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string cache = test_cache_dir(), why;
+    ASSERT_FALSE(cache.empty());
+    setenv("KITTEN_CACHE_DIR", cache.c_str(), 1);  // the workers' cache: the device's
+    dev = open_test_device("cpu-jit", why);
+    if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
+    space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
+    mo.reps = 2;
+    mo.jobs = 2;
+    mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
+  }
+  // `rounds` rounds after the start, `measured` candidates a round, measured by `mo`.
+  SearchResult search(int rounds, int measured) {
+    DeviceMeasure m(*dev, space, mo);
+    SearchOptions o;
+    o.max_rounds = rounds;
+    o.measured_per_round = measured;
+    return beam_search(space, dev->props().target, m, o);
+  }
+  // A stand-in measure worker: it runs `before`, says ready, then answers each request by
+  // `cases` (shell case arms on the schedule) or else with a cost of the schedule's length.
+  // Shell builtins only: a loaded machine must not miss a deadline for forking.
+  static std::vector<std::string> stand_in(const std::string& cases,
+                                           const std::string& before = "") {
+    return {"sh", "-c",
+            before +
+                "echo ready; while read best sched; do case \"$best\" in lower|round) "
+                "continue;; esac; case \"$sched\" in " +
+                cases + " *) echo \"measured 0 ${#sched}e-6 0 \";; esac; done"};
+  }
+  std::unique_ptr<Device> dev;
+  SearchSpace space;
+  MeasureOptions mo;
+};
 
 // A search past workers that hang on some candidates and crash on others: every candidate
 // accounted for, some timed out, some crashed, the rest measured.
@@ -568,89 +598,42 @@ void expect_went_on(const SearchReport& rep) {
 
 // A search whose compile worker hangs on some kernels and crashes on others: those
 // candidates are counted, the rest are compiled by the real worker and measured.
-TEST(Search, GoesOnWhenWorkersHangOrCrash) {
-  std::string why;
-  std::unique_ptr<Device> dev = worker_test_device(why);
-  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
-  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
-  MeasureOptions mo;
-  mo.reps = 2;
+TEST_F(SearchWorkers, GoOnWhenCompileWorkersHangOrCrash) {
   mo.compile_timeout_s = 1;
-  mo.jobs = 2;
   // By the source's checksum: a third hang, a third crash, a third compile.
   mo.worker = {"sh", "-c",
                std::string("src=$(cat); case $(printf %s \"$src\" | cksum | cut -c1-3) in "
                            "*[0-2]) sleep 30;; *[3-5]) kill -SEGV $$;; *) printf %s \"$src\" | "
                            "exec ") +
                    KITTEN_BIN + " compile-worker --device cpu;; esac"};
-  DeviceMeasure m(*dev, space, mo);
-  SearchOptions o;
-  o.max_rounds = 2;
-  o.measured_per_round = 8;
-  SearchResult r = beam_search(space, dev->props().target, m, o);
-  expect_went_on(r.report);
+  expect_went_on(search(2, 8).report);
 }
 
 // Measurements in a worker process: a stand-in measure worker hangs on one candidate and
 // crashes on another; each costs that candidate alone (a new worker is started for the
 // next), the rest are measured and the winner validated here.
-TEST(Search, GoesOnWhenAMeasureWorkerHangsOrCrashes) {
-  std::string why;
-  std::unique_ptr<Device> dev = worker_test_device(why);
-  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
-  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
-  MeasureOptions mo;
-  mo.reps = 2;
-  mo.jobs = 2;
-  mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
+TEST_F(SearchWorkers, GoOnWhenAMeasureWorkerHangsOrCrashes) {
   mo.measure_timeout_s = 2;
-  // Shell builtins only (a loaded machine must not miss the deadline for forking).
-  mo.measure_worker = {
-      "sh", "-c",
-      "echo ready; while read best sched; do case \"$best\" in lower|round) continue;; esac; "
-      "case \"$sched\" in *UNROLL:2:8*) sleep 30;; *UPCAST:0:2*) kill -SEGV $$;; "
-      "*) echo \"measured 0 ${#sched}e-6 0 \";; esac; done"};
-  DeviceMeasure m(*dev, space, mo);
-  SearchOptions o;
-  o.max_rounds = 1;
-  o.measured_per_round = 12;
-  SearchResult r = beam_search(space, dev->props().target, m, o);
-  const SearchReport& rep = r.report;
-  expect_went_on(rep);
+  mo.measure_worker = stand_in("*UNROLL:2:8*) sleep 30;; *UPCAST:0:2*) kill -SEGV $$;;");
+  SearchResult r = search(1, 12);
+  expect_went_on(r.report);
   EXPECT_NE(r.best.to_string(), "UNROLL:2:8");
   EXPECT_NE(r.best.to_string(), "UPCAST:0:2");
-  EXPECT_EQ(rep.validation, "passed (fresh inputs, against 'NOOPT=1')") << rep.to_string();
+  EXPECT_EQ(r.report.validation, "passed (fresh inputs, against 'NOOPT=1')")
+      << r.report.to_string();
 }
 
 // A hang that leaves the device unusable: every worker started after it fails before it
 // is ready. The candidates measured after it fail one by one (each a crashed worker), and
 // the search ends as usual with the best of those measured before.
-TEST(Search, ADeviceLeftUnusableCostsTheRestNotTheSearch) {
-  std::string why;
-  std::unique_ptr<Device> dev = worker_test_device(why);
-  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
-  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
+TEST_F(SearchWorkers, ADeviceLeftUnusableCostsTheRestNotTheSearch) {
   std::string dir = test_cache_dir() + "/unusable-" + std::to_string(getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  MeasureOptions mo;
-  mo.reps = 2;
-  mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
   mo.measure_timeout_s = 2;
-  mo.measure_worker = {
-      "sh", "-c",
-      "[ -e " + dir +
-          "/hung ] && { echo no device; exit 1; }; echo ready; while read best "
-          "sched; do case \"$best\" in lower|round) continue;; esac; case \"$sched\" in "
-          "*UNROLL:2:8*) : > " +
-          dir +
-          "/hung; sleep 30;; *) echo \"measured 0 ${#sched}e-6 0 \";; "
-          "esac; done"};
-  DeviceMeasure m(*dev, space, mo);
-  SearchOptions o;
-  o.max_rounds = 1;
-  o.measured_per_round = 12;
-  SearchResult r = beam_search(space, dev->props().target, m, o);
+  mo.measure_worker = stand_in("*UNROLL:2:8*) : > " + dir + "/hung; sleep 30;;",
+                               "[ -e " + dir + "/hung ] && { echo no device; exit 1; }; ");
+  SearchResult r = search(1, 12);
   const SearchReport& rep = r.report;
   EXPECT_EQ(rep.generated, accounted(rep)) << rep.to_string();
   EXPECT_EQ(rep.timed_out, 1) << rep.to_string();
@@ -662,42 +645,23 @@ TEST(Search, ADeviceLeftUnusableCostsTheRestNotTheSearch) {
   std::filesystem::remove_all(dir);
 }
 
-// The real measure worker (`kitten measure-worker`) times the search's candidates; one
-// that cannot be started fails each run with the reason, and the search says so.
-TEST(Search, MeasuresInAWorkerProcess) {
-  std::string why;
-  std::unique_ptr<Device> dev = worker_test_device(why);
-  if (!dev) GTEST_SKIP() << "cpu-jit unavailable: " << why;
-  SearchSpace space = action_space(matmul_kernel(16, 16, 16, dtypes::float32), dev->props().target);
-  MeasureOptions mo;
-  mo.reps = 2;
-  mo.worker = {KITTEN_BIN, "compile-worker", "--device", "cpu"};
+// The real measure worker (`kitten measure-worker`) times the search's candidates. A
+// worker that cannot start, or ends before it is ready (its device did not open), is no
+// candidate's fault: the search ends saying why.
+TEST_F(SearchWorkers, MeasureInAWorkerProcess) {
   mo.measure_worker = {KITTEN_BIN, "measure-worker", "matmul", "--shape", "16,16,16", "--device",
                        "cpu",      "--reps",         "2"};
-  SearchOptions o;
-  o.max_rounds = 1;
-  o.measured_per_round = 4;
-  {
-    DeviceMeasure m(*dev, space, mo);
-    SearchResult r = beam_search(space, dev->props().target, m, o);
-    EXPECT_EQ(r.report.generated, accounted(r.report)) << r.report.to_string();
-    EXPECT_GT(r.report.measured, 2) << r.report.to_string();
-    EXPECT_EQ(r.report.run_failed + r.report.crashed + r.report.timed_out, 0)
-        << r.report.to_string();
-    EXPECT_GT(r.cost, 0);
-    EXPECT_LT(r.cost, 1.0);  // seconds
-  }
-  // A worker that cannot start, or ends before it is ready (its device did not open):
-  // no candidate's fault, the search ends saying why.
+  SearchResult r = search(1, 4);
+  EXPECT_EQ(r.report.generated, accounted(r.report)) << r.report.to_string();
+  EXPECT_GT(r.report.measured, 2) << r.report.to_string();
+  EXPECT_EQ(r.report.run_failed + r.report.crashed + r.report.timed_out, 0) << r.report.to_string();
+  EXPECT_GT(r.cost, 0);
+  EXPECT_LT(r.cost, 1.0);  // seconds
   mo.measure_worker = {"/nonexistent/measure-worker"};
-  DeviceMeasure missing(*dev, space, mo);
   expect_thrown<MeasureUnavailable>(
-      [&] { beam_search(space, dev->props().target, missing, o); },
-      "cannot start the measure worker '/nonexistent/measure-worker'");
+      [&] { search(1, 4); }, "cannot start the measure worker '/nonexistent/measure-worker'");
   mo.measure_worker = {"sh", "-c", "echo no device here; exit 1"};
-  DeviceMeasure unready(*dev, space, mo);
-  expect_thrown<MeasureUnavailable>([&] { beam_search(space, dev->props().target, unready, o); },
-                                    "could not get ready: no device here");
+  expect_thrown<MeasureUnavailable>([&] { search(1, 4); }, "could not get ready: no device here");
 }
 
 }  // namespace
