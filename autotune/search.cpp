@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <future>
 #include <numeric>
 #include <set>
@@ -414,8 +413,9 @@ LoweredKernels lower_schedule(const SearchSpace& space, const Target& target, co
 std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space,
                                                         const Target& target, Schedule s) {
   auto lower = [&space, &target, s = std::move(s)] { return lower_schedule(space, target, s); };
-  static const bool dumps = std::getenv("KITTEN_DUMP") || std::getenv("KITTEN_DUMP_JSON") ||
-                            std::getenv("KITTEN_TRACE_REWRITE");
+  LowerOptions lowering = default_lower_options();
+  bool dumps = !lowering.print_after.empty() || !lowering.dump_json.empty() ||
+               default_rewrite_options().trace;
   if (!dumps) try {
       return std::async(std::launch::async, lower).share();
     } catch (const std::system_error&) {  // no thread to be had: lowered when asked
