@@ -25,16 +25,10 @@ for shape in 4096,4096,4096 4095,4095,4095; do
       grep -E "^schedule|^time|^check|error" || true
   done
 done
-for kernel in sum softmax layernorm; do
-  for shape in 4096,4096 32768,1024; do
-    timeout $((budget + 120)) $k search $kernel --device cuda --shape "$shape" --budget $((budget / 2)) \
-      2> /tmp/search.err | grep -vE "^  refused"
-    tail -2 /tmp/search.err
-  done
-done
-for shape in 4096,1024,2048,1024 16384,256,512,256; do
-  timeout $((budget + 120)) $k search concat --device cuda --shape "$shape" --budget $((budget / 2)) \
-    2> /tmp/search.err | grep -vE "^  refused"
+for case in sum:4096,4096 sum:32768,1024 softmax:4096,4096 softmax:32768,1024 \
+  layernorm:4096,4096 layernorm:32768,1024 concat:4096,1024,2048,1024 concat:16384,256,512,256; do
+  timeout $((budget + 120)) $k search "${case%%:*}" --device cuda --shape "${case#*:}" \
+    --budget $((budget / 2)) 2> /tmp/search.err | grep -vE "^  refused"
   tail -2 /tmp/search.err
 done
 # A generated GEMV (1x4096 times 4096x4096, bf16): the reduction SPLIT across blocks.
