@@ -1,9 +1,9 @@
 """The peers for tools/gpu/search_figures.sh, in the same run: torch.matmul (cuBLAS) bf16
 at the GEMM shapes (medians of 20 runs by CUDA events, as gemm_peer.py), and torch's row
-sum, row softmax and layer norm of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed as `kitten
-search` times its candidates: a read of 256 MiB before each run flushes the L2 (a read, not
-a copy, so the L2 is left clean: no write-back of the flush's own lines is charged to the run). Each output
-checked.
+sum, row softmax and layer norm of float32 ROWSxCOLS and bf16 GEMV (1xK times KxN), timed
+as `kitten search` times its candidates: a read of 256 MiB before each run flushes the L2
+(a read, not a copy, so the L2 is left clean: no write-back of the flush's own lines is
+charged to the run). Each output checked.
   python3 tools/gpu/search_peer.py --gemm M,N,K ... --rows R,C ... --gemv K,N ...
   --cat ROWS,W1,W2,... (torch.cat along dim 1, eager and torch.compile'd)
   (--rows-compiled R,C ...: the rows with torch.compile's kernels beside torch's)"""
