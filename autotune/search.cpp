@@ -269,7 +269,14 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
         if (e.name != "CUT" && e.name != "PADTO" && e.name != "SWAP")
           left[*e.axis] = (left[*e.axis] + e.amount - 1) / e.amount;
       }
-    auto add = [&](const char* name, const Axis& a, std::initializer_list<int64_t> amounts) {
+    auto add = [&](const char* name, const Axis& a, std::vector<int64_t> amounts) {
+      // UPCAST and UNROLL also take all that is left of a short axis: a loop gone, its
+      // loads are the same values as another fully unrolled loop's over the same row and
+      // are loaded once (a layer norm's three passes over a row read it once, into
+      // registers).
+      if ((std::string_view(name) == "UPCAST" || std::string_view(name) == "UNROLL") &&
+          left[a.id] > amounts.back() && left[a.id] <= 32)
+        amounts.push_back(left[a.id]);
       for (int64_t n : amounts)
         if (n <= left[a.id]) {
           Schedule next = std::string_view(name) == "SPLIT" ? whole : base;

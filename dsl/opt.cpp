@@ -245,6 +245,16 @@ static bool encloses(const UOp& sink, const UOp& outer, const UOp& inner) {
   return false;
 }
 
+// Whether the loop of `outer` runs around that of `inner`, or one END closes both.
+static bool around(const UOp& sink, const UOp& outer, const UOp& inner) {
+  for (const UOp& u : toposort(sink))
+    if (u.op() == Op::END &&
+        std::find(u.src().begin() + 1, u.src().end(), inner) != u.src().end() &&
+        std::find(u.src().begin() + 1, u.src().end(), outer) != u.src().end())
+      return true;
+  return encloses(sink, outer, inner);
+}
+
 Schedule without_threads(const Schedule& s) {
   std::vector<ScheduleEntry> kept;
   for (const ScheduleEntry& e : s.entries())
@@ -283,10 +293,11 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   std::map<int64_t, int64_t> splits_of;
   std::map<int64_t, std::vector<Split>> plan;
   std::map<int64_t, int64_t> left;  // each split axis's remaining (outer) extent
-  int64_t copies = 1, threads = 1, group_threads = 0;
-  std::set<int64_t> thread_axes;       // beside a GROUP: the axes split over the threads
-  std::set<int64_t> padded;            // PADTO's axes
-  std::map<int64_t, int64_t> swapped;  // SWAP: an axis -> the id its outer range takes
+  int64_t threads = 1, group_threads = 0;
+  std::map<int64_t, int64_t> copies_of;  // each axis's UPCAST and UNROLL amounts, multiplied
+  std::set<int64_t> thread_axes;         // beside a GROUP: the axes split over the threads
+  std::set<int64_t> padded;              // PADTO's axes
+  std::map<int64_t, int64_t> swapped;    // SWAP: an axis -> the id its outer range takes
   bool grouped = std::any_of(schedule.entries().begin(), schedule.entries().end(),
                              [](const ScheduleEntry& e) { return e.axis && is_group(e.name); });
   for (const ScheduleEntry& e : schedule.entries()) {
@@ -376,10 +387,17 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
         refuse("makes blocks of " + std::to_string(threads) + " threads; " + target.arch +
                " has at most " + std::to_string(target.max_threads_per_block));
     } else {
-      copies *= e.amount;
-      if (copies > kMaxCopies)
-        refuse("makes " + std::to_string(copies) + " copies of the body; at most " +
-               std::to_string(kMaxCopies) + " are allowed");
+      // A loop body is copied once for every combination of the amounts of the axes
+      // around it: sibling loops (a layer norm's reductions) each count their own.
+      copies_of[*e.axis] = copies_of.try_emplace(*e.axis, 1).first->second * e.amount;
+      for (const auto& [inner, n] : copies_of) {
+        int64_t copies = n;
+        for (const auto& [outer, m] : copies_of)
+          if (outer != inner && around(sink, ranges.at(outer), ranges.at(inner))) copies *= m;
+        if (copies > kMaxCopies)
+          refuse("makes " + std::to_string(copies) + " copies of a loop's body; at most " +
+                 std::to_string(kMaxCopies) + " are allowed");
+      }
     }
     constexpr int64_t kMaxSplits = 64;  // per axis
     int64_t nth = splits_of[*e.axis]++;

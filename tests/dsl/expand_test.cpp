@@ -177,6 +177,12 @@ TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
   expect_refused(mm, cpu(), "UPCAST:2:4", "needs a global axis; axis is reduce");
   expect_refused(mm, cpu(), "UNROLL:1:65", "needs an amount from 1 to the axis's extent 64");
   expect_refused(mm, cpu(), "UPCAST:0:16 UPCAST:1:32", "at most 256 are allowed");
+  // The copies of a loop's body multiply with those of the axes around it; sibling loops
+  // (a layer norm's passes over its row) count their own.
+  UOp ln = layernorm_kernel(4, 256);
+  expect_refused(ln, cpu(), "UPCAST:0:4 UNROLL:2:128", "512 copies of a loop's body");
+  EXPECT_NO_THROW(
+      lower(ln, cpu(), Schedule::parse("UPCAST:0:2 UNROLL:1:128 UNROLL:2:128 UPCAST:3:128")));
   expect_refused(mm, cpu(), "LOCAL:0:4", "needs threads that form blocks");
   expect_refused(mm, h100_target(), "LOCAL:0:64 LOCAL:1:32", "has at most 1024");
   expect_refused(mm, cpu(), "UPCAST:7:2", "names axis 7");
