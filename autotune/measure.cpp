@@ -264,9 +264,12 @@ std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
   return results;
 }
 
-// The buffers of the timing runs, by the space's order.
+// The buffers of the timing runs, by the space's order, and the L2 flush before each: on
+// GPUs flush_kernel reads `flush_from` (zeros) and never writes `flush_to` (one float); on
+// cpus `flush_from` is copied into `flush_to`.
 struct DeviceMeasure::Inputs {
   std::vector<Buffer> buffers;
+  Buffer flush_from{}, flush_to{};
   std::optional<CompiledKernel> flush;  // GPUs: flush_kernel
 };
 
@@ -449,13 +452,14 @@ DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptio
   if (opts_.flush_l2 && timed()) {
     bool gpu = dev_.props().target.has(kFeatureBlocks);
     size_t bytes = size_t(gpu ? 256 : 64) << 20;
-    flush_[0] = dev_.allocator().alloc(bytes);
-    if (gpu) {  // read by flush_kernel: zeros, and one float it never writes
-      dev_.allocator().copy_in(flush_[0], std::vector<unsigned char>(bytes).data(), bytes);
-      flush_[1] = dev_.allocator().alloc(sizeof(float));
+    inputs_->flush_from = dev_.allocator().alloc(bytes);
+    if (gpu) {
+      dev_.allocator().copy_in(inputs_->flush_from, std::vector<unsigned char>(bytes).data(),
+                               bytes);
+      inputs_->flush_to = dev_.allocator().alloc(sizeof(float));
       inputs_->flush = compile_kernel(dev_, flush_kernel(int64_t(bytes / sizeof(float))));
-    } else {  // cpus: a copy
-      flush_[1] = dev_.allocator().alloc(bytes);
+    } else {
+      inputs_->flush_to = dev_.allocator().alloc(bytes);
     }
   }
 }
@@ -463,7 +467,7 @@ DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptio
 DeviceMeasure::~DeviceMeasure() {
   in_process_.clear();
   for (Buffer b : inputs_->buffers) dev_.allocator().free(b);
-  for (Buffer b : flush_)
+  for (Buffer b : {inputs_->flush_from, inputs_->flush_to})
     if (b.ptr) dev_.allocator().free(b);
 }
 
@@ -592,11 +596,12 @@ Measured DeviceMeasure::measure(const Candidate& c, double best) {
   std::unique_ptr<Queue> q = dev_.new_queue();
   auto run_once = [&]() -> double {
     if (inputs_->flush) {
-      std::vector<KernelArg> flush_args{KernelArg(flush_[1]), KernelArg(flush_[0])};
+      std::vector<KernelArg> flush_args{KernelArg(inputs_->flush_to),
+                                        KernelArg(inputs_->flush_from)};
       inputs_->flush->enqueue(*q, flush_args);
       q->submit();
-    } else if (flush_[0].ptr) {
-      q->copy(flush_[1], flush_[0], flush_[0].bytes);
+    } else if (inputs_->flush_from.ptr) {
+      q->copy(inputs_->flush_to, inputs_->flush_from, inputs_->flush_from.bytes);
       q->submit();
     }
     if (cuda) return cuda_elapsed_ms(*q, [&] { k.enqueue(*q, args); }) * 1e-3;

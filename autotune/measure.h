@@ -88,7 +88,6 @@ class DeviceMeasure : public Measure {
   std::unique_ptr<Inputs> inputs_;
   std::unique_ptr<Worker> worker_;  // where measurements go to a measure worker
   std::map<std::pair<uint64_t, uint64_t>, CompiledKernel> in_process_;
-  Buffer flush_[2]{};
   // The reference's outputs on the validation inputs (the same for every candidate).
   std::optional<std::pair<std::vector<StableKey>, std::vector<std::vector<unsigned char>>>>
       reference_out_;

@@ -430,6 +430,17 @@ std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space
   return std::async(std::launch::deferred, lower).share();
 }
 
+std::shared_future<LoweredKernels> LoweringAhead::start(Schedule s) {
+  size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  while (running_.size() >= cores) running_.front().wait(), running_.pop_front();
+  return running_.emplace_back(lower_schedule_async(space_, target_, std::move(s)));
+}
+
+void LoweringAhead::wait() {
+  for (const auto& f : running_) f.wait();
+  running_.clear();
+}
+
 double estimate_seconds(const Candidate& c, const Target& target) {
   // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per
   // multiprocessor at 1.7 GHz, 3 TB/s, tensor cores at 989 TFLOP/s by wgmma and two thirds
@@ -616,14 +627,11 @@ SearchResult beam_search(const SearchSpace& space, const Target& target, Measure
       else
         ++r.duplicate_schedules;
     }
-    // Lowered on threads, as many at once as the machine has cores (a tile GEMM's
-    // lowering takes about a quarter of a second), then taken in order.
-    size_t cores = std::max(1u, std::thread::hardware_concurrency());
-    std::vector<std::shared_future<LoweredKernels>> lowering(fresh.size());
-    for (size_t i = 0; i < fresh.size(); ++i) {
-      if (i >= cores) lowering[i - cores].wait();
-      lowering[i] = lower_schedule_async(space, target, fresh[i]);
-    }
+    // Lowered on threads (a tile GEMM's lowering takes about a quarter of a second), then
+    // taken in order.
+    LoweringAhead ahead(space, target);
+    std::vector<std::shared_future<LoweredKernels>> lowering;
+    for (const Schedule& s : fresh) lowering.push_back(ahead.start(s));
     std::vector<Candidate> out;
     for (size_t i = 0; i < fresh.size(); ++i) {
       const Schedule& s = fresh[i];

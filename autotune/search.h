@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <future>
 #include <limits>
@@ -83,6 +84,19 @@ LoweredKernels lower_schedule(const SearchSpace& space, const Target& target, co
 // thread can be started.
 std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space,
                                                         const Target& target, Schedule s);
+
+// Schedules lowered ahead (lower_schedule_async), at most as many at once as the machine
+// has cores: starting one more first waits for the oldest still running.
+class LoweringAhead {
+ public:
+  LoweringAhead(const SearchSpace& space, const Target& target) : space_(space), target_(target) {}
+  std::shared_future<LoweredKernels> start(Schedule s);
+  void wait();  // until none is running
+ private:
+  const SearchSpace& space_;
+  const Target& target_;
+  std::deque<std::shared_future<LoweredKernels>> running_;
+};
 
 // A generated kernel: it starts at the pipeline's heuristic schedule (and at the kernel
 // as written, NOOPT=1, the reference), and a step adds one action of docs/autotune.md

@@ -7,13 +7,11 @@
 
 #include <csignal>
 #include <cstdio>
-#include <deque>
 #include <future>
 #include <iostream>
 #include <iterator>
 #include <map>
 #include <sstream>
-#include <thread>
 
 #include "autotune/measure.h"
 #include "autotune/search.h"
@@ -71,31 +69,26 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   DeviceMeasure measure(*dev, space, mopts);
   std::printf("ready\n");  // the device open, the inputs made
   std::fflush(stdout);
-  // Candidates announced by "lower <schedule>", lowered meanwhile on threads of their own
-  // (as many at once as the machine has cores); "round" drops the last round's that were
-  // never measured.
+  // Candidates announced by "lower <schedule>", lowered meanwhile on threads of their own;
+  // "round" drops the last round's that were never measured.
   std::map<std::string, std::shared_future<LoweredKernels>> ahead;
-  std::deque<std::shared_future<LoweredKernels>> running;
-  size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  LoweringAhead lowering(space, target);
   for (std::string line; std::getline(std::cin, line);) {
     if (line == "round") {
-      ahead.clear(), running.clear();
+      lowering.wait();
+      ahead.clear();
       continue;
     }
     if (line.rfind("lower ", 0) == 0) {
       std::string text = line.substr(6);
       if (ahead.count(text)) continue;
-      while (running.size() >= cores) running.front().wait(), running.pop_front();
       try {
-        auto lowered = lower_schedule_async(space, target, Schedule::parse(text));
-        ahead.emplace(text, lowered);
-        running.push_back(lowered);
+        ahead.emplace(text, lowering.start(Schedule::parse(text)));
       } catch (const ScheduleError&) {  // its measurement says so
       }
       continue;
     }
-    for (auto& f : running) f.wait();  // nothing lowers beside a timed run
-    running.clear();
+    lowering.wait();  // nothing lowers beside a timed run
     char* rest = nullptr;
     double best = std::strtod(line.c_str(), &rest);
     std::string text = rest;
