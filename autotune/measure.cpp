@@ -267,7 +267,15 @@ std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
 // The buffers of the timing runs, by the space's order, and the L2 flush before each: on
 // GPUs flush_kernel reads `flush_from` (zeros) and never writes `flush_to` (one float); on
 // cpus `flush_from` is copied into `flush_to`.
+// Freed with it (also where DeviceMeasure's constructor throws half way).
 struct DeviceMeasure::Inputs {
+  explicit Inputs(Allocator& a) : alloc(a) {}
+  ~Inputs() {
+    for (Buffer b : buffers) alloc.free(b);
+    for (Buffer b : {flush_from, flush_to})
+      if (b.ptr) alloc.free(b);
+  }
+  Allocator& alloc;
   std::vector<Buffer> buffers;
   Buffer flush_from{}, flush_to{};
   std::optional<CompiledKernel> flush;  // GPUs: flush_kernel
@@ -437,7 +445,10 @@ class DeviceMeasure::Worker {
 };
 
 DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptions options)
-    : dev_(dev), space_(space), opts_(std::move(options)), inputs_(std::make_unique<Inputs>()) {
+    : dev_(dev),
+      space_(space),
+      opts_(std::move(options)),
+      inputs_(std::make_unique<Inputs>(dev.allocator())) {
   if (!opts_.measure_worker.empty() && compile_workers() && timed()) {
     worker_ = std::make_unique<Worker>(opts_.measure_worker);  // its own inputs and flush
     return;
@@ -445,9 +456,8 @@ DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptio
   std::mt19937_64 rng(opts_.seed);
   for (const BufferSpec& b : space_.buffers) {
     std::vector<unsigned char> bytes = random_bytes(b.dtype, b.count, rng);
-    Buffer buf = dev_.allocator().alloc(bytes.size());
+    Buffer buf = inputs_->buffers.emplace_back(dev_.allocator().alloc(bytes.size()));
     dev_.allocator().copy_in(buf, bytes.data(), buf.bytes);
-    inputs_->buffers.push_back(buf);
   }
   if (opts_.flush_l2 && timed()) {
     bool gpu = dev_.props().target.has(kFeatureBlocks);
@@ -466,9 +476,7 @@ DeviceMeasure::DeviceMeasure(Device& dev, const SearchSpace& space, MeasureOptio
 
 DeviceMeasure::~DeviceMeasure() {
   in_process_.clear();
-  for (Buffer b : inputs_->buffers) dev_.allocator().free(b);
-  for (Buffer b : {inputs_->flush_from, inputs_->flush_to})
-    if (b.ptr) dev_.allocator().free(b);
+  inputs_.reset();
 }
 
 bool DeviceMeasure::timed() const { return dev_.props().name != "emu"; }

@@ -275,7 +275,8 @@ SearchSpace action_space(const UOp& kernel, const Target& target) {
       // are loaded once (a layer norm's three passes over a row read it once, into
       // registers).
       if ((std::string_view(name) == "UPCAST" || std::string_view(name) == "UNROLL") &&
-          left[a.id] > amounts.back() && left[a.id] <= 32)
+          left[a.id] <= 32 &&
+          std::find(amounts.begin(), amounts.end(), left[a.id]) == amounts.end())
         amounts.push_back(left[a.id]);
       for (int64_t n : amounts)
         if (n <= left[a.id]) {
@@ -440,6 +441,8 @@ void LoweringAhead::wait() {
   for (const auto& f : running_) f.wait();
   running_.clear();
 }
+
+void LoweringAhead::drop() { running_.clear(); }
 
 double estimate_seconds(const Candidate& c, const Target& target) {
   // The model's machine: issue slots and bytes per second. GPUs: 4 warp schedulers per

@@ -90,8 +90,11 @@ std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space
 class LoweringAhead {
  public:
   LoweringAhead(const SearchSpace& space, const Target& target) : space_(space), target_(target) {}
+  LoweringAhead(const LoweringAhead&) = delete;
+  LoweringAhead& operator=(const LoweringAhead&) = delete;
   std::shared_future<LoweredKernels> start(Schedule s);
   void wait();  // until none is running
+  void drop();  // forgets them (those on threads still end; deferred ones never run)
  private:
   const SearchSpace& space_;
   const Target& target_;

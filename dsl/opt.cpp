@@ -295,9 +295,16 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
   std::map<int64_t, int64_t> left;  // each split axis's remaining (outer) extent
   int64_t threads = 1, group_threads = 0;
   std::map<int64_t, int64_t> copies_of;  // each axis's UPCAST and UNROLL amounts, multiplied
-  std::set<int64_t> thread_axes;         // beside a GROUP: the axes split over the threads
-  std::set<int64_t> padded;              // PADTO's axes
-  std::map<int64_t, int64_t> swapped;    // SWAP: an axis -> the id its outer range takes
+  std::map<int64_t, std::set<int64_t>> around_of;  // of those axes: the others around each
+  for (const ScheduleEntry& e : schedule.entries())
+    if (is_action(e) && (e.name == "UPCAST" || e.name == "UNROLL") && ranges.count(*e.axis))
+      around_of[*e.axis];
+  for (auto& [axis, out] : around_of)
+    for (const auto& [other, unused] : around_of)
+      if (other != axis && around(sink, ranges.at(other), ranges.at(axis))) out.insert(other);
+  std::set<int64_t> thread_axes;       // beside a GROUP: the axes split over the threads
+  std::set<int64_t> padded;            // PADTO's axes
+  std::map<int64_t, int64_t> swapped;  // SWAP: an axis -> the id its outer range takes
   bool grouped = std::any_of(schedule.entries().begin(), schedule.entries().end(),
                              [](const ScheduleEntry& e) { return e.axis && is_group(e.name); });
   for (const ScheduleEntry& e : schedule.entries()) {
@@ -388,16 +395,27 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
                " has at most " + std::to_string(target.max_threads_per_block));
     } else {
       // A loop body is copied once for every combination of the amounts of the axes
-      // around it: sibling loops (a layer norm's reductions) each count their own.
-      copies_of[*e.axis] = copies_of.try_emplace(*e.axis, 1).first->second * e.amount;
-      for (const auto& [inner, n] : copies_of) {
+      // around it: sibling loops (a layer norm's reductions) each count their own, and
+      // the innermost loops' copies (one END's axes once) are bounded together.
+      copies_of.try_emplace(*e.axis, 1).first->second *= e.amount;
+      int64_t total = 0;
+      for (const auto& [axis, n] : copies_of) {
+        const std::set<int64_t>& out = around_of[axis];
         int64_t copies = n;
-        for (const auto& [outer, m] : copies_of)
-          if (outer != inner && around(sink, ranges.at(outer), ranges.at(inner))) copies *= m;
+        bool counted = true;
+        for (const auto& [other, m] : copies_of) {
+          bool mutual = out.count(other) && around_of[other].count(axis);
+          if (out.count(other)) copies *= m;
+          if (around_of[other].count(axis) && (!mutual || other < axis)) counted = false;
+        }
         if (copies > kMaxCopies)
           refuse("makes " + std::to_string(copies) + " copies of a loop's body; at most " +
                  std::to_string(kMaxCopies) + " are allowed");
+        if (counted) total += copies;
       }
+      if (total > kMaxTotalCopies)
+        refuse("makes " + std::to_string(total) + " copies of loop bodies in all; at most " +
+               std::to_string(kMaxTotalCopies) + " are allowed");
     }
     constexpr int64_t kMaxSplits = 64;  // per axis
     int64_t nth = splits_of[*e.axis]++;

@@ -22,12 +22,14 @@ namespace kitten {
 //   UNROLL:axis:a  a loop, reduce or global axis; a copies run one after another
 //   LOCAL:axis:a   a global axis on targets with blocks; a threads of a block
 // A schedule that names an unknown action, an axis of the wrong kind, an amount that does
-// not divide the extent, or that breaks a limit (more than kMaxCopies copies of a loop's
-// body: the product of the UPCAST and UNROLL amounts of its axis and the axes around it,
-// sibling loops each on their own; more threads than the target's block) is refused with
-// ScheduleError naming the entry. Knobs (entries without an axis) are for DSL kernels' builders;
+// not divide the extent, or that breaks a limit is refused with ScheduleError naming the
+// entry. The limits: more than kMaxCopies copies of a loop's body (the product of the
+// UPCAST and UNROLL amounts of its axis and of the axes around it; sibling loops count
+// their own), more than kMaxTotalCopies over the innermost loops together, more threads
+// than the target's block. Knobs (entries without an axis) are for DSL kernels' builders;
 // the knob NOOPT=1 turns the heuristic off.
 inline constexpr int64_t kMaxCopies = 256;
+inline constexpr int64_t kMaxTotalCopies = 1024;
 UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& schedule);
 
 // A buffer the kernels of one lowering share that no caller passes: the runner allocates

@@ -75,7 +75,7 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   LoweringAhead lowering(space, target);
   for (std::string line; std::getline(std::cin, line);) {
     if (line == "round") {
-      lowering.wait();
+      lowering.drop();
       ahead.clear();
       continue;
     }

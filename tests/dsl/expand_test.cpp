@@ -183,6 +183,18 @@ TEST(Expand, BadSchedulesAreRefusedWithTheReason) {
   expect_refused(ln, cpu(), "UPCAST:0:4 UNROLL:2:128", "512 copies of a loop's body");
   EXPECT_NO_THROW(
       lower(ln, cpu(), Schedule::parse("UPCAST:0:2 UNROLL:1:128 UNROLL:2:128 UPCAST:3:128")));
+  // ... and all innermost loops together make at most 1024: five sibling copies of a row.
+  DType f = dtypes::float32;
+  UOp o = param(0, f.ptr()), x = param(1, f.ptr());
+  auto copy = [&](int s) {
+    UOp j = range(256, s, AxisKind::Global);
+    return end(store(index(o, j + s * 256), load(index(x, j))), {j});
+  };
+  UOp five = sink({copy(0), copy(1), copy(2), copy(3), copy(4)}, "five");
+  EXPECT_NO_THROW(
+      lower(five, cpu(), Schedule::parse("UPCAST:0:256 UPCAST:1:256 UPCAST:2:256 UPCAST:3:256")));
+  expect_refused(five, cpu(), "UPCAST:0:256 UPCAST:1:256 UPCAST:2:256 UPCAST:3:256 UPCAST:4:256",
+                 "1280 copies of loop bodies in all; at most 1024");
   expect_refused(mm, cpu(), "LOCAL:0:4", "needs threads that form blocks");
   expect_refused(mm, h100_target(), "LOCAL:0:64 LOCAL:1:32", "has at most 1024");
   expect_refused(mm, cpu(), "UPCAST:7:2", "names axis 7");
