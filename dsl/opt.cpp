@@ -902,6 +902,31 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
       } catch (const ScheduleError&) {
         return {};
       }
+      // Passes over rows of one width e (the reductions and the loops inside the row):
+      // where e = v * t * w (t threads, a multiple of 32 up to 256; w at most 4), each
+      // thread keeps its part of the row in registers, read v consecutive elements at a
+      // time (a vector load) w times over, every pass unrolled whole; the passes' loads
+      // are then the same loads, and the row is read once.
+      std::vector<UOp> row(reduce);
+      for (const UOp& g : global)
+        if (g != outer[0]) row.push_back(g);
+      int64_t e = reduce[0].src(0).const_int();
+      bool one_width = std::all_of(row.begin(), row.end(),
+                                   [&](const UOp& r) { return r.src(0).const_int() == e; });
+      for (int64_t v : {4, 2, 1})
+        for (int64_t t = 256; one_width && t >= 32; t -= 32) {
+          if (e % (v * t) || e / (v * t) > 4) continue;
+          auto each = [&](int64_t amount, const char* on_reduce, const char* on_global) {
+            if (amount > 1)
+              for (const UOp& r : row)
+                s.action(r.axis().kind == AxisKind::Reduce ? on_reduce : on_global, r.axis().id,
+                         amount);
+          };
+          each(v, "UNROLL", "UPCAST");
+          each(t, "GROUP", "LOCAL");
+          each(e / (v * t), "UNROLL", "UPCAST");
+          return s;
+        }
       for (const UOp& r : reduce) s.action("GROUP", r.axis().id, a);
       for (const UOp& g : global)
         if (g != outer[0] && g.src(0).const_int() >= a) s.action("LOCAL", g.axis().id, a);

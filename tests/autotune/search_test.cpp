@@ -308,6 +308,26 @@ TEST(Actions, ARowUnrolledWholeIsLoadedOnce) {
   }
 }
 
+// The heuristic's rows kept in registers (dsl/opt.h heuristic_schedule): vectors, the
+// block's threads and whole unrolls, with a remainder unrolled (2048) or none (384).
+TEST(Actions, TheHeuristicsRowsInRegistersKeepTheResults) {
+  std::unique_ptr<Device> dev = host_device("emu");
+  if (!dev) GTEST_SKIP() << "the emulator cannot be opened";
+  const Target& target = dev->props().target;
+  for (const UOp& k : {softmax_kernel(3, 2048), layernorm_kernel(2, 384),
+                       reduce_kernel(3, 4096, 1, Op::ADD, dtypes::float32)}) {
+    SearchSpace space = action_space(k, target);
+    SCOPED_TRACE(k.name_arg() + " '" + heuristic_schedule(k, target).to_string() + "'");
+    ASSERT_NE(heuristic_schedule(k, target).to_string().find("UNROLL:1:4 "), std::string::npos);
+    DeviceMeasure m(*dev, space);
+    Candidate ref, heuristic;
+    ref.schedule = space.reference;
+    ref.lowered = lower_kernels(k, target, ref.schedule);
+    heuristic.lowered = lower_kernels(k, target, Schedule());
+    EXPECT_EQ(m.validate(heuristic, ref), "");
+  }
+}
+
 // Global loads under a gate (not proven true) in lowered kernels.
 int gated_loads(const LoweredKernels& l) {
   int n = 0;

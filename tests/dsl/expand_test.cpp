@@ -123,6 +123,31 @@ TEST(Expand, TheHeuristicScheduleIsDeterministic) {
   EXPECT_EQ(heuristic_schedule(tiled_matmul_kernel(32, 32, 32, 16), h100_target()).to_string(), "");
 }
 
+// Passes over rows that split into vectors x threads x at most 4: each thread's part of
+// the row in registers, loaded once by vector loads (a layer norm's three passes, one
+// read); other widths: the block's threads share the row, each pass its own loop.
+TEST(Expand, TheHeuristicKeepsAShortRowInRegisters) {
+  Target t = h100_target();
+  auto heuristic = [&](const UOp& k) { return heuristic_schedule(k, t).to_string(); };
+  EXPECT_EQ(heuristic(layernorm_kernel(8, 4096)),
+            "UNROLL:1:4 UNROLL:2:4 UPCAST:3:4 GROUP:1:256 GROUP:2:256 LOCAL:3:256 UNROLL:1:4 "
+            "UNROLL:2:4 UPCAST:3:4");
+  EXPECT_EQ(heuristic(softmax_kernel(8, 384)),
+            "UNROLL:1:4 UNROLL:2:4 UPCAST:3:4 GROUP:1:96 GROUP:2:96 LOCAL:3:96");
+  EXPECT_EQ(heuristic(reduce_kernel(8, 4096, 1, Op::ADD, dtypes::float32)),
+            "UNROLL:1:4 GROUP:1:256 UNROLL:1:4");
+  EXPECT_EQ(heuristic(reduce_kernel(8, 1000, 1, Op::ADD, dtypes::float32)), "GROUP:1:256");
+  EXPECT_EQ(heuristic(layernorm_kernel(8, 1001)), "GROUP:1:256 GROUP:2:256 LOCAL:3:256");
+  UOp k = lower(layernorm_kernel(8, 4096), t, Schedule());
+  int x_loads = 0;
+  for (const UOp& u : toposort(k))
+    if (u.op() == Op::LOAD && u.src(0).src(0).op() == Op::PARAM && u.src(0).src(0).slot() == 1) {
+      EXPECT_EQ(u.dtype().count(), 4);
+      ++x_loads;
+    }
+  EXPECT_EQ(x_loads, 4);
+}
+
 // An unrolled reduction's loads from a buffer the copies do not write merge into one
 // vector load where they are contiguous and aligned (the unroll innermost), and stay
 // scalar where the copies are a block apart (the GROUP innermost).
