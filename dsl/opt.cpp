@@ -880,8 +880,13 @@ Schedule heuristic_schedule(const UOp& sink, const Target& target) {
       try {
         for (const UOp& e : ends) register_updates(e.src(0), refuse);
         s.action("GROUP", reduce[0].axis().id, 256);
-        if (int64_t a = largest_dividing(outer[0], {8, 4, 2}))
+        if (int64_t a = largest_dividing(outer[0], {8, 4, 2})) {
           s.action("UPCAST", outer[0].axis().id, a);
+          // Wide enough to leave 1.5 blocks a multiprocessor: two vectors of each row a
+          // thread, twice the loads in flight.
+          if (outputs / a % 2 == 0 && outputs / a >= 3 * int64_t(target.multiprocessors))
+            s.action("UPCAST", outer[0].axis().id, 2);
+        }
         return s;
       } catch (const ScheduleError&) {  // not register updates: the rules below
       }

@@ -328,6 +328,23 @@ TEST(Actions, TheHeuristicsRowsInRegistersKeepTheResults) {
   }
 }
 
+// The heuristic's GEMV with two vectors of each row a thread (wide enough for 1.5 blocks
+// a multiprocessor: 3200 columns over 16 a block on the emulator's 132).
+TEST(Actions, TheHeuristicsWideGemvKeepsTheResults) {
+  std::unique_ptr<Device> dev = host_device("emu");
+  if (!dev) GTEST_SKIP() << "the emulator cannot be opened";
+  const Target& target = dev->props().target;
+  UOp k = matmul_kernel(1, 3200, 256, dtypes::bfloat16);
+  ASSERT_EQ(heuristic_schedule(k, target).to_string(), "GROUP:2:256 UPCAST:1:8 UPCAST:1:2");
+  SearchSpace space = action_space(k, target);
+  DeviceMeasure m(*dev, space);
+  Candidate ref, heuristic;
+  ref.schedule = space.reference;
+  ref.lowered = lower_kernels(k, target, ref.schedule);
+  heuristic.lowered = lower_kernels(k, target, Schedule());
+  EXPECT_EQ(m.validate(heuristic, ref), "");
+}
+
 // Global loads under a gate (not proven true) in lowered kernels.
 int gated_loads(const LoweredKernels& l) {
   int n = 0;

@@ -121,6 +121,13 @@ TEST(Expand, TheHeuristicScheduleIsDeterministic) {
   EXPECT_EQ(heuristic_schedule(add, h100_target()).to_string(), "UPCAST:1:4");
   EXPECT_EQ(heuristic_schedule(add, cpu()).to_string(), "");
   EXPECT_EQ(heuristic_schedule(tiled_matmul_kernel(32, 32, 32, 16), h100_target()).to_string(), "");
+  // A GEMV's threads share each column's reduction and read vectors across the row, two of
+  // them where the columns leave 1.5 blocks a multiprocessor (132 on the H100).
+  DType bf = dtypes::bfloat16;
+  EXPECT_EQ(heuristic_schedule(matmul_kernel(1, 4096, 4096, bf), h100_target()).to_string(),
+            "GROUP:2:256 UPCAST:1:8 UPCAST:1:2");
+  EXPECT_EQ(heuristic_schedule(matmul_kernel(1, 3072, 768, bf), h100_target()).to_string(),
+            "GROUP:2:256 UPCAST:1:8");
 }
 
 // Passes over rows that split into vectors x threads x at most 4: each thread's part of
