@@ -33,8 +33,8 @@ std::vector<WorkerRun> run_workers(const std::vector<std::string>& argv,
 
 struct MeasureOptions {
   int reps = 10;  // timed runs; the median counts
-  bool flush_l2 =
-      true;      // GPUs: 256 MiB read (flush_kernel); cpus: a 64 MiB copy; before each timed run
+  // Before each timed run: on GPUs a 256 MiB read (flush_kernel), on cpus a 64 MiB copy.
+  bool flush_l2 = true;
   int jobs = 0;  // compile workers at once (0: the machine's cores)
   double compile_timeout_s = 120;
   // A compile worker: a program that reads one kernel source on its standard input and

@@ -431,9 +431,11 @@ std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space
   return std::async(std::launch::deferred, lower).share();
 }
 
+LoweringAhead::LoweringAhead(const SearchSpace& space, const Target& target)
+    : space_(space), target_(target), cores_(std::max(1u, std::thread::hardware_concurrency())) {}
+
 std::shared_future<LoweredKernels> LoweringAhead::start(Schedule s) {
-  size_t cores = std::max(1u, std::thread::hardware_concurrency());
-  while (running_.size() >= cores) running_.front().wait(), running_.pop_front();
+  while (running_.size() >= cores_) running_.front().wait(), running_.pop_front();
   return running_.emplace_back(lower_schedule_async(space_, target_, std::move(s)));
 }
 

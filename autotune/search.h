@@ -89,7 +89,7 @@ std::shared_future<LoweredKernels> lower_schedule_async(const SearchSpace& space
 // has cores: starting one more first waits for the oldest still running.
 class LoweringAhead {
  public:
-  LoweringAhead(const SearchSpace& space, const Target& target) : space_(space), target_(target) {}
+  LoweringAhead(const SearchSpace& space, const Target& target);
   LoweringAhead(const LoweringAhead&) = delete;
   LoweringAhead& operator=(const LoweringAhead&) = delete;
   std::shared_future<LoweredKernels> start(Schedule s);
@@ -98,6 +98,7 @@ class LoweringAhead {
  private:
   const SearchSpace& space_;
   const Target& target_;
+  size_t cores_;
   std::deque<std::shared_future<LoweredKernels>> running_;
 };
 

@@ -228,31 +228,27 @@ std::optional<int64_t> axis_stride(const UOp& idx, const UOp& r) {
   return d.const_int();
 }
 
+static bool closes(const UOp& end, const UOp& r) {
+  return end.op() == Op::END &&
+         std::find(end.src().begin() + 1, end.src().end(), r) != end.src().end();
+}
+
 // Whether `outer` runs around the loop of range `inner`: the END that closes `inner` is
-// inside `outer` (it depends on it and closes it nowhere below).
-static bool encloses(const UOp& sink, const UOp& outer, const UOp& inner) {
+// inside `outer` (it depends on it and closes it nowhere below); with `or_together`, also
+// where that END closes both.
+static bool encloses(const UOp& sink, const UOp& outer, const UOp& inner,
+                     bool or_together = false) {
   for (const UOp& u : toposort(sink)) {
-    if (u.op() != Op::END || std::find(u.src().begin() + 1, u.src().end(), inner) == u.src().end())
-      continue;
+    if (!closes(u, inner)) continue;
+    if (or_together && closes(u, outer)) return true;
     bool uses = false, closed = false;
     for (const UOp& v : toposort(u)) {
       uses = uses || v == outer;
-      if (v.op() == Op::END)
-        closed = closed || std::find(v.src().begin() + 1, v.src().end(), outer) != v.src().end();
+      closed = closed || closes(v, outer);
     }
     return uses && !closed;
   }
   return false;
-}
-
-// Whether the loop of `outer` runs around that of `inner`, or one END closes both.
-static bool around(const UOp& sink, const UOp& outer, const UOp& inner) {
-  for (const UOp& u : toposort(sink))
-    if (u.op() == Op::END &&
-        std::find(u.src().begin() + 1, u.src().end(), inner) != u.src().end() &&
-        std::find(u.src().begin() + 1, u.src().end(), outer) != u.src().end())
-      return true;
-  return encloses(sink, outer, inner);
 }
 
 Schedule without_threads(const Schedule& s) {
@@ -301,7 +297,8 @@ UOp apply_schedule(const UOp& sink, const Target& target, const Schedule& given)
       around_of[*e.axis];
   for (auto& [axis, out] : around_of)
     for (const auto& [other, unused] : around_of)
-      if (other != axis && around(sink, ranges.at(other), ranges.at(axis))) out.insert(other);
+      if (other != axis && encloses(sink, ranges.at(other), ranges.at(axis), true))
+        out.insert(other);
   std::set<int64_t> thread_axes;       // beside a GROUP: the axes split over the threads
   std::set<int64_t> padded;            // PADTO's axes
   std::map<int64_t, int64_t> swapped;  // SWAP: an axis -> the id its outer range takes

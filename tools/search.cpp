@@ -30,6 +30,23 @@ int cmd_compile_worker(const std::vector<std::string>& args) {
   return 0;
 }
 
+namespace {
+
+// Opens `device` and builds `spec`'s space on its target: -1, or the exit status after
+// the error is printed.
+int open_space(const std::string& cmd, const KernelSpec& spec, const std::string& device,
+               std::unique_ptr<Device>& dev, autotune::SearchSpace& space) {
+  if (int status = open_named_device(cmd, device, dev); status >= 0) return status;
+  try {
+    space = spec.space(dev->props().target);
+  } catch (const std::invalid_argument& e) {
+    return usage_error(cmd + ": " + e.what());
+  }
+  return -1;
+}
+
+}  // namespace
+
 // `kitten measure-worker <kernel> --device D [--shape S] [--dtype T] [--reps N]`: times
 // the candidates of that kernel's space for a search in another process (its
 // MeasureOptions::measure_worker): for each line "<best seconds> <schedule>" on stdin, an
@@ -58,14 +75,10 @@ int cmd_measure_worker(const std::vector<std::string>& args) {
   // that ended before this line closed the socket: reading it ends the loop below).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   std::unique_ptr<Device> dev;
-  if (int status = open_named_device("measure-worker", device, dev); status >= 0) return status;
-  const Target& target = dev->props().target;
   SearchSpace space;
-  try {
-    space = spec.space(target);
-  } catch (const std::invalid_argument& e) {
-    return usage_error(std::string("measure-worker: ") + e.what());
-  }
+  if (int status = open_space("measure-worker", spec, device, dev, space); status >= 0)
+    return status;
+  const Target& target = dev->props().target;
   DeviceMeasure measure(*dev, space, mopts);
   std::printf("ready\n");  // the device open, the inputs made
   std::fflush(stdout);
@@ -149,14 +162,9 @@ int cmd_search(const std::vector<std::string>& args) {
   if (spec.kernel.empty())
     return usage_error(std::string("search: expected a kernel (") + kSpaceNames + ")");
   std::unique_ptr<Device> dev;
-  if (int status = open_named_device("search", device, dev); status >= 0) return status;
-  const Target& target = dev->props().target;
   SearchSpace space;
-  try {
-    space = spec.space(target);
-  } catch (const std::invalid_argument& e) {
-    return usage_error(std::string("search: ") + e.what());
-  }
+  if (int status = open_space("search", spec, device, dev, space); status >= 0) return status;
+  const Target& target = dev->props().target;
   for (const Schedule& st : starts) space.start.push_back(st);
   if (workers) {
     mopts.worker = {self_path(), "compile-worker", "--device", device};
